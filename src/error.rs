@@ -1,0 +1,229 @@
+//! The crate's one error type.
+//!
+//! Every fallible operation in multiproc returns [`Result<T>`]. Each variant names
+//! what went wrong and its message says what to do about it, so that a user who sees
+//! only the `Display` text can fix the call. Nothing in the library panics on bad
+//! input.
+
+use std::io;
+use std::time::Duration;
+
+/// `Result` with the crate's [`Error`].
+///
+/// ```
+/// fn make() -> multiproc::Result<multiproc::Lock> {
+///     multiproc::Lock::new()
+/// }
+/// assert!(make().is_ok());
+/// ```
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in multiproc.
+///
+/// ```
+/// use multiproc::{Error, Array};
+/// let a = Array::<i32>::new(3).unwrap();
+/// match a.get(7) {
+///     Err(Error::IndexOutOfRange { index: 7, len: 3 }) => {}
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A size of zero was given where at least one byte or element is needed.
+    #[error("{what} must not be zero: pass a size of at least 1")]
+    ZeroSize {
+        /// What was sized.
+        what: &'static str,
+    },
+
+    /// A size or count that does not fit in memory or in the shared layout.
+    #[error(
+        "{what} of {requested} is too large (at most {max}): split the data or use a smaller size"
+    )]
+    SizeOverflow {
+        /// What was sized.
+        what: &'static str,
+        /// The size asked for.
+        requested: u128,
+        /// The largest size accepted.
+        max: u128,
+    },
+
+    /// An invalid argument, with the reason.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A named segment that does not exist.
+    #[error("no shared memory segment named {name:?}: check the name, or create it first")]
+    NotFound {
+        /// The name looked up.
+        name: String,
+    },
+
+    /// A named segment that already exists when creating one.
+    #[error(
+        "a shared memory segment named {name:?} already exists: attach to it, or pick another name"
+    )]
+    AlreadyExists {
+        /// The name asked for.
+        name: String,
+    },
+
+    /// A segment name that is not valid.
+    #[error("invalid segment name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// A segment that was not made by multiproc, or whose header is corrupt.
+    #[error(
+        "segment {name:?} is not a multiproc segment ({reason}): attach only to segments made by multiproc"
+    )]
+    Foreign {
+        /// The segment's name.
+        name: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// A segment made by another layout version of multiproc.
+    #[error(
+        "segment {name:?} has layout version {found}, this multiproc reads version {expected}: use the same multiproc version on both sides"
+    )]
+    VersionMismatch {
+        /// The segment's name.
+        name: String,
+        /// The version found in the header.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+
+    /// A segment holding another kind of object than the one asked for.
+    #[error("segment {name:?} holds a {found}, not a {expected}: attach with the matching type")]
+    KindMismatch {
+        /// The segment's name.
+        name: String,
+        /// The kind asked for.
+        expected: String,
+        /// The kind found.
+        found: String,
+    },
+
+    /// A segment whose file is shorter than its header says.
+    #[error(
+        "segment {name:?} is truncated: {actual} bytes where {needed} are needed; it was damaged or is still being created"
+    )]
+    Truncated {
+        /// The segment's name.
+        name: String,
+        /// Its size on disk.
+        actual: u64,
+        /// The size it must have.
+        needed: u64,
+    },
+
+    /// A segment owned by another user, or one whose mode lets others read it.
+    #[error("segment {name:?} is not safe to attach: {reason}")]
+    Permission {
+        /// The segment's name.
+        name: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// An index outside `0..len`.
+    #[error("index {index} is out of range for length {len}")]
+    IndexOutOfRange {
+        /// The index given.
+        index: usize,
+        /// The length of the array.
+        len: usize,
+    },
+
+    /// A timeout so large that the deadline cannot be represented.
+    #[error("timeout of {0:?} overflows the monotonic clock: pass None to wait without a timeout")]
+    TimeoutOverflow(Duration),
+
+    /// Releasing a lock or semaphore that is not held.
+    #[error("{what} released too many times: it is not held")]
+    NotHeld {
+        /// Which primitive.
+        what: &'static str,
+    },
+
+    /// Releasing an RLock, or waiting on a Condition, from a thread that does not own it.
+    #[error("{what}: the calling thread does not hold the lock; acquire it first")]
+    NotOwner {
+        /// What was attempted.
+        what: &'static str,
+    },
+
+    /// The previous owner of a lock died while holding it.
+    ///
+    /// The lock **is now held by the caller**, as with POSIX `EOWNERDEAD`. The data it
+    /// protects may be half-updated: repair it, then call `mark_consistent()` on the
+    /// lock or guard. Until someone does, every later acquirer gets this error too.
+    #[error(
+        "the previous owner of this lock died while holding it; the lock is now yours: repair the data it protects, then call mark_consistent()"
+    )]
+    OwnerDied,
+
+    /// A recursion count that would overflow.
+    #[error("{what} recursion count overflows: release before acquiring again")]
+    RecursionOverflow {
+        /// Which primitive.
+        what: &'static str,
+    },
+
+    /// A BoundedSemaphore released above its initial value.
+    #[error(
+        "BoundedSemaphore released too many times: value {value} + {n} would exceed its bound {bound}"
+    )]
+    OverRelease {
+        /// The value before the release.
+        value: u32,
+        /// How many releases were asked for.
+        n: u32,
+        /// The bound (initial value).
+        bound: u32,
+    },
+
+    /// A Barrier that is broken (aborted, timed out, or a party died).
+    #[error("the barrier is broken ({0}): call reset() before using it again")]
+    BrokenBarrier(&'static str),
+
+    /// An operation on a Process in the wrong state.
+    #[error("process {name:?}: {reason}")]
+    ProcessState {
+        /// The process's name.
+        name: String,
+        /// What was wrong.
+        reason: &'static str,
+    },
+
+    /// A system call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] from a rustix or std error, with what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        Error::Io {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}

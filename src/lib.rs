@@ -1,0 +1,56 @@
+//! # multiproc
+//!
+//! Python's `multiprocessing` shared memory and process synchronization for Rust:
+//! real OS processes that share typed memory ([`Value`], [`Array`],
+//! [`SharedMemory`]) and coordinate ([`Lock`], [`RLock`], [`Event`], ...), with
+//! Python's names and semantics and Rust's idioms — guards, `Result`, `Duration`
+//! timeouts.
+//!
+//! Unlike CPython's, these primitives are futex words in shared memory (an
+//! uncontended Lock is one compare-exchange), and **no process waits forever
+//! because another died**: a Lock whose holder is killed passes to the next
+//! acquirer with [`OwnerDied`].
+//!
+//! ```
+//! use multiproc::{Process, Value};
+//! let counter = Value::<i32>::new(0)?;
+//! let mut workers = Vec::new();
+//! for _ in 0..4 {
+//!     let c = counter.clone();
+//!     let mut p = Process::new(move || {
+//!         for _ in 0..1000 {
+//!             *c.lock().unwrap() += 1;
+//!         }
+//!     });
+//!     p.start()?;
+//!     workers.push(p);
+//! }
+//! for mut p in workers {
+//!     p.join(None)?;
+//! }
+//! assert_eq!(counter.get()?, 4000);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! ## Layers
+//! - [`sys`]: system calls and raw memory (the only `unsafe`, with [`shm`]);
+//! - [`shm`]: segments, the shared arena, `SharedMemory`, `Value`, `Array`;
+//! - [`sync`]: the primitives, one file each;
+//! - [`process`]: `Process`.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod process;
+pub mod shm;
+pub mod sync;
+pub mod sys;
+
+pub use error::{Error, Result};
+pub use process::Process;
+pub use shm::{
+    Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, SharedMemory, Value, ValueGuard,
+};
+pub use sync::{
+    Event, Lock, LockGuard, LockResult, OwnerDied, RLock, RLockGuard, TryLockError, TryLockResult,
+};

@@ -1,0 +1,6 @@
+//! Processes: [`Process`] runs a closure in a forked child, as Python's
+//! `multiprocessing.Process` with the `fork` start method.
+
+pub mod process;
+
+pub use process::Process;

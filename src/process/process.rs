@@ -1,0 +1,339 @@
+//! `Process`: a closure run in a forked child process.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::process::{
+    Pid, PidfdFlags, Signal, WaitOptions, pidfd_open, pidfd_send_signal, waitpid,
+};
+
+use crate::error::{Error, Result};
+use crate::sys::fork::{self, Forked};
+use crate::sys::time::Deadline;
+
+type Target = Box<dyn FnOnce() + Send + 'static>;
+
+static COUNTER: AtomicU64 = AtomicU64::new(1);
+/// Children whose `Process` was dropped while they ran; reaped on later starts so
+/// that they do not stay zombies.
+static UNREAPED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+#[derive(Debug)]
+enum State {
+    New,
+    Running { pid: i32, pidfd: OwnedFd },
+    Exited { pid: i32, code: i32 },
+}
+
+/// A child process running a closure: Python's `multiprocessing.Process` (fork).
+///
+/// [`start`](Self::start) forks; the child runs the closure and exits with code 0,
+/// or with code 1 after printing the panic message to its stderr (which it shares
+/// with the parent) if the closure panics. The child leaves through `_exit`: it never
+/// runs the parent's destructors or flushes the parent's buffers a second time (the
+/// parent flushes its stdout and stderr before forking). Exit codes follow Python:
+/// `Some(n)` after a normal exit, `Some(-signal)` when killed by a signal.
+///
+/// The closure and everything it captures move into the child (the parent forgets
+/// its copy without dropping it), so shared handles captured by value keep their
+/// shared reference counts right.
+///
+/// Fork copies only the calling thread. As in Python, forking a program whose other
+/// threads hold locks (an allocator's, stdout's) can leave the child blocked on them:
+/// start processes before starting threads, or from the main thread.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::Process;
+/// let mut ok = Process::new(|| {});
+/// ok.start()?;
+/// assert_eq!(ok.join(Some(Duration::from_secs(10)))?, Some(0));
+///
+/// let mut bad = Process::new(|| panic!("boom"));
+/// bad.start()?;
+/// assert_eq!(bad.join(None)?, Some(1));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Process {
+    name: String,
+    daemon: bool,
+    target: Option<Target>,
+    state: State,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("daemon", &self.daemon)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+fn exit_code(status: rustix::process::WaitStatus) -> i32 {
+    if let Some(code) = status.exit_status() {
+        code
+    } else if let Some(sig) = status.terminating_signal() {
+        -sig
+    } else {
+        -1
+    }
+}
+
+fn reap_unreaped() {
+    let mut list = UNREAPED.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain(|&pid| {
+        let Some(pid) = Pid::from_raw(pid) else {
+            return false;
+        };
+        matches!(waitpid(Some(pid), WaitOptions::NOHANG), Ok(None))
+    });
+}
+
+impl Process {
+    /// A process that will run `target`; named `Process-N` like Python's.
+    pub fn new(target: impl FnOnce() + Send + 'static) -> Process {
+        Process {
+            name: format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed)),
+            daemon: false,
+            target: Some(Box::new(target)),
+            state: State::New,
+        }
+    }
+
+    /// Sets the name (builder style).
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|| {}).with_name("worker-1");
+    /// assert_eq!(p.name(), "worker-1");
+    /// ```
+    pub fn with_name(mut self, name: impl Into<String>) -> Process {
+        self.name = name.into();
+        self
+    }
+
+    /// Makes the child a daemon (builder style): it is killed (SIGKILL) when the
+    /// thread that started it exits, including when the parent is killed — so a
+    /// daemon never outlives its parent. Set before `start`.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|| {}).daemon(true);
+    /// assert!(p.is_daemon());
+    /// ```
+    pub fn daemon(mut self, daemon: bool) -> Process {
+        self.daemon = daemon;
+        self
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the process is a daemon.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    fn state_error(&self, reason: &'static str) -> Error {
+        Error::ProcessState {
+            name: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// Forks and runs the closure in the child. A process starts at most once.
+    pub fn start(&mut self) -> Result<()> {
+        let Some(target) = self.target.take() else {
+            return Err(self.state_error("already started; a process can be started only once"));
+        };
+        reap_unreaped();
+        let parent = rustix::process::getpid();
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        match fork::fork() {
+            Err(e) => {
+                self.target = Some(target);
+                Err(Error::io(format!("forking process {:?}", self.name), e))
+            }
+            Ok(Forked::Child) => self.run_child(target, parent),
+            Ok(Forked::Parent(pid)) => {
+                // The closure now belongs to the child; dropping it here too would
+                // release its captured handles twice.
+                std::mem::forget(target);
+                let raw = Pid::from_raw(pid).expect("fork returns a positive pid");
+                let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| {
+                    Error::io(format!("opening a pidfd for process {:?}", self.name), e)
+                })?;
+                self.state = State::Running { pid, pidfd };
+                Ok(())
+            }
+        }
+    }
+
+    fn run_child(&self, target: Target, parent: Pid) -> ! {
+        if self.daemon {
+            let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+            // The parent may have died before the line above: then no signal comes.
+            if rustix::process::getppid() != Some(parent) {
+                fork::exit_now(1);
+            }
+        }
+        let code = match catch_unwind(AssertUnwindSafe(target)) {
+            Ok(()) => 0,
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".to_string());
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "multiproc: process {:?} (pid {}) panicked: {msg}",
+                    self.name,
+                    rustix::process::getpid().as_raw_nonzero()
+                );
+                1
+            }
+        };
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        fork::exit_now(code)
+    }
+
+    /// The child's pid, once started.
+    pub fn pid(&self) -> Option<u32> {
+        match self.state {
+            State::New => None,
+            State::Running { pid, .. } | State::Exited { pid, .. } => Some(pid as u32),
+        }
+    }
+
+    /// Reaps the child if it has exited, without waiting.
+    fn poll(&mut self) -> Result<()> {
+        if let State::Running { pid, .. } = self.state {
+            let raw = Pid::from_raw(pid).expect("positive pid");
+            match waitpid(Some(raw), WaitOptions::NOHANG) {
+                Ok(Some((_, status))) => {
+                    self.state = State::Exited {
+                        pid,
+                        code: exit_code(status),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Error::io(format!("waiting for process {:?}", self.name), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the child to exit, at most `timeout` (forever with `None`).
+    ///
+    /// Returns the exit code, or `None` if the timeout passed first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Event, Process};
+    /// let go = Event::new()?;
+    /// let g = go.clone();
+    /// let mut p = Process::new(move || { g.wait(Some(Duration::from_secs(30))).unwrap(); });
+    /// p.start()?;
+    /// assert_eq!(p.join(Some(Duration::from_millis(10)))?, None); // still waiting
+    /// go.set();
+    /// assert_eq!(p.join(Some(Duration::from_secs(30)))?, Some(0));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join(&mut self, timeout: Option<Duration>) -> Result<Option<i32>> {
+        let deadline = Deadline::after(timeout)?;
+        loop {
+            self.poll()?;
+            let pidfd = match &self.state {
+                State::New => {
+                    return Err(self.state_error("cannot join a process that was not started"));
+                }
+                State::Exited { code, .. } => return Ok(Some(*code)),
+                State::Running { pidfd, .. } => pidfd,
+            };
+            if deadline.expired() {
+                return Ok(None);
+            }
+            // A pidfd becomes readable when the process exits.
+            let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+            let ts = deadline.remaining().map(|d| rustix::time::Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as _,
+            });
+            match poll(&mut fds, ts.as_ref()) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::io(format!("waiting for process {:?}", self.name), e)),
+            }
+        }
+    }
+
+    /// Whether the child has started and not yet exited.
+    pub fn is_alive(&mut self) -> bool {
+        let _ = self.poll();
+        matches!(self.state, State::Running { .. })
+    }
+
+    /// The exit code: `None` while running or before start; `Some(-sig)` when killed.
+    pub fn exitcode(&mut self) -> Option<i32> {
+        let _ = self.poll();
+        match self.state {
+            State::Exited { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    fn signal(&self, sig: Signal) -> Result<()> {
+        match &self.state {
+            State::Running { pidfd, .. } => match pidfd_send_signal(pidfd, sig) {
+                // Exited but not yet reaped: nothing to signal.
+                Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+                Err(e) => Err(Error::io(format!("signalling process {:?}", self.name), e)),
+            },
+            State::New => Err(self.state_error("cannot signal a process that was not started")),
+            State::Exited { .. } => Ok(()),
+        }
+    }
+
+    /// Sends SIGTERM (Python's `terminate`). Through a pidfd: never a reused pid.
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(Signal::TERM)
+    }
+
+    /// Sends SIGKILL (Python's `kill`).
+    ///
+    /// ```
+    /// use multiproc::{Event, Process};
+    /// let never = Event::new()?;
+    /// let n = never.clone();
+    /// let mut p = Process::new(move || { n.wait(None).unwrap(); });
+    /// p.start()?;
+    /// p.kill()?;
+    /// assert_eq!(p.join(None)?, Some(-9));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn kill(&self) -> Result<()> {
+        self.signal(Signal::KILL)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let State::Running { pid, .. } = self.state {
+            if self.daemon {
+                let _ = self.kill();
+                let _ = self.join(None);
+            } else if self.poll().is_ok() && matches!(self.state, State::Running { .. }) {
+                UNREAPED.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The segment header: the first 64 bytes of every multiproc segment.
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic          b"MPROCSEG" (little-endian u64 0x4745_5343_4f52_504d),
+//!                            stored last, with release ordering: a reader that
+//!                            sees it sees the whole header
+//!      8    4 version        layout version, currently 1
+//!     12    4 kind           1 arena chunk, 2 SharedMemory, 3 large block
+//!     16    8 size           payload bytes after the header
+//!     24    4 creator pid
+//!     28    4 reserved       0
+//!     32    8 creator start  creator's start time (clock ticks after boot), so
+//!                            that `multiproc clean` can tell whether it still runs
+//!     40   24 reserved       0
+//!     64      payload
+//! ```
+//! Integers are native-endian (all supported targets are little-endian). A reader
+//! rejects a segment whose magic, version or kind differ, or whose file is shorter
+//! than `64 + size`.
+
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::sys::mem::Mapping;
+
+/// Bytes taken by the header; the payload starts here.
+pub const HEADER_SIZE: usize = 64;
+/// `b"MPROCSEG"` read as a little-endian u64.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
+/// The layout version this build writes and reads.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// What a segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    /// A chunk of the small-object arena.
+    Arena = 1,
+    /// A user's named `SharedMemory`.
+    SharedMemory = 2,
+    /// One large object (an Array too big for an arena block).
+    Large = 3,
+}
+
+impl Kind {
+    fn from_u32(v: u32) -> Option<Kind> {
+        match v {
+            1 => Some(Kind::Arena),
+            2 => Some(Kind::SharedMemory),
+            3 => Some(Kind::Large),
+            _ => None,
+        }
+    }
+
+    /// The kind's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Arena => "arena chunk",
+            Kind::SharedMemory => "SharedMemory",
+            Kind::Large => "large block",
+        }
+    }
+}
+
+/// The fields of a header, as read or to be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// What the segment holds.
+    pub kind: Kind,
+    /// Payload size in bytes.
+    pub size: u64,
+    /// Pid of the creating process.
+    pub creator_pid: u32,
+    /// Start time of the creating process.
+    pub creator_start: u64,
+}
+
+impl Header {
+    /// Writes the header into a fresh (all-zero) mapping; the magic goes last.
+    pub fn write(&self, map: &Mapping) {
+        map.write::<u32>(8, LAYOUT_VERSION);
+        map.write::<u32>(12, self.kind as u32);
+        map.write::<u64>(16, self.size);
+        map.write::<u32>(24, self.creator_pid);
+        map.write::<u64>(32, self.creator_start);
+        map.atomic_u64(0).store(MAGIC, Ordering::Release);
+    }
+
+    /// Reads and checks the header of segment `name` (`file_len` is its size).
+    pub fn read(map: &Mapping, name: &str, file_len: u64) -> Result<Header> {
+        let foreign = |reason: &str| Error::Foreign {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        };
+        if map.len() < HEADER_SIZE {
+            return Err(foreign("shorter than a header"));
+        }
+        let magic = map.atomic_u64(0).load(Ordering::Acquire);
+        if magic == 0 {
+            return Err(foreign(
+                "no header: empty, or its creator has not finished writing it",
+            ));
+        }
+        if magic != MAGIC {
+            return Err(foreign("bad magic number"));
+        }
+        let version = map.read::<u32>(8);
+        if version != LAYOUT_VERSION {
+            return Err(Error::VersionMismatch {
+                name: name.to_string(),
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        let kind =
+            Kind::from_u32(map.read::<u32>(12)).ok_or_else(|| foreign("unknown kind in header"))?;
+        let size = map.read::<u64>(16);
+        let needed = (HEADER_SIZE as u64)
+            .checked_add(size)
+            .ok_or_else(|| foreign("size field overflows"))?;
+        if file_len < needed {
+            return Err(Error::Truncated {
+                name: name.to_string(),
+                actual: file_len,
+                needed,
+            });
+        }
+        Ok(Header {
+            kind,
+            size,
+            creator_pid: map.read::<u32>(24),
+            creator_start: map.read::<u64>(32),
+        })
+    }
+}

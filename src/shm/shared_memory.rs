@@ -1,0 +1,169 @@
+//! Python's `multiprocessing.shared_memory.SharedMemory`: a named block of bytes
+//! that unrelated processes attach to by name.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::header::{HEADER_SIZE, Kind};
+use super::segment::{self, Segment};
+use crate::error::{Error, Result};
+
+/// A named shared memory segment (a file in `/dev/shm`), as in Python.
+///
+/// Created `O_EXCL` with mode 0600, under an unpredictable name when none is given.
+/// The segment outlives every handle until someone calls [`unlink`](Self::unlink)
+/// (Python's rule); `multiproc clean` removes ones whose creator is gone.
+///
+/// ```
+/// use multiproc::SharedMemory;
+/// let shm = SharedMemory::create(16)?;
+/// shm.write_at(0, b"hello")?;
+/// let other = SharedMemory::attach(shm.name())?;
+/// let mut buf = [0u8; 5];
+/// other.read_at(0, &mut buf)?;
+/// assert_eq!(&buf, b"hello");
+/// assert_eq!(other.size(), 16);
+/// shm.unlink()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SharedMemory {
+    seg: Segment,
+    size: usize,
+}
+
+impl SharedMemory {
+    /// Python's constructor: `SharedMemory(name=None, create=False, size=0)`.
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// let a = SharedMemory::new(None, true, 8)?;
+    /// let b = SharedMemory::new(Some(a.name()), false, 0)?;
+    /// assert_eq!(b.size(), 8);
+    /// a.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(name: Option<&str>, create: bool, size: usize) -> Result<SharedMemory> {
+        match (name, create) {
+            (None, true) => SharedMemory::create(size),
+            (Some(n), true) => SharedMemory::create_named(n, size),
+            (Some(n), false) => SharedMemory::attach(n),
+            (None, false) => Err(Error::InvalidArgument(
+                "SharedMemory needs a name to attach to, or create=true".into(),
+            )),
+        }
+    }
+
+    /// Creates a segment of `size` bytes under a fresh random name.
+    pub fn create(size: usize) -> Result<SharedMemory> {
+        loop {
+            match SharedMemory::create_named(&segment::random_name()?, size) {
+                Err(Error::AlreadyExists { .. }) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Creates a segment of `size` bytes named `name`; fails if the name is taken.
+    ///
+    /// ```
+    /// use multiproc::{Error, SharedMemory};
+    /// let a = SharedMemory::create_named("mp-doc-example", 4)?;
+    /// assert!(matches!(SharedMemory::create_named("mp-doc-example", 4), Err(Error::AlreadyExists { .. })));
+    /// a.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn create_named(name: &str, size: usize) -> Result<SharedMemory> {
+        let name = segment::normalize_name(name)?;
+        let seg = Segment::create_named(&name, Kind::SharedMemory, size as u64)?;
+        Ok(SharedMemory { seg, size })
+    }
+
+    /// Attaches to the existing segment `name` (with or without a leading `/`).
+    ///
+    /// A missing, foreign, truncated, other-version or other-user segment is an error.
+    ///
+    /// ```
+    /// use multiproc::{Error, SharedMemory};
+    /// assert!(matches!(SharedMemory::attach("mp-no-such-segment"), Err(Error::NotFound { .. })));
+    /// ```
+    pub fn attach(name: &str) -> Result<SharedMemory> {
+        let name = segment::normalize_name(name)?;
+        let seg = Segment::open_named(&name, Kind::SharedMemory)?;
+        let size = usize::try_from(seg.header().size).map_err(|_| Error::Foreign {
+            name: name.clone(),
+            reason: "size does not fit in memory".into(),
+        })?;
+        Ok(SharedMemory { seg, size })
+    }
+
+    /// The name, without a leading `/` (pass it to [`attach`](Self::attach)).
+    pub fn name(&self) -> &str {
+        self.seg.name().unwrap_or_default()
+    }
+
+    /// Usable size in bytes (the header is not counted).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The bytes as atomics: safe to read while other processes write.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let shm = multiproc::SharedMemory::create(4)?;
+    /// shm.buf()[2].store(9, Ordering::Relaxed);
+    /// assert_eq!(shm.to_vec(), vec![0, 0, 9, 0]);
+    /// shm.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn buf(&self) -> &[AtomicU8] {
+        self.seg.map().atomic_bytes(HEADER_SIZE, self.size)
+    }
+
+    fn range(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(Error::IndexOutOfRange {
+                index: offset.saturating_add(len),
+                len: self.size,
+            }),
+        }
+    }
+
+    /// Copies bytes starting at `offset` into `out`.
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.range(offset, out.len())?;
+        self.seg.map().read_slice(HEADER_SIZE + offset, out);
+        std::sync::atomic::fence(Ordering::Acquire);
+        Ok(())
+    }
+
+    /// Copies `data` into the segment starting at `offset`.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.range(offset, data.len())?;
+        std::sync::atomic::fence(Ordering::Release);
+        self.seg.map().write_slice(HEADER_SIZE + offset, data);
+        Ok(())
+    }
+
+    /// A copy of all the bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.size];
+        self.seg.map().read_slice(HEADER_SIZE, &mut v);
+        v
+    }
+
+    /// Unmaps this handle (Python's `close`); the segment itself stays.
+    pub fn close(self) {}
+
+    /// Removes the name so no one else can attach; the memory is freed when the
+    /// last handle closes. Like Python, call it once, from one process.
+    pub fn unlink(&self) -> Result<()> {
+        crate::sys::mem::shm_unlink(&format!("/{}", self.name())).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                name: self.name().to_string(),
+            },
+            _ => Error::io(format!("unlinking shared memory {:?}", self.name()), e),
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! `Event`: a flag that processes wait for.
+//!
+//! ## Layout (arena block, 4 bytes used; all-zero = clear, no waiter)
+//! ```text
+//! 0 u32 word  0 = clear; SET (1) = set; WAITERS (2) = clear, and someone may sleep
+//! ```
+//! `set` stores SET and makes the wake system call only when WAITERS was there, so
+//! setting an Event nobody waits for costs one atomic swap. There is no internal
+//! lock, so a process killed anywhere in these calls leaves the Event working.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::shm::arena::Block;
+use crate::sys::futex;
+use crate::sys::time::Deadline;
+
+const SET: u32 = 1;
+const WAITERS: u32 = 2;
+const SPIN_LIMIT: u32 = 200;
+
+/// A process-shared event flag: Python's `multiprocessing.Event`.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Event, Process};
+/// let ready = Event::new()?;
+/// let r = ready.clone();
+/// let mut waiter = Process::new(move || {
+///     assert!(r.wait(Some(Duration::from_secs(30))).unwrap());
+/// });
+/// waiter.start()?;
+/// ready.set();
+/// assert_eq!(waiter.join(None)?, Some(0));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Event {
+    word: &'static AtomicU32,
+    _block: Block,
+}
+
+impl Event {
+    /// A new, clear Event.
+    pub fn new() -> Result<Event> {
+        let block = Block::alloc(4)?;
+        let map = block.static_map().expect("small blocks live in the arena");
+        Ok(Event {
+            word: map.atomic_u32(block.offset()),
+            _block: block,
+        })
+    }
+
+    /// Whether the flag is set.
+    ///
+    /// ```
+    /// let e = multiproc::Event::new()?;
+    /// assert!(!e.is_set());
+    /// e.set();
+    /// assert!(e.is_set());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_set(&self) -> bool {
+        self.word.load(Ordering::Acquire) == SET
+    }
+
+    /// Sets the flag and wakes every waiter in every process.
+    pub fn set(&self) {
+        if self.word.swap(SET, Ordering::Release) == WAITERS {
+            futex::wake_all(self.word);
+        }
+    }
+
+    /// Clears the flag.
+    ///
+    /// ```
+    /// let e = multiproc::Event::new()?;
+    /// e.set();
+    /// e.clear();
+    /// assert!(!e.is_set());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn clear(&self) {
+        // Only SET becomes clear; a clear word (maybe with WAITERS) stays as it is.
+        let _ = self
+            .word
+            .compare_exchange(SET, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Waits until the flag is set, at most `timeout`; returns whether it is set
+    /// (Python's `wait`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let e = multiproc::Event::new()?;
+    /// assert!(!e.wait(Some(Duration::from_millis(1)))?);
+    /// e.set();
+    /// assert!(e.wait(None)?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        if self.is_set() {
+            return Ok(true);
+        }
+        let deadline = Deadline::after(timeout)?;
+        // A short spin: the setter is often running on the other core right now.
+        for _ in 0..SPIN_LIMIT {
+            if self.is_set() {
+                return Ok(true);
+            }
+            std::hint::spin_loop();
+        }
+        loop {
+            let w = self.word.load(Ordering::Acquire);
+            if w == SET {
+                return Ok(true);
+            }
+            if w == 0
+                && self
+                    .word
+                    .compare_exchange(0, WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            if deadline.expired() {
+                return Ok(self.is_set());
+            }
+            futex::wait(self.word, WAITERS, deadline.remaining());
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Owner identities: who holds a lock, in one 32-bit word, checkable for death.
+//!
+//! An owner word is `id | tag << 22`:
+//! - `id` (bits 0..22) is a pid (for [`Lock`](super::Lock), owned by a process) or a
+//!   tid (for [`RLock`](super::RLock), owned by a thread). Linux caps pids at
+//!   `PID_MAX_LIMIT` = 2^22, so every id fits and none is 0.
+//! - `tag` (bits 22..31) is 9 bits of a hash of the owner's *start time*. When the
+//!   owner dies and its pid is reused, the new process almost surely (511 in 512) has
+//!   another tag, so the dead owner is still recognized as dead.
+//! - Bit 31 is left to the lock word's `CONTENDED` flag.
+//!
+//! Computing an identity reads `/proc`, so each process (and thread) computes its
+//! own once and caches it, keyed by the fork generation so that a forked child never
+//! uses its parent's.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sys::{fork, procfs};
+
+/// Bits holding the pid or tid.
+pub const ID_MASK: u32 = (1 << 22) - 1;
+const TAG_SHIFT: u32 = 22;
+const TAG_MASK: u32 = 0x1ff;
+/// Bits of a lock word that name the owner (id and tag).
+pub const OWNER_MASK: u32 = (1 << 31) - 1;
+
+fn tag_of(start_time: u64) -> u32 {
+    // Fibonacci hashing spreads consecutive start times over all 512 tags.
+    ((start_time.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 55) as u32) & TAG_MASK
+}
+
+fn word(id: u32, start_time: u64) -> u32 {
+    (id & ID_MASK) | tag_of(start_time) << TAG_SHIFT
+}
+
+/// The pid part of an owner word.
+pub fn id_of(owner: u32) -> u32 {
+    owner & ID_MASK
+}
+
+static PROCESS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static THREAD: Cell<u64> = const { Cell::new(0) };
+}
+
+#[inline]
+fn cached(v: u64) -> Option<u32> {
+    ((v >> 32) as u32 == fork::generation() && v as u32 != 0).then_some(v as u32)
+}
+
+/// This process's owner word.
+#[inline]
+pub fn process() -> u32 {
+    match cached(PROCESS.load(Ordering::Relaxed)) {
+        Some(w) => w,
+        None => process_slow(),
+    }
+}
+
+#[cold]
+fn process_slow() -> u32 {
+    fork::install_hooks();
+    let generation = fork::generation();
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    let w = word(pid, procfs::current_process_start_time());
+    PROCESS.store((generation as u64) << 32 | w as u64, Ordering::Relaxed);
+    w
+}
+
+/// The calling thread's owner word.
+#[inline]
+pub fn thread() -> u32 {
+    THREAD.with(|c| match cached(c.get()) {
+        Some(w) => w,
+        None => {
+            let w = thread_slow();
+            c.set((fork::generation() as u64) << 32 | w as u64);
+            w
+        }
+    })
+}
+
+#[cold]
+fn thread_slow() -> u32 {
+    fork::install_hooks();
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    word(tid, procfs::current_thread_start_time())
+}
+
+/// Whether the owner named by `owner` (an owner word) no longer runs: no task with
+/// its id, a zombie, or a task with that id but another start time (pid reuse).
+pub fn is_gone(owner: u32) -> bool {
+    let owner = owner & OWNER_MASK;
+    match procfs::task_stat(owner & ID_MASK) {
+        None => true,
+        Some(stat) => stat.is_dead() || tag_of(stat.start_time) != (owner >> TAG_SHIFT) & TAG_MASK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_identity_is_alive_and_distinct_per_thread() {
+        let p = process();
+        let t = thread();
+        assert_ne!(p, 0);
+        assert!(!is_gone(p));
+        assert!(!is_gone(t));
+        let other = std::thread::spawn(thread).join().unwrap();
+        assert_ne!(other, t);
+        // The thread has exited: its identity is gone.
+        assert!(is_gone(other));
+        // Same pid, another start time: a reused pid is not the old owner.
+        let stranger = (p & ID_MASK) | (((p >> TAG_SHIFT) + 1) & TAG_MASK) << TAG_SHIFT;
+        assert!(is_gone(stranger));
+    }
+}

@@ -1,0 +1,244 @@
+//! `Lock`: a non-recursive mutual exclusion lock between processes.
+
+use std::time::Duration;
+
+use super::ident;
+use super::owner_died::{LockResult, OwnerDied, TryLockError, TryLockResult};
+use super::raw_lock::{self, Acquired, RawLock};
+use crate::error::{Error, Result};
+use crate::shm::arena::Block;
+use crate::sys::time::Deadline;
+
+/// A process-shared lock, Python's `multiprocessing.Lock`.
+///
+/// Owned by a *process*: once it holds the lock, any thread of that process (or any
+/// other process, as in Python) may release it. If the holding process dies, the next
+/// acquirer gets the lock with [`OwnerDied`] within about 20 ms (see the module
+/// `raw_lock` for the mechanism). Cloning a `Lock` gives another handle to the same
+/// lock; handles moved into a forked [`Process`](crate::Process) work there.
+///
+/// Uncontended `lock` + unlock is one compare-exchange and one swap, no system call.
+///
+/// ```
+/// use multiproc::{Lock, Process, Value};
+/// let lock = Lock::new()?;
+/// let total = Value::<u64>::new(0)?;
+/// let (l, t) = (lock.clone(), total.clone());
+/// let mut child = Process::new(move || {
+///     for _ in 0..1000 {
+///         let _g = l.lock().unwrap();
+///         t.store(t.load() + 1);
+///     }
+/// });
+/// child.start()?;
+/// for _ in 0..1000 {
+///     let _g = lock.lock().unwrap();
+///     total.store(total.load() + 1);
+/// }
+/// child.join(None)?;
+/// assert_eq!(total.load(), 2000);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Lock {
+    raw: RawLock,
+    _block: Block,
+}
+
+/// Holds a [`Lock`]; releases it when dropped.
+///
+/// ```
+/// let lock = multiproc::Lock::new()?;
+/// {
+///     let _guard = lock.lock().unwrap();
+///     assert!(lock.try_lock().is_err());
+/// }
+/// assert!(lock.try_lock().is_ok());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+impl Lock {
+    /// A new, unlocked Lock in shared memory.
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<Lock> {
+        let block = Block::alloc(raw_lock::SIZE)?;
+        let offset = block.offset();
+        Ok(Lock::in_block(block, offset))
+    }
+
+    /// The lock whose 16 bytes are at `offset` of the arena `block` (shared with the
+    /// data it protects, so both sit in one cache line).
+    pub(crate) fn in_block(block: Block, offset: usize) -> Lock {
+        let map = block.static_map().expect("locks live in arena blocks");
+        Lock {
+            raw: RawLock::at(map, offset),
+            _block: block,
+        }
+    }
+
+    pub(crate) fn raw(&self) -> &RawLock {
+        &self.raw
+    }
+
+    fn guard(&self, how: Acquired) -> LockResult<LockGuard<'_>> {
+        let g = LockGuard { lock: self };
+        match how {
+            Acquired::Clean => Ok(g),
+            Acquired::OwnerDied => Err(OwnerDied::new(g)),
+        }
+    }
+
+    fn timed(&self, deadline: Deadline) -> TryLockResult<LockGuard<'_>> {
+        match self.raw.lock(ident::process(), deadline) {
+            None => Err(TryLockError::WouldBlock),
+            Some(how) => self.guard(how).map_err(TryLockError::OwnerDied),
+        }
+    }
+
+    /// Blocks until the lock is held; the guard releases it.
+    ///
+    /// `Err(OwnerDied(guard))` also holds the lock: see [`OwnerDied`].
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let guard = lock.lock().unwrap();
+    /// assert!(lock.is_locked());
+    /// drop(guard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock(&self) -> LockResult<LockGuard<'_>> {
+        let how = self
+            .raw
+            .lock(ident::process(), Deadline::NEVER)
+            .expect("a wait without deadline ends only with the lock held");
+        self.guard(how)
+    }
+
+    /// Takes the lock if it is free, without waiting.
+    ///
+    /// ```
+    /// use multiproc::TryLockError;
+    /// let lock = multiproc::Lock::new()?;
+    /// let _held = lock.lock().unwrap();
+    /// assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
+        match self.raw.try_lock(ident::process()) {
+            None => Err(TryLockError::WouldBlock),
+            Some(how) => self.guard(how).map_err(TryLockError::OwnerDied),
+        }
+    }
+
+    /// Waits at most `timeout` for the lock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let lock = multiproc::Lock::new()?;
+    /// let g = lock.try_lock_for(Duration::from_millis(10)).unwrap();
+    /// assert!(lock.try_lock_for(Duration::from_millis(1)).is_err());
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<LockGuard<'_>> {
+        match Deadline::after(Some(timeout)) {
+            Ok(deadline) => self.timed(deadline),
+            Err(e) => Err(TryLockError::Invalid(e)),
+        }
+    }
+
+    /// Python's `acquire(block=True, timeout=None)`: whether the lock was taken.
+    ///
+    /// `Err(Error::OwnerDied)` means the lock **was** taken but a previous owner died
+    /// holding it (POSIX `EOWNERDEAD`): repair, then [`mark_consistent`](Self::mark_consistent).
+    /// Release with [`release`](Self::release).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let lock = multiproc::Lock::new()?;
+    /// assert!(lock.acquire(true, None)?);
+    /// assert!(!lock.acquire(false, None)?);
+    /// assert!(!lock.acquire(true, Some(Duration::from_millis(5)))?);
+    /// lock.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        let me = ident::process();
+        let how = if block {
+            self.raw.lock(me, Deadline::after(timeout)?)
+        } else {
+            self.raw.try_lock(me)
+        };
+        match how {
+            None => Ok(false),
+            Some(Acquired::Clean) => Ok(true),
+            Some(Acquired::OwnerDied) => Err(Error::OwnerDied),
+        }
+    }
+
+    /// Python's `release()`. Any process may release a held Lock; releasing a free
+    /// one is [`Error::NotHeld`].
+    ///
+    /// ```
+    /// use multiproc::{Error, Lock};
+    /// let lock = Lock::new()?;
+    /// assert!(matches!(lock.release(), Err(Error::NotHeld { .. })));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        if self.raw.unlock() == 0 {
+            return Err(Error::NotHeld { what: "Lock" });
+        }
+        Ok(())
+    }
+
+    /// Whether some process holds the lock now.
+    pub fn is_locked(&self) -> bool {
+        self.raw.owner() != 0
+    }
+
+    /// Whether the data is consistent: no owner died holding the lock since the last
+    /// [`mark_consistent`](Self::mark_consistent).
+    ///
+    /// ```
+    /// assert!(multiproc::Lock::new()?.is_consistent());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_consistent(&self) -> bool {
+        self.raw.is_consistent()
+    }
+
+    /// Declares the protected data repaired after an [`OwnerDied`]; call it while
+    /// holding the lock.
+    pub fn mark_consistent(&self) {
+        self.raw.mark_consistent();
+    }
+}
+
+impl LockGuard<'_> {
+    /// Declares the protected data repaired after an [`OwnerDied`].
+    pub fn mark_consistent(&self) {
+        self.lock.mark_consistent();
+    }
+
+    /// The lock this guard holds.
+    pub fn lock(&self) -> &Lock {
+        self.lock
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.raw.unlock();
+    }
+}

@@ -1,0 +1,18 @@
+//! Synchronization primitives between processes, one per file, each named as in
+//! Python's `multiprocessing`.
+//!
+//! All of them live in shared memory (arena blocks, so creating one costs no file
+//! descriptor) and wait on shared futexes. [`raw_lock`] is the single mutual-exclusion
+//! state machine underneath; [`ident`] names owners so that their death is noticed.
+
+pub mod event;
+pub mod ident;
+pub mod lock;
+pub mod owner_died;
+pub mod raw_lock;
+pub mod rlock;
+
+pub use event::Event;
+pub use lock::{Lock, LockGuard};
+pub use owner_died::{LockResult, OwnerDied, TryLockError, TryLockResult};
+pub use rlock::{RLock, RLockGuard};

@@ -1,0 +1,211 @@
+//! The raw lock: a futex state machine in 16 bytes of shared memory that knows its
+//! owner, so that a dead owner is detected instead of waited for.
+//!
+//! This is the one mutual-exclusion algorithm in multiproc: [`Lock`](super::Lock),
+//! [`RLock`](super::RLock), the lock of every Value and Array, and the lock inside
+//! Condition and Barrier are all a `RawLock` plus a typed layer (as in lock_api).
+//!
+//! ## Layout (16 bytes, all-zero = unlocked and consistent)
+//! ```text
+//! 0  u32 word   0 when unlocked; else OWNER | CONTENDED
+//!               OWNER (bits 0..31) = the holder's owner word (see `ident`)
+//!               CONTENDED (bit 31) = someone may sleep on the futex: wake on unlock
+//! 4  u32 flags  bit 0 INCONSISTENT: an owner died holding the lock and no one has
+//!               called mark_consistent() since
+//! 8  u32 count  recursion count (RLock only; touched only by the holder)
+//! 12 u32        reserved, 0
+//! ```
+//!
+//! ## States of `word`
+//! - `0`: free. `lock` takes it with one compare-exchange `0 -> me`.
+//! - `me`: held, no sleeper. `unlock` stores 0 and makes no system call.
+//! - `me | CONTENDED`: held, maybe sleepers. `unlock` stores 0 and wakes one.
+//!   A waiter sets CONTENDED before sleeping; a woken waiter takes the lock as
+//!   `me | CONTENDED`, since it cannot know whether others still sleep.
+//!
+//! ## Owner death: the mechanism and its trade-offs
+//! Waiters never sleep unbounded: they sleep on the futex in slices of
+//! [`OWNER_CHECK_INTERVAL`], and when a slice ends with the lock still held by the
+//! same word, they ask `/proc` whether the owner still runs (pid *and* start-time tag,
+//! so a reused pid does not pass for the dead owner). If it does not, one waiter wins
+//! a compare-exchange `dead -> me | CONTENDED`, sets INCONSISTENT, and returns
+//! [`Acquired::OwnerDied`]. Detection therefore takes at most one slice plus a read
+//! of `/proc`, while the uncontended path stays a single compare-exchange, cheaper
+//! than a robust pthread mutex (whose kernel robust list must also be updated on every
+//! acquire and release) and free of glibc's per-thread robust list, which multiproc
+//! could not share. The cost: a process blocked on a long-held lock wakes once per
+//! slice (a few microseconds of work), and all processes must share a pid namespace.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::ident;
+use crate::sys::futex;
+use crate::sys::mem::Mapping;
+use crate::sys::time::Deadline;
+
+/// Bytes a RawLock takes in shared memory.
+pub const SIZE: usize = 16;
+/// How long a waiter sleeps before checking whether the owner died.
+pub const OWNER_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+const CONTENDED: u32 = 1 << 31;
+const INCONSISTENT: u32 = 1;
+const SPIN_LIMIT: u32 = 100;
+
+/// How a lock was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Acquired {
+    /// Normally, and the protected data is consistent.
+    Clean,
+    /// The lock is held, but an owner died holding it (now or earlier) and the data
+    /// has not been marked consistent since.
+    OwnerDied,
+}
+
+/// A handle on the 16 bytes of one raw lock. Copying it copies the reference only.
+#[derive(Debug, Clone, Copy)]
+pub struct RawLock {
+    word: &'static AtomicU32,
+    flags: &'static AtomicU32,
+    count: &'static AtomicU32,
+}
+
+impl RawLock {
+    /// The lock at `offset` of an arena mapping (16-byte aligned, zeroed when new).
+    pub fn at(map: &'static Mapping, offset: usize) -> RawLock {
+        RawLock {
+            word: map.atomic_u32(offset),
+            flags: map.atomic_u32(offset + 4),
+            count: map.atomic_u32(offset + 8),
+        }
+    }
+
+    #[inline]
+    fn after_acquire(&self) -> Acquired {
+        if self.flags.load(Ordering::Relaxed) & INCONSISTENT == 0 {
+            Acquired::Clean
+        } else {
+            Acquired::OwnerDied
+        }
+    }
+
+    /// Takes the lock for `me` if it is free; never blocks.
+    #[inline]
+    pub fn try_lock(&self, me: u32) -> Option<Acquired> {
+        self.word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| self.after_acquire())
+    }
+
+    /// Takes the lock for `me`, waiting until `deadline`; `None` when it passed.
+    #[inline]
+    pub fn lock(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
+        match self.try_lock(me) {
+            Some(a) => Some(a),
+            None => self.lock_contended(me, deadline),
+        }
+    }
+
+    /// Spins briefly while the lock is held by a running owner and no one sleeps.
+    fn spin(&self) -> u32 {
+        let mut left = SPIN_LIMIT;
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w == 0 || w & CONTENDED != 0 || left == 0 {
+                return w;
+            }
+            std::hint::spin_loop();
+            left -= 1;
+        }
+    }
+
+    #[cold]
+    fn lock_contended(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
+        let mut w = self.spin();
+        loop {
+            if w == 0 {
+                // Free: take it, marked contended since others may sleep.
+                match self.word.compare_exchange(
+                    0,
+                    me | CONTENDED,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some(self.after_acquire()),
+                    Err(now) => {
+                        w = now;
+                        continue;
+                    }
+                }
+            }
+            if w & CONTENDED == 0 {
+                // Announce a sleeper, so that unlock wakes us.
+                if let Err(now) = self.word.compare_exchange(
+                    w,
+                    w | CONTENDED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    w = now;
+                    continue;
+                }
+                w |= CONTENDED;
+            }
+            let expired = deadline.expired();
+            if expired
+                || futex::wait(self.word, w, Some(deadline.slice(OWNER_CHECK_INTERVAL)))
+                    == futex::Wake::TimedOut
+            {
+                // A slice (or the whole timeout) passed with the word unchanged.
+                if self.word.load(Ordering::Relaxed) == w && ident::is_gone(w) {
+                    self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
+                    if self
+                        .word
+                        .compare_exchange(w, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return Some(Acquired::OwnerDied);
+                    }
+                }
+                if deadline.expired() {
+                    return None;
+                }
+            }
+            w = self.word.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Releases the lock; returns the word it held (0 if it was not locked).
+    #[inline]
+    pub fn unlock(&self) -> u32 {
+        let prev = self.word.swap(0, Ordering::Release);
+        if prev & CONTENDED != 0 {
+            futex::wake(self.word, 1);
+        }
+        prev
+    }
+
+    /// The holder's owner word, or 0 when free.
+    #[inline]
+    pub fn owner(&self) -> u32 {
+        self.word.load(Ordering::Relaxed) & ident::OWNER_MASK
+    }
+
+    /// Whether no owner has died with the data inconsistent.
+    pub fn is_consistent(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & INCONSISTENT == 0
+    }
+
+    /// Clears INCONSISTENT (call while holding the lock, after repairing the data).
+    pub fn mark_consistent(&self) {
+        self.flags.fetch_and(!INCONSISTENT, Ordering::Relaxed);
+    }
+
+    /// The recursion count word (RLock only; read and written by the holder).
+    pub fn count(&self) -> &'static AtomicU32 {
+        self.count
+    }
+}

@@ -1,0 +1,264 @@
+//! `RLock`: a recursive lock owned by one thread of one process.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::ident;
+use super::owner_died::{LockResult, OwnerDied, TryLockError, TryLockResult};
+use super::raw_lock::{self, Acquired, RawLock};
+use crate::error::{Error, Result};
+use crate::shm::arena::Block;
+use crate::sys::time::Deadline;
+
+/// A recursive lock, Python's `multiprocessing.RLock`.
+///
+/// Owned by a (process, thread) pair: the owner may acquire it again without
+/// blocking, and must release it as many times as it acquired it; no one else may
+/// release it. If the owning thread or its process dies, the next acquirer gets it
+/// with [`OwnerDied`] and a recursion count of one.
+///
+/// ```
+/// let rlock = multiproc::RLock::new()?;
+/// let outer = rlock.lock().unwrap();
+/// let inner = rlock.lock().unwrap(); // same thread: no deadlock
+/// assert_eq!(rlock.recursion_count(), 2);
+/// drop(inner);
+/// drop(outer);
+/// assert!(!rlock.is_locked());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RLock {
+    raw: RawLock,
+    _block: Block,
+}
+
+/// One level of an [`RLock`] held by this thread; dropping it releases that level.
+///
+/// ```
+/// let rlock = multiproc::RLock::new()?;
+/// let g = rlock.lock().unwrap();
+/// assert!(rlock.is_owned());
+/// drop(g);
+/// assert!(!rlock.is_owned());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "the level is released as soon as the guard is dropped"]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+    // A thread owns the RLock: the guard must stay on the thread that took it.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl RLock {
+    /// A new, unlocked RLock in shared memory.
+    ///
+    /// ```
+    /// assert!(!multiproc::RLock::new()?.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<RLock> {
+        let block = Block::alloc(raw_lock::SIZE)?;
+        let map = block
+            .static_map()
+            .expect("a 16-byte block comes from the arena");
+        Ok(RLock {
+            raw: RawLock::at(map, block.offset()),
+            _block: block,
+        })
+    }
+
+    /// Takes one level for the calling thread; `None` when the deadline passed.
+    fn take(&self, deadline: Option<Deadline>) -> Result<Option<Acquired>> {
+        let me = ident::thread();
+        if self.raw.owner() == me {
+            let count = self.raw.count();
+            let n = count.load(Ordering::Relaxed);
+            if n == u32::MAX {
+                return Err(Error::RecursionOverflow { what: "RLock" });
+            }
+            count.store(n + 1, Ordering::Relaxed);
+            return Ok(Some(Acquired::Clean));
+        }
+        let how = match deadline {
+            Some(d) => self.raw.lock(me, d),
+            None => self.raw.try_lock(me),
+        };
+        if how.is_some() {
+            self.raw.count().store(1, Ordering::Relaxed);
+        }
+        Ok(how)
+    }
+
+    fn guard(&self) -> RLockGuard<'_> {
+        RLockGuard {
+            lock: self,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    fn timed(&self, deadline: Option<Deadline>) -> TryLockResult<RLockGuard<'_>> {
+        match self.take(deadline) {
+            Err(e) => Err(TryLockError::Invalid(e)),
+            Ok(None) => Err(TryLockError::WouldBlock),
+            Ok(Some(Acquired::Clean)) => Ok(self.guard()),
+            Ok(Some(Acquired::OwnerDied)) => {
+                Err(TryLockError::OwnerDied(OwnerDied::new(self.guard())))
+            }
+        }
+    }
+
+    /// Blocks until this thread holds the lock (at once if it already does).
+    ///
+    /// # Panics
+    /// If this thread already holds it `u32::MAX` times.
+    pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
+        match self.timed(Some(Deadline::NEVER)) {
+            Ok(g) => Ok(g),
+            Err(TryLockError::OwnerDied(d)) => Err(d),
+            Err(TryLockError::Invalid(e)) => panic!("{e}"),
+            Err(TryLockError::WouldBlock) => {
+                unreachable!("a wait without deadline ends only with the lock held")
+            }
+        }
+    }
+
+    /// Takes a level without waiting.
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// let a = rlock.try_lock().unwrap();
+    /// let b = rlock.try_lock().unwrap();
+    /// # drop((b, a));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<RLockGuard<'_>> {
+        self.timed(None)
+    }
+
+    /// Waits at most `timeout` for a level.
+    pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<RLockGuard<'_>> {
+        match Deadline::after(Some(timeout)) {
+            Ok(d) => self.timed(Some(d)),
+            Err(e) => Err(TryLockError::Invalid(e)),
+        }
+    }
+
+    /// Python's `acquire(block=True, timeout=None)`.
+    ///
+    /// `Err(Error::OwnerDied)` means the lock **was** taken after its owner died.
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// assert!(rlock.acquire(true, None)?);
+    /// assert!(rlock.acquire(false, None)?);
+    /// rlock.release()?;
+    /// rlock.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = if block {
+            Some(Deadline::after(timeout)?)
+        } else {
+            None
+        };
+        match self.take(deadline)? {
+            None => Ok(false),
+            Some(Acquired::Clean) => Ok(true),
+            Some(Acquired::OwnerDied) => Err(Error::OwnerDied),
+        }
+    }
+
+    /// Python's `release()`: drops one level. Only the owning thread may call it;
+    /// anyone else gets [`Error::NotOwner`].
+    ///
+    /// ```
+    /// use multiproc::{Error, RLock};
+    /// let rlock = RLock::new()?;
+    /// assert!(matches!(rlock.release(), Err(Error::NotOwner { .. })));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        if !self.is_owned() {
+            return Err(Error::NotOwner {
+                what: "RLock::release",
+            });
+        }
+        let count = self.raw.count();
+        let n = count.load(Ordering::Relaxed);
+        if n > 1 {
+            count.store(n - 1, Ordering::Relaxed);
+        } else {
+            count.store(0, Ordering::Relaxed);
+            self.raw.unlock();
+        }
+        Ok(())
+    }
+
+    /// Whether the calling thread holds the lock.
+    pub fn is_owned(&self) -> bool {
+        self.raw.owner() == ident::thread()
+    }
+
+    /// Whether any thread of any process holds the lock.
+    pub fn is_locked(&self) -> bool {
+        self.raw.owner() != 0
+    }
+
+    /// How many times the calling thread holds the lock (0 if it does not).
+    pub fn recursion_count(&self) -> u32 {
+        if self.is_owned() {
+            self.raw.count().load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Whether no owner has died holding the lock since the last `mark_consistent`.
+    pub fn is_consistent(&self) -> bool {
+        self.raw.is_consistent()
+    }
+
+    /// Declares the protected data repaired after an [`OwnerDied`].
+    pub fn mark_consistent(&self) {
+        self.raw.mark_consistent();
+    }
+
+    /// Releases every level held by the calling thread and returns how many there
+    /// were (for Condition.wait); [`Error::NotOwner`] if it holds none.
+    pub(crate) fn release_all(&self) -> Result<u32> {
+        if !self.is_owned() {
+            return Err(Error::NotOwner {
+                what: "RLock::release_all",
+            });
+        }
+        let n = self.raw.count().swap(0, Ordering::Relaxed);
+        self.raw.unlock();
+        Ok(n)
+    }
+
+    /// Takes the lock back with `count` levels (after [`release_all`](Self::release_all)).
+    pub(crate) fn reacquire(&self, count: u32, deadline: Deadline) -> Option<Acquired> {
+        let how = self.raw.lock(ident::thread(), deadline)?;
+        self.raw.count().store(count.max(1), Ordering::Relaxed);
+        Some(how)
+    }
+
+    pub(crate) fn raw(&self) -> &RawLock {
+        &self.raw
+    }
+}
+
+impl RLockGuard<'_> {
+    /// Declares the protected data repaired after an [`OwnerDied`].
+    pub fn mark_consistent(&self) {
+        self.lock.mark_consistent();
+    }
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.release();
+    }
+}

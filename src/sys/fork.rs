@@ -1,0 +1,66 @@
+//! `fork(2)`, `_exit(2)` and the fork generation.
+//!
+//! Caches of "who am I" (pid, tid, start time) go stale in a forked child. Rather
+//! than paying a `getpid` system call on every lock acquire, multiproc registers a
+//! `pthread_atfork` child handler that bumps [`generation`]; caches compare it with
+//! the generation they were filled in.
+
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static GENERATION: AtomicU32 = AtomicU32::new(1);
+static INSTALL: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Registers the fork handler (once per process image; forks inherit it).
+pub fn install_hooks() {
+    INSTALL.call_once(|| {
+        // SAFETY: `pthread_atfork` only records the function pointer; the handler is
+        // async-signal-safe (one relaxed atomic add) as a fork child handler must be.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        debug_assert_eq!(rc, 0);
+    });
+}
+
+/// A number that changes in every forked child: compare it to detect a new process.
+#[inline]
+pub fn generation() -> u32 {
+    GENERATION.load(Ordering::Relaxed)
+}
+
+/// Which side of a fork the caller is on.
+pub enum Forked {
+    /// In the parent; the child's pid.
+    Parent(i32),
+    /// In the child.
+    Child,
+}
+
+/// Forks the calling process.
+///
+/// The child has one thread, a copy of the parent's memory and every shared
+/// mapping. It should run its work and leave through [`exit_now`], so that it never
+/// runs the parent's destructors, `atexit` handlers or stdio flushes.
+pub fn fork() -> std::io::Result<Forked> {
+    install_hooks();
+    // SAFETY: fork is sound to call; its hazard is in what the child does next with a
+    // single thread (locks held by other parent threads stay held). Callers run only
+    // their own closure in the child and leave with `_exit`, as `Process` does, and
+    // the docs of `Process` state the multi-threaded-parent caveat Python also has.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Ends the calling process at once with `code`, running no destructors, `atexit`
+/// handlers or stdio flushes (flush what you wrote first).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is always sound; it never returns.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,19 @@
+//! System calls and raw memory: the one layer of multiproc that uses `unsafe`.
+//!
+//! Everything above this module is safe Rust. Each `unsafe` block here carries a
+//! `// SAFETY:` note saying why it is sound. The layer is deliberately thin:
+//!
+//! - [`futex`]: wait and wake on a 32-bit word in shared memory, with *shared* (not
+//!   private) futexes so that a wake in one process reaches a waiter in another.
+//! - [`mem`]: `memfd` and POSIX shared memory objects, `mmap`ed `MAP_SHARED`.
+//! - [`fork`]: `fork(2)`, `_exit(2)` and the fork-generation counter that lets
+//!   per-process caches notice they are in a new child.
+//! - [`procfs`]: who is alive, read from `/proc` (pid and start time, so that a
+//!   reused pid is not mistaken for the process that died).
+//! - [`time`]: deadlines on the monotonic clock.
+
+pub mod fork;
+pub mod futex;
+pub mod mem;
+pub mod procfs;
+pub mod time;

@@ -1,0 +1,46 @@
+//! Deadlines on the monotonic clock.
+//!
+//! Every timeout in multiproc becomes a [`Deadline`] once, at the start of the call,
+//! so that loops that wake spuriously or in slices never extend it. `Instant` is
+//! `CLOCK_MONOTONIC` on Linux: changing the wall clock moves no deadline.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A point on the monotonic clock, or never.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No deadline: wait forever.
+    pub const NEVER: Deadline = Deadline(None);
+
+    /// The deadline `timeout` from now; `None` means never.
+    ///
+    /// A timeout too large for the clock is [`Error::TimeoutOverflow`].
+    pub fn after(timeout: Option<Duration>) -> Result<Deadline> {
+        match timeout {
+            None => Ok(Deadline::NEVER),
+            Some(d) => Instant::now()
+                .checked_add(d)
+                .map(|t| Deadline(Some(t)))
+                .ok_or(Error::TimeoutOverflow(d)),
+        }
+    }
+
+    /// Time left: `None` when there is no deadline, zero once it has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// Time left, but at most `slice`: how long one bounded sleep may last.
+    pub fn slice(&self, slice: Duration) -> Duration {
+        self.remaining().map_or(slice, |r| r.min(slice))
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.0.is_some_and(|t| Instant::now() >= t)
+    }
+}
