@@ -33,10 +33,10 @@
 //! ```
 //!
 //! ## Layers
-//! - [`sys`]: system calls and raw memory (the only `unsafe`, with [`shm`]);
-//! - [`shm`]: segments, the shared arena, `SharedMemory`, `Value`, `Array`;
-//! - [`sync`]: the primitives, one file each;
-//! - [`process`]: `Process`.
+//! - [`sys`] — system calls and raw memory (the only `unsafe`, with [`shm`]);
+//! - [`shm`] — segments, the shared arena, `SharedMemory`, `Value`, `Array`;
+//! - [`sync`] — the primitives, one file each;
+//! - [`process`] — `Process`.
 
 #![warn(missing_docs)]
 
@@ -54,3 +54,25 @@ pub use shm::{
 pub use sync::{
     Event, Lock, LockGuard, LockResult, OwnerDied, RLock, RLockGuard, TryLockError, TryLockResult,
 };
+
+/// Exit status for the tutorial's example programs and the demo: success when
+/// `outcome` is `Ok(true)`; prints the error otherwise.
+///
+/// ```
+/// use std::process::ExitCode;
+/// assert_eq!(multiproc::example_exit(Ok(true)), ExitCode::SUCCESS);
+/// assert_eq!(multiproc::example_exit(Ok(false)), ExitCode::FAILURE);
+/// ```
+pub fn example_exit(outcome: Result<bool>) -> std::process::ExitCode {
+    match outcome {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("wrong result");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

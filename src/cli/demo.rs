@@ -1,0 +1,53 @@
+//! `multiproc demo`: every tutorial scenario, run with real processes, checked.
+//!
+//! The scenarios are the example programs themselves (`examples/NN_*.rs`), compiled
+//! into the command, so the demo and the examples can never disagree.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+macro_rules! scenarios {
+    ($($module:ident = $file:literal, $title:literal;)*) => {
+        $(
+            #[allow(dead_code)]
+            #[path = $file]
+            mod $module;
+        )*
+        /// (title, run) for each scenario, in tutorial order.
+        const SCENARIOS: &[(&str, fn() -> multiproc::Result<bool>)] = &[$(($title, $module::run)),*];
+    };
+}
+
+scenarios! {
+    value_counter = "../../examples/01_value_counter.rs", "01 Value counter: 4 processes x 100,000 locked increments";
+    array_update = "../../examples/02_array_update.rs", "02 Array update: 3 processes add 1 to each of 5 elements";
+    lock_counter = "../../examples/03_lock_counter.rs", "03 Lock counter: 2 processes x 100,000 increments under one Lock";
+    rlock_recursive = "../../examples/04_rlock_recursive.rs", "04 RLock: recursive acquisition 4 levels deep in a child";
+}
+
+/// Runs each scenario, prints what happened, ends with `demo: N/M scenarios correct`.
+pub fn main() -> ExitCode {
+    let mut correct = 0;
+    for (title, run) in SCENARIOS {
+        println!("== {title}");
+        let start = Instant::now();
+        let verdict = match run() {
+            Ok(true) => {
+                correct += 1;
+                "correct".to_string()
+            }
+            Ok(false) => "WRONG".to_string(),
+            Err(e) => format!("ERROR: {e}"),
+        };
+        println!(
+            "-> {verdict} ({:.1} ms)\n",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    println!("demo: {correct}/{} scenarios correct", SCENARIOS.len());
+    if correct == SCENARIOS.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
