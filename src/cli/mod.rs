@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 
 /// Python's multiprocessing shared memory and synchronization, for Rust.
@@ -18,11 +19,15 @@ struct Cli {
 enum Command {
     /// Run every tutorial scenario with real processes and check each result.
     Demo,
+    /// Measure the DESIGN.md scenarios beside std::sync threads, the hardware floor
+    /// and CPython, and print one table.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the arguments and runs the subcommand.
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Demo => demo::main(),
+        Command::Bench(args) => bench::main(args),
     }
 }

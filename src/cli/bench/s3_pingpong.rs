@@ -1,0 +1,343 @@
+//! S3: ping-pong between two processes, the round trip: through two Events
+//! (set / wait / clear), against a pure spin on one shared cache line (the hardware
+//! floor), a raw futex wait/wake without spinning, std channels between two threads,
+//! and CPython's Event and Semaphore. Also with the cores oversubscribed by two busy
+//! processes, where spinning must not make things worse than the raw futex.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use multiproc::shm::arena::Block;
+use multiproc::sys::futex;
+use multiproc::{Event, Process, RawValue};
+
+use super::{Ctx, Goal, Scenario, join_all, ns_since, samples_from_children};
+
+pub const SCENARIO: Scenario = Scenario {
+    id: "S3",
+    title: "ping-pong between two processes, round trip",
+    steps: 6,
+    run,
+    python: python_script!("s3_pingpong.py"),
+    goals: &[
+        Goal {
+            metric: EVENT,
+            processes: 2,
+            reference: "floor",
+            at_least: 0.1,
+            text: "within 10x of the spin floor",
+        },
+        Goal {
+            metric: EVENT,
+            processes: 2,
+            reference: "cpython",
+            at_least: 100.0,
+            text: ">= 100x faster than CPython Event",
+        },
+        Goal {
+            metric: EVENT_BUSY,
+            processes: 2,
+            reference: "futex",
+            at_least: 1.0,
+            text: "never worse than raw futex when cores are oversubscribed",
+        },
+    ],
+};
+
+const EVENT: &str = "event round trip";
+const EVENT_BUSY: &str = "event round trip, 2 busy processes";
+/// How long one side waits for the other before the measurement fails.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Two processes passing the turn back and forth.
+trait PingPong: Clone + Send + 'static {
+    /// The initiator: `n` round trips.
+    fn ping(&self, n: u64);
+    /// The responder: answers until [`stop`](Self::stop).
+    fn serve(&self);
+    /// Tells the responder to return (called by the initiator).
+    fn stop(&self);
+}
+
+/// Two Events: ping and pong; each side waits for its event, clears it, sets the
+/// other one.
+#[derive(Clone)]
+struct Events {
+    ping: Event,
+    pong: Event,
+    stop: RawValue<u32>,
+}
+
+impl PingPong for Events {
+    fn ping(&self, n: u64) {
+        for _ in 0..n {
+            self.ping.set();
+            assert!(self.pong.wait(Some(PATIENCE)).unwrap(), "no pong");
+            self.pong.clear();
+        }
+    }
+    fn serve(&self) {
+        loop {
+            assert!(self.ping.wait(Some(PATIENCE)).unwrap(), "no ping");
+            self.ping.clear();
+            if self.stop.load() != 0 {
+                return;
+            }
+            self.pong.set();
+        }
+    }
+    fn stop(&self) {
+        self.stop.store(1);
+        self.ping.set();
+    }
+}
+
+/// The floor: one 64-bit word on its own cache line; the initiator makes it odd,
+/// the responder even, both spin.
+#[derive(Clone)]
+struct Spin {
+    word: &'static AtomicU64,
+    _block: std::sync::Arc<Block>,
+}
+
+const SPIN_STOP: u64 = u64::MAX;
+
+impl PingPong for Spin {
+    fn ping(&self, n: u64) {
+        let mut seq = self.word.load(Ordering::Acquire);
+        for _ in 0..n {
+            self.word.store(seq + 1, Ordering::Release);
+            while self.word.load(Ordering::Acquire) != seq + 2 {
+                std::hint::spin_loop();
+            }
+            seq += 2;
+        }
+    }
+    fn serve(&self) {
+        loop {
+            let w = self.word.load(Ordering::Acquire);
+            if w == SPIN_STOP {
+                return;
+            }
+            if w % 2 == 1 {
+                self.word.store(w + 1, Ordering::Release);
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    fn stop(&self) {
+        self.word.store(SPIN_STOP, Ordering::Release);
+    }
+}
+
+/// A raw futex ping-pong: the same odd/even word, but every wait is a futex wait
+/// and every move a futex wake, with no spinning at all.
+#[derive(Clone)]
+struct Futex {
+    word: &'static AtomicU32,
+    _block: std::sync::Arc<Block>,
+}
+
+const FUTEX_STOP: u32 = u32::MAX;
+
+impl Futex {
+    fn wait_while(&self, value: u32, deadline: Instant) {
+        futex::wait(self.word, value, Some(Duration::from_secs(1)));
+        assert!(Instant::now() < deadline, "no answer on the futex");
+    }
+}
+
+impl PingPong for Futex {
+    fn ping(&self, n: u64) {
+        let mut seq = self.word.load(Ordering::Acquire);
+        for _ in 0..n {
+            self.word.store(seq + 1, Ordering::Release);
+            futex::wake(self.word, 1);
+            let deadline = Instant::now() + PATIENCE;
+            while self.word.load(Ordering::Acquire) != seq + 2 {
+                self.wait_while(seq + 1, deadline);
+            }
+            seq += 2;
+        }
+    }
+    fn serve(&self) {
+        let mut deadline = Instant::now() + PATIENCE;
+        loop {
+            let w = self.word.load(Ordering::Acquire);
+            if w == FUTEX_STOP {
+                return;
+            }
+            if w % 2 == 1 {
+                self.word.store(w + 1, Ordering::Release);
+                futex::wake(self.word, 1);
+                deadline = Instant::now() + PATIENCE;
+            } else {
+                self.wait_while(w, deadline);
+            }
+        }
+    }
+    fn stop(&self) {
+        self.word.store(FUTEX_STOP, Ordering::Release);
+        futex::wake(self.word, 1);
+    }
+}
+
+fn word_block() -> multiproc::Result<(
+    std::sync::Arc<Block>,
+    &'static multiproc::sys::mem::Mapping,
+    usize,
+)> {
+    // 64 bytes: the word sits alone in its 64-byte cache line (blocks are 16-aligned,
+    // so it may share the line with this block's own header only).
+    let block = Block::alloc(64)?;
+    let map = block
+        .static_map()
+        .expect("a small block lives in the arena");
+    let off = block.offset();
+    Ok((std::sync::Arc::new(block), map, off))
+}
+
+/// How many round trips one timed batch takes: about `target` long.
+fn calibrate(pair: &impl PingPong, target: Duration) -> u64 {
+    let probe = 50;
+    let t = Instant::now();
+    pair.ping(probe);
+    let per = (ns_since(t) / probe).max(1);
+    (target.as_nanos() as u64 / per).clamp(20, 2_000_000)
+}
+
+/// Round-trip times (ns) over `reps` batches, between two fresh processes.
+fn measure(pair: impl PingPong, reps: usize, target: Duration) -> multiproc::Result<Vec<f64>> {
+    // Slots: `reps` batch durations, then the batch size.
+    let out = samples_from_children(2, reps + 1, move |i, out| {
+        if i == 1 {
+            pair.serve();
+            return;
+        }
+        let n = calibrate(&pair, target);
+        out.set(reps, n).unwrap();
+        for r in 0..reps {
+            let t = Instant::now();
+            pair.ping(n);
+            out.set(r, ns_since(t)).unwrap();
+        }
+        pair.stop();
+    })?;
+    let n = out[reps].max(1) as f64;
+    Ok(out[..reps].iter().map(|&ns| ns as f64 / n).collect())
+}
+
+/// Like [`measure`], with two busy-looping processes competing for the cores.
+fn measure_busy(pair: impl PingPong, reps: usize, target: Duration) -> multiproc::Result<Vec<f64>> {
+    let stop = RawValue::<u32>::new(0)?;
+    let mut hogs = Vec::new();
+    for _ in 0..2 {
+        let s = stop.clone();
+        let mut p = Process::new(move || {
+            let end = Instant::now() + super::CHILD_TIMEOUT;
+            while s.load() == 0 && Instant::now() < end {
+                for _ in 0..1000 {
+                    std::hint::spin_loop();
+                }
+            }
+        })
+        .with_name("bench-busy");
+        p.start()?;
+        hogs.push(p);
+    }
+    let result = measure(pair, reps, target);
+    stop.store(1);
+    join_all(hogs)?;
+    result
+}
+
+fn events() -> multiproc::Result<Events> {
+    Ok(Events {
+        ping: Event::new()?,
+        pong: Event::new()?,
+        stop: RawValue::new(0)?,
+    })
+}
+
+fn spin() -> multiproc::Result<Spin> {
+    let (block, map, off) = word_block()?;
+    Ok(Spin {
+        word: map.atomic_u64(off),
+        _block: block,
+    })
+}
+
+fn raw_futex() -> multiproc::Result<Futex> {
+    let (block, map, off) = word_block()?;
+    Ok(Futex {
+        word: map.atomic_u32(off),
+        _block: block,
+    })
+}
+
+/// std channels between two threads: the in-process reference.
+fn threads(reps: usize, target: Duration) -> Vec<f64> {
+    use std::sync::mpsc::channel;
+    let (to_b, from_a) = channel::<u64>();
+    let (to_a, from_b) = channel::<u64>();
+    let b = std::thread::spawn(move || {
+        while let Ok(x) = from_a.recv() {
+            if x == u64::MAX || to_a.send(x).is_err() {
+                return;
+            }
+        }
+    });
+    let batch = |n: u64| {
+        for i in 0..n {
+            to_b.send(i).unwrap();
+            from_b.recv().unwrap();
+        }
+    };
+    let t = Instant::now();
+    batch(50);
+    let n = (target.as_nanos() as u64 / (ns_since(t) / 50).max(1)).clamp(20, 2_000_000);
+    let out = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            batch(n);
+            ns_since(t) as f64 / n as f64
+        })
+        .collect();
+    to_b.send(u64::MAX).unwrap();
+    b.join().expect("the echo thread panicked");
+    out
+}
+
+fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
+    let reps = ctx.pick(5, 15);
+    let target = ctx.pick(Duration::from_millis(30), Duration::from_millis(100));
+    let us = |v: Vec<f64>| v.into_iter().map(|ns| ns / 1e3).collect::<Vec<f64>>();
+
+    ctx.step("multiproc Event ping-pong");
+    let v = us(measure(events()?, reps, target)?);
+    ctx.record("multiproc", EVENT, 2, "us", &v);
+
+    ctx.step("floor: spin on one cache line");
+    let floor = us(measure(spin()?, reps, target)?);
+    ctx.step("raw futex ping-pong");
+    let fx = us(measure(raw_futex()?, reps, target)?);
+
+    ctx.step("multiproc Event, 2 busy processes");
+    let busy_reps = ctx.pick(3, 7);
+    let v = us(measure_busy(events()?, busy_reps, target)?);
+    ctx.record("multiproc", EVENT_BUSY, 2, "us", &v);
+    ctx.step("raw futex, 2 busy processes");
+    let v = us(measure_busy(raw_futex()?, busy_reps, target)?);
+    ctx.record("futex", EVENT_BUSY, 2, "us", &v);
+
+    ctx.step("threads: std mpsc channels");
+    // After every fork of this scenario: the echo thread is joined before the next.
+    let th = us(threads(reps, target));
+    for metric in [EVENT] {
+        ctx.record("floor", metric, 2, "us", &floor);
+        ctx.record("futex", metric, 2, "us", &fx);
+        ctx.record("threads", metric, 2, "us", &th);
+    }
+    Ok(())
+}
