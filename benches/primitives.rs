@@ -1,1 +1,64 @@
-fn main() {}
+//! Micro-benchmarks of the primitives' hot paths (one process, no contention):
+//! `cargo bench --bench primitives`. The comparisons with other implementations and
+//! between processes are in `multiproc bench`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use multiproc::{Event, Lock, RLock, RawValue, Value};
+
+fn lock(c: &mut Criterion) {
+    let lock = Lock::new().unwrap();
+    c.bench_function("Lock uncontended lock+unlock", |b| {
+        b.iter(|| drop(black_box(&lock).lock()))
+    });
+    c.bench_function("Lock try_lock+unlock", |b| {
+        b.iter(|| drop(black_box(&lock).try_lock()))
+    });
+    let mutex = std::sync::Mutex::new(());
+    c.bench_function("std Mutex lock+unlock (reference)", |b| {
+        b.iter(|| drop(black_box(&mutex).lock()))
+    });
+}
+
+fn rlock(c: &mut Criterion) {
+    let rlock = RLock::new().unwrap();
+    c.bench_function("RLock uncontended lock+unlock", |b| {
+        b.iter(|| drop(black_box(&rlock).lock()))
+    });
+    let _outer = rlock.lock().unwrap();
+    c.bench_function("RLock recursion: inner lock+unlock", |b| {
+        b.iter(|| drop(black_box(&rlock).lock()))
+    });
+}
+
+fn event(c: &mut Criterion) {
+    let event = Event::new().unwrap();
+    c.bench_function("Event set (no waiter)", |b| {
+        b.iter(|| black_box(&event).set())
+    });
+    c.bench_function("Event wait (already set)", |b| {
+        b.iter(|| black_box(&event).wait(None).unwrap())
+    });
+    c.bench_function("Event set+clear", |b| {
+        b.iter(|| {
+            black_box(&event).set();
+            black_box(&event).clear();
+        })
+    });
+}
+
+fn value(c: &mut Criterion) {
+    let v = Value::<u64>::new(0).unwrap();
+    c.bench_function("Value fetch_add", |b| b.iter(|| black_box(&v).fetch_add(1)));
+    c.bench_function("Value locked increment", |b| {
+        b.iter(|| *black_box(&v).lock().unwrap() += 1)
+    });
+    let r = RawValue::<u64>::new(0).unwrap();
+    c.bench_function("RawValue fetch_add", |b| {
+        b.iter(|| black_box(&r).fetch_add(1))
+    });
+}
+
+criterion_group!(benches, lock, rlock, event, value);
+criterion_main!(benches);

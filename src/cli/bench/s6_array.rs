@@ -40,6 +40,7 @@ const BYTES: f64 = (LEN * 8) as f64;
 
 /// The sum both sides use: eight independent accumulators, so that it runs at
 /// memory speed rather than at the latency of one chain of additions.
+#[inline(never)]
 fn sum(x: &[f64]) -> f64 {
     let mut acc = [0.0f64; 8];
     let chunks = x.chunks_exact(8);
