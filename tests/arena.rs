@@ -11,7 +11,10 @@ fn open_fds() -> usize {
 }
 
 fn mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
 }
 
 #[test]
@@ -30,8 +33,16 @@ fn a_hundred_thousand_locks_and_values_in_one_process() {
     assert!(locks.iter().all(|l| !l.is_locked()));
     let chunks = arena::chunk_count();
     assert!(chunks <= 16, "{chunks} arena chunks for 200,000 objects");
-    assert!(open_fds() - fds <= 16, "descriptors grew by {}", open_fds() - fds);
-    assert!(mappings() - maps <= 16, "mappings grew by {}", mappings() - maps);
+    assert!(
+        open_fds() - fds <= 16,
+        "descriptors grew by {}",
+        open_fds() - fds
+    );
+    assert!(
+        mappings() - maps <= 16,
+        "mappings grew by {}",
+        mappings() - maps
+    );
     // A child sees and uses the same objects.
     let (l, v) = (locks[99_999].clone(), values[99_999].clone());
     join_ok(spawn(move || {
@@ -49,7 +60,11 @@ fn freed_blocks_are_reused() {
         drop(batch);
     }
     // 500,000 creations, but at most 50,000 alive at once.
-    assert!(arena::chunk_count() <= before + 3, "arena grew to {} chunks", arena::chunk_count());
+    assert!(
+        arena::chunk_count() <= before + 3,
+        "arena grew to {} chunks",
+        arena::chunk_count()
+    );
 }
 
 #[test]
@@ -60,7 +75,11 @@ fn a_block_stays_alive_while_a_child_holds_a_handle() {
     let g = go.clone();
     let child = spawn(move || {
         g.wait(Some(common::BOUND)).unwrap();
-        assert_eq!(in_child.load(), 7, "the block was reused while the child used it");
+        assert_eq!(
+            in_child.load(),
+            7,
+            "the block was reused while the child used it"
+        );
     });
     drop(v);
     // New allocations must not reuse the child's block.

@@ -65,9 +65,18 @@ fn python_acquire_release_and_timeouts() {
     assert!(!lock.acquire(true, Some(Duration::from_millis(10))).unwrap());
     assert!(!lock.acquire(true, Some(Duration::ZERO)).unwrap());
     assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
-    assert!(matches!(lock.try_lock_for(Duration::from_millis(5)), Err(TryLockError::WouldBlock)));
-    assert!(matches!(lock.acquire(true, Some(Duration::MAX)), Err(Error::TimeoutOverflow(_))));
-    assert!(matches!(lock.try_lock_for(Duration::MAX), Err(TryLockError::Invalid(Error::TimeoutOverflow(_)))));
+    assert!(matches!(
+        lock.try_lock_for(Duration::from_millis(5)),
+        Err(TryLockError::WouldBlock)
+    ));
+    assert!(matches!(
+        lock.acquire(true, Some(Duration::MAX)),
+        Err(Error::TimeoutOverflow(_))
+    ));
+    assert!(matches!(
+        lock.try_lock_for(Duration::MAX),
+        Err(TryLockError::Invalid(Error::TimeoutOverflow(_)))
+    ));
     lock.release().unwrap();
     assert!(matches!(lock.release(), Err(Error::NotHeld { .. })));
     assert!(lock.is_consistent());
@@ -89,7 +98,10 @@ fn a_lock_held_by_a_child_times_out_then_is_released_by_another_process() {
     assert!(!lock.acquire(true, Some(Duration::from_millis(30))).unwrap());
     let l = lock.clone();
     join_ok(spawn(move || l.release().unwrap()));
-    assert!(lock.acquire(true, Some(BOUND)).unwrap(), "released by another process: clean");
+    assert!(
+        lock.acquire(true, Some(BOUND)).unwrap(),
+        "released by another process: clean"
+    );
     finish.set();
     join_ok(holder);
     lock.release().unwrap();
@@ -100,7 +112,10 @@ fn a_lock_left_held_by_an_exited_process_passes_on_with_owner_died() {
     let lock = Lock::new().unwrap();
     let l = lock.clone();
     join_ok(spawn(move || std::mem::forget(l.lock().unwrap())));
-    assert!(matches!(lock.acquire(true, Some(BOUND)), Err(Error::OwnerDied)));
+    assert!(matches!(
+        lock.acquire(true, Some(BOUND)),
+        Err(Error::OwnerDied)
+    ));
     assert!(!lock.is_consistent());
     lock.mark_consistent();
     lock.release().unwrap();

@@ -23,7 +23,10 @@ fn lifecycle_pid_name_exitcode() {
     assert_eq!(p.join(Some(BOUND)).unwrap(), Some(3));
     assert_eq!(p.exitcode(), Some(3));
     assert!(!p.is_alive());
-    assert!(matches!(p.start(), Err(Error::ProcessState { .. })), "a process starts once");
+    assert!(
+        matches!(p.start(), Err(Error::ProcessState { .. })),
+        "a process starts once"
+    );
 }
 
 #[test]
@@ -47,7 +50,10 @@ fn join_timeout_returns_none_while_running() {
     assert_eq!(p.exitcode(), None);
     go.set();
     assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
-    assert!(matches!(p.join(Some(Duration::MAX)), Err(Error::TimeoutOverflow(_))));
+    assert!(matches!(
+        p.join(Some(Duration::MAX)),
+        Err(Error::TimeoutOverflow(_))
+    ));
 }
 
 #[test]
@@ -61,7 +67,11 @@ fn terminate_and_kill_report_the_signal() {
             n.wait(Some(BOUND)).unwrap();
         });
         assert!(started.wait(Some(BOUND)).unwrap());
-        if signal == 15 { p.terminate().unwrap() } else { p.kill().unwrap() }
+        if signal == 15 {
+            p.terminate().unwrap()
+        } else {
+            p.kill().unwrap()
+        }
         assert_eq!(p.join(Some(BOUND)).unwrap(), Some(expected));
         // Signalling an exited process is harmless.
         p.kill().unwrap();
@@ -82,8 +92,17 @@ fn capture_stderr(f: impl FnOnce()) -> String {
 }
 
 fn tempfile() -> std::fs::File {
-    let path = std::env::temp_dir().join(format!("multiproc-test-{}-{:?}", std::process::id(), std::time::Instant::now()));
-    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "multiproc-test-{}-{:?}",
+        std::process::id(),
+        std::time::Instant::now()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
     std::fs::remove_file(&path).unwrap();
     file
 }
@@ -98,7 +117,10 @@ fn a_panicking_child_exits_nonzero_and_its_message_reaches_stderr() {
     });
     assert_eq!(code, Some(1));
     assert!(text.contains("the sky is falling"), "stderr was: {text}");
-    assert!(text.contains("doomed"), "the message names the process: {text}");
+    assert!(
+        text.contains("doomed"),
+        "the message names the process: {text}"
+    );
 }
 
 struct CountsDrops(RawValue<u32>);
@@ -151,8 +173,14 @@ fn a_daemon_does_not_outlive_its_parent() {
     match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
         Err(_) => {} // already gone and reaped by init
         Ok(fd) => {
-            let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-            let ts = rustix::time::Timespec { tv_sec: BOUND.as_secs() as i64, tv_nsec: 0 };
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
+            let ts = rustix::time::Timespec {
+                tv_sec: BOUND.as_secs() as i64,
+                tv_nsec: 0,
+            };
             let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
             assert_eq!(n, 1, "the daemon outlived its parent");
         }

@@ -30,7 +30,10 @@ fn create_attach_write_read_across_processes() {
     assert_eq!(&buf, b"from child");
     assert_eq!(shm.to_vec()[4095], 7);
     shm.unlink().unwrap();
-    assert!(matches!(SharedMemory::attach(shm.name()), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        SharedMemory::attach(shm.name()),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -40,9 +43,19 @@ fn named_segments_are_private_exclusive_and_unpredictable() {
     assert_ne!(a.name(), b.name());
     // 16 random hex digits after the prefix.
     assert_eq!(a.name().len(), "mp-".len() + 16);
-    let mode = std::fs::metadata(format!("/dev/shm/{}", a.name())).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "named segments are never readable by others");
-    assert!(matches!(SharedMemory::create_named(a.name(), 1), Err(Error::AlreadyExists { .. })));
+    let mode = std::fs::metadata(format!("/dev/shm/{}", a.name()))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "named segments are never readable by others"
+    );
+    assert!(matches!(
+        SharedMemory::create_named(a.name(), 1),
+        Err(Error::AlreadyExists { .. })
+    ));
     // A leading '/' is accepted, as in Python.
     let again = SharedMemory::attach(&format!("/{}", a.name())).unwrap();
     assert_eq!(again.size(), 1);
@@ -57,21 +70,45 @@ fn python_constructor_shapes() {
     let b = SharedMemory::new(Some(a.name()), false, 0).unwrap();
     assert_eq!(b.size(), 10);
     b.close();
-    assert!(matches!(SharedMemory::new(None, false, 0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        SharedMemory::new(None, false, 0),
+        Err(Error::InvalidArgument(_))
+    ));
     a.unlink().unwrap();
 }
 
 #[test]
 fn bad_sizes_names_and_ranges_are_errors() {
-    assert!(matches!(SharedMemory::create(0), Err(Error::ZeroSize { .. })));
-    assert!(matches!(SharedMemory::create(usize::MAX), Err(Error::SizeOverflow { .. })));
+    assert!(matches!(
+        SharedMemory::create(0),
+        Err(Error::ZeroSize { .. })
+    ));
+    assert!(matches!(
+        SharedMemory::create(usize::MAX),
+        Err(Error::SizeOverflow { .. })
+    ));
     for bad in ["", "/", "a/b", "..", "x\0y"] {
-        assert!(matches!(SharedMemory::create_named(bad, 1), Err(Error::InvalidName { .. })), "{bad:?}");
+        assert!(
+            matches!(
+                SharedMemory::create_named(bad, 1),
+                Err(Error::InvalidName { .. })
+            ),
+            "{bad:?}"
+        );
     }
-    assert!(matches!(SharedMemory::attach("mp-surely-not-there"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        SharedMemory::attach("mp-surely-not-there"),
+        Err(Error::NotFound { .. })
+    ));
     let shm = SharedMemory::create(8).unwrap();
-    assert!(matches!(shm.write_at(5, b"1234"), Err(Error::IndexOutOfRange { .. })));
-    assert!(matches!(shm.read_at(usize::MAX, &mut [0u8; 2]), Err(Error::IndexOutOfRange { .. })));
+    assert!(matches!(
+        shm.write_at(5, b"1234"),
+        Err(Error::IndexOutOfRange { .. })
+    ));
+    assert!(matches!(
+        shm.read_at(usize::MAX, &mut [0u8; 2]),
+        Err(Error::IndexOutOfRange { .. })
+    ));
     shm.unlink().unwrap();
 }
 

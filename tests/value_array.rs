@@ -86,10 +86,22 @@ fn shared_lock_between_values() {
 fn array_bounds_and_sizes() {
     let a = Array::<i32>::new(3).unwrap();
     assert_eq!(a.len(), 3);
-    assert!(matches!(a.get(3), Err(Error::IndexOutOfRange { index: 3, len: 3 })));
-    assert!(matches!(a.set(usize::MAX, 1), Err(Error::IndexOutOfRange { .. })));
-    assert!(matches!(Array::<u64>::new(usize::MAX), Err(Error::SizeOverflow { .. })));
-    assert!(matches!(RawArray::<u64>::new(usize::MAX / 4), Err(Error::SizeOverflow { .. })));
+    assert!(matches!(
+        a.get(3),
+        Err(Error::IndexOutOfRange { index: 3, len: 3 })
+    ));
+    assert!(matches!(
+        a.set(usize::MAX, 1),
+        Err(Error::IndexOutOfRange { .. })
+    ));
+    assert!(matches!(
+        Array::<u64>::new(usize::MAX),
+        Err(Error::SizeOverflow { .. })
+    ));
+    assert!(matches!(
+        RawArray::<u64>::new(usize::MAX / 4),
+        Err(Error::SizeOverflow { .. })
+    ));
     assert!(matches!(a.chunks(0), Err(Error::ZeroSize { .. })));
     // Zero-length arrays exist, as in Python.
     let empty = Array::<f64>::new(0).unwrap();
