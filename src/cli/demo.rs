@@ -23,6 +23,7 @@ scenarios! {
     array_update = "../../examples/02_array_update.rs", "02 Array update: 3 processes add 1 to each of 5 elements";
     lock_counter = "../../examples/03_lock_counter.rs", "03 Lock counter: 2 processes x 100,000 increments under one Lock";
     rlock_recursive = "../../examples/04_rlock_recursive.rs", "04 RLock: recursive acquisition 4 levels deep in a child";
+    parallel_processing = "../../examples/09_parallel_processing.rs", "09 Act 3: 1,000 CPU-bound items over worker processes, lock-free chunks";
 }
 
 /// Runs each scenario, prints what happened, ends with `demo: N/M scenarios correct`.

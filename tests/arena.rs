@@ -1,0 +1,90 @@
+//! The shared arena: many small objects without many descriptors or mappings.
+
+mod common;
+
+use common::{join_ok, spawn};
+use multiproc::shm::arena;
+use multiproc::{Lock, Value};
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+#[test]
+fn a_hundred_thousand_locks_and_values_in_one_process() {
+    let (fds, maps) = (open_fds(), mappings());
+    let locks: Vec<Lock> = (0..100_000).map(|_| Lock::new().unwrap()).collect();
+    let values: Vec<Value<u64>> = (0..100_000).map(|i| Value::new(i).unwrap()).collect();
+    // Every one works, and is distinct from the others.
+    for (i, (l, v)) in locks.iter().zip(&values).enumerate() {
+        let g = l.lock().unwrap();
+        *v.lock().unwrap() += 1;
+        assert!(l.is_locked());
+        drop(g);
+        assert_eq!(v.load(), i as u64 + 1);
+    }
+    assert!(locks.iter().all(|l| !l.is_locked()));
+    let chunks = arena::chunk_count();
+    assert!(chunks <= 16, "{chunks} arena chunks for 200,000 objects");
+    assert!(
+        open_fds() - fds <= 16,
+        "descriptors grew by {}",
+        open_fds() - fds
+    );
+    assert!(
+        mappings() - maps <= 16,
+        "mappings grew by {}",
+        mappings() - maps
+    );
+    // A child sees and uses the same objects.
+    let (l, v) = (locks[99_999].clone(), values[99_999].clone());
+    join_ok(spawn(move || {
+        let _g = l.lock().unwrap();
+        v.fetch_add(1);
+    }));
+    assert_eq!(values[99_999].load(), 100_001);
+}
+
+#[test]
+fn freed_blocks_are_reused() {
+    let before = arena::chunk_count();
+    for _ in 0..10 {
+        let batch: Vec<Lock> = (0..50_000).map(|_| Lock::new().unwrap()).collect();
+        drop(batch);
+    }
+    // 500,000 creations, but at most 50,000 alive at once.
+    assert!(
+        arena::chunk_count() <= before + 3,
+        "arena grew to {} chunks",
+        arena::chunk_count()
+    );
+}
+
+#[test]
+fn a_block_stays_alive_while_a_child_holds_a_handle() {
+    let v = Value::new(7u32).unwrap();
+    let in_child = v.clone();
+    let go = multiproc::Event::new().unwrap();
+    let g = go.clone();
+    let child = spawn(move || {
+        g.wait(Some(common::BOUND)).unwrap();
+        assert_eq!(
+            in_child.load(),
+            7,
+            "the block was reused while the child used it"
+        );
+    });
+    drop(v);
+    // New allocations must not reuse the child's block.
+    let others: Vec<Value<u32>> = (0..1000).map(|_| Value::new(99).unwrap()).collect();
+    go.set();
+    join_ok(child);
+    drop(others);
+}
