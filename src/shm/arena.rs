@@ -195,6 +195,7 @@ impl Block {
     }
 
     /// The mapping the allocation lives in.
+    #[inline]
     pub fn map(&self) -> &Mapping {
         match &self.place {
             Place::Arena { chunk, .. } => chunk,
@@ -203,6 +204,7 @@ impl Block {
     }
 
     /// The mapping, when it lives as long as the process (arena blocks).
+    #[inline]
     pub fn static_map(&self) -> Option<&'static Mapping> {
         match &self.place {
             Place::Arena { chunk, .. } => Some(chunk),
@@ -211,6 +213,7 @@ impl Block {
     }
 
     /// Offset of the payload within [`Block::map`].
+    #[inline]
     pub fn offset(&self) -> usize {
         match &self.place {
             Place::Arena { off, .. } => *off as usize + BLOCK_HEADER,

@@ -126,10 +126,12 @@ impl<T: Pod> Storage<T> {
             .write_slice(self.offset, &values[..self.len.min(values.len())]);
     }
 
+    #[inline]
     pub(crate) fn map(&self) -> &crate::sys::mem::Mapping {
         self.block.map()
     }
 
+    #[inline]
     pub(crate) fn offset(&self) -> usize {
         self.offset
     }
@@ -140,6 +142,7 @@ impl<T: Pod> Storage<T> {
     /// The caller must have exclusive access to the elements in this process while
     /// the slice lives (hold the lock every other accessor takes).
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     pub(crate) unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [T] {
         // SAFETY: forwarded contract; `Mapping::slice_mut` checks bounds.
         unsafe {

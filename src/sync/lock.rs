@@ -91,6 +91,7 @@ impl Lock {
         &self.raw
     }
 
+    #[inline]
     fn guard(&self, how: Acquired) -> LockResult<LockGuard<'_>> {
         let g = LockGuard { lock: self };
         match how {
@@ -117,6 +118,7 @@ impl Lock {
     /// drop(guard);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[inline]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
         let how = self
             .raw
@@ -134,6 +136,7 @@ impl Lock {
     /// assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[inline]
     pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
         match self.raw.try_lock(ident::process()) {
             None => Err(TryLockError::WouldBlock),
@@ -239,6 +242,7 @@ impl LockGuard<'_> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.lock.raw.unlock();
     }

@@ -133,6 +133,7 @@ impl Mapping {
         self.ptr.as_ptr() as usize
     }
 
+    #[inline]
     fn checked<T>(&self, offset: usize, count: usize) -> *mut T {
         let size = std::mem::size_of::<T>().checked_mul(count);
         let end = size.and_then(|s| offset.checked_add(s));
@@ -148,6 +149,7 @@ impl Mapping {
     }
 
     /// The atomic `A` at `offset` (aligned, in bounds: checked).
+    #[inline]
     pub fn atomic<A: AtomicCell>(&self, offset: usize) -> &A {
         let p = self.checked::<A>(offset, 1);
         // SAFETY: in bounds and aligned (checked); `A` is valid for any bits
@@ -156,6 +158,7 @@ impl Mapping {
     }
 
     /// The 32-bit atomic at `offset` (4-byte aligned, in bounds: checked).
+    #[inline]
     pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
         let p = self.checked::<AtomicU32>(offset, 1);
         // SAFETY: in bounds and aligned (checked); the memory lives as long as `self`;
@@ -228,6 +231,7 @@ impl Mapping {
     /// that all other accessors take, or sole ownership of the range) for as long as
     /// the returned slice lives.
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     pub unsafe fn slice_mut<T: bytemuck::Pod>(&self, offset: usize, count: usize) -> &mut [T] {
         let p = self.checked::<T>(offset, count);
         // SAFETY: in bounds and aligned (checked); exclusivity is the caller's
