@@ -16,6 +16,24 @@ def increment(counter):
             counter.value += 1
 
 
+def start_join_only():
+    """The same processes with nothing to do: what starting and joining costs."""
+    t = time.perf_counter_ns()
+    processes = [Process(target=int) for _ in range(4)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join()
+    return (time.perf_counter_ns() - t) / 1e6
+
+
+def row(metric, samples):
+    samples = sorted(samples)
+    print(json.dumps({"scenario": "S2", "impl": "cpython", "metric": metric,
+                      "median": samples[len(samples) // 2], "min": samples[0],
+                      "max": samples[-1], "unit": "ms", "processes": 4}), flush=True)
+
+
 def tutorial():
     counter = Value('i', 0)  # 'i' 表示整数类型,初始值为 0
     t = time.perf_counter_ns()
@@ -35,10 +53,8 @@ def tutorial():
 def main():
     multiprocessing.set_start_method("fork")
     reps = 3 if "--quick" in sys.argv else 7
-    samples = sorted(tutorial() for _ in range(reps))
-    print(json.dumps({"scenario": "S2", "impl": "cpython", "metric": "4 x 100k locked increments",
-                      "median": samples[len(samples) // 2], "min": samples[0],
-                      "max": samples[-1], "unit": "ms", "processes": 4}))
+    row("4 x 100k locked increments", [tutorial() for _ in range(reps)])
+    row("4 x start+join, no work", [start_join_only() for _ in range(reps)])
 
 
 if __name__ == "__main__":

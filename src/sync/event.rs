@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::spin::AdaptiveSpin;
 use crate::error::Result;
 use crate::shm::arena::Block;
 use crate::sys::futex;
@@ -18,7 +19,6 @@ use crate::sys::time::Deadline;
 
 const SET: u32 = 1;
 const WAITERS: u32 = 2;
-const SPIN_LIMIT: u32 = 200;
 
 /// A process-shared event flag: Python's `multiprocessing.Event`.
 ///
@@ -38,6 +38,8 @@ const SPIN_LIMIT: u32 = 200;
 #[derive(Debug, Clone)]
 pub struct Event {
     word: &'static AtomicU32,
+    // Process-local: how long waits through this handle spin before sleeping.
+    spin: AdaptiveSpin,
     _block: Block,
 }
 
@@ -48,6 +50,7 @@ impl Event {
         let map = block.static_map().expect("small blocks live in the arena");
         Ok(Event {
             word: map.atomic_u32(block.offset()),
+            spin: AdaptiveSpin::new(),
             _block: block,
         })
     }
@@ -103,17 +106,21 @@ impl Event {
         if self.is_set() {
             return Ok(true);
         }
-        let deadline = Deadline::after(timeout)?;
-        // A short spin: the setter is often running on the other core right now.
-        for _ in 0..SPIN_LIMIT {
-            if self.is_set() {
-                return Ok(true);
-            }
-            std::hint::spin_loop();
+        // A short adaptive spin first (see `sync::spin`): the setter is often
+        // running on the other core right now; when it is not, the budget shrinks
+        // so that waiting costs little more than a futex sleep. The timeout counts
+        // from the end of the spin (at most `spin::MAX` pauses, microseconds).
+        if self.spin.spin(|| self.is_set()) {
+            return Ok(true);
         }
+        let deadline = Deadline::after(timeout)?;
+        let mut first = true;
         loop {
             let w = self.word.load(Ordering::Acquire);
             if w == SET {
+                if first {
+                    self.spin.answered_late();
+                }
                 return Ok(true);
             }
             if w == 0
@@ -127,7 +134,12 @@ impl Event {
             if deadline.expired() {
                 return Ok(self.is_set());
             }
-            futex::wait(self.word, WAITERS, deadline.remaining());
+            if futex::wait(self.word, WAITERS, deadline.remaining()) == futex::Wake::Changed
+                && first
+            {
+                self.spin.answered_late();
+            }
+            first = false;
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod lock;
 pub mod owner_died;
 pub mod raw_lock;
 pub mod rlock;
+pub(crate) mod spin;
 
 pub use event::Event;
 pub use lock::{Lock, LockGuard};

@@ -34,18 +34,21 @@ pub const SCENARIO: Scenario = Scenario {
 };
 
 const METRIC: &str = "4 x 100k locked increments";
+/// The same with no increments: the cost of starting and joining the workers.
+const START_ONLY: &str = "4 x start+join, no work";
 const WORKERS: usize = 4;
 const INCREMENTS: i32 = 100_000;
 
-/// The tutorial's program, timed from the first start to the last join (ms).
-fn tutorial() -> multiproc::Result<f64> {
+/// The tutorial's program, timed from the first start to the last join (ms);
+/// `increments` = 0 times starting and joining the processes alone.
+fn tutorial(increments: i32) -> multiproc::Result<f64> {
     let counter = Value::<i32>::new(0)?;
     let t = Instant::now();
     let mut processes = Vec::new();
     for _ in 0..WORKERS {
         let c = counter.clone();
         let mut p = Process::new(move || {
-            for _ in 0..INCREMENTS {
+            for _ in 0..increments {
                 *c.lock().expect("no process dies here") += 1;
             }
         });
@@ -55,23 +58,23 @@ fn tutorial() -> multiproc::Result<f64> {
     join_all(processes)?;
     let ms = ns_since(t) as f64 / 1e6;
     let value = counter.get()?;
-    if value != WORKERS as i32 * INCREMENTS {
+    if value != WORKERS as i32 * increments {
         return Err(multiproc::Error::InvalidArgument(format!(
             "counter ended at {value}, not {}",
-            WORKERS as i32 * INCREMENTS
+            WORKERS as i32 * increments
         )));
     }
     Ok(ms)
 }
 
-fn threads() -> f64 {
+fn threads(increments: i32) -> f64 {
     let counter = Arc::new(Mutex::new(0i32));
     let t = Instant::now();
     let handles: Vec<_> = (0..WORKERS)
         .map(|_| {
             let c = Arc::clone(&counter);
             std::thread::spawn(move || {
-                for _ in 0..INCREMENTS {
+                for _ in 0..increments {
                     *c.lock().unwrap() += 1;
                 }
             })
@@ -81,7 +84,7 @@ fn threads() -> f64 {
         h.join().expect("a counting thread panicked");
     }
     let ms = ns_since(t) as f64 / 1e6;
-    assert_eq!(*counter.lock().unwrap(), WORKERS as i32 * INCREMENTS);
+    assert_eq!(*counter.lock().unwrap(), WORKERS as i32 * increments);
     ms
 }
 
@@ -89,13 +92,20 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     let reps = ctx.pick(7, 21);
     ctx.step("multiproc: 4 processes x 100k under Value's lock");
     let ms = (0..reps)
-        .map(|_| tutorial())
+        .map(|_| tutorial(INCREMENTS))
         .collect::<multiproc::Result<Vec<f64>>>()?;
     ctx.record("multiproc", METRIC, WORKERS as u32, "ms", &ms);
+    // What the start and join of the 4 workers alone cost, for the analysis.
+    let ms = (0..reps)
+        .map(|_| tutorial(0))
+        .collect::<multiproc::Result<Vec<f64>>>()?;
+    ctx.record("multiproc", START_ONLY, WORKERS as u32, "ms", &ms);
 
     ctx.step("threads: 4 x 100k on std::sync::Mutex");
     // Threads are started only after every fork of this scenario, and joined.
-    let ms: Vec<f64> = (0..reps).map(|_| threads()).collect();
+    let ms: Vec<f64> = (0..reps).map(|_| threads(INCREMENTS)).collect();
     ctx.record("threads", METRIC, WORKERS as u32, "ms", &ms);
+    let ms: Vec<f64> = (0..reps).map(|_| threads(0)).collect();
+    ctx.record("threads", START_ONLY, WORKERS as u32, "ms", &ms);
     Ok(())
 }

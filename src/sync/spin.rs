@@ -1,0 +1,175 @@
+//! Adaptive spinning: how long to spin before a futex sleep, learned per handle.
+//!
+//! Spinning pays when the partner answers within a few hundred nanoseconds on the
+//! other core; it wastes the core when the partner is not running (more runnable
+//! processes than cores: on 2 cores, spinning while the other side waits for a CPU
+//! delays it, and burns the waiter's scheduler credit so that its own wake-up no
+//! longer preempts). [`AdaptiveSpin`] keeps a budget of spin iterations:
+//!
+//! - a spin that succeeds after `k` iterations moves the budget a quarter of the
+//!   way toward `2k + MIN` (enough headroom, no more);
+//! - a spin that fails (the caller goes to sleep) halves it, down to [`MIN`];
+//! - a sleep that found the word already changed (the answer came just after the
+//!   spin gave up) doubles it;
+//! - one wait in [`PROBE_EVERY`] that had to sleep *probes*: it spins for up to
+//!   [`PROBE_TIME`], longer than a futex wake-up takes on a virtual machine whose
+//!   idle vCPU is halted (tens of microseconds). Two partners that both sleep
+//!   answer each other only as fast as a wake-up (the slow regime); a probe that
+//!   outlasts the partner's wake-up catches its answer, resets the budget to
+//!   [`MAX`], and the partners fall back into the fast regime where both spin.
+//!   A probe that fails doubles the number of sleeps until the next one (up to
+//!   [`PROBE_MAX_GAP`]), so that under lasting oversubscription probing costs
+//!   next to nothing; one that succeeds brings the gap back to [`PROBE_EVERY`].
+//!
+//! The budget is process-local (a field of the handle, not shared memory): it
+//! describes how this process and its partners are scheduled, and costs no shared
+//! cache line. Relaxed atomics only: it is a hint, races merely blur it.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The most iterations one spin takes (a `pause` is 10 to 70 cycles by CPU).
+pub const MAX: u32 = 200;
+/// The fewest: a partner on the other core that is already answering is caught.
+pub const MIN: u32 = 8;
+/// One wait in this many that had to sleep probes (spins up to [`PROBE_TIME`]).
+pub const PROBE_EVERY: u32 = 32;
+/// The most sleeps between two probes.
+pub const PROBE_MAX_GAP: u32 = 4096;
+/// How long a probe spins at most.
+pub const PROBE_TIME: Duration = Duration::from_micros(60);
+
+/// A spin budget, adapted to how fast the partner answers (see the module).
+#[derive(Debug)]
+pub struct AdaptiveSpin {
+    limit: AtomicU32,
+    // Sleeps left before the next probe, and the current gap between probes.
+    until_probe: AtomicU32,
+    gap: AtomicU32,
+}
+
+impl Default for AdaptiveSpin {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clone for AdaptiveSpin {
+    /// A new handle starts from what this one has learned.
+    fn clone(&self) -> Self {
+        AdaptiveSpin {
+            limit: AtomicU32::new(self.limit.load(Ordering::Relaxed)),
+            until_probe: AtomicU32::new(PROBE_EVERY),
+            gap: AtomicU32::new(PROBE_EVERY),
+        }
+    }
+}
+
+impl AdaptiveSpin {
+    /// A budget starting at [`MAX`].
+    pub const fn new() -> Self {
+        AdaptiveSpin {
+            limit: AtomicU32::new(MAX),
+            until_probe: AtomicU32::new(PROBE_EVERY),
+            gap: AtomicU32::new(PROBE_EVERY),
+        }
+    }
+
+    /// Spins until `ready()` is true or the budget is spent; returns whether it
+    /// became true. A `false` means the caller goes to sleep.
+    #[inline]
+    pub fn spin(&self, mut ready: impl FnMut() -> bool) -> bool {
+        if self.until_probe.load(Ordering::Relaxed) == 0 {
+            return self.probe(ready);
+        }
+        let limit = self.limit.load(Ordering::Relaxed);
+        for k in 0..limit {
+            if ready() {
+                self.succeeded(k);
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if ready() {
+            self.succeeded(limit);
+            return true;
+        }
+        self.failed();
+        false
+    }
+
+    #[cold]
+    fn probe(&self, mut ready: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            for _ in 0..32 {
+                if ready() {
+                    self.limit.store(MAX, Ordering::Relaxed);
+                    self.gap.store(PROBE_EVERY, Ordering::Relaxed);
+                    self.until_probe.store(PROBE_EVERY, Ordering::Relaxed);
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= PROBE_TIME {
+                let gap = (self.gap.load(Ordering::Relaxed) * 2).min(PROBE_MAX_GAP);
+                self.gap.store(gap, Ordering::Relaxed);
+                self.until_probe.store(gap, Ordering::Relaxed);
+                self.limit.store(MIN, Ordering::Relaxed);
+                return false;
+            }
+        }
+    }
+
+    fn succeeded(&self, k: u32) {
+        let l = self.limit.load(Ordering::Relaxed) as i64;
+        let target = (2 * k as i64 + MIN as i64).min(MAX as i64);
+        let next = (l + (target - l) / 4).clamp(MIN as i64, MAX as i64);
+        self.limit.store(next as u32, Ordering::Relaxed);
+    }
+
+    fn failed(&self) {
+        let l = self.limit.load(Ordering::Relaxed);
+        self.limit.store((l / 2).max(MIN), Ordering::Relaxed);
+        let left = self.until_probe.load(Ordering::Relaxed);
+        self.until_probe
+            .store(left.saturating_sub(1), Ordering::Relaxed);
+    }
+
+    /// The sleep that followed a failed spin found the word already changed: the
+    /// answer came just after the spin gave up, so spin longer next time.
+    #[inline]
+    pub fn answered_late(&self) {
+        let l = self.limit.load(Ordering::Relaxed);
+        self.limit.store((l * 2).min(MAX), Ordering::Relaxed);
+    }
+
+    /// The current budget in iterations.
+    #[cfg(test)]
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinks_on_failure_grows_back_on_late_answers_and_success() {
+        let s = AdaptiveSpin::new();
+        for _ in 0..10 {
+            assert!(!s.spin(|| false));
+        }
+        assert_eq!(s.limit(), MIN);
+        s.answered_late();
+        assert_eq!(s.limit(), 2 * MIN);
+        let mut n = 0;
+        assert!(s.spin(|| {
+            n += 1;
+            n > 3
+        }));
+        assert!(s.limit() >= MIN && s.limit() <= MAX);
+        assert_eq!(s.clone().limit(), s.limit());
+    }
+}
