@@ -64,11 +64,13 @@ impl Event {
     /// assert!(e.is_set());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[inline]
     pub fn is_set(&self) -> bool {
         self.word.load(Ordering::Acquire) == SET
     }
 
     /// Sets the flag and wakes every waiter in every process.
+    #[inline]
     pub fn set(&self) {
         if self.word.swap(SET, Ordering::Release) == WAITERS {
             futex::wake_all(self.word);
@@ -84,6 +86,7 @@ impl Event {
     /// assert!(!e.is_set());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[inline]
     pub fn clear(&self) {
         // Only SET becomes clear; a clear word (maybe with WAITERS) stays as it is.
         let _ = self

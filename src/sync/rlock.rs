@@ -70,6 +70,7 @@ impl RLock {
     }
 
     /// Takes one level for the calling thread; `None` when the deadline passed.
+    #[inline]
     fn take(&self, deadline: Option<Deadline>) -> Result<Option<Acquired>> {
         let me = ident::thread();
         if self.raw.owner() == me {
@@ -91,6 +92,7 @@ impl RLock {
         Ok(how)
     }
 
+    #[inline]
     fn guard(&self) -> RLockGuard<'_> {
         RLockGuard {
             lock: self,
@@ -98,6 +100,7 @@ impl RLock {
         }
     }
 
+    #[inline]
     fn timed(&self, deadline: Option<Deadline>) -> TryLockResult<RLockGuard<'_>> {
         match self.take(deadline) {
             Err(e) => Err(TryLockError::Invalid(e)),
@@ -113,6 +116,7 @@ impl RLock {
     ///
     /// # Panics
     /// If this thread already holds it `u32::MAX` times.
+    #[inline]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
         match self.timed(Some(Deadline::NEVER)) {
             Ok(g) => Ok(g),
@@ -179,6 +183,7 @@ impl RLock {
     /// assert!(matches!(rlock.release(), Err(Error::NotOwner { .. })));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[inline]
     pub fn release(&self) -> Result<()> {
         if !self.is_owned() {
             return Err(Error::NotOwner {
@@ -197,6 +202,7 @@ impl RLock {
     }
 
     /// Whether the calling thread holds the lock.
+    #[inline]
     pub fn is_owned(&self) -> bool {
         self.raw.owner() == ident::thread()
     }
@@ -261,6 +267,7 @@ impl RLockGuard<'_> {
 }
 
 impl Drop for RLockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let _ = self.lock.release();
     }
