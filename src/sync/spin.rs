@@ -6,8 +6,10 @@
 //! delays it, and burns the waiter's scheduler credit so that its own wake-up no
 //! longer preempts). [`AdaptiveSpin`] keeps a budget of spin iterations:
 //!
-//! - a spin that succeeds after `k` iterations moves the budget a quarter of the
-//!   way toward `2k + MIN` (enough headroom, no more);
+//! - a spin that succeeds doubles the budget (at least to `4k + MIN` after `k`
+//!   iterations, at most [`MAX`]): a large budget costs nothing while spins
+//!   succeed early, and rides out the occasional hiccup (an interrupt, a tick)
+//!   that would otherwise send both partners to sleep;
 //! - a spin that fails (the caller goes to sleep) halves it, down to [`MIN`];
 //! - a sleep that found the word already changed (the answer came just after the
 //!   spin gave up) doubles it;
@@ -122,10 +124,11 @@ impl AdaptiveSpin {
     }
 
     fn succeeded(&self, k: u32) {
-        let l = self.limit.load(Ordering::Relaxed) as i64;
-        let target = (2 * k as i64 + MIN as i64).min(MAX as i64);
-        let next = (l + (target - l) / 4).clamp(MIN as i64, MAX as i64);
-        self.limit.store(next as u32, Ordering::Relaxed);
+        let l = self.limit.load(Ordering::Relaxed);
+        let next = (l * 2)
+            .max(k.saturating_mul(4).saturating_add(MIN))
+            .min(MAX);
+        self.limit.store(next, Ordering::Relaxed);
     }
 
     fn failed(&self) {
