@@ -52,7 +52,8 @@ pub use shm::{
     Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, SharedMemory, Value, ValueGuard,
 };
 pub use sync::{
-    Event, Lock, LockGuard, LockResult, OwnerDied, RLock, RLockGuard, TryLockError, TryLockResult,
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, LockResult,
+    OwnerDied, RLock, RLockGuard, Semaphore, SemaphoreGuard, TryLockError, TryLockResult,
 };
 
 /// Exit status for the tutorial's example programs and the demo: success when
