@@ -236,7 +236,7 @@ macro_rules! common_api {
             pub fn try_lock(&self) -> Option<SemaphoreGuard<'_>> {
                 self.core
                     .try_take()
-                    .then_some(SemaphoreGuard { core: &self.core })
+                    .then(|| SemaphoreGuard { core: &self.core })
             }
 
             /// Waits at most `timeout` for a permit; `Ok(None)` if none came.
@@ -253,7 +253,7 @@ macro_rules! common_api {
                 Ok(self
                     .core
                     .take(deadline)
-                    .then_some(SemaphoreGuard { core: &self.core }))
+                    .then(|| SemaphoreGuard { core: &self.core }))
             }
 
             /// Python's `release()`: gives back one permit and wakes one waiter.
