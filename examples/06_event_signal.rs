@@ -19,7 +19,9 @@ pub fn run() -> multiproc::Result<bool> {
     let mut waiter = Process::new(move || {
         println!("Waiter: Waiting for event...");
         // Python: `event.wait()`; bounded here so that a bug fails instead of hangs.
-        if e.wait(Some(Duration::from_secs(30))).expect("valid timeout") {
+        if e.wait(Some(Duration::from_secs(30)))
+            .expect("valid timeout")
+        {
             w.store(1);
             println!("Waiter: Event occurred!");
         }

@@ -27,7 +27,12 @@ pub fn run() -> multiproc::Result<bool> {
     // What the consumer received, for the check.
     let received = RawArray::<u32>::new(ITEMS as usize)?;
 
-    let (c, it, n, got) = (condition.clone(), items.clone(), len.clone(), received.clone());
+    let (c, it, n, got) = (
+        condition.clone(),
+        items.clone(),
+        len.clone(),
+        received.clone(),
+    );
     let mut consumer = Process::new(move || {
         for k in 0..ITEMS {
             let _g = c.lock().expect("no process dies here");

@@ -33,7 +33,9 @@ pub fn run() -> multiproc::Result<bool> {
             std::thread::sleep(Duration::from_millis(10 * worker_id as u64)); // staggered
             arrived.fetch_add(1);
             // Python: `barrier.wait()`; bounded so that a bug fails instead of hangs.
-            let index = b.wait(Some(Duration::from_secs(30))).expect("barrier broken");
+            let index = b
+                .wait(Some(Duration::from_secs(30)))
+                .expect("barrier broken");
             seen.set(worker_id, arrived.load()).expect("in bounds");
             idx.set(worker_id, index as u32).expect("in bounds");
             println!("Worker {worker_id}: Passed the barrier (arrival index {index})");

@@ -18,16 +18,18 @@ fn four_processes_10000_rounds_action_once_per_round() {
     let runner = RawArray::<u32>::new(ROUNDS).unwrap();
     let indices = RawArray::<u8>::new(ROUNDS * P).unwrap();
     let (a, r) = (actions.clone(), runner.clone());
-    let barrier = Barrier::new(P)
-        .unwrap()
-        .with_action(move || {
-            let round = a.fetch_add(1) as usize;
-            r.set(round, std::process::id()).unwrap();
-        });
+    let barrier = Barrier::new(P).unwrap().with_action(move || {
+        let round = a.fetch_add(1) as usize;
+        r.set(round, std::process::id()).unwrap();
+    });
     let kids: Vec<_> = (0..P)
         .map(|p| {
-            let (b, actions, runner, indices) =
-                (barrier.clone(), actions.clone(), runner.clone(), indices.clone());
+            let (b, actions, runner, indices) = (
+                barrier.clone(),
+                actions.clone(),
+                runner.clone(),
+                indices.clone(),
+            );
             spawn(move || {
                 for round in 0..ROUNDS {
                     let i = b.wait(T).unwrap();
@@ -96,8 +98,13 @@ fn timeout_breaks_all_waiters_and_reset_repairs() {
 /// The default timeout set with `with_timeout` applies when `wait(None)`.
 #[test]
 fn default_timeout_applies() {
-    let b = Barrier::new(2).unwrap().with_timeout(Duration::from_millis(20));
-    assert!(matches!(b.wait(None), Err(Error::BrokenBarrier("timed out"))));
+    let b = Barrier::new(2)
+        .unwrap()
+        .with_timeout(Duration::from_millis(20));
+    assert!(matches!(
+        b.wait(None),
+        Err(Error::BrokenBarrier("timed out"))
+    ));
     assert!(b.broken());
 }
 
@@ -117,7 +124,10 @@ fn abort_breaks_waiters() {
         join_ok(k);
     }
     assert!(barrier.broken());
-    assert!(matches!(barrier.wait(T), Err(Error::BrokenBarrier("aborted"))));
+    assert!(matches!(
+        barrier.wait(T),
+        Err(Error::BrokenBarrier("aborted"))
+    ));
 }
 
 /// reset() while parties wait: they get BrokenBarrier("reset"), and the barrier

@@ -87,7 +87,12 @@ fn condition_over_rlock_restores_the_recursion_count() {
     let cond = Condition::with_rlock(rlock.clone()).unwrap();
     let flag = RawValue::new(0u32).unwrap();
     let about_to_wait = Event::new().unwrap();
-    let (c, r, f, a) = (cond.clone(), rlock.clone(), flag.clone(), about_to_wait.clone());
+    let (c, r, f, a) = (
+        cond.clone(),
+        rlock.clone(),
+        flag.clone(),
+        about_to_wait.clone(),
+    );
     let kid = spawn(move || {
         let g1 = c.lock().unwrap();
         let g2 = c.lock().unwrap();
@@ -139,7 +144,11 @@ fn wait_and_notify_need_the_lock() {
         let _g = cond.lock().unwrap();
         assert!(!cond.wait(Some(Duration::from_millis(10))).unwrap());
         assert!(cond.is_owned());
-        assert!(!cond.wait_for(|| false, Some(Duration::from_millis(10))).unwrap());
+        assert!(
+            !cond
+                .wait_for(|| false, Some(Duration::from_millis(10)))
+                .unwrap()
+        );
         assert!(matches!(
             cond.wait(Some(Duration::MAX)),
             Err(Error::TimeoutOverflow(_))
@@ -170,8 +179,11 @@ fn producer_consumer_over_a_lock() {
                 loop {
                     let _g = cond.lock().unwrap();
                     assert!(
-                        cond.wait_for(|| consumed.load() < produced.load() || consumed.load() == N, T)
-                            .unwrap()
+                        cond.wait_for(
+                            || consumed.load() < produced.load() || consumed.load() == N,
+                            T
+                        )
+                        .unwrap()
                     );
                     let c = consumed.load();
                     if c == N {

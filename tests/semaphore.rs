@@ -17,8 +17,12 @@ fn at_most_n_holders_under_contention_from_4_processes() {
     let entries = RawValue::new(0u32).unwrap();
     let kids: Vec<_> = (0..4)
         .map(|_| {
-            let (sem, inside, max_seen, entries) =
-                (sem.clone(), inside.clone(), max_seen.clone(), entries.clone());
+            let (sem, inside, max_seen, entries) = (
+                sem.clone(),
+                inside.clone(),
+                max_seen.clone(),
+                entries.clone(),
+            );
             spawn(move || {
                 for i in 0..2000 {
                     // Alternate the guard API and Python's acquire/release.
@@ -99,7 +103,11 @@ fn nonblocking_and_timeout() {
     assert!(!sem.acquire(false, None).unwrap());
     assert!(!sem.acquire(true, Some(Duration::from_millis(10))).unwrap());
     assert!(sem.try_lock().is_none());
-    assert!(sem.try_lock_for(Duration::from_millis(10)).unwrap().is_none());
+    assert!(
+        sem.try_lock_for(Duration::from_millis(10))
+            .unwrap()
+            .is_none()
+    );
     assert!(matches!(
         sem.acquire(true, Some(Duration::MAX)),
         Err(Error::TimeoutOverflow(_))

@@ -437,9 +437,9 @@ impl Barrier {
             }
         }
         for i in 0..REGISTRY {
-            let _ = self
-                .registry(i)
-                .compare_exchange(dead, 0, Ordering::Relaxed, Ordering::Relaxed);
+            let _ =
+                self.registry(i)
+                    .compare_exchange(dead, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
         self.set_broken(w, DIED);
     }
@@ -475,11 +475,9 @@ impl Barrier {
         let _held = self.hold();
         let w = self.state().load(Ordering::Relaxed);
         match w & STATE_MASK {
-            FILLING => {
-                if self.count().load(Ordering::Relaxed) > 0 {
-                    self.reason().store(RESET, Ordering::Relaxed);
-                    self.set_word((w & !STATE_MASK) | RESETTING);
-                }
+            FILLING if self.count().load(Ordering::Relaxed) > 0 => {
+                self.reason().store(RESET, Ordering::Relaxed);
+                self.set_word((w & !STATE_MASK) | RESETTING);
             }
             BROKEN => {
                 self.drop_dead_parties();

@@ -29,14 +29,20 @@ pub fn join_ok(mut p: Process) {
 /// Kills `p` with SIGKILL and reaps it.
 pub fn kill(mut p: Process) {
     p.kill().expect("kill");
-    assert_eq!(p.join(Some(Duration::from_secs(30))).expect("join"), Some(-9));
+    assert_eq!(
+        p.join(Some(Duration::from_secs(30))).expect("join"),
+        Some(-9)
+    );
 }
 
 /// Polls `cond` (yielding the CPU, no sleep) until it holds; panics after 20 s.
 pub fn poll_until(what: &str, mut cond: impl FnMut() -> bool) {
     let end = std::time::Instant::now() + Duration::from_secs(20);
     while !cond() {
-        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         std::thread::yield_now();
     }
 }
