@@ -60,9 +60,17 @@ use crate::sys::mem::Mapping;
 use crate::sys::time::Deadline;
 
 /// How many processes may be `register()`ed with one Barrier at once.
+///
+/// ```
+/// assert_eq!(multiproc::sync::barrier::REGISTRY, 32);
+/// ```
 pub const REGISTRY: usize = 32;
 const SLOTS_AT: usize = 32 + 4 * REGISTRY;
 /// How many arrivals per round have a slot (and so are watched for death).
+///
+/// ```
+/// assert!(multiproc::sync::barrier::MAX_TRACKED >= 900);
+/// ```
 pub const MAX_TRACKED: usize = (MAX_SMALL - SLOTS_AT) / 4;
 
 const FILLING: u32 = 0;
@@ -185,7 +193,9 @@ impl Barrier {
 
     /// Sets the action, run by the last process to arrive in each round before the
     /// round is released (Python's `action=`). If it panics, the barrier breaks
-    /// ("action failed") for everyone of that round.
+    /// ("action failed") for everyone of that round. The action runs while the
+    /// barrier's internal lock is held (as in Python): it must not call this
+    /// barrier's `wait`, `abort`, `reset`, `register` or `unregister`.
     ///
     /// ```
     /// use multiproc::{Barrier, RawValue};
@@ -516,6 +526,11 @@ impl Barrier {
     }
 
     /// Python's `parties`: how many parties a round needs.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Barrier::new(4)?.parties(), 4);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn parties(&self) -> usize {
         self.word(28).load(Ordering::Acquire) as usize
     }
@@ -551,6 +566,15 @@ impl Barrier {
     }
 
     /// Removes the calling process's registration (no effect if it has none).
+    /// Call it before a registered process exits, or the barrier breaks.
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(2)?;
+    /// b.register()?;
+    /// b.unregister();
+    /// b.unregister(); // nothing left to remove
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn unregister(&self) {
         let me = ident::process();
         let _held = self.hold();

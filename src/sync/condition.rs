@@ -62,7 +62,12 @@ use crate::shm::arena::Block;
 use crate::sys::futex;
 use crate::sys::time::Deadline;
 
-/// How many threads (of all processes) may wait on one Condition at once.
+/// How many threads (of all processes) may wait on one Condition at once; one more
+/// gets [`Error::InvalidArgument`] from [`Condition::wait`].
+///
+/// ```
+/// assert_eq!(multiproc::sync::condition::MAX_WAITERS, 254);
+/// ```
 pub const MAX_WAITERS: usize = 254;
 const HEADER: usize = 16;
 const SLOT: usize = 16;
@@ -137,6 +142,21 @@ impl Drop for ConditionGuard<'_> {
 
 impl ConditionGuard<'_> {
     /// Declares the protected data repaired after an [`OwnerDied`].
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// let g = match cond.lock() {
+    ///     Ok(g) => g,
+    ///     Err(died) => {
+    ///         let g = died.into_inner();
+    ///         // ... repair the shared state ...
+    ///         g.mark_consistent();
+    ///         g
+    ///     }
+    /// };
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn mark_consistent(&self) {
         match &self.cond.inner {
             Inner::Lock(l) => l.mark_consistent(),
@@ -291,6 +311,14 @@ impl Condition {
 
     /// Whether the calling thread (a [`Lock`]: the calling process) holds the
     /// condition's lock.
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::with_lock(multiproc::Lock::new()?)?;
+    /// assert!(!cond.is_owned());
+    /// let _g = cond.lock().unwrap();
+    /// assert!(cond.is_owned());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_owned(&self) -> bool {
         match &self.inner {
             Inner::Lock(l) => l.raw().owner() == ident::process(),

@@ -38,6 +38,12 @@ use crate::sys::futex;
 use crate::sys::time::Deadline;
 
 /// The largest value a semaphore may hold (POSIX `SEM_VALUE_MAX`, Python's limit).
+///
+/// ```
+/// use multiproc::sync::semaphore::VALUE_MAX;
+/// assert!(multiproc::Semaphore::new(VALUE_MAX).is_ok());
+/// assert!(multiproc::Semaphore::new(VALUE_MAX + 1).is_err());
+/// ```
 pub const VALUE_MAX: u32 = i32::MAX as u32;
 const SPIN_LIMIT: u32 = 100;
 
