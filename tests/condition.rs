@@ -303,3 +303,42 @@ fn wait_reports_owner_died_with_the_lock_held() {
     assert!(cond.acquire(true, T).unwrap());
     cond.release().unwrap();
 }
+
+/// notify(1) wakes the longest-waiting process first (FIFO, as CPython), and a
+/// thread that starts waiting after a notify never takes that notification.
+#[test]
+fn notify_is_fifo_and_late_waiters_do_not_steal() {
+    let cond = Condition::new().unwrap();
+    let order = RawArray::<u32>::new(2).unwrap();
+    let woken = RawValue::new(0u32).unwrap();
+    let start = |id: u32, ready: &Event| {
+        let (c, r, o, w) = (cond.clone(), ready.clone(), order.clone(), woken.clone());
+        spawn(move || {
+            let _g = c.lock().unwrap();
+            r.set();
+            assert!(c.wait(T).unwrap());
+            let slot = w.fetch_add(1);
+            o.set(slot as usize, id).unwrap();
+        })
+    };
+    let a_ready = Event::new().unwrap();
+    let a = start(1, &a_ready);
+    assert!(a_ready.wait(T).unwrap());
+    let b_ready = Event::new().unwrap();
+    let b = start(2, &b_ready);
+    assert!(b_ready.wait(T).unwrap());
+
+    let g = cond.lock().unwrap(); // A, then B, are inside wait
+    cond.notify(1).unwrap();
+    // We start waiting after the notify: it is A's, never ours.
+    assert!(!cond.wait(Some(Duration::from_millis(50))).unwrap());
+    drop(g);
+    join_ok(a);
+    assert_eq!(order.get(0).unwrap(), 1, "the oldest waiter wakes first");
+    {
+        let _g = cond.lock().unwrap();
+        cond.notify(1).unwrap();
+    }
+    join_ok(b);
+    assert_eq!(order.to_vec(), vec![1, 2]);
+}

@@ -31,8 +31,13 @@
 //!   notifier and a timing-out waiter agree on the outcome: `wait` returns `true`
 //!   exactly when its slot was notified.
 //!
-//! Invariants: `registered` = number of non-FREE slots; at most [`MAX_WAITERS`]
-//! threads wait at once (more get [`Error::InvalidArgument`]).
+//! Invariants: slots change from FREE to WAITING only under the condition's lock
+//! (so registrations never race), and `ticket`, `owner` are written before the
+//! slot's state becomes WAITING. `registered` >= the number of non-FREE slots: it
+//! is raised before a slot is taken and lowered after one is freed, so it is equal
+//! except after a process died between the two steps, which only costs later
+//! notifies a scan of the table (they skip it when `registered` is 0). At most
+//! [`MAX_WAITERS`] threads wait at once (more get [`Error::InvalidArgument`]).
 //!
 //! ## Death of a process
 //! - Killed holding the condition's lock (also inside `wait` or `notify`): the lock
