@@ -280,3 +280,31 @@ fn zero_parties_is_an_error() {
         Err(Error::TimeoutOverflow(_))
     ));
 }
+
+/// Two of three waiting parties killed, including the watcher of the first: the
+/// ring of watchers still notices, and the survivor breaks out.
+#[test]
+fn two_killed_parties_still_break_the_barrier() {
+    let barrier = Barrier::new(4).unwrap();
+    let mut victims = Vec::new();
+    for n in 1..=2 {
+        let b = barrier.clone();
+        victims.push(spawn(move || {
+            let _ = b.wait(None);
+        }));
+        poll_until("victims waiting", || barrier.n_waiting() == n);
+    }
+    let b = barrier.clone();
+    let survivor = spawn(move || {
+        assert!(matches!(
+            b.wait(T),
+            Err(Error::BrokenBarrier("a party died"))
+        ))
+    });
+    poll_until("3 waiters", || barrier.n_waiting() == 3);
+    for v in victims {
+        kill(v);
+    }
+    join_ok(survivor);
+    assert!(barrier.broken());
+}

@@ -342,3 +342,33 @@ fn notify_is_fifo_and_late_waiters_do_not_steal() {
     join_ok(b);
     assert_eq!(order.to_vec(), vec![1, 2]);
 }
+
+/// At most MAX_WAITERS threads wait at once; one more gets a clear error, and the
+/// others still wake (threads of one process here: the limit is per Condition).
+#[test]
+fn waiter_table_limit_is_a_clear_error() {
+    use multiproc::sync::condition::MAX_WAITERS;
+    let cond = Condition::new().unwrap();
+    let waiting = RawValue::new(0usize).unwrap();
+    let threads: Vec<_> = (0..MAX_WAITERS)
+        .map(|_| {
+            let (c, w) = (cond.clone(), waiting.clone());
+            std::thread::spawn(move || {
+                let _g = c.lock().unwrap();
+                w.fetch_add(1);
+                assert!(c.wait(T).unwrap());
+            })
+        })
+        .collect();
+    common::poll_until("all threads waiting", || {
+        let _g = cond.lock().unwrap();
+        waiting.load() == MAX_WAITERS
+    });
+    let g = cond.lock().unwrap();
+    assert!(matches!(cond.wait(T), Err(Error::InvalidArgument(_))));
+    cond.notify_all().unwrap();
+    drop(g);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
