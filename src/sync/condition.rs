@@ -295,6 +295,10 @@ impl Condition {
     ///
     /// `Err(OwnerDied(guard))` also holds the lock: see [`OwnerDied`].
     ///
+    /// # Panics
+    /// Over an RLock, if this thread already holds it `u32::MAX` times (as
+    /// [`RLock::lock`]).
+    ///
     /// ```
     /// let cond = multiproc::Condition::new()?;
     /// let g = cond.lock().unwrap();
@@ -309,8 +313,12 @@ impl Condition {
         };
         match self.acquire(true, None) {
             Ok(_) => Ok(guard),
-            // Only OwnerDied can come out of a wait without timeout.
-            Err(_) => Err(OwnerDied::new(guard)),
+            Err(Error::OwnerDied) => Err(OwnerDied::new(guard)),
+            Err(e) => {
+                // No level was taken: the guard must not give one back.
+                std::mem::forget(guard);
+                panic!("{e}")
+            }
         }
     }
 
@@ -550,7 +558,8 @@ impl Condition {
 
     /// Python's `wait_for(predicate, timeout=None)`: waits until `predicate()` is
     /// true, at most `timeout` in all; returns the predicate's last value. The lock
-    /// must be held; the predicate runs with it held.
+    /// must be held; the predicate runs with it held. Errors are those of
+    /// [`wait`](Self::wait) (after `Err(Error::OwnerDied)` the lock is held).
     ///
     /// ```
     /// use std::time::Duration;
