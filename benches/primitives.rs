@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use multiproc::{Event, Lock, RLock, RawValue, Value};
+use multiproc::{BoundedSemaphore, Condition, Event, Lock, RLock, RawValue, Semaphore, Value};
 
 fn lock(c: &mut Criterion) {
     let lock = Lock::new().unwrap();
@@ -48,6 +48,34 @@ fn event(c: &mut Criterion) {
     });
 }
 
+fn semaphore(c: &mut Criterion) {
+    let sem = Semaphore::new(1).unwrap();
+    c.bench_function("Semaphore acquire+release (permit free)", |b| {
+        b.iter(|| {
+            black_box(&sem).acquire(true, None).unwrap();
+            black_box(&sem).release().unwrap();
+        })
+    });
+    let bounded = BoundedSemaphore::new(1).unwrap();
+    c.bench_function("BoundedSemaphore acquire+release", |b| {
+        b.iter(|| {
+            black_box(&bounded).acquire(true, None).unwrap();
+            black_box(&bounded).release().unwrap();
+        })
+    });
+}
+
+fn condition(c: &mut Criterion) {
+    let cond = Condition::new().unwrap();
+    let _held = cond.lock().unwrap();
+    c.bench_function("Condition notify, no waiter (lock held)", |b| {
+        b.iter(|| black_box(&cond).notify(1).unwrap())
+    });
+    c.bench_function("Condition notify_all, no waiter (lock held)", |b| {
+        b.iter(|| black_box(&cond).notify_all().unwrap())
+    });
+}
+
 fn value(c: &mut Criterion) {
     let v = Value::<u64>::new(0).unwrap();
     c.bench_function("Value fetch_add", |b| b.iter(|| black_box(&v).fetch_add(1)));
@@ -60,5 +88,5 @@ fn value(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, lock, rlock, event, value);
+criterion_group!(benches, lock, rlock, semaphore, event, condition, value);
 criterion_main!(benches);

@@ -1,5 +1,5 @@
 //! S3: ping-pong between two processes, the round trip: through two Events
-//! (set / wait / clear), against a pure spin on one shared cache line (the hardware
+//! (set / wait / clear) and through two Semaphores (release / acquire), against a pure spin on one shared cache line (the hardware
 //! floor), a raw futex wait/wake without spinning, std channels between two threads,
 //! and CPython's Event and Semaphore. Also with the cores oversubscribed by two busy
 //! processes, where spinning must not make things worse than the raw futex.
@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use multiproc::shm::arena::Block;
 use multiproc::sys::futex;
-use multiproc::{Event, Process, RawValue};
+use multiproc::{Event, Process, RawValue, Semaphore};
 
 use super::{Ctx, Goal, Scenario, join_all, ns_since, samples_from_children};
 
 pub const SCENARIO: Scenario = Scenario {
     id: "S3",
     title: "ping-pong between two processes, round trip",
-    steps: 6,
+    steps: 8,
     run,
     python: python_script!("s3_pingpong.py"),
     goals: &[
@@ -35,6 +35,27 @@ pub const SCENARIO: Scenario = Scenario {
             text: ">= 100x faster than CPython Event",
         },
         Goal {
+            metric: SEMAPHORE,
+            processes: 2,
+            reference: "floor",
+            at_least: 0.1,
+            text: "within 10x of the spin floor",
+        },
+        Goal {
+            metric: SEMAPHORE,
+            processes: 2,
+            reference: "cpython",
+            at_least: 100.0,
+            text: ">= 100x faster than CPython Semaphore",
+        },
+        Goal {
+            metric: SEMAPHORE_BUSY,
+            processes: 2,
+            reference: "futex",
+            at_least: 1.0,
+            text: "never worse than raw futex when cores are oversubscribed",
+        },
+        Goal {
             metric: EVENT_BUSY,
             processes: 2,
             reference: "futex",
@@ -46,6 +67,8 @@ pub const SCENARIO: Scenario = Scenario {
 
 const EVENT: &str = "event round trip";
 const EVENT_BUSY: &str = "event round trip, 2 busy processes";
+const SEMAPHORE: &str = "semaphore round trip";
+const SEMAPHORE_BUSY: &str = "semaphore round trip, 2 busy processes";
 /// How long one side waits for the other before the measurement fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -89,6 +112,37 @@ impl PingPong for Events {
     fn stop(&self) {
         self.stop.store(1);
         self.ping.set();
+    }
+}
+
+/// Two Semaphores starting at 0: each side releases the other's and acquires its
+/// own.
+#[derive(Clone)]
+struct Semaphores {
+    ping: Semaphore,
+    pong: Semaphore,
+    stop: RawValue<u32>,
+}
+
+impl PingPong for Semaphores {
+    fn ping(&self, n: u64) {
+        for _ in 0..n {
+            self.ping.release().unwrap();
+            assert!(self.pong.acquire(true, Some(PATIENCE)).unwrap(), "no pong");
+        }
+    }
+    fn serve(&self) {
+        loop {
+            assert!(self.ping.acquire(true, Some(PATIENCE)).unwrap(), "no ping");
+            if self.stop.load() != 0 {
+                return;
+            }
+            self.pong.release().unwrap();
+        }
+    }
+    fn stop(&self) {
+        self.stop.store(1);
+        self.ping.release().unwrap();
     }
 }
 
@@ -260,6 +314,14 @@ fn events() -> multiproc::Result<Events> {
     })
 }
 
+fn semaphores() -> multiproc::Result<Semaphores> {
+    Ok(Semaphores {
+        ping: Semaphore::new(0)?,
+        pong: Semaphore::new(0)?,
+        stop: RawValue::new(0)?,
+    })
+}
+
 fn spin() -> multiproc::Result<Spin> {
     let (block, map, off) = word_block()?;
     Ok(Spin {
@@ -318,6 +380,10 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     let v = us(measure(events()?, reps, target)?);
     ctx.record("multiproc", EVENT, 2, "us", &v);
 
+    ctx.step("multiproc Semaphore ping-pong");
+    let v = us(measure(semaphores()?, reps, target)?);
+    ctx.record("multiproc", SEMAPHORE, 2, "us", &v);
+
     ctx.step("floor: spin on one cache line");
     let floor = us(measure(spin()?, reps, target)?);
     ctx.step("raw futex ping-pong");
@@ -327,15 +393,18 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     let busy_reps = ctx.pick(3, 7);
     let v = us(measure_busy(events()?, busy_reps, target)?);
     ctx.record("multiproc", EVENT_BUSY, 2, "us", &v);
+    ctx.step("multiproc Semaphore, 2 busy processes");
+    let v = us(measure_busy(semaphores()?, busy_reps, target)?);
+    ctx.record("multiproc", SEMAPHORE_BUSY, 2, "us", &v);
     ctx.step("raw futex, 2 busy processes");
     let v = us(measure_busy(raw_futex()?, busy_reps, target)?);
     ctx.record("futex", EVENT_BUSY, 2, "us", &v);
+    ctx.record("futex", SEMAPHORE_BUSY, 2, "us", &v);
 
     ctx.step("threads: std mpsc channels");
     // After every fork of this scenario: the echo thread is joined before the next.
     let th = us(threads(reps, target));
-    #[allow(clippy::single_element_loop)] // the semaphore metric joins with Semaphore
-    for metric in [EVENT] {
+    for metric in [EVENT, SEMAPHORE] {
         ctx.record("floor", metric, 2, "us", &floor);
         ctx.record("futex", metric, 2, "us", &fx);
         ctx.record("threads", metric, 2, "us", &th);

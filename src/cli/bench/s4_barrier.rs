@@ -2,9 +2,11 @@
 //! `std::sync::Barrier` with threads and CPython's `multiprocessing.Barrier`.
 
 use std::sync::{Arc, Barrier as StdBarrier};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{Ctx, Goal, Scenario, ns_since};
+use multiproc::Barrier;
+
+use super::{Ctx, Goal, Scenario, ns_since, samples_from_children};
 
 pub const SCENARIO: Scenario = Scenario {
     id: "S4",
@@ -76,14 +78,42 @@ fn threads(n: usize, reps: usize, rounds: u64) -> Vec<f64> {
     out
 }
 
+/// Round times (us) of `reps` batches of `rounds`, `n` processes on one
+/// multiproc Barrier, timed by process 0.
+fn processes(n: usize, reps: usize, rounds: u64) -> multiproc::Result<Vec<f64>> {
+    let barrier = Barrier::new(n)?;
+    let patience = Some(Duration::from_secs(20));
+    let ns = samples_from_children(n, reps, move |i, out| {
+        for r in 0..reps {
+            barrier.wait(patience).expect("barrier round");
+            let t = Instant::now();
+            for _ in 0..rounds {
+                barrier.wait(patience).expect("barrier round");
+            }
+            if i == 0 {
+                out.set(r, ns_since(t)).unwrap();
+            }
+        }
+    })?;
+    Ok(ns
+        .into_iter()
+        .map(|ns| ns as f64 / rounds as f64 / 1e3)
+        .collect())
+}
+
 fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     let reps = ctx.pick(5, 15);
     let rounds = ctx.pick(1_000, 5_000);
+    for n in [2usize, 4] {
+        ctx.step(&format!("multiproc Barrier x {n} processes"));
+        let v = processes(n, reps, rounds)?;
+        ctx.record("multiproc", METRIC, n as u32, "us", &v);
+    }
+    // Threads only after every fork of this scenario.
     for n in [2usize, 4] {
         ctx.step(&format!("threads: std::sync::Barrier x {n}"));
         let v = threads(n, reps, rounds);
         ctx.record("threads", METRIC, n as u32, "us", &v);
     }
-    ctx.note("S4: multiproc Barrier not merged yet: its row is missing");
     Ok(())
 }
