@@ -32,6 +32,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::spin::AdaptiveSpin;
 use crate::error::{Error, Result};
 use crate::shm::arena::Block;
 use crate::sys::futex;
@@ -45,7 +46,6 @@ use crate::sys::time::Deadline;
 /// assert!(multiproc::Semaphore::new(VALUE_MAX + 1).is_err());
 /// ```
 pub const VALUE_MAX: u32 = i32::MAX as u32;
-const SPIN_LIMIT: u32 = 100;
 
 /// The shared words and the logic common to both kinds.
 #[derive(Debug, Clone)]
@@ -54,6 +54,8 @@ struct Core {
     waiters: &'static AtomicU32,
     bound: &'static AtomicU32,
     bounded: bool,
+    // Process-local: how long acquires through this handle spin before sleeping.
+    spin: AdaptiveSpin,
     _block: Block,
 }
 
@@ -74,6 +76,7 @@ impl Core {
             waiters: map.atomic_u32(off + 4),
             bound: map.atomic_u32(off + 8),
             bounded,
+            spin: AdaptiveSpin::new(),
             _block: block,
         };
         core.value.store(value, Ordering::Relaxed);
@@ -101,19 +104,25 @@ impl Core {
         if self.try_take() {
             return true;
         }
-        // A short spin: the holder often releases on the other core right now.
-        for _ in 0..SPIN_LIMIT {
-            std::hint::spin_loop();
-            if self.value.load(Ordering::Relaxed) > 0 && self.try_take() {
-                return true;
-            }
+        // A short adaptive spin (see `sync::spin`): the holder often releases on
+        // the other core right now; when it is not running, the budget shrinks.
+        if self
+            .spin
+            .spin(|| self.value.load(Ordering::Relaxed) > 0 && self.try_take())
+        {
+            return true;
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut first = true;
         let got = loop {
             // SeqCst pairs with the releaser's add-then-read of `waiters`.
             if self.value.load(Ordering::SeqCst) > 0 && self.try_take() {
+                if first {
+                    self.spin.answered_late();
+                }
                 break true;
             }
+            first = false;
             if deadline.expired() {
                 break false;
             }

@@ -1,17 +1,18 @@
 //! S3: ping-pong between two processes, the round trip: through two Events
 //! (set / wait / clear) and through two Semaphores (release / acquire), against a pure spin on one shared cache line (the hardware
 //! floor), a raw futex wait/wake without spinning, std channels between two threads,
-//! and CPython's Event and Semaphore. Also with the cores oversubscribed by two busy
-//! processes, where spinning must not make things worse than the raw futex.
+//! and CPython's Event and Semaphore. Also with both processes pinned to one core
+//! (the cores oversubscribed: the partner cannot run while one spins), where
+//! spinning must not make things worse than the raw futex.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use multiproc::shm::arena::Block;
 use multiproc::sys::futex;
-use multiproc::{Event, Process, RawValue, Semaphore};
+use multiproc::{Event, RawValue, Semaphore};
 
-use super::{Ctx, Goal, Scenario, join_all, ns_since, samples_from_children};
+use super::{Ctx, Goal, Scenario, ns_since, samples_from_children};
 
 pub const SCENARIO: Scenario = Scenario {
     id: "S3",
@@ -66,9 +67,9 @@ pub const SCENARIO: Scenario = Scenario {
 };
 
 const EVENT: &str = "event round trip";
-const EVENT_BUSY: &str = "event round trip, 2 busy processes";
+const EVENT_BUSY: &str = "event round trip, both on one core";
 const SEMAPHORE: &str = "semaphore round trip";
-const SEMAPHORE_BUSY: &str = "semaphore round trip, 2 busy processes";
+const SEMAPHORE_BUSY: &str = "semaphore round trip, both on one core";
 /// How long one side waits for the other before the measurement fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -261,10 +262,21 @@ fn calibrate(pair: &impl PingPong, target: Duration) -> u64 {
     (target.as_nanos() as u64 / per).clamp(20, 2_000_000)
 }
 
-/// Round-trip times (ns) over `reps` batches, between two fresh processes.
-fn measure(pair: impl PingPong, reps: usize, target: Duration) -> multiproc::Result<Vec<f64>> {
+/// Round-trip times (ns) over `reps` batches, between two fresh processes; both
+/// pinned to CPU 0 when `one_core`.
+fn measure(
+    pair: impl PingPong,
+    reps: usize,
+    target: Duration,
+    one_core: bool,
+) -> multiproc::Result<Vec<f64>> {
     // Slots: `reps` batch durations, then the batch size.
     let out = samples_from_children(2, reps + 1, move |i, out| {
+        if one_core {
+            let mut cpus = rustix::thread::CpuSet::new();
+            cpus.set(0);
+            rustix::thread::sched_setaffinity(None, &cpus).expect("pinning to CPU 0");
+        }
         if i == 1 {
             pair.serve();
             return;
@@ -280,30 +292,6 @@ fn measure(pair: impl PingPong, reps: usize, target: Duration) -> multiproc::Res
     })?;
     let n = out[reps].max(1) as f64;
     Ok(out[..reps].iter().map(|&ns| ns as f64 / n).collect())
-}
-
-/// Like [`measure`], with two busy-looping processes competing for the cores.
-fn measure_busy(pair: impl PingPong, reps: usize, target: Duration) -> multiproc::Result<Vec<f64>> {
-    let stop = RawValue::<u32>::new(0)?;
-    let mut hogs = Vec::new();
-    for _ in 0..2 {
-        let s = stop.clone();
-        let mut p = Process::new(move || {
-            let end = Instant::now() + super::CHILD_TIMEOUT;
-            while s.load() == 0 && Instant::now() < end {
-                for _ in 0..1000 {
-                    std::hint::spin_loop();
-                }
-            }
-        })
-        .with_name("bench-busy");
-        p.start()?;
-        hogs.push(p);
-    }
-    let result = measure(pair, reps, target);
-    stop.store(1);
-    join_all(hogs)?;
-    result
 }
 
 fn events() -> multiproc::Result<Events> {
@@ -377,27 +365,27 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     let us = |v: Vec<f64>| v.into_iter().map(|ns| ns / 1e3).collect::<Vec<f64>>();
 
     ctx.step("multiproc Event ping-pong");
-    let v = us(measure(events()?, reps, target)?);
+    let v = us(measure(events()?, reps, target, false)?);
     ctx.record("multiproc", EVENT, 2, "us", &v);
 
     ctx.step("multiproc Semaphore ping-pong");
-    let v = us(measure(semaphores()?, reps, target)?);
+    let v = us(measure(semaphores()?, reps, target, false)?);
     ctx.record("multiproc", SEMAPHORE, 2, "us", &v);
 
     ctx.step("floor: spin on one cache line");
-    let floor = us(measure(spin()?, reps, target)?);
+    let floor = us(measure(spin()?, reps, target, false)?);
     ctx.step("raw futex ping-pong");
-    let fx = us(measure(raw_futex()?, reps, target)?);
+    let fx = us(measure(raw_futex()?, reps, target, false)?);
 
-    ctx.step("multiproc Event, 2 busy processes");
+    ctx.step("multiproc Event, both on one core");
     let busy_reps = ctx.pick(3, 7);
-    let v = us(measure_busy(events()?, busy_reps, target)?);
+    let v = us(measure(events()?, busy_reps, target, true)?);
     ctx.record("multiproc", EVENT_BUSY, 2, "us", &v);
-    ctx.step("multiproc Semaphore, 2 busy processes");
-    let v = us(measure_busy(semaphores()?, busy_reps, target)?);
+    ctx.step("multiproc Semaphore, both on one core");
+    let v = us(measure(semaphores()?, busy_reps, target, true)?);
     ctx.record("multiproc", SEMAPHORE_BUSY, 2, "us", &v);
-    ctx.step("raw futex, 2 busy processes");
-    let v = us(measure_busy(raw_futex()?, busy_reps, target)?);
+    ctx.step("raw futex, both on one core");
+    let v = us(measure(raw_futex()?, busy_reps, target, true)?);
     ctx.record("futex", EVENT_BUSY, 2, "us", &v);
     ctx.record("futex", SEMAPHORE_BUSY, 2, "us", &v);
 
