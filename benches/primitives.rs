@@ -12,6 +12,14 @@ fn lock(c: &mut Criterion) {
     c.bench_function("Lock uncontended lock+unlock", |b| {
         b.iter(|| drop(black_box(&lock).lock()))
     });
+    c.bench_function("Lock acquire(timeout)+release", |b| {
+        b.iter(|| {
+            black_box(&lock)
+                .acquire(true, Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            black_box(&lock).release().unwrap();
+        })
+    });
     c.bench_function("Lock try_lock+unlock", |b| {
         b.iter(|| drop(black_box(&lock).try_lock()))
     });
@@ -53,6 +61,13 @@ fn semaphore(c: &mut Criterion) {
     c.bench_function("Semaphore acquire+release (permit free)", |b| {
         b.iter(|| {
             black_box(&sem).acquire(true, None).unwrap();
+            black_box(&sem).release().unwrap();
+        })
+    });
+    let timeout = Some(std::time::Duration::from_secs(10));
+    c.bench_function("Semaphore acquire(timeout)+release (permit free)", |b| {
+        b.iter(|| {
+            black_box(&sem).acquire(true, timeout).unwrap();
             black_box(&sem).release().unwrap();
         })
     });

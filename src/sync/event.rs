@@ -109,6 +109,7 @@ impl Event {
         if self.is_set() {
             return Ok(true);
         }
+        Deadline::check(timeout)?;
         // A short adaptive spin first (see `sync::spin`): the setter is often
         // running on the other core right now; when it is not, the budget shrinks
         // so that waiting costs little more than a futex sleep. The timeout counts

@@ -132,14 +132,21 @@ impl Core {
         got
     }
 
+    #[inline]
     fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         if !block {
             return Ok(self.try_take());
+        }
+        // A free permit needs no deadline: skip the clock read.
+        Deadline::check(timeout)?;
+        if self.try_take() {
+            return Ok(true);
         }
         let deadline = Deadline::after(timeout)?;
         Ok(self.take(deadline))
     }
 
+    #[inline]
     fn release(&self, n: u32) -> Result<()> {
         if n == 0 {
             return Err(Error::InvalidArgument(
@@ -220,6 +227,7 @@ macro_rules! common_api {
             /// sem.release()?;
             /// # Ok::<(), multiproc::Error>(())
             /// ```
+            #[inline]
             pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
                 self.core.acquire(block, timeout)
             }
@@ -280,6 +288,7 @@ macro_rules! common_api {
             /// assert_eq!(sem.get_value(), 1);
             /// # Ok::<(), multiproc::Error>(())
             /// ```
+            #[inline]
             pub fn release(&self) -> Result<()> {
                 self.core.release(1)
             }

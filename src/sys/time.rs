@@ -29,6 +29,29 @@ impl Deadline {
         }
     }
 
+    /// Checks that `timeout` can become a deadline, reading the clock only for
+    /// timeouts too large to be sure of (over ~146 years): fast paths that may not
+    /// need a deadline at all call this first, so that they report
+    /// [`Error::TimeoutOverflow`] exactly as [`after`](Self::after) would, without its
+    /// clock read.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::sys::time::Deadline;
+    /// assert!(Deadline::check(Some(Duration::from_secs(30))).is_ok());
+    /// assert!(Deadline::check(None).is_ok());
+    /// assert!(Deadline::check(Some(Duration::MAX)).is_err());
+    /// ```
+    #[inline]
+    pub fn check(timeout: Option<Duration>) -> Result<()> {
+        // The monotonic clock counts seconds since boot in an i64: below half its
+        // range, now + timeout cannot overflow.
+        match timeout {
+            Some(d) if d.as_secs() > (i64::MAX as u64) / 2 => Deadline::after(timeout).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
     /// Time left: `None` when there is no deadline, zero once it has passed.
     pub fn remaining(&self) -> Option<Duration> {
         self.0.map(|t| t.saturating_duration_since(Instant::now()))

@@ -12,7 +12,7 @@ use super::{Ctx, Goal, Scenario, ns_since, samples_from_children};
 pub const SCENARIO: Scenario = Scenario {
     id: "S6",
     title: "64 MiB Array of f64: one process fills, another sums",
-    steps: 3,
+    steps: 2,
     run,
     python: python_script!("s6_array.py"),
     goals: &[
