@@ -154,6 +154,13 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<LockGuard<'_>> {
+        // A free lock needs no deadline: skip the clock read.
+        if let Err(e) = Deadline::check(Some(timeout)) {
+            return Err(TryLockError::Invalid(e));
+        }
+        if let Some(how) = self.raw.try_lock(ident::process()) {
+            return self.guard(how).map_err(TryLockError::OwnerDied);
+        }
         match Deadline::after(Some(timeout)) {
             Ok(deadline) => self.timed(deadline),
             Err(e) => Err(TryLockError::Invalid(e)),

@@ -143,6 +143,14 @@ impl RLock {
 
     /// Waits at most `timeout` for a level.
     pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<RLockGuard<'_>> {
+        // A free (or already owned) lock needs no deadline: skip the clock read.
+        if let Err(e) = Deadline::check(Some(timeout)) {
+            return Err(TryLockError::Invalid(e));
+        }
+        match self.timed(None) {
+            Err(TryLockError::WouldBlock) => {}
+            done => return done,
+        }
         match Deadline::after(Some(timeout)) {
             Ok(d) => self.timed(Some(d)),
             Err(e) => Err(TryLockError::Invalid(e)),
@@ -162,12 +170,17 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
-        let deadline = if block {
-            Some(Deadline::after(timeout)?)
+        let how = if block {
+            // A free (or already owned) lock needs no deadline: skip the clock read.
+            Deadline::check(timeout)?;
+            match self.take(None)? {
+                Some(how) => Some(how),
+                None => self.take(Some(Deadline::after(timeout)?))?,
+            }
         } else {
-            None
+            self.take(None)?
         };
-        match self.take(deadline)? {
+        match how {
             None => Ok(false),
             Some(Acquired::Clean) => Ok(true),
             Some(Acquired::OwnerDied) => Err(Error::OwnerDied),
