@@ -37,7 +37,7 @@
 //! slice (a few microseconds of work), and all processes must share a pid namespace.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::ident;
 use crate::sys::futex;
@@ -125,6 +125,7 @@ impl RawLock {
     #[cold]
     fn lock_contended(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
         let mut w = self.spin();
+        let mut next_check = Instant::now() + OWNER_CHECK_INTERVAL;
         loop {
             if w == 0 {
                 // Free: take it, marked contended since others may sleep.
@@ -155,20 +156,25 @@ impl RawLock {
                 w |= CONTENDED;
             }
             let expired = deadline.expired();
-            if expired
+            let timed_out = expired
                 || futex::wait(self.word, w, Some(deadline.slice(OWNER_CHECK_INTERVAL)))
-                    == futex::Wake::TimedOut
-            {
-                // A slice (or the whole timeout) passed with the word unchanged.
-                if self.word.load(Ordering::Relaxed) == w && ident::is_gone(w) {
-                    self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
-                    if self
+                    == futex::Wake::TimedOut;
+            // Check the owner when a slice ended, and also when wakes keep coming
+            // without the word changing (EINTR from a signal every few ms would
+            // otherwise end every slice early and the owner would never be checked).
+            if timed_out || Instant::now() >= next_check {
+                next_check = Instant::now() + OWNER_CHECK_INTERVAL;
+                if self.word.load(Ordering::Relaxed) == w
+                    && ident::is_gone(w)
+                    && self
                         .word
                         .compare_exchange(w, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
-                    {
-                        return Some(Acquired::OwnerDied);
-                    }
+                {
+                    // Set only by the winner, while it holds the lock: a loser must
+                    // not set it after the winner repaired and released.
+                    self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
+                    return Some(Acquired::OwnerDied);
                 }
                 if deadline.expired() {
                     return None;
@@ -207,5 +213,70 @@ impl RawLock {
     /// The recursion count word (RLock only; read and written by the holder).
     pub fn count(&self) -> &'static AtomicU32 {
         self.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::arena::Block;
+
+    fn fresh() -> (RawLock, Block) {
+        let block = Block::alloc(SIZE).unwrap();
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        (raw, block)
+    }
+
+    /// The word a process with this pid but another start time would hold: what a
+    /// dead owner's word looks like once its pid has been reused by a live process.
+    fn same_pid_other_start(me: u32) -> u32 {
+        let tag = (me >> 22) & 0x1ff;
+        (me & ident::ID_MASK) | ((tag + 1) & 0x1ff) << 22
+    }
+
+    #[test]
+    fn a_live_owner_with_a_reused_pid_does_not_pass_for_the_dead_one() {
+        let (raw, _block) = fresh();
+        let me = ident::process();
+        let ghost = same_pid_other_start(me);
+        // A dead owner whose pid now belongs to a running process (this one).
+        assert_eq!(raw.try_lock(ghost), Some(Acquired::Clean));
+        let deadline = Deadline::after(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
+        assert_eq!(raw.owner(), me);
+        assert!(!raw.is_consistent());
+        raw.mark_consistent();
+        raw.unlock();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        raw.unlock();
+    }
+
+    #[test]
+    fn a_live_owner_is_waited_for_not_taken_over() {
+        let (raw, _block) = fresh();
+        let me = ident::process();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        // Same identity (this live process): the timed wait ends without the lock,
+        // after at least one owner check.
+        let deadline = Deadline::after(Some(OWNER_CHECK_INTERVAL * 2)).unwrap();
+        assert_eq!(raw.lock(me, deadline), None);
+        assert!(raw.is_consistent());
+        raw.unlock();
+    }
+
+    #[test]
+    fn inconsistency_persists_until_marked() {
+        let (raw, _block) = fresh();
+        let me = ident::process();
+        let _ = raw.try_lock(same_pid_other_start(me));
+        let deadline = Deadline::after(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
+        raw.unlock();
+        // Not marked consistent: the next acquirer is told too.
+        assert_eq!(raw.try_lock(me), Some(Acquired::OwnerDied));
+        raw.mark_consistent();
+        raw.unlock();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        raw.unlock();
     }
 }
