@@ -89,14 +89,46 @@ impl Header {
 
     /// Reads and checks the header of segment `name` (`file_len` is its size).
     pub fn read(map: &Mapping, name: &str, file_len: u64) -> Result<Header> {
+        if map.len() < HEADER_SIZE {
+            return Err(Error::Foreign {
+                name: name.to_string(),
+                reason: "shorter than a header".to_string(),
+            });
+        }
+        let mut bytes = [0u8; HEADER_SIZE];
+        // The magic first, with acquire: seeing it means the rest is written.
+        bytes[..8].copy_from_slice(&map.atomic_u64(0).load(Ordering::Acquire).to_le_bytes());
+        map.read_slice(8, &mut bytes[8..]);
+        Header::parse(&bytes, name, file_len)
+    }
+
+    /// Checks the 64 header bytes of segment `name` (`file_len` is its size), as read
+    /// from the file without mapping it (what `multiproc clean` does).
+    ///
+    /// ```
+    /// use multiproc::shm::header::{Header, Kind, HEADER_SIZE};
+    /// let mut bytes = [0u8; HEADER_SIZE];
+    /// bytes[..8].copy_from_slice(b"MPROCSEG");
+    /// bytes[8..12].copy_from_slice(&1u32.to_le_bytes()); // version
+    /// bytes[12..16].copy_from_slice(&2u32.to_le_bytes()); // SharedMemory
+    /// bytes[16..24].copy_from_slice(&100u64.to_le_bytes()); // payload size
+    /// let h = Header::parse(&bytes, "mp-example", 164)?;
+    /// assert_eq!((h.kind, h.size), (Kind::SharedMemory, 100));
+    /// // A file shorter than the header says is refused.
+    /// assert!(matches!(
+    ///     Header::parse(&bytes, "mp-example", 100),
+    ///     Err(multiproc::Error::Truncated { .. })
+    /// ));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn parse(bytes: &[u8; HEADER_SIZE], name: &str, file_len: u64) -> Result<Header> {
         let foreign = |reason: &str| Error::Foreign {
             name: name.to_string(),
             reason: reason.to_string(),
         };
-        if map.len() < HEADER_SIZE {
-            return Err(foreign("shorter than a header"));
-        }
-        let magic = map.atomic_u64(0).load(Ordering::Acquire);
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+        let magic = u64_at(0);
         if magic == 0 {
             return Err(foreign(
                 "no header: empty, or its creator has not finished writing it",
@@ -105,7 +137,7 @@ impl Header {
         if magic != MAGIC {
             return Err(foreign("bad magic number"));
         }
-        let version = map.read::<u32>(8);
+        let version = u32_at(8);
         if version != LAYOUT_VERSION {
             return Err(Error::VersionMismatch {
                 name: name.to_string(),
@@ -113,9 +145,8 @@ impl Header {
                 expected: LAYOUT_VERSION,
             });
         }
-        let kind =
-            Kind::from_u32(map.read::<u32>(12)).ok_or_else(|| foreign("unknown kind in header"))?;
-        let size = map.read::<u64>(16);
+        let kind = Kind::from_u32(u32_at(12)).ok_or_else(|| foreign("unknown kind in header"))?;
+        let size = u64_at(16);
         let needed = (HEADER_SIZE as u64)
             .checked_add(size)
             .ok_or_else(|| foreign("size field overflows"))?;
@@ -129,8 +160,8 @@ impl Header {
         Ok(Header {
             kind,
             size,
-            creator_pid: map.read::<u32>(24),
-            creator_start: map.read::<u64>(32),
+            creator_pid: u32_at(24),
+            creator_start: u64_at(32),
         })
     }
 }

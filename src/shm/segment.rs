@@ -7,8 +7,8 @@ use super::header::{HEADER_SIZE, Header, Kind};
 use crate::error::{Error, Result};
 use crate::sys::{mem, mem::Mapping, procfs};
 
-/// Prefix of the names multiproc gives to the named segments it creates; `multiproc
-/// clean` looks only at these.
+/// Prefix of the random names multiproc gives to the named segments it creates.
+/// (`multiproc clean` recognizes segments by their header, whatever their name.)
 pub const NAME_PREFIX: &str = "mp-";
 
 /// Largest payload accepted: mappings are limited by `isize::MAX`.
