@@ -148,6 +148,12 @@ impl Segment {
             io::ErrorKind::NotFound => Error::NotFound {
                 name: name.to_string(),
             },
+            _ if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) => {
+                Error::Foreign {
+                    name: name.to_string(),
+                    reason: "a symbolic link or a directory, not a segment".to_string(),
+                }
+            }
             io::ErrorKind::PermissionDenied => Error::Permission {
                 name: name.to_string(),
                 reason: "permission denied: it belongs to another user".to_string(),

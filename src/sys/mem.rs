@@ -38,8 +38,17 @@ pub fn shm_create(name: &str) -> io::Result<OwnedFd> {
 }
 
 /// Opens the existing POSIX shared memory object `name` for reading and writing.
+///
+/// With `O_NOFOLLOW`, as glibc's `shm_open` does (rustix's does not): a symbolic
+/// link planted in `/dev/shm` under a segment's name is refused (`ELOOP`), never
+/// followed to whatever file it points at.
 pub fn shm_open(name: &str) -> io::Result<OwnedFd> {
-    Ok(shm::open(name, shm::OFlags::RDWR, Mode::empty())?)
+    let path = format!("/dev/shm/{}", name.trim_start_matches('/'));
+    Ok(rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Removes the name of a POSIX shared memory object.
