@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod chaos;
 mod clean;
 mod demo;
 
@@ -33,6 +34,22 @@ enum Command {
         /// Look only at these segment names (default: every segment in /dev/shm).
         names: Vec<String>,
     },
+    /// Kill random worker processes with SIGKILL while they hammer shared objects;
+    /// check that nothing hangs, the counter is exact and nothing leaks.
+    ///
+    /// Ends with `chaos: K kills, H hangs, counter C of E, leaked L` and exits
+    /// non-zero unless H = 0, C = E and L = 0.
+    Chaos {
+        /// How long to run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// How many worker processes run at once.
+        #[arg(long, default_value_t = 4)]
+        processes: usize,
+        /// Mean time between two kills, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        kill_every_ms: u64,
+    },
 }
 
 /// Parses the arguments and runs the subcommand.
@@ -40,5 +57,10 @@ pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Demo => demo::main(),
         Command::Clean { yes, names, .. } => clean::main(yes, &names),
+        Command::Chaos {
+            seconds,
+            processes,
+            kill_every_ms,
+        } => chaos::main(seconds, processes, kill_every_ms),
     }
 }
