@@ -33,7 +33,9 @@ fn holder(lock: &Lock, held: &Event) -> multiproc::Result<Process> {
     });
     p.start()?;
     if !held.wait(Some(BOUND))? {
-        return Err(multiproc::Error::InvalidArgument("holder never took the lock".into()));
+        return Err(multiproc::Error::InvalidArgument(
+            "holder never took the lock".into(),
+        ));
     }
     Ok(p)
 }
@@ -77,7 +79,11 @@ fn late_acquirer() -> multiproc::Result<u64> {
     victim.join(Some(BOUND))?;
     let g = match lock.try_lock_for(BOUND) {
         Err(multiproc::TryLockError::OwnerDied(d)) => d.into_inner(),
-        _ => return Err(multiproc::Error::InvalidArgument("expected OwnerDied".into())),
+        _ => {
+            return Err(multiproc::Error::InvalidArgument(
+                "expected OwnerDied".into(),
+            ));
+        }
     };
     let t = now_ns() - killed_at;
     g.mark_consistent();
@@ -105,11 +111,15 @@ fn main() -> multiproc::Result<()> {
     println!("dead-owner detection latency: SIGKILL of the holder -> next acquirer holds the lock");
     report(
         "blocked waiter",
-        (0..runs).map(|_| blocked_waiter()).collect::<multiproc::Result<_>>()?,
+        (0..runs)
+            .map(|_| blocked_waiter())
+            .collect::<multiproc::Result<_>>()?,
     );
     report(
         "late acquirer",
-        (0..runs).map(|_| late_acquirer()).collect::<multiproc::Result<_>>()?,
+        (0..runs)
+            .map(|_| late_acquirer())
+            .collect::<multiproc::Result<_>>()?,
     );
     Ok(())
 }

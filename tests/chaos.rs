@@ -53,7 +53,14 @@ fn summary(out: &str) -> [u64; 5] {
 
 #[test]
 fn random_sigkills_leave_no_hang_an_exact_counter_and_no_leak() {
-    let (ok, out) = chaos(&["--seconds", "3", "--processes", "4", "--kill-every-ms", "20"]);
+    let (ok, out) = chaos(&[
+        "--seconds",
+        "3",
+        "--processes",
+        "4",
+        "--kill-every-ms",
+        "20",
+    ]);
     let [kills, hangs, counter, expected, leaked] = summary(&out);
     assert!(kills > 0, "{out}");
     assert_eq!(hangs, 0, "{out}");

@@ -109,7 +109,9 @@ fn corrupt_headers_are_refused() {
     bad[0] ^= 0xff;
     let bad = ShmFile::with_bytes("magic", &bad);
     assert!(matches!(bad.attach(), Err(Error::Foreign { .. })));
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let garbage = ShmFile::with_bytes("garbage", &garbage);
     assert!(matches!(garbage.attach(), Err(Error::Foreign { .. })));
     let unknown = ShmFile::with_bytes("kind99", &header(1, 99, 16, 16));
@@ -129,7 +131,10 @@ fn other_kinds_and_versions_are_refused() {
         other => panic!("expected KindMismatch, got {other:?}"),
     }
     for version in [0, 2, u32::MAX] {
-        let f = ShmFile::with_bytes(&format!("v{version}"), &header(version, SHARED_MEMORY, 8, 8));
+        let f = ShmFile::with_bytes(
+            &format!("v{version}"),
+            &header(version, SHARED_MEMORY, 8, 8),
+        );
         match f.attach() {
             Err(Error::VersionMismatch {
                 found, expected, ..
@@ -155,7 +160,10 @@ fn segments_others_may_read_or_that_belong_to_another_user_are_refused() {
     let _ = std::os::unix::fs::chown(foreign.path(), Some(65534), Some(65534));
     match foreign.attach() {
         Err(Error::Permission { reason, .. }) => {
-            assert!(reason.contains("another user") || reason.contains("uid"), "{reason}");
+            assert!(
+                reason.contains("another user") || reason.contains("uid"),
+                "{reason}"
+            );
         }
         other => panic!("expected Permission, got {other:?}"),
     }
@@ -209,9 +217,16 @@ fn clean_skips_every_hostile_file() {
     let listed = clean::scan().unwrap();
     for f in files.iter().chain([&nobody]) {
         assert!(listed.iter().all(|s| s.name != f.name), "{} listed", f.name);
-        assert!(matches!(clean::status(&f.name), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            clean::status(&f.name),
+            Err(Error::NotFound { .. })
+        ));
         assert!(clean::remove_stale(&f.name).is_err());
-        assert!(std::fs::symlink_metadata(f.path()).is_ok(), "{} removed", f.name);
+        assert!(
+            std::fs::symlink_metadata(f.path()).is_ok(),
+            "{} removed",
+            f.name
+        );
     }
 }
 

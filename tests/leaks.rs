@@ -40,7 +40,10 @@ fn doomed(ready: &Event, setup: impl FnOnce() + Send + 'static) -> Process {
 }
 
 fn kill_when_ready(mut p: Process, ready: &Event) -> u32 {
-    assert!(ready.wait(Some(BOUND)).unwrap(), "the child never got ready");
+    assert!(
+        ready.wait(Some(BOUND)).unwrap(),
+        "the child never got ready"
+    );
     let pid = p.pid().unwrap();
     p.kill().unwrap();
     assert_eq!(p.join(Some(BOUND)).unwrap(), Some(-9));
@@ -121,8 +124,15 @@ fn processes_killed_at_any_point_leave_dev_shm_as_before() {
     pids.insert(kill_when_ready(p, &ready));
 
     // The locks they held still work (with OwnerDied, as they should).
-    assert!(lock.try_lock_for(BOUND).is_err_and(|e| matches!(e, multiproc::TryLockError::OwnerDied(_))));
-    assert!(rlock.try_lock_for(BOUND).is_err_and(|e| matches!(e, multiproc::TryLockError::OwnerDied(_))));
+    assert!(
+        lock.try_lock_for(BOUND)
+            .is_err_and(|e| matches!(e, multiproc::TryLockError::OwnerDied(_)))
+    );
+    assert!(
+        rlock
+            .try_lock_for(BOUND)
+            .is_err_and(|e| matches!(e, multiproc::TryLockError::OwnerDied(_)))
+    );
 
     assert_eq!(new_entries_by(&before, &pids), Vec::<String>::new());
 }
@@ -145,8 +155,14 @@ fn a_killed_child_s_own_memfd_segments_vanish_with_it() {
         .collect();
     assert!(!own.is_empty(), "the child maps a memfd of its own");
     kill_when_ready(p, &ready);
-    let left: HashSet<u64> = memfd_inodes_everywhere().intersection(&own).copied().collect();
-    assert!(left.is_empty(), "memfds {left:?} outlived their only process");
+    let left: HashSet<u64> = memfd_inodes_everywhere()
+        .intersection(&own)
+        .copied()
+        .collect();
+    assert!(
+        left.is_empty(),
+        "memfds {left:?} outlived their only process"
+    );
 }
 
 #[test]
@@ -199,12 +215,18 @@ fn clean_removes_a_segment_whose_creator_was_killed_and_keeps_live_ones() {
     assert!(stale_list.iter().any(|s| s.name == stale));
     assert!(stale_list.iter().all(|s| s.name != alive));
     assert_eq!(clean::status(&alive).unwrap().status, Status::CreatorAlive);
-    assert!(clean::remove_stale(&alive).is_err(), "a live creator's segment is kept");
+    assert!(
+        clean::remove_stale(&alive).is_err(),
+        "a live creator's segment is kept"
+    );
 
     // Mapped by a live process (this one): kept although its creator is gone.
     let attached = SharedMemory::attach(&stale).unwrap();
     let me = std::process::id();
-    assert_eq!(clean::status(&stale).unwrap().status, Status::InUse { pid: me });
+    assert_eq!(
+        clean::status(&stale).unwrap().status,
+        Status::InUse { pid: me }
+    );
     assert!(clean::remove_stale(&stale).is_err());
     drop(attached);
 
@@ -247,6 +269,12 @@ fn the_clean_command_lists_by_default_and_removes_with_yes() {
     assert!(listed.contains("dry run"), "{listed}");
     let removed = run(&["--yes", &stale]);
     assert!(removed.contains(&format!("removed {stale}")), "{removed}");
-    assert!(removed.lines().last().unwrap().starts_with("clean: removed 1 stale segment"));
+    assert!(
+        removed
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("clean: removed 1 stale segment")
+    );
     assert!(!dev_shm().contains(&stale));
 }

@@ -13,9 +13,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{BOUND, join_ok, spawn};
-use multiproc::{
-    Array, Error, Event, Lock, Process, RLock, RawValue, TryLockError, Value,
-};
+use multiproc::{Array, Error, Event, Lock, Process, RLock, RawValue, TryLockError, Value};
 
 /// What a waiter process saw when it acquired.
 const CLEAN: u32 = 1;
@@ -37,7 +35,10 @@ fn victim(held: &Event, hold: impl FnOnce() + Send + 'static) -> Process {
 
 /// Waits for the victim to hold its lock, kills it and checks it died of SIGKILL.
 fn kill_when_held(mut victim: Process, held: &Event) {
-    assert!(held.wait(Some(BOUND)).unwrap(), "the victim never took the lock");
+    assert!(
+        held.wait(Some(BOUND)).unwrap(),
+        "the victim never took the lock"
+    );
     victim.kill().unwrap();
     assert_eq!(victim.join(Some(BOUND)).unwrap(), Some(-9));
 }
@@ -77,7 +78,9 @@ fn lock_holder_killed_passes_the_lock_to_a_waiting_process_with_owner_died() {
     assert_eq!(data.get(), [1, 1]);
     assert!(lock.is_consistent());
     // Repaired and marked: later acquirers get a clean lock.
-    let g = lock.try_lock_for(BOUND).expect("clean after mark_consistent");
+    let g = lock
+        .try_lock_for(BOUND)
+        .expect("clean after mark_consistent");
     drop(g);
     assert!(!lock.is_locked());
 }
@@ -175,7 +178,11 @@ fn of_several_waiting_processes_one_repairs_and_the_others_proceed_cleanly() {
         join_ok(w);
     }
     assert_eq!(acquired.get(), WAITERS as u32);
-    assert_eq!(died.get(), 1, "exactly one waiter saw the death and repaired");
+    assert_eq!(
+        died.get(),
+        1,
+        "exactly one waiter saw the death and repaired"
+    );
 }
 
 #[test]
@@ -277,7 +284,7 @@ fn array_lock_holder_killed_mid_update_is_repaired_by_the_next_acquirer() {
         std::mem::forget(g);
     });
     kill_when_held(v, &held);
-    let mut g = match array.get_lock().try_lock_for(BOUND) {
+    let g = match array.get_lock().try_lock_for(BOUND) {
         Err(TryLockError::OwnerDied(died)) => died.into_inner(),
         other => panic!("expected OwnerDied, got {other:?}"),
     };
@@ -306,7 +313,9 @@ fn a_process_killed_while_waiting_for_a_lock_leaves_it_clean() {
     drop(guard);
     let l = lock.clone();
     join_ok(spawn(move || {
-        let g = l.try_lock_for(BOUND).expect("a dead waiter leaves the lock clean");
+        let g = l
+            .try_lock_for(BOUND)
+            .expect("a dead waiter leaves the lock clean");
         drop(g);
     }));
     assert!(lock.is_consistent());
@@ -329,7 +338,11 @@ fn a_process_killed_inside_event_wait_leaves_the_event_working() {
     event.set();
     join_ok(survivor);
     event.clear();
-    assert!(!event.wait(Some(std::time::Duration::from_millis(1))).unwrap());
+    assert!(
+        !event
+            .wait(Some(std::time::Duration::from_millis(1)))
+            .unwrap()
+    );
 }
 
 static STORM_STOP: AtomicBool = AtomicBool::new(false);
@@ -347,12 +360,22 @@ fn a_waiter_interrupted_by_signals_every_millisecond_still_sees_the_owner_die() 
     let v = victim(&held, move || std::mem::forget(l.lock().unwrap()));
     let storming = Event::new().unwrap();
     let outcome = RawValue::new(0u32).unwrap();
-    let (l, o, s, h) = (lock.clone(), outcome.clone(), storming.clone(), held.clone());
+    let (l, o, s, h) = (
+        lock.clone(),
+        outcome.clone(),
+        storming.clone(),
+        held.clone(),
+    );
     let mut waiter = spawn(move || {
         assert!(h.wait(Some(BOUND)).unwrap());
         // SAFETY: installs a handler that does nothing (async-signal-safe) for
         // SIGUSR1 in this child process only.
-        unsafe { libc::signal(libc::SIGUSR1, ignore_signal as libc::sighandler_t) };
+        unsafe {
+            libc::signal(
+                libc::SIGUSR1,
+                ignore_signal as *const () as libc::sighandler_t,
+            )
+        };
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() };
         let target = me as usize;

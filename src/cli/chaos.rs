@@ -268,7 +268,9 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
     let before = dev_shm();
     let shared = Shared {
         counter: Value::new(0)?,
-        slots: (0..processes).map(|_| Slot::new()).collect::<multiproc::Result<_>>()?,
+        slots: (0..processes)
+            .map(|_| Slot::new())
+            .collect::<multiproc::Result<_>>()?,
         rlock: RLock::new()?,
         pair: [RawValue::new(0)?, RawValue::new(0)?],
         stop: Event::new()?,

@@ -49,7 +49,8 @@ pub fn main(yes: bool, names: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (stale, kept): (Vec<_>, Vec<_>) = found.into_iter().partition(|s| s.status == Status::Stale);
+    let (stale, kept): (Vec<_>, Vec<_>) =
+        found.into_iter().partition(|s| s.status == Status::Stale);
     if !kept.is_empty() {
         println!("kept (in use):");
         kept.iter().for_each(|s| println!("{}", line(s)));

@@ -68,8 +68,7 @@ fn read_header(name: &str) -> Option<(Header, u64)> {
         .open(format!("{SHM_DIR}/{name}"))
         .ok()?;
     let meta = file.metadata().ok()?;
-    if !meta.file_type().is_file() || meta.uid() != mem::euid() || meta.len() < HEADER_SIZE as u64
-    {
+    if !meta.file_type().is_file() || meta.uid() != mem::euid() || meta.len() < HEADER_SIZE as u64 {
         return None;
     }
     let mut bytes = [0u8; HEADER_SIZE];
@@ -90,7 +89,11 @@ fn mapped_names() -> HashMap<String, u32> {
         return mapped;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         // A process we may not read (another user's) cannot map our 0600 segments
