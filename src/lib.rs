@@ -2,14 +2,16 @@
 //!
 //! Python's `multiprocessing` shared memory and process synchronization for Rust:
 //! real OS processes that share typed memory ([`Value`], [`Array`],
-//! [`SharedMemory`]) and coordinate ([`Lock`], [`RLock`], [`Event`], ...), with
+//! [`SharedMemory`]) and coordinate ([`Lock`], [`RLock`], [`Semaphore`],
+//! [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`]), with
 //! Python's names and semantics and Rust's idioms — guards, `Result`, `Duration`
 //! timeouts.
 //!
 //! Unlike CPython's, these primitives are futex words in shared memory (an
 //! uncontended Lock is one compare-exchange), and **no process waits forever
 //! because another died**: a Lock whose holder is killed passes to the next
-//! acquirer with [`OwnerDied`].
+//! acquirer with [`OwnerDied`], a Condition waiter that is killed cannot swallow a
+//! notification, and a Barrier whose party is killed breaks for everyone.
 //!
 //! ```
 //! use multiproc::{Process, Value};
@@ -52,7 +54,8 @@ pub use shm::{
     Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, SharedMemory, Value, ValueGuard,
 };
 pub use sync::{
-    Event, Lock, LockGuard, LockResult, OwnerDied, RLock, RLockGuard, TryLockError, TryLockResult,
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, LockResult,
+    OwnerDied, RLock, RLockGuard, Semaphore, SemaphoreGuard, TryLockError, TryLockResult,
 };
 
 /// Exit status for the tutorial's example programs and the demo: success when

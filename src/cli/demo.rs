@@ -23,6 +23,10 @@ scenarios! {
     array_update = "../../examples/02_array_update.rs", "02 Array update: 3 processes add 1 to each of 5 elements";
     lock_counter = "../../examples/03_lock_counter.rs", "03 Lock counter: 2 processes x 100,000 increments under one Lock";
     rlock_recursive = "../../examples/04_rlock_recursive.rs", "04 RLock: recursive acquisition 4 levels deep in a child";
+    semaphore_workers = "../../examples/05_semaphore_workers.rs", "05 Semaphore: 5 workers, at most 2 inside at once";
+    event_signal = "../../examples/06_event_signal.rs", "06 Event: a signaler process wakes a waiter process";
+    condition_producer_consumer = "../../examples/07_condition_producer_consumer.rs", "07 Condition: producer/consumer, all 5 items through shared memory";
+    barrier_workers = "../../examples/08_barrier_workers.rs", "08 Barrier: 3 workers pass only when all have arrived";
     parallel_processing = "../../examples/09_parallel_processing.rs", "09 Act 3: 1,000 CPU-bound items over worker processes, lock-free chunks";
 }
 

@@ -86,7 +86,6 @@ impl Lock {
         }
     }
 
-    #[allow(dead_code)] // for Condition and Barrier, which wait on this lock
     pub(crate) fn raw(&self) -> &RawLock {
         &self.raw
     }

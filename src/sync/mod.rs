@@ -5,14 +5,20 @@
 //! descriptor) and wait on shared futexes. [`raw_lock`] is the single mutual-exclusion
 //! state machine underneath; [`ident`] names owners so that their death is noticed.
 
+pub mod barrier;
+pub mod condition;
 pub mod event;
 pub mod ident;
 pub mod lock;
 pub mod owner_died;
 pub mod raw_lock;
 pub mod rlock;
+pub mod semaphore;
 
+pub use barrier::Barrier;
+pub use condition::{Condition, ConditionGuard};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
 pub use owner_died::{LockResult, OwnerDied, TryLockError, TryLockResult};
 pub use rlock::{RLock, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};

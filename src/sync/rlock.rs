@@ -227,7 +227,6 @@ impl RLock {
 
     /// Releases every level held by the calling thread and returns how many there
     /// were (for Condition.wait); [`Error::NotOwner`] if it holds none.
-    #[allow(dead_code)] // for Condition over an RLock
     pub(crate) fn release_all(&self) -> Result<u32> {
         if !self.is_owned() {
             return Err(Error::NotOwner {
@@ -240,7 +239,6 @@ impl RLock {
     }
 
     /// Takes the lock back with `count` levels (after [`release_all`](Self::release_all)).
-    #[allow(dead_code)] // for Condition over an RLock
     pub(crate) fn reacquire(&self, count: u32, deadline: Deadline) -> Option<Acquired> {
         let how = self.raw.lock(ident::thread(), deadline)?;
         self.raw.count().store(count.max(1), Ordering::Relaxed);

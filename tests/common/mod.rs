@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: start real processes, join with a
+//! bounded wait, and a generous timeout for every wait (a bug fails, never hangs).
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -9,14 +10,18 @@ use multiproc::Process;
 /// enough that a bug fails the test instead of hanging it.
 pub const BOUND: Duration = Duration::from_secs(30);
 
-/// Starts a child running `f`.
+/// [`BOUND`] as the `Option` the timeout parameters take.
+pub const T: Option<Duration> = Some(Duration::from_secs(20));
+
+/// Starts a child process running `f`.
 pub fn spawn(f: impl FnOnce() + Send + 'static) -> Process {
     let mut p = Process::new(f);
     p.start().expect("fork");
     p
 }
 
-/// Joins `p` within [`BOUND`] and asserts it exited with code 0.
+/// Joins `p` within [`BOUND`] and asserts it exited with code 0 (a child still
+/// running then is killed, so that it does not outlive the test).
 pub fn join_ok(mut p: Process) {
     let code = p.join(Some(BOUND)).expect("join");
     if code.is_none() {
@@ -24,6 +29,24 @@ pub fn join_ok(mut p: Process) {
         let _ = p.join(Some(BOUND));
     }
     assert_eq!(code, Some(0), "child {} did not exit cleanly", p.name());
+}
+
+/// Kills `p` with SIGKILL and reaps it.
+pub fn kill(mut p: Process) {
+    p.kill().expect("kill");
+    assert_eq!(p.join(Some(BOUND)).expect("join"), Some(-9));
+}
+
+/// Polls `cond` (yielding the CPU, no sleep) until it holds; panics after [`BOUND`].
+pub fn poll_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + BOUND;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        std::thread::yield_now();
+    }
 }
 
 /// Entries of /dev/shm, sorted.

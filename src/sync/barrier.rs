@@ -1,0 +1,589 @@
+//! `Barrier`: `parties` processes meet, then all go on together, round after round
+//! (Python's `multiprocessing.Barrier`, which mirrors `threading.Barrier`).
+//!
+//! ## Layout (arena block; all-zero = round 0, filling, nobody arrived)
+//! ```text
+//! 0    16 bytes   RawLock: the barrier's internal lock (see raw_lock)
+//! 16   u32 word   the futex word: round << 2 | state
+//!                 state FILLING (0), BROKEN (1), RESETTING (2)
+//! 20   u32 count  parties of the current round inside `wait` (see below)
+//! 24   u32 reason why it broke: 0 none, 1 aborted, 2 timed out, 3 a party died,
+//!                 4 action failed, 5 reset
+//! 28   u32 parties
+//! 32   REGISTRY x u32   owner words of `register()`ed processes, 0 = free
+//! 160  u32 x tracked    arrival slots: the owner word (`ident::process()`) of the
+//!                       party with arrival index i this round, 0 = empty
+//! ```
+//! `tracked` = min(parties, [`MAX_TRACKED`]). All fields but `word` change only
+//! under the internal lock; `word` too, and every change of it wakes all sleepers.
+//!
+//! ## States
+//! - `FILLING`, round r: parties arrive. Arrival i (0-based) writes slot i and
+//!   `count = i + 1`. The last (`count == parties`) runs the action (under the
+//!   lock, as Python does), then *releases*: `count = 0`, slots cleared,
+//!   `word = (r + 1) << 2 | FILLING`. A sleeper of round r sees the round change
+//!   and returns its index without touching shared state, so the next round can
+//!   fill at once (no draining phase is needed, unlike CPython's).
+//! - `BROKEN`, same round r (abort, timeout, death, failed action): sleepers of
+//!   round r see their round with state != FILLING and leave with
+//!   [`Error::BrokenBarrier`], each doing `count -= 1` and clearing its slot.
+//!   Arrivals fail at once. Only `reset()` leaves this state.
+//! - `RESETTING`, same round r (`reset()` while parties of round r are still
+//!   inside): they leave as in BROKEN; the last one out (or a `reset()` or an
+//!   arrival that finds the rest dead) moves to `(r + 1) << 2 | FILLING`.
+//!   Arrivals sleep until then. A round never advances while one of its live
+//!   parties is inside, so "my round changed" always means "my round was
+//!   released".
+//!
+//! ## Death of a process
+//! Sleepers wake every [`OWNER_CHECK_INTERVAL`]. Party i checks the slot of party
+//! (i + 1) mod count with `ident::is_gone`: the arrived parties form a ring, so as
+//! long as one lives, some live party watches a dead one, and each sleeper reads
+//! `/proc` once per slice. The `register()`ed processes are split among the
+//! sleepers the same way. A death breaks the barrier ("a party died") within about
+//! one slice. A party that dies before arriving is noticed only if it registered.
+//! Death of the internal lock's holder is recovered by the RawLock and breaks the
+//! barrier too. Parties beyond the first [`MAX_TRACKED`] arrivals of a round have
+//! no slot: their death is not noticed (use a timeout).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::ident;
+use super::raw_lock::{self, Acquired, OWNER_CHECK_INTERVAL, RawLock};
+use crate::error::{Error, Result};
+use crate::shm::arena::{Block, MAX_SMALL};
+use crate::sys::futex;
+use crate::sys::mem::Mapping;
+use crate::sys::time::Deadline;
+
+/// How many processes may be `register()`ed with one Barrier at once.
+///
+/// ```
+/// assert_eq!(multiproc::sync::barrier::REGISTRY, 32);
+/// ```
+pub const REGISTRY: usize = 32;
+const SLOTS_AT: usize = 32 + 4 * REGISTRY;
+/// How many arrivals per round have a slot (and so are watched for death).
+///
+/// ```
+/// assert!(multiproc::sync::barrier::MAX_TRACKED >= 900);
+/// ```
+pub const MAX_TRACKED: usize = (MAX_SMALL - SLOTS_AT) / 4;
+
+const FILLING: u32 = 0;
+const BROKEN: u32 = 1;
+const RESETTING: u32 = 2;
+const STATE_MASK: u32 = 3;
+const ROUND: u32 = 4;
+const SPIN_LIMIT: u32 = 100;
+
+const ABORTED: u32 = 1;
+const TIMED_OUT: u32 = 2;
+const DIED: u32 = 3;
+const ACTION_FAILED: u32 = 4;
+const RESET: u32 = 5;
+
+fn reason_text(code: u32) -> &'static str {
+    match code {
+        ABORTED => "aborted",
+        TIMED_OUT => "timed out",
+        DIED => "a party died",
+        ACTION_FAILED => "action failed",
+        RESET => "reset",
+        _ => "broken",
+    }
+}
+
+type Action = Arc<dyn Fn() + Send + Sync + 'static>;
+
+/// A reusable barrier for `parties` processes: Python's `multiprocessing.Barrier`.
+///
+/// The action (if any) is stored in the handle and cloned with it, so every
+/// process forked with a clone can run it; it runs in exactly one process per
+/// round, the last to arrive, before anyone is released.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Barrier, Process};
+/// let barrier = Barrier::new(2)?;
+/// let b = barrier.clone();
+/// let mut child = Process::new(move || {
+///     b.wait(Some(Duration::from_secs(30))).unwrap();
+/// });
+/// child.start()?;
+/// let index = barrier.wait(Some(Duration::from_secs(30)))?;
+/// assert!(index < 2);
+/// assert_eq!(child.join(None)?, Some(0));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    lock: RawLock,
+    map: &'static Mapping,
+    base: usize,
+    tracked: usize,
+    action: Option<Action>,
+    timeout: Option<Duration>,
+    _block: Block,
+}
+
+impl std::fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties())
+            .field("n_waiting", &self.n_waiting())
+            .field("broken", &self.broken())
+            .field("action", &self.action.is_some())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// The internal lock, held; released on drop.
+struct Held<'a>(&'a Barrier);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.lock.unlock();
+    }
+}
+
+impl Barrier {
+    /// A barrier for `parties` processes (or threads). `parties == 0` is
+    /// [`Error::ZeroSize`].
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(3)?;
+    /// assert_eq!(b.parties(), 3);
+    /// assert!(multiproc::Barrier::new(0).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(parties: usize) -> Result<Barrier> {
+        if parties == 0 {
+            return Err(Error::ZeroSize {
+                what: "Barrier parties",
+            });
+        }
+        if parties > i32::MAX as usize {
+            return Err(Error::SizeOverflow {
+                what: "Barrier parties",
+                requested: parties as u128,
+                max: i32::MAX as u128,
+            });
+        }
+        let tracked = parties.min(MAX_TRACKED);
+        let block = Block::alloc(SLOTS_AT + 4 * tracked)?;
+        let map = block.static_map().expect("small blocks live in the arena");
+        let base = block.offset();
+        let b = Barrier {
+            lock: RawLock::at(map, base),
+            map,
+            base,
+            tracked,
+            action: None,
+            timeout: None,
+            _block: block,
+        };
+        b.word(28).store(parties as u32, Ordering::Release);
+        Ok(b)
+    }
+
+    /// Sets the action, run by the last process to arrive in each round before the
+    /// round is released (Python's `action=`). If it panics, the barrier breaks
+    /// ("action failed") for everyone of that round. The action runs while the
+    /// barrier's internal lock is held (as in Python): it must not call this
+    /// barrier's `wait`, `abort`, `reset`, `register` or `unregister`.
+    ///
+    /// ```
+    /// use multiproc::{Barrier, RawValue};
+    /// let rounds = RawValue::new(0u32)?;
+    /// let r = rounds.clone();
+    /// let b = Barrier::new(1)?.with_action(move || r.set(r.get() + 1));
+    /// b.wait(None)?;
+    /// b.wait(None)?;
+    /// assert_eq!(rounds.get(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_action(mut self, action: impl Fn() + Send + Sync + 'static) -> Barrier {
+        self.action = Some(Arc::new(action));
+        self
+    }
+
+    /// Sets the default timeout of [`wait`](Self::wait) (Python's `timeout=`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiproc::Barrier::new(2)?.with_timeout(Duration::from_millis(5));
+    /// assert!(b.wait(None).is_err()); // nobody else comes: times out, breaks
+    /// assert!(b.broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_timeout(mut self, timeout: Duration) -> Barrier {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn word(&self, off: usize) -> &'static AtomicU32 {
+        self.map.atomic_u32(self.base + off)
+    }
+    fn state(&self) -> &'static AtomicU32 {
+        self.word(16)
+    }
+    fn count(&self) -> &'static AtomicU32 {
+        self.word(20)
+    }
+    fn reason(&self) -> &'static AtomicU32 {
+        self.word(24)
+    }
+    fn registry(&self, i: usize) -> &'static AtomicU32 {
+        self.word(32 + 4 * i)
+    }
+    fn slot(&self, i: usize) -> &'static AtomicU32 {
+        self.word(SLOTS_AT + 4 * i)
+    }
+
+    /// Takes the internal lock. If a process died holding it, the barrier's state
+    /// may be half-changed: break the barrier (a party died) and carry on.
+    fn hold(&self) -> Held<'_> {
+        let how = self
+            .lock
+            .lock(ident::process(), Deadline::NEVER)
+            .expect("a wait without deadline ends only with the lock held");
+        let held = Held(self);
+        if how == Acquired::OwnerDied {
+            let w = self.state().load(Ordering::Relaxed);
+            if w & STATE_MASK == FILLING {
+                self.set_broken(w, DIED);
+            }
+            self.lock.mark_consistent();
+        }
+        held
+    }
+
+    fn set_word(&self, w: u32) {
+        self.state().store(w, Ordering::Release);
+        futex::wake_all(self.state());
+    }
+
+    /// Breaks the round of `w` (lock held).
+    fn set_broken(&self, w: u32, reason: u32) {
+        self.reason().store(reason, Ordering::Relaxed);
+        self.set_word((w & !STATE_MASK) | BROKEN);
+    }
+
+    /// Starts the next round, empty (lock held).
+    fn next_round(&self, w: u32) {
+        self.count().store(0, Ordering::Relaxed);
+        for i in 0..self.tracked {
+            self.slot(i).store(0, Ordering::Relaxed);
+        }
+        self.set_word(((w & !STATE_MASK).wrapping_add(ROUND)) | FILLING);
+    }
+
+    /// Removes the slots of dead parties from `count` (lock held; rare paths).
+    fn drop_dead_parties(&self) {
+        for i in 0..self.tracked {
+            let owner = self.slot(i).load(Ordering::Relaxed);
+            if owner != 0 && ident::is_gone(owner) {
+                self.slot(i).store(0, Ordering::Relaxed);
+                let c = self.count().load(Ordering::Relaxed);
+                self.count().store(c.saturating_sub(1), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A party of the broken round `w` leaves (lock held).
+    fn leave_broken(&self, w: u32, index: usize) -> Error {
+        if index < self.tracked {
+            self.slot(index).store(0, Ordering::Relaxed);
+        }
+        let c = self.count().load(Ordering::Relaxed).saturating_sub(1);
+        self.count().store(c, Ordering::Relaxed);
+        let now = self.state().load(Ordering::Relaxed);
+        if now & STATE_MASK == RESETTING && c == 0 {
+            self.next_round(now);
+        }
+        debug_assert_eq!(now & !STATE_MASK, w & !STATE_MASK);
+        Error::BrokenBarrier(reason_text(self.reason().load(Ordering::Relaxed)))
+    }
+
+    /// Python's `wait(timeout=None)`: waits until all parties have arrived and
+    /// returns this party's arrival index, `0..parties` (the last to arrive gets
+    /// `parties - 1` and runs the action). `None` uses the barrier's default
+    /// timeout (see [`with_timeout`](Self::with_timeout)), which by default is none.
+    ///
+    /// [`Error::BrokenBarrier`] when the barrier is or becomes broken while waiting:
+    /// `abort()`, `reset()`, a timeout (which breaks it for every party), a failed
+    /// action, or a party that died.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Barrier, Error};
+    /// let b = Barrier::new(2)?;
+    /// let r = b.wait(Some(Duration::from_millis(5)));
+    /// assert!(matches!(r, Err(Error::BrokenBarrier("timed out"))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<usize> {
+        let deadline = Deadline::after(timeout.or(self.timeout))?;
+        let me = ident::process();
+        let parties = self.parties();
+        let held = self.hold();
+        // Enter: wait while a reset is in progress.
+        let mut w = self.state().load(Ordering::Relaxed);
+        loop {
+            match w & STATE_MASK {
+                FILLING => break,
+                BROKEN => {
+                    return Err(Error::BrokenBarrier(reason_text(
+                        self.reason().load(Ordering::Relaxed),
+                    )));
+                }
+                _ => {
+                    self.drop_dead_parties();
+                    if self.count().load(Ordering::Relaxed) == 0 {
+                        self.next_round(w);
+                    } else {
+                        self.lock.unlock();
+                        self.sleep(w, deadline);
+                        // The guard `held` still owns the one release.
+                        std::mem::forget(self.hold());
+                        if deadline.expired() && self.state().load(Ordering::Relaxed) == w {
+                            // Timed out before even arriving: breaks nothing.
+                            drop(held);
+                            return Err(Error::BrokenBarrier("timed out"));
+                        }
+                    }
+                    w = self.state().load(Ordering::Relaxed);
+                }
+            }
+        }
+        let index = self.count().load(Ordering::Relaxed) as usize;
+        self.count().store(index as u32 + 1, Ordering::Relaxed);
+        if index < self.tracked {
+            self.slot(index).store(me, Ordering::Relaxed);
+        }
+        if index + 1 == parties {
+            if let Some(action) = &self.action {
+                if catch_unwind(AssertUnwindSafe(|| action())).is_err() {
+                    self.set_broken(w, ACTION_FAILED);
+                    return Err(self.leave_broken(w, index));
+                }
+            }
+            self.next_round(w);
+            return Ok(index);
+        }
+        drop(held);
+        let mut tick = 0usize;
+        loop {
+            let now = self.state().load(Ordering::Acquire);
+            if now & !STATE_MASK != w & !STATE_MASK {
+                return Ok(index); // released
+            }
+            if now != w {
+                let _held = self.hold();
+                return Err(self.leave_broken(w, index));
+            }
+            if deadline.expired() {
+                let _held = self.hold();
+                if self.state().load(Ordering::Relaxed) == w {
+                    self.set_broken(w, TIMED_OUT);
+                }
+                continue;
+            }
+            if !self.sleep(w, deadline) {
+                tick = tick.wrapping_add(1);
+                self.watch(w, index, me, tick);
+            }
+        }
+    }
+
+    /// Sleeps one slice while the word is `w`; returns whether the word changed
+    /// (false: the slice or the deadline ran out).
+    fn sleep(&self, w: u32, deadline: Deadline) -> bool {
+        for _ in 0..SPIN_LIMIT {
+            if self.state().load(Ordering::Acquire) != w {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        futex::wait(self.state(), w, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
+        self.state().load(Ordering::Acquire) != w
+    }
+
+    /// Between slices: checks the next party in the ring and a share of the
+    /// registered processes; breaks the round if one is gone.
+    fn watch(&self, w: u32, index: usize, me: u32, tick: usize) {
+        let count = (self.count().load(Ordering::Relaxed) as usize).clamp(1, self.tracked);
+        let mut suspects = Vec::new();
+        let next = self.slot((index + 1) % count).load(Ordering::Relaxed);
+        if next != 0 && next != me {
+            suspects.push(next);
+        }
+        let mut j = (index + tick) % count;
+        while j < REGISTRY {
+            let r = self.registry(j).load(Ordering::Relaxed);
+            if r != 0 && r != me {
+                suspects.push(r);
+            }
+            j += count;
+        }
+        let Some(dead) = suspects.into_iter().find(|&o| ident::is_gone(o)) else {
+            return;
+        };
+        let _held = self.hold();
+        if self.state().load(Ordering::Relaxed) != w {
+            return;
+        }
+        // Forget the dead: its arrival (so a reset can complete) or registration.
+        for i in 0..self.tracked {
+            if self.slot(i).load(Ordering::Relaxed) == dead {
+                self.slot(i).store(0, Ordering::Relaxed);
+                let c = self.count().load(Ordering::Relaxed);
+                self.count().store(c.saturating_sub(1), Ordering::Relaxed);
+            }
+        }
+        for i in 0..REGISTRY {
+            let _ =
+                self.registry(i)
+                    .compare_exchange(dead, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        self.set_broken(w, DIED);
+    }
+
+    /// Python's `abort()`: breaks the barrier; current and future waiters get
+    /// [`Error::BrokenBarrier`] (`"aborted"`) until [`reset`](Self::reset).
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(2)?;
+    /// b.abort();
+    /// assert!(b.broken());
+    /// assert!(b.wait(None).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn abort(&self) {
+        let _held = self.hold();
+        let w = self.state().load(Ordering::Relaxed);
+        self.set_broken(w, ABORTED);
+    }
+
+    /// Python's `reset()`: returns the barrier to its empty state. Parties waiting
+    /// now get [`Error::BrokenBarrier`] (`"reset"`); new arrivals wait until they
+    /// have left, then fill a fresh round.
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(2)?;
+    /// b.abort();
+    /// b.reset();
+    /// assert!(!b.broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn reset(&self) {
+        let _held = self.hold();
+        let w = self.state().load(Ordering::Relaxed);
+        match w & STATE_MASK {
+            FILLING if self.count().load(Ordering::Relaxed) > 0 => {
+                self.reason().store(RESET, Ordering::Relaxed);
+                self.set_word((w & !STATE_MASK) | RESETTING);
+            }
+            BROKEN => {
+                self.drop_dead_parties();
+                if self.count().load(Ordering::Relaxed) > 0 {
+                    self.set_word((w & !STATE_MASK) | RESETTING);
+                } else {
+                    self.next_round(w);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Python's `broken`: whether the barrier is broken.
+    ///
+    /// ```
+    /// assert!(!multiproc::Barrier::new(2)?.broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn broken(&self) -> bool {
+        self.state().load(Ordering::Acquire) & STATE_MASK == BROKEN
+    }
+
+    /// Python's `n_waiting`: how many parties wait in the current round.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Barrier::new(2)?.n_waiting(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn n_waiting(&self) -> usize {
+        if self.state().load(Ordering::Acquire) & STATE_MASK == FILLING {
+            self.count().load(Ordering::Relaxed) as usize
+        } else {
+            0
+        }
+    }
+
+    /// Python's `parties`: how many parties a round needs.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Barrier::new(4)?.parties(), 4);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn parties(&self) -> usize {
+        self.word(28).load(Ordering::Acquire) as usize
+    }
+
+    /// Records the calling process as a party: if it is gone (died, or exited
+    /// without [`unregister`](Self::unregister)) while others wait, the barrier
+    /// breaks ("a party died") instead of waiting for it. At most [`REGISTRY`]
+    /// processes at once.
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(1)?;
+    /// b.register()?;
+    /// b.wait(None)?;
+    /// b.unregister();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn register(&self) -> Result<()> {
+        let me = ident::process();
+        let _held = self.hold();
+        if (0..REGISTRY).any(|i| self.registry(i).load(Ordering::Relaxed) == me) {
+            return Ok(());
+        }
+        for i in 0..REGISTRY {
+            let r = self.registry(i).load(Ordering::Relaxed);
+            if r == 0 || ident::is_gone(r) {
+                self.registry(i).store(me, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        Err(Error::InvalidArgument(format!(
+            "a Barrier registers at most {REGISTRY} processes: unregister() the ones that are done"
+        )))
+    }
+
+    /// Removes the calling process's registration (no effect if it has none).
+    /// Call it before a registered process exits, or the barrier breaks.
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(2)?;
+    /// b.register()?;
+    /// b.unregister();
+    /// b.unregister(); // nothing left to remove
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn unregister(&self) {
+        let me = ident::process();
+        let _held = self.hold();
+        for i in 0..REGISTRY {
+            let _ = self
+                .registry(i)
+                .compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+const _: () = assert!(SLOTS_AT >= 32 && raw_lock::SIZE == 16);

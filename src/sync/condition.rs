@@ -1,0 +1,639 @@
+//! `Condition`: wait until notified, over a [`Lock`] or an [`RLock`] (Python's
+//! `multiprocessing.Condition`, which defaults to an RLock).
+//!
+//! ## Design: one slot per waiter
+//! Each waiter takes a *slot* (registered while it holds the condition's lock) and
+//! sleeps on the slot's own futex word; `notify(n)` marks the `n` oldest waiting
+//! slots NOTIFIED and wakes exactly those processes. So `notify(1)` wakes exactly one
+//! waiter (FIFO, like CPython's waiter deque), a waiter that arrives after a notify
+//! can never take it, and nobody wakes for a notification that is not theirs.
+//!
+//! ## Layout (arena block, 4080 bytes; all-zero = no waiter)
+//! ```text
+//! 0   u32 registered   slots not FREE (a fast "nobody waits" test for notify)
+//! 4   u32 high         slots 0..high may be in use (only grows; bounds scans)
+//! 8   u32 next_ticket  arrival counter (wrapping): orders waiters FIFO
+//! 12  u32              reserved, 0
+//! 16  SLOTS x 16 bytes, slot i at 16 + 16 i:
+//!     0  u32 state     futex word: gen << 2 | FREE (0) / WAITING (1) / NOTIFIED (2)
+//!     4  u32 owner     the waiter's owner word (`ident::thread()`)
+//!     8  u32 ticket    its arrival ticket
+//!     12 u32 horizon   NOTIFIED: `next_ticket` when it was notified
+//! ```
+//!
+//! ## Slot states (the generation `gen` changes at every registration, so a stale
+//! compare-exchange on a reused slot fails)
+//! - `FREE`: unused. Becomes `WAITING` only by a waiter registering under the lock.
+//! - `WAITING`: its owner sleeps on `state`. Becomes `NOTIFIED` (notify, under the
+//!   lock; or a re-delivery, see below), or `FREE` by its owner timing out.
+//! - `NOTIFIED`: its owner was chosen by a notify; the owner re-takes the lock and
+//!   then frees the slot. Every change is one compare-exchange on `state`, so a
+//!   notifier and a timing-out waiter agree on the outcome: `wait` returns `true`
+//!   exactly when its slot was notified.
+//!
+//! Invariants: slots change from FREE to WAITING only under the condition's lock
+//! (so registrations never race), and `ticket`, `owner` are written before the
+//! slot's state becomes WAITING. `registered` >= the number of non-FREE slots: it
+//! is raised before a slot is taken and lowered after one is freed, so it is equal
+//! except after a process died between the two steps, which only costs later
+//! notifies a scan of the table (they skip it when `registered` is 0). At most
+//! [`MAX_WAITERS`] threads wait at once (more get [`Error::InvalidArgument`]).
+//!
+//! ## Death of a process
+//! - Killed holding the condition's lock (also inside `wait` or `notify`): the lock
+//!   passes to the next acquirer with `OwnerDied` (see `raw_lock`). `wait` reports
+//!   that as `Err(Error::OwnerDied)`, **with the lock held** (re-acquired), as
+//!   `Lock::acquire` does.
+//! - Killed while WAITING: the slot stays WAITING and a later notify may choose it.
+//!   Then it is NOTIFIED but never consumed. Sleepers wake every
+//!   [`OWNER_CHECK_INTERVAL`]; a sleeper that
+//!   sees a NOTIFIED slot of another waiter asks `/proc` whether that owner is gone,
+//!   and if so frees the slot and re-delivers the notification to the oldest live
+//!   waiter that was already waiting at notify time (`ticket` before `horizon`).
+//!   So a dead waiter delays a notification by at most about one slice per dead
+//!   slot on the way, and never swallows it. `/proc` is read only for slots that
+//!   stay NOTIFIED across a whole slice, so the normal paths make no such reads.
+//! - A registration that finds the table full first frees the slots of dead owners.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::ident;
+use super::owner_died::{LockResult, OwnerDied};
+use super::raw_lock::{Acquired, OWNER_CHECK_INTERVAL};
+use super::{Lock, RLock};
+use crate::error::{Error, Result};
+use crate::shm::arena::Block;
+use crate::sys::futex;
+use crate::sys::time::Deadline;
+
+/// How many threads (of all processes) may wait on one Condition at once; one more
+/// gets [`Error::InvalidArgument`] from [`Condition::wait`].
+///
+/// ```
+/// assert_eq!(multiproc::sync::condition::MAX_WAITERS, 254);
+/// ```
+pub const MAX_WAITERS: usize = 254;
+const HEADER: usize = 16;
+const SLOT: usize = 16;
+
+const FREE: u32 = 0;
+const WAITING: u32 = 1;
+const NOTIFIED: u32 = 2;
+const STATE_MASK: u32 = 3;
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Lock(Lock),
+    RLock(RLock),
+}
+
+/// A condition variable shared between processes: Python's
+/// `multiprocessing.Condition`.
+///
+/// Hold the condition's lock ([`lock`](Self::lock) or [`acquire`](Self::acquire)),
+/// check the shared state, and [`wait`](Self::wait) while it is not what you need;
+/// whoever changes the state notifies while holding the lock.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Condition, Process, RawValue};
+/// let cond = Condition::new()?;
+/// let ready = RawValue::new(0u32)?;
+/// let (c, r) = (cond.clone(), ready.clone());
+/// let mut child = Process::new(move || {
+///     let _g = c.lock().unwrap();
+///     r.set(1);
+///     c.notify_all().unwrap();
+/// });
+/// let g = cond.lock().unwrap();
+/// child.start()?;
+/// assert!(cond.wait_for(|| ready.get() == 1, Some(Duration::from_secs(30)))?);
+/// drop(g);
+/// assert_eq!(child.join(None)?, Some(0));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Condition {
+    inner: Inner,
+    map: &'static crate::sys::mem::Mapping,
+    base: usize,
+    _block: Block,
+}
+
+/// Holds one level of a [`Condition`]'s lock; releases it when dropped.
+///
+/// ```
+/// let cond = multiproc::Condition::new()?;
+/// let g = cond.lock().unwrap();
+/// assert!(cond.is_owned());
+/// drop(g);
+/// assert!(!cond.is_owned());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ConditionGuard<'a> {
+    cond: &'a Condition,
+    // An RLock level belongs to the thread that took it.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for ConditionGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.cond.release();
+    }
+}
+
+impl ConditionGuard<'_> {
+    /// Declares the protected data repaired after an [`OwnerDied`].
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// let g = match cond.lock() {
+    ///     Ok(g) => g,
+    ///     Err(died) => {
+    ///         let g = died.into_inner();
+    ///         // ... repair the shared state ...
+    ///         g.mark_consistent();
+    ///         g
+    ///     }
+    /// };
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn mark_consistent(&self) {
+        match &self.cond.inner {
+            Inner::Lock(l) => l.mark_consistent(),
+            Inner::RLock(r) => r.mark_consistent(),
+        }
+    }
+}
+
+struct Slot {
+    state: &'static AtomicU32,
+    owner: &'static AtomicU32,
+    ticket: &'static AtomicU32,
+    horizon: &'static AtomicU32,
+}
+
+/// Whether ticket `t` was handed out before `horizon` (wrapping).
+fn before(t: u32, horizon: u32) -> bool {
+    let d = horizon.wrapping_sub(t);
+    d != 0 && d < 1 << 31
+}
+
+impl Condition {
+    /// A Condition over a new [`RLock`] (Python's default).
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// let _a = cond.lock().unwrap();
+    /// let _b = cond.lock().unwrap(); // an RLock: recursion is fine
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<Condition> {
+        Condition::build(Inner::RLock(RLock::new()?))
+    }
+
+    /// A Condition over an existing [`Lock`] (Python's `Condition(lock)`).
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let cond = multiproc::Condition::with_lock(lock.clone())?;
+    /// let _g = cond.lock().unwrap();
+    /// assert!(lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_lock(lock: Lock) -> Result<Condition> {
+        Condition::build(Inner::Lock(lock))
+    }
+
+    /// A Condition over an existing [`RLock`].
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// let cond = multiproc::Condition::with_rlock(rlock.clone())?;
+    /// let _g = cond.lock().unwrap();
+    /// assert!(rlock.is_owned());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_rlock(rlock: RLock) -> Result<Condition> {
+        Condition::build(Inner::RLock(rlock))
+    }
+
+    fn build(inner: Inner) -> Result<Condition> {
+        let block = Block::alloc(HEADER + SLOT * MAX_WAITERS)?;
+        let map = block.static_map().expect("small blocks live in the arena");
+        Ok(Condition {
+            inner,
+            map,
+            base: block.offset(),
+            _block: block,
+        })
+    }
+
+    fn word(&self, off: usize) -> &'static AtomicU32 {
+        self.map.atomic_u32(self.base + off)
+    }
+    fn registered(&self) -> &'static AtomicU32 {
+        self.word(0)
+    }
+    fn high(&self) -> &'static AtomicU32 {
+        self.word(4)
+    }
+    fn next_ticket(&self) -> &'static AtomicU32 {
+        self.word(8)
+    }
+    fn slot(&self, i: usize) -> Slot {
+        let o = HEADER + SLOT * i;
+        Slot {
+            state: self.word(o),
+            owner: self.word(o + 4),
+            ticket: self.word(o + 8),
+            horizon: self.word(o + 12),
+        }
+    }
+    fn used(&self) -> usize {
+        (self.high().load(Ordering::Acquire) as usize).min(MAX_WAITERS)
+    }
+
+    // ---- the lock -------------------------------------------------------------
+
+    /// Python's `acquire(block=True, timeout=None)` on the condition's lock.
+    ///
+    /// `Err(Error::OwnerDied)` means the lock **was** taken after its owner died.
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// assert!(cond.acquire(true, None)?);
+    /// cond.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        match &self.inner {
+            Inner::Lock(l) => l.acquire(block, timeout),
+            Inner::RLock(r) => r.acquire(block, timeout),
+        }
+    }
+
+    /// Python's `release()` on the condition's lock (one level of an RLock).
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// assert!(cond.release().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Lock(l) => l.release(),
+            Inner::RLock(r) => r.release(),
+        }
+    }
+
+    /// Takes the condition's lock (Python's `with cond:`); the guard releases it.
+    ///
+    /// `Err(OwnerDied(guard))` also holds the lock: see [`OwnerDied`].
+    ///
+    /// # Panics
+    /// Over an RLock, if this thread already holds it `u32::MAX` times (as
+    /// [`RLock::lock`]).
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// let g = cond.lock().unwrap();
+    /// cond.notify(1)?;
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock(&self) -> LockResult<ConditionGuard<'_>> {
+        let guard = ConditionGuard {
+            cond: self,
+            _not_send: std::marker::PhantomData,
+        };
+        match self.acquire(true, None) {
+            Ok(_) => Ok(guard),
+            Err(Error::OwnerDied) => Err(OwnerDied::new(guard)),
+            Err(e) => {
+                // No level was taken: the guard must not give one back.
+                std::mem::forget(guard);
+                panic!("{e}")
+            }
+        }
+    }
+
+    /// Whether the calling thread (a [`Lock`]: the calling process) holds the
+    /// condition's lock.
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::with_lock(multiproc::Lock::new()?)?;
+    /// assert!(!cond.is_owned());
+    /// let _g = cond.lock().unwrap();
+    /// assert!(cond.is_owned());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_owned(&self) -> bool {
+        match &self.inner {
+            Inner::Lock(l) => l.raw().owner() == ident::process(),
+            Inner::RLock(r) => r.is_owned(),
+        }
+    }
+
+    fn check_owned(&self, what: &'static str) -> Result<()> {
+        if self.is_owned() {
+            Ok(())
+        } else {
+            Err(Error::NotOwner { what })
+        }
+    }
+
+    /// Releases the lock completely; returns what `relock` needs.
+    fn unlock_all(&self) -> u32 {
+        match &self.inner {
+            Inner::Lock(l) => {
+                l.raw().unlock();
+                1
+            }
+            Inner::RLock(r) => r.release_all().expect("ownership was checked"),
+        }
+    }
+
+    fn relock(&self, count: u32) -> Acquired {
+        let how = match &self.inner {
+            Inner::Lock(l) => l.raw().lock(ident::process(), Deadline::NEVER),
+            Inner::RLock(r) => r.reacquire(count, Deadline::NEVER),
+        };
+        how.expect("a wait without deadline ends only with the lock held")
+    }
+
+    // ---- waiting --------------------------------------------------------------
+
+    /// Takes a slot for the calling thread (the lock is held).
+    fn register(&self) -> Result<(usize, u32)> {
+        let me = ident::thread();
+        let mut found = self.find_free();
+        if found.is_none() {
+            self.free_dead_waiters();
+            found = self.find_free();
+        }
+        let Some((i, state)) = found else {
+            return Err(Error::InvalidArgument(format!(
+                "more than {MAX_WAITERS} threads are waiting on this Condition: use notify_all and fewer waiters, or several Conditions"
+            )));
+        };
+        let slot = self.slot(i);
+        let ticket = self.next_ticket().load(Ordering::Relaxed);
+        self.next_ticket()
+            .store(ticket.wrapping_add(1), Ordering::Relaxed);
+        slot.owner.store(me, Ordering::Relaxed);
+        slot.ticket.store(ticket, Ordering::Relaxed);
+        let mine = ((state >> 2).wrapping_add(1) << 2) | WAITING;
+        self.registered().fetch_add(1, Ordering::Relaxed);
+        if i as u32 >= self.high().load(Ordering::Relaxed) {
+            self.high().store(i as u32 + 1, Ordering::Release);
+        }
+        // Release: owner and ticket are visible to whoever sees WAITING.
+        slot.state.store(mine, Ordering::Release);
+        Ok((i, mine))
+    }
+
+    fn find_free(&self) -> Option<(usize, u32)> {
+        (0..MAX_WAITERS).find_map(|i| {
+            let s = self.slot(i).state.load(Ordering::Acquire);
+            (s & STATE_MASK == FREE).then_some((i, s))
+        })
+    }
+
+    /// Frees the slots of waiters that are gone (rare: only when the table is full).
+    fn free_dead_waiters(&self) {
+        for i in 0..self.used() {
+            let slot = self.slot(i);
+            let s = slot.state.load(Ordering::Acquire);
+            if s & STATE_MASK != FREE && ident::is_gone(slot.owner.load(Ordering::Relaxed)) {
+                self.reclaim(i, s);
+            }
+        }
+    }
+
+    /// Frees slot `i` of a dead owner if it is still in state `s`; a notification it
+    /// held goes to the oldest live waiter that was waiting when it was sent.
+    fn reclaim(&self, i: usize, s: u32) {
+        let slot = self.slot(i);
+        let horizon = slot.horizon.load(Ordering::Relaxed);
+        if slot
+            .state
+            .compare_exchange(s, s & !STATE_MASK, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.registered().fetch_sub(1, Ordering::Relaxed);
+        if s & STATE_MASK == NOTIFIED {
+            while let Some((j, sj)) = self.oldest_waiting(Some(horizon)) {
+                let owner = self.slot(j).owner.load(Ordering::Relaxed);
+                if ident::is_gone(owner) {
+                    self.reclaim(j, sj);
+                } else if self.deliver(j, sj, horizon) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The WAITING slot with the oldest ticket (before `horizon`, if given).
+    fn oldest_waiting(&self, horizon: Option<u32>) -> Option<(usize, u32)> {
+        let now = self.next_ticket().load(Ordering::Relaxed);
+        let mut best: Option<(usize, u32, u32)> = None;
+        for i in 0..self.used() {
+            let slot = self.slot(i);
+            let s = slot.state.load(Ordering::Acquire);
+            if s & STATE_MASK != WAITING {
+                continue;
+            }
+            let t = slot.ticket.load(Ordering::Relaxed);
+            if horizon.is_some_and(|h| !before(t, h)) {
+                continue;
+            }
+            let age = now.wrapping_sub(t);
+            if best.is_none_or(|(_, _, a)| age > a) {
+                best = Some((i, s, age));
+            }
+        }
+        best.map(|(i, s, _)| (i, s))
+    }
+
+    /// Marks WAITING slot `i` (state `s`) notified and wakes its owner.
+    fn deliver(&self, i: usize, s: u32, horizon: u32) -> bool {
+        let slot = self.slot(i);
+        slot.horizon.store(horizon, Ordering::Relaxed);
+        let notified = (s & !STATE_MASK) | NOTIFIED;
+        if slot
+            .state
+            .compare_exchange(s, notified, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            futex::wake(slot.state, 1);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Between slices of sleep: re-deliver notifications held by dead waiters.
+    fn check_notified_slots(&self, mine: usize) {
+        for i in 0..self.used() {
+            if i == mine {
+                continue;
+            }
+            let slot = self.slot(i);
+            let s = slot.state.load(Ordering::Acquire);
+            if s & STATE_MASK == NOTIFIED && ident::is_gone(slot.owner.load(Ordering::Relaxed)) {
+                self.reclaim(i, s);
+            }
+        }
+    }
+
+    /// Python's `wait(timeout=None)`: releases the lock (all levels of an RLock),
+    /// sleeps until notified or until `timeout` passed, takes the lock back (with
+    /// the RLock's full recursion count), and returns whether it was notified.
+    ///
+    /// Calling it without holding the lock is [`Error::NotOwner`]. If a process
+    /// died holding the lock while this one waited, the result is
+    /// `Err(Error::OwnerDied)` **with the lock held again**: repair the data and
+    /// call `mark_consistent()` (or propagate the error, then release).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Condition, Error};
+    /// let cond = Condition::new()?;
+    /// assert!(matches!(cond.wait(None), Err(Error::NotOwner { .. })));
+    /// let _g = cond.lock().unwrap();
+    /// assert!(!cond.wait(Some(Duration::from_millis(5)))?); // nobody notifies
+    /// assert!(cond.is_owned());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.check_owned("Condition::wait")?;
+        let deadline = Deadline::after(timeout)?;
+        let (i, mine) = self.register()?;
+        let slot = self.slot(i);
+        let count = self.unlock_all();
+        let notified = loop {
+            let s = slot.state.load(Ordering::Acquire);
+            if s != mine {
+                break true; // NOTIFIED: only a notify (or re-delivery) changes it
+            }
+            if deadline.expired() {
+                match slot.state.compare_exchange(
+                    mine,
+                    mine & !STATE_MASK,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        self.registered().fetch_sub(1, Ordering::Relaxed);
+                        break false;
+                    }
+                    Err(_) => break true,
+                }
+            }
+            if futex::wait(slot.state, mine, Some(deadline.slice(OWNER_CHECK_INTERVAL)))
+                == futex::Wake::TimedOut
+            {
+                self.check_notified_slots(i);
+            }
+        };
+        let how = self.relock(count);
+        if notified {
+            // Ours until we free it: only we touch a NOTIFIED slot of a live owner.
+            slot.state
+                .store((mine & !STATE_MASK) | FREE, Ordering::Release);
+            self.registered().fetch_sub(1, Ordering::Relaxed);
+        }
+        match how {
+            Acquired::Clean => Ok(notified),
+            Acquired::OwnerDied => Err(Error::OwnerDied),
+        }
+    }
+
+    /// Python's `wait_for(predicate, timeout=None)`: waits until `predicate()` is
+    /// true, at most `timeout` in all; returns the predicate's last value. The lock
+    /// must be held; the predicate runs with it held. Errors are those of
+    /// [`wait`](Self::wait) (after `Err(Error::OwnerDied)` the lock is held).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cond = multiproc::Condition::new()?;
+    /// let _g = cond.lock().unwrap();
+    /// assert!(cond.wait_for(|| true, None)?);
+    /// assert!(!cond.wait_for(|| false, Some(Duration::from_millis(5)))?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_for(
+        &self,
+        mut predicate: impl FnMut() -> bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
+        let deadline = Deadline::after(timeout)?;
+        loop {
+            if predicate() {
+                return Ok(true);
+            }
+            let left = deadline.remaining();
+            if left == Some(Duration::ZERO) {
+                return Ok(false);
+            }
+            self.wait(left)?;
+        }
+    }
+
+    /// Python's `notify(n=1)`: wakes at most `n` waiting threads, the longest
+    /// waiting first. The lock must be held ([`Error::NotOwner`] otherwise).
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// assert!(cond.notify(1).is_err());
+    /// let _g = cond.lock().unwrap();
+    /// cond.notify(1)?; // nobody waits: nothing happens
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn notify(&self, n: usize) -> Result<()> {
+        self.check_owned("Condition::notify")?;
+        if n == 0 || self.registered().load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let horizon = self.next_ticket().load(Ordering::Relaxed);
+        let mut woken = 0;
+        if n >= MAX_WAITERS {
+            for i in 0..self.used() {
+                let s = self.slot(i).state.load(Ordering::Acquire);
+                if s & STATE_MASK == WAITING && self.deliver(i, s, horizon) {
+                    woken += 1;
+                }
+            }
+            let _ = woken;
+            return Ok(());
+        }
+        while woken < n {
+            let Some((i, s)) = self.oldest_waiting(None) else {
+                break;
+            };
+            if self.deliver(i, s, horizon) {
+                woken += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Python's `notify_all()`: wakes every waiting thread.
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// let _g = cond.lock().unwrap();
+    /// cond.notify_all()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn notify_all(&self) -> Result<()> {
+        self.notify(usize::MAX)
+    }
+}

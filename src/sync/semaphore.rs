@@ -1,0 +1,383 @@
+//! `Semaphore` and `BoundedSemaphore`: a counter of permits that processes take and
+//! give back (Python's `multiprocessing.Semaphore` / `BoundedSemaphore`).
+//!
+//! ## Layout (arena block, 16 bytes; all-zero = a Semaphore(0) nobody waits on)
+//! ```text
+//! 0  u32 value    permits available now (the futex word); at most i32::MAX
+//! 4  u32 waiters  processes or threads inside the sleeping part of `acquire`
+//! 8  u32 bound    BoundedSemaphore: the initial value, which `release` may not
+//!                 exceed; Semaphore: i32::MAX (the largest value, as POSIX's
+//!                 SEM_VALUE_MAX)
+//! 12 u32          reserved, 0
+//! ```
+//!
+//! ## States and invariants
+//! - `value` only changes by compare-exchange: acquire `v -> v - 1` when `v > 0`,
+//!   release `v -> v + n` when `v + n <= bound`. So `0 <= value <= bound` always,
+//!   and an over-release is refused before anything changes.
+//! - A sleeper increments `waiters` *before* its last look at `value` and sleeps
+//!   only while `value == 0` (the futex checks that atomically); a releaser adds to
+//!   `value` *before* it reads `waiters`. Both are sequentially consistent, so
+//!   either the sleeper sees the permit or the releaser sees the sleeper and wakes
+//!   it: no wakeup is lost, and a release nobody waits for costs no system call.
+//! - A woken sleeper competes for the permit like any newcomer (no hand-off): a
+//!   newcomer may take it first, and the sleeper sleeps again.
+//!
+//! ## Death of a process
+//! There is no internal lock, so a process killed anywhere in these calls leaves
+//! the semaphore working. A process killed while holding a permit keeps it (as in
+//! Python: a semaphore has no owner). One killed while sleeping leaves `waiters`
+//! one too high for good, which only costs later releases a needless wake call.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::shm::arena::Block;
+use crate::sys::futex;
+use crate::sys::time::Deadline;
+
+/// The largest value a semaphore may hold (POSIX `SEM_VALUE_MAX`, Python's limit).
+///
+/// ```
+/// use multiproc::sync::semaphore::VALUE_MAX;
+/// assert!(multiproc::Semaphore::new(VALUE_MAX).is_ok());
+/// assert!(multiproc::Semaphore::new(VALUE_MAX + 1).is_err());
+/// ```
+pub const VALUE_MAX: u32 = i32::MAX as u32;
+const SPIN_LIMIT: u32 = 100;
+
+/// The shared words and the logic common to both kinds.
+#[derive(Debug, Clone)]
+struct Core {
+    value: &'static AtomicU32,
+    waiters: &'static AtomicU32,
+    bound: &'static AtomicU32,
+    bounded: bool,
+    _block: Block,
+}
+
+impl Core {
+    fn new(value: u32, bounded: bool) -> Result<Core> {
+        if value > VALUE_MAX {
+            return Err(Error::SizeOverflow {
+                what: "semaphore value",
+                requested: value as u128,
+                max: VALUE_MAX as u128,
+            });
+        }
+        let block = Block::alloc(16)?;
+        let map = block.static_map().expect("small blocks live in the arena");
+        let off = block.offset();
+        let core = Core {
+            value: map.atomic_u32(off),
+            waiters: map.atomic_u32(off + 4),
+            bound: map.atomic_u32(off + 8),
+            bounded,
+            _block: block,
+        };
+        core.value.store(value, Ordering::Relaxed);
+        core.bound
+            .store(if bounded { value } else { VALUE_MAX }, Ordering::Release);
+        Ok(core)
+    }
+
+    #[inline]
+    fn try_take(&self) -> bool {
+        let mut v = self.value.load(Ordering::Relaxed);
+        while v > 0 {
+            match self
+                .value
+                .compare_exchange_weak(v, v - 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => v = now,
+            }
+        }
+        false
+    }
+
+    fn take(&self, deadline: Deadline) -> bool {
+        if self.try_take() {
+            return true;
+        }
+        // A short spin: the holder often releases on the other core right now.
+        for _ in 0..SPIN_LIMIT {
+            std::hint::spin_loop();
+            if self.value.load(Ordering::Relaxed) > 0 && self.try_take() {
+                return true;
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let got = loop {
+            // SeqCst pairs with the releaser's add-then-read of `waiters`.
+            if self.value.load(Ordering::SeqCst) > 0 && self.try_take() {
+                break true;
+            }
+            if deadline.expired() {
+                break false;
+            }
+            futex::wait(self.value, 0, deadline.remaining());
+        };
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        got
+    }
+
+    fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        if !block {
+            return Ok(self.try_take());
+        }
+        let deadline = Deadline::after(timeout)?;
+        Ok(self.take(deadline))
+    }
+
+    fn release(&self, n: u32) -> Result<()> {
+        if n == 0 {
+            return Err(Error::InvalidArgument(
+                "release(0): release at least one permit".into(),
+            ));
+        }
+        let bound = self.bound.load(Ordering::Relaxed);
+        let mut v = self.value.load(Ordering::Relaxed);
+        loop {
+            if v.checked_add(n).is_none_or(|sum| sum > bound) {
+                return Err(if self.bounded {
+                    Error::OverRelease { value: v, n, bound }
+                } else {
+                    Error::SizeOverflow {
+                        what: "semaphore value",
+                        requested: v as u128 + n as u128,
+                        max: bound as u128,
+                    }
+                });
+            }
+            match self
+                .value
+                .compare_exchange_weak(v, v + n, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake(self.value, n);
+        }
+        Ok(())
+    }
+
+    fn get_value(&self) -> u32 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A permit taken from a [`Semaphore`] or [`BoundedSemaphore`]; dropping it gives
+/// the permit back (Python's `with sem:`).
+///
+/// ```
+/// let sem = multiproc::Semaphore::new(1)?;
+/// {
+///     let _permit = sem.lock();
+///     assert_eq!(sem.get_value(), 0);
+/// }
+/// assert_eq!(sem.get_value(), 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "the permit is given back as soon as the guard is dropped"]
+pub struct SemaphoreGuard<'a> {
+    core: &'a Core,
+}
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        // The guard's permit was taken, so value < bound and this cannot fail.
+        let _ = self.core.release(1);
+    }
+}
+
+macro_rules! common_api {
+    ($ty:ident, $example_new:literal) => {
+        impl $ty {
+            /// Python's `acquire(block=True, timeout=None)`: takes a permit, waiting
+            /// at most `timeout` (forever with `None`) when `block`; returns whether
+            /// a permit was taken.
+            ///
+            /// ```
+            /// use std::time::Duration;
+            #[doc = $example_new]
+            /// assert!(sem.acquire(true, None)?);
+            /// assert!(!sem.acquire(false, None)?);
+            /// assert!(!sem.acquire(true, Some(Duration::from_millis(5)))?);
+            /// sem.release()?;
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+                self.core.acquire(block, timeout)
+            }
+
+            /// Takes a permit, waiting as long as needed; the guard gives it back
+            /// (Python's `with sem:`). Named like [`Lock::lock`](crate::Lock::lock).
+            ///
+            /// ```
+            #[doc = $example_new]
+            /// let permit = sem.lock();
+            /// assert_eq!(sem.get_value(), 0);
+            /// drop(permit);
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn lock(&self) -> SemaphoreGuard<'_> {
+                self.core.take(Deadline::NEVER);
+                SemaphoreGuard { core: &self.core }
+            }
+
+            /// Takes a permit if one is free now.
+            ///
+            /// ```
+            #[doc = $example_new]
+            /// let a = sem.try_lock();
+            /// assert!(a.is_some());
+            /// assert!(sem.try_lock().is_none());
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn try_lock(&self) -> Option<SemaphoreGuard<'_>> {
+                self.core
+                    .try_take()
+                    .then(|| SemaphoreGuard { core: &self.core })
+            }
+
+            /// Waits at most `timeout` for a permit; `Ok(None)` if none came.
+            ///
+            /// ```
+            /// use std::time::Duration;
+            #[doc = $example_new]
+            /// let _a = sem.try_lock_for(Duration::from_millis(5))?.unwrap();
+            /// assert!(sem.try_lock_for(Duration::from_millis(5))?.is_none());
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn try_lock_for(&self, timeout: Duration) -> Result<Option<SemaphoreGuard<'_>>> {
+                let deadline = Deadline::after(Some(timeout))?;
+                Ok(self
+                    .core
+                    .take(deadline)
+                    .then(|| SemaphoreGuard { core: &self.core }))
+            }
+
+            /// Python's `release()`: gives back one permit and wakes one waiter.
+            ///
+            /// ```
+            #[doc = $example_new]
+            /// assert!(sem.acquire(true, None)?);
+            /// sem.release()?;
+            /// assert_eq!(sem.get_value(), 1);
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn release(&self) -> Result<()> {
+                self.core.release(1)
+            }
+
+            /// `threading`'s `release(n)`: gives back `n` permits at once (all or
+            /// none) and wakes up to `n` waiters; `n == 0` is an error.
+            ///
+            /// ```
+            #[doc = $example_new]
+            /// assert!(sem.acquire(true, None)?);
+            /// sem.release_n(1)?;
+            /// assert!(sem.release_n(0).is_err());
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn release_n(&self, n: u32) -> Result<()> {
+                self.core.release(n)
+            }
+
+            /// The number of permits free now (Python's `get_value()`): a snapshot.
+            ///
+            /// ```
+            #[doc = $example_new]
+            /// assert_eq!(sem.get_value(), 1);
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn get_value(&self) -> u32 {
+                self.core.get_value()
+            }
+        }
+    };
+}
+
+/// A counting semaphore in shared memory: Python's `multiprocessing.Semaphore`.
+///
+/// `release` may raise the value above its initial value (up to [`VALUE_MAX`]);
+/// use [`BoundedSemaphore`] to make that an error. Clone the handle to share it.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Process, Semaphore};
+/// let sem = Semaphore::new(0)?;
+/// let s = sem.clone();
+/// let mut child = Process::new(move || s.release().unwrap());
+/// child.start()?;
+/// assert!(sem.acquire(true, Some(Duration::from_secs(30)))?);
+/// assert_eq!(child.join(None)?, Some(0));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Semaphore {
+    core: Core,
+}
+
+impl Semaphore {
+    /// A semaphore holding `value` permits; above [`VALUE_MAX`] is
+    /// [`Error::SizeOverflow`].
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Semaphore::new(3)?.get_value(), 3);
+    /// assert!(multiproc::Semaphore::new(u32::MAX).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(value: u32) -> Result<Semaphore> {
+        Ok(Semaphore {
+            core: Core::new(value, false)?,
+        })
+    }
+}
+
+common_api!(Semaphore, "let sem = multiproc::Semaphore::new(1)?;");
+
+/// A semaphore that refuses to be released above its initial value: Python's
+/// `multiprocessing.BoundedSemaphore`. An over-release is [`Error::OverRelease`]
+/// and changes nothing.
+///
+/// ```
+/// use multiproc::{BoundedSemaphore, Error};
+/// let sem = BoundedSemaphore::new(1)?;
+/// assert!(matches!(sem.release(), Err(Error::OverRelease { value: 1, n: 1, bound: 1 })));
+/// assert_eq!(sem.get_value(), 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BoundedSemaphore {
+    core: Core,
+}
+
+impl BoundedSemaphore {
+    /// A bounded semaphore holding `value` permits, which is also its bound.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::BoundedSemaphore::new(2)?.bound(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(value: u32) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore {
+            core: Core::new(value, true)?,
+        })
+    }
+
+    /// The bound: the initial value, which the value never exceeds.
+    pub fn bound(&self) -> u32 {
+        self.core.bound.load(Ordering::Relaxed)
+    }
+}
+
+common_api!(
+    BoundedSemaphore,
+    "let sem = multiproc::BoundedSemaphore::new(1)?;"
+);

@@ -1,0 +1,374 @@
+//! Condition between real processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{T, join_ok, kill, spawn};
+use multiproc::{Condition, Error, Event, Lock, RLock, RawArray, RawValue};
+
+/// Starts `k` children that each wait once on `cond` (recording in `woken` when
+/// notified) and returns once all `k` are inside `wait`.
+fn start_waiters(
+    cond: &Condition,
+    k: u32,
+    woken: &RawValue<u32>,
+    progress: &Condition,
+) -> Vec<multiproc::Process> {
+    let waiting = RawValue::new(0u32).unwrap();
+    let all_waiting = Event::new().unwrap();
+    let kids = (0..k)
+        .map(|_| {
+            let (cond, woken, progress) = (cond.clone(), woken.clone(), progress.clone());
+            let (waiting, all_waiting) = (waiting.clone(), all_waiting.clone());
+            spawn(move || {
+                let _g = cond.lock().unwrap();
+                if waiting.fetch_add(1) + 1 == k {
+                    all_waiting.set();
+                }
+                // The lock is held from the count above until wait registers.
+                assert!(cond.wait(T).unwrap(), "wait timed out instead of a notify");
+                woken.fetch_add(1);
+                let _p = progress.lock().unwrap();
+                progress.notify_all().unwrap();
+            })
+        })
+        .collect();
+    assert!(all_waiting.wait(T).unwrap());
+    // Once we hold the lock, the last child to count itself is inside wait.
+    drop(cond.lock().unwrap());
+    kids
+}
+
+fn wait_woken(progress: &Condition, woken: &RawValue<u32>, n: u32) {
+    let _p = progress.lock().unwrap();
+    assert!(progress.wait_for(|| woken.load() >= n, T).unwrap());
+}
+
+/// notify(1) wakes exactly one of 4 waiting processes, each time; notify(2) two;
+/// notify_all the rest.
+#[test]
+fn notify_one_wakes_exactly_one_of_several_processes() {
+    let cond = Condition::new().unwrap();
+    let progress = Condition::new().unwrap();
+    let woken = RawValue::new(0u32).unwrap();
+    let kids = start_waiters(&cond, 6, &woken, &progress);
+    for step in 1..=2 {
+        {
+            let _g = cond.lock().unwrap();
+            cond.notify(1).unwrap();
+        }
+        wait_woken(&progress, &woken, step);
+        let _g = cond.lock().unwrap();
+        assert_eq!(woken.load(), step, "notify(1) woke more than one");
+    }
+    {
+        let _g = cond.lock().unwrap();
+        cond.notify(2).unwrap();
+    }
+    wait_woken(&progress, &woken, 4);
+    assert_eq!(woken.load(), 4, "notify(2) woke more than two");
+    {
+        let _g = cond.lock().unwrap();
+        cond.notify_all().unwrap();
+    }
+    wait_woken(&progress, &woken, 6);
+    for k in kids {
+        join_ok(k);
+    }
+    assert_eq!(woken.load(), 6);
+}
+
+/// A Condition over an RLock held 3 levels deep releases all of them in wait (the
+/// notifier could take the lock) and restores all 3 when it wakes.
+#[test]
+fn condition_over_rlock_restores_the_recursion_count() {
+    let rlock = RLock::new().unwrap();
+    let cond = Condition::with_rlock(rlock.clone()).unwrap();
+    let flag = RawValue::new(0u32).unwrap();
+    let about_to_wait = Event::new().unwrap();
+    let (c, r, f, a) = (
+        cond.clone(),
+        rlock.clone(),
+        flag.clone(),
+        about_to_wait.clone(),
+    );
+    let kid = spawn(move || {
+        let g1 = c.lock().unwrap();
+        let g2 = c.lock().unwrap();
+        let g3 = c.lock().unwrap();
+        assert_eq!(r.recursion_count(), 3);
+        a.set();
+        assert!(c.wait_for(|| f.load() == 1, T).unwrap());
+        assert!(r.is_owned());
+        assert_eq!(r.recursion_count(), 3);
+        drop((g3, g2, g1));
+        assert!(!r.is_locked());
+    });
+    assert!(about_to_wait.wait(T).unwrap());
+    {
+        // Only possible once the child released all 3 levels inside wait.
+        let _g = cond.lock().unwrap();
+        flag.store(1);
+        cond.notify(1).unwrap();
+    }
+    join_ok(kid);
+    assert!(!rlock.is_locked());
+}
+
+/// Waiting or notifying without holding the lock is NotOwner, also when another
+/// process holds it; a timed-out wait returns false with the lock held again.
+#[test]
+fn wait_and_notify_need_the_lock() {
+    for cond in [
+        Condition::new().unwrap(),
+        Condition::with_lock(Lock::new().unwrap()).unwrap(),
+    ] {
+        assert!(matches!(cond.wait(T), Err(Error::NotOwner { .. })));
+        assert!(matches!(cond.notify(1), Err(Error::NotOwner { .. })));
+        assert!(matches!(cond.notify_all(), Err(Error::NotOwner { .. })));
+        let held = Event::new().unwrap();
+        let done = Event::new().unwrap();
+        let (c, h, d) = (cond.clone(), held.clone(), done.clone());
+        let kid = spawn(move || {
+            let _g = c.lock().unwrap();
+            h.set();
+            assert!(d.wait(T).unwrap());
+        });
+        assert!(held.wait(T).unwrap());
+        assert!(matches!(cond.wait(T), Err(Error::NotOwner { .. })));
+        assert!(matches!(cond.notify(1), Err(Error::NotOwner { .. })));
+        done.set();
+        join_ok(kid);
+
+        let _g = cond.lock().unwrap();
+        assert!(!cond.wait(Some(Duration::from_millis(10))).unwrap());
+        assert!(cond.is_owned());
+        assert!(
+            !cond
+                .wait_for(|| false, Some(Duration::from_millis(10)))
+                .unwrap()
+        );
+        assert!(matches!(
+            cond.wait(Some(Duration::MAX)),
+            Err(Error::TimeoutOverflow(_))
+        ));
+    }
+}
+
+/// Producer/consumer over a plain Lock: 200 items in shared memory, two consumers,
+/// every item received exactly once.
+#[test]
+fn producer_consumer_over_a_lock() {
+    const N: u32 = 200;
+    let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
+    let items = RawArray::<u32>::new(N as usize).unwrap();
+    let produced = RawValue::new(0u32).unwrap();
+    let consumed = RawValue::new(0u32).unwrap();
+    let sum = RawValue::new(0u64).unwrap();
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cond, items, produced, consumed, sum) = (
+                cond.clone(),
+                items.clone(),
+                produced.clone(),
+                consumed.clone(),
+                sum.clone(),
+            );
+            spawn(move || {
+                loop {
+                    let _g = cond.lock().unwrap();
+                    assert!(
+                        cond.wait_for(
+                            || consumed.load() < produced.load() || consumed.load() == N,
+                            T
+                        )
+                        .unwrap()
+                    );
+                    let c = consumed.load();
+                    if c == N {
+                        cond.notify_all().unwrap();
+                        return;
+                    }
+                    sum.fetch_add(items.get(c as usize).unwrap() as u64);
+                    consumed.store(c + 1);
+                    if c + 1 == N {
+                        cond.notify_all().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    let (c, i, p) = (cond.clone(), items.clone(), produced.clone());
+    let producer = spawn(move || {
+        for k in 0..N {
+            let _g = c.lock().unwrap();
+            i.set(k as usize, k + 1).unwrap();
+            p.store(k + 1);
+            c.notify(1).unwrap();
+        }
+    });
+    join_ok(producer);
+    for k in consumers {
+        join_ok(k);
+    }
+    assert_eq!(consumed.load(), N);
+    assert_eq!(sum.load(), (N as u64) * (N as u64 + 1) / 2);
+}
+
+/// A waiter killed inside wait cannot swallow a notification: notify(1) chooses
+/// it (it waited longest), and the live waiter still wakes.
+#[test]
+fn killed_waiter_does_not_swallow_a_notify() {
+    let cond = Condition::new().unwrap();
+    let spawn_waiter = |ready: &Event| {
+        let (c, r) = (cond.clone(), ready.clone());
+        spawn(move || {
+            let _g = c.lock().unwrap();
+            r.set();
+            assert!(c.wait(T).unwrap());
+        })
+    };
+    let a_ready = Event::new().unwrap();
+    let victim = spawn_waiter(&a_ready);
+    assert!(a_ready.wait(T).unwrap());
+    let b_ready = Event::new().unwrap();
+    let survivor = spawn_waiter(&b_ready);
+    assert!(b_ready.wait(T).unwrap());
+    let g = cond.lock().unwrap(); // both are inside wait now
+    kill(victim);
+    cond.notify(1).unwrap();
+    drop(g);
+    join_ok(survivor);
+}
+
+/// A process killed holding the condition's lock: the next locker gets OwnerDied
+/// with the lock, repairs, notifies, and the waiter wakes normally.
+#[test]
+fn killed_lock_holder_leaves_the_others_working() {
+    let cond = Condition::new().unwrap();
+    let w_ready = Event::new().unwrap();
+    let (c, r) = (cond.clone(), w_ready.clone());
+    let waiter = spawn(move || {
+        let _g = c.lock().unwrap();
+        r.set();
+        assert!(c.wait(T).unwrap());
+    });
+    assert!(w_ready.wait(T).unwrap());
+    let holding = Event::new().unwrap();
+    let (c, h) = (cond.clone(), holding.clone());
+    let holder = spawn(move || {
+        let _g = c.lock().unwrap();
+        h.set();
+        std::thread::sleep(Duration::from_secs(3600));
+    });
+    assert!(holding.wait(T).unwrap());
+    kill(holder);
+    let g = match cond.lock() {
+        Ok(_) => panic!("the lock's owner died: expected OwnerDied"),
+        Err(died) => died.into_inner(),
+    };
+    g.mark_consistent();
+    cond.notify(1).unwrap();
+    drop(g);
+    join_ok(waiter);
+}
+
+/// A notified waiter whose notifier dies holding the lock gets Err(OwnerDied) from
+/// wait, with the lock held.
+#[test]
+fn wait_reports_owner_died_with_the_lock_held() {
+    let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
+    let w_ready = Event::new().unwrap();
+    let (c, r) = (cond.clone(), w_ready.clone());
+    let waiter = spawn(move || {
+        let g = c.lock().unwrap();
+        r.set();
+        assert!(matches!(c.wait(T), Err(Error::OwnerDied)));
+        assert!(c.is_owned());
+        g.mark_consistent();
+    });
+    assert!(w_ready.wait(T).unwrap());
+    let notified = Event::new().unwrap();
+    let (c, n) = (cond.clone(), notified.clone());
+    let notifier = spawn(move || {
+        let _g = c.lock().unwrap();
+        c.notify(1).unwrap();
+        n.set();
+        std::thread::sleep(Duration::from_secs(3600));
+    });
+    assert!(notified.wait(T).unwrap());
+    kill(notifier);
+    join_ok(waiter);
+    assert!(cond.acquire(true, T).unwrap());
+    cond.release().unwrap();
+}
+
+/// notify(1) wakes the longest-waiting process first (FIFO, as CPython), and a
+/// thread that starts waiting after a notify never takes that notification.
+#[test]
+fn notify_is_fifo_and_late_waiters_do_not_steal() {
+    let cond = Condition::new().unwrap();
+    let order = RawArray::<u32>::new(2).unwrap();
+    let woken = RawValue::new(0u32).unwrap();
+    let start = |id: u32, ready: &Event| {
+        let (c, r, o, w) = (cond.clone(), ready.clone(), order.clone(), woken.clone());
+        spawn(move || {
+            let _g = c.lock().unwrap();
+            r.set();
+            assert!(c.wait(T).unwrap());
+            let slot = w.fetch_add(1);
+            o.set(slot as usize, id).unwrap();
+        })
+    };
+    let a_ready = Event::new().unwrap();
+    let a = start(1, &a_ready);
+    assert!(a_ready.wait(T).unwrap());
+    let b_ready = Event::new().unwrap();
+    let b = start(2, &b_ready);
+    assert!(b_ready.wait(T).unwrap());
+
+    let g = cond.lock().unwrap(); // A, then B, are inside wait
+    cond.notify(1).unwrap();
+    // We start waiting after the notify: it is A's, never ours.
+    assert!(!cond.wait(Some(Duration::from_millis(50))).unwrap());
+    drop(g);
+    join_ok(a);
+    assert_eq!(order.get(0).unwrap(), 1, "the oldest waiter wakes first");
+    {
+        let _g = cond.lock().unwrap();
+        cond.notify(1).unwrap();
+    }
+    join_ok(b);
+    assert_eq!(order.to_vec(), vec![1, 2]);
+}
+
+/// At most MAX_WAITERS threads wait at once; one more gets a clear error, and the
+/// others still wake (threads of one process here: the limit is per Condition).
+#[test]
+fn waiter_table_limit_is_a_clear_error() {
+    use multiproc::sync::condition::MAX_WAITERS;
+    let cond = Condition::new().unwrap();
+    let waiting = RawValue::new(0usize).unwrap();
+    let threads: Vec<_> = (0..MAX_WAITERS)
+        .map(|_| {
+            let (c, w) = (cond.clone(), waiting.clone());
+            std::thread::spawn(move || {
+                let _g = c.lock().unwrap();
+                w.fetch_add(1);
+                assert!(c.wait(T).unwrap());
+            })
+        })
+        .collect();
+    common::poll_until("all threads waiting", || {
+        let _g = cond.lock().unwrap();
+        waiting.load() == MAX_WAITERS
+    });
+    let g = cond.lock().unwrap();
+    assert!(matches!(cond.wait(T), Err(Error::InvalidArgument(_))));
+    cond.notify_all().unwrap();
+    drop(g);
+    for t in threads {
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,75 @@
+//! Event between real processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{T, join_ok, kill, spawn};
+use multiproc::{Event, RawValue};
+
+/// set() in one process wakes waiters in several others.
+#[test]
+fn set_wakes_all_waiting_processes() {
+    let ev = Event::new().unwrap();
+    let arrived = RawValue::new(0u32).unwrap();
+    let all_in = Event::new().unwrap();
+    let kids: Vec<_> = (0..3)
+        .map(|_| {
+            let (ev, arrived, all_in) = (ev.clone(), arrived.clone(), all_in.clone());
+            spawn(move || {
+                if arrived.fetch_add(1) + 1 == 3 {
+                    all_in.set();
+                }
+                assert!(ev.wait(T).unwrap());
+                assert!(ev.is_set());
+            })
+        })
+        .collect();
+    assert!(all_in.wait(T).unwrap());
+    ev.set();
+    for k in kids {
+        join_ok(k);
+    }
+}
+
+/// wait returns false on timeout; clear() makes later waits block again.
+#[test]
+fn timeout_and_clear() {
+    let ev = Event::new().unwrap();
+    assert!(!ev.wait(Some(Duration::from_millis(10))).unwrap());
+    ev.set();
+    assert!(ev.wait(Some(Duration::ZERO)).unwrap());
+    ev.clear();
+    assert!(!ev.is_set());
+    assert!(!ev.wait(Some(Duration::from_millis(10))).unwrap());
+    assert!(ev.wait(Some(Duration::MAX)).is_err());
+}
+
+/// A child sets the event, the parent sees it; the flag is shared, not copied.
+#[test]
+fn set_in_child_is_seen_by_parent() {
+    let ev = Event::new().unwrap();
+    let e = ev.clone();
+    let kid = spawn(move || e.set());
+    assert!(ev.wait(T).unwrap());
+    join_ok(kid);
+    assert!(ev.is_set());
+}
+
+/// A waiter killed inside wait leaves the Event working for everyone else.
+#[test]
+fn killed_waiter_leaves_it_working() {
+    let ev = Event::new().unwrap();
+    let started = Event::new().unwrap();
+    let (e, s) = (ev.clone(), started.clone());
+    let victim = spawn(move || {
+        s.set();
+        e.wait(None).unwrap();
+    });
+    assert!(started.wait(T).unwrap());
+    kill(victim);
+    let e = ev.clone();
+    let kid = spawn(move || assert!(e.wait(T).unwrap()));
+    ev.set();
+    join_ok(kid);
+}
