@@ -6,7 +6,9 @@
 //! - *blocked waiter*: another process already sleeps on the lock when the holder is
 //!   killed (it wakes at the end of its current owner-check slice);
 //! - *late acquirer*: the holder is killed and reaped first, then a process calls
-//!   `lock()` (it sleeps one slice, then checks the owner).
+//!   `lock()` (it sleeps one slice, then checks the owner);
+//! - *barrier party*: a process sits in `Barrier::wait` beside another; the time
+//!   from the SIGKILL of one to `BrokenBarrier` in the other.
 //!
 //! Times come from `CLOCK_MONOTONIC`, which all processes share.
 //!
@@ -14,7 +16,7 @@
 
 use std::time::Duration;
 
-use multiproc::{Event, Lock, Process, RawValue};
+use multiproc::{Barrier, Error, Event, Lock, Process, RawValue};
 
 const BOUND: Duration = Duration::from_secs(20);
 
@@ -90,6 +92,38 @@ fn late_acquirer() -> multiproc::Result<u64> {
     Ok(t)
 }
 
+/// One barrier run: nanoseconds from the kill of a waiting party to the other
+/// party's `BrokenBarrier`.
+fn barrier_party() -> multiproc::Result<u64> {
+    let barrier = Barrier::new(3)?;
+    let b = barrier.clone();
+    let mut victim = Process::new(move || {
+        let _ = b.wait(Some(BOUND));
+    });
+    victim.start()?;
+    let broken_at = RawValue::new(0u64)?;
+    let (b, t) = (barrier.clone(), broken_at.clone());
+    let mut survivor = Process::new(move || {
+        if let Err(Error::BrokenBarrier(_)) = b.wait(Some(BOUND)) {
+            t.store(now_ns());
+        }
+    });
+    survivor.start()?;
+    let until = std::time::Instant::now() + BOUND;
+    while barrier.n_waiting() < 2 && std::time::Instant::now() < until {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_micros(now_ns() % 20_000));
+    let killed_at = now_ns();
+    victim.kill()?;
+    victim.join(Some(BOUND))?;
+    survivor.join(Some(BOUND))?;
+    match broken_at.load() {
+        0 => Err(Error::InvalidArgument("the barrier did not break".into())),
+        t => Ok(t - killed_at),
+    }
+}
+
 fn report(name: &str, mut ns: Vec<u64>) {
     ns.sort_unstable();
     let ms = |v: u64| v as f64 / 1e6;
@@ -108,7 +142,9 @@ fn main() -> multiproc::Result<()> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(20)
         .max(1);
-    println!("dead-owner detection latency: SIGKILL of the holder -> next acquirer holds the lock");
+    println!(
+        "dead-owner detection latency: SIGKILL of the holder -> next acquirer holds the lock\n(barrier: SIGKILL of a party -> BrokenBarrier in another)"
+    );
     report(
         "blocked waiter",
         (0..runs)
@@ -119,6 +155,12 @@ fn main() -> multiproc::Result<()> {
         "late acquirer",
         (0..runs)
             .map(|_| late_acquirer())
+            .collect::<multiproc::Result<_>>()?,
+    );
+    report(
+        "barrier party",
+        (0..runs)
+            .map(|_| barrier_party())
             .collect::<multiproc::Result<_>>()?,
     );
     Ok(())

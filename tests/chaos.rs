@@ -1,6 +1,7 @@
 //! The chaos test: `multiproc chaos` runs worker processes that hammer a Value
-//! under its Lock and an RLock while a supervisor SIGKILLs random ones and starts
-//! replacements. It must end with no hang, an exact counter and no leak.
+//! under its Lock, an RLock, a Condition and a Barrier while a supervisor SIGKILLs
+//! random ones and starts replacements. It must end with no hang, an exact counter
+//! and no leak.
 //!
 //! The test runs the command itself (the one users run), for a few seconds, and
 //! bounds the whole run: a hang fails the test instead of stalling it.

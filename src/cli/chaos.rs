@@ -11,12 +11,21 @@
 //!
 //! ## What the workers do
 //! Each worker owns a *slot* (a replacement takes over the slot of the worker it
-//! replaces) and loops until the stop Event is set:
-//! - an increment of the shared `Value<u64>` under its lock (the journal protocol
-//!   below);
-//! - every few rounds, a nested (two-level) section under an `RLock` that moves two
-//!   words in step (`pair[0] == pair[1]` between sections);
-//! - a heartbeat: its slot's `beat` word, bumped every round.
+//! replaces) and runs cycles until the stop Event is set. A cycle is:
+//! - increments of the shared `Value<u64>` under its lock (the journal protocol
+//!   below) for [`INCREMENT_PHASE`], with, every few increments, a nested
+//!   (two-level) section under an `RLock` that moves two words in step
+//!   (`pair[0] == pair[1]` between sections);
+//! - a `Condition` section: alternately produce (take the lock, bump a
+//!   ticket, `notify(1)`) or consume (take the lock, `wait_for` a new ticket, at
+//!   most 5 ms). Workers are killed inside `wait` and holding the lock; an
+//!   `OwnerDied` on the Condition's lock is marked consistent (the ticket is one
+//!   atomic word: nothing to repair);
+//! - a `Barrier` round of all the workers (each worker `register()`s,
+//!   so one killed before arriving breaks the round too). A broken round is counted
+//!   and the worker goes on; the supervisor `reset()`s a broken barrier, and
+//!   `abort()`s it at the end so that no survivor waits for a dead party;
+//! - a heartbeat: its slot's `beat` word, bumped after each of these steps.
 //!
 //! ## The journal: exact counts although workers die mid-critical-section
 //! An increment *completes* when its worker records it in its slot's `done` word.
@@ -52,12 +61,17 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use multiproc::shm::clean;
-use multiproc::{Event, Process, RLock, RawValue, TryLockError, Value};
+use multiproc::{Barrier, Condition, Error, Event, Process, RLock, RawValue, TryLockError, Value};
 
 /// A worker whose heartbeat stays still this long is hung.
 const HANG_BOUND: Duration = Duration::from_secs(5);
 /// The RLock section runs every this many rounds.
 const RLOCK_EVERY: u64 = 8;
+/// Each cycle of a worker: increments (and RLock sections) for this long, then one
+/// Condition section, then one Barrier round.
+const INCREMENT_PHASE: Duration = Duration::from_millis(5);
+/// The longest a consumer waits for a ticket.
+const CONSUME_TIMEOUT: Duration = Duration::from_millis(5);
 
 /// One slot's words in shared memory.
 #[derive(Clone)]
@@ -88,7 +102,17 @@ struct Shared {
     slots: Vec<Slot>,
     rlock: RLock,
     pair: [RawValue<u64>; 2],
+    barrier: Barrier,
+    cond: Condition,
+    tickets: RawValue<u64>,
     stop: Event,
+    /// Barrier rounds passed and broken (as seen by workers).
+    passed: RawValue<u64>,
+    broken: RawValue<u64>,
+    /// Condition waits that were notified, timed out, or saw OwnerDied.
+    notified: RawValue<u64>,
+    timed_out: RawValue<u64>,
+    cond_died: RawValue<u64>,
     /// Statistics: `OwnerDied` takeovers of the counter's lock, and journal entries
     /// found pending whose increment was recorded (kept) or not (rolled back).
     takeovers: RawValue<u64>,
@@ -158,17 +182,72 @@ impl Shared {
         drop(outer);
     }
 
+    fn barrier_section(&self) {
+        match self.barrier.wait(None) {
+            Ok(_) => self.passed.fetch_add(1),
+            Err(Error::BrokenBarrier(_)) => self.broken.fetch_add(1),
+            Err(e) => panic!("Barrier::wait: {e}"),
+        };
+    }
+
+    fn condition_section(&self, produce: bool) {
+        let guard = match self.cond.lock() {
+            Ok(g) => g,
+            Err(died) => {
+                let g = died.into_inner();
+                self.cond_died.fetch_add(1);
+                g.mark_consistent();
+                g
+            }
+        };
+        if produce {
+            self.tickets.fetch_add(1);
+            self.cond.notify(1).expect("holding the lock");
+        } else {
+            let seen = self.tickets.load();
+            match self
+                .cond
+                .wait_for(|| self.tickets.load() != seen, Some(CONSUME_TIMEOUT))
+            {
+                Ok(true) => self.notified.fetch_add(1),
+                Ok(false) => self.timed_out.fetch_add(1),
+                Err(Error::OwnerDied) => {
+                    // The lock is held again: nothing to repair.
+                    guard.mark_consistent();
+                    self.cond_died.fetch_add(1)
+                }
+                Err(e) => panic!("Condition::wait_for: {e}"),
+            };
+        }
+        drop(guard);
+    }
+
     fn work(&self, slot: usize) {
         let me = &self.slots[slot];
-        let mut round = 0u64;
+        self.barrier
+            .register()
+            .expect("at most 32 workers register");
+        let mut cycle = 0u64;
+        let mut n = 0u64;
         while !self.stop.is_set() {
-            self.increment(me);
-            if round % RLOCK_EVERY == 0 {
-                self.rlock_section();
+            // Time-boxed phases, so that kills (random in time) land in each kind
+            // of section, not only in the slowest one.
+            let phase_end = Instant::now() + INCREMENT_PHASE;
+            while Instant::now() < phase_end {
+                self.increment(me);
+                n += 1;
+                if n % RLOCK_EVERY == 0 {
+                    self.rlock_section();
+                }
             }
-            round += 1;
             me.beat.fetch_add(1);
+            self.condition_section((cycle + slot as u64) % 2 == 0);
+            me.beat.fetch_add(1);
+            self.barrier_section();
+            me.beat.fetch_add(1);
+            cycle += 1;
         }
+        self.barrier.unregister();
     }
 }
 
@@ -273,7 +352,15 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
             .collect::<multiproc::Result<_>>()?,
         rlock: RLock::new()?,
         pair: [RawValue::new(0)?, RawValue::new(0)?],
+        barrier: Barrier::new(processes)?,
+        cond: Condition::new()?,
+        tickets: RawValue::new(0)?,
         stop: Event::new()?,
+        passed: RawValue::new(0)?,
+        broken: RawValue::new(0)?,
+        notified: RawValue::new(0)?,
+        timed_out: RawValue::new(0)?,
+        cond_died: RawValue::new(0)?,
         takeovers: RawValue::new(0)?,
         kept: RawValue::new(0)?,
         rolled_back: RawValue::new(0)?,
@@ -290,6 +377,10 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
 
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5).min(kill_every));
+        // A round broken by a death: open a fresh one for the live workers.
+        if shared.barrier.broken() {
+            shared.barrier.reset();
+        }
         let now = Instant::now();
         // Hang watch: every live worker's heartbeat must move.
         for (slot, w) in workers.iter_mut().enumerate() {
@@ -318,8 +409,10 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
         }
     }
 
-    // The survivors finish.
+    // The survivors finish; abort the barrier so that none waits for a party that
+    // has already left.
     shared.stop.set();
+    shared.barrier.abort();
     for (slot, mut w) in workers.into_iter().enumerate() {
         match w.process.join(Some(HANG_BOUND)) {
             Ok(Some(0)) => {}
@@ -377,6 +470,14 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
         .count();
     let leaked = leaked_files + processes_mapping(&memfd_inodes("self"));
     println!(
+        "chaos: barrier: {} passes, {} broken waits; condition: {} notified, {} timed out, {} OwnerDied",
+        shared.passed.load(),
+        shared.broken.load(),
+        shared.notified.load(),
+        shared.timed_out.load(),
+        shared.cond_died.load()
+    );
+    println!(
         "chaos: {} takeovers of the counter's lock with OwnerDied; journal: {} increments confirmed, {} rolled back",
         shared.takeovers.load(),
         shared.kept.load(),
@@ -399,7 +500,7 @@ pub fn main(seconds: f64, processes: usize, kill_every_ms: u64) -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!(
-        "chaos: {processes} worker processes for {seconds} s (Value + Lock with a journal, RLock), \
+        "chaos: {processes} worker processes for {seconds} s (Value + Lock with a journal, RLock, Barrier, Condition), \
          SIGKILL to a random one every ~{kill_every_ms} ms"
     );
     let o = match run(seconds, processes, Duration::from_millis(kill_every_ms)) {

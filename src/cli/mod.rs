@@ -34,7 +34,8 @@ enum Command {
         /// Look only at these segment names (default: every segment in /dev/shm).
         names: Vec<String>,
     },
-    /// Kill random worker processes with SIGKILL while they hammer shared objects;
+    /// Kill random worker processes with SIGKILL while they hammer a Value under its
+    /// Lock, an RLock, a Condition and a Barrier;
     /// check that nothing hangs, the counter is exact and nothing leaks.
     ///
     /// Ends with `chaos: K kills, H hangs, counter C of E, leaked L` and exits
