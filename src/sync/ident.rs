@@ -91,12 +91,33 @@ fn thread_slow() -> u32 {
 
 /// Whether the owner named by `owner` (an owner word) no longer runs: no task with
 /// its id, a zombie, or a task with that id but another start time (pid reuse).
+///
+/// "No task with its id" counts only when `/proc` answers at all (this process can
+/// read its own entry): without a mounted `/proc` every owner would look gone, and
+/// waiters would take live owners' locks. Then nothing is ever declared gone:
+/// owner death is not detected, but mutual exclusion holds.
 pub fn is_gone(owner: u32) -> bool {
+    gone_by(owner, procfs::task_stat, procfs_answers)
+}
+
+fn gone_by(
+    owner: u32,
+    stat: impl Fn(u32) -> Option<procfs::TaskStat>,
+    proc_answers: impl Fn() -> bool,
+) -> bool {
     let owner = owner & OWNER_MASK;
-    match procfs::task_stat(owner & ID_MASK) {
-        None => true,
+    match stat(owner & ID_MASK) {
+        None => proc_answers(),
         Some(stat) => stat.is_dead() || tag_of(stat.start_time) != (owner >> TAG_SHIFT) & TAG_MASK,
     }
+}
+
+/// Whether `/proc` shows this process (checked once per process image).
+fn procfs_answers() -> bool {
+    static ANSWERS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWERS.get_or_init(|| {
+        procfs::task_stat(rustix::process::getpid().as_raw_nonzero().get() as u32).is_some()
+    })
 }
 
 #[cfg(test)]
@@ -117,5 +138,35 @@ mod tests {
         // Same pid, another start time: a reused pid is not the old owner.
         let stranger = (p & ID_MASK) | (((p >> TAG_SHIFT) + 1) & TAG_MASK) << TAG_SHIFT;
         assert!(is_gone(stranger));
+    }
+
+    /// Regression: with no `/proc` (a container without it mounted), every owner
+    /// looked gone, so a waiter took a live owner's lock after one slice.
+    #[test]
+    fn without_proc_no_owner_is_declared_gone() {
+        let live = procfs::TaskStat {
+            state: b'S',
+            start_time: 1234,
+        };
+        let owner = word(77, 1234);
+        let no_proc = |_: u32| None;
+        assert!(!gone_by(owner, no_proc, || false), "no /proc: assume alive");
+        assert!(
+            gone_by(owner, no_proc, || true),
+            "/proc works: absent is gone"
+        );
+        assert!(!gone_by(owner, |_| Some(live), || true));
+        let zombie = procfs::TaskStat {
+            state: b'Z',
+            ..live
+        };
+        assert!(gone_by(owner, |_| Some(zombie), || true));
+        // Pid reused by a process with another start time (and tag).
+        let reused = procfs::TaskStat {
+            start_time: (0..).find(|&t| tag_of(t) != tag_of(1234)).unwrap(),
+            ..live
+        };
+        assert!(gone_by(owner, |_| Some(reused), || true));
+        assert!(procfs_answers());
     }
 }
