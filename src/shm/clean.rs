@@ -28,9 +28,23 @@ use crate::error::{Error, Result};
 use crate::sys::{mem, procfs};
 
 /// Where POSIX shared memory objects live on Linux.
+///
+/// ```
+/// let shm = multiproc::SharedMemory::create(8)?;
+/// let path = format!("{}/{}", multiproc::shm::clean::SHM_DIR, shm.name());
+/// assert!(std::path::Path::new(&path).exists());
+/// shm.unlink()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub const SHM_DIR: &str = "/dev/shm";
 
 /// Why a segment is kept or may be removed.
+///
+/// ```
+/// use multiproc::shm::clean::Status;
+/// let s = Status::InUse { pid: 42 };
+/// assert_ne!(s, Status::Stale);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// Creator gone and no process maps it: safe to remove.
@@ -45,6 +59,17 @@ pub enum Status {
 }
 
 /// A multiproc segment of this user found in `/dev/shm`.
+///
+/// ```
+/// use multiproc::shm::{clean, header::Kind};
+/// let shm = multiproc::SharedMemory::create(100)?;
+/// let info = clean::status(shm.name())?;
+/// assert_eq!(info.kind, Kind::SharedMemory);
+/// assert_eq!(info.file_size, 64 + 100); // the header, then the payload
+/// assert_eq!(info.creator_pid, std::process::id());
+/// shm.unlink()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
     /// Its name (the file name in `/dev/shm`; attach with it).
