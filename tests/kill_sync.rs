@@ -137,6 +137,40 @@ fn a_registered_party_killed_before_arriving_breaks_the_barrier() {
     nothing_new_in_dev_shm(&before);
 }
 
+#[test]
+fn the_last_party_killed_inside_the_barrier_action_breaks_the_round() {
+    let before = dev_shm();
+    let barrier = Barrier::new(2).unwrap();
+    let outcome = RawValue::new(0u32).unwrap();
+    let (b, o) = (barrier.clone(), outcome.clone());
+    let survivor = spawn(move || o.set(barrier_outcome(b.wait(Some(BOUND)))));
+    until_waiting(&barrier, 1);
+    // The last to arrive runs the action, holding the barrier's internal lock.
+    let in_action = Event::new().unwrap();
+    let (ia, never) = (in_action.clone(), Event::new().unwrap());
+    let b = barrier.clone().with_action(move || {
+        ia.set();
+        let _ = never.wait(Some(BOUND));
+    });
+    let victim = spawn(move || {
+        let _ = b.wait(Some(BOUND));
+        panic!("the victim left the barrier");
+    });
+    assert!(in_action.wait(Some(BOUND)).unwrap());
+    kill(victim);
+    join_ok(survivor);
+    assert_eq!(outcome.get(), BROKEN);
+    // The internal lock passed on; after a reset, live parties meet again.
+    barrier.reset();
+    let b = barrier.clone();
+    let party = spawn(move || {
+        b.wait(Some(BOUND)).unwrap();
+    });
+    barrier.wait(Some(BOUND)).unwrap();
+    join_ok(party);
+    nothing_new_in_dev_shm(&before);
+}
+
 /// Starts a process that takes `cond`'s lock, sets `ready`, and calls
 /// `wait(BOUND)`; once the parent can take the lock, that process sits in `wait`.
 fn waiter(cond: &Condition, ready: &Event, outcome: &RawValue<u32>) -> Process {
