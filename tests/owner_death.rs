@@ -345,6 +345,40 @@ fn a_process_killed_inside_event_wait_leaves_the_event_working() {
     );
 }
 
+#[test]
+fn a_process_polling_with_non_blocking_acquire_gets_a_dead_owner_s_lock() {
+    let lock = Lock::new().unwrap();
+    let held = Event::new().unwrap();
+    let l = lock.clone();
+    let v = victim(&held, move || std::mem::forget(l.lock().unwrap()));
+    kill_when_held(v, &held);
+    let outcome = RawValue::new(0u32).unwrap();
+    let (l, o) = (lock.clone(), outcome.clone());
+    join_ok(spawn(move || {
+        // Python's `while not lock.acquire(False): ...`, bounded for the test.
+        let until = std::time::Instant::now() + BOUND;
+        loop {
+            match l.acquire(false, None) {
+                Ok(false) if std::time::Instant::now() < until => std::hint::spin_loop(),
+                Ok(false) => {
+                    o.set(TIMED_OUT);
+                    return;
+                }
+                Ok(true) => o.set(CLEAN),
+                Err(Error::OwnerDied) => {
+                    l.mark_consistent();
+                    o.set(DIED);
+                }
+                Err(e) => panic!("{e}"),
+            }
+            l.release().unwrap();
+            return;
+        }
+    }));
+    assert_eq!(outcome.get(), DIED);
+    drop(lock.try_lock().expect("clean after the repair"));
+}
+
 static STORM_STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn ignore_signal(_: libc::c_int) {}

@@ -124,7 +124,9 @@ impl Lock {
         self.guard(how)
     }
 
-    /// Takes the lock if it is free, without waiting.
+    /// Takes the lock if it is free, without waiting. A lock whose holder died is
+    /// taken over with [`OwnerDied`] too (the owner is checked at most every 20 ms
+    /// per thread), so a loop that polls `try_lock` never spins forever on it.
     ///
     /// ```
     /// use multiproc::TryLockError;

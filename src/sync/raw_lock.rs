@@ -29,13 +29,16 @@
 //! same word, they ask `/proc` whether the owner still runs (pid *and* start-time tag,
 //! so a reused pid does not pass for the dead owner). If it does not, one waiter wins
 //! a compare-exchange `dead -> me | CONTENDED`, sets INCONSISTENT, and returns
-//! [`Acquired::OwnerDied`]. Detection therefore takes at most one slice plus a read
-//! of `/proc`, while the uncontended path stays a single compare-exchange, cheaper
+//! [`Acquired::OwnerDied`]. A waiter also checks when wakes keep cutting its slices
+//! short (signals), and a failing `try_lock` checks at most once per interval per
+//! thread, so neither a sleeper nor a poller waits forever on a dead owner.
+//! Detection therefore takes at most one slice plus a read of `/proc`, while the uncontended path stays a single compare-exchange, cheaper
 //! than a robust pthread mutex (whose kernel robust list must also be updated on every
 //! acquire and release) and free of glibc's per-thread robust list, which multiproc
 //! could not share. The cost: a process blocked on a long-held lock wakes once per
 //! slice (a few microseconds of work), and all processes must share a pid namespace.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -91,21 +94,63 @@ impl RawLock {
         }
     }
 
-    /// Takes the lock for `me` if it is free; never blocks.
+    /// Takes the lock for `me` if it is free, or if its owner died; never blocks.
+    ///
+    /// Whether the owner died is checked at most once per [`OWNER_CHECK_INTERVAL`]
+    /// per thread (a read of `/proc`), so a loop that polls `try_lock` takes a dead
+    /// owner's lock within about one interval, while a failing `try_lock` stays a
+    /// compare-exchange and a clock read almost every time.
     #[inline]
     pub fn try_lock(&self, me: u32) -> Option<Acquired> {
-        self.word
+        match self
+            .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| self.after_acquire())
+        {
+            Ok(_) => Some(self.after_acquire()),
+            Err(w) => self.try_take_over(me, w),
+        }
+    }
+
+    /// A failed `try_lock`: takes the lock over if the owner of `w` is gone and an
+    /// owner check is due for this thread.
+    #[cold]
+    fn try_take_over(&self, me: u32, w: u32) -> Option<Acquired> {
+        thread_local! {
+            static NEXT_CHECK: Cell<Option<Instant>> = const { Cell::new(None) };
+        }
+        let now = Instant::now();
+        if NEXT_CHECK.with(|n| n.get().is_some_and(|t| now < t)) {
+            return None;
+        }
+        NEXT_CHECK.with(|n| n.set(Some(now + OWNER_CHECK_INTERVAL)));
+        // Keep CONTENDED: sleepers may be waiting for the wake on unlock.
+        if w != 0
+            && ident::is_gone(w)
+            && self
+                .word
+                .compare_exchange(
+                    w,
+                    me | (w & CONTENDED),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
+            return Some(Acquired::OwnerDied);
+        }
+        None
     }
 
     /// Takes the lock for `me`, waiting until `deadline`; `None` when it passed.
     #[inline]
     pub fn lock(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
-        match self.try_lock(me) {
-            Some(a) => Some(a),
-            None => self.lock_contended(me, deadline),
+        match self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Some(self.after_acquire()),
+            Err(_) => self.lock_contended(me, deadline),
         }
     }
 
@@ -261,6 +306,28 @@ mod tests {
         let deadline = Deadline::after(Some(OWNER_CHECK_INTERVAL * 2)).unwrap();
         assert_eq!(raw.lock(me, deadline), None);
         assert!(raw.is_consistent());
+        raw.unlock();
+    }
+
+    #[test]
+    fn try_lock_takes_a_dead_owner_s_lock_at_most_once_per_interval() {
+        let (raw, _block) = fresh();
+        let me = ident::process();
+        let _ = raw.try_lock(same_pid_other_start(me));
+        // Polling: within a few intervals one try_lock sees the owner gone.
+        let deadline = Deadline::after(Some(Duration::from_secs(20))).unwrap();
+        let got = loop {
+            if let Some(how) = raw.try_lock(me) {
+                break how;
+            }
+            assert!(!deadline.expired(), "try_lock never noticed the dead owner");
+            std::hint::spin_loop();
+        };
+        assert_eq!(got, Acquired::OwnerDied);
+        assert_eq!(raw.owner(), me);
+        // Held by a live owner (this process): never taken over.
+        assert_eq!(raw.try_lock(me), None);
+        raw.mark_consistent();
         raw.unlock();
     }
 
