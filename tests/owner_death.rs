@@ -357,23 +357,22 @@ fn a_process_polling_with_non_blocking_acquire_gets_a_dead_owner_s_lock() {
     join_ok(spawn(move || {
         // Python's `while not lock.acquire(False): ...`, bounded for the test.
         let until = std::time::Instant::now() + BOUND;
-        loop {
+        let got = loop {
             match l.acquire(false, None) {
                 Ok(false) if std::time::Instant::now() < until => std::hint::spin_loop(),
-                Ok(false) => {
-                    o.set(TIMED_OUT);
-                    return;
-                }
-                Ok(true) => o.set(CLEAN),
-                Err(Error::OwnerDied) => {
-                    l.mark_consistent();
-                    o.set(DIED);
-                }
-                Err(e) => panic!("{e}"),
+                other => break other,
             }
-            l.release().unwrap();
-            return;
-        }
+        };
+        o.set(match got {
+            Ok(false) => return o.set(TIMED_OUT),
+            Ok(true) => CLEAN,
+            Err(Error::OwnerDied) => {
+                l.mark_consistent();
+                DIED
+            }
+            Err(e) => panic!("{e}"),
+        });
+        l.release().unwrap();
     }));
     assert_eq!(outcome.get(), DIED);
     drop(lock.try_lock().expect("clean after the repair"));
