@@ -31,7 +31,9 @@
 //! a compare-exchange `dead -> me | CONTENDED`, sets INCONSISTENT, and returns
 //! [`Acquired::OwnerDied`]. A waiter also checks when wakes keep cutting its slices
 //! short (signals), and a failing `try_lock` checks at most once per interval per
-//! thread, so neither a sleeper nor a poller waits forever on a dead owner.
+//! thread, so neither a sleeper nor a poller waits forever on a dead owner. A
+//! blocking acquire makes that same rate-limited check before its first sleep, so a
+//! process that comes to an already dead owner's lock usually takes it at once.
 //! Detection therefore takes at most one slice plus a read of `/proc`, while the uncontended path stays a single compare-exchange, cheaper
 //! than a robust pthread mutex (whose kernel robust list must also be updated on every
 //! acquire and release) and free of glibc's per-thread robust list, which multiproc
@@ -97,7 +99,7 @@ impl RawLock {
     /// Takes the lock for `me` if it is free, or if its owner died; never blocks.
     ///
     /// Whether the owner died is checked at most once per [`OWNER_CHECK_INTERVAL`]
-    /// per thread (a read of `/proc`), so a loop that polls `try_lock` takes a dead
+    /// per thread while owners are found alive (a read of `/proc`), so a loop that polls `try_lock` takes a dead
     /// owner's lock within about one interval, while a failing `try_lock` stays a
     /// compare-exchange and a clock read almost every time.
     #[inline]
@@ -122,19 +124,21 @@ impl RawLock {
         if NEXT_CHECK.with(|n| n.get().is_some_and(|t| now < t)) {
             return None;
         }
-        NEXT_CHECK.with(|n| n.set(Some(now + OWNER_CHECK_INTERVAL)));
+        if w == 0 || !ident::is_gone(w) {
+            // A live owner: do not read `/proc` again for a while.
+            NEXT_CHECK.with(|n| n.set(Some(now + OWNER_CHECK_INTERVAL)));
+            return None;
+        }
         // Keep CONTENDED: sleepers may be waiting for the wake on unlock.
-        if w != 0
-            && ident::is_gone(w)
-            && self
-                .word
-                .compare_exchange(
-                    w,
-                    me | (w & CONTENDED),
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
+        if self
+            .word
+            .compare_exchange(
+                w,
+                me | (w & CONTENDED),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
         {
             self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
             return Some(Acquired::OwnerDied);
@@ -170,6 +174,14 @@ impl RawLock {
     #[cold]
     fn lock_contended(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
         let mut w = self.spin();
+        // Before sleeping, the rate-limited check of `try_lock`: a process that
+        // comes to a lock whose owner is already dead takes it now, not after a
+        // slice (at most one `/proc` read per interval per thread).
+        if w != 0 {
+            if let Some(how) = self.try_take_over(me, w) {
+                return Some(how);
+            }
+        }
         let mut next_check = Instant::now() + OWNER_CHECK_INTERVAL;
         loop {
             if w == 0 {
