@@ -34,11 +34,12 @@
 //! thread, so neither a sleeper nor a poller waits forever on a dead owner. A
 //! blocking acquire makes that same rate-limited check before its first sleep, so a
 //! process that comes to an already dead owner's lock usually takes it at once.
-//! Detection therefore takes at most one slice plus a read of `/proc`, while the uncontended path stays a single compare-exchange, cheaper
-//! than a robust pthread mutex (whose kernel robust list must also be updated on every
-//! acquire and release) and free of glibc's per-thread robust list, which multiproc
-//! could not share. The cost: a process blocked on a long-held lock wakes once per
-//! slice (a few microseconds of work), and all processes must share a pid namespace.
+//! Detection therefore takes at most one slice plus a read of `/proc`, while the
+//! uncontended path stays a single compare-exchange, cheaper than a robust pthread
+//! mutex (whose kernel robust list must also be updated on every acquire and
+//! release) and free of glibc's per-thread robust list, which multiproc could not
+//! share. The cost: a process blocked on a long-held lock wakes once per slice (a
+//! few microseconds of work), and all processes must share a pid namespace.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -98,10 +99,11 @@ impl RawLock {
 
     /// Takes the lock for `me` if it is free, or if its owner died; never blocks.
     ///
-    /// Whether the owner died is checked at most once per [`OWNER_CHECK_INTERVAL`]
-    /// per thread while owners are found alive (a read of `/proc`), so a loop that polls `try_lock` takes a dead
-    /// owner's lock within about one interval, while a failing `try_lock` stays a
-    /// compare-exchange and a clock read almost every time.
+    /// Whether the owner died is checked (a read of `/proc`) at most once per
+    /// [`OWNER_CHECK_INTERVAL`] per thread while owners are found alive, so a loop
+    /// that polls `try_lock` takes a dead owner's lock within about one interval,
+    /// while a failing `try_lock` stays a compare-exchange and a clock read almost
+    /// every time.
     #[inline]
     pub fn try_lock(&self, me: u32) -> Option<Acquired> {
         match self
