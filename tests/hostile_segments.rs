@@ -235,8 +235,8 @@ fn named_segments_are_created_0600_whatever_the_umask() {
     let mode = RawValue::new(0u32).unwrap();
     let m = mode.clone();
     join_ok(spawn(move || {
-        // SAFETY: umask only changes this child's file-creation mask.
-        unsafe { libc::umask(0) };
+        // Only this child's file-creation mask changes.
+        rustix::process::umask(rustix::fs::Mode::empty());
         let shm = SharedMemory::create(8).unwrap();
         let meta = std::fs::metadata(format!("/dev/shm/{}", shm.name())).unwrap();
         m.set(meta.permissions().mode() & 0o777);
