@@ -9,7 +9,7 @@
 //!   100,000 Locks need four mappings, not 100,000.
 //! - [`shared_memory`]: the public `SharedMemory` type (create, attach, unlink).
 //! - [`clean`]: finding named segments whose creator is gone (`multiproc clean`).
-//! - [`value`] and [`array`]: typed plain data in arena blocks (Python's
+//! - [`value`] and [`array`](mod@array): typed plain data in arena blocks (Python's
 //!   `sharedctypes`), with their locks beside them.
 //!
 //! `unsafe` is confined to this layer and [`crate::sys`].
