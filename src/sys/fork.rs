@@ -16,6 +16,26 @@ extern "C" fn after_fork_in_child() {
 }
 
 /// Registers the fork handler (once per process image; forks inherit it).
+///
+/// [`fork`] calls it; call it yourself before forking by other means, so that the
+/// generation still changes in those children.
+///
+/// ```
+/// use multiproc::sys::fork::{exit_now, generation, install_hooks};
+/// use rustix::process::{Pid, WaitOptions, waitpid};
+/// install_hooks();
+/// install_hooks(); // idempotent
+/// let before = generation();
+/// // SAFETY: the child only reads an atomic and leaves through `_exit`.
+/// let pid = unsafe { libc::fork() };
+/// assert!(pid >= 0, "fork failed");
+/// if pid == 0 {
+///     exit_now(if generation() != before { 0 } else { 1 });
+/// }
+/// let (_, status) = waitpid(Pid::from_raw(pid), WaitOptions::empty()).unwrap().unwrap();
+/// assert_eq!(status.exit_status(), Some(0)); // the hook ran in the child
+/// assert_eq!(generation(), before); // and not in the parent
+/// ```
 pub fn install_hooks() {
     INSTALL.call_once(|| {
         // SAFETY: `pthread_atfork` only records the function pointer; the handler is
@@ -26,12 +46,41 @@ pub fn install_hooks() {
 }
 
 /// A number that changes in every forked child: compare it to detect a new process.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Process, RawValue};
+/// use multiproc::sys::fork::generation;
+/// let parent = generation();
+/// let seen = RawValue::new(parent)?;
+/// let s = seen.clone();
+/// let mut p = Process::new(move || s.set(generation()));
+/// p.start()?;
+/// p.join(Some(Duration::from_secs(10)))?;
+/// assert_ne!(seen.get(), parent); // a new process, a new generation
+/// assert_eq!(generation(), parent);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[inline]
 pub fn generation() -> u32 {
     GENERATION.load(Ordering::Relaxed)
 }
 
 /// Which side of a fork the caller is on.
+///
+/// ```
+/// use multiproc::sys::fork::{Forked, exit_now, fork};
+/// use rustix::process::{Pid, WaitOptions, waitpid};
+/// match fork().unwrap() {
+///     Forked::Child => exit_now(7),
+///     Forked::Parent(pid) => {
+///         assert!(pid > 0);
+///         let (who, status) = waitpid(Pid::from_raw(pid), WaitOptions::empty()).unwrap().unwrap();
+///         assert_eq!(who.as_raw_nonzero().get(), pid);
+///         assert_eq!(status.exit_status(), Some(7));
+///     }
+/// }
+/// ```
 pub enum Forked {
     /// In the parent; the child's pid.
     Parent(i32),
@@ -43,7 +92,32 @@ pub enum Forked {
 ///
 /// The child has one thread, a copy of the parent's memory and every shared
 /// mapping. It should run its work and leave through [`exit_now`], so that it never
-/// runs the parent's destructors, `atexit` handlers or stdio flushes.
+/// runs the parent's destructors, `atexit` handlers or stdio flushes. Prefer
+/// [`Process`](crate::Process), which does all that and reaps the child.
+///
+/// The child's writes to shared memory are seen by the parent; its writes to
+/// ordinary memory are not:
+///
+/// ```
+/// use multiproc::RawValue;
+/// use multiproc::sys::fork::{Forked, exit_now, fork};
+/// use rustix::process::{Pid, WaitOptions, waitpid};
+/// let shared = RawValue::new(0u32)?;
+/// let mut private = 0u32;
+/// match fork().unwrap() {
+///     Forked::Child => {
+///         shared.set(1);
+///         private = 1;
+///         exit_now(0);
+///     }
+///     Forked::Parent(pid) => {
+///         waitpid(Pid::from_raw(pid), WaitOptions::empty()).unwrap();
+///     }
+/// }
+/// assert_eq!(shared.get(), 1);
+/// assert_eq!(private, 0);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub fn fork() -> std::io::Result<Forked> {
     install_hooks();
     // SAFETY: fork is sound to call; its hazard is in what the child does next with a
@@ -60,6 +134,17 @@ pub fn fork() -> std::io::Result<Forked> {
 
 /// Ends the calling process at once with `code`, running no destructors, `atexit`
 /// handlers or stdio flushes (flush what you wrote first).
+///
+/// ```
+/// use multiproc::sys::fork::{Forked, exit_now, fork};
+/// use rustix::process::{Pid, WaitOptions, waitpid};
+/// if let Forked::Parent(pid) = fork().unwrap() {
+///     let (_, status) = waitpid(Pid::from_raw(pid), WaitOptions::empty()).unwrap().unwrap();
+///     assert_eq!(status.exit_status(), Some(42));
+/// } else {
+///     exit_now(42); // the child ends here: nothing after this runs in it
+/// }
+/// ```
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` is always sound; it never returns.
     unsafe { libc::_exit(code) }
