@@ -295,7 +295,7 @@ impl<T: Pod> RawValue<T> {
 ///
 /// Other types cannot implement it:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 /// #[repr(C)]
 /// struct Mine(u32);
@@ -307,7 +307,7 @@ mod sealed {
     /// The operations behind [`AtomicInt`](super::AtomicInt); private, so that only
     /// the integer types implement it.
     ///
-    /// ```compile_fail
+    /// ```compile_fail,E0603
     /// // The module is private: outside code cannot name the trait.
     /// use multiproc::shm::value::sealed::Sealed;
     /// ```
