@@ -67,21 +67,7 @@ pub fn generation() -> u32 {
 }
 
 /// Which side of a fork the caller is on.
-///
-/// ```
-/// use multiproc::sys::fork::{Forked, exit_now, fork};
-/// use rustix::process::{Pid, WaitOptions, waitpid};
-/// match fork().unwrap() {
-///     Forked::Child => exit_now(7),
-///     Forked::Parent(pid) => {
-///         assert!(pid > 0);
-///         let (who, status) = waitpid(Pid::from_raw(pid), WaitOptions::empty()).unwrap().unwrap();
-///         assert_eq!(who.as_raw_nonzero().get(), pid);
-///         assert_eq!(status.exit_status(), Some(7));
-///     }
-/// }
-/// ```
-pub enum Forked {
+pub(crate) enum Forked {
     /// In the parent; the child's pid.
     Parent(i32),
     /// In the child.
@@ -92,33 +78,13 @@ pub enum Forked {
 ///
 /// The child has one thread, a copy of the parent's memory and every shared
 /// mapping. It should run its work and leave through [`exit_now`], so that it never
-/// runs the parent's destructors, `atexit` handlers or stdio flushes. Prefer
-/// [`Process`](crate::Process), which does all that and reaps the child.
+/// runs the parent's destructors, `atexit` handlers or stdio flushes.
 ///
-/// The child's writes to shared memory are seen by the parent; its writes to
-/// ordinary memory are not:
-///
-/// ```
-/// use multiproc::RawValue;
-/// use multiproc::sys::fork::{Forked, exit_now, fork};
-/// use rustix::process::{Pid, WaitOptions, waitpid};
-/// let shared = RawValue::new(0u32)?;
-/// let mut private = 0u32;
-/// match fork().unwrap() {
-///     Forked::Child => {
-///         shared.set(1);
-///         private = 1;
-///         exit_now(0);
-///     }
-///     Forked::Parent(pid) => {
-///         waitpid(Pid::from_raw(pid), WaitOptions::empty()).unwrap();
-///     }
-/// }
-/// assert_eq!(shared.get(), 1);
-/// assert_eq!(private, 0);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
-pub fn fork() -> std::io::Result<Forked> {
+/// Crate-private on purpose: a child forked from a multi-threaded parent may only
+/// call async-signal-safe functions until it execs, which a safe public `fork` could
+/// not promise. Users fork through [`Process`](crate::Process), which runs only the
+/// user's closure in the child and documents that caveat.
+pub(crate) fn fork() -> std::io::Result<Forked> {
     install_hooks();
     // SAFETY: fork is sound to call; its hazard is in what the child does next with a
     // single thread (locks held by other parent threads stay held). Callers run only
@@ -136,14 +102,13 @@ pub fn fork() -> std::io::Result<Forked> {
 /// handlers or stdio flushes (flush what you wrote first).
 ///
 /// ```
-/// use multiproc::sys::fork::{Forked, exit_now, fork};
-/// use rustix::process::{Pid, WaitOptions, waitpid};
-/// if let Forked::Parent(pid) = fork().unwrap() {
-///     let (_, status) = waitpid(Pid::from_raw(pid), WaitOptions::empty()).unwrap().unwrap();
-///     assert_eq!(status.exit_status(), Some(42));
-/// } else {
-///     exit_now(42); // the child ends here: nothing after this runs in it
-/// }
+/// use std::time::Duration;
+/// use multiproc::Process;
+/// use multiproc::sys::fork::exit_now;
+/// let mut p = Process::new(|| exit_now(42)); // nothing after this runs in the child
+/// p.start()?;
+/// assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(42));
+/// # Ok::<(), multiproc::Error>(())
 /// ```
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` is always sound; it never returns.
