@@ -19,10 +19,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::sys::{fork, procfs};
 
 /// Bits holding the pid or tid.
+///
+/// ```
+/// use multiproc::sync::ident::{self, ID_MASK};
+/// let me = ident::process();
+/// assert_eq!(me & ID_MASK, std::process::id());
+/// assert!(std::process::id() <= ID_MASK); // every pid fits (PID_MAX_LIMIT is 2^22)
+/// ```
 pub const ID_MASK: u32 = (1 << 22) - 1;
 const TAG_SHIFT: u32 = 22;
 const TAG_MASK: u32 = 0x1ff;
 /// Bits of a lock word that name the owner (id and tag).
+///
+/// ```
+/// use multiproc::sync::ident::{self, OWNER_MASK};
+/// // Owner words never use bit 31: it stays free for the lock word's CONTENDED flag.
+/// assert_eq!(ident::process() & !OWNER_MASK, 0);
+/// assert_eq!(ident::thread() & !OWNER_MASK, 0);
+/// ```
 pub const OWNER_MASK: u32 = (1 << 31) - 1;
 
 fn tag_of(start_time: u64) -> u32 {
@@ -35,6 +49,15 @@ fn word(id: u32, start_time: u64) -> u32 {
 }
 
 /// The pid part of an owner word.
+///
+/// ```
+/// use multiproc::sync::ident;
+/// let me = ident::process();
+/// assert_eq!(ident::id_of(me), std::process::id());
+/// // Neither the CONTENDED bit nor the tag is part of the id.
+/// assert_eq!(ident::id_of(me | (1 << 31)), std::process::id());
+/// assert_eq!(ident::id_of(me ^ (1 << 22)), std::process::id());
+/// ```
 pub fn id_of(owner: u32) -> u32 {
     owner & ID_MASK
 }
@@ -51,6 +74,26 @@ fn cached(v: u64) -> Option<u32> {
 }
 
 /// This process's owner word.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Process, RawValue};
+/// use multiproc::sync::ident;
+/// let me = ident::process();
+/// assert_eq!(ident::process(), me); // cached
+/// assert_eq!(ident::id_of(me), std::process::id());
+/// assert!(!ident::is_gone(me));
+///
+/// // A forked child computes its own identity, not its parent's.
+/// let seen = RawValue::<u32>::new(0)?;
+/// let s = seen.clone();
+/// let mut child = Process::new(move || s.set(ident::process()));
+/// child.start()?;
+/// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+/// assert_ne!(seen.get(), me);
+/// assert_eq!(Some(ident::id_of(seen.get())), child.pid());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[inline]
 pub fn process() -> u32 {
     match cached(PROCESS.load(Ordering::Relaxed)) {
@@ -70,6 +113,16 @@ fn process_slow() -> u32 {
 }
 
 /// The calling thread's owner word.
+///
+/// ```
+/// use multiproc::sync::ident;
+/// let t = ident::thread();
+/// assert_eq!(ident::thread(), t); // cached
+/// assert!(!ident::is_gone(t));
+/// // Another thread of this process has another id (its tid).
+/// let other = std::thread::spawn(ident::thread).join().unwrap();
+/// assert_ne!(ident::id_of(other), ident::id_of(t));
+/// ```
 #[inline]
 pub fn thread() -> u32 {
     THREAD.with(|c| match cached(c.get()) {
@@ -96,6 +149,29 @@ fn thread_slow() -> u32 {
 /// read its own entry): without a mounted `/proc` every owner would look gone, and
 /// waiters would take live owners' locks. Then nothing is ever declared gone:
 /// owner death is not detected, but mutual exclusion holds.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Process, RawValue};
+/// use multiproc::sync::ident;
+/// let me = ident::process();
+/// assert!(!ident::is_gone(me));
+///
+/// // A child that has exited (and been reaped) is gone.
+/// let word = RawValue::<u32>::new(0)?;
+/// let w = word.clone();
+/// let mut child = Process::new(move || w.set(ident::process()));
+/// child.start()?;
+/// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+/// assert!(ident::is_gone(word.get()));
+///
+/// // This pid with another start-time tag: what a dead owner looks like once its
+/// // pid is reused by a live process (here, this one). Gone too.
+/// let stranger = me ^ (1 << 22);
+/// assert_eq!(ident::id_of(stranger), std::process::id());
+/// assert!(ident::is_gone(stranger));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub fn is_gone(owner: u32) -> bool {
     gone_by(owner, procfs::task_stat, procfs_answers)
 }
