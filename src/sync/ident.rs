@@ -48,7 +48,7 @@ fn word(id: u32, start_time: u64) -> u32 {
     (id & ID_MASK) | tag_of(start_time) << TAG_SHIFT
 }
 
-/// The pid part of an owner word.
+/// The id part of an owner word: a pid (Lock) or a tid (RLock).
 ///
 /// ```
 /// use multiproc::sync::ident;

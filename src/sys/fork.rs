@@ -17,7 +17,7 @@ extern "C" fn after_fork_in_child() {
 
 /// Registers the fork handler (once per process image; forks inherit it).
 ///
-/// [`fork`] calls it; call it yourself before forking by other means, so that the
+/// Every fork made through [`Process`](crate::Process) calls it; call it yourself before forking by other means, so that the
 /// generation still changes in those children.
 ///
 /// ```
