@@ -98,6 +98,17 @@ fn reap_unreaped() {
 
 impl Process {
     /// A process that will run `target`; named `Process-N` like Python's.
+    ///
+    /// Nothing runs until [`start`](Self::start).
+    ///
+    /// ```
+    /// use multiproc::Process;
+    /// let mut p = Process::new(|| {});
+    /// assert!(p.name().starts_with("Process-"));
+    /// assert_eq!(p.pid(), None);
+    /// assert!(!p.is_alive());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn new(target: impl FnOnce() + Send + 'static) -> Process {
         Process {
             name: format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed)),
@@ -131,12 +142,27 @@ impl Process {
         self
     }
 
-    /// The name.
+    /// The name: `Process-N` unless set with [`with_name`](Self::with_name).
+    ///
+    /// ```
+    /// use multiproc::Process;
+    /// let a = Process::new(|| {});
+    /// let b = Process::new(|| {});
+    /// assert!(a.name().starts_with("Process-"));
+    /// assert_ne!(a.name(), b.name());
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Whether the process is a daemon.
+    /// Whether the process is a daemon (`false` unless set with
+    /// [`daemon`](Self::daemon)).
+    ///
+    /// ```
+    /// use multiproc::Process;
+    /// assert!(!Process::new(|| {}).is_daemon());
+    /// assert!(Process::new(|| {}).daemon(true).is_daemon());
+    /// ```
     pub fn is_daemon(&self) -> bool {
         self.daemon
     }
@@ -149,6 +175,24 @@ impl Process {
     }
 
     /// Forks and runs the closure in the child. A process starts at most once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProcessState`] on a second call; [`Error::Io`] if `fork` or
+    /// `pidfd_open` fails.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Error, Process, Value};
+    /// let seen = Value::<u32>::new(0)?;
+    /// let s = seen.clone();
+    /// let mut p = Process::new(move || s.set(7).unwrap());
+    /// p.start()?;
+    /// assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(0));
+    /// assert_eq!(seen.get()?, 7); // written by the child
+    /// assert!(matches!(p.start(), Err(Error::ProcessState { .. })));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn start(&mut self) -> Result<()> {
         let Some(target) = self.target.take() else {
             return Err(self.state_error("already started; a process can be started only once"));
@@ -207,7 +251,20 @@ impl Process {
         fork::exit_now(code)
     }
 
-    /// The child's pid, once started.
+    /// The child's pid, once started (kept after it exits).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    /// let mut p = Process::new(|| {});
+    /// assert_eq!(p.pid(), None);
+    /// p.start()?;
+    /// let pid = p.pid().expect("started");
+    /// assert_ne!(pid, std::process::id());
+    /// p.join(Some(Duration::from_secs(10)))?;
+    /// assert_eq!(p.pid(), Some(pid));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn pid(&self) -> Option<u32> {
         match self.state {
             State::New => None,
@@ -276,13 +333,40 @@ impl Process {
         }
     }
 
-    /// Whether the child has started and not yet exited.
+    /// Whether the child has started and not yet exited. Reaps it, without
+    /// waiting, if it has exited.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Event, Process};
+    /// let go = Event::new()?;
+    /// let g = go.clone();
+    /// let mut p = Process::new(move || { g.wait(Some(Duration::from_secs(30))).unwrap(); });
+    /// assert!(!p.is_alive()); // not started
+    /// p.start()?;
+    /// assert!(p.is_alive()); // waiting for `go`
+    /// go.set();
+    /// p.join(Some(Duration::from_secs(30)))?;
+    /// assert!(!p.is_alive());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_alive(&mut self) -> bool {
         let _ = self.poll();
         matches!(self.state, State::Running { .. })
     }
 
     /// The exit code: `None` while running or before start; `Some(-sig)` when killed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    /// let mut p = Process::new(|| panic!("boom"));
+    /// assert_eq!(p.exitcode(), None);
+    /// p.start()?;
+    /// p.join(Some(Duration::from_secs(10)))?;
+    /// assert_eq!(p.exitcode(), Some(1)); // a panic exits with 1
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn exitcode(&mut self) -> Option<i32> {
         let _ = self.poll();
         match self.state {
@@ -304,6 +388,22 @@ impl Process {
     }
 
     /// Sends SIGTERM (Python's `terminate`). Through a pidfd: never a reused pid.
+    ///
+    /// Signalling a process that has already exited does nothing; signalling one
+    /// that was never started is an [`Error::ProcessState`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Event, Process};
+    /// let never = Event::new()?;
+    /// let n = never.clone();
+    /// let mut p = Process::new(move || { n.wait(Some(Duration::from_secs(60))).unwrap(); });
+    /// assert!(p.terminate().is_err()); // not started
+    /// p.start()?;
+    /// p.terminate()?;
+    /// assert_eq!(p.join(Some(Duration::from_secs(30)))?, Some(-15)); // SIGTERM
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn terminate(&self) -> Result<()> {
         self.signal(Signal::TERM)
     }

@@ -49,6 +49,13 @@ const CLASSES: usize = 8;
 const BLOCK_HEADER: usize = 16;
 const MIN_BLOCK: usize = 32;
 /// The largest payload served from the arena; larger objects get their own segment.
+///
+/// ```
+/// use multiproc::shm::arena::{Block, MAX_SMALL};
+/// assert!(Block::alloc(MAX_SMALL)?.static_map().is_some()); // an arena block
+/// assert!(Block::alloc(MAX_SMALL + 1)?.static_map().is_none()); // a segment of its own
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub const MAX_SMALL: usize = (MIN_BLOCK << (CLASSES - 1)) - BLOCK_HEADER;
 
 /// Chunks this process knows, newest last. Chunks are never unmapped (they are
@@ -133,6 +140,22 @@ fn take_from(chunk: &'static Mapping, class: usize) -> Option<u32> {
 ///
 /// Cloning shares the allocation (the count lives in shared memory); dropping the
 /// last handle in any process frees it.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::Process;
+/// use multiproc::shm::arena::Block;
+/// let block = Block::alloc(8)?;
+/// let handle = block.clone();
+/// assert_eq!(block.refcount(), 2);
+/// // The handle moves into the child with its count; the child writes through it.
+/// let mut child = Process::new(move || handle.map().write::<u64>(handle.offset(), 42));
+/// child.start()?;
+/// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+/// assert_eq!(block.map().read::<u64>(block.offset()), 42);
+/// assert_eq!(block.refcount(), 1); // the child dropped its handle when done
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Block {
     place: Place,
@@ -146,6 +169,18 @@ enum Place {
 
 impl Block {
     /// Allocates `size` zeroed bytes of shared memory, 16-byte aligned.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// use multiproc::shm::arena::Block;
+    /// let block = Block::alloc(24)?;
+    /// assert_eq!(block.offset() % 16, 0);
+    /// let mut bytes = [0xffu8; 24];
+    /// block.map().read_slice(block.offset(), &mut bytes);
+    /// assert_eq!(bytes, [0; 24]);
+    /// assert!(matches!(Block::alloc(0), Err(Error::ZeroSize { .. })));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn alloc(size: usize) -> Result<Block> {
         if size == 0 {
             return Err(Error::ZeroSize {
@@ -195,6 +230,16 @@ impl Block {
     }
 
     /// The mapping the allocation lives in.
+    ///
+    /// ```
+    /// use multiproc::shm::arena::Block;
+    /// let block = Block::alloc(4)?;
+    /// let map = block.map();
+    /// assert!(block.offset() + 4 <= map.len());
+    /// map.write::<u32>(block.offset(), 7);
+    /// assert_eq!(block.clone().map().read::<u32>(block.offset()), 7);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn map(&self) -> &Mapping {
         match &self.place {
@@ -204,6 +249,21 @@ impl Block {
     }
 
     /// The mapping, when it lives as long as the process (arena blocks).
+    ///
+    /// An arena block's mapping outlives the handle, so a `'static` view (what
+    /// [`RawLock::at`](crate::sync::raw_lock::RawLock::at) takes) can be kept:
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use multiproc::shm::arena::{Block, MAX_SMALL};
+    /// let block = Block::alloc(16)?;
+    /// let word: &'static AtomicU32 = block.static_map().unwrap().atomic_u32(block.offset());
+    /// word.store(5, Ordering::Relaxed);
+    /// assert_eq!(block.map().read::<u32>(block.offset()), 5);
+    /// // A large allocation is unmapped with its last handle: no 'static view.
+    /// assert!(Block::alloc(MAX_SMALL + 1)?.static_map().is_none());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn static_map(&self) -> Option<&'static Mapping> {
         match &self.place {
@@ -213,6 +273,23 @@ impl Block {
     }
 
     /// Offset of the payload within [`Block::map`].
+    ///
+    /// ```
+    /// use multiproc::shm::arena::{Block, MAX_SMALL};
+    /// let small = Block::alloc(16)?;
+    /// let large = Block::alloc(MAX_SMALL + 1)?;
+    /// for block in [&small, &large] {
+    ///     assert_eq!(block.offset() % 16, 0);
+    ///     assert!(block.offset() + 16 <= block.map().len());
+    /// }
+    /// // Live blocks never overlap.
+    /// let other = Block::alloc(16)?;
+    /// other.map().write_slice(other.offset(), &[u64::MAX; 2]);
+    /// let mut mine = [1u64; 2];
+    /// small.map().read_slice(small.offset(), &mut mine);
+    /// assert_eq!(mine, [0, 0]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn offset(&self) -> usize {
         match &self.place {
@@ -222,6 +299,17 @@ impl Block {
     }
 
     /// Handles alive across all processes (arena blocks; 1 for large segments).
+    ///
+    /// ```
+    /// use multiproc::shm::arena::Block;
+    /// let block = Block::alloc(8)?;
+    /// assert_eq!(block.refcount(), 1);
+    /// let copy = block.clone();
+    /// assert_eq!(block.refcount(), 2);
+    /// drop(copy);
+    /// assert_eq!(block.refcount(), 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn refcount(&self) -> u32 {
         match &self.place {
             Place::Arena { chunk, off } => chunk.atomic_u32(*off as usize).load(Ordering::Relaxed),
@@ -264,6 +352,19 @@ impl Drop for Block {
 }
 
 /// Number of arena chunks (mappings) this process holds.
+///
+/// Chunks are never unmapped, and small blocks share them:
+///
+/// ```
+/// use multiproc::shm::arena::{Block, chunk_count};
+/// let before = chunk_count();
+/// let blocks = (0..1000).map(|_| Block::alloc(16)).collect::<Result<Vec<_>, _>>()?;
+/// assert!(chunk_count() >= 1);
+/// assert!(chunk_count() <= before + 1); // 1000 blocks, at most one new mapping
+/// drop(blocks);
+/// assert!(chunk_count() >= before.max(1));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub fn chunk_count() -> usize {
     CHUNKS.lock().unwrap_or_else(|e| e.into_inner()).len()
 }

@@ -213,6 +213,13 @@ impl<T: Pod> Array<T> {
     }
 
     /// A copy of `values` with a new lock (Python's `Array(typecode, [..])`).
+    ///
+    /// ```
+    /// let a = multiproc::Array::from_slice(&[1.0f32, 2.0, 3.0])?;
+    /// assert_eq!(a.len(), 3);
+    /// assert_eq!(a.to_vec()?, vec![1.0, 2.0, 3.0]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn from_slice(values: &[T]) -> Result<Array<T>> {
         let a = Array::new(values.len())?;
         a.storage.write_all(values);
@@ -235,16 +242,43 @@ impl<T: Pod> Array<T> {
     }
 
     /// The number of elements.
+    ///
+    /// ```
+    /// let a = multiproc::Array::<u16>::new(100_000)?; // large: a segment of its own
+    /// assert_eq!(a.len(), 100_000);
+    /// assert_eq!(a.lock().unwrap().len(), 100_000);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.storage.len()
     }
 
     /// Whether there are no elements.
+    ///
+    /// ```
+    /// use multiproc::Array;
+    /// assert!(Array::<u8>::new(0)?.is_empty());
+    /// assert!(!Array::<u8>::new(1)?.is_empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The lock guarding the elements (Python's `get_lock()`).
+    ///
+    /// Holding it directly excludes [`lock`](Self::lock), [`get`](Self::get),
+    /// [`set`](Self::set) and [`to_vec`](Self::to_vec) in every process.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let a = multiproc::Array::<i32>::new(2)?;
+    /// let held = a.get_lock().lock().unwrap();
+    /// assert!(a.get_lock().try_lock_for(Duration::from_millis(1)).is_err());
+    /// drop(held);
+    /// a.set(0, 1)?; // free again
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get_lock(&self) -> &Lock {
         &self.lock
     }
@@ -252,6 +286,17 @@ impl<T: Pod> Array<T> {
     /// Takes the lock; the guard derefs to `&mut [T]`.
     ///
     /// `Err(OwnerDied(guard))` holds the lock too: see [`OwnerDied`].
+    ///
+    /// ```
+    /// let a = multiproc::Array::from_slice(&[3u8, 1, 2])?;
+    /// {
+    ///     let mut g = a.lock().unwrap();
+    ///     g.sort();
+    ///     assert!(a.get_lock().is_locked());
+    /// }
+    /// assert_eq!(a.to_vec()?, vec![1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn lock<'a>(&'a self) -> LockResult<ArrayGuard<'a, T>> {
         let wrap = |guard: LockGuard<'a>| -> ArrayGuard<'a, T> {
             // SAFETY: the guard holds this array's lock, which every path that
@@ -272,6 +317,19 @@ impl<T: Pod> Array<T> {
     }
 
     /// Element `index`, read under the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IndexOutOfRange`] past the end; [`Error::OwnerDied`] if a holder of
+    /// the lock died (the lock is then released, still inconsistent).
+    ///
+    /// ```
+    /// use multiproc::{Array, Error};
+    /// let a = Array::from_slice(&[10i16, 20])?;
+    /// assert_eq!(a.get(1)?, 20);
+    /// assert!(matches!(a.get(2), Err(Error::IndexOutOfRange { index: 2, len: 2 })));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get(&self, index: usize) -> Result<T> {
         self.locked(|| self.storage.get(index))
     }
@@ -290,12 +348,29 @@ impl<T: Pod> Array<T> {
     }
 
     /// A copy of all elements, under the lock (Python's `arr[:]`).
+    ///
+    /// ```
+    /// let a = multiproc::Array::<u32>::new(3)?;
+    /// a.set(2, 7)?;
+    /// assert_eq!(a.to_vec()?, vec![0, 0, 7]); // new elements are zeroed
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn to_vec(&self) -> Result<Vec<T>> {
         self.locked(|| Ok(self.storage.to_vec()))
     }
 
     /// Splits the elements into `parts` disjoint chunks for lock-free parallel
-    /// writing; see [`ArrayChunk`].
+    /// writing; see [`ArrayChunk`]. Sizes differ by at most one, the larger first;
+    /// `parts == 0` is [`Error::ZeroSize`].
+    ///
+    /// ```
+    /// let a = multiproc::Array::<u8>::new(7)?;
+    /// let chunks = a.chunks(3)?;
+    /// let ranges: Vec<(usize, usize)> = chunks.iter().map(|c| (c.start(), c.len())).collect();
+    /// assert_eq!(ranges, vec![(0, 3), (3, 2), (5, 2)]);
+    /// assert!(a.chunks(0).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn chunks(&self, parts: usize) -> Result<Vec<ArrayChunk<T>>> {
         split(&self.storage, parts)
     }
@@ -316,6 +391,29 @@ impl<T> DerefMut for ArrayGuard<'_, T> {
 
 impl<T> ArrayGuard<'_, T> {
     /// Declares the elements repaired after an [`OwnerDied`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Array, Process};
+    /// let a = Array::<u32>::new(4)?;
+    /// let a2 = a.clone();
+    /// let mut p = Process::new(move || {
+    ///     let mut g = a2.lock().unwrap();
+    ///     g[0] = 1; // ... and dies holding the lock, mid-update
+    ///     std::mem::forget(g);
+    /// });
+    /// p.start()?;
+    /// p.join(Some(Duration::from_secs(10)))?;
+    /// let mut g = match a.lock() {
+    ///     Ok(_) => unreachable!("the holder died"),
+    ///     Err(died) => died.into_inner(), // the lock is held
+    /// };
+    /// g.fill(0); // repair
+    /// g.mark_consistent();
+    /// drop(g);
+    /// assert!(a.lock().is_ok()); // clean again
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn mark_consistent(&self) {
         self.guard.mark_consistent();
     }
@@ -338,7 +436,13 @@ pub struct RawArray<T> {
 }
 
 impl<T: Pod> RawArray<T> {
-    /// `len` zeroed elements.
+    /// `len` zeroed elements (Python's `RawArray(typecode, len)`).
+    ///
+    /// ```
+    /// let a = multiproc::RawArray::<i32>::new(3)?;
+    /// assert_eq!(a.to_vec(), vec![0, 0, 0]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn new(len: usize) -> Result<RawArray<T>> {
         Ok(RawArray {
             storage: Storage::new(len, false)?.0,
@@ -346,6 +450,12 @@ impl<T: Pod> RawArray<T> {
     }
 
     /// A copy of `values`.
+    ///
+    /// ```
+    /// let a = multiproc::RawArray::from_slice(b"hi")?;
+    /// assert_eq!(a.to_vec(), b"hi".to_vec());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn from_slice(values: &[T]) -> Result<RawArray<T>> {
         let a = RawArray::new(values.len())?;
         a.storage.write_all(values);
@@ -353,26 +463,67 @@ impl<T: Pod> RawArray<T> {
     }
 
     /// The number of elements.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::RawArray::<u64>::new(9)?.len(), 9);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.storage.len()
     }
 
     /// Whether there are no elements.
+    ///
+    /// ```
+    /// use multiproc::RawArray;
+    /// assert!(RawArray::<u8>::new(0)?.is_empty());
+    /// assert!(!RawArray::from_slice(&[0u8])?.is_empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Element `index`.
+    /// Element `index`; [`Error::IndexOutOfRange`] past the end.
+    ///
+    /// ```
+    /// let a = multiproc::RawArray::from_slice(&[4u8, 5])?;
+    /// assert_eq!(a.get(0)?, 4);
+    /// assert!(a.get(2).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get(&self, index: usize) -> Result<T> {
         self.storage.get(index)
     }
 
-    /// Sets element `index`.
+    /// Sets element `index`; [`Error::IndexOutOfRange`] past the end.
+    ///
+    /// A child process's writes are seen by the parent:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Process, RawArray};
+    /// let a = RawArray::<u8>::new(2)?;
+    /// let a2 = a.clone();
+    /// let mut p = Process::new(move || a2.set(1, 42).unwrap());
+    /// p.start()?;
+    /// assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(0));
+    /// assert_eq!(a.to_vec(), vec![0, 42]);
+    /// assert!(a.set(2, 0).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn set(&self, index: usize, value: T) -> Result<()> {
         self.storage.set(index, value)
     }
 
     /// A copy of all elements.
+    ///
+    /// ```
+    /// let a = multiproc::RawArray::from_slice(&[1u32, 2])?;
+    /// a.set(0, 3)?;
+    /// assert_eq!(a.to_vec(), vec![3, 2]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn to_vec(&self) -> Vec<T> {
         self.storage.to_vec()
     }
@@ -450,21 +601,53 @@ pub struct ArrayChunk<T> {
 
 impl<T: Pod> ArrayChunk<T> {
     /// Index of the chunk's first element in the whole array.
+    ///
+    /// ```
+    /// let a = multiproc::RawArray::<u8>::new(6)?;
+    /// let starts: Vec<usize> = a.chunks(3)?.iter().map(|c| c.start()).collect();
+    /// assert_eq!(starts, vec![0, 2, 4]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn start(&self) -> usize {
         self.start
     }
 
     /// Number of elements in the chunk.
+    ///
+    /// ```
+    /// let a = multiproc::Array::<u8>::new(10)?;
+    /// let lens: Vec<usize> = a.chunks(4)?.iter().map(|c| c.len()).collect();
+    /// assert_eq!(lens, vec![3, 3, 2, 2]);
+    /// assert_eq!(lens.iter().sum::<usize>(), a.len());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the chunk is empty (more chunks than elements).
+    ///
+    /// ```
+    /// let a = multiproc::Array::<u8>::new(2)?;
+    /// let empty: Vec<bool> = a.chunks(3)?.iter().map(|c| c.is_empty()).collect();
+    /// assert_eq!(empty, vec![false, false, true]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The chunk's elements, writable without a lock.
+    ///
+    /// ```
+    /// let a = multiproc::RawArray::<u8>::new(4)?;
+    /// for mut chunk in a.chunks(2)? {
+    ///     let fill = chunk.start() as u8 + 1;
+    ///     chunk.as_mut_slice().fill(fill);
+    /// }
+    /// assert_eq!(a.to_vec(), vec![1, 1, 3, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn as_mut_slice(&mut self) -> &mut [T] {
         // SAFETY: `split` gives each element to exactly one chunk, chunks are not
         // Clone, and `&mut self` makes this the only slice of this chunk.

@@ -25,13 +25,52 @@ use crate::error::{Error, Result};
 use crate::sys::mem::Mapping;
 
 /// Bytes taken by the header; the payload starts here.
+///
+/// ```
+/// use multiproc::shm::header::HEADER_SIZE;
+/// let shm = multiproc::SharedMemory::create(10)?;
+/// let path = format!("/dev/shm/{}", shm.name());
+/// let file_len = std::fs::metadata(&path).map(|m| m.len());
+/// shm.unlink()?;
+/// assert_eq!(file_len.ok(), Some(HEADER_SIZE as u64 + 10));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub const HEADER_SIZE: usize = 64;
 /// `b"MPROCSEG"` read as a little-endian u64.
+///
+/// ```
+/// use multiproc::shm::header::MAGIC;
+/// assert_eq!(MAGIC, 0x4745_5343_4f52_504d);
+/// assert_eq!(&MAGIC.to_le_bytes(), b"MPROCSEG");
+/// ```
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
 /// The layout version this build writes and reads.
+///
+/// A segment with another version is refused with [`Error::VersionMismatch`]:
+///
+/// ```
+/// use multiproc::Error;
+/// use multiproc::shm::header::{HEADER_SIZE, LAYOUT_VERSION, Header};
+/// let mut bytes = [0u8; HEADER_SIZE];
+/// bytes[..8].copy_from_slice(b"MPROCSEG");
+/// bytes[8..12].copy_from_slice(&(LAYOUT_VERSION + 1).to_le_bytes());
+/// bytes[12..16].copy_from_slice(&2u32.to_le_bytes());
+/// let err = Header::parse(&bytes, "mp-future", 64).unwrap_err();
+/// assert!(matches!(err, Error::VersionMismatch { expected: LAYOUT_VERSION, .. }));
+/// ```
 pub const LAYOUT_VERSION: u32 = 1;
 
-/// What a segment holds.
+/// What a segment holds (the `kind` field, at offset 12).
+///
+/// ```
+/// use multiproc::shm::{clean, header::Kind};
+/// let shm = multiproc::SharedMemory::create(1)?;
+/// let kind = clean::status(shm.name()).map(|info| info.kind);
+/// shm.unlink()?;
+/// assert_eq!(kind?, Kind::SharedMemory);
+/// assert_eq!(Kind::SharedMemory as u32, 2);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Kind {
@@ -54,6 +93,13 @@ impl Kind {
     }
 
     /// The kind's name in messages.
+    ///
+    /// ```
+    /// use multiproc::shm::header::Kind;
+    /// assert_eq!(Kind::SharedMemory.name(), "SharedMemory");
+    /// assert_eq!(Kind::Arena.name(), "arena chunk");
+    /// assert_eq!(Kind::Large.name(), "large block");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Kind::Arena => "arena chunk",
@@ -64,6 +110,16 @@ impl Kind {
 }
 
 /// The fields of a header, as read or to be written.
+///
+/// ```
+/// use multiproc::shm::{header::Kind, segment::Segment};
+/// let seg = Segment::anonymous(Kind::Large, 256)?;
+/// let h = seg.header();
+/// assert_eq!((h.kind, h.size), (Kind::Large, 256));
+/// assert_eq!(h.creator_pid, std::process::id());
+/// assert_ne!(h.creator_start, 0);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// What the segment holds.
@@ -78,6 +134,18 @@ pub struct Header {
 
 impl Header {
     /// Writes the header into a fresh (all-zero) mapping; the magic goes last.
+    ///
+    /// ```
+    /// use multiproc::shm::header::{HEADER_SIZE, Header, Kind};
+    /// use multiproc::sys::mem::{Mapping, memfd};
+    /// let fd = memfd("doc-header", HEADER_SIZE as u64 + 8).unwrap();
+    /// let map = Mapping::new(&fd, HEADER_SIZE + 8).unwrap();
+    /// let h = Header { kind: Kind::Large, size: 8, creator_pid: 1, creator_start: 2 };
+    /// h.write(&map);
+    /// assert_eq!(&map.read::<[u8; 8]>(0), b"MPROCSEG");
+    /// assert_eq!(Header::read(&map, "doc-header", (HEADER_SIZE + 8) as u64)?, h);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn write(&self, map: &Mapping) {
         map.write::<u32>(8, LAYOUT_VERSION);
         map.write::<u32>(12, self.kind as u32);
@@ -88,15 +156,66 @@ impl Header {
     }
 
     /// Reads and checks the header of segment `name` (`file_len` is its size).
+    ///
+    /// A mapping whose creator has not written the magic yet (or that is not a
+    /// segment) is [`Error::Foreign`].
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// use multiproc::shm::header::{HEADER_SIZE, Header, Kind};
+    /// use multiproc::shm::segment::Segment;
+    /// use multiproc::sys::mem::{Mapping, memfd};
+    /// let seg = Segment::anonymous(Kind::Arena, 32)?;
+    /// let h = Header::read(seg.map(), "chunk", seg.map().len() as u64)?;
+    /// assert_eq!(h, *seg.header());
+    /// // All zeros: no magic, no header.
+    /// let fd = memfd("doc-zeros", HEADER_SIZE as u64).unwrap();
+    /// let zeros = Mapping::new(&fd, HEADER_SIZE).unwrap();
+    /// let err = Header::read(&zeros, "zeros", HEADER_SIZE as u64).unwrap_err();
+    /// assert!(matches!(err, Error::Foreign { .. }));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn read(map: &Mapping, name: &str, file_len: u64) -> Result<Header> {
+        if map.len() < HEADER_SIZE {
+            return Err(Error::Foreign {
+                name: name.to_string(),
+                reason: "shorter than a header".to_string(),
+            });
+        }
+        let mut bytes = [0u8; HEADER_SIZE];
+        // The magic first, with acquire: seeing it means the rest is written.
+        bytes[..8].copy_from_slice(&map.atomic_u64(0).load(Ordering::Acquire).to_le_bytes());
+        map.read_slice(8, &mut bytes[8..]);
+        Header::parse(&bytes, name, file_len)
+    }
+
+    /// Checks the 64 header bytes of segment `name` (`file_len` is its size), as read
+    /// from the file without mapping it (what `multiproc clean` does).
+    ///
+    /// ```
+    /// use multiproc::shm::header::{Header, Kind, HEADER_SIZE};
+    /// let mut bytes = [0u8; HEADER_SIZE];
+    /// bytes[..8].copy_from_slice(b"MPROCSEG");
+    /// bytes[8..12].copy_from_slice(&1u32.to_le_bytes()); // version
+    /// bytes[12..16].copy_from_slice(&2u32.to_le_bytes()); // SharedMemory
+    /// bytes[16..24].copy_from_slice(&100u64.to_le_bytes()); // payload size
+    /// let h = Header::parse(&bytes, "mp-example", 164)?;
+    /// assert_eq!((h.kind, h.size), (Kind::SharedMemory, 100));
+    /// // A file shorter than the header says is refused.
+    /// assert!(matches!(
+    ///     Header::parse(&bytes, "mp-example", 100),
+    ///     Err(multiproc::Error::Truncated { .. })
+    /// ));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn parse(bytes: &[u8; HEADER_SIZE], name: &str, file_len: u64) -> Result<Header> {
         let foreign = |reason: &str| Error::Foreign {
             name: name.to_string(),
             reason: reason.to_string(),
         };
-        if map.len() < HEADER_SIZE {
-            return Err(foreign("shorter than a header"));
-        }
-        let magic = map.atomic_u64(0).load(Ordering::Acquire);
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+        let magic = u64_at(0);
         if magic == 0 {
             return Err(foreign(
                 "no header: empty, or its creator has not finished writing it",
@@ -105,7 +224,7 @@ impl Header {
         if magic != MAGIC {
             return Err(foreign("bad magic number"));
         }
-        let version = map.read::<u32>(8);
+        let version = u32_at(8);
         if version != LAYOUT_VERSION {
             return Err(Error::VersionMismatch {
                 name: name.to_string(),
@@ -113,9 +232,8 @@ impl Header {
                 expected: LAYOUT_VERSION,
             });
         }
-        let kind =
-            Kind::from_u32(map.read::<u32>(12)).ok_or_else(|| foreign("unknown kind in header"))?;
-        let size = map.read::<u64>(16);
+        let kind = Kind::from_u32(u32_at(12)).ok_or_else(|| foreign("unknown kind in header"))?;
+        let size = u64_at(16);
         let needed = (HEADER_SIZE as u64)
             .checked_add(size)
             .ok_or_else(|| foreign("size field overflows"))?;
@@ -129,8 +247,8 @@ impl Header {
         Ok(Header {
             kind,
             size,
-            creator_pid: map.read::<u32>(24),
-            creator_start: map.read::<u64>(32),
+            creator_pid: u32_at(24),
+            creator_start: u64_at(32),
         })
     }
 }

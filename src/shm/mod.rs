@@ -8,13 +8,15 @@
 //! - [`arena`]: size-classed blocks carved out of shared memfd chunks, so that
 //!   100,000 Locks need four mappings, not 100,000.
 //! - [`shared_memory`]: the public `SharedMemory` type (create, attach, unlink).
-//! - [`value`] and [`array`]: typed plain data in arena blocks (Python's
+//! - [`clean`]: finding named segments whose creator is gone (`multiproc clean`).
+//! - [`value`] and [`array`](mod@array): typed plain data in arena blocks (Python's
 //!   `sharedctypes`), with their locks beside them.
 //!
 //! `unsafe` is confined to this layer and [`crate::sys`].
 
 pub mod arena;
 pub mod array;
+pub mod clean;
 pub mod header;
 pub mod segment;
 pub mod shared_memory;

@@ -7,16 +7,42 @@ use super::header::{HEADER_SIZE, Header, Kind};
 use crate::error::{Error, Result};
 use crate::sys::{mem, mem::Mapping, procfs};
 
-/// Prefix of the names multiproc gives to the named segments it creates; `multiproc
-/// clean` looks only at these.
+/// Prefix of the random names multiproc gives to the named segments it creates.
+/// (`multiproc clean` recognizes segments by their header, whatever their name.)
+///
+/// ```
+/// use multiproc::shm::segment::{NAME_PREFIX, random_name};
+/// assert!(random_name()?.starts_with(NAME_PREFIX));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub const NAME_PREFIX: &str = "mp-";
 
 /// Largest payload accepted: mappings are limited by `isize::MAX`.
+///
+/// ```
+/// use multiproc::Error;
+/// use multiproc::shm::{header::{HEADER_SIZE, Kind}, segment::{MAX_PAYLOAD, Segment}};
+/// assert_eq!(MAX_PAYLOAD + HEADER_SIZE as u64, isize::MAX as u64);
+/// let too_big = Segment::anonymous(Kind::Large, MAX_PAYLOAD + 1);
+/// assert!(matches!(too_big, Err(Error::SizeOverflow { .. })));
+/// ```
 pub const MAX_PAYLOAD: u64 = (isize::MAX as u64) - HEADER_SIZE as u64;
 
 /// A mapped segment: memfd (anonymous) or `/dev/shm` (named).
 ///
 /// Invariant: the header has been written (by the creator) or checked (on attach).
+///
+/// The building block of [`SharedMemory`](crate::SharedMemory) and of the arena;
+/// the payload starts after the header, at [`HEADER_SIZE`].
+///
+/// ```
+/// use multiproc::shm::{header::{HEADER_SIZE, Kind}, segment::Segment};
+/// let seg = Segment::anonymous(Kind::Large, 4096)?;
+/// assert_eq!(seg.map().len(), HEADER_SIZE + 4096);
+/// seg.map().write::<u32>(HEADER_SIZE, 7);
+/// assert_eq!(seg.map().read::<u32>(HEADER_SIZE), 7);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Segment {
     map: Mapping,
@@ -52,6 +78,19 @@ fn creator_header(kind: Kind, size: u64) -> Header {
 }
 
 /// Checks a user-given segment name and returns it without a leading `/`.
+///
+/// Refused ([`Error::InvalidName`]): empty names, names over 250 bytes, `/` or NUL
+/// after the optional leading `/`, `.` and `..`.
+///
+/// ```
+/// use multiproc::shm::segment::normalize_name;
+/// assert_eq!(normalize_name("/my-data")?, "my-data");
+/// assert_eq!(normalize_name("my-data")?, "my-data");
+/// assert!(normalize_name("/").is_err());
+/// assert!(normalize_name("a/b").is_err());
+/// assert!(normalize_name("..").is_err());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub fn normalize_name(name: &str) -> Result<String> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     let invalid = |reason| Error::InvalidName {
@@ -78,6 +117,14 @@ pub fn normalize_name(name: &str) -> Result<String> {
 }
 
 /// An unpredictable name: the prefix and 64 random bits.
+///
+/// ```
+/// use multiproc::shm::segment::{NAME_PREFIX, random_name};
+/// let (a, b) = (random_name()?, random_name()?);
+/// assert_ne!(a, b);
+/// assert_eq!(a.len(), NAME_PREFIX.len() + 16); // 16 hex digits
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub fn random_name() -> Result<String> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| {
@@ -90,7 +137,17 @@ pub fn random_name() -> Result<String> {
 }
 
 impl Segment {
-    /// An anonymous memfd segment with a `size`-byte payload.
+    /// An anonymous memfd segment with a `size`-byte payload (zeroed), its header
+    /// written; freed when the last handle or mapping goes.
+    ///
+    /// ```
+    /// use multiproc::shm::{header::Kind, segment::Segment};
+    /// let seg = Segment::anonymous(Kind::Arena, 100)?;
+    /// assert_eq!(seg.name(), None);
+    /// assert_eq!(seg.header().size, 100);
+    /// assert!(Segment::anonymous(Kind::Arena, 0).is_err()); // zero size
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn anonymous(kind: Kind, size: u64) -> Result<Segment> {
         let total = check_size(size)?;
         let fd = mem::memfd(&format!("multiproc-{}", kind.name()), total as u64)
@@ -108,6 +165,20 @@ impl Segment {
     }
 
     /// Creates the named segment `name` (already normalized), failing if it exists.
+    ///
+    /// The segment stays in `/dev/shm` until unlinked.
+    ///
+    /// ```
+    /// use multiproc::{Error, SharedMemory};
+    /// use multiproc::shm::{header::Kind, segment::{Segment, random_name}};
+    /// let name = random_name()?;
+    /// let seg = Segment::create_named(&name, Kind::SharedMemory, 32)?;
+    /// assert_eq!(seg.name(), Some(name.as_str()));
+    /// let again = Segment::create_named(&name, Kind::SharedMemory, 32);
+    /// assert!(matches!(again, Err(Error::AlreadyExists { .. })));
+    /// SharedMemory::attach(&name)?.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn create_named(name: &str, kind: Kind, size: u64) -> Result<Segment> {
         let total = check_size(size)?;
         let path = format!("/{name}");
@@ -142,12 +213,33 @@ impl Segment {
     }
 
     /// Attaches to the named segment `name` (already normalized) holding `kind`.
+    ///
+    /// Checks owner, mode and header; a segment of another kind is
+    /// [`Error::KindMismatch`].
+    ///
+    /// ```
+    /// use multiproc::{Error, SharedMemory};
+    /// use multiproc::shm::{header::Kind, segment::Segment};
+    /// let shm = SharedMemory::create(8)?;
+    /// let seg = Segment::open_named(shm.name(), Kind::SharedMemory)?;
+    /// assert_eq!(seg.header().size, 8);
+    /// let wrong = Segment::open_named(shm.name(), Kind::Arena);
+    /// assert!(matches!(wrong, Err(Error::KindMismatch { .. })));
+    /// shm.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn open_named(name: &str, kind: Kind) -> Result<Segment> {
         let path = format!("/{name}");
         let fd = mem::shm_open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::NotFound {
                 name: name.to_string(),
             },
+            _ if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) => {
+                Error::Foreign {
+                    name: name.to_string(),
+                    reason: "a symbolic link or a directory, not a segment".to_string(),
+                }
+            }
             io::ErrorKind::PermissionDenied => Error::Permission {
                 name: name.to_string(),
                 reason: "permission denied: it belongs to another user".to_string(),
@@ -198,16 +290,43 @@ impl Segment {
     }
 
     /// The mapping (header included).
+    ///
+    /// ```
+    /// use multiproc::shm::{header::{HEADER_SIZE, MAGIC, Kind}, segment::Segment};
+    /// let seg = Segment::anonymous(Kind::Large, 16)?;
+    /// assert_eq!(seg.map().len(), HEADER_SIZE + 16);
+    /// assert_eq!(seg.map().read::<u64>(0), MAGIC); // the header comes first
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn map(&self) -> &Mapping {
         &self.map
     }
 
-    /// The header.
+    /// The header, as written or checked.
+    ///
+    /// ```
+    /// use multiproc::shm::{header::Kind, segment::Segment};
+    /// let h = *Segment::anonymous(Kind::Large, 10)?.header();
+    /// assert_eq!((h.kind, h.size), (Kind::Large, 10));
+    /// assert_eq!(h.creator_pid, std::process::id());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn header(&self) -> &Header {
         &self.header
     }
 
-    /// The name, for named segments.
+    /// The name, for named segments (`None` for memfd ones).
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// use multiproc::shm::{header::Kind, segment::Segment};
+    /// assert_eq!(Segment::anonymous(Kind::Large, 1)?.name(), None);
+    /// let shm = SharedMemory::create(1)?;
+    /// let seg = Segment::open_named(shm.name(), Kind::SharedMemory)?;
+    /// assert_eq!(seg.name(), Some(shm.name()));
+    /// shm.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }

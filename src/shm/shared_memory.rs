@@ -53,7 +53,16 @@ impl SharedMemory {
         }
     }
 
-    /// Creates a segment of `size` bytes under a fresh random name.
+    /// Creates a segment of `size` bytes (zeroed) under a fresh random name.
+    ///
+    /// ```
+    /// let shm = multiproc::SharedMemory::create(3)?;
+    /// assert!(shm.name().starts_with(multiproc::shm::segment::NAME_PREFIX));
+    /// assert_eq!(shm.to_vec(), vec![0, 0, 0]);
+    /// shm.unlink()?;
+    /// assert!(multiproc::SharedMemory::create(0).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn create(size: usize) -> Result<SharedMemory> {
         loop {
             match SharedMemory::create_named(&segment::random_name()?, size) {
@@ -97,11 +106,28 @@ impl SharedMemory {
     }
 
     /// The name, without a leading `/` (pass it to [`attach`](Self::attach)).
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// let shm = SharedMemory::create_named("/mp-doc-name", 1)?;
+    /// assert_eq!(shm.name(), "mp-doc-name");
+    /// assert_eq!(SharedMemory::attach("/mp-doc-name")?.name(), "mp-doc-name");
+    /// shm.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn name(&self) -> &str {
         self.seg.name().unwrap_or_default()
     }
 
     /// Usable size in bytes (the header is not counted).
+    ///
+    /// ```
+    /// let shm = multiproc::SharedMemory::create(1000)?;
+    /// assert_eq!(shm.size(), 1000);
+    /// assert_eq!(shm.buf().len(), 1000);
+    /// shm.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn size(&self) -> usize {
         self.size
     }
@@ -130,7 +156,19 @@ impl SharedMemory {
         }
     }
 
-    /// Copies bytes starting at `offset` into `out`.
+    /// Copies bytes starting at `offset` into `out`; [`Error::IndexOutOfRange`] if
+    /// they run past the end.
+    ///
+    /// ```
+    /// let shm = multiproc::SharedMemory::create(8)?;
+    /// shm.write_at(4, b"abcd")?;
+    /// let mut out = [0u8; 2];
+    /// shm.read_at(5, &mut out)?;
+    /// assert_eq!(&out, b"bc");
+    /// assert!(shm.read_at(7, &mut out).is_err());
+    /// shm.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn read_at(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         self.range(offset, out.len())?;
         self.seg.map().read_slice(HEADER_SIZE + offset, out);
@@ -138,7 +176,31 @@ impl SharedMemory {
         Ok(())
     }
 
-    /// Copies `data` into the segment starting at `offset`.
+    /// Copies `data` into the segment starting at `offset`; [`Error::IndexOutOfRange`]
+    /// (and nothing written) if it runs past the end.
+    ///
+    /// A child process attaching by name sees the parent's bytes:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Process, SharedMemory};
+    /// let shm = SharedMemory::create(5)?;
+    /// shm.write_at(0, b"hello")?;
+    /// let name = shm.name().to_string();
+    /// let mut p = Process::new(move || {
+    ///     let mine = SharedMemory::attach(&name).unwrap();
+    ///     assert_eq!(mine.to_vec(), b"hello");
+    ///     mine.write_at(0, b"J").unwrap();
+    /// });
+    /// p.start()?;
+    /// let code = p.join(Some(Duration::from_secs(10)))?;
+    /// let seen = shm.to_vec();
+    /// shm.unlink()?;
+    /// assert_eq!(code, Some(0));
+    /// assert_eq!(seen, b"Jello");
+    /// assert!(shm.write_at(4, b"xy").is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.range(offset, data.len())?;
         std::sync::atomic::fence(Ordering::Release);
@@ -147,6 +209,14 @@ impl SharedMemory {
     }
 
     /// A copy of all the bytes.
+    ///
+    /// ```
+    /// let shm = multiproc::SharedMemory::create(4)?;
+    /// shm.write_at(1, &[1, 2])?;
+    /// assert_eq!(shm.to_vec(), vec![0, 1, 2, 0]);
+    /// shm.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = vec![0; self.size];
         self.seg.map().read_slice(HEADER_SIZE, &mut v);
@@ -154,10 +224,33 @@ impl SharedMemory {
     }
 
     /// Unmaps this handle (Python's `close`); the segment itself stays.
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// let shm = SharedMemory::create(4)?;
+    /// let name = shm.name().to_string();
+    /// shm.write_at(0, b"keep")?;
+    /// shm.close();
+    /// let again = SharedMemory::attach(&name)?; // still there
+    /// assert_eq!(again.to_vec(), b"keep");
+    /// again.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn close(self) {}
 
     /// Removes the name so no one else can attach; the memory is freed when the
-    /// last handle closes. Like Python, call it once, from one process.
+    /// last handle closes. Like Python, call it once, from one process: a second
+    /// call is [`Error::NotFound`].
+    ///
+    /// ```
+    /// use multiproc::{Error, SharedMemory};
+    /// let shm = SharedMemory::create(4)?;
+    /// shm.unlink()?;
+    /// assert!(matches!(SharedMemory::attach(shm.name()), Err(Error::NotFound { .. })));
+    /// shm.write_at(0, b"ok")?; // this handle still works
+    /// assert!(matches!(shm.unlink(), Err(Error::NotFound { .. })));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn unlink(&self) -> Result<()> {
         crate::sys::mem::shm_unlink(&format!("/{}", self.name())).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound {

@@ -61,6 +61,16 @@ pub struct ValueGuard<'a, T> {
 
 impl<T: Pod> Value<T> {
     /// A shared `value` with a new lock (Python's `Value(typecode, value)`).
+    ///
+    /// `T` is any plain-data type ([`bytemuck::Pod`]), `#[repr(C)]` structs
+    /// included.
+    ///
+    /// ```
+    /// let point = multiproc::Value::new([1.0f64, -2.0])?;
+    /// assert_eq!(point.get()?, [1.0, -2.0]);
+    /// assert!(!point.get_lock().is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn new(value: T) -> Result<Value<T>> {
         let (storage, lock) = Storage::new(1, true)?;
         storage.write_all(&[value]);
@@ -87,7 +97,17 @@ impl<T: Pod> Value<T> {
         Ok(Value { storage, lock })
     }
 
-    /// The lock (Python's `get_lock()`).
+    /// The lock (Python's `get_lock()`): hold it to make several operations
+    /// on the value one atomic step.
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(0u32)?;
+    /// let g = v.lock().unwrap();
+    /// assert!(v.get_lock().is_locked());
+    /// drop(g);
+    /// assert!(!v.get_lock().is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get_lock(&self) -> &Lock {
         &self.lock
     }
@@ -95,6 +115,17 @@ impl<T: Pod> Value<T> {
     /// Takes the lock; the guard derefs to `&mut T`.
     ///
     /// `Err(OwnerDied(guard))` holds the lock too: see [`OwnerDied`].
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(10i64)?;
+    /// {
+    ///     let mut g = v.lock().unwrap();
+    ///     *g -= 3; // read-modify-write under one lock
+    ///     *g *= 2;
+    /// }
+    /// assert_eq!(v.get()?, 14);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn lock<'a>(&'a self) -> LockResult<ValueGuard<'a, T>> {
         let wrap = |guard: LockGuard<'a>| -> ValueGuard<'a, T> {
             // SAFETY: the guard holds this value's lock, which the only path handing
@@ -110,12 +141,33 @@ impl<T: Pod> Value<T> {
     }
 
     /// A copy of the value, taken under the lock (Python's `v.value`).
+    ///
+    /// [`Error::OwnerDied`](crate::Error::OwnerDied) if a holder of the lock died
+    /// (the lock is released again, still inconsistent).
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(b'x')?;
+    /// assert_eq!(v.get()?, b'x');
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get(&self) -> Result<T> {
         let _g = self.lock.lock()?;
         self.storage.get(0)
     }
 
     /// Replaces the value under the lock (Python's `v.value = x`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Process, Value};
+    /// let v = Value::new(0.0f32)?;
+    /// let v2 = v.clone();
+    /// let mut p = Process::new(move || v2.set(2.5).unwrap());
+    /// p.start()?;
+    /// assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(0));
+    /// assert_eq!(v.get()?, 2.5); // set by the child
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn set(&self, value: T) -> Result<()> {
         let _g = self.lock.lock()?;
         self.storage.set(0, value)
@@ -137,6 +189,28 @@ impl<T> DerefMut for ValueGuard<'_, T> {
 
 impl<T> ValueGuard<'_, T> {
     /// Declares the value repaired after an [`OwnerDied`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Error, Process, Value};
+    /// let v = Value::new(0u32)?;
+    /// let v2 = v.clone();
+    /// let mut p = Process::new(move || {
+    ///     let g = v2.lock().unwrap();
+    ///     std::mem::forget(g); // exits holding the lock
+    /// });
+    /// p.start()?;
+    /// p.join(Some(Duration::from_secs(10)))?;
+    /// // Without repair, every acquirer hears of the death:
+    /// assert!(matches!(v.get(), Err(Error::OwnerDied)));
+    /// let Err(died) = v.lock() else { unreachable!("the holder died") };
+    /// let mut g = died.into_inner(); // the lock is held
+    /// *g = 0; // repair
+    /// g.mark_consistent();
+    /// drop(g);
+    /// assert_eq!(v.get()?, 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn mark_consistent(&self) {
         self.guard.mark_consistent();
     }
@@ -156,7 +230,13 @@ pub struct RawValue<T> {
 }
 
 impl<T: Pod> RawValue<T> {
-    /// A shared `value`.
+    /// A shared `value` (Python's `RawValue(typecode, value)`).
+    ///
+    /// ```
+    /// let v = multiproc::RawValue::new(-1i16)?;
+    /// assert_eq!(v.get(), -1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn new(value: T) -> Result<RawValue<T>> {
         let (storage, _) = Storage::new(1, false)?;
         storage.write_all(&[value]);
@@ -164,13 +244,31 @@ impl<T: Pod> RawValue<T> {
     }
 
     /// A copy of the value.
+    ///
+    /// ```
+    /// let v = multiproc::RawValue::new([1u8, 2, 3])?;
+    /// assert_eq!(v.get(), [1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get(&self) -> T {
         self.storage
             .get(0)
             .expect("index 0 of a one-element storage")
     }
 
-    /// Replaces the value.
+    /// Replaces the value; a child's write is seen by the parent.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Process, RawValue};
+    /// let v = RawValue::new(0u64)?;
+    /// let v2 = v.clone();
+    /// let mut p = Process::new(move || v2.set(99));
+    /// p.start()?;
+    /// p.join(Some(Duration::from_secs(10)))?;
+    /// assert_eq!(v.get(), 99);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn set(&self, value: T) {
         self.storage
             .set(0, value)
@@ -183,9 +281,36 @@ impl<T: Pod> RawValue<T> {
 ///
 /// Sealed: the operations are defined on the integer's bits, through the unsigned
 /// atomic of the same width, so signed and unsigned wrap the same way.
+///
+/// ```
+/// use multiproc::{AtomicInt, Value};
+/// fn bump<T: AtomicInt>(v: &Value<T>, by: T) -> T {
+///     v.fetch_add(by)
+/// }
+/// let v = Value::new(i8::MAX)?;
+/// assert_eq!(bump(&v, 1), i8::MAX);
+/// assert_eq!(v.load(), i8::MIN); // wraps
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// Other types cannot implement it:
+///
+/// ```compile_fail,E0277
+/// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Mine(u32);
+/// impl multiproc::AtomicInt for Mine {}
+/// ```
 pub trait AtomicInt: Pod + sealed::Sealed {}
 
 mod sealed {
+    /// The operations behind [`AtomicInt`](super::AtomicInt); private, so that only
+    /// the integer types implement it.
+    ///
+    /// ```compile_fail,E0603
+    /// // The module is private: outside code cannot name the trait.
+    /// use multiproc::shm::value::sealed::Sealed;
+    /// ```
     pub trait Sealed {
         fn load(map: &crate::sys::mem::Mapping, off: usize) -> Self;
         fn store(map: &crate::sys::mem::Mapping, off: usize, v: Self);

@@ -45,6 +45,12 @@ pub struct Event {
 
 impl Event {
     /// A new, clear Event.
+    ///
+    /// ```
+    /// let e = multiproc::Event::new()?;
+    /// assert!(!e.is_set());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn new() -> Result<Event> {
         let block = Block::alloc(4)?;
         let map = block.static_map().expect("small blocks live in the arena");
@@ -70,6 +76,18 @@ impl Event {
     }
 
     /// Sets the flag and wakes every waiter in every process.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Event, Process};
+    /// let e = Event::new()?;
+    /// let e2 = e.clone();
+    /// let mut p = Process::new(move || e2.set());
+    /// p.start()?;
+    /// assert!(e.wait(Some(Duration::from_secs(30)))?);
+    /// p.join(None)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn set(&self) {
         if self.word.swap(SET, Ordering::Release) == WAITERS {

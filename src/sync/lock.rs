@@ -126,7 +126,9 @@ impl Lock {
         self.guard(how)
     }
 
-    /// Takes the lock if it is free, without waiting.
+    /// Takes the lock if it is free, without waiting. A lock whose holder died is
+    /// taken over with [`OwnerDied`] too (the owner is checked at most every 20 ms
+    /// per thread), so a loop that polls `try_lock` never spins forever on it.
     ///
     /// ```
     /// use multiproc::TryLockError;
@@ -217,7 +219,22 @@ impl Lock {
         Ok(())
     }
 
-    /// Whether some process holds the lock now.
+    /// Whether some process holds the lock now (a snapshot: it may change at once).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Lock, Process};
+    /// let lock = Lock::new()?;
+    /// let l = lock.clone();
+    /// let mut p = Process::new(move || l.release().unwrap()); // any process may release
+    /// let g = lock.lock().unwrap();
+    /// assert!(lock.is_locked());
+    /// std::mem::forget(g); // the child releases it instead
+    /// p.start()?;
+    /// assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(0));
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_locked(&self) -> bool {
         self.raw.owner() != 0
     }
@@ -235,6 +252,28 @@ impl Lock {
 
     /// Declares the protected data repaired after an [`OwnerDied`]; call it while
     /// holding the lock.
+    ///
+    /// The form for [`acquire`](Self::acquire) users (guards have
+    /// [`LockGuard::mark_consistent`]):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Error, Lock, Process};
+    /// let lock = Lock::new()?;
+    /// let l = lock.clone();
+    /// let mut p = Process::new(move || assert!(l.acquire(true, None).unwrap())); // never released
+    /// p.start()?;
+    /// p.join(Some(Duration::from_secs(10)))?;
+    /// // Taken, but the holder died: repair, then mark.
+    /// assert!(matches!(lock.acquire(true, Some(Duration::from_secs(10))), Err(Error::OwnerDied)));
+    /// assert!(!lock.is_consistent());
+    /// lock.mark_consistent();
+    /// lock.release()?;
+    /// assert!(lock.is_consistent());
+    /// assert!(lock.acquire(true, Some(Duration::from_secs(10)))?);
+    /// lock.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn mark_consistent(&self) {
         self.raw.mark_consistent();
     }
@@ -242,11 +281,39 @@ impl Lock {
 
 impl LockGuard<'_> {
     /// Declares the protected data repaired after an [`OwnerDied`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Lock, Process, TryLockError};
+    /// let lock = Lock::new()?;
+    /// let l = lock.clone();
+    /// let mut p = Process::new(move || std::mem::forget(l.lock().unwrap())); // dies holding it
+    /// p.start()?;
+    /// p.join(Some(Duration::from_secs(10)))?;
+    /// let guard = match lock.try_lock_for(Duration::from_secs(10)) {
+    ///     Err(TryLockError::OwnerDied(died)) => died.into_inner(),
+    ///     other => panic!("expected OwnerDied, got {other:?}"),
+    /// };
+    /// // ... repair the data the lock protects ...
+    /// guard.mark_consistent();
+    /// drop(guard);
+    /// assert!(lock.is_consistent());
+    /// assert!(lock.try_lock().is_ok());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn mark_consistent(&self) {
         self.lock.mark_consistent();
     }
 
     /// The lock this guard holds.
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let guard = lock.lock().unwrap();
+    /// assert!(std::ptr::eq(guard.lock(), &lock));
+    /// assert!(guard.lock().is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn lock(&self) -> &Lock {
         self.lock
     }

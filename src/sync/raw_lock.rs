@@ -29,15 +29,21 @@
 //! same word, they ask `/proc` whether the owner still runs (pid *and* start-time tag,
 //! so a reused pid does not pass for the dead owner). If it does not, one waiter wins
 //! a compare-exchange `dead -> me | CONTENDED`, sets INCONSISTENT, and returns
-//! [`Acquired::OwnerDied`]. Detection therefore takes at most one slice plus a read
-//! of `/proc`, while the uncontended path stays a single compare-exchange, cheaper
-//! than a robust pthread mutex (whose kernel robust list must also be updated on every
-//! acquire and release) and free of glibc's per-thread robust list, which multiproc
-//! could not share. The cost: a process blocked on a long-held lock wakes once per
-//! slice (a few microseconds of work), and all processes must share a pid namespace.
+//! [`Acquired::OwnerDied`]. A waiter also checks when wakes keep cutting its slices
+//! short (signals), and a failing `try_lock` checks at most once per interval per
+//! thread, so neither a sleeper nor a poller waits forever on a dead owner. A
+//! blocking acquire makes that same rate-limited check before its first sleep, so a
+//! process that comes to an already dead owner's lock usually takes it at once.
+//! Detection therefore takes at most one slice plus a read of `/proc`, while the
+//! uncontended path stays a single compare-exchange, cheaper than a robust pthread
+//! mutex (whose kernel robust list must also be updated on every acquire and
+//! release) and free of glibc's per-thread robust list, which multiproc could not
+//! share. The cost: a process blocked on a long-held lock wakes once per slice (a
+//! few microseconds of work), and all processes must share a pid namespace.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::ident;
 use crate::sys::futex;
@@ -45,8 +51,40 @@ use crate::sys::mem::Mapping;
 use crate::sys::time::Deadline;
 
 /// Bytes a RawLock takes in shared memory.
+///
+/// ```
+/// use multiproc::shm::arena::Block;
+/// use multiproc::sync::raw_lock::{self, RawLock};
+/// let block = Block::alloc(raw_lock::SIZE)?;
+/// assert!(block.offset() + raw_lock::SIZE <= block.map().len());
+/// // All-zero bytes are a free, consistent lock.
+/// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+/// assert_eq!(raw.owner(), 0);
+/// assert!(raw.is_consistent());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub const SIZE: usize = 16;
 /// How long a waiter sleeps before checking whether the owner died.
+///
+/// A live owner passes every check, so its lock is waited for, not taken over:
+///
+/// ```
+/// use std::time::Instant;
+/// use multiproc::shm::arena::Block;
+/// use multiproc::sync::{ident, raw_lock::{Acquired, OWNER_CHECK_INTERVAL, RawLock}};
+/// use multiproc::sys::time::Deadline;
+/// let block = Block::alloc(16)?;
+/// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+/// let me = ident::process();
+/// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+/// let start = Instant::now();
+/// let deadline = Deadline::after(Some(OWNER_CHECK_INTERVAL * 3))?;
+/// assert_eq!(raw.lock(me, deadline), None); // checked the owner, kept waiting
+/// assert!(start.elapsed() >= OWNER_CHECK_INTERVAL * 3);
+/// assert_eq!(raw.owner(), me);
+/// raw.unlock();
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub const OWNER_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 const CONTENDED: u32 = 1 << 31;
@@ -54,6 +92,32 @@ const INCONSISTENT: u32 = 1;
 const SPIN_LIMIT: u32 = 100;
 
 /// How a lock was obtained.
+///
+/// A process that exits holding the lock does not leave the next acquirer waiting:
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::Process;
+/// use multiproc::shm::arena::Block;
+/// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
+/// use multiproc::sys::time::Deadline;
+/// let block = Block::alloc(16)?;
+/// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+/// let mut child = Process::new(move || {
+///     assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
+///     // Exits without unlocking.
+/// });
+/// child.start()?;
+/// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+///
+/// let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
+/// assert_eq!(raw.lock(ident::process(), deadline), Some(Acquired::OwnerDied));
+/// raw.mark_consistent(); // after repairing the data
+/// raw.unlock();
+/// assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
+/// raw.unlock();
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Acquired {
@@ -65,6 +129,24 @@ pub enum Acquired {
 }
 
 /// A handle on the 16 bytes of one raw lock. Copying it copies the reference only.
+///
+/// The handle does not keep its memory allocated: keep the [`Block`](crate::shm::arena::Block)
+/// it lives in alive for as long as the lock is used.
+///
+/// ```
+/// use multiproc::shm::arena::Block;
+/// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
+/// let block = Block::alloc(16)?;
+/// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+/// let copy = raw; // the same 16 bytes
+/// let me = ident::process();
+/// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+/// assert_eq!(copy.owner(), me);
+/// assert_eq!(copy.try_lock(me), None); // held
+/// assert_eq!(copy.unlock(), me);
+/// assert_eq!(raw.owner(), 0);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct RawLock {
     word: &'static AtomicU32,
@@ -74,6 +156,24 @@ pub struct RawLock {
 
 impl RawLock {
     /// The lock at `offset` of an arena mapping (16-byte aligned, zeroed when new).
+    ///
+    /// Panics if the lock's words at `offset` fall outside `map` or are not 4-byte
+    /// aligned.
+    ///
+    /// ```
+    /// use multiproc::shm::arena::Block;
+    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
+    /// let block = Block::alloc(16)?;
+    /// let map = block.static_map().expect("16 bytes come from the arena");
+    /// let raw = RawLock::at(map, block.offset());
+    /// assert_eq!(raw.owner(), 0); // zeroed: free
+    /// // Another handle on the same offset is the same lock.
+    /// let me = ident::process();
+    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+    /// assert_eq!(RawLock::at(map, block.offset()).owner(), me);
+    /// raw.unlock();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn at(map: &'static Mapping, offset: usize) -> RawLock {
         RawLock {
             word: map.atomic_u32(offset),
@@ -91,21 +191,129 @@ impl RawLock {
         }
     }
 
-    /// Takes the lock for `me` if it is free; never blocks.
+    /// Takes the lock for `me` if it is free, or if its owner died; never blocks.
+    ///
+    /// Whether the owner died is checked (a read of `/proc`) at most once per
+    /// [`OWNER_CHECK_INTERVAL`] per thread while owners are found alive, so a loop
+    /// that polls `try_lock` takes a dead owner's lock within about one interval,
+    /// while a failing `try_lock` stays a compare-exchange and a clock read almost
+    /// every time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    /// use multiproc::shm::arena::Block;
+    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
+    /// let block = Block::alloc(16)?;
+    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+    /// let me = ident::process();
+    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+    /// assert_eq!(raw.try_lock(me), None); // held by a live owner (not reentrant)
+    /// raw.unlock();
+    ///
+    /// // A child exits holding it: polling takes it over, with a bounded wait.
+    /// let mut child = Process::new(move || {
+    ///     assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
+    /// });
+    /// child.start()?;
+    /// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+    /// let mut polls = 0;
+    /// let how = loop {
+    ///     if let Some(how) = raw.try_lock(me) {
+    ///         break how;
+    ///     }
+    ///     polls += 1;
+    ///     assert!(polls < 10_000, "the dead owner was never noticed");
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// };
+    /// assert_eq!(how, Acquired::OwnerDied);
+    /// raw.mark_consistent();
+    /// raw.unlock();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn try_lock(&self, me: u32) -> Option<Acquired> {
-        self.word
+        match self
+            .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| self.after_acquire())
+        {
+            Ok(_) => Some(self.after_acquire()),
+            Err(w) => self.try_take_over(me, w),
+        }
+    }
+
+    /// A failed `try_lock`: takes the lock over if the owner of `w` is gone and an
+    /// owner check is due for this thread.
+    #[cold]
+    fn try_take_over(&self, me: u32, w: u32) -> Option<Acquired> {
+        thread_local! {
+            static NEXT_CHECK: Cell<Option<Instant>> = const { Cell::new(None) };
+        }
+        let now = Instant::now();
+        if NEXT_CHECK.with(|n| n.get().is_some_and(|t| now < t)) {
+            return None;
+        }
+        if w == 0 || !ident::is_gone(w) {
+            // A live owner: do not read `/proc` again for a while.
+            NEXT_CHECK.with(|n| n.set(Some(now + OWNER_CHECK_INTERVAL)));
+            return None;
+        }
+        // Keep CONTENDED: sleepers may be waiting for the wake on unlock.
+        if self
+            .word
+            .compare_exchange(
+                w,
+                me | (w & CONTENDED),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
+            return Some(Acquired::OwnerDied);
+        }
+        None
     }
 
     /// Takes the lock for `me`, waiting until `deadline`; `None` when it passed.
+    ///
+    /// A child process sleeps on the lock until the parent releases it:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    /// use multiproc::sys::time::Deadline;
+    /// use multiproc::shm::arena::Block;
+    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
+    /// let block = Block::alloc(16)?;
+    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+    /// let me = ident::process();
+    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+    /// let mut child = Process::new(move || {
+    ///     let deadline = Deadline::after(Some(Duration::from_secs(10))).unwrap();
+    ///     assert_eq!(raw.lock(ident::process(), deadline), Some(Acquired::Clean));
+    ///     raw.unlock();
+    /// });
+    /// child.start()?;
+    /// std::thread::sleep(Duration::from_millis(50));
+    /// raw.unlock(); // wakes the child
+    /// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+    ///
+    /// // Held by a live owner until the deadline: `None`.
+    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+    /// let soon = Deadline::after(Some(Duration::from_millis(30)))?;
+    /// assert_eq!(raw.lock(me, soon), None);
+    /// raw.unlock();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn lock(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
-        match self.try_lock(me) {
-            Some(a) => Some(a),
-            None => self.lock_contended(me, deadline),
+        match self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Some(self.after_acquire()),
+            Err(_) => self.lock_contended(me, deadline),
         }
     }
 
@@ -125,6 +333,15 @@ impl RawLock {
     #[cold]
     fn lock_contended(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
         let mut w = self.spin();
+        // Before sleeping, the rate-limited check of `try_lock`: a process that
+        // comes to a lock whose owner is already dead takes it now, not after a
+        // slice (at most one `/proc` read per interval per thread).
+        if w != 0 {
+            if let Some(how) = self.try_take_over(me, w) {
+                return Some(how);
+            }
+        }
+        let mut next_check = Instant::now() + OWNER_CHECK_INTERVAL;
         loop {
             if w == 0 {
                 // Free: take it, marked contended since others may sleep.
@@ -155,20 +372,25 @@ impl RawLock {
                 w |= CONTENDED;
             }
             let expired = deadline.expired();
-            if expired
+            let timed_out = expired
                 || futex::wait(self.word, w, Some(deadline.slice(OWNER_CHECK_INTERVAL)))
-                    == futex::Wake::TimedOut
-            {
-                // A slice (or the whole timeout) passed with the word unchanged.
-                if self.word.load(Ordering::Relaxed) == w && ident::is_gone(w) {
-                    self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
-                    if self
+                    == futex::Wake::TimedOut;
+            // Check the owner when a slice ended, and also when wakes keep coming
+            // without the word changing (EINTR from a signal every few ms would
+            // otherwise end every slice early and the owner would never be checked).
+            if timed_out || Instant::now() >= next_check {
+                next_check = Instant::now() + OWNER_CHECK_INTERVAL;
+                if self.word.load(Ordering::Relaxed) == w
+                    && ident::is_gone(w)
+                    && self
                         .word
                         .compare_exchange(w, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
-                    {
-                        return Some(Acquired::OwnerDied);
-                    }
+                {
+                    // Set only by the winner, while it holds the lock: a loser must
+                    // not set it after the winner repaired and released.
+                    self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
+                    return Some(Acquired::OwnerDied);
                 }
                 if deadline.expired() {
                     return None;
@@ -179,6 +401,23 @@ impl RawLock {
     }
 
     /// Releases the lock; returns the word it held (0 if it was not locked).
+    ///
+    /// It does not check who calls it: the typed layers decide who may release. A
+    /// return of 0 is how `Lock::release` knows to report
+    /// [`Error::NotHeld`](crate::Error::NotHeld).
+    ///
+    /// ```
+    /// use multiproc::shm::arena::Block;
+    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
+    /// let block = Block::alloc(16)?;
+    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+    /// assert_eq!(raw.unlock(), 0); // was not locked
+    /// let me = ident::process();
+    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+    /// assert_eq!(raw.unlock(), me);
+    /// assert_eq!(raw.owner(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn unlock(&self) -> u32 {
         let prev = self.word.swap(0, Ordering::Release);
@@ -189,23 +428,191 @@ impl RawLock {
     }
 
     /// The holder's owner word, or 0 when free.
+    ///
+    /// ```
+    /// use multiproc::shm::arena::Block;
+    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
+    /// let block = Block::alloc(16)?;
+    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+    /// assert_eq!(raw.owner(), 0);
+    /// let me = ident::process();
+    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+    /// assert_eq!(raw.owner(), me);
+    /// assert_eq!(ident::id_of(raw.owner()), std::process::id());
+    /// raw.unlock();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn owner(&self) -> u32 {
         self.word.load(Ordering::Relaxed) & ident::OWNER_MASK
     }
 
     /// Whether no owner has died with the data inconsistent.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    /// use multiproc::sys::time::Deadline;
+    /// use multiproc::shm::arena::Block;
+    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
+    /// let block = Block::alloc(16)?;
+    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+    /// assert!(raw.is_consistent());
+    /// let mut child = Process::new(move || {
+    ///     assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
+    /// }); // exits holding the lock
+    /// child.start()?;
+    /// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+    /// let me = ident::process();
+    /// let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
+    /// assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
+    /// assert!(!raw.is_consistent());
+    /// raw.unlock();
+    /// // Unlocking does not repair anything: the next acquirer is told too.
+    /// assert!(!raw.is_consistent());
+    /// assert_eq!(raw.try_lock(me), Some(Acquired::OwnerDied));
+    /// raw.mark_consistent();
+    /// raw.unlock();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_consistent(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & INCONSISTENT == 0
     }
 
     /// Clears INCONSISTENT (call while holding the lock, after repairing the data).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    /// use multiproc::sys::time::Deadline;
+    /// use multiproc::shm::arena::Block;
+    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
+    /// let block = Block::alloc(16)?;
+    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+    /// let mut child = Process::new(move || {
+    ///     assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
+    /// }); // exits holding the lock
+    /// child.start()?;
+    /// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+    /// let me = ident::process();
+    /// let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
+    /// assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
+    /// // ... repair the data the lock protects, then:
+    /// raw.mark_consistent();
+    /// assert!(raw.is_consistent());
+    /// raw.unlock();
+    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+    /// raw.unlock();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn mark_consistent(&self) {
         self.flags.fetch_and(!INCONSISTENT, Ordering::Relaxed);
     }
 
     /// The recursion count word (RLock only; read and written by the holder).
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// use multiproc::shm::arena::Block;
+    /// use multiproc::sync::raw_lock::RawLock;
+    /// let block = Block::alloc(16)?;
+    /// let map = block.static_map().unwrap();
+    /// let raw = RawLock::at(map, block.offset());
+    /// assert_eq!(raw.count().load(Ordering::Relaxed), 0);
+    /// raw.count().fetch_add(2, Ordering::Relaxed); // an RLock taken twice
+    /// // Shared: every handle, in every process, sees the third u32 of the layout.
+    /// assert_eq!(RawLock::at(map, block.offset()).count().load(Ordering::Relaxed), 2);
+    /// assert_eq!(map.atomic_u32(block.offset() + 8).load(Ordering::Relaxed), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn count(&self) -> &'static AtomicU32 {
         self.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::arena::Block;
+
+    fn fresh() -> (RawLock, Block) {
+        let block = Block::alloc(SIZE).unwrap();
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        (raw, block)
+    }
+
+    /// The word a process with this pid but another start time would hold: what a
+    /// dead owner's word looks like once its pid has been reused by a live process.
+    fn same_pid_other_start(me: u32) -> u32 {
+        let tag = (me >> 22) & 0x1ff;
+        (me & ident::ID_MASK) | ((tag + 1) & 0x1ff) << 22
+    }
+
+    #[test]
+    fn a_live_owner_with_a_reused_pid_does_not_pass_for_the_dead_one() {
+        let (raw, _block) = fresh();
+        let me = ident::process();
+        let ghost = same_pid_other_start(me);
+        // A dead owner whose pid now belongs to a running process (this one).
+        assert_eq!(raw.try_lock(ghost), Some(Acquired::Clean));
+        let deadline = Deadline::after(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
+        assert_eq!(raw.owner(), me);
+        assert!(!raw.is_consistent());
+        raw.mark_consistent();
+        raw.unlock();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        raw.unlock();
+    }
+
+    #[test]
+    fn a_live_owner_is_waited_for_not_taken_over() {
+        let (raw, _block) = fresh();
+        let me = ident::process();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        // Same identity (this live process): the timed wait ends without the lock,
+        // after at least one owner check.
+        let deadline = Deadline::after(Some(OWNER_CHECK_INTERVAL * 2)).unwrap();
+        assert_eq!(raw.lock(me, deadline), None);
+        assert!(raw.is_consistent());
+        raw.unlock();
+    }
+
+    #[test]
+    fn try_lock_takes_a_dead_owner_s_lock_at_most_once_per_interval() {
+        let (raw, _block) = fresh();
+        let me = ident::process();
+        let _ = raw.try_lock(same_pid_other_start(me));
+        // Polling: within a few intervals one try_lock sees the owner gone.
+        let deadline = Deadline::after(Some(Duration::from_secs(20))).unwrap();
+        let got = loop {
+            if let Some(how) = raw.try_lock(me) {
+                break how;
+            }
+            assert!(!deadline.expired(), "try_lock never noticed the dead owner");
+            std::hint::spin_loop();
+        };
+        assert_eq!(got, Acquired::OwnerDied);
+        assert_eq!(raw.owner(), me);
+        // Held by a live owner (this process): never taken over.
+        assert_eq!(raw.try_lock(me), None);
+        raw.mark_consistent();
+        raw.unlock();
+    }
+
+    #[test]
+    fn inconsistency_persists_until_marked() {
+        let (raw, _block) = fresh();
+        let me = ident::process();
+        let _ = raw.try_lock(same_pid_other_start(me));
+        let deadline = Deadline::after(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
+        raw.unlock();
+        // Not marked consistent: the next acquirer is told too.
+        assert_eq!(raw.try_lock(me), Some(Acquired::OwnerDied));
+        raw.mark_consistent();
+        raw.unlock();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        raw.unlock();
     }
 }

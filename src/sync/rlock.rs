@@ -116,6 +116,24 @@ impl RLock {
     ///
     /// # Panics
     /// If this thread already holds it `u32::MAX` times.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::RLock;
+    /// let rlock = RLock::new()?;
+    /// let g1 = rlock.lock().unwrap();
+    /// let g2 = rlock.lock().unwrap(); // re-entered, no deadlock
+    /// assert_eq!(rlock.recursion_count(), 2);
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         // Another thread must wait (here: gives up after 5 ms).
+    ///         assert!(rlock.try_lock_for(Duration::from_millis(5)).is_err());
+    ///     });
+    /// });
+    /// drop((g2, g1));
+    /// assert!(!rlock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
         match self.timed(Some(Deadline::NEVER)) {
@@ -141,7 +159,22 @@ impl RLock {
         self.timed(None)
     }
 
-    /// Waits at most `timeout` for a level.
+    /// Waits at most `timeout` for a level (at once if this thread holds it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{RLock, TryLockError};
+    /// let rlock = RLock::new()?;
+    /// let g = rlock.try_lock_for(Duration::from_millis(10)).unwrap();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         let r = rlock.try_lock_for(Duration::from_millis(5));
+    ///         assert!(matches!(r, Err(TryLockError::WouldBlock)));
+    ///     });
+    /// });
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<RLockGuard<'_>> {
         // A free (or already owned) lock needs no deadline: skip the clock read.
         if let Err(e) = Deadline::check(Some(timeout)) {
@@ -215,17 +248,52 @@ impl RLock {
     }
 
     /// Whether the calling thread holds the lock.
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// let _g = rlock.lock().unwrap();
+    /// assert!(rlock.is_owned());
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| assert!(!rlock.is_owned())); // held, but not by this thread
+    /// });
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn is_owned(&self) -> bool {
         self.raw.owner() == ident::thread()
     }
 
     /// Whether any thread of any process holds the lock.
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// assert!(!rlock.is_locked());
+    /// let _g = rlock.lock().unwrap();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| assert!(rlock.is_locked())); // seen from another thread too
+    /// });
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_locked(&self) -> bool {
         self.raw.owner() != 0
     }
 
     /// How many times the calling thread holds the lock (0 if it does not).
+    ///
+    /// ```
+    /// let rlock = multiproc::RLock::new()?;
+    /// assert_eq!(rlock.recursion_count(), 0);
+    /// let a = rlock.lock().unwrap();
+    /// let b = rlock.lock().unwrap();
+    /// assert_eq!(rlock.recursion_count(), 2);
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| assert_eq!(rlock.recursion_count(), 0)); // not the owner
+    /// });
+    /// drop(b);
+    /// assert_eq!(rlock.recursion_count(), 1);
+    /// drop(a);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn recursion_count(&self) -> u32 {
         if self.is_owned() {
             self.raw.count().load(Ordering::Relaxed)
@@ -235,11 +303,50 @@ impl RLock {
     }
 
     /// Whether no owner has died holding the lock since the last `mark_consistent`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Error, Process, RLock};
+    /// let rlock = RLock::new()?;
+    /// assert!(rlock.is_consistent());
+    /// let r = rlock.clone();
+    /// let mut p = Process::new(move || assert!(r.acquire(true, None).unwrap())); // never released
+    /// p.start()?;
+    /// p.join(Some(Duration::from_secs(10)))?;
+    /// assert!(matches!(rlock.acquire(true, Some(Duration::from_secs(10))), Err(Error::OwnerDied)));
+    /// assert!(!rlock.is_consistent());
+    /// rlock.mark_consistent();
+    /// assert!(rlock.is_consistent());
+    /// rlock.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_consistent(&self) -> bool {
         self.raw.is_consistent()
     }
 
-    /// Declares the protected data repaired after an [`OwnerDied`].
+    /// Declares the protected data repaired after an [`OwnerDied`]; call it while
+    /// holding the lock.
+    ///
+    /// A thread that ends holding the lock counts as a dead owner too:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{RLock, TryLockError};
+    /// let rlock = RLock::new()?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| std::mem::forget(rlock.lock().unwrap()));
+    /// });
+    /// match rlock.try_lock_for(Duration::from_secs(10)) {
+    ///     Err(TryLockError::OwnerDied(died)) => {
+    ///         let _g = died.into_inner();
+    ///         assert_eq!(rlock.recursion_count(), 1);
+    ///         rlock.mark_consistent();
+    ///     }
+    ///     other => panic!("expected OwnerDied, got {other:?}"),
+    /// }
+    /// assert!(rlock.is_consistent());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn mark_consistent(&self) {
         self.raw.mark_consistent();
     }
@@ -272,6 +379,23 @@ impl RLock {
 
 impl RLockGuard<'_> {
     /// Declares the protected data repaired after an [`OwnerDied`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Process, RLock};
+    /// let rlock = RLock::new()?;
+    /// let r = rlock.clone();
+    /// let mut p = Process::new(move || std::mem::forget(r.lock().unwrap())); // dies holding it
+    /// p.start()?;
+    /// p.join(Some(Duration::from_secs(10)))?;
+    /// let Err(died) = rlock.lock() else { unreachable!("the holder died") };
+    /// let guard = died.into_inner();
+    /// // ... repair ...
+    /// guard.mark_consistent();
+    /// drop(guard);
+    /// assert!(rlock.lock().is_ok());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn mark_consistent(&self) {
         self.lock.mark_consistent();
     }

@@ -390,6 +390,12 @@ impl BoundedSemaphore {
     }
 
     /// The bound: the initial value, which the value never exceeds.
+    ///
+    /// ```
+    /// let sem = multiproc::BoundedSemaphore::new(3)?;
+    /// assert_eq!(sem.bound(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn bound(&self) -> u32 {
         self.core.bound.load(Ordering::Relaxed)
     }

@@ -31,19 +31,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The most iterations one spin takes (a `pause` is 10 to 70 cycles by CPU).
-pub const MAX: u32 = 200;
+pub(crate) const MAX: u32 = 200;
 /// The fewest: a partner on the other core that is already answering is caught.
-pub const MIN: u32 = 8;
+pub(crate) const MIN: u32 = 8;
 /// One wait in this many that had to sleep probes (spins up to [`PROBE_TIME`]).
-pub const PROBE_EVERY: u32 = 32;
+pub(crate) const PROBE_EVERY: u32 = 32;
 /// The most sleeps between two probes.
-pub const PROBE_MAX_GAP: u32 = 4096;
+pub(crate) const PROBE_MAX_GAP: u32 = 4096;
 /// How long a probe spins at most.
-pub const PROBE_TIME: Duration = Duration::from_micros(60);
+pub(crate) const PROBE_TIME: Duration = Duration::from_micros(60);
 
 /// A spin budget, adapted to how fast the partner answers (see the module).
 #[derive(Debug)]
-pub struct AdaptiveSpin {
+pub(crate) struct AdaptiveSpin {
     limit: AtomicU32,
     // Sleeps left before the next probe, and the current gap between probes.
     until_probe: AtomicU32,
@@ -69,7 +69,7 @@ impl Clone for AdaptiveSpin {
 
 impl AdaptiveSpin {
     /// A budget starting at [`MAX`].
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         AdaptiveSpin {
             limit: AtomicU32::new(MAX),
             until_probe: AtomicU32::new(PROBE_EVERY),
@@ -80,7 +80,7 @@ impl AdaptiveSpin {
     /// Spins until `ready()` is true or the budget is spent; returns whether it
     /// became true. A `false` means the caller goes to sleep.
     #[inline]
-    pub fn spin(&self, mut ready: impl FnMut() -> bool) -> bool {
+    pub(crate) fn spin(&self, mut ready: impl FnMut() -> bool) -> bool {
         if self.until_probe.load(Ordering::Relaxed) == 0 {
             return self.probe(ready);
         }
@@ -142,14 +142,14 @@ impl AdaptiveSpin {
     /// The sleep that followed a failed spin found the word already changed: the
     /// answer came just after the spin gave up, so spin longer next time.
     #[inline]
-    pub fn answered_late(&self) {
+    pub(crate) fn answered_late(&self) {
         let l = self.limit.load(Ordering::Relaxed);
         self.limit.store((l * 2).min(MAX), Ordering::Relaxed);
     }
 
     /// The current budget in iterations.
     #[cfg(test)]
-    pub fn limit(&self) -> u32 {
+    pub(crate) fn limit(&self) -> u32 {
         self.limit.load(Ordering::Relaxed)
     }
 }

@@ -16,6 +16,26 @@ extern "C" fn after_fork_in_child() {
 }
 
 /// Registers the fork handler (once per process image; forks inherit it).
+///
+/// Every fork made through [`Process`](crate::Process) calls it; call it yourself before forking by other means, so that the
+/// generation still changes in those children.
+///
+/// ```
+/// use multiproc::sys::fork::{exit_now, generation, install_hooks};
+/// use rustix::process::{Pid, WaitOptions, waitpid};
+/// install_hooks();
+/// install_hooks(); // idempotent
+/// let before = generation();
+/// // SAFETY: the child only reads an atomic and leaves through `_exit`.
+/// let pid = unsafe { libc::fork() };
+/// assert!(pid >= 0, "fork failed");
+/// if pid == 0 {
+///     exit_now(if generation() != before { 0 } else { 1 });
+/// }
+/// let (_, status) = waitpid(Pid::from_raw(pid), WaitOptions::empty()).unwrap().unwrap();
+/// assert_eq!(status.exit_status(), Some(0)); // the hook ran in the child
+/// assert_eq!(generation(), before); // and not in the parent
+/// ```
 pub fn install_hooks() {
     INSTALL.call_once(|| {
         // SAFETY: `pthread_atfork` only records the function pointer; the handler is
@@ -26,13 +46,28 @@ pub fn install_hooks() {
 }
 
 /// A number that changes in every forked child: compare it to detect a new process.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Process, RawValue};
+/// use multiproc::sys::fork::generation;
+/// let parent = generation();
+/// let seen = RawValue::new(parent)?;
+/// let s = seen.clone();
+/// let mut p = Process::new(move || s.set(generation()));
+/// p.start()?;
+/// p.join(Some(Duration::from_secs(10)))?;
+/// assert_ne!(seen.get(), parent); // a new process, a new generation
+/// assert_eq!(generation(), parent);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[inline]
 pub fn generation() -> u32 {
     GENERATION.load(Ordering::Relaxed)
 }
 
 /// Which side of a fork the caller is on.
-pub enum Forked {
+pub(crate) enum Forked {
     /// In the parent; the child's pid.
     Parent(i32),
     /// In the child.
@@ -44,7 +79,12 @@ pub enum Forked {
 /// The child has one thread, a copy of the parent's memory and every shared
 /// mapping. It should run its work and leave through [`exit_now`], so that it never
 /// runs the parent's destructors, `atexit` handlers or stdio flushes.
-pub fn fork() -> std::io::Result<Forked> {
+///
+/// Crate-private on purpose: a child forked from a multi-threaded parent may only
+/// call async-signal-safe functions until it execs, which a safe public `fork` could
+/// not promise. Users fork through [`Process`](crate::Process), which runs only the
+/// user's closure in the child and documents that caveat.
+pub(crate) fn fork() -> std::io::Result<Forked> {
     install_hooks();
     // SAFETY: fork is sound to call; its hazard is in what the child does next with a
     // single thread (locks held by other parent threads stay held). Callers run only
@@ -60,6 +100,16 @@ pub fn fork() -> std::io::Result<Forked> {
 
 /// Ends the calling process at once with `code`, running no destructors, `atexit`
 /// handlers or stdio flushes (flush what you wrote first).
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::Process;
+/// use multiproc::sys::fork::exit_now;
+/// let mut p = Process::new(|| exit_now(42)); // nothing after this runs in the child
+/// p.start()?;
+/// assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(42));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` is always sound; it never returns.
     unsafe { libc::_exit(code) }

@@ -8,6 +8,16 @@
 use std::io::Read;
 
 /// Identity and state of one task (process or thread) as the kernel reports it.
+///
+/// ```
+/// use multiproc::sys::procfs::{TaskStat, task_stat, current_process_start_time};
+/// let process: TaskStat = task_stat(std::process::id()).expect("this process exists");
+/// assert_eq!(process.start_time, current_process_start_time());
+/// let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+/// let thread = task_stat(tid).expect("this thread exists");
+/// assert_eq!(thread.state, b'R'); // reading its own stat: running
+/// assert!(thread.start_time >= process.start_time);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskStat {
     /// The one-letter state: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
@@ -18,6 +28,24 @@ pub struct TaskStat {
 
 impl TaskStat {
     /// Whether the task has finished running (a zombie waiting to be reaped counts).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use multiproc::Process;
+    /// use multiproc::sys::procfs::task_stat;
+    /// assert!(!task_stat(std::process::id()).unwrap().is_dead());
+    /// let mut p = Process::new(|| {});
+    /// p.start()?;
+    /// let pid = p.pid().unwrap();
+    /// // Exited but not yet reaped (nothing polled it): a zombie, dead already.
+    /// let give_up = Instant::now() + Duration::from_secs(10);
+    /// while !task_stat(pid).is_some_and(|s| s.is_dead()) {
+    ///     assert!(Instant::now() < give_up);
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// p.join(Some(Duration::from_secs(10)))?; // reaped
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_dead(&self) -> bool {
         matches!(self.state, b'Z' | b'X' | b'x')
     }
@@ -27,6 +55,13 @@ impl TaskStat {
 ///
 /// `/proc/<tid>` resolves for every thread of the pid namespace even though only
 /// thread-group leaders are listed in `/proc`.
+///
+/// ```
+/// use multiproc::sys::procfs::task_stat;
+/// let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+/// assert!(task_stat(tid).is_some());
+/// assert!(task_stat(1 << 23).is_none()); // above any pid_max
+/// ```
 pub fn task_stat(id: u32) -> Option<TaskStat> {
     let mut file = std::fs::File::open(format!("/proc/{id}/stat")).ok()?;
     let mut buf = [0u8; 1024];
@@ -55,13 +90,31 @@ fn parse_stat(text: &[u8]) -> Option<TaskStat> {
     Some(TaskStat { state, start_time })
 }
 
-/// Start time of the calling thread (`/proc/thread-self/stat`).
+/// Start time of the calling thread (`/proc/<tid>/stat`); 0 if it cannot be read.
+///
+/// ```
+/// use multiproc::sys::procfs::{current_process_start_time, current_thread_start_time};
+/// let main = current_thread_start_time();
+/// let later = std::thread::spawn(current_thread_start_time).join().unwrap();
+/// assert!(main >= current_process_start_time());
+/// assert!(later >= main); // a thread started later
+/// ```
 pub fn current_thread_start_time() -> u64 {
     let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
     task_stat(tid).map_or(0, |s| s.start_time)
 }
 
-/// Start time of the calling process.
+/// Start time of the calling process (`/proc/<pid>/stat`); 0 if it cannot be
+/// read. Recorded as `creator_start` in every segment header.
+///
+/// ```
+/// use multiproc::shm::{header::Kind, segment::Segment};
+/// use multiproc::sys::procfs::current_process_start_time;
+/// let seg = Segment::anonymous(Kind::Large, 8)?;
+/// assert_eq!(seg.header().creator_start, current_process_start_time());
+/// assert_ne!(current_process_start_time(), 0);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub fn current_process_start_time() -> u64 {
     let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
     task_stat(pid).map_or(0, |s| s.start_time)

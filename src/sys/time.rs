@@ -9,16 +9,48 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 
 /// A point on the monotonic clock, or never.
+///
+/// A wait loop computes its deadline once and sleeps in bounded slices:
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use multiproc::sys::time::Deadline;
+/// let start = Instant::now();
+/// let deadline = Deadline::after(Some(Duration::from_millis(20)))?;
+/// while !deadline.expired() {
+///     std::thread::sleep(deadline.slice(Duration::from_millis(5)));
+/// }
+/// assert!(start.elapsed() >= Duration::from_millis(20));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline(Option<Instant>);
 
 impl Deadline {
     /// No deadline: wait forever.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::sys::time::Deadline;
+    /// assert!(!Deadline::NEVER.expired());
+    /// assert_eq!(Deadline::NEVER.remaining(), None);
+    /// assert_eq!(Deadline::NEVER.slice(Duration::from_millis(20)), Duration::from_millis(20));
+    /// ```
     pub const NEVER: Deadline = Deadline(None);
 
     /// The deadline `timeout` from now; `None` means never.
     ///
     /// A timeout too large for the clock is [`Error::TimeoutOverflow`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Error, sys::time::Deadline};
+    /// let soon = Deadline::after(Some(Duration::from_secs(60)))?;
+    /// assert!(soon.remaining().unwrap() <= Duration::from_secs(60));
+    /// assert_eq!(Deadline::after(None)?.remaining(), None); // never
+    /// assert!(matches!(Deadline::after(Some(Duration::MAX)), Err(Error::TimeoutOverflow(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn after(timeout: Option<Duration>) -> Result<Deadline> {
         match timeout {
             None => Ok(Deadline::NEVER),
@@ -53,16 +85,45 @@ impl Deadline {
     }
 
     /// Time left: `None` when there is no deadline, zero once it has passed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::sys::time::Deadline;
+    /// let now = Deadline::after(Some(Duration::ZERO))?;
+    /// assert_eq!(now.remaining(), Some(Duration::ZERO));
+    /// let later = Deadline::after(Some(Duration::from_secs(60)))?;
+    /// assert!(later.remaining().unwrap() > Duration::from_secs(59));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn remaining(&self) -> Option<Duration> {
         self.0.map(|t| t.saturating_duration_since(Instant::now()))
     }
 
     /// Time left, but at most `slice`: how long one bounded sleep may last.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::sys::time::Deadline;
+    /// let ms = Duration::from_millis;
+    /// let far = Deadline::after(Some(Duration::from_secs(60)))?;
+    /// assert_eq!(far.slice(ms(20)), ms(20));
+    /// let passed = Deadline::after(Some(Duration::ZERO))?;
+    /// assert_eq!(passed.slice(ms(20)), Duration::ZERO);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn slice(&self, slice: Duration) -> Duration {
         self.remaining().map_or(slice, |r| r.min(slice))
     }
 
     /// Whether the deadline has passed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::sys::time::Deadline;
+    /// assert!(Deadline::after(Some(Duration::ZERO))?.expired());
+    /// assert!(!Deadline::after(Some(Duration::from_secs(60)))?.expired());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn expired(&self) -> bool {
         self.0.is_some_and(|t| Instant::now() >= t)
     }
