@@ -32,8 +32,10 @@ use std::time::{Duration, Instant};
 
 /// The most iterations one spin takes (a `pause` is 10 to 70 cycles by CPU).
 pub(crate) const MAX: u32 = 200;
-/// The fewest: a partner on the other core that is already answering is caught.
-pub(crate) const MIN: u32 = 8;
+/// The fewest: a partner on the other core that is already answering is caught
+/// (what lets two partners that both slept find the fast regime again; 2 was too
+/// few to do so reliably here, 8 cost 3 to 4% when both share one CPU, 4 neither).
+pub(crate) const MIN: u32 = 4;
 /// One wait in this many that had to sleep probes (spins up to [`PROBE_TIME`]).
 pub(crate) const PROBE_EVERY: u32 = 32;
 /// The most sleeps between two probes.
