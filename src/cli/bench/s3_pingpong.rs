@@ -1,7 +1,7 @@
 //! S3: ping-pong between two processes, the round trip: through two Events
 //! (set / wait / clear) and through two Semaphores (release / acquire), against a pure spin on one shared cache line (the hardware
 //! floor), a raw futex wait/wake without spinning, std channels between two threads,
-//! and CPython's Event and Semaphore. Also with both processes pinned to one core
+//! and CPython's Event and Semaphore. Also with both processes pinned to one CPU
 //! (the cores oversubscribed: the partner cannot run while one spins), where
 //! spinning must not make things worse than the raw futex.
 
@@ -262,8 +262,21 @@ fn calibrate(pair: &impl PingPong, target: Duration) -> u64 {
     (target.as_nanos() as u64 / per).clamp(20, 2_000_000)
 }
 
+/// Pins the calling process to the first CPU it may run on (the same one in both
+/// partners, since they inherit the bench's affinity).
+fn pin_to_first_allowed_cpu() {
+    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let allowed = sched_getaffinity(None).expect("reading the CPU affinity");
+    let first = (0..CpuSet::MAX_CPU)
+        .find(|&c| allowed.is_set(c))
+        .expect("some CPU is allowed");
+    let mut one = CpuSet::new();
+    one.set(first);
+    sched_setaffinity(None, &one).expect("pinning to one CPU");
+}
+
 /// Round-trip times (ns) over `reps` batches, between two fresh processes; both
-/// pinned to CPU 0 when `one_core`.
+/// pinned to the same CPU when `one_core`.
 fn measure(
     pair: impl PingPong,
     reps: usize,
@@ -273,9 +286,7 @@ fn measure(
     // Slots: `reps` batch durations, then the batch size.
     let out = samples_from_children(2, reps + 1, move |i, out| {
         if one_core {
-            let mut cpus = rustix::thread::CpuSet::new();
-            cpus.set(0);
-            rustix::thread::sched_setaffinity(None, &cpus).expect("pinning to CPU 0");
+            pin_to_first_allowed_cpu();
         }
         if i == 1 {
             pair.serve();
