@@ -149,6 +149,9 @@ pub fn goals(scenarios: &[&Scenario], rows: &[Row]) -> String {
                         fmt_ratio(a),
                         if a >= g.at_least {
                             "REACHED"
+                        } else if a >= g.at_least * 0.97 {
+                            // Medians move by a few percent from run to run.
+                            "NOT REACHED, within 3% (noise level)"
                         } else {
                             "NOT REACHED"
                         }
