@@ -4,8 +4,10 @@
 //! ## Layout (arena block; all-zero = round 0, filling, nobody arrived)
 //! ```text
 //! 0    16 bytes   RawLock: the barrier's internal lock (see raw_lock)
-//! 16   u32 word   the futex word: round << 2 | state
-//!                 state FILLING (0), BROKEN (1), RESETTING (2)
+//! 16   u32 word   the futex word: round << 3 | SLEEPERS | state
+//!                 state FILLING (0), BROKEN (1), RESETTING (2); SLEEPERS (4) is
+//!                 set by a party before it sleeps on the futex, so that a change
+//!                 of the word makes the wake system call only when someone sleeps
 //! 20   u32 count  parties of the current round inside `wait` (see below)
 //! 24   u32 reason why it broke: 0 none, 1 aborted, 2 timed out, 3 a party died,
 //!                 4 action failed, 5 reset
@@ -14,14 +16,17 @@
 //! 160  u32 x tracked    arrival slots: the owner word (`ident::process()`) of the
 //!                       party with arrival index i this round, 0 = empty
 //! ```
-//! `tracked` = min(parties, [`MAX_TRACKED`]). All fields but `word` change only
-//! under the internal lock; `word` too, and every change of it wakes all sleepers.
+//! `tracked` = min(parties, [`MAX_TRACKED`]). All fields change only under the
+//! internal lock, except the SLEEPERS bit of `word`, which a party sets (by
+//! compare-exchange, so never on a word that has moved on) just before sleeping;
+//! every other change of `word` clears SLEEPERS and, if it was set, wakes all
+//! sleepers. Below, "the word" means the word without SLEEPERS.
 //!
 //! ## States
 //! - `FILLING`, round r: parties arrive. Arrival i (0-based) writes slot i and
 //!   `count = i + 1`. The last (`count == parties`) runs the action (under the
 //!   lock, as Python does), then *releases*: `count = 0`, slots cleared,
-//!   `word = (r + 1) << 2 | FILLING`. A sleeper of round r sees the round change
+//!   `word = (r + 1) << 3 | FILLING`. A sleeper of round r sees the round change
 //!   and returns its index without touching shared state, so the next round can
 //!   fill at once (no draining phase is needed, unlike CPython's).
 //! - `BROKEN`, same round r (abort, timeout, death, failed action): sleepers of
@@ -30,7 +35,7 @@
 //!   Arrivals fail at once. Only `reset()` leaves this state.
 //! - `RESETTING`, same round r (`reset()` while parties of round r are still
 //!   inside): they leave as in BROKEN; the last one out (or a `reset()` or an
-//!   arrival that finds the rest dead) moves to `(r + 1) << 2 | FILLING`.
+//!   arrival that finds the rest dead) moves to `(r + 1) << 3 | FILLING`.
 //!   Arrivals sleep until then. A round never advances while one of its live
 //!   parties is inside, so "my round changed" always means "my round was
 //!   released".
@@ -53,6 +58,7 @@ use std::time::Duration;
 
 use super::ident;
 use super::raw_lock::{self, Acquired, OWNER_CHECK_INTERVAL, RawLock};
+use super::spin::AdaptiveSpin;
 use crate::error::{Error, Result};
 use crate::shm::arena::{Block, MAX_SMALL};
 use crate::sys::futex;
@@ -77,8 +83,8 @@ const FILLING: u32 = 0;
 const BROKEN: u32 = 1;
 const RESETTING: u32 = 2;
 const STATE_MASK: u32 = 3;
-const ROUND: u32 = 4;
-const SPIN_LIMIT: u32 = 100;
+const SLEEPERS: u32 = 4;
+const ROUND: u32 = 8;
 
 const ABORTED: u32 = 1;
 const TIMED_OUT: u32 = 2;
@@ -127,6 +133,8 @@ pub struct Barrier {
     tracked: usize,
     action: Option<Action>,
     timeout: Option<Duration>,
+    // Process-local: how long this handle spins before sleeping (see `sync::spin`).
+    spin: AdaptiveSpin,
     _block: Block,
 }
 
@@ -185,6 +193,7 @@ impl Barrier {
             tracked,
             action: None,
             timeout: None,
+            spin: AdaptiveSpin::new(),
             _block: block,
         };
         b.word(28).store(parties as u32, Ordering::Release);
@@ -254,7 +263,7 @@ impl Barrier {
             .expect("a wait without deadline ends only with the lock held");
         let held = Held(self);
         if how == Acquired::OwnerDied {
-            let w = self.state().load(Ordering::Relaxed);
+            let w = self.current();
             if w & STATE_MASK == FILLING {
                 self.set_broken(w, DIED);
             }
@@ -264,8 +273,15 @@ impl Barrier {
     }
 
     fn set_word(&self, w: u32) {
-        self.state().store(w, Ordering::Release);
-        futex::wake_all(self.state());
+        if self.state().swap(w, Ordering::Release) & SLEEPERS != 0 {
+            futex::wake_all(self.state());
+        }
+    }
+
+    /// The word without the SLEEPERS bit.
+    #[inline]
+    fn current(&self) -> u32 {
+        self.state().load(Ordering::Acquire) & !SLEEPERS
     }
 
     /// Breaks the round of `w` (lock held).
@@ -302,7 +318,7 @@ impl Barrier {
         }
         let c = self.count().load(Ordering::Relaxed).saturating_sub(1);
         self.count().store(c, Ordering::Relaxed);
-        let now = self.state().load(Ordering::Relaxed);
+        let now = self.current();
         if now & STATE_MASK == RESETTING && c == 0 {
             self.next_round(now);
         }
@@ -333,7 +349,7 @@ impl Barrier {
         let parties = self.parties();
         let held = self.hold();
         // Enter: wait while a reset is in progress.
-        let mut w = self.state().load(Ordering::Relaxed);
+        let mut w = self.current();
         loop {
             match w & STATE_MASK {
                 FILLING => break,
@@ -351,13 +367,13 @@ impl Barrier {
                         self.sleep(w, deadline);
                         // The guard `held` still owns the one release.
                         std::mem::forget(self.hold());
-                        if deadline.expired() && self.state().load(Ordering::Relaxed) == w {
+                        if deadline.expired() && self.current() == w {
                             // Timed out before even arriving: breaks nothing.
                             drop(held);
                             return Err(Error::BrokenBarrier("timed out"));
                         }
                     }
-                    w = self.state().load(Ordering::Relaxed);
+                    w = self.current();
                 }
             }
         }
@@ -379,7 +395,7 @@ impl Barrier {
         drop(held);
         let mut tick = 0usize;
         loop {
-            let now = self.state().load(Ordering::Acquire);
+            let now = self.current();
             if now & !STATE_MASK != w & !STATE_MASK {
                 return Ok(index); // released
             }
@@ -389,7 +405,7 @@ impl Barrier {
             }
             if deadline.expired() {
                 let _held = self.hold();
-                if self.state().load(Ordering::Relaxed) == w {
+                if self.current() == w {
                     self.set_broken(w, TIMED_OUT);
                 }
                 continue;
@@ -404,14 +420,27 @@ impl Barrier {
     /// Sleeps one slice while the word is `w`; returns whether the word changed
     /// (false: the slice or the deadline ran out).
     fn sleep(&self, w: u32, deadline: Deadline) -> bool {
-        for _ in 0..SPIN_LIMIT {
-            if self.state().load(Ordering::Acquire) != w {
-                return true;
-            }
-            std::hint::spin_loop();
+        // The other parties often arrive within microseconds on the other core; when
+        // they do not (more parties than cores), the adaptive budget shrinks.
+        if self.spin.spin(|| self.current() != w) {
+            return true;
         }
-        futex::wait(self.state(), w, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
-        self.state().load(Ordering::Acquire) != w
+        // Announce the sleep; fails (and returns) if the word moved on meanwhile.
+        if self
+            .state()
+            .compare_exchange(w, w | SLEEPERS, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+            && self.current() != w
+        {
+            self.spin.answered_late();
+            return true;
+        }
+        futex::wait(
+            self.state(),
+            w | SLEEPERS,
+            Some(deadline.slice(OWNER_CHECK_INTERVAL)),
+        );
+        self.current() != w
     }
 
     /// Between slices: checks the next party in the ring and a share of the
@@ -435,7 +464,7 @@ impl Barrier {
             return;
         };
         let _held = self.hold();
-        if self.state().load(Ordering::Relaxed) != w {
+        if self.current() != w {
             return;
         }
         // Forget the dead: its arrival (so a reset can complete) or registration.
@@ -466,7 +495,7 @@ impl Barrier {
     /// ```
     pub fn abort(&self) {
         let _held = self.hold();
-        let w = self.state().load(Ordering::Relaxed);
+        let w = self.current();
         self.set_broken(w, ABORTED);
     }
 
@@ -483,7 +512,7 @@ impl Barrier {
     /// ```
     pub fn reset(&self) {
         let _held = self.hold();
-        let w = self.state().load(Ordering::Relaxed);
+        let w = self.current();
         match w & STATE_MASK {
             FILLING if self.count().load(Ordering::Relaxed) > 0 => {
                 self.reason().store(RESET, Ordering::Relaxed);
@@ -508,7 +537,7 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn broken(&self) -> bool {
-        self.state().load(Ordering::Acquire) & STATE_MASK == BROKEN
+        self.current() & STATE_MASK == BROKEN
     }
 
     /// Python's `n_waiting`: how many parties wait in the current round.
@@ -518,7 +547,7 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn n_waiting(&self) -> usize {
-        if self.state().load(Ordering::Acquire) & STATE_MASK == FILLING {
+        if self.current() & STATE_MASK == FILLING {
             self.count().load(Ordering::Relaxed) as usize
         } else {
             0
