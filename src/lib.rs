@@ -49,6 +49,11 @@ pub mod sync;
 pub mod sys;
 
 pub use error::{Error, Result};
+
+// The README's code blocks run as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub use process::Process;
 pub use shm::{
     Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, SharedMemory, Value, ValueGuard,
