@@ -225,7 +225,8 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps the first `len` bytes of `fd`, shared, readable and writable.
+    /// Maps the first `len` bytes of `fd`, shared, readable and writable; an
+    /// object shorter than `len` is refused (`InvalidInput`).
     ///
     /// The mapping stays valid after `fd` is closed.
     ///
@@ -238,15 +239,25 @@ impl Mapping {
     /// map.write::<u32>(96, 5);
     /// assert_eq!(map.read::<u32>(96), 5);
     /// assert_eq!(Mapping::new(memfd("doc-new", 1)?, 0).unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// // Longer than the object: refused, rather than a SIGBUS on first touch.
+    /// assert_eq!(Mapping::new(memfd("doc-new", 10)?, 4096).unwrap_err().kind(), ErrorKind::InvalidInput);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn new(fd: impl AsFd, len: usize) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
         }
+        // Pages past the end of the object would fault (SIGBUS) when touched.
+        let size = rustix::fs::fstat(&fd)?.st_size as u64;
+        if size < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("mapping {len} bytes of an object of {size} bytes"),
+            ));
+        }
         // SAFETY: a fresh mapping at an address the kernel picks aliases no Rust
-        // object; the object behind `fd` is at least `len` bytes (callers size it
-        // first, and `attach` checks fstat), so no access through it can fault.
+        // object; the object behind `fd` is at least `len` bytes (checked just
+        // above), so no access through it faults unless someone truncates it later.
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
