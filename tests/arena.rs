@@ -88,3 +88,32 @@ fn a_block_stays_alive_while_a_child_holds_a_handle() {
     join_ok(child);
     drop(others);
 }
+
+/// A block comes back zeroed when it is reused: 100 Events set and 100 Locks left
+/// held by a child are freed, and the next 100 of each, which reuse their blocks,
+/// start clear and unlocked.
+#[test]
+fn a_reused_block_starts_zeroed_after_a_child_wrote_it() {
+    let events: Vec<multiproc::Event> =
+        (0..100).map(|_| multiproc::Event::new().unwrap()).collect();
+    let locks: Vec<Lock> = (0..100).map(|_| Lock::new().unwrap()).collect();
+    let (e, l) = (events.clone(), locks.clone());
+    join_ok(spawn(move || {
+        e.iter().for_each(|e| e.set());
+        l.iter().for_each(|l| std::mem::forget(l.lock().unwrap()));
+        drop((e, l));
+    }));
+    assert!(events.iter().all(|e| e.is_set()));
+    assert!(locks.iter().all(|l| l.is_locked()));
+    let chunks = arena::chunk_count();
+    drop((events, locks));
+    let events: Vec<multiproc::Event> =
+        (0..100).map(|_| multiproc::Event::new().unwrap()).collect();
+    let locks: Vec<Lock> = (0..100).map(|_| Lock::new().unwrap()).collect();
+    assert_eq!(arena::chunk_count(), chunks, "the freed blocks were reused");
+    assert!(events.iter().all(|e| !e.is_set()), "a new Event starts set");
+    assert!(
+        locks.iter().all(|l| !l.is_locked()),
+        "a new Lock starts locked"
+    );
+}

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{T, join_ok, kill, poll_until, spawn};
+use common::{BOUND, T, join_ok, kill, poll_until, spawn};
 use multiproc::{Barrier, Error, Event, RawArray, RawValue};
 
 /// 4 processes x 10,000 rounds: every round releases all 4 with the indices 0..4,
@@ -231,9 +231,12 @@ fn party_killed_inside_the_action_breaks_the_barrier() {
         std::thread::sleep(Duration::from_secs(3600));
     });
     let b0 = barrier.clone();
+    // Waits 4x longer than join_ok: a timeout of this wait would also report "a
+    // party died" (the timed-out party then takes the dead holder's lock), so only
+    // a wait that outlasts the join shows that the death itself was noticed.
     let first = spawn(move || {
         assert!(matches!(
-            b0.wait(T),
+            b0.wait(Some(BOUND * 4)),
             Err(Error::BrokenBarrier("a party died"))
         ))
     });

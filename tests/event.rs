@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{T, join_ok, kill, spawn};
+use common::{BOUND, T, join_all_ok, join_ok, kill, poll_until, spawn, until_asleep};
 use multiproc::{Event, RawValue};
 
 /// set() in one process wakes waiters in several others.
@@ -30,6 +30,30 @@ fn set_wakes_all_waiting_processes() {
     for k in kids {
         join_ok(k);
     }
+}
+
+/// set() wakes processes asleep in wait. Their timeout is 4x the join bound: a
+/// waiter that was not woken would only notice the flag when its timeout ends (and
+/// then return true), so with shorter waits this test could not fail.
+#[test]
+fn set_wakes_processes_asleep_in_wait_long_before_their_timeout() {
+    let ev = Event::new().unwrap();
+    let about_to_wait = RawValue::new(0u32).unwrap();
+    let kids: Vec<_> = (0..3)
+        .map(|_| {
+            let (ev, a) = (ev.clone(), about_to_wait.clone());
+            spawn(move || {
+                a.fetch_add(1);
+                assert!(ev.wait(Some(BOUND * 4)).unwrap());
+            })
+        })
+        .collect();
+    poll_until("3 waiters", || about_to_wait.load() == 3);
+    for k in &kids {
+        until_asleep(k.pid().unwrap());
+    }
+    ev.set();
+    join_all_ok(kids);
 }
 
 /// wait returns false on timeout; clear() makes later waits block again.

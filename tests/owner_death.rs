@@ -252,6 +252,13 @@ fn value_lock_holder_killed_mid_update_is_repaired_by_the_next_acquirer() {
         std::mem::forget(g);
     });
     kill_when_held(v, &held);
+    // A bounded wait sees the death first (`Value::get` waits without a timeout, so
+    // with the death undetected it would hang the test); released without
+    // mark_consistent, the lock stays inconsistent.
+    match value.get_lock().try_lock_for(BOUND) {
+        Err(TryLockError::OwnerDied(died)) => drop(died.into_inner()),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
     // Value::get takes the lock: it reports the death instead of returning torn data.
     assert!(matches!(value.get(), Err(Error::OwnerDied)));
     let outcome = RawValue::new(0u32).unwrap();

@@ -61,6 +61,41 @@ fn at_most_n_holders_under_contention_from_4_processes() {
     assert_eq!(sem.get_value(), 2);
 }
 
+/// A semaphore at 0 grants nothing, however often it is asked: while the parent
+/// holds every permit, processes poll it many times (non-blocking, through the
+/// guard API, and with short timeouts) and are never granted one.
+#[test]
+fn an_empty_semaphore_never_grants_a_permit_to_polling_processes() {
+    let sem = Semaphore::new(2).unwrap();
+    assert!(sem.acquire(false, None).unwrap());
+    assert!(sem.acquire(false, None).unwrap());
+    let granted = RawValue::new(0u32).unwrap();
+    let kids: Vec<_> = (0..3)
+        .map(|_| {
+            let (sem, granted) = (sem.clone(), granted.clone());
+            spawn(move || {
+                for i in 0..20_000 {
+                    let got = match i % 100 {
+                        0 => sem.acquire(true, Some(Duration::from_micros(50))).unwrap(),
+                        1 => sem.try_lock().map(std::mem::forget).is_some(),
+                        _ => sem.acquire(false, None).unwrap(),
+                    };
+                    if got {
+                        granted.fetch_add(1);
+                    }
+                }
+            })
+        })
+        .collect();
+    for k in kids {
+        join_ok(k);
+    }
+    assert_eq!(granted.load(), 0, "permits granted by a semaphore at 0");
+    assert_eq!(sem.get_value(), 0);
+    sem.release_n(2).unwrap();
+    assert_eq!(sem.get_value(), 2);
+}
+
 /// A release in one process wakes a process blocked in acquire.
 #[test]
 fn release_wakes_a_blocked_process() {

@@ -61,3 +61,36 @@ pub fn dev_shm() -> Vec<String> {
     v.sort();
     v
 }
+
+/// Polls (yielding, no sleep) until the process `pid` is asleep (state `S` in
+/// `/proc`); panics after [`BOUND`]. Call it once the process has said it is about
+/// to block: then `S` means it sleeps in that blocking call (a futex), so what
+/// follows tests the wake, not a second look before sleeping.
+pub fn until_asleep(pid: u32) {
+    poll_until("the process asleep", || {
+        multiproc::sys::procfs::task_stat(pid).is_some_and(|s| s.state == b'S')
+    });
+}
+
+/// Joins all of `kids` within one shared [`BOUND`] and asserts each exited with
+/// code 0; those still running then are killed first, so that none outlives the
+/// test.
+pub fn join_all_ok(kids: Vec<Process>) {
+    let end = std::time::Instant::now() + BOUND;
+    let codes: Vec<Option<i32>> = kids
+        .into_iter()
+        .map(|mut p| {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            let code = p.join(Some(left)).expect("join");
+            if code.is_none() {
+                let _ = p.kill();
+                let _ = p.join(Some(BOUND));
+            }
+            code
+        })
+        .collect();
+    assert!(
+        codes.iter().all(|&c| c == Some(0)),
+        "children did not all exit cleanly in time: {codes:?}"
+    );
+}
