@@ -272,6 +272,13 @@ impl Block {
         }
     }
 
+    /// The mapping of a block known to be small ([`MAX_SMALL`] bytes or fewer), which
+    /// the arena always serves: the primitives take their `&'static` words from it.
+    pub(crate) fn arena_map(&self) -> &'static Mapping {
+        self.static_map()
+            .expect("blocks of at most MAX_SMALL bytes live in the arena")
+    }
+
     /// Offset of the payload within [`Block::map`].
     ///
     /// ```

@@ -184,7 +184,7 @@ impl Barrier {
         }
         let tracked = parties.min(MAX_TRACKED);
         let block = Block::alloc(SLOTS_AT + 4 * tracked)?;
-        let map = block.static_map().expect("small blocks live in the arena");
+        let map = block.arena_map();
         let base = block.offset();
         let b = Barrier {
             lock: RawLock::at(map, base),

@@ -224,7 +224,7 @@ impl Condition {
 
     fn build(inner: Inner) -> Result<Condition> {
         let block = Block::alloc(HEADER + SLOT * MAX_WAITERS)?;
-        let map = block.static_map().expect("small blocks live in the arena");
+        let map = block.arena_map();
         Ok(Condition {
             inner,
             map,

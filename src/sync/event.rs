@@ -53,7 +53,7 @@ impl Event {
     /// ```
     pub fn new() -> Result<Event> {
         let block = Block::alloc(4)?;
-        let map = block.static_map().expect("small blocks live in the arena");
+        let map = block.arena_map();
         Ok(Event {
             word: map.atomic_u32(block.offset()),
             spin: AdaptiveSpin::new(),

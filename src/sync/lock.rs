@@ -79,7 +79,7 @@ impl Lock {
     /// The lock whose 16 bytes are at `offset` of the arena `block` (shared with the
     /// data it protects, so both sit in one cache line).
     pub(crate) fn in_block(block: Block, offset: usize) -> Lock {
-        let map = block.static_map().expect("locks live in arena blocks");
+        let map = block.arena_map();
         Lock {
             raw: RawLock::at(map, offset),
             _block: block,

@@ -60,11 +60,8 @@ impl RLock {
     /// ```
     pub fn new() -> Result<RLock> {
         let block = Block::alloc(raw_lock::SIZE)?;
-        let map = block
-            .static_map()
-            .expect("a 16-byte block comes from the arena");
         Ok(RLock {
-            raw: RawLock::at(map, block.offset()),
+            raw: RawLock::at(block.arena_map(), block.offset()),
             _block: block,
         })
     }
@@ -369,11 +366,6 @@ impl RLock {
         let how = self.raw.lock(ident::thread(), deadline)?;
         self.raw.count().store(count.max(1), Ordering::Relaxed);
         Some(how)
-    }
-
-    #[allow(dead_code)] // for Condition and Barrier, which wait on this lock
-    pub(crate) fn raw(&self) -> &RawLock {
-        &self.raw
     }
 }
 

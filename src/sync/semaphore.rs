@@ -69,7 +69,7 @@ impl Core {
             });
         }
         let block = Block::alloc(16)?;
-        let map = block.static_map().expect("small blocks live in the arena");
+        let map = block.arena_map();
         let off = block.offset();
         let core = Core {
             value: map.atomic_u32(off),
