@@ -93,7 +93,10 @@ fn condition(c: &mut Criterion) {
 
 fn value(c: &mut Criterion) {
     let v = Value::<u64>::new(0).unwrap();
-    c.bench_function("Value fetch_add", |b| b.iter(|| black_box(&v).fetch_add(1)));
+    let atomic = RawValue::<u64>::new(0).unwrap();
+    c.bench_function("RawValue fetch_add", |b| {
+        b.iter(|| black_box(&atomic).fetch_add(1))
+    });
     c.bench_function("Value locked increment", |b| {
         b.iter(|| *black_box(&v).lock().unwrap() += 1)
     });

@@ -34,6 +34,6 @@ pub fn run() -> multiproc::Result<bool> {
 }
 
 #[allow(dead_code)]
-fn main() -> std::process::ExitCode {
-    multiproc::example_exit(run())
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    Ok(run()?.then_some(()).ok_or("wrong result")?)
 }

@@ -48,9 +48,9 @@ pub fn run() -> multiproc::Result<bool> {
     });
     p.start()?;
     let code = p.join(None)?;
-    let got = log.to_vec();
+    let got = log.to_vec()?;
     let expected = [3, 2, 1, -1, -2, -3, -4];
-    let levels = depth_seen.to_vec();
+    let levels = depth_seen.to_vec()?;
     println!(
         "child exit code {code:?}; nesting log {got:?} (expected {expected:?}); recursion counts {levels:?} (expected [1, 2, 3, 4])"
     );
@@ -58,6 +58,6 @@ pub fn run() -> multiproc::Result<bool> {
 }
 
 #[allow(dead_code)]
-fn main() -> std::process::ExitCode {
-    multiproc::example_exit(run())
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    Ok(run()?.then_some(()).ok_or("wrong result")?)
 }

@@ -65,13 +65,13 @@ pub fn run() -> multiproc::Result<bool> {
     producer.start()?;
     let ok = consumer.join(Some(Duration::from_secs(60)))? == Some(0)
         && producer.join(Some(Duration::from_secs(60)))? == Some(0);
-    let mut got = received.to_vec();
+    let mut got = received.to_vec()?;
     got.sort_unstable();
     println!("consumer received {got:?} (expected [0, 1, 2, 3, 4])");
     Ok(ok && got == (0..ITEMS).collect::<Vec<_>>() && len.load() == 0)
 }
 
 #[allow(dead_code)]
-fn main() -> std::process::ExitCode {
-    multiproc::example_exit(run())
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    Ok(run()?.then_some(()).ok_or("wrong result")?)
 }

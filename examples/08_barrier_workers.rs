@@ -47,14 +47,14 @@ pub fn run() -> multiproc::Result<bool> {
     for mut p in processes {
         all_ok &= p.join(Some(Duration::from_secs(60)))? == Some(0);
     }
-    let seen = seen_when_passing.to_vec();
-    let mut idx = indices.to_vec();
+    let seen = seen_when_passing.to_vec()?;
+    let mut idx = indices.to_vec()?;
     idx.sort_unstable();
     println!("arrivals seen by each worker when it passed: {seen:?} (expected all 3)");
     Ok(all_ok && seen.iter().all(|&n| n == WORKERS as u32) && idx == [0, 1, 2])
 }
 
 #[allow(dead_code)]
-fn main() -> std::process::ExitCode {
-    multiproc::example_exit(run())
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    Ok(run()?.then_some(()).ok_or("wrong result")?)
 }

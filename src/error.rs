@@ -146,6 +146,20 @@ pub enum Error {
         len: usize,
     },
 
+    /// Shared data that this process is already using in a way that excludes the
+    /// access asked for: a second guard on a Value or Array in one thread, a copy
+    /// while a guard or chunks are alive, chunks split twice, or a lock release
+    /// that would leave a live guard unprotected.
+    #[error("{what} is in use in this process by {by}: {hint}")]
+    InUse {
+        /// What was accessed.
+        what: &'static str,
+        /// What holds it.
+        by: &'static str,
+        /// What to do.
+        hint: &'static str,
+    },
+
     /// A timeout so large that the deadline cannot be represented.
     #[error("timeout of {0:?} overflows the monotonic clock: pass None to wait without a timeout")]
     TimeoutOverflow(Duration),

@@ -34,14 +34,16 @@
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 //!
-//! ## Layers
-//! - [`sys`] — system calls and raw memory (the only `unsafe`, with [`shm`]);
-//! - [`shm`] — segments, the shared arena, `SharedMemory`, `Value`, `Array`;
+//! ## Layers, bottom up
+//! - `sys` — system calls and raw memory (the only `unsafe`, with `shm`);
+//! - [`shm`] — segments, the shared arena, element storage, `SharedMemory`;
 //! - [`sync`] — the primitives, one file each;
+//! - [`data`] — `Value`, `Array` and their raw twins, above the primitives;
 //! - [`process`] — `Process`.
 
 #![warn(missing_docs)]
 
+pub mod data;
 pub mod error;
 pub mod process;
 pub mod shm;
@@ -54,33 +56,11 @@ pub use error::{Error, Result};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+pub use bytemuck::{Pod, Zeroable};
+pub use data::{Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, Value, ValueGuard};
 pub use process::Process;
-pub use shm::{
-    Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, SharedMemory, Value, ValueGuard,
-};
+pub use shm::SharedMemory;
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, LockResult,
     OwnerDied, RLock, RLockGuard, Semaphore, SemaphoreGuard, TryLockError, TryLockResult,
 };
-
-/// Exit status for the tutorial's example programs and the demo: success when
-/// `outcome` is `Ok(true)`; prints the error otherwise.
-///
-/// ```
-/// use std::process::ExitCode;
-/// assert_eq!(multiproc::example_exit(Ok(true)), ExitCode::SUCCESS);
-/// assert_eq!(multiproc::example_exit(Ok(false)), ExitCode::FAILURE);
-/// ```
-pub fn example_exit(outcome: Result<bool>) -> std::process::ExitCode {
-    match outcome {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("wrong result");
-            std::process::ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}

@@ -48,7 +48,7 @@ fn four_processes_10000_rounds_action_once_per_round() {
         join_ok(k);
     }
     assert_eq!(actions.load() as usize, ROUNDS);
-    let all = indices.to_vec();
+    let all = indices.to_vec().unwrap();
     for round in all.chunks(P) {
         let mut seen = round.to_vec();
         seen.sort_unstable();

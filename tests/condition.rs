@@ -340,7 +340,7 @@ fn notify_is_fifo_and_late_waiters_do_not_steal() {
         cond.notify(1).unwrap();
     }
     join_ok(b);
-    assert_eq!(order.to_vec(), vec![1, 2]);
+    assert_eq!(order.to_vec().unwrap(), vec![1, 2]);
 }
 
 /// At most MAX_WAITERS threads wait at once; one more gets a clear error, and the

@@ -123,13 +123,13 @@ struct Shared {
 impl Shared {
     /// Fixes the counter from the journal (call holding the counter's lock after
     /// `OwnerDied`); returns how many entries were pending.
-    fn repair_counter(&self) -> u32 {
+    fn repair_counter(&self, counter: &mut u64) -> u32 {
         let mut fixed = 0;
         for s in &self.slots {
             if s.pending.load() == 1 {
                 let from = s.from.load();
                 let recorded = s.done.load() == s.done_before.load() + 1;
-                self.counter.store(if recorded { from + 1 } else { from });
+                *counter = if recorded { from + 1 } else { from };
                 s.pending.store(0);
                 if recorded {
                     self.kept.fetch_add(1);
@@ -143,22 +143,22 @@ impl Shared {
     }
 
     fn increment(&self, slot: &Slot) {
-        let guard = match self.counter.lock() {
+        let mut guard = match self.counter.lock() {
             Ok(g) => g,
             Err(died) => {
-                let g = died.into_inner();
+                let mut g = died.into_inner();
                 self.takeovers.fetch_add(1);
-                self.repair_counter();
+                self.repair_counter(&mut g);
                 g.mark_consistent();
                 g
             }
         };
-        let v = self.counter.load();
+        let v = *guard;
         let d = slot.done.load();
         slot.from.store(v);
         slot.done_before.store(d);
         slot.pending.store(1);
-        self.counter.store(v + 1);
+        *guard = v + 1;
         slot.done.store(d + 1);
         slot.pending.store(0);
         drop(guard);
@@ -430,18 +430,18 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
     }
 
     // Final reading, repairing if the last holder was killed inside.
-    let counter = match shared.counter.get_lock().try_lock_for(HANG_BOUND) {
-        Ok(_) => shared.counter.load(),
+    let counter = match shared.counter.try_lock_for(HANG_BOUND) {
+        Ok(g) => *g,
         Err(TryLockError::OwnerDied(died)) => {
-            let g = died.into_inner();
-            shared.repair_counter();
+            let mut g = died.into_inner();
+            shared.repair_counter(&mut g);
             g.mark_consistent();
-            shared.counter.load()
+            *g
         }
         Err(_) => {
             eprintln!("chaos: the counter's lock stayed held after every worker ended");
             hangs += 1;
-            shared.counter.load()
+            0
         }
     };
     let expected: u64 = shared.slots.iter().map(|s| s.done.load()).sum();

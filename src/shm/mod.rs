@@ -1,27 +1,24 @@
 //! Shared memory: segments with a versioned header, the arena that small objects
-//! are allocated from, and Python's named [`SharedMemory`].
+//! are allocated from, typed element storage, and Python's named [`SharedMemory`].
 //!
 //! Layers, bottom up:
-//! - [`header`]: the 64-byte header at the start of every segment (magic, layout
+//! - `header`: the 64-byte header at the start of every segment (magic, layout
 //!   version, kind, size, creator) — the documented layout other programs read.
-//! - [`segment`]: one memfd or `/dev/shm` object, mapped, with its header checked.
-//! - [`arena`]: size-classed blocks carved out of shared memfd chunks, so that
+//! - `segment`: one memfd or `/dev/shm` object, mapped, with its header checked.
+//! - `arena`: size-classed blocks carved out of shared memfd chunks, so that
 //!   100,000 Locks need four mappings, not 100,000.
+//! - `storage`: typed elements in a block, with the per-process claims that make
+//!   every `&mut` to them unique (the soundness argument of `Value` and `Array`).
 //! - [`shared_memory`]: the public `SharedMemory` type (create, attach, unlink).
 //! - [`clean`]: finding named segments whose creator is gone (`multiproc clean`).
-//! - [`value`] and [`array`](mod@array): typed plain data in arena blocks (Python's
-//!   `sharedctypes`), with their locks beside them.
 //!
-//! `unsafe` is confined to this layer and [`crate::sys`].
+//! `unsafe` is confined to this layer and the system-call layer below it.
 
 pub mod arena;
-pub mod array;
 pub mod clean;
 pub mod header;
 pub mod segment;
 pub mod shared_memory;
-pub mod value;
+pub(crate) mod storage;
 
-pub use array::{Array, ArrayChunk, ArrayGuard, RawArray};
 pub use shared_memory::SharedMemory;
-pub use value::{AtomicInt, RawValue, Value, ValueGuard};

@@ -514,6 +514,11 @@ impl Condition {
     /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         self.check_owned("Condition::wait")?;
+        if let Inner::RLock(r) = &self.inner {
+            // Waiting releases every level: refused while a Value or Array guard
+            // holds one (its `&mut` would outlive the lock).
+            r.check_unpinned("Condition::wait")?;
+        }
         let deadline = Deadline::after(timeout)?;
         let (i, mine) = self.register()?;
         let slot = self.slot(i);

@@ -20,9 +20,9 @@ use crate::sys::time::Deadline;
 /// Uncontended `lock` + unlock is one compare-exchange and one swap, no system call.
 ///
 /// ```
-/// use multiproc::{Lock, Process, Value};
+/// use multiproc::{Lock, Process, RawValue};
 /// let lock = Lock::new()?;
-/// let total = Value::<u64>::new(0)?;
+/// let total = RawValue::<u64>::new(0)?;
 /// let (l, t) = (lock.clone(), total.clone());
 /// let mut child = Process::new(move || {
 ///     for _ in 0..1000 {

@@ -1,6 +1,6 @@
 //! `RLock`: a recursive lock owned by one thread of one process.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::ident;
@@ -30,6 +30,10 @@ use crate::sys::time::Deadline;
 #[derive(Debug, Clone)]
 pub struct RLock {
     raw: RawLock,
+    // The fourth u32 of the raw lock's 16 bytes: how many of the holder's levels
+    // belong to Value/Array guards (touched only by the holding thread). `release`
+    // never takes those levels, so a guard's `&mut` cannot outlive its lock.
+    pinned: &'static AtomicU32,
     _block: Block,
 }
 
@@ -60,10 +64,42 @@ impl RLock {
     /// ```
     pub fn new() -> Result<RLock> {
         let block = Block::alloc(raw_lock::SIZE)?;
-        Ok(RLock {
-            raw: RawLock::at(block.arena_map(), block.offset()),
+        let offset = block.offset();
+        Ok(RLock::in_block(block, offset))
+    }
+
+    /// The RLock whose 16 bytes are at `offset` of the arena `block` (shared with the
+    /// data it protects, so both sit in one cache line).
+    pub(crate) fn in_block(block: Block, offset: usize) -> RLock {
+        let map = block.arena_map();
+        RLock {
+            raw: RawLock::at(map, offset),
+            pinned: map.atomic_u32(offset + 12),
             _block: block,
-        })
+        }
+    }
+
+    /// Marks one of this thread's levels as held by a data guard (call holding it).
+    #[inline]
+    pub(crate) fn pin(&self) {
+        let n = self.pinned.load(Ordering::Relaxed);
+        self.pinned.store(n + 1, Ordering::Relaxed);
+    }
+
+    /// [`Error::InUse`] while a data guard holds a level (a full release would
+    /// undercut it).
+    pub(crate) fn check_unpinned(&self, what: &'static str) -> Result<()> {
+        match self.pinned.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            _ => Err(pinned_error(what)),
+        }
+    }
+
+    /// Undoes one [`pin`](Self::pin).
+    #[inline]
+    pub(crate) fn unpin(&self) {
+        let n = self.pinned.load(Ordering::Relaxed);
+        self.pinned.store(n.saturating_sub(1), Ordering::Relaxed);
     }
 
     /// Takes one level for the calling thread; `None` when the deadline passed.
@@ -84,7 +120,10 @@ impl RLock {
             None => self.raw.try_lock(me),
         };
         if how.is_some() {
+            // A fresh acquisition: no guard of this process holds a level (it would
+            // hold the lock); a dead owner's pins are void.
             self.raw.count().store(1, Ordering::Relaxed);
+            self.pinned.store(0, Ordering::Relaxed);
         }
         Ok(how)
     }
@@ -235,6 +274,9 @@ impl RLock {
         }
         let count = self.raw.count();
         let n = count.load(Ordering::Relaxed);
+        if n <= self.pinned.load(Ordering::Relaxed) {
+            return Err(pinned_error("RLock::release"));
+        }
         if n > 1 {
             count.store(n - 1, Ordering::Relaxed);
         } else {
@@ -356,6 +398,9 @@ impl RLock {
                 what: "RLock::release_all",
             });
         }
+        if self.pinned.load(Ordering::Relaxed) != 0 {
+            return Err(pinned_error("the RLock (to wait)"));
+        }
         let n = self.raw.count().swap(0, Ordering::Relaxed);
         self.raw.unlock();
         Ok(n)
@@ -365,7 +410,16 @@ impl RLock {
     pub(crate) fn reacquire(&self, count: u32, deadline: Deadline) -> Option<Acquired> {
         let how = self.raw.lock(ident::thread(), deadline)?;
         self.raw.count().store(count.max(1), Ordering::Relaxed);
+        self.pinned.store(0, Ordering::Relaxed);
         Some(how)
+    }
+}
+
+fn pinned_error(what: &'static str) -> Error {
+    Error::InUse {
+        what,
+        by: "a live Value or Array guard that holds a level of it",
+        hint: "drop the guard to release its level",
     }
 }
 

@@ -216,7 +216,7 @@ pub fn samples_from_children(
         kids.push(p);
     }
     join_all(kids)?;
-    Ok(out.to_vec())
+    out.to_vec()
 }
 
 /// Joins every process within [`CHILD_TIMEOUT`]; kills the rest on the first

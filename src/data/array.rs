@@ -3,9 +3,9 @@
 //!
 //! ## Layout
 //! When the lock and the elements fit in one arena block (up to ~4 KiB), they share
-//! it, so that a small Array or a Value and its lock sit in one cache line:
+//! it, so that a small Array and its lock sit in one cache line:
 //! ```text
-//! 0   16 bytes  RawLock (see sync::raw_lock)
+//! 0   16 bytes  RawLock of the Array's RLock (see sync::raw_lock)
 //! 16  len * size_of::<T>()  elements
 //! ```
 //! Larger arrays put the elements in a memfd segment of their own (payload offset 0)
@@ -17,141 +17,21 @@
 //! - without a lock: [`RawArray`] `get` / `set` copy single elements;
 //! - data-parallel: [`Array::chunks`] splits the elements into disjoint
 //!   [`ArrayChunk`]s, each owned by one worker, written with no lock at all.
+//!
+//! Within a process these exclude each other (see `shm::storage`): while chunks of
+//! an array are alive in a process, its guards and copies there are refused with
+//! [`Error::InUse`](crate::Error::InUse), and so is a second split.
 
-use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
 use bytemuck::Pod;
 
-use super::arena::{Block, MAX_SMALL};
-use crate::error::{Error, Result};
-use crate::sync::owner_died::{LockResult, OwnerDied};
+use super::value::{Pin, blocking, guarded};
+use crate::error::Result;
+use crate::shm::storage::{Exclusive, Part, Storage};
+use crate::sync::owner_died::{LockResult, TryLockError, TryLockResult};
 use crate::sync::raw_lock;
-use crate::sync::{Lock, LockGuard};
-
-/// Elements of `T` in shared memory: the block and where the first one is.
-#[derive(Debug, Clone)]
-pub(crate) struct Storage<T> {
-    block: Block,
-    offset: usize,
-    len: usize,
-    _t: PhantomData<T>,
-}
-
-impl<T: Pod> Storage<T> {
-    /// Zeroed storage for `len` elements, with a fresh lock when `lock` is true.
-    pub(crate) fn new(len: usize, lock: bool) -> Result<(Storage<T>, Option<Lock>)> {
-        let size = std::mem::size_of::<T>();
-        if size == 0 {
-            return Err(Error::InvalidArgument(
-                "element types of size zero cannot be shared".into(),
-            ));
-        }
-        if std::mem::align_of::<T>() > 16 {
-            return Err(Error::InvalidArgument(format!(
-                "element alignment {} is over 16 bytes; shared elements must be at most 16-aligned",
-                std::mem::align_of::<T>()
-            )));
-        }
-        let max = (super::segment::MAX_PAYLOAD as usize) / size;
-        let bytes = len
-            .checked_mul(size)
-            .filter(|_| len <= max)
-            .ok_or(Error::SizeOverflow {
-                what: "shared array length",
-                requested: len as u128,
-                max: max as u128,
-            })?;
-        let head = if lock { raw_lock::SIZE } else { 0 };
-        if head + bytes <= MAX_SMALL {
-            let block = Block::alloc((head + bytes).max(1))?;
-            let base = block.offset();
-            let lock = lock.then(|| Lock::in_block(block.clone(), base));
-            let storage = Storage {
-                block,
-                offset: base + head,
-                len,
-                _t: PhantomData,
-            };
-            Ok((storage, lock))
-        } else {
-            let lock = if lock { Some(Lock::new()?) } else { None };
-            let block = Block::alloc(bytes)?;
-            let offset = block.offset();
-            Ok((
-                Storage {
-                    block,
-                    offset,
-                    len,
-                    _t: PhantomData,
-                },
-                lock,
-            ))
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    fn check(&self, index: usize) -> Result<usize> {
-        if index < self.len {
-            Ok(self.offset + index * std::mem::size_of::<T>())
-        } else {
-            Err(Error::IndexOutOfRange {
-                index,
-                len: self.len,
-            })
-        }
-    }
-
-    pub(crate) fn get(&self, index: usize) -> Result<T> {
-        Ok(self.block.map().read(self.check(index)?))
-    }
-
-    pub(crate) fn set(&self, index: usize, value: T) -> Result<()> {
-        self.block.map().write(self.check(index)?, value);
-        Ok(())
-    }
-
-    pub(crate) fn to_vec(&self) -> Vec<T> {
-        let mut v = vec![T::zeroed(); self.len];
-        self.block.map().read_slice(self.offset, &mut v);
-        v
-    }
-
-    pub(crate) fn write_all(&self, values: &[T]) {
-        self.block
-            .map()
-            .write_slice(self.offset, &values[..self.len.min(values.len())]);
-    }
-
-    #[inline]
-    pub(crate) fn map(&self) -> &crate::sys::mem::Mapping {
-        self.block.map()
-    }
-
-    #[inline]
-    pub(crate) fn offset(&self) -> usize {
-        self.offset
-    }
-
-    /// The elements as `&mut [T]`.
-    ///
-    /// # Safety
-    /// The caller must have exclusive access to the elements in this process while
-    /// the slice lives (hold the lock every other accessor takes).
-    #[allow(clippy::mut_from_ref)]
-    #[inline]
-    pub(crate) unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [T] {
-        // SAFETY: forwarded contract; `Mapping::slice_mut` checks bounds.
-        unsafe {
-            self.block
-                .map()
-                .slice_mut(self.offset + start * std::mem::size_of::<T>(), len)
-        }
-    }
-}
+use crate::sync::{RLock, RLockGuard};
 
 /// A shared array of `T` with a lock: Python's `multiprocessing.Array`.
 ///
@@ -179,7 +59,7 @@ impl<T: Pod> Storage<T> {
 #[derive(Debug, Clone)]
 pub struct Array<T> {
     storage: Storage<T>,
-    lock: Lock,
+    lock: RLock,
 }
 
 /// Holds an [`Array`]'s lock and gives its elements as a slice.
@@ -192,8 +72,10 @@ pub struct Array<T> {
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T> {
-    slice: &'a mut [T],
-    guard: LockGuard<'a>,
+    // Field order is drop order: the claim ends, then the pin, then the level.
+    slice: Exclusive<'a, T>,
+    pin: Pin<'a>,
+    _guard: RLockGuard<'a>,
 }
 
 impl<T: Pod> Array<T> {
@@ -205,11 +87,12 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new(len: usize) -> Result<Array<T>> {
-        let (storage, lock) = Storage::new(len, true)?;
-        Ok(Array {
-            storage,
-            lock: lock.expect("asked for a lock"),
-        })
+        let (storage, head) = Storage::alloc(len, raw_lock::SIZE)?;
+        let lock = match head {
+            Some(at) => RLock::in_block(storage.block().clone(), at),
+            None => RLock::new()?,
+        };
+        Ok(Array { storage, lock })
     }
 
     /// A copy of `values` with a new lock (Python's `Array(typecode, [..])`).
@@ -222,22 +105,22 @@ impl<T: Pod> Array<T> {
     /// ```
     pub fn from_slice(values: &[T]) -> Result<Array<T>> {
         let a = Array::new(values.len())?;
-        a.storage.write_all(values);
+        a.storage.write_all(values, "Array")?;
         Ok(a)
     }
 
     /// `len` zeroed elements guarded by an existing `lock` (Python's `lock=<lock>`).
     ///
     /// ```
-    /// use multiproc::{Array, Lock};
-    /// let lock = Lock::new()?;
+    /// use multiproc::{Array, RLock};
+    /// let lock = RLock::new()?;
     /// let a = Array::<u32>::with_lock(2, lock.clone())?;
     /// let _g = a.lock().unwrap();
     /// assert!(lock.is_locked());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn with_lock(len: usize, lock: Lock) -> Result<Array<T>> {
-        let (storage, _) = Storage::new(len, false)?;
+    pub fn with_lock(len: usize, lock: RLock) -> Result<Array<T>> {
+        let (storage, _) = Storage::alloc(len, 0)?;
         Ok(Array { storage, lock })
     }
 
@@ -268,24 +151,35 @@ impl<T: Pod> Array<T> {
     /// The lock guarding the elements (Python's `get_lock()`).
     ///
     /// Holding it directly excludes [`lock`](Self::lock), [`get`](Self::get),
-    /// [`set`](Self::set) and [`to_vec`](Self::to_vec) in every process.
+    /// [`set`](Self::set) and [`to_vec`](Self::to_vec) in every other thread and
+    /// process; the holding thread may go on calling them (it is an RLock, as
+    /// CPython's).
     ///
     /// ```
     /// use std::time::Duration;
     /// let a = multiproc::Array::<i32>::new(2)?;
     /// let held = a.get_lock().lock().unwrap();
-    /// assert!(a.get_lock().try_lock_for(Duration::from_millis(1)).is_err());
+    /// a.set(0, a.get(1)? + 1)?; // one atomic step with the lock held
+    /// std::thread::scope(|s| {
+    ///     let other = s.spawn(|| a.get_lock().try_lock_for(Duration::from_millis(1)).is_err());
+    ///     assert!(other.join().unwrap());
+    /// });
     /// drop(held);
-    /// a.set(0, 1)?; // free again
+    /// assert_eq!(a.to_vec()?, vec![1, 0]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get_lock(&self) -> &Lock {
+    pub fn get_lock(&self) -> &RLock {
         &self.lock
     }
 
     /// Takes the lock; the guard derefs to `&mut [T]`.
     ///
-    /// `Err(OwnerDied(guard))` holds the lock too: see [`OwnerDied`].
+    /// `Err(OwnerDied(guard))` holds the lock too: see [`OwnerDied`](crate::OwnerDied).
+    ///
+    /// # Panics
+    /// If this process already uses the elements through a live guard or live
+    /// chunks (a second `&mut` would alias the first); [`try_lock`](Self::try_lock)
+    /// reports that as an error instead.
     ///
     /// ```
     /// let a = multiproc::Array::from_slice(&[3u8, 1, 2])?;
@@ -297,18 +191,56 @@ impl<T: Pod> Array<T> {
     /// assert_eq!(a.to_vec()?, vec![1, 2, 3]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn lock<'a>(&'a self) -> LockResult<ArrayGuard<'a, T>> {
-        let wrap = |guard: LockGuard<'a>| -> ArrayGuard<'a, T> {
-            // SAFETY: the guard holds this array's lock, which every path that
-            // hands out references to the elements (only this one) takes first, and
-            // a Lock is not recursive, so no other slice exists in this process.
-            let slice = unsafe { self.storage.slice_mut(0, self.storage.len()) };
-            ArrayGuard { slice, guard }
-        };
-        match self.lock.lock() {
-            Ok(g) => Ok(wrap(g)),
-            Err(died) => Err(OwnerDied::new(wrap(died.into_inner()))),
-        }
+    pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
+        blocking(
+            self.guard(self.lock.lock().map_err(TryLockError::OwnerDied)),
+            "Array",
+        )
+    }
+
+    /// Takes the lock if no other thread or process holds it, without waiting;
+    /// `Err(TryLockError::Invalid(Error::InUse { .. }))` while this process uses the
+    /// elements through a live guard or chunks.
+    ///
+    /// ```
+    /// use multiproc::{Array, Error, TryLockError};
+    /// let a = Array::<u8>::new(4)?;
+    /// let chunks = a.chunks(2)?;
+    /// assert!(matches!(a.try_lock(), Err(TryLockError::Invalid(Error::InUse { .. }))));
+    /// drop(chunks);
+    /// a.try_lock().unwrap().fill(1);
+    /// assert_eq!(a.to_vec()?, vec![1; 4]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<ArrayGuard<'_, T>> {
+        self.guard(self.lock.try_lock())
+    }
+
+    /// Waits at most `timeout` for the lock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let a = multiproc::Array::<i32>::new(2)?;
+    /// a.try_lock_for(Duration::from_secs(1)).unwrap()[1] = 7;
+    /// assert_eq!(a.get(1)?, 7);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock_for(&self, timeout: std::time::Duration) -> TryLockResult<ArrayGuard<'_, T>> {
+        self.guard(self.lock.try_lock_for(timeout))
+    }
+
+    fn guard<'a>(&'a self, how: TryLockResult<RLockGuard<'a>>) -> TryLockResult<ArrayGuard<'a, T>> {
+        guarded(
+            &self.storage,
+            &self.lock,
+            how,
+            "Array",
+            |slice, pin, guard| ArrayGuard {
+                slice,
+                pin,
+                _guard: guard,
+            },
+        )
     }
 
     fn locked<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
@@ -320,7 +252,7 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfRange`] past the end; [`Error::OwnerDied`] if a holder of
+    /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) past the end; [`Error::OwnerDied`](crate::Error::OwnerDied) if a holder of
     /// the lock died (the lock is then released, still inconsistent).
     ///
     /// ```
@@ -331,7 +263,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get(&self, index: usize) -> Result<T> {
-        self.locked(|| self.storage.get(index))
+        self.locked(|| self.storage.get(index, "Array"))
     }
 
     /// Sets element `index` under the lock.
@@ -344,7 +276,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn set(&self, index: usize, value: T) -> Result<()> {
-        self.locked(|| self.storage.set(index, value))
+        self.locked(|| self.storage.set(index, value, "Array"))
     }
 
     /// A copy of all elements, under the lock (Python's `arr[:]`).
@@ -356,12 +288,12 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        self.locked(|| Ok(self.storage.to_vec()))
+        self.locked(|| self.storage.to_vec("Array"))
     }
 
     /// Splits the elements into `parts` disjoint chunks for lock-free parallel
     /// writing; see [`ArrayChunk`]. Sizes differ by at most one, the larger first;
-    /// `parts == 0` is [`Error::ZeroSize`].
+    /// `parts == 0` is [`Error::ZeroSize`](crate::Error::ZeroSize).
     ///
     /// ```
     /// let a = multiproc::Array::<u8>::new(7)?;
@@ -372,25 +304,25 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn chunks(&self, parts: usize) -> Result<Vec<ArrayChunk<T>>> {
-        split(&self.storage, parts)
+        split(&self.storage, parts, "Array")
     }
 }
 
 impl<T> Deref for ArrayGuard<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        self.slice
+        &self.slice
     }
 }
 
 impl<T> DerefMut for ArrayGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        self.slice
+        &mut self.slice
     }
 }
 
 impl<T> ArrayGuard<'_, T> {
-    /// Declares the elements repaired after an [`OwnerDied`].
+    /// Declares the elements repaired after an [`OwnerDied`](crate::OwnerDied).
     ///
     /// ```
     /// use std::time::Duration;
@@ -415,7 +347,7 @@ impl<T> ArrayGuard<'_, T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn mark_consistent(&self) {
-        self.guard.mark_consistent();
+        self.pin.lock().mark_consistent();
     }
 }
 
@@ -427,7 +359,7 @@ impl<T> ArrayGuard<'_, T> {
 /// ```
 /// let a = multiproc::RawArray::from_slice(&[1u16, 2, 3])?;
 /// a.set(0, 9)?;
-/// assert_eq!(a.to_vec(), vec![9, 2, 3]);
+/// assert_eq!(a.to_vec()?, vec![9, 2, 3]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -440,12 +372,12 @@ impl<T: Pod> RawArray<T> {
     ///
     /// ```
     /// let a = multiproc::RawArray::<i32>::new(3)?;
-    /// assert_eq!(a.to_vec(), vec![0, 0, 0]);
+    /// assert_eq!(a.to_vec()?, vec![0, 0, 0]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new(len: usize) -> Result<RawArray<T>> {
         Ok(RawArray {
-            storage: Storage::new(len, false)?.0,
+            storage: Storage::alloc(len, 0)?.0,
         })
     }
 
@@ -453,12 +385,12 @@ impl<T: Pod> RawArray<T> {
     ///
     /// ```
     /// let a = multiproc::RawArray::from_slice(b"hi")?;
-    /// assert_eq!(a.to_vec(), b"hi".to_vec());
+    /// assert_eq!(a.to_vec()?, b"hi".to_vec());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn from_slice(values: &[T]) -> Result<RawArray<T>> {
         let a = RawArray::new(values.len())?;
-        a.storage.write_all(values);
+        a.storage.write_all(values, "RawArray")?;
         Ok(a)
     }
 
@@ -484,7 +416,7 @@ impl<T: Pod> RawArray<T> {
         self.len() == 0
     }
 
-    /// Element `index`; [`Error::IndexOutOfRange`] past the end.
+    /// Element `index`; [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) past the end.
     ///
     /// ```
     /// let a = multiproc::RawArray::from_slice(&[4u8, 5])?;
@@ -493,10 +425,10 @@ impl<T: Pod> RawArray<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get(&self, index: usize) -> Result<T> {
-        self.storage.get(index)
+        self.storage.get(index, "RawArray")
     }
 
-    /// Sets element `index`; [`Error::IndexOutOfRange`] past the end.
+    /// Sets element `index`; [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) past the end.
     ///
     /// A child process's writes are seen by the parent:
     ///
@@ -508,12 +440,12 @@ impl<T: Pod> RawArray<T> {
     /// let mut p = Process::new(move || a2.set(1, 42).unwrap());
     /// p.start()?;
     /// assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(0));
-    /// assert_eq!(a.to_vec(), vec![0, 42]);
+    /// assert_eq!(a.to_vec()?, vec![0, 42]);
     /// assert!(a.set(2, 0).is_err());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn set(&self, index: usize, value: T) -> Result<()> {
-        self.storage.set(index, value)
+        self.storage.set(index, value, "RawArray")
     }
 
     /// A copy of all elements.
@@ -521,11 +453,11 @@ impl<T: Pod> RawArray<T> {
     /// ```
     /// let a = multiproc::RawArray::from_slice(&[1u32, 2])?;
     /// a.set(0, 3)?;
-    /// assert_eq!(a.to_vec(), vec![3, 2]);
+    /// assert_eq!(a.to_vec()?, vec![3, 2]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn to_vec(&self) -> Vec<T> {
-        self.storage.to_vec()
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.storage.to_vec("RawArray")
     }
 
     /// Splits the elements into `parts` disjoint chunks; see [`ArrayChunk`].
@@ -537,32 +469,19 @@ impl<T: Pod> RawArray<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn chunks(&self, parts: usize) -> Result<Vec<ArrayChunk<T>>> {
-        split(&self.storage, parts)
+        split(&self.storage, parts, "RawArray")
     }
 }
 
-fn split<T: Pod>(storage: &Storage<T>, parts: usize) -> Result<Vec<ArrayChunk<T>>> {
-    if parts == 0 {
-        return Err(Error::ZeroSize {
-            what: "number of chunks",
-        });
-    }
-    let len = storage.len();
-    let (base, extra) = (len / parts, len % parts);
-    let mut start = 0;
-    Ok((0..parts)
-        .map(|i| {
-            // The first `len % parts` chunks take one element more: every element
-            // is in exactly one chunk, and sizes differ by at most one.
-            let n = base + usize::from(i < extra);
-            let chunk = ArrayChunk {
-                storage: storage.clone(),
-                start,
-                len: n,
-            };
-            start += n;
-            chunk
-        })
+fn split<T: Pod>(
+    storage: &Storage<T>,
+    parts: usize,
+    what: &'static str,
+) -> Result<Vec<ArrayChunk<T>>> {
+    Ok(storage
+        .split(parts, what)?
+        .into_iter()
+        .map(|part| ArrayChunk { part })
         .collect())
 }
 
@@ -594,9 +513,7 @@ fn split<T: Pod>(storage: &Storage<T>, parts: usize) -> Result<Vec<ArrayChunk<T>
 /// ```
 #[derive(Debug)]
 pub struct ArrayChunk<T> {
-    storage: Storage<T>,
-    start: usize,
-    len: usize,
+    part: Part<T>,
 }
 
 impl<T: Pod> ArrayChunk<T> {
@@ -609,7 +526,7 @@ impl<T: Pod> ArrayChunk<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn start(&self) -> usize {
-        self.start
+        self.part.start()
     }
 
     /// Number of elements in the chunk.
@@ -622,7 +539,7 @@ impl<T: Pod> ArrayChunk<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.len
+        self.part.len()
     }
 
     /// Whether the chunk is empty (more chunks than elements).
@@ -634,7 +551,7 @@ impl<T: Pod> ArrayChunk<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.part.len() == 0
     }
 
     /// The chunk's elements, writable without a lock.
@@ -645,12 +562,10 @@ impl<T: Pod> ArrayChunk<T> {
     ///     let fill = chunk.start() as u8 + 1;
     ///     chunk.as_mut_slice().fill(fill);
     /// }
-    /// assert_eq!(a.to_vec(), vec![1, 1, 3, 3]);
+    /// assert_eq!(a.to_vec()?, vec![1, 1, 3, 3]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn as_mut_slice(&mut self) -> &mut [T] {
-        // SAFETY: `split` gives each element to exactly one chunk, chunks are not
-        // Clone, and `&mut self` makes this the only slice of this chunk.
-        unsafe { self.storage.slice_mut(self.start, self.len) }
+        self.part.as_mut_slice()
     }
 }
