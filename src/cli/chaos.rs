@@ -71,8 +71,8 @@
 //! shared memory after every worker was reaped (an orphan would keep it alive).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use multiproc::shm::clean;

@@ -509,9 +509,9 @@ impl Condition {
         }
         // Won: the horizon is ours to write, over this registration's "no
         // horizon yet" only (see the module: the loser never writes).
-        let _ = slot
-            .horizon
-            .compare_exchange(ticket, horizon, Ordering::Release, Ordering::Relaxed);
+        let _ =
+            slot.horizon
+                .compare_exchange(ticket, horizon, Ordering::Release, Ordering::Relaxed);
         futex::wake(slot.state, 1);
         true
     }
@@ -747,7 +747,10 @@ mod tests {
         {
             let _g = c.lock().unwrap();
             c.notify(1).unwrap();
-            assert_eq!(slots_in(&c, NOTIFIED), vec![(ai, (a_state & !STATE_MASK) | NOTIFIED)]);
+            assert_eq!(
+                slots_in(&c, NOTIFIED),
+                vec![(ai, (a_state & !STATE_MASK) | NOTIFIED)]
+            );
             assert!(!c.deliver(ai, a_state, 1), "the slot was delivered already");
             assert_eq!(c.slot(ai).horizon.load(Ordering::Relaxed), 2);
         }

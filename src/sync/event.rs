@@ -281,7 +281,11 @@ mod tests {
         assert_eq!(e.word.load(Ordering::Relaxed), 0);
         assert!(!e.is_set());
         e.set();
-        assert_eq!(e.word.load(Ordering::Relaxed), SET, "no generation, no WAITERS");
+        assert_eq!(
+            e.word.load(Ordering::Relaxed),
+            SET,
+            "no generation, no WAITERS"
+        );
         e.clear();
         assert_eq!(e.word.load(Ordering::Relaxed), 0);
     }

@@ -430,7 +430,11 @@ mod tests {
         // What a release killed between its compare-exchange and its wake leaves:
         // a permit, and no wake call.
         sem.core.value.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(join(p), Some(0), "the sleeper stayed asleep on a free permit");
+        assert_eq!(
+            join(p),
+            Some(0),
+            "the sleeper stayed asleep on a free permit"
+        );
         assert_eq!(sem.get_value(), 0);
         assert_eq!(sem.core.waiters.load(Ordering::SeqCst), 0);
     }
