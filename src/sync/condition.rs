@@ -708,8 +708,8 @@ mod tests {
             .collect()
     }
 
-    /// A child that waits on `c` (asleep once this returns); `expect`: whether
-    /// its wait must report notified (its exit code says).
+    /// A child that waits on `c` and must be notified (its exit code says); it is
+    /// asleep, the `waiting`-th WAITING slot, once this returns.
     fn waiter(c: &Condition, waiting: usize, timeout: Option<Duration>) -> crate::Process {
         let c2 = c.clone();
         let p = spawn(move || {

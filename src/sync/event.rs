@@ -234,7 +234,7 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::spin::test_procs::{BOUND, join, spawn, until_asleep};
+    use crate::sync::spin::test_procs::{join, poll_until, spawn, until_asleep};
 
     /// What a setter killed between its compare-exchange and its wake leaves: the
     /// word says set (a new generation, WAITERS kept), and nobody was woken.
@@ -249,9 +249,7 @@ mod tests {
         let e2 = e.clone();
         let p = spawn(move || assert!(e2.wait(None).unwrap()));
         until_asleep(p.pid().unwrap());
-        crate::sync::spin::test_procs::poll_until("WAITERS", || {
-            e.word.load(Ordering::Relaxed) & WAITERS != 0
-        });
+        poll_until("WAITERS", || e.word.load(Ordering::Relaxed) & WAITERS != 0);
         p
     }
 
@@ -272,7 +270,6 @@ mod tests {
         // The word already says SET; this set must still make the wake call.
         e.set();
         assert_eq!(join(p), Some(0), "a later set did not wake the sleeper");
-        let _ = BOUND;
     }
 
     #[test]
