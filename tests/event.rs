@@ -97,3 +97,31 @@ fn killed_waiter_leaves_it_working() {
     ev.set();
     join_ok(kid);
 }
+
+/// set(); clear() wakes processes asleep in wait(None): each returns, with the
+/// flag as it is when it looks (Python's wait returns after notify_all and reports
+/// the flag: false once cleared, true for one that ran before the clear). Before
+/// the generation counter, a waiter that looked after the clear slept for good.
+#[test]
+fn set_then_clear_wakes_waiters_which_report_false() {
+    let ev = Event::new().unwrap();
+    let about_to_wait = RawValue::new(0u32).unwrap();
+    let kids: Vec<_> = (0..3)
+        .map(|_| {
+            let (ev, a) = (ev.clone(), about_to_wait.clone());
+            spawn(move || {
+                a.fetch_add(1);
+                let _flag_then = ev.wait(None).unwrap();
+            })
+        })
+        .collect();
+    poll_until("3 waiters", || about_to_wait.load() == 3);
+    for k in &kids {
+        until_asleep(k.pid().unwrap());
+    }
+    ev.set();
+    ev.clear();
+    join_all_ok(kids);
+    // A later wait sees the cleared flag.
+    assert!(!ev.wait(Some(Duration::from_millis(1))).unwrap());
+}

@@ -21,11 +21,25 @@
 //!   most 5 ms). Workers are killed inside `wait` and holding the lock; an
 //!   `OwnerDied` on the Condition's lock is marked consistent (the ticket is one
 //!   atomic word: nothing to repair);
+//! - an `Event` and `Semaphore` section for [`SIGNAL_PHASE`]: alternately pulse
+//!   the shared Event (`set(); clear()`) or `wait(None)` on it, and release then
+//!   `acquire(None)` the shared Semaphore (initially 0). So workers are killed
+//!   between a set or release and its wake call. Nothing here may hang: the
+//!   supervisor pulses the Event every few milliseconds (a `wait` returns after
+//!   any set, even one cleared at once), and every acquirer released one permit
+//!   before, while a kill only removes acquirers or leaves a permit over, so
+//!   `value >= acquirers waiting` always. A sleeper stranded by a killed setter or
+//!   releaser shows as a hang;
 //! - a `Barrier` round of all the workers (each worker `register()`s,
 //!   so one killed before arriving breaks the round too). A broken round is counted
 //!   and the worker goes on; the supervisor `reset()`s a broken barrier, and
 //!   `abort()`s it at the end so that no survivor waits for a dead party;
 //! - a heartbeat: its slot's `beat` word, bumped after each of these steps.
+//!
+//! Workers of odd slots also run a busy thread that does increments and RLock
+//! sections (sharing the slot's journal: its entries are written only under the
+//! counter's lock), so that SIGKILL lands in multi-threaded processes holding
+//! locks. The worker stops and joins it before it exits.
 //!
 //! ## The journal: exact counts although workers die mid-critical-section
 //! An increment *completes* when its worker records it in its slot's `done` word.
@@ -58,10 +72,13 @@
 
 use std::collections::HashSet;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use multiproc::shm::clean;
-use multiproc::{Barrier, Condition, Error, Event, Process, RLock, RawValue, TryLockError, Value};
+use multiproc::{
+    Barrier, Condition, Error, Event, Process, RLock, RawValue, Semaphore, TryLockError, Value,
+};
 
 /// A worker whose heartbeat stays still this long is hung.
 const HANG_BOUND: Duration = Duration::from_secs(5);
@@ -70,6 +87,8 @@ const RLOCK_EVERY: u64 = 8;
 /// Each cycle of a worker: increments (and RLock sections) for this long, then one
 /// Condition section, then one Barrier round.
 const INCREMENT_PHASE: Duration = Duration::from_millis(5);
+/// Each cycle's Event and Semaphore section lasts this long.
+const SIGNAL_PHASE: Duration = Duration::from_millis(2);
 /// The longest a consumer waits for a ticket.
 const CONSUME_TIMEOUT: Duration = Duration::from_millis(5);
 
@@ -105,6 +124,13 @@ struct Shared {
     barrier: Barrier,
     cond: Condition,
     tickets: RawValue<u64>,
+    /// Pulsed (`set(); clear()`) by workers and the supervisor, waited for.
+    pulse: Event,
+    /// Released then acquired by workers: starts at 0, never below the waiters.
+    sem: Semaphore,
+    /// Event waits and Semaphore acquires that returned.
+    pulses_seen: RawValue<u64>,
+    acquired: RawValue<u64>,
     stop: Event,
     /// Barrier rounds passed and broken (as seen by workers).
     passed: RawValue<u64>,
@@ -222,7 +248,49 @@ impl Shared {
         drop(guard);
     }
 
+    fn signal_section(&self, k: &mut u64) {
+        let phase_end = Instant::now() + SIGNAL_PHASE;
+        while Instant::now() < phase_end && !self.stop.is_set() {
+            *k += 1;
+            if *k % 2 == 0 {
+                self.pulse.set();
+                self.pulse.clear();
+            } else {
+                self.pulse.wait(None).expect("no timeout");
+                self.pulses_seen.fetch_add(1);
+            }
+            self.sem.release().expect("far below VALUE_MAX");
+            assert!(self.sem.acquire(true, None).expect("no timeout"));
+            self.acquired.fetch_add(1);
+        }
+    }
+
+    /// The busy thread of a multi-threaded worker: increments and RLock sections.
+    fn busy(&self, me: &Slot, quit: &AtomicBool) {
+        let mut n = 0u64;
+        while !quit.load(Ordering::Relaxed) {
+            self.increment(me);
+            n += 1;
+            if n % RLOCK_EVERY == 0 {
+                self.rlock_section();
+            }
+        }
+    }
+
     fn work(&self, slot: usize) {
+        if slot % 2 == 1 {
+            let quit = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| self.busy(&self.slots[slot], &quit));
+                self.work_cycles(slot);
+                quit.store(true, Ordering::Relaxed);
+            });
+        } else {
+            self.work_cycles(slot);
+        }
+    }
+
+    fn work_cycles(&self, slot: usize) {
         let me = &self.slots[slot];
         // Registered, a worker killed before arriving breaks the round at once. A
         // barrier takes at most 32 registrations (dead workers' are reused); past
@@ -230,6 +298,7 @@ impl Shared {
         let _ = self.barrier.register();
         let mut cycle = 0u64;
         let mut n = 0u64;
+        let mut k = slot as u64;
         while !self.stop.is_set() {
             // Time-boxed phases, so that kills (random in time) land in each kind
             // of section, not only in the slowest one.
@@ -243,6 +312,8 @@ impl Shared {
             }
             me.beat.fetch_add(1);
             self.condition_section((cycle + slot as u64) % 2 == 0);
+            me.beat.fetch_add(1);
+            self.signal_section(&mut k);
             me.beat.fetch_add(1);
             self.barrier_section();
             me.beat.fetch_add(1);
@@ -356,6 +427,10 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
         barrier: Barrier::new(processes)?,
         cond: Condition::new()?,
         tickets: RawValue::new(0)?,
+        pulse: Event::new()?,
+        sem: Semaphore::new(0)?,
+        pulses_seen: RawValue::new(0)?,
+        acquired: RawValue::new(0)?,
         stop: Event::new()?,
         passed: RawValue::new(0)?,
         broken: RawValue::new(0)?,
@@ -378,6 +453,9 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
 
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5).min(kill_every));
+        // The pulse every Event waiter returns after, whoever died mid-pulse.
+        shared.pulse.set();
+        shared.pulse.clear();
         // A round broken by a death: open a fresh one for the live workers.
         if shared.barrier.broken() {
             shared.barrier.reset();
@@ -413,6 +491,7 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
     // The survivors finish; abort the barrier so that none waits for a party that
     // has already left.
     shared.stop.set();
+    shared.pulse.set();
     shared.barrier.abort();
     for (slot, mut w) in workers.into_iter().enumerate() {
         match w.process.join(Some(HANG_BOUND)) {
@@ -479,6 +558,11 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
         shared.cond_died.load()
     );
     println!(
+        "chaos: event: {} waits returned; semaphore: {} acquires",
+        shared.pulses_seen.load(),
+        shared.acquired.load()
+    );
+    println!(
         "chaos: {} takeovers of the counter's lock with OwnerDied; journal: {} increments confirmed, {} rolled back",
         shared.takeovers.load(),
         shared.kept.load(),
@@ -501,7 +585,7 @@ pub fn main(seconds: f64, processes: usize, kill_every_ms: u64) -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!(
-        "chaos: {processes} worker processes for {seconds} s (Value + Lock with a journal, RLock, Barrier, Condition), \
+        "chaos: {processes} worker processes for {seconds} s (Value + Lock with a journal, RLock, Barrier, Condition, Event, Semaphore; odd slots multi-threaded), \
          SIGKILL to a random one every ~{kill_every_ms} ms"
     );
     let o = match run(seconds, processes, Duration::from_millis(kill_every_ms)) {

@@ -48,7 +48,11 @@
 //! sleepers the same way. A death breaks the barrier ("a party died") within about
 //! one slice. A party that dies before arriving is noticed only if it registered.
 //! Death of the internal lock's holder is recovered by the RawLock and breaks the
-//! barrier too. Parties beyond the first [`MAX_TRACKED`] arrivals of a round have
+//! barrier too; sleepers also check the lock's owner every slice, since a process
+//! killed holding it may have left no slot to watch (killed while releasing a
+//! round, after clearing the slots but before the word moved on; or inside
+//! `abort`, `reset`, `register`): the first sleeper to see it gone takes the lock,
+//! which recovers it and breaks the round ("a party died"). Parties beyond the first [`MAX_TRACKED`] arrivals of a round have
 //! no slot: their death is not noticed (use a timeout).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -460,6 +464,13 @@ impl Barrier {
             }
             j += count;
         }
+        let lock_owner = self.lock.owner();
+        if lock_owner != 0 && lock_owner != me && ident::is_gone(lock_owner) {
+            // Killed holding the internal lock: taking it recovers it and breaks
+            // the round (see `hold`); the caller then sees the word changed.
+            drop(self.hold());
+            return;
+        }
         let Some(dead) = suspects.into_iter().find(|&o| ident::is_gone(o)) else {
             return;
         };
@@ -616,3 +627,58 @@ impl Barrier {
 }
 
 const _: () = assert!(SLOTS_AT >= 32 && raw_lock::SIZE == 16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::spin::test_procs::{join, poll_until, spawn, until_asleep};
+
+    /// The owner word of a process that is gone: this process's pid with another
+    /// start time (what a dead owner looks like once its pid is reused).
+    fn ghost() -> u32 {
+        let me = ident::process();
+        let tag = (me >> 22) & 0x1ff;
+        (me & ident::ID_MASK) | ((tag + 1) & 0x1ff) << 22
+    }
+
+    /// A party asleep in `wait(None)` that must leave with "a party died".
+    fn sleeper(b: &Barrier) -> crate::Process {
+        let b2 = b.clone();
+        let p = spawn(move || {
+            assert!(matches!(
+                b2.wait(None),
+                Err(Error::BrokenBarrier("a party died"))
+            ));
+        });
+        poll_until("the party arrived", || b.n_waiting() == 1);
+        until_asleep(p.pid().unwrap());
+        p
+    }
+
+    /// The last party killed while releasing the round: it holds the lock and has
+    /// cleared `count` and the slots (so no slot names it), but the word still
+    /// says "round r, filling". The sleeper must break the barrier.
+    #[test]
+    fn a_party_killed_while_releasing_the_round_breaks_it_for_the_sleepers() {
+        let b = Barrier::new(2).unwrap();
+        let p = sleeper(&b);
+        assert_eq!(b.lock.try_lock(ghost()), Some(Acquired::Clean));
+        b.count().store(0, Ordering::Relaxed);
+        for i in 0..b.tracked {
+            b.slot(i).store(0, Ordering::Relaxed);
+        }
+        assert_eq!(join(p), Some(0), "the sleeper did not break the barrier");
+        assert!(b.broken());
+    }
+
+    /// Killed inside `abort`, `reset` or `register`: the lock held by a dead
+    /// process, nothing else changed yet (the arrived party's slot is its own).
+    #[test]
+    fn a_process_killed_holding_the_internal_lock_breaks_it_for_the_sleepers() {
+        let b = Barrier::new(2).unwrap();
+        let p = sleeper(&b);
+        assert_eq!(b.lock.try_lock(ghost()), Some(Acquired::Clean));
+        assert_eq!(join(p), Some(0), "the sleeper did not break the barrier");
+        assert!(b.broken());
+    }
+}

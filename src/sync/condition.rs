@@ -18,7 +18,8 @@
 //!     0  u32 state     futex word: gen << 2 | FREE (0) / WAITING (1) / NOTIFIED (2)
 //!     4  u32 owner     the waiter's owner word (`ident::thread()`)
 //!     8  u32 ticket    its arrival ticket
-//!     12 u32 horizon   NOTIFIED: `next_ticket` when it was notified
+//!     12 u32 horizon   its own `ticket` until notified ("no horizon yet"),
+//!                      then `next_ticket` when it was notified
 //! ```
 //!
 //! ## Slot states (the generation `gen` changes at every registration, so a stale
@@ -53,6 +54,26 @@
 //!   So a dead waiter delays a notification by at most about one slice per dead
 //!   slot on the way, and never swallows it. `/proc` is read only for slots that
 //!   stay NOTIFIED across a whole slice, so the normal paths make no such reads.
+//!   The check runs when a slice has *elapsed*, not only when the futex wait timed
+//!   out: a stream of signals (EINTR) or spurious wakes cuts every slice short.
+//!
+//! ## The horizon and racing deliverers
+//! Notifiers (under the lock) and re-deliverers (sleepers, without the lock) may
+//! pick the same WAITING slot at once. Formerly each stored its horizon *before*
+//! its compare-exchange on `state`, so the loser's store could land after the
+//! winner's: the NOTIFIED slot then carried the loser's horizon. If its owner was
+//! dead, the re-delivery used that wrong horizon: an older one (a re-delivery with
+//! horizon h1 losing to a `notify` with h2 > h1) excluded the waiters that the
+//! notify was meant for, and the notification was swallowed; a newer one let a
+//! waiter that arrived after the notify take it. Now only the winner of the
+//! `state` compare-exchange writes the horizon, after winning, and only by a
+//! compare-exchange from the registration's own ticket (its "no horizon yet"
+//! value, which no real horizon equals: a horizon is a ticket handed out later),
+//! so a winner preempted there cannot write into a later registration of the slot
+//! either. A re-deliverer that finds a NOTIFIED slot still without horizon leaves
+//! it for the next slice (the winner is between two instructions); if it is still
+//! so one slice later (the winner died there), it uses `next_ticket` of that
+//! moment: a possible extra wake-up, never a lost notification.
 //! - A registration that finds the table full first frees the slots of dead owners.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -387,6 +408,8 @@ impl Condition {
             .store(ticket.wrapping_add(1), Ordering::Relaxed);
         slot.owner.store(me, Ordering::Relaxed);
         slot.ticket.store(ticket, Ordering::Relaxed);
+        // "No horizon yet": only the winning deliverer replaces it.
+        slot.horizon.store(ticket, Ordering::Relaxed);
         let mine = ((state >> 2).wrapping_add(1) << 2) | WAITING;
         self.registered().fetch_add(1, Ordering::Relaxed);
         if i as u32 >= self.high().load(Ordering::Relaxed) {
@@ -417,15 +440,23 @@ impl Condition {
 
     /// Frees slot `i` of a dead owner if it is still in state `s`; a notification it
     /// held goes to the oldest live waiter that was waiting when it was sent.
-    fn reclaim(&self, i: usize, s: u32) {
+    /// Returns false (and changes nothing) for a NOTIFIED slot whose deliverer has
+    /// not written the horizon yet (see the module).
+    fn reclaim(&self, i: usize, s: u32) -> bool {
         let slot = self.slot(i);
-        let horizon = slot.horizon.load(Ordering::Relaxed);
+        // Both belong to the registration of `s` if the compare-exchange below
+        // succeeds (the state stayed `s` meanwhile, and `gen` never repeats).
+        let ticket = slot.ticket.load(Ordering::Relaxed);
+        let horizon = slot.horizon.load(Ordering::Acquire);
+        if s & STATE_MASK == NOTIFIED && horizon == ticket {
+            return false;
+        }
         if slot
             .state
             .compare_exchange(s, s & !STATE_MASK, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            return;
+            return true;
         }
         self.registered().fetch_sub(1, Ordering::Relaxed);
         if s & STATE_MASK == NOTIFIED {
@@ -434,10 +465,11 @@ impl Condition {
                 if ident::is_gone(owner) {
                     self.reclaim(j, sj);
                 } else if self.deliver(j, sj, horizon) {
-                    return;
+                    return true;
                 }
             }
         }
+        true
     }
 
     /// The WAITING slot with the oldest ticket (before `horizon`, if given).
@@ -465,22 +497,31 @@ impl Condition {
     /// Marks WAITING slot `i` (state `s`) notified and wakes its owner.
     fn deliver(&self, i: usize, s: u32, horizon: u32) -> bool {
         let slot = self.slot(i);
-        slot.horizon.store(horizon, Ordering::Relaxed);
+        // The ticket of the registration of `s` if the compare-exchange succeeds.
+        let ticket = slot.ticket.load(Ordering::Relaxed);
         let notified = (s & !STATE_MASK) | NOTIFIED;
         if slot
             .state
             .compare_exchange(s, notified, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+            .is_err()
         {
-            futex::wake(slot.state, 1);
-            true
-        } else {
-            false
+            return false; // lost: another deliverer (or a timeout) won; write nothing
         }
+        // Won: the horizon is ours to write, over this registration's "no
+        // horizon yet" only (see the module: the loser never writes).
+        let _ =
+            slot.horizon
+                .compare_exchange(ticket, horizon, Ordering::Release, Ordering::Relaxed);
+        futex::wake(slot.state, 1);
+        true
     }
 
     /// Between slices of sleep: re-deliver notifications held by dead waiters.
-    fn check_notified_slots(&self, mine: usize) {
+    /// `pending`: a dead waiter's NOTIFIED slot (index, state) found without a
+    /// horizon at the previous check; found so again, its deliverer died between
+    /// its two steps, and the horizon becomes `next_ticket` now.
+    fn check_notified_slots(&self, mine: usize, pending: &mut Option<(usize, u32)>) {
+        let was_pending = pending.take();
         for i in 0..self.used() {
             if i == mine {
                 continue;
@@ -488,7 +529,19 @@ impl Condition {
             let slot = self.slot(i);
             let s = slot.state.load(Ordering::Acquire);
             if s & STATE_MASK == NOTIFIED && ident::is_gone(slot.owner.load(Ordering::Relaxed)) {
-                self.reclaim(i, s);
+                if was_pending == Some((i, s)) {
+                    let ticket = slot.ticket.load(Ordering::Relaxed);
+                    let now = self.next_ticket().load(Ordering::Relaxed);
+                    let _ = slot.horizon.compare_exchange(
+                        ticket,
+                        now,
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    );
+                }
+                if !self.reclaim(i, s) {
+                    *pending = Some((i, s));
+                }
             }
         }
     }
@@ -523,6 +576,10 @@ impl Condition {
         let (i, mine) = self.register()?;
         let slot = self.slot(i);
         let count = self.unlock_all();
+        let mut pending = None;
+        // When the dead waiters' notifications were last checked: every elapsed
+        // slice, however often signals cut the futex wait short.
+        let mut checked = std::time::Instant::now();
         let notified = loop {
             let s = slot.state.load(Ordering::Acquire);
             if s != mine {
@@ -542,10 +599,10 @@ impl Condition {
                     Err(_) => break true,
                 }
             }
-            if futex::wait(slot.state, mine, Some(deadline.slice(OWNER_CHECK_INTERVAL)))
-                == futex::Wake::TimedOut
-            {
-                self.check_notified_slots(i);
+            let woke = futex::wait(slot.state, mine, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
+            if woke == futex::Wake::TimedOut || checked.elapsed() >= OWNER_CHECK_INTERVAL {
+                self.check_notified_slots(i, &mut pending);
+                checked = std::time::Instant::now();
             }
         };
         let how = self.relock(count);
@@ -640,5 +697,106 @@ impl Condition {
     /// ```
     pub fn notify_all(&self) -> Result<()> {
         self.notify(usize::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::spin::test_procs::{BOUND, join, poll_until, spawn, until_asleep};
+
+    /// The slots in state `want`, as (index, state).
+    fn slots_in(c: &Condition, want: u32) -> Vec<(usize, u32)> {
+        (0..c.used())
+            .map(|i| (i, c.slot(i).state.load(Ordering::Acquire)))
+            .filter(|&(_, s)| s & STATE_MASK == want)
+            .collect()
+    }
+
+    /// A child that waits on `c` and must be notified (its exit code says); it is
+    /// asleep, the `waiting`-th WAITING slot, once this returns.
+    fn waiter(c: &Condition, waiting: usize, timeout: Option<Duration>) -> crate::Process {
+        let c2 = c.clone();
+        let p = spawn(move || {
+            let _g = c2.lock().unwrap();
+            assert!(c2.wait(timeout).unwrap(), "not notified");
+        });
+        poll_until("the waiter registered", || {
+            slots_in(c, WAITING).len() == waiting
+        });
+        until_asleep(p.pid().unwrap());
+        p
+    }
+
+    /// A waits and is SIGKILLed; B waits. Returns (A's slot and WAITING state, B).
+    fn dead_then_live(c: &Condition) -> ((usize, u32), crate::Process) {
+        let mut a = waiter(c, 1, None);
+        let a_slot = slots_in(c, WAITING)[0];
+        a.kill().unwrap();
+        assert_eq!(a.join(Some(BOUND)).unwrap(), Some(-9));
+        // Longer than the join bound: a notification that only its last slice
+        // would re-deliver fails the test.
+        let b = waiter(c, 2, Some(BOUND * 4));
+        (a_slot, b)
+    }
+
+    /// `notify(1)` picks the dead A (the oldest); a re-deliverer that picked A's
+    /// slot too, with an older horizon (1: only A was waiting then), loses the
+    /// compare-exchange. Formerly it had stored its horizon first, over the
+    /// notify's: A's notification then went to nobody (B's ticket 1 is not before
+    /// 1), and B was never notified.
+    #[test]
+    fn a_losing_deliverer_does_not_change_the_winner_s_horizon() {
+        let c = Condition::new().unwrap();
+        let ((ai, a_state), b) = dead_then_live(&c);
+        {
+            let _g = c.lock().unwrap();
+            c.notify(1).unwrap();
+            assert_eq!(
+                slots_in(&c, NOTIFIED),
+                vec![(ai, (a_state & !STATE_MASK) | NOTIFIED)]
+            );
+            assert!(!c.deliver(ai, a_state, 1), "the slot was delivered already");
+            assert_eq!(c.slot(ai).horizon.load(Ordering::Relaxed), 2);
+        }
+        assert_eq!(join(b), Some(0), "B never got the dead A's notification");
+    }
+
+    /// A dead waiter's notification is re-delivered although the live waiter's
+    /// slices are all cut short: two processes wake its futex over and over, as a
+    /// stream of signals would (EINTR and a wake take the same path: the wait
+    /// returns early, not `TimedOut`).
+    #[test]
+    fn re_delivery_is_not_postponed_by_a_stream_of_early_wakes() {
+        let c = Condition::new().unwrap();
+        let ((ai, _), b) = dead_then_live(&c);
+        let (bi, _) = *slots_in(&c, WAITING)
+            .iter()
+            .find(|&&(i, _)| i != ai)
+            .unwrap();
+        let done = crate::Event::new().unwrap();
+        let wakers: Vec<_> = (0..2)
+            .map(|_| {
+                let (c, done) = (c.clone(), done.clone());
+                spawn(move || {
+                    let word = c.slot(bi).state;
+                    while !done.is_set() {
+                        futex::wake(word, 1);
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        {
+            let _g = c.lock().unwrap();
+            c.notify(1).unwrap();
+            assert_eq!(slots_in(&c, NOTIFIED)[0].0, ai);
+        }
+        let code = join(b);
+        done.set();
+        for w in wakers {
+            assert_eq!(join(w), Some(0));
+        }
+        assert_eq!(code, Some(0), "B never got the dead A's notification");
     }
 }

@@ -1,16 +1,39 @@
 //! `Event`: a flag that processes wait for.
 //!
-//! ## Layout (arena block, 4 bytes used; all-zero = clear, no waiter)
+//! ## Layout (arena block, 4 bytes used; all-zero = clear, no waiter, generation 0)
 //! ```text
-//! 0 u32 word  0 = clear; SET (1) = set; WAITERS (2) = clear, and someone may sleep
+//! 0 u32 word  gen << 2 | WAITERS (2) | SET (1)
 //! ```
-//! `set` stores SET and makes the wake system call only when WAITERS was there, so
-//! setting an Event nobody waits for costs one atomic swap. There is no internal
-//! lock, so a process killed anywhere in these calls leaves the Event working.
+//! - `SET`: the flag. `is_set` reads only this bit.
+//! - `WAITERS`: someone may sleep on the word. A waiter sets it (compare-exchange
+//!   on a clear word) before it sleeps; `set` keeps it, so that every later `set`
+//!   makes the wake call again (a setter killed between its store and its wake
+//!   strands nobody past the next `set`); `clear` drops it (nobody can start to
+//!   sleep on a set word, and the sleepers of the last set were woken).
+//! - `gen` (30 bits, wrapping): bumped by a `set` that finds WAITERS on a clear
+//!   word, in the same compare-exchange. A sleeper remembers the generation it saw
+//!   first; a different one means "a set happened, maybe cleared already": it
+//!   returns the flag as it is now (Python: `wait` returns after `notify_all`, with
+//!   the flag's value then), so `set(); clear()` wakes sleepers with `false`.
+//!
+//! States of the word (g = any generation):
+//! - `g | 0`: clear, nobody sleeps. `set` -> `g | SET`, no system call.
+//! - `g | WAITERS`: clear, someone may sleep on this value. `set` ->
+//!   `g+1 | WAITERS | SET` and wakes all.
+//! - `g | SET`: set, nobody waits. `set`: nothing. `clear` -> `g | 0`.
+//! - `g | WAITERS | SET`: set after sleepers came. `set`: wakes all again (cheap
+//!   insurance against a killed setter). `clear` -> `g | 0`.
+//!
+//! So setting an Event nobody waits for costs one compare-exchange. There is no
+//! internal lock, so a process killed anywhere in these calls leaves the Event
+//! working; and sleepers sleep at most [`OWNER_CHECK_INTERVAL`] per slice and look
+//! at the word again, so a setter killed between its store and its wake delays
+//! them by at most one slice, not forever.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::raw_lock::OWNER_CHECK_INTERVAL;
 use super::spin::AdaptiveSpin;
 use crate::error::Result;
 use crate::shm::arena::Block;
@@ -19,6 +42,8 @@ use crate::sys::time::Deadline;
 
 const SET: u32 = 1;
 const WAITERS: u32 = 2;
+const GEN: u32 = 4;
+const GEN_MASK: u32 = !(SET | WAITERS);
 
 /// A process-shared event flag: Python's `multiprocessing.Event`.
 ///
@@ -72,7 +97,7 @@ impl Event {
     /// ```
     #[inline]
     pub fn is_set(&self) -> bool {
-        self.word.load(Ordering::Acquire) == SET
+        self.word.load(Ordering::Acquire) & SET != 0
     }
 
     /// Sets the flag and wakes every waiter in every process.
@@ -90,7 +115,30 @@ impl Event {
     /// ```
     #[inline]
     pub fn set(&self) {
-        if self.word.swap(SET, Ordering::Release) == WAITERS {
+        let mut w = self.word.load(Ordering::Relaxed);
+        loop {
+            if w & SET != 0 {
+                // Already set. WAITERS still there: sleepers came before some set,
+                // whose setter may have died before its wake; wake them now.
+                if w & WAITERS != 0 {
+                    futex::wake_all(self.word);
+                }
+                return;
+            }
+            let new = if w & WAITERS != 0 {
+                w.wrapping_add(GEN) | SET
+            } else {
+                w | SET
+            };
+            match self
+                .word
+                .compare_exchange_weak(w, new, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => w = now,
+            }
+        }
+        if w & WAITERS != 0 {
             futex::wake_all(self.word);
         }
     }
@@ -106,10 +154,20 @@ impl Event {
     /// ```
     #[inline]
     pub fn clear(&self) {
-        // Only SET becomes clear; a clear word (maybe with WAITERS) stays as it is.
-        let _ = self
-            .word
-            .compare_exchange(SET, 0, Ordering::Relaxed, Ordering::Relaxed);
+        // Only a set word changes: it drops SET and WAITERS, keeps its generation.
+        // A clear word (maybe with WAITERS: sleepers of this generation) stays.
+        let mut w = self.word.load(Ordering::Relaxed);
+        while w & SET != 0 {
+            match self.word.compare_exchange_weak(
+                w,
+                w & GEN_MASK,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => w = now,
+            }
+        }
     }
 
     /// Waits until the flag is set, at most `timeout`; returns whether it is set
@@ -137,18 +195,24 @@ impl Event {
         }
         let deadline = Deadline::after(timeout)?;
         let mut first = true;
+        // The generation of the first look: another one means a set came (and
+        // maybe went): return the flag as it is then, as Python does.
+        let first_gen = self.word.load(Ordering::Acquire) & GEN_MASK;
         loop {
             let w = self.word.load(Ordering::Acquire);
-            if w == SET {
+            if w & SET != 0 {
                 if first {
                     self.spin.answered_late();
                 }
                 return Ok(true);
             }
-            if w == 0
+            if w & GEN_MASK != first_gen {
+                return Ok(false); // set, then cleared before we looked
+            }
+            if w & WAITERS == 0
                 && self
                     .word
-                    .compare_exchange(0, WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange(w, w | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
             {
                 continue;
@@ -156,12 +220,70 @@ impl Event {
             if deadline.expired() {
                 return Ok(self.is_set());
             }
-            if futex::wait(self.word, WAITERS, deadline.remaining()) == futex::Wake::Changed
-                && first
-            {
+            // One slice at most: a setter killed between its store and its wake
+            // (or any lost wake) costs this sleeper one slice, not forever.
+            let slice = Some(deadline.slice(OWNER_CHECK_INTERVAL));
+            if futex::wait(self.word, w | WAITERS, slice) == futex::Wake::Changed && first {
                 self.spin.answered_late();
             }
             first = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::spin::test_procs::{join, poll_until, spawn, until_asleep};
+
+    /// What a setter killed between its compare-exchange and its wake leaves: the
+    /// word says set (a new generation, WAITERS kept), and nobody was woken.
+    fn set_without_wake(e: &Event) {
+        let w = e.word.load(Ordering::Relaxed);
+        assert_eq!(w & (SET | WAITERS), WAITERS, "a sleeper announced itself");
+        e.word.store(w.wrapping_add(GEN) | SET, Ordering::Release);
+    }
+
+    /// A child asleep in `wait(None)`; returns it once it sleeps.
+    fn sleeper(e: &Event) -> crate::Process {
+        let e2 = e.clone();
+        let p = spawn(move || assert!(e2.wait(None).unwrap()));
+        until_asleep(p.pid().unwrap());
+        poll_until("WAITERS", || e.word.load(Ordering::Relaxed) & WAITERS != 0);
+        p
+    }
+
+    #[test]
+    fn a_setter_killed_before_its_wake_strands_no_sleeper() {
+        let e = Event::new().unwrap();
+        let p = sleeper(&e);
+        set_without_wake(&e);
+        // Nobody wakes the child: it must find the flag at its next slice.
+        assert_eq!(join(p), Some(0), "the sleeper stayed asleep on a set Event");
+    }
+
+    #[test]
+    fn a_later_set_wakes_sleepers_a_killed_setter_left() {
+        let e = Event::new().unwrap();
+        let p = sleeper(&e);
+        set_without_wake(&e);
+        // The word already says SET; this set must still make the wake call.
+        e.set();
+        assert_eq!(join(p), Some(0), "a later set did not wake the sleeper");
+    }
+
+    #[test]
+    fn set_without_waiters_keeps_one_compare_exchange_and_all_zero_is_clear() {
+        let e = Event::new().unwrap();
+        assert_eq!(e.word.load(Ordering::Relaxed), 0);
+        assert!(!e.is_set());
+        e.set();
+        assert_eq!(
+            e.word.load(Ordering::Relaxed),
+            SET,
+            "no generation, no WAITERS"
+        );
+        e.clear();
+        assert_eq!(e.word.load(Ordering::Relaxed), 0);
     }
 }

@@ -25,13 +25,18 @@
 //!
 //! ## Death of a process
 //! There is no internal lock, so a process killed anywhere in these calls leaves
-//! the semaphore working. A process killed while holding a permit keeps it (as in
+//! the semaphore working. A releaser killed between its compare-exchange and its
+//! wake (or a woken sleeper killed before it took the permit) leaves a permit
+//! nobody is woken for: sleepers sleep at most [`OWNER_CHECK_INTERVAL`] per slice
+//! and look at `value` again, so that costs them one slice, not forever; and the
+//! next release wakes them anyway (`waiters` still counts them). A process killed while holding a permit keeps it (as in
 //! Python: a semaphore has no owner). One killed while sleeping leaves `waiters`
 //! one too high for good, which only costs later releases a needless wake call.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::raw_lock::OWNER_CHECK_INTERVAL;
 use super::spin::AdaptiveSpin;
 use crate::error::{Error, Result};
 use crate::shm::arena::Block;
@@ -126,7 +131,9 @@ impl Core {
             if deadline.expired() {
                 break false;
             }
-            futex::wait(self.value, 0, deadline.remaining());
+            // One slice at most: a permit whose wake was lost (releaser killed
+            // before its wake call) is found at the next look.
+            futex::wait(self.value, 0, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
         };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         got
@@ -405,3 +412,30 @@ common_api!(
     BoundedSemaphore,
     "let sem = multiproc::BoundedSemaphore::new(1)?;"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::spin::test_procs::{join, poll_until, spawn, until_asleep};
+
+    #[test]
+    fn a_releaser_killed_before_its_wake_strands_no_sleeper() {
+        let sem = Semaphore::new(0).unwrap();
+        let s2 = sem.clone();
+        let p = spawn(move || assert!(s2.acquire(true, None).unwrap()));
+        poll_until("the sleeper counted", || {
+            sem.core.waiters.load(Ordering::SeqCst) == 1
+        });
+        until_asleep(p.pid().unwrap());
+        // What a release killed between its compare-exchange and its wake leaves:
+        // a permit, and no wake call.
+        sem.core.value.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(
+            join(p),
+            Some(0),
+            "the sleeper stayed asleep on a free permit"
+        );
+        assert_eq!(sem.get_value(), 0);
+        assert_eq!(sem.core.waiters.load(Ordering::SeqCst), 0);
+    }
+}

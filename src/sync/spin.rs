@@ -178,3 +178,50 @@ mod tests {
         assert_eq!(s.clone().limit(), s.limit());
     }
 }
+
+/// Helpers for the unit tests of the primitives that need real processes and the
+/// raw words (the integration tests see only the crate-root API).
+#[cfg(test)]
+pub(crate) mod test_procs {
+    use std::time::{Duration, Instant};
+
+    use crate::Process;
+
+    /// The bound on every wait in these tests (a bug fails, never hangs).
+    pub(crate) const BOUND: Duration = Duration::from_secs(30);
+
+    /// Starts a child running `f`.
+    pub(crate) fn spawn(f: impl FnOnce() + Send + 'static) -> Process {
+        let mut p = Process::new(f);
+        p.start().expect("fork");
+        p
+    }
+
+    /// Polls (yielding, no sleep) until `cond` holds; panics after [`BOUND`].
+    pub(crate) fn poll_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let end = Instant::now() + BOUND;
+        while !cond() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Polls until process `pid` is asleep (state `S`); call it once the process
+    /// is about to block, so that `S` means it sleeps in that call.
+    pub(crate) fn until_asleep(pid: u32) {
+        poll_until("the process asleep", || {
+            crate::sys::procfs::task_stat(pid).is_some_and(|s| s.state == b'S')
+        });
+    }
+
+    /// Joins `p` within [`BOUND`] (killing it if it is still running then) and
+    /// returns its exit code (`None`: it did not finish in time).
+    pub(crate) fn join(mut p: Process) -> Option<i32> {
+        let code = p.join(Some(BOUND)).expect("join");
+        if code.is_none() {
+            let _ = p.kill();
+            let _ = p.join(Some(BOUND));
+        }
+        code
+    }
+}
