@@ -61,7 +61,7 @@ impl RLock {
     pub fn new() -> Result<RLock> {
         let block = Block::alloc(raw_lock::SIZE)?;
         Ok(RLock {
-            raw: RawLock::at(block.arena_map(), block.offset()),
+            raw: RawLock::at_thread_owned(block.arena_map(), block.offset()),
             _block: block,
         })
     }
@@ -70,7 +70,7 @@ impl RLock {
     #[inline]
     fn take(&self, deadline: Option<Deadline>) -> Result<Option<Acquired>> {
         let me = ident::thread();
-        if self.raw.owner() == me {
+        if ident::is_this_thread(self.raw.owner()) {
             let count = self.raw.count();
             let n = count.load(Ordering::Relaxed);
             if n == u32::MAX {
@@ -257,7 +257,7 @@ impl RLock {
     /// ```
     #[inline]
     pub fn is_owned(&self) -> bool {
-        self.raw.owner() == ident::thread()
+        ident::is_this_thread(self.raw.owner())
     }
 
     /// Whether any thread of any process holds the lock.
