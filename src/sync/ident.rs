@@ -37,8 +37,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::sys::procfs::{self, Probe};
 use crate::sys::fork;
+use crate::sys::procfs::{self, Probe};
 
 /// Bits holding the pid or tid.
 ///
@@ -486,7 +486,10 @@ mod tests {
             assert!(!gone_by(owner, kind, absent, || false), "no /proc: alive");
             assert!(gone_by(owner, kind, absent, || true), "/proc works: gone");
             assert!(!gone_by(owner, kind, found(LIVE), || true));
-            let zombie = procfs::TaskStat { state: b'Z', ..LIVE };
+            let zombie = procfs::TaskStat {
+                state: b'Z',
+                ..LIVE
+            };
             assert!(gone_by(owner, kind, found(zombie), || true));
             // Pid reused by a process with another start time (and tag).
             let reused = procfs::TaskStat {
@@ -521,8 +524,18 @@ mod tests {
             threads: 2,
             ..LIVE
         };
-        assert!(!gone_by(owner, OwnerKind::Process, found(leader_gone), || true));
-        assert!(gone_by(owner, OwnerKind::Thread, found(leader_gone), || true));
+        assert!(!gone_by(
+            owner,
+            OwnerKind::Process,
+            found(leader_gone),
+            || true
+        ));
+        assert!(gone_by(
+            owner,
+            OwnerKind::Thread,
+            found(leader_gone),
+            || true
+        ));
         // The last thread exited too: the process is gone.
         let all_gone = procfs::TaskStat {
             threads: 1,
@@ -564,7 +577,10 @@ mod tests {
         };
         assert!(!answers_by(&cache, || answer(Probe::Unknown)));
         assert!(!answers_by(&cache, || answer(Probe::Gone)));
-        assert!(answers_by(&cache, || answer(Probe::Found(LIVE))), "asked again");
+        assert!(
+            answers_by(&cache, || answer(Probe::Found(LIVE))),
+            "asked again"
+        );
         assert_eq!(reads.get(), 3);
         assert!(answers_by(&cache, || answer(Probe::Unknown)), "cached");
         assert_eq!(reads.get(), 3);
@@ -589,7 +605,9 @@ mod tests {
         assert_eq!(provisional, word(77, None));
         assert!(cached(slot.load(Ordering::Relaxed), generation).is_none());
         // Before RETRY: the same provisional word, no read.
-        let again = identity(&slot, &retry, generation, 77, t0 + step - 1, || read(Some(1)));
+        let again = identity(&slot, &retry, generation, 77, t0 + step - 1, || {
+            read(Some(1))
+        });
         assert_eq!((again, reads.get()), (provisional, 1));
         // After RETRY: read again; still failing, still provisional.
         let again = identity(&slot, &retry, generation, 77, t0 + step, || read(None));

@@ -132,11 +132,7 @@ fn checked_alive(key: u32, now: Instant, next: Instant) {
         let slot = table
             .iter()
             .position(|e| e.is_some_and(|(k, _)| k == key))
-            .or_else(|| {
-                table
-                    .iter()
-                    .position(|e| e.is_none_or(|(_, t)| now >= t))
-            })
+            .or_else(|| table.iter().position(|e| e.is_none_or(|(_, t)| now >= t)))
             .unwrap_or_else(|| {
                 (0..CHECKED_SLOTS)
                     .min_by_key(|&i| table[i].map(|(_, t)| t))
