@@ -42,7 +42,7 @@
 //!
 //! ## Death of a process
 //! Sleepers wake every [`OWNER_CHECK_INTERVAL`]. Party i checks the slot of party
-//! (i + 1) mod count with `ident::is_gone`: the arrived parties form a ring, so as
+//! (i + 1) mod count with `ident::is_process_gone`: the arrived parties form a ring, so as
 //! long as one lives, some live party watches a dead one, and each sleeper reads
 //! `/proc` once per slice. The `register()`ed processes are split among the
 //! sleepers the same way. A death breaks the barrier ("a party died") within about
@@ -307,7 +307,7 @@ impl Barrier {
     fn drop_dead_parties(&self) {
         for i in 0..self.tracked {
             let owner = self.slot(i).load(Ordering::Relaxed);
-            if owner != 0 && ident::is_gone(owner) {
+            if owner != 0 && ident::is_process_gone(owner) {
                 self.slot(i).store(0, Ordering::Relaxed);
                 let c = self.count().load(Ordering::Relaxed);
                 self.count().store(c.saturating_sub(1), Ordering::Relaxed);
@@ -465,13 +465,13 @@ impl Barrier {
             j += count;
         }
         let lock_owner = self.lock.owner();
-        if lock_owner != 0 && lock_owner != me && ident::is_gone(lock_owner) {
+        if lock_owner != 0 && lock_owner != me && ident::is_process_gone(lock_owner) {
             // Killed holding the internal lock: taking it recovers it and breaks
             // the round (see `hold`); the caller then sees the word changed.
             drop(self.hold());
             return;
         }
-        let Some(dead) = suspects.into_iter().find(|&o| ident::is_gone(o)) else {
+        let Some(dead) = suspects.into_iter().find(|&o| ident::is_process_gone(o)) else {
             return;
         };
         let _held = self.hold();
@@ -595,7 +595,7 @@ impl Barrier {
         }
         for i in 0..REGISTRY {
             let r = self.registry(i).load(Ordering::Relaxed);
-            if r == 0 || ident::is_gone(r) {
+            if r == 0 || ident::is_process_gone(r) {
                 self.registry(i).store(me, Ordering::Relaxed);
                 return Ok(());
             }

@@ -31,7 +31,9 @@
 //! a compare-exchange `dead -> me | CONTENDED`, sets INCONSISTENT, and returns
 //! [`Acquired::OwnerDied`]. A waiter also checks when wakes keep cutting its slices
 //! short (signals), and a failing `try_lock` checks at most once per interval per
-//! thread, so neither a sleeper nor a poller waits forever on a dead owner. A
+//! owner word (a small per-thread table remembers the owners found alive lately),
+//! so neither a sleeper nor a poller waits forever on a dead owner, even one that
+//! polls several locks in turn. A
 //! blocking acquire makes that same rate-limited check before its first sleep, so a
 //! process that comes to an already dead owner's lock usually takes it at once.
 //! Detection therefore takes at most one slice plus a read of `/proc`, while the
@@ -40,12 +42,18 @@
 //! release) and free of glibc's per-thread robust list, which multiproc could not
 //! share. The cost: a process blocked on a long-held lock wakes once per slice (a
 //! few microseconds of work), and all processes must share a pid namespace.
+//!
+//! What "dead" means depends on who owns the lock, fixed per handle: a process
+//! ([`RawLock::at`]: Lock, Value, Array, Barrier; a leader that called
+//! `pthread_exit` while other threads run is alive) or a thread
+//! ([`RawLock::at_thread_owned`]: RLock; exactly that task). An owner whose state
+//! `/proc` cannot tell (the fd limit, say) is alive: see `ident`.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::ident;
+use super::ident::{self, OwnerKind};
 use crate::sys::futex;
 use crate::sys::mem::Mapping;
 use crate::sys::time::Deadline;
@@ -90,6 +98,49 @@ pub const OWNER_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 const CONTENDED: u32 = 1 << 31;
 const INCONSISTENT: u32 = 1;
 const SPIN_LIMIT: u32 = 100;
+/// Owner words a thread remembers having found alive (see [`RawLock::try_lock`]).
+const CHECKED_SLOTS: usize = 8;
+
+thread_local! {
+    /// The owners this thread found alive lately, each with the instant it may be
+    /// checked again. Keys are `owner | THREAD_KEY` for thread-owned locks, the
+    /// owner word for process-owned ones (a leader's pid and tid are the same word,
+    /// and the kinds disagree about a zombie leader). `None`: an unused slot.
+    static CHECKED: RefCell<[Option<(u32, Instant)>; CHECKED_SLOTS]> =
+        const { RefCell::new([None; CHECKED_SLOTS]) };
+}
+/// Marks thread-owned keys in CHECKED (owner words never use bit 31).
+const THREAD_KEY: u32 = 1 << 31;
+
+/// Whether the owner `key` is due for a check at `now`: not in the table, or its
+/// time has come.
+fn check_due(key: u32, now: Instant) -> bool {
+    CHECKED.with(|c| {
+        c.borrow()
+            .iter()
+            .flatten()
+            .all(|&(k, next)| k != key || now >= next)
+    })
+}
+
+/// Remembers that `key` was found alive: not checked again before `next`. Takes
+/// the key's own slot, else a free or expired one, else the one due soonest (with
+/// more than CHECKED_SLOTS live owners polled in turn, some are read more often).
+fn checked_alive(key: u32, now: Instant, next: Instant) {
+    CHECKED.with(|c| {
+        let mut table = c.borrow_mut();
+        let slot = table
+            .iter()
+            .position(|e| e.is_some_and(|(k, _)| k == key))
+            .or_else(|| table.iter().position(|e| e.is_none_or(|(_, t)| now >= t)))
+            .unwrap_or_else(|| {
+                (0..CHECKED_SLOTS)
+                    .min_by_key(|&i| table[i].map(|(_, t)| t))
+                    .unwrap_or(0)
+            });
+        table[slot] = Some((key, next));
+    });
+}
 
 /// How a lock was obtained.
 ///
@@ -152,6 +203,8 @@ pub struct RawLock {
     word: &'static AtomicU32,
     flags: &'static AtomicU32,
     count: &'static AtomicU32,
+    /// Whose words `word` holds, hence what counts as the owner's death.
+    kind: OwnerKind,
 }
 
 impl RawLock {
@@ -174,11 +227,42 @@ impl RawLock {
     /// raw.unlock();
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    ///
+    /// Its owners are processes (`ident::process()` words): a process whose main
+    /// thread exited while others run still owns it. For thread owners use
+    /// [`at_thread_owned`](Self::at_thread_owned).
     pub fn at(map: &'static Mapping, offset: usize) -> RawLock {
+        RawLock::with_kind(map, offset, OwnerKind::Process)
+    }
+
+    /// The lock at `offset` of `map`, owned by threads (`ident::thread()` words, as
+    /// RLock): an owner is gone as soon as its own task finished.
+    ///
+    /// ```
+    /// use multiproc::shm::arena::Block;
+    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
+    /// let block = Block::alloc(16)?;
+    /// let raw = RawLock::at_thread_owned(block.static_map().unwrap(), block.offset());
+    /// // A thread that exits holding it leaves it to the next thread.
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| assert_eq!(raw.try_lock(ident::thread()), Some(Acquired::Clean)));
+    /// });
+    /// let deadline = multiproc::sys::time::Deadline::after(Some(std::time::Duration::from_secs(10)))?;
+    /// assert_eq!(raw.lock(ident::thread(), deadline), Some(Acquired::OwnerDied));
+    /// raw.mark_consistent();
+    /// raw.unlock();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn at_thread_owned(map: &'static Mapping, offset: usize) -> RawLock {
+        RawLock::with_kind(map, offset, OwnerKind::Thread)
+    }
+
+    fn with_kind(map: &'static Mapping, offset: usize, kind: OwnerKind) -> RawLock {
         RawLock {
             word: map.atomic_u32(offset),
             flags: map.atomic_u32(offset + 4),
             count: map.atomic_u32(offset + 8),
+            kind,
         }
     }
 
@@ -194,10 +278,11 @@ impl RawLock {
     /// Takes the lock for `me` if it is free, or if its owner died; never blocks.
     ///
     /// Whether the owner died is checked (a read of `/proc`) at most once per
-    /// [`OWNER_CHECK_INTERVAL`] per thread while owners are found alive, so a loop
-    /// that polls `try_lock` takes a dead owner's lock within about one interval,
-    /// while a failing `try_lock` stays a compare-exchange and a clock read almost
-    /// every time.
+    /// [`OWNER_CHECK_INTERVAL`] per owner word and thread while that owner is found
+    /// alive, so a loop that polls `try_lock` (on one lock or several in turn) takes
+    /// a dead owner's lock within about one interval, while a failing `try_lock`
+    /// stays a compare-exchange, a clock read and a look in a table of 8 entries
+    /// almost every time.
     ///
     /// ```
     /// use std::time::Duration;
@@ -242,20 +327,24 @@ impl RawLock {
         }
     }
 
-    /// A failed `try_lock`: takes the lock over if the owner of `w` is gone and an
-    /// owner check is due for this thread.
+    /// A failed `try_lock`: takes the lock over if the owner of `w` is gone and a
+    /// check of that owner is due for this thread.
     #[cold]
     fn try_take_over(&self, me: u32, w: u32) -> Option<Acquired> {
-        thread_local! {
-            static NEXT_CHECK: Cell<Option<Instant>> = const { Cell::new(None) };
-        }
-        let now = Instant::now();
-        if NEXT_CHECK.with(|n| n.get().is_some_and(|t| now < t)) {
+        if w == 0 {
             return None;
         }
-        if w == 0 || !ident::is_gone(w) {
-            // A live owner: do not read `/proc` again for a while.
-            NEXT_CHECK.with(|n| n.set(Some(now + OWNER_CHECK_INTERVAL)));
+        let key = match self.kind {
+            OwnerKind::Process => w & ident::OWNER_MASK,
+            OwnerKind::Thread => w & ident::OWNER_MASK | THREAD_KEY,
+        };
+        let now = Instant::now();
+        if !check_due(key, now) {
+            return None;
+        }
+        if !self.kind.is_gone(w) {
+            // A live owner: do not read `/proc` about it again for a while.
+            checked_alive(key, now, now + OWNER_CHECK_INTERVAL);
             return None;
         }
         // Keep CONTENDED: sleepers may be waiting for the wake on unlock.
@@ -335,7 +424,7 @@ impl RawLock {
         let mut w = self.spin();
         // Before sleeping, the rate-limited check of `try_lock`: a process that
         // comes to a lock whose owner is already dead takes it now, not after a
-        // slice (at most one `/proc` read per interval per thread).
+        // slice (at most one `/proc` read per interval per owner and thread).
         if w != 0 {
             if let Some(how) = self.try_take_over(me, w) {
                 return Some(how);
@@ -381,7 +470,7 @@ impl RawLock {
             if timed_out || Instant::now() >= next_check {
                 next_check = Instant::now() + OWNER_CHECK_INTERVAL;
                 if self.word.load(Ordering::Relaxed) == w
-                    && ident::is_gone(w)
+                    && self.kind.is_gone(w)
                     && self
                         .word
                         .compare_exchange(w, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
@@ -544,8 +633,9 @@ mod tests {
     /// The word a process with this pid but another start time would hold: what a
     /// dead owner's word looks like once its pid has been reused by a live process.
     fn same_pid_other_start(me: u32) -> u32 {
+        // Real tags are 1..=511 (0 is "start time unknown", never a mismatch).
         let tag = (me >> 22) & 0x1ff;
-        (me & ident::ID_MASK) | ((tag + 1) & 0x1ff) << 22
+        (me & ident::ID_MASK) | (tag % 511 + 1) << 22
     }
 
     #[test]

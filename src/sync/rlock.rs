@@ -73,7 +73,7 @@ impl RLock {
     pub(crate) fn in_block(block: Block, offset: usize) -> RLock {
         let map = block.arena_map();
         RLock {
-            raw: RawLock::at(map, offset),
+            raw: RawLock::at_thread_owned(map, offset),
             pinned: map.atomic_u32(offset + 12),
             _block: block,
         }
@@ -106,7 +106,7 @@ impl RLock {
     #[inline]
     fn take(&self, deadline: Option<Deadline>) -> Result<Option<Acquired>> {
         let me = ident::thread();
-        if self.raw.owner() == me {
+        if ident::is_this_thread(self.raw.owner()) {
             let count = self.raw.count();
             let n = count.load(Ordering::Relaxed);
             if n == u32::MAX {
@@ -299,7 +299,7 @@ impl RLock {
     /// ```
     #[inline]
     pub fn is_owned(&self) -> bool {
-        self.raw.owner() == ident::thread()
+        ident::is_this_thread(self.raw.owner())
     }
 
     /// Whether any thread of any process holds the lock.

@@ -13,6 +13,7 @@ use std::io::Read;
 /// use multiproc::sys::procfs::{TaskStat, task_stat, current_process_start_time};
 /// let process: TaskStat = task_stat(std::process::id()).expect("this process exists");
 /// assert_eq!(process.start_time, current_process_start_time());
+/// assert!(process.threads >= 1);
 /// let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
 /// let thread = task_stat(tid).expect("this thread exists");
 /// assert_eq!(thread.state, b'R'); // reading its own stat: running
@@ -24,6 +25,10 @@ pub struct TaskStat {
     pub state: u8,
     /// Start time in clock ticks after boot.
     pub start_time: u64,
+    /// Threads in the task's thread group (field 20), the task itself included. A
+    /// group leader that called `pthread_exit` is a zombie while its other threads
+    /// run, and shows them here: `Z` with `threads > 1` is a running process.
+    pub threads: u32,
 }
 
 impl TaskStat {
@@ -51,10 +56,65 @@ impl TaskStat {
     }
 }
 
-/// Reads `/proc/<id>/stat` for a pid or a tid; `None` when no such task exists.
+/// What a read of `/proc/<id>/stat` tells about a task: three answers, because
+/// "could not read" is not "does not exist".
+///
+/// ```
+/// use multiproc::sys::procfs::{probe, Probe};
+/// assert!(matches!(probe(std::process::id()), Probe::Found(_)));
+/// assert_eq!(probe(1 << 23), Probe::Gone); // above any pid_max
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The task exists (it may be a zombie: see [`TaskStat::is_dead`]).
+    Found(TaskStat),
+    /// No such task: the kernel said `ENOENT` or `ESRCH`.
+    Gone,
+    /// The read failed otherwise (`EMFILE`/`ENFILE` at the fd limit, `ENOMEM`,
+    /// `EACCES`, a text that does not parse, ...): nothing is known.
+    Unknown,
+}
+
+/// Reads `/proc/<id>/stat` for a pid or a tid.
 ///
 /// `/proc/<tid>` resolves for every thread of the pid namespace even though only
-/// thread-group leaders are listed in `/proc`.
+/// thread-group leaders are listed in `/proc`. Only `ENOENT` and `ESRCH` (the task
+/// went away between open and read) are [`Probe::Gone`]; `EINTR` is retried; every
+/// other failure is [`Probe::Unknown`].
+///
+/// ```
+/// use multiproc::sys::procfs::{probe, Probe};
+/// let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+/// let Probe::Found(me) = probe(tid) else { panic!("this thread exists") };
+/// assert!(!me.is_dead());
+/// ```
+pub fn probe(id: u32) -> Probe {
+    let gone_or_unknown = |e: std::io::Error| match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => Probe::Gone,
+        _ => Probe::Unknown,
+    };
+    let mut file = loop {
+        match std::fs::File::open(format!("/proc/{id}/stat")) {
+            Ok(f) => break f,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return gone_or_unknown(e),
+        }
+    };
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return gone_or_unknown(e),
+        }
+    }
+    parse_stat(&buf[..len]).map_or(Probe::Unknown, Probe::Found)
+}
+
+/// [`probe`] when only a successful read matters: `None` when the task is gone *or*
+/// could not be read. Do not take `None` for death: use [`probe`] for that.
 ///
 /// ```
 /// use multiproc::sys::procfs::task_stat;
@@ -63,17 +123,10 @@ impl TaskStat {
 /// assert!(task_stat(1 << 23).is_none()); // above any pid_max
 /// ```
 pub fn task_stat(id: u32) -> Option<TaskStat> {
-    let mut file = std::fs::File::open(format!("/proc/{id}/stat")).ok()?;
-    let mut buf = [0u8; 1024];
-    let mut len = 0;
-    while len < buf.len() {
-        match file.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(_) => return None,
-        }
+    match probe(id) {
+        Probe::Found(stat) => Some(stat),
+        Probe::Gone | Probe::Unknown => None,
     }
-    parse_stat(&buf[..len])
 }
 
 /// Parses the text of a `stat` file. The command name (field 2) may hold spaces and
@@ -83,14 +136,51 @@ fn parse_stat(text: &[u8]) -> Option<TaskStat> {
     let mut fields = text[close + 1..]
         .split(|&b| b == b' ')
         .filter(|f| !f.is_empty());
+    let number = |f: &[u8]| std::str::from_utf8(f).ok()?.trim().parse().ok();
     let state = *fields.next()?.first()?;
-    // After the state (field 3) come fields 4..; start time is field 22.
-    let start = fields.nth(22 - 4)?;
-    let start_time = std::str::from_utf8(start).ok()?.trim().parse().ok()?;
-    Some(TaskStat { state, start_time })
+    // After the state (field 3) come fields 4..; threads is field 20, start time 22.
+    let threads = number(fields.nth(20 - 4)?)?;
+    let start_time = number(fields.nth(22 - 21)?)?;
+    Some(TaskStat {
+        state,
+        start_time,
+        threads: u32::try_from(threads).ok()?,
+    })
 }
 
-/// Start time of the calling thread (`/proc/<tid>/stat`); 0 if it cannot be read.
+fn own_start_time(id: u32) -> Option<u64> {
+    match probe(id) {
+        Probe::Found(stat) => Some(stat.start_time),
+        Probe::Gone | Probe::Unknown => None,
+    }
+}
+
+/// Start time of the calling thread (`/proc/<tid>/stat`); `None` if it cannot be
+/// read now (at the fd limit, say): then try again later, do not assume a value.
+///
+/// ```
+/// use multiproc::sys::procfs::{read_process_start_time, read_thread_start_time};
+/// let main = read_thread_start_time().unwrap();
+/// let later = std::thread::spawn(read_thread_start_time).join().unwrap().unwrap();
+/// assert!(main >= read_process_start_time().unwrap());
+/// assert!(later >= main); // a thread started later
+/// ```
+pub fn read_thread_start_time() -> Option<u64> {
+    own_start_time(rustix::thread::gettid().as_raw_nonzero().get() as u32)
+}
+
+/// Start time of the calling process (`/proc/<pid>/stat`); `None` if it cannot be
+/// read now.
+///
+/// ```
+/// use multiproc::sys::procfs::read_process_start_time;
+/// assert!(read_process_start_time().is_some_and(|t| t > 0));
+/// ```
+pub fn read_process_start_time() -> Option<u64> {
+    own_start_time(rustix::process::getpid().as_raw_nonzero().get() as u32)
+}
+
+/// Start time of the calling thread; 0 if it cannot be read.
 ///
 /// ```
 /// use multiproc::sys::procfs::{current_process_start_time, current_thread_start_time};
@@ -100,12 +190,11 @@ fn parse_stat(text: &[u8]) -> Option<TaskStat> {
 /// assert!(later >= main); // a thread started later
 /// ```
 pub fn current_thread_start_time() -> u64 {
-    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-    task_stat(tid).map_or(0, |s| s.start_time)
+    read_thread_start_time().unwrap_or(0)
 }
 
-/// Start time of the calling process (`/proc/<pid>/stat`); 0 if it cannot be
-/// read. Recorded as `creator_start` in every segment header.
+/// Start time of the calling process; 0 if it cannot be read. Recorded as
+/// `creator_start` in every segment header.
 ///
 /// ```
 /// use multiproc::shm::{header::Kind, segment::Segment};
@@ -116,8 +205,7 @@ pub fn current_thread_start_time() -> u64 {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub fn current_process_start_time() -> u64 {
-    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
-    task_stat(pid).map_or(0, |s| s.start_time)
+    read_process_start_time().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -130,6 +218,11 @@ mod tests {
         let s = parse_stat(line).unwrap();
         assert_eq!(s.state, b'S');
         assert_eq!(s.start_time, 987654);
+        assert_eq!(s.threads, 1);
+        // Cut short or garbled: not parsed (Unknown), never a made-up stat.
+        let garbled = b"42 (x) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98x654 1\n";
+        assert_eq!(parse_stat(garbled), None);
+        assert_eq!(parse_stat(b"42 (x) S 1 2"), None);
     }
 
     #[test]
@@ -140,5 +233,6 @@ mod tests {
         assert_eq!(s.start_time, current_process_start_time());
         // pid_max is at most 2^22, so this pid cannot exist.
         assert!(task_stat(1 << 23).is_none());
+        assert_eq!(probe(1 << 23), Probe::Gone);
     }
 }
