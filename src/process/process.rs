@@ -222,6 +222,9 @@ impl Process {
     }
 
     fn run_child(&self, target: Target, parent: Pid) -> ! {
+        // Read this process's identity now, while nothing of the user's code has
+        // used up descriptors, so locks it takes carry its final owner word.
+        crate::sync::ident::prime();
         if self.daemon {
             let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
             // The parent may have died before the line above: then no signal comes.

@@ -355,7 +355,7 @@ impl Condition {
     /// ```
     pub fn is_owned(&self) -> bool {
         match &self.inner {
-            Inner::Lock(l) => l.raw().owner() == ident::process(),
+            Inner::Lock(l) => ident::is_this_process(l.raw().owner()),
             Inner::RLock(r) => r.is_owned(),
         }
     }
