@@ -304,6 +304,9 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn chunks(&self, parts: usize) -> Result<Vec<ArrayChunk<T>>> {
+        // Under the lock: every change of this storage's claim word is (see
+        // `Storage::exclusive_locked`).
+        let _g = self.lock.lock()?;
         split(&self.storage, parts, "Array")
     }
 }

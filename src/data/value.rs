@@ -107,7 +107,8 @@ pub(crate) fn guarded<'a, T: Pod, G>(
         Err(TryLockError::WouldBlock) => return Err(TryLockError::WouldBlock),
         Err(TryLockError::Invalid(e)) => return Err(TryLockError::Invalid(e)),
     };
-    let data = match storage.exclusive(what) {
+    // Every claim change of a locked storage happens under its lock, held now.
+    let data = match storage.exclusive_locked(what) {
         Ok(d) => d,
         Err(e) => return Err(TryLockError::Invalid(e)),
     };

@@ -28,7 +28,8 @@
 //!                       storage (a Value or Array guard)
 //! ```
 //! Transitions are compare-exchanges: a copy `k -> k + 1` only from
-//! `k < CHUNKED - 1`, an Exclusive `0 -> EXCLUSIVE`; each ends by undoing its own
+//! `k < CHUNKED - 1`, an Exclusive `0 -> EXCLUSIVE` (under the data's lock, which also orders copies and
+//! splits of locked storages); each ends by undoing its own
 //! step. A request that finds the word in a state it excludes fails at once with
 //! [`Error::InUse`]: it never waits, so a second guard in one thread is an error,
 //! not a deadlock.
@@ -301,17 +302,24 @@ impl<T: Pod> Storage<T> {
 
     /// The only `&mut [T]` to all elements in this process until it is dropped;
     /// [`Error::InUse`] if anything else in this process uses them now.
-    pub(crate) fn exclusive(&self, what: &'static str) -> Result<Exclusive<'_, T>> {
-        self.claims.take(EXCLUSIVE, what)?;
-        if let Err(e) = self.no_parts(what) {
-            self.claims.0.store(0, Ordering::Release);
-            return Err(e);
+    ///
+    /// For a storage whose claim word changes only under one lock that the calling
+    /// thread holds now (a Value's or Array's: their guards, copies and splits all
+    /// take it), so no other thread changes the word meanwhile and a load and a store
+    /// do what a compare-exchange would.
+    pub(crate) fn exclusive_locked(&self, what: &'static str) -> Result<Exclusive<'_, T>> {
+        let now = self.claims.0.load(Ordering::Relaxed);
+        if now != 0 {
+            return Err(in_use(what, now));
         }
-        // SAFETY: the claim word went 0 -> EXCLUSIVE just now with no part alive,
-        // and only this Exclusive puts it back (in Drop): while it lives, no other
-        // Exclusive, split or copy starts in this process (module docs), so this is the only
-        // reference to the elements here. `Mapping::slice_mut` checks bounds and
-        // alignment; the block (and its mapping) outlives `'_` through `&self`.
+        self.no_parts(what)?;
+        self.claims.0.store(EXCLUSIVE, Ordering::Relaxed);
+        // SAFETY: the claim word was 0 with no part alive, and is EXCLUSIVE until
+        // this Exclusive drops (the lock the caller holds orders every other change
+        // of the word after this one): while it lives, no other Exclusive, split or
+        // copy starts in this process (module docs), so this is the only reference
+        // to the elements here. `Mapping::slice_mut` checks bounds and alignment;
+        // the block (and its mapping) outlives `'_` through `&self`.
         let slice = unsafe { self.block.map().slice_mut(self.offset, self.len) };
         Ok(Exclusive {
             slice,
@@ -431,16 +439,22 @@ mod tests {
         let (s, _) = Storage::<u32>::alloc(8, 0).unwrap();
         let other = s.clone();
         {
-            let mut ex = s.exclusive("t").unwrap();
+            let mut ex = s.exclusive_locked("t").unwrap();
             ex[0] = 5;
-            assert!(matches!(other.exclusive("t"), Err(Error::InUse { .. })));
+            assert!(matches!(
+                other.exclusive_locked("t"),
+                Err(Error::InUse { .. })
+            ));
             assert!(matches!(other.get(0, "t"), Err(Error::InUse { .. })));
             assert!(matches!(other.split(2, "t"), Err(Error::InUse { .. })));
         }
         assert_eq!(other.get(0, "t").unwrap(), 5);
         let mut parts = s.split(3, "t").unwrap();
         assert!(matches!(other.split(3, "t"), Err(Error::InUse { .. })));
-        assert!(matches!(other.exclusive("t"), Err(Error::InUse { .. })));
+        assert!(matches!(
+            other.exclusive_locked("t"),
+            Err(Error::InUse { .. })
+        ));
         assert!(matches!(other.to_vec("t"), Err(Error::InUse { .. })));
         for p in &mut parts {
             let start = p.start() as u32;
@@ -453,7 +467,7 @@ mod tests {
         assert!(other.get(0, "t").is_err(), "one part still lives");
         drop(last);
         assert_eq!(other.to_vec("t").unwrap(), (0..8).collect::<Vec<u32>>());
-        assert!(other.exclusive("t").is_ok());
+        assert!(other.exclusive_locked("t").is_ok());
     }
 
     #[test]
@@ -461,10 +475,10 @@ mod tests {
         let (s, _) = Storage::<u64>::alloc(2, 0).unwrap();
         let c1 = s.claims.copy("t").unwrap();
         let c2 = s.claims.copy("t").unwrap();
-        assert!(s.exclusive("t").is_err());
+        assert!(s.exclusive_locked("t").is_err());
         assert!(s.split(1, "t").is_err());
         drop((c1, c2));
-        assert!(s.exclusive("t").is_ok());
+        assert!(s.exclusive_locked("t").is_ok());
     }
 
     #[test]
