@@ -103,8 +103,13 @@ fn read_header(name: &str) -> Option<(Header, u64)> {
 }
 
 fn creator_alive(header: &Header) -> bool {
-    procfs::task_stat(header.creator_pid)
-        .is_some_and(|s| !s.is_dead() && s.start_time == header.creator_start)
+    // Unknown is not dead: a read that failed for another reason than "no such
+    // process" (the fd limit, say) keeps the segment.
+    match procfs::probe(header.creator_pid) {
+        procfs::Probe::Found(s) => !s.is_dead() && s.start_time == header.creator_start,
+        procfs::Probe::Gone => false,
+        procfs::Probe::Unknown => true,
+    }
 }
 
 /// For each `/dev/shm` name mapped by some live process, one such pid.
