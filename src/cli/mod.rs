@@ -21,7 +21,7 @@ struct Cli {
 enum Command {
     /// Run every tutorial scenario with real processes and check each result.
     Demo,
-    /// Measure the DESIGN.md scenarios beside std::sync threads, the hardware floor
+    /// Measure the benchmark scenarios (goals in BENCHMARKS.md) beside std::sync threads, the hardware floor
     /// and CPython, and print one table.
     Bench(bench::BenchArgs),
     /// List named segments in /dev/shm whose creator is gone; remove them with --yes.

@@ -1,4 +1,4 @@
-//! `multiproc bench`: the DESIGN.md scenarios, measured with real processes side by
+//! `multiproc bench`: the benchmark scenarios (goals in BENCHMARKS.md), measured with real processes side by
 //! side with their references (std::sync with threads, the hardware floor, CPython's
 //! `multiprocessing`), in one run.
 //!
@@ -44,7 +44,7 @@ mod s3_pingpong;
 mod s4_barrier;
 mod s6_array;
 
-/// Every scenario, in DESIGN.md order. Adding one is a module and a line here.
+/// Every scenario, in scenario order. Adding one is a module and a line here.
 const SCENARIOS: &[&Scenario] = &[
     &s1_lock::SCENARIO,
     &s2_counter::SCENARIO,
@@ -102,7 +102,7 @@ impl Row {
     }
 }
 
-/// A goal of DESIGN.md, checked against the figures of the same run.
+/// A benchmark goal, checked against the figures of the same run.
 pub struct Goal {
     /// The metric and size it is about.
     pub metric: &'static str,
@@ -130,7 +130,7 @@ pub struct Scenario {
     pub run: fn(&mut Ctx) -> multiproc::Result<()>,
     /// The CPython script: (file name, source).
     pub python: Option<(&'static str, &'static str)>,
-    /// The DESIGN.md goals.
+    /// The benchmark goals.
     pub goals: &'static [Goal],
 }
 
@@ -344,7 +344,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
     print!("{}", report::table(&rows));
     let goals = report::goals(&scenarios, &rows);
     if !goals.is_empty() {
-        println!("\nDESIGN.md goals:");
+        println!("\nGoals:");
         print!("{goals}");
     }
     for n in &notes {

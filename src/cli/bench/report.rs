@@ -123,7 +123,7 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// One line per DESIGN.md goal of the scenarios run: the figures, the ratio, and
+/// One line per benchmark goal of the scenarios run: the figures, the ratio, and
 /// whether it is reached.
 pub fn goals(scenarios: &[&Scenario], rows: &[Row]) -> String {
     let mut out = String::new();
