@@ -21,22 +21,33 @@ use rustix::fs::{MemfdFlags, Mode};
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::shm;
 
-/// Creates an anonymous memfd of `len` bytes (zero-filled), close-on-exec.
+/// Creates an anonymous memfd of `len` bytes (zero-filled), close-on-exec, its size
+/// sealed.
 ///
 /// `name` is only a label (seen in `/proc/<pid>/fd`): nothing appears in `/dev/shm`.
 ///
+/// Once sized, the object is sealed with `F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`:
+/// no process holding the descriptor (a child, or one it was passed to) can
+/// truncate it under a mapping — which would make touching the lost pages raise
+/// SIGBUS — nor remove the seals. Its bytes stay writable.
+///
 /// ```
-/// use multiproc::sys::mem::{Mapping, memfd, stat};
+/// use multiproc::sys::mem::{Mapping, memfd, set_len, stat};
 /// let fd = memfd("doc-memfd", 4096)?;
 /// assert_eq!(stat(&fd)?.0, 4096);
 /// assert!(rustix::io::fcntl_getfd(&fd)?.contains(rustix::io::FdFlags::CLOEXEC));
 /// let map = Mapping::new(&fd, 4096)?;
 /// assert_eq!(map.read::<u64>(4088), 0); // zero-filled
+/// assert!(set_len(&fd, 0).is_err()); // sealed: EPERM
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     rustix::fs::ftruncate(&fd, len)?;
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL,
+    )?;
     Ok(fd)
 }
 
@@ -121,15 +132,18 @@ pub fn shm_unlink(name: &str) -> io::Result<()> {
     Ok(shm::unlink(name)?)
 }
 
-/// Sets the size of a shared memory object.
+/// Sets the size of a shared memory object (a `/dev/shm` one: [`memfd`]s are sealed).
 ///
 /// ```
-/// use multiproc::sys::mem::{memfd, set_len, stat};
-/// let fd = memfd("doc-set-len", 0)?;
+/// use multiproc::sys::mem::{memfd, set_len, shm_create, shm_unlink, stat};
+/// let name = format!("/multiproc-doc-set-len-{}", std::process::id());
+/// let fd = shm_create(&name)?;
+/// shm_unlink(&name)?;
 /// set_len(&fd, 100)?;
 /// assert_eq!(stat(&fd)?.0, 100);
 /// set_len(&fd, 10)?;
 /// assert_eq!(stat(&fd)?.0, 10);
+/// assert!(set_len(memfd("doc-set-len", 10)?, 20).is_err()); // sealed
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
