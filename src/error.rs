@@ -160,6 +160,35 @@ pub enum Error {
         hint: &'static str,
     },
 
+    /// A byte range that runs past the end of a [`SharedMemory`](crate::SharedMemory).
+    #[error(
+        "{len} bytes at offset {offset} run past the end of a {size}-byte shared memory segment: keep offset + length <= size()"
+    )]
+    RangeOutOfBounds {
+        /// The offset asked for.
+        offset: usize,
+        /// The number of bytes asked for.
+        len: usize,
+        /// The segment's size.
+        size: usize,
+    },
+
+    /// A named segment that another process truncated after this one mapped it:
+    /// the bytes past its new end are gone (touching them would raise SIGBUS).
+    #[error(
+        "shared memory segment {name:?} shrank: another process truncated it to {available} of its {size} bytes, and this access needs {needed}; its data is lost: stop using it and create a new segment"
+    )]
+    Shrunk {
+        /// The segment's name.
+        name: String,
+        /// The bytes still there (its payload now, header not counted).
+        available: u64,
+        /// The size it was created with.
+        size: u64,
+        /// The end of the range asked for.
+        needed: u64,
+    },
+
     /// A timeout so large that the deadline cannot be represented.
     #[error("timeout of {0:?} overflows the monotonic clock: pass None to wait without a timeout")]
     TimeoutOverflow(Duration),

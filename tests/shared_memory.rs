@@ -28,7 +28,7 @@ fn create_attach_write_read_across_processes() {
     let mut buf = [0u8; 10];
     shm.read_at(4000, &mut buf).unwrap();
     assert_eq!(&buf, b"from child");
-    assert_eq!(shm.to_vec()[4095], 7);
+    assert_eq!(shm.to_vec().unwrap()[4095], 7);
     shm.unlink().unwrap();
     assert!(matches!(
         SharedMemory::attach(shm.name()),
@@ -101,15 +101,102 @@ fn bad_sizes_names_and_ranges_are_errors() {
         Err(Error::NotFound { .. })
     ));
     let shm = SharedMemory::create(8).unwrap();
-    assert!(matches!(
-        shm.write_at(5, b"1234"),
-        Err(Error::IndexOutOfRange { .. })
-    ));
+    let _guard = Unlink(shm.name().to_string());
+    // The error reports the range asked for, and the size; nothing is written.
+    let err = shm.write_at(5, b"1234").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::RangeOutOfBounds {
+                offset: 5,
+                len: 4,
+                size: 8
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("4 bytes at offset 5") && text.contains("8-byte"),
+        "{text}"
+    );
+    assert_eq!(shm.to_vec().unwrap(), [0; 8]);
     assert!(matches!(
         shm.read_at(usize::MAX, &mut [0u8; 2]),
-        Err(Error::IndexOutOfRange { .. })
+        Err(Error::RangeOutOfBounds {
+            offset: usize::MAX,
+            len: 2,
+            size: 8
+        })
     ));
+    assert!(matches!(
+        shm.read_at(9, &mut []),
+        Err(Error::RangeOutOfBounds {
+            offset: 9,
+            len: 0,
+            size: 8
+        })
+    ));
+    shm.read_at(8, &mut []).unwrap(); // an empty range at the end is fine
     shm.unlink().unwrap();
+}
+
+/// Removes `/dev/shm/<name>` when dropped, even when the test fails.
+struct Unlink(String);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
+    }
+}
+
+/// Another process truncates a named segment under the mappings of this one: the
+/// checked calls then give `Error::Shrunk` instead of touching the lost pages
+/// (SIGBUS). They run in a child, so that a SIGBUS fails the join, not the run.
+#[test]
+fn a_segment_truncated_by_another_process_gives_errors_not_sigbus() {
+    const SIZE: usize = 4 * 4096;
+    let shm = SharedMemory::create(SIZE).unwrap();
+    let _guard = Unlink(shm.name().to_string());
+    shm.write_at(0, b"kept").unwrap();
+    shm.write_at(SIZE - 4, b"lost").unwrap();
+    let path = format!("/dev/shm/{}", shm.name());
+    // A second process cuts the file to its first page (header and first bytes).
+    join_ok(spawn(move || {
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(4096).unwrap();
+    }));
+    let name = shm.name().to_string();
+    join_ok(spawn(move || {
+        // Inherited mapping and a fresh attach (refused: the file is now short).
+        let mut four = [0u8; 4];
+        shm.read_at(0, &mut four).unwrap();
+        assert_eq!(&four, b"kept", "bytes before the new end are still there");
+        shm.write_at(0, b"more").unwrap();
+        match shm.read_at(SIZE - 4, &mut four) {
+            Err(Error::Shrunk {
+                available,
+                size,
+                needed,
+                ..
+            }) => {
+                assert!(available < 4096, "{available}");
+                assert_eq!((size, needed), (SIZE as u64, SIZE as u64));
+            }
+            other => panic!("expected Shrunk, got {other:?}"),
+        }
+        assert!(matches!(
+            shm.write_at(3 * 4096, b"x"),
+            Err(Error::Shrunk { .. })
+        ));
+        let err = shm.to_vec().unwrap_err();
+        assert!(matches!(err, Error::Shrunk { .. }), "{err:?}");
+        assert!(err.to_string().contains("truncated"), "{err}");
+        assert!(matches!(
+            SharedMemory::attach(&name),
+            Err(Error::Truncated { .. })
+        ));
+    }));
 }
 
 #[test]

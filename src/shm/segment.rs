@@ -46,7 +46,8 @@ pub const MAX_PAYLOAD: u64 = (isize::MAX as u64) - HEADER_SIZE as u64;
 #[derive(Debug)]
 pub struct Segment {
     map: Mapping,
-    // Held so that the object stays open for descriptor passing to spawned children.
+    // Held so that the object stays open for descriptor passing to spawned children,
+    // and to read its current size (`current_len`).
     _fd: OwnedFd,
     name: Option<String>,
     header: Header,
@@ -315,6 +316,17 @@ impl Segment {
         &self.header
     }
 
+    /// The object's size in bytes now (header included), from `fstat` on the kept
+    /// descriptor: a named segment shrinks if another process truncates it; a memfd
+    /// one cannot change (its size is sealed).
+    pub(crate) fn current_len(&self) -> Result<u64> {
+        let what = || match &self.name {
+            Some(name) => format!("reading the size of shared memory {name:?}"),
+            None => "reading the size of a memfd segment".to_string(),
+        };
+        Ok(mem::stat(&self._fd).map_err(|e| Error::io(what(), e))?.0)
+    }
+
     /// The name, for named segments (`None` for memfd ones).
     ///
     /// ```
@@ -329,5 +341,27 @@ impl Segment {
     /// ```
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A memfd segment's size is sealed: no holder of its descriptor can shrink it
+    /// (SIGBUS for every mapping) or grow it, nor lift the seals.
+    #[test]
+    fn memfd_segments_are_sealed_against_resizing() {
+        let seg = Segment::anonymous(Kind::Large, 4096).unwrap();
+        for len in [0, 64, (HEADER_SIZE + 8192) as u64] {
+            let err = mem::set_len(&seg._fd, len).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EPERM), "ftruncate to {len}");
+        }
+        let err = rustix::fs::fcntl_add_seals(&seg._fd, rustix::fs::SealFlags::WRITE).unwrap_err();
+        assert_eq!(err, rustix::io::Errno::PERM, "the seals are sealed");
+        assert_eq!(seg.current_len().unwrap(), (HEADER_SIZE + 4096) as u64);
+        // The bytes stay writable.
+        seg.map().write::<u64>(HEADER_SIZE, 5);
+        assert_eq!(seg.map().read::<u64>(HEADER_SIZE), 5);
     }
 }

@@ -13,6 +13,26 @@ use crate::error::{Error, Result};
 /// The segment outlives every handle until someone calls [`unlink`](Self::unlink)
 /// (Python's rule); `multiproc clean` removes ones whose creator is gone.
 ///
+/// # Another process may truncate it
+/// A named segment is a file: any process of the same user can shrink it
+/// (`ftruncate`, `truncate -s`) while it is mapped, and touching a mapped page past
+/// the new end raises SIGBUS (the kernel's rule for shared mappings; memfd-backed
+/// `Value`s and `Array`s are sealed against this, files in `/dev/shm` cannot be).
+/// What this type does about it:
+/// - [`read_at`](Self::read_at), [`write_at`](Self::write_at) and
+///   [`to_vec`](Self::to_vec) check the file's current size (`fstat`) before they
+///   copy, and return [`Error::Shrunk`] instead of touching lost bytes;
+/// - limits that remain: a truncation that lands *during* a copy, after the check,
+///   still raises SIGBUS; and [`buf`](Self::buf) hands out references that no check
+///   can follow: touching them after a truncation raises SIGBUS. Only processes of
+///   the same user can do this (segments are mode 0600); do not truncate a segment
+///   that others use.
+///
+/// Concurrent access is race-free (no undefined behaviour): copies and `buf()` go
+/// through byte atomics; a reader sees each byte old or new, and a range being
+/// written may be a mix of both: synchronize with a [`Lock`](crate::Lock) or an
+/// [`Event`](crate::Event) to see whole updates.
+///
 /// ```
 /// use multiproc::SharedMemory;
 /// let shm = SharedMemory::create(16)?;
@@ -58,7 +78,7 @@ impl SharedMemory {
     /// ```
     /// let shm = multiproc::SharedMemory::create(3)?;
     /// assert!(shm.name().starts_with(multiproc::shm::segment::NAME_PREFIX));
-    /// assert_eq!(shm.to_vec(), vec![0, 0, 0]);
+    /// assert_eq!(shm.to_vec()?, vec![0, 0, 0]);
     /// shm.unlink()?;
     /// assert!(multiproc::SharedMemory::create(0).is_err());
     /// # Ok::<(), multiproc::Error>(())
@@ -134,11 +154,16 @@ impl SharedMemory {
 
     /// The bytes as atomics: safe to read while other processes write.
     ///
+    /// No size check can cover these references: if another process truncates the
+    /// segment, touching bytes past its new end raises SIGBUS (see
+    /// [`SharedMemory`]). Prefer [`read_at`](Self::read_at) and
+    /// [`write_at`](Self::write_at), which check.
+    ///
     /// ```
     /// use std::sync::atomic::Ordering;
     /// let shm = multiproc::SharedMemory::create(4)?;
     /// shm.buf()[2].store(9, Ordering::Relaxed);
-    /// assert_eq!(shm.to_vec(), vec![0, 0, 9, 0]);
+    /// assert_eq!(shm.to_vec()?, vec![0, 0, 9, 0]);
     /// shm.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -146,81 +171,115 @@ impl SharedMemory {
         self.seg.map().atomic_bytes(HEADER_SIZE, self.size)
     }
 
-    fn range(&self, offset: usize, len: usize) -> Result<()> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(Error::IndexOutOfRange {
-                index: offset.saturating_add(len),
-                len: self.size,
-            }),
+    /// Checks that `len` bytes at `offset` are inside the segment
+    /// ([`Error::RangeOutOfBounds`]) and still inside its file, which another
+    /// process may have truncated ([`Error::Shrunk`]).
+    fn check(&self, offset: usize, len: usize) -> Result<()> {
+        let end = match offset.checked_add(len) {
+            Some(end) if end <= self.size => end,
+            _ => {
+                return Err(Error::RangeOutOfBounds {
+                    offset,
+                    len,
+                    size: self.size,
+                });
+            }
+        };
+        // Mapping::new refused a file shorter than the mapping, so only a later
+        // truncation can make this fail.
+        let available = self.seg.current_len()?.saturating_sub(HEADER_SIZE as u64);
+        if available < end as u64 {
+            return Err(Error::Shrunk {
+                name: self.name().to_string(),
+                available,
+                size: self.size as u64,
+                needed: end as u64,
+            });
         }
+        Ok(())
     }
 
-    /// Copies bytes starting at `offset` into `out`; [`Error::IndexOutOfRange`] if
-    /// they run past the end.
+    /// Copies bytes starting at `offset` into `out`.
+    ///
+    /// [`Error::RangeOutOfBounds`] if they run past the end; [`Error::Shrunk`] if
+    /// another process truncated the segment below them (nothing copied in either
+    /// case).
     ///
     /// ```
+    /// use multiproc::Error;
     /// let shm = multiproc::SharedMemory::create(8)?;
     /// shm.write_at(4, b"abcd")?;
     /// let mut out = [0u8; 2];
     /// shm.read_at(5, &mut out)?;
     /// assert_eq!(&out, b"bc");
-    /// assert!(shm.read_at(7, &mut out).is_err());
+    /// assert!(matches!(
+    ///     shm.read_at(7, &mut out),
+    ///     Err(Error::RangeOutOfBounds { offset: 7, len: 2, size: 8 })
+    /// ));
     /// shm.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn read_at(&self, offset: usize, out: &mut [u8]) -> Result<()> {
-        self.range(offset, out.len())?;
+        self.check(offset, out.len())?;
         self.seg.map().read_slice(HEADER_SIZE + offset, out);
         std::sync::atomic::fence(Ordering::Acquire);
         Ok(())
     }
 
-    /// Copies `data` into the segment starting at `offset`; [`Error::IndexOutOfRange`]
-    /// (and nothing written) if it runs past the end.
+    /// Copies `data` into the segment starting at `offset`.
+    ///
+    /// [`Error::RangeOutOfBounds`] if it runs past the end; [`Error::Shrunk`] if
+    /// another process truncated the segment below it (nothing written in either
+    /// case).
     ///
     /// A child process attaching by name sees the parent's bytes:
     ///
     /// ```
     /// use std::time::Duration;
-    /// use multiproc::{Process, SharedMemory};
+    /// use multiproc::{Error, Process, SharedMemory};
     /// let shm = SharedMemory::create(5)?;
     /// shm.write_at(0, b"hello")?;
     /// let name = shm.name().to_string();
     /// let mut p = Process::new(move || {
     ///     let mine = SharedMemory::attach(&name).unwrap();
-    ///     assert_eq!(mine.to_vec(), b"hello");
+    ///     assert_eq!(mine.to_vec().unwrap(), b"hello");
     ///     mine.write_at(0, b"J").unwrap();
     /// });
     /// p.start()?;
     /// let code = p.join(Some(Duration::from_secs(10)))?;
-    /// let seen = shm.to_vec();
+    /// let seen = shm.to_vec()?;
     /// shm.unlink()?;
     /// assert_eq!(code, Some(0));
     /// assert_eq!(seen, b"Jello");
-    /// assert!(shm.write_at(4, b"xy").is_err());
+    /// assert!(matches!(
+    ///     shm.write_at(4, b"xy"),
+    ///     Err(Error::RangeOutOfBounds { offset: 4, len: 2, size: 5 })
+    /// ));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
-        self.range(offset, data.len())?;
+        self.check(offset, data.len())?;
         std::sync::atomic::fence(Ordering::Release);
         self.seg.map().write_slice(HEADER_SIZE + offset, data);
         Ok(())
     }
 
-    /// A copy of all the bytes.
+    /// A copy of all the bytes; [`Error::Shrunk`] if another process truncated the
+    /// segment.
     ///
     /// ```
     /// let shm = multiproc::SharedMemory::create(4)?;
     /// shm.write_at(1, &[1, 2])?;
-    /// assert_eq!(shm.to_vec(), vec![0, 1, 2, 0]);
+    /// assert_eq!(shm.to_vec()?, vec![0, 1, 2, 0]);
     /// shm.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
+        self.check(0, self.size)?;
         let mut v = vec![0; self.size];
         self.seg.map().read_slice(HEADER_SIZE, &mut v);
-        v
+        std::sync::atomic::fence(Ordering::Acquire);
+        Ok(v)
     }
 
     /// Unmaps this handle (Python's `close`); the segment itself stays.
@@ -232,7 +291,7 @@ impl SharedMemory {
     /// shm.write_at(0, b"keep")?;
     /// shm.close();
     /// let again = SharedMemory::attach(&name)?; // still there
-    /// assert_eq!(again.to_vec(), b"keep");
+    /// assert_eq!(again.to_vec()?, b"keep");
     /// again.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
