@@ -24,7 +24,10 @@ fn children_forked_while_another_thread_allocates_and_prints_finish() {
             while !stop.load(Ordering::Relaxed) {
                 let locks: Vec<Lock> = (0..64).map(|_| Lock::new().unwrap()).collect();
                 let values: Vec<Value<u64>> = (0..64).map(|i| Value::new(i).unwrap()).collect();
-                println!("busy thread: round {n}, {} objects", locks.len() + values.len());
+                println!(
+                    "busy thread: round {n}, {} objects",
+                    locks.len() + values.len()
+                );
                 eprintln!("busy thread: round {n}");
                 drop((locks, values));
                 n += 1;
