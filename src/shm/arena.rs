@@ -575,7 +575,7 @@ mod tests {
         assert_eq!(b.offset(), off);
         assert_eq!(b.map().read::<u64>(b.offset()), 0);
         let c = b.clone();
-        assert_eq!(c.refcount(), 2);
+        assert_eq!(c.refcount(), 1, "clones in one process count once");
         drop(b);
         assert_eq!(c.refcount(), 1);
     }
@@ -586,5 +586,171 @@ mod tests {
         assert!(big.static_map().is_none());
         assert!(big.map().len() > MAX_SMALL);
         assert!(matches!(Block::alloc(0), Err(Error::ZeroSize { .. })));
+    }
+
+    use std::time::Duration;
+
+    use crate::{Event, Process};
+
+    const BOUND: Duration = Duration::from_secs(30);
+
+    /// The block's offset in its chunk (its header).
+    fn off(b: &Block) -> u32 {
+        (b.offset() - BLOCK_HEADER) as u32
+    }
+
+    fn join_ok(mut p: Process) {
+        let code = p.join(Some(BOUND)).unwrap();
+        if code.is_none() {
+            let _ = p.kill();
+            let _ = p.join(Some(BOUND));
+        }
+        assert_eq!(code, Some(0));
+    }
+
+    #[test]
+    fn a_child_holds_its_blocks_while_it_runs_and_releases_them_at_exit() {
+        let block = Block::alloc(8).unwrap();
+        let (go, running) = (Event::new().unwrap(), Event::new().unwrap());
+        let (g, r, b) = (go.clone(), running.clone(), block.clone());
+        let mut child = Process::new(move || {
+            r.set();
+            assert!(g.wait(Some(BOUND)).unwrap());
+            b.map().write::<u64>(b.offset(), 5);
+        });
+        child.start().unwrap();
+        // The parent's copy of `b` was dropped by start; two processes hold it.
+        assert!(running.wait(Some(BOUND)).unwrap());
+        assert_eq!(block.refcount(), 2);
+        go.set();
+        join_ok(child);
+        assert_eq!(block.refcount(), 1, "the child released its hold at exit");
+        assert_eq!(block.map().read::<u64>(block.offset()), 5);
+        // Freed by the last holder: the next block of its class reuses it.
+        let at = off(&block);
+        drop(block);
+        assert_eq!(off(&Block::alloc(8).unwrap()), at);
+    }
+
+    #[test]
+    fn a_child_with_threads_still_running_keeps_its_holds() {
+        let block = Block::alloc(8).unwrap();
+        let b = block.clone();
+        let mut child = Process::new(move || {
+            // A thread that outlives the closure: it could still use `b`.
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            std::thread::spawn(move || {
+                let _keep = b;
+                let _ = rx.recv();
+            });
+            std::mem::forget(tx);
+        });
+        child.start().unwrap();
+        join_ok(child);
+        assert_eq!(block.refcount(), 2, "a multi-threaded child's hold is kept");
+    }
+
+    #[test]
+    fn forgotten_clones_never_touch_the_shared_count() {
+        let block = Block::alloc(8).unwrap();
+        for _ in 0..10_000 {
+            std::mem::forget(block.clone());
+        }
+        assert_eq!(block.refcount(), 1);
+    }
+
+    #[test]
+    fn a_fork_that_would_pass_max_holders_is_refused_and_counts_stay() {
+        let others: Vec<Block> = (0..10).map(|_| Block::alloc(8).unwrap()).collect();
+        let full = Block::alloc(8).unwrap();
+        let more: Vec<Block> = (0..10).map(|_| Block::alloc(8).unwrap()).collect();
+        holders(full.arena_map(), off(&full)).store(MAX_HOLDERS, Ordering::Relaxed);
+        let mut p = Process::new(|| {});
+        assert!(matches!(
+            p.start(),
+            Err(Error::HoldersOverflow { max: MAX_HOLDERS })
+        ));
+        assert_eq!(p.pid(), None, "nothing was forked");
+        assert_eq!(
+            full.refcount(),
+            MAX_HOLDERS,
+            "the count did not wrap or grow"
+        );
+        assert!(
+            others.iter().chain(&more).all(|b| b.refcount() == 1),
+            "the holds added before the refusal were taken back"
+        );
+        // Below the bound again: the same process starts.
+        holders(full.arena_map(), off(&full)).store(1, Ordering::Relaxed);
+        p.start().unwrap();
+        join_ok(p);
+        assert_eq!(full.refcount(), 1);
+    }
+
+    #[test]
+    fn a_forged_class_word_never_panics_in_drop_and_frees_to_the_real_class() {
+        let a = Block::alloc(8).unwrap();
+        let (chunk, at) = (a.arena_map(), off(&a));
+        chunk
+            .atomic_u32(at as usize + 4)
+            .store(u32::MAX, Ordering::Relaxed);
+        drop(a); // would index a free-list head far outside the chunk
+        let b = Block::alloc(8).unwrap();
+        assert_eq!(off(&b), at, "freed to the class it was allocated with");
+    }
+
+    #[test]
+    fn a_forged_free_list_head_outside_the_chunk_is_treated_as_empty() {
+        let a = Block::alloc(8).unwrap();
+        let (chunk, class) = (a.arena_map(), class_of(8));
+        for forged in [
+            u32::MAX - 7,
+            (CHUNK_LEN - 16) as u32,
+            100,
+            FIRST_BLOCK as u32 + 8,
+        ] {
+            head(chunk, class).store((7 << 32) | forged as u64, Ordering::Relaxed);
+            let b = Block::alloc(8).unwrap(); // no panic: carved anew
+            assert_ne!(off(&b), forged);
+            assert_eq!(b.offset() % 16, 0);
+            assert!(b.offset() != a.offset());
+        }
+    }
+
+    #[test]
+    fn a_forged_free_list_never_hands_out_a_live_block() {
+        let live = Block::alloc(8).unwrap();
+        let freed = Block::alloc(8).unwrap();
+        let (chunk, class) = (live.arena_map(), class_of(8));
+        let freed_at = off(&freed);
+        drop(freed);
+        // The free block's next names the live block.
+        chunk
+            .atomic_u32(freed_at as usize + 8)
+            .store(off(&live), Ordering::Relaxed);
+        let first = Block::alloc(8).unwrap();
+        assert_eq!(off(&first), freed_at);
+        let second = Block::alloc(8).unwrap();
+        assert_ne!(
+            off(&second),
+            off(&live),
+            "a live block was handed out twice"
+        );
+        // And a head naming the live block directly.
+        head(chunk, class).store((9 << 32) | off(&live) as u64, Ordering::Relaxed);
+        let third = Block::alloc(8).unwrap();
+        assert_ne!(off(&third), off(&live), "a live block was handed out twice");
+        assert_eq!(live.refcount(), 1);
+    }
+
+    #[test]
+    fn a_forged_bump_makes_the_chunk_look_full() {
+        let a = Block::alloc(8).unwrap();
+        let chunk = a.arena_map();
+        for forged in [FIRST_BLOCK + 8, CHUNK_LEN + 4096, u64::MAX - 3] {
+            chunk.atomic_u64(BUMP).store(forged, Ordering::Relaxed);
+            let b = Block::alloc(8).unwrap(); // no panic, no misaligned block
+            assert_eq!(b.offset() % 16, 0);
+        }
     }
 }
