@@ -3,6 +3,7 @@
 //! never hang on a process-local lock (the arena's, stdout's) that the other thread
 //! held at the instant of the fork.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,6 +33,28 @@ fn children_forked_while_another_thread_allocates_and_prints_finish() {
                 drop((locks, values));
                 n += 1;
                 rounds.store(n, Ordering::Relaxed);
+            }
+        })
+    };
+    // A second thread prints, holding stdout's and stderr's locks a while each
+    // time (formatting a long line), as a logging thread does.
+    let printer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let long: String = (0..200)
+                    .map(|i| char::from(b'a' + (i % 26) as u8))
+                    .collect();
+                if n % 64 == 0 {
+                    writeln!(std::io::stdout().lock(), "printer: {n} {}", long.len()).unwrap();
+                } else {
+                    let out = std::io::stdout().lock();
+                    let err = std::io::stderr().lock();
+                    std::hint::black_box(format!("{long}{n}"));
+                    drop((err, out));
+                }
+                n += 1;
             }
         })
     };
@@ -69,6 +92,7 @@ fn children_forked_while_another_thread_allocates_and_prints_finish() {
     }
     stop.store(true, Ordering::Relaxed);
     busy.join().unwrap();
+    printer.join().unwrap();
     assert!(
         failures.is_empty(),
         "children that hung (None) or failed: {failures:?}"
