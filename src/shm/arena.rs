@@ -509,8 +509,7 @@ impl ForkGuard {
     /// ([`Error::HoldersOverflow`]) if one would pass [`MAX_HOLDERS`], taking back
     /// the holds already added.
     pub(crate) fn add_child_holds(&mut self) -> Result<()> {
-        let mut done = 0;
-        for (&(_, off), &(chunk, _)) in &self.arena.held {
+        for (done, (&(_, off), &(chunk, _))) in self.arena.held.iter().enumerate() {
             let added =
                 holders(chunk, off).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                     (n < MAX_HOLDERS).then_some(n + 1)
@@ -519,7 +518,6 @@ impl ForkGuard {
                 self.take_back(done);
                 return Err(Error::HoldersOverflow { max: MAX_HOLDERS });
             }
-            done += 1;
         }
         self.added = true;
         Ok(())
