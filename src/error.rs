@@ -250,6 +250,22 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A shared object would be held by more processes than its shared count can
+    /// record: `start` refuses the fork (as `Arc` refuses to count past `isize::MAX`).
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::HoldersOverflow { max: 7 };
+    /// assert!(e.to_string().contains("join"));
+    /// ```
+    #[error(
+        "a shared object is already held by {max} processes, the most its count records: join some processes before starting more"
+    )]
+    HoldersOverflow {
+        /// The most holders a shared count records.
+        max: u32,
+    },
+
     /// A system call failed.
     #[error("{context}: {source}")]
     Io {

@@ -117,3 +117,34 @@ fn a_reused_block_starts_zeroed_after_a_child_wrote_it() {
         "a new Lock starts locked"
     );
 }
+
+/// A Value moved into a child and not kept by the parent: `start` drops the
+/// parent's copy, yet the block stays the child's. The parent then allocates many
+/// blocks of the same size; none of them is the child's (the child's value stays
+/// intact, and the child's writes land in no parent object).
+#[test]
+fn a_value_moved_into_a_child_and_dropped_by_the_parent_stays_the_child_s() {
+    let go = multiproc::Event::new().unwrap();
+    let done = multiproc::Event::new().unwrap();
+    let (g, d) = (go.clone(), done.clone());
+    let mine = Value::new(0xC0FFEEu64).unwrap();
+    let child = spawn(move || {
+        assert!(g.wait(Some(common::BOUND)).unwrap());
+        assert_eq!(
+            mine.get().unwrap(),
+            0xC0FFEE,
+            "the child's block was reused by the parent"
+        );
+        mine.set(1).unwrap();
+        d.set();
+    });
+    // The only parent handle was in the closure, dropped by `start`.
+    let others: Vec<Value<u64>> = (0..2000).map(|_| Value::new(99).unwrap()).collect();
+    go.set();
+    assert!(done.wait(Some(common::BOUND)).unwrap(), "the child failed");
+    join_ok(child);
+    assert!(
+        others.iter().all(|v| v.get().unwrap() == 99),
+        "a parent object shares the child's block"
+    );
+}

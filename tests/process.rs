@@ -204,3 +204,76 @@ fn dropping_a_running_process_does_not_kill_it() {
     go.set();
     assert!(done.wait(Some(BOUND)).unwrap());
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Waits (bounded) until `fd` is readable or hung up; false on timeout.
+fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let t = rustix::time::Timespec {
+        tv_sec: BOUND.as_secs() as i64,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&t)).unwrap() == 1
+}
+
+/// `start` drops the parent's copy of the closure (as CPython's `Process.start`
+/// deletes its target): a pipe's write end captured by the child is closed in the
+/// parent, so once the child exits the parent's read end sees end-of-file.
+#[test]
+fn start_closes_the_parent_s_copy_of_a_captured_pipe_end() {
+    let (mut reader, mut writer) = std::io::pipe().unwrap();
+    let child = spawn(move || writer.write_all(b"from the child").unwrap());
+    join_ok(child);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        assert!(
+            readable(reader.as_fd()),
+            "no end-of-file: the parent still holds the write end after start (got {:?})",
+            String::from_utf8_lossy(&got)
+        );
+        match reader.read(&mut buf).unwrap() {
+            0 => break,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert_eq!(got, b"from the child");
+}
+
+/// 50 children that each captured a `File` leave no descriptor open in the parent.
+#[test]
+fn captured_files_are_closed_in_the_parent_after_start() {
+    let before = open_fds();
+    for _ in 0..50 {
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        join_ok(spawn(move || {
+            let mut s = String::new();
+            (&file).read_to_string(&mut s).unwrap();
+            assert!(!s.is_empty());
+        }));
+    }
+    let after = open_fds();
+    assert!(
+        after <= before + 2,
+        "{} descriptors more after 50 starts whose closures captured a File",
+        after - before
+    );
+}
+
+/// An `Arc` captured by the closure is released in the parent after `start`.
+#[test]
+fn captured_arcs_are_released_in_the_parent_after_start() {
+    let shared = std::sync::Arc::new(7u32);
+    let copy = std::sync::Arc::clone(&shared);
+    let mut p = Process::new(move || assert_eq!(*copy, 7));
+    assert_eq!(std::sync::Arc::strong_count(&shared), 2);
+    p.start().unwrap();
+    assert_eq!(std::sync::Arc::strong_count(&shared), 1);
+    join_ok(p);
+}

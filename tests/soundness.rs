@@ -112,24 +112,25 @@ fn chunks_are_claimed_once_and_exclude_guards_and_copies() {
 }
 
 #[test]
-fn a_chunk_in_a_child_excludes_the_parent_until_the_child_drops_it() {
+fn chunks_count_per_process_a_moved_chunk_is_the_child_s() {
     let arr = Array::<u64>::new(6).unwrap();
-    let (go, written) = (Event::new().unwrap(), Event::new().unwrap());
+    let written = Event::new().unwrap();
     let mut chunks = arr.chunks(2).unwrap();
     let mut second = chunks.pop().unwrap();
-    drop(chunks);
-    let (g, w) = (go.clone(), written.clone());
+    let mut first = chunks.pop().unwrap();
+    let w = written.clone();
+    // `start` drops the parent's copy of the closure, so `second` is the child's.
     let child = spawn(move || {
         second.as_mut_slice().fill(7);
         w.set();
-        assert!(g.wait(Some(BOUND)).unwrap());
-        drop(second);
     });
     assert!(written.wait(Some(BOUND)).unwrap());
-    // The child's chunk lives: the parent may not read or lock the elements.
+    // The parent still holds `first`: its guards and copies stay refused.
     assert!(in_use(arr.to_vec()));
     assert!(in_use(arr.chunks(2)));
-    go.set();
+    first.as_mut_slice().fill(1);
+    drop(first);
     join_ok(child);
-    assert_eq!(arr.to_vec().unwrap(), vec![0, 0, 0, 7, 7, 7]);
+    assert_eq!(arr.to_vec().unwrap(), vec![1, 1, 1, 7, 7, 7]);
+    assert!(arr.chunks(3).is_ok());
 }

@@ -13,6 +13,7 @@ use rustix::process::{
 };
 
 use crate::error::{Error, Result};
+use crate::shm::arena;
 use crate::sys::fork::{self, Forked};
 use crate::sys::time::Deadline;
 
@@ -20,7 +21,8 @@ type Target = Box<dyn FnOnce() + Send + 'static>;
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 /// Children whose `Process` was dropped while they ran; reaped on later starts so
-/// that they do not stay zombies.
+/// that they do not stay zombies. Last in the lock order (see `shm::arena`), and
+/// held across every fork by `start`.
 static UNREAPED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 #[derive(Debug)]
@@ -39,13 +41,26 @@ enum State {
 /// parent flushes its stdout and stderr before forking). Exit codes follow Python:
 /// `Some(n)` after a normal exit, `Some(-signal)` when killed by a signal.
 ///
-/// The closure and everything it captures move into the child (the parent forgets
-/// its copy without dropping it), so shared handles captured by value keep their
-/// shared reference counts right.
+/// The closure moves into the child, and `start` drops the parent's copy (as
+/// CPython's `Process.start` deletes its target): files, pipe ends and `Arc`s it
+/// captured are closed or released in the parent. Shared objects stay right across
+/// the fork: `start` counts the child as a holder of every arena block this process
+/// holds before it forks, so an object the parent drops after `start` stays
+/// allocated while the child lives. The child releases its holds when its closure
+/// returns (if it is single-threaded then; a child that spawned threads still
+/// running, or that leaves through `exit`/`_exit` itself, keeps them until its
+/// memory dies with the last process mapping it).
 ///
-/// Fork copies only the calling thread. As in Python, forking a program whose other
-/// threads hold locks (an allocator's, stdout's) can leave the child blocked on them:
-/// start processes before starting threads, or from the main thread.
+/// Fork copies only the calling thread. `start` holds the locks that multiproc and
+/// std own across the fork — `stdout`, `stderr` (in that order: a thread that
+/// holds `stderr`'s lock while it waits for `stdout`'s can deadlock with `start`),
+/// the arena's, and the process list's — so the child finds each free, even if
+/// other threads were printing or creating shared objects. What stays the caller's
+/// responsibility: every other lock another thread may hold at the instant of the
+/// fork — a `std::sync::Mutex` of yours, another library's locks, a lazy static
+/// being initialized — stays held forever in the child, which then hangs if it
+/// takes it. As in Python, start processes before starting such threads, or make
+/// sure no other thread holds a lock the child's closure will take.
 ///
 /// ```
 /// use std::time::Duration;
@@ -84,6 +99,11 @@ fn exit_code(status: rustix::process::WaitStatus) -> i32 {
     } else {
         -1
     }
+}
+
+/// Threads in this process (0 if /proc cannot tell: then the caller assumes many).
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
 fn reap_unreaped() {
@@ -179,7 +199,9 @@ impl Process {
     /// # Errors
     ///
     /// [`Error::ProcessState`] on a second call; [`Error::Io`] if `fork` or
-    /// `pidfd_open` fails.
+    /// `pidfd_open` fails; [`Error::HoldersOverflow`] if a shared object this
+    /// process holds is already held by [`u32::MAX`]` / 2` processes (nothing is
+    /// forked then, and the process can be started again later).
     ///
     /// ```
     /// use std::time::Duration;
@@ -199,18 +221,39 @@ impl Process {
         };
         reap_unreaped();
         let parent = rustix::process::getpid();
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
+        // Take every process-local lock the child may need, in the lock order
+        // stdout -> stderr -> arena -> UNREAPED (see `shm::arena`): no other thread
+        // holds one at the fork, and the child's only thread, a copy of this one,
+        // owns its copies and releases them. std's stdout and stderr locks are
+        // reentrant and owned by this thread's id, which the child's thread keeps.
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        let _ = out.flush();
+        let _ = err.flush();
+        let mut blocks = arena::lock_for_fork();
+        let unreaped = UNREAPED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = blocks.add_child_holds() {
+            drop((unreaped, blocks, err, out));
+            self.target = Some(target);
+            return Err(e);
+        }
         match fork::fork() {
             Err(e) => {
+                blocks.fork_failed();
+                drop((unreaped, blocks, err, out));
                 self.target = Some(target);
                 Err(Error::io(format!("forking process {:?}", self.name), e))
             }
-            Ok(Forked::Child) => self.run_child(target, parent),
+            Ok(Forked::Child) => {
+                drop((unreaped, blocks, err, out));
+                self.run_child(target, parent)
+            }
             Ok(Forked::Parent(pid)) => {
-                // The closure now belongs to the child; dropping it here too would
-                // release its captured handles twice.
-                std::mem::forget(target);
+                drop((unreaped, blocks, err, out));
+                // The child holds its own copy of everything the closure captured
+                // (its shared blocks were counted for it above): drop the parent's,
+                // closing its files and releasing its handles.
+                drop(target);
                 let raw = Pid::from_raw(pid).expect("fork returns a positive pid");
                 let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| {
                     Error::io(format!("opening a pidfd for process {:?}", self.name), e)
@@ -251,6 +294,10 @@ impl Process {
         };
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
+        // The handles still alive here (the parent's, copied by fork) never drop:
+        // release this process's holds on their blocks, unless another thread of
+        // this child could still be using them.
+        arena::release_all_before_exit(thread_count());
         fork::exit_now(code)
     }
 

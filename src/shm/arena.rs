@@ -14,26 +14,57 @@
 //! ```
 //! ## Block layout
 //! ```text
-//!  0  u32  refcount: handles alive in all processes
-//!  4  u32  size class
+//!  0  u32  holders: processes holding the block (not handles), 0 while free
+//!  4  u32  size class (informative: a process frees with the class it allocated)
 //!  8  u32  next free block (while on a free list)
 //! 12  u32  reserved
 //! 16       payload, 16-byte aligned, zeroed on allocation
 //! ```
-//! Invariants: a block is either on exactly one free list (refcount 0) or owned by
-//! `refcount` handles. Free lists are Treiber stacks whose head carries a tag bumped
-//! on every change, so a pop racing with pop-push of the same block (ABA) fails its
-//! compare-exchange. Every change is one compare-exchange, so a process killed at
-//! any instruction leaves the lists well formed (at worst one block is lost).
+//! ## Invariants
+//! - **Holders count processes.** A block's shared word 0 counts the processes
+//!   holding it. In one process all clones of a [`Block`] share one `Arc<Held>`: the
+//!   process-local count is the `Arc`'s, and the shared count is decremented once,
+//!   when the last local handle drops. So `forget(clone)` only leaks a local `Arc`
+//!   count (which aborts before it wraps, like every `Arc`); it never touches the
+//!   shared word.
+//! - **The registry lists this process's holds.** `ARENA.held` names every block
+//!   this process holds (one shared count each). A block enters it when allocated
+//!   (count 1) and leaves it when its last local handle drops, both under the
+//!   `ARENA` lock.
+//! - **Fork adds the child's holds first.** `Process::start` takes the `ARENA` lock
+//!   (`lock_for_fork`), adds 1 to every registered block for the child, forks, and
+//!   unlocks on both sides; a failed fork takes the additions back. The child
+//!   inherits the registry and the parent's local handles, so both processes hold
+//!   each block once, and the parent may drop whatever the child's closure captured.
+//!   A count that would pass `MAX_HOLDERS` refuses the fork
+//!   ([`Error::HoldersOverflow`]) instead of wrapping.
+//! - **Exit.** A child of `Process` releases its remaining holds just before `_exit`
+//!   (`release_all_before_exit`) when it is single-threaded (no thread could still
+//!   use a released block). A process killed, or leaving any other way, never
+//!   releases: its blocks stay allocated until the chunk itself is freed with the
+//!   last process that maps it. Memory is never reused while it may be in use.
+//! - **Free lists.** A block is on at most one free list, and only with holders 0.
+//!   Free lists are Treiber stacks whose head carries a tag bumped on every change,
+//!   so a pop racing with pop-push of the same block (ABA) fails its
+//!   compare-exchange. Every change is one compare-exchange, so a process killed at
+//!   any instruction leaves the lists well formed (at worst one block is lost).
+//! - **Shared words are untrusted.** Another process (or a bug) may have written
+//!   anything into a chunk. A head, `next` or bump offset that is not a block
+//!   boundary inside the carved part of the chunk makes that list (or the bump) look
+//!   empty; a popped block must have holders 0 and its list's class, or it is left
+//!   alone (leaked), so a forged `next` pointing at a live block never hands it out
+//!   twice. A holders word already 0 is never decremented (nor the block pushed
+//!   twice). Nothing in `Drop` panics on shared state. A writer that forges a block
+//!   boundary inside a free block's payload can still corrupt that memory; what is
+//!   checked is what a block header lets a reader check.
 //!
-//! Blocks are reference-counted *across processes*: a handle moved into a forked
-//! child (see `Process`) carries its count with it, and the block returns to the free
-//! list only when the last handle anywhere is dropped. A handle in a process that is
-//! killed is never dropped, so its block stays allocated until the chunk itself is
-//! freed with the last process — memory is never reused while it may be in use.
+//! Lock order (process-local): `stdout` → `stderr` → `ARENA` → `UNREAPED` (the
+//! last in `process`). `Process::start` holds them all across `fork`, so no other
+//! thread holds one at the fork and the child can take each.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::header::{HEADER_SIZE, Kind};
 use super::segment::Segment;
@@ -58,10 +89,31 @@ const MIN_BLOCK: usize = 32;
 /// ```
 pub const MAX_SMALL: usize = (MIN_BLOCK << (CLASSES - 1)) - BLOCK_HEADER;
 
-/// Chunks this process knows, newest last. Chunks are never unmapped (they are
-/// leaked on purpose): blocks hand out `&'static` atomics, and a chunk's memory is
-/// freed by the kernel when the last process that maps it exits.
-static CHUNKS: Mutex<Vec<&'static Segment>> = Mutex::new(Vec::new());
+/// The most processes a block's shared count records; a fork that would pass it is
+/// refused. Half of `u32::MAX`, so that even counts forged up to it cannot wrap.
+pub(crate) const MAX_HOLDERS: u32 = u32::MAX / 2;
+
+/// This process's view of the arena, behind one lock.
+struct Arena {
+    /// Chunks this process knows, newest last. Chunks are never unmapped (they are
+    /// leaked on purpose): blocks hand out `&'static` atomics, and a chunk's memory
+    /// is freed by the kernel when the last process that maps it exits.
+    chunks: Vec<&'static Segment>,
+    /// The registry: every block this process holds (one shared count each), keyed
+    /// by (chunk address, block offset), with the chunk and the block's class.
+    held: BTreeMap<(usize, u32), (&'static Mapping, u8)>,
+}
+
+static ARENA: Mutex<Arena> = Mutex::new(Arena {
+    chunks: Vec::new(),
+    held: BTreeMap::new(),
+});
+
+fn arena() -> MutexGuard<'static, Arena> {
+    // A poisoned lock only means another thread panicked while holding it; every
+    // change under it is a single push or insert, so the state is intact.
+    ARENA.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn class_of(payload: usize) -> usize {
     let total = payload + BLOCK_HEADER;
@@ -74,12 +126,37 @@ fn head(chunk: &'static Mapping, class: usize) -> &'static AtomicU64 {
     chunk.atomic_u64(HEADS + 8 * class)
 }
 
+fn holders(chunk: &'static Mapping, off: u32) -> &'static AtomicU32 {
+    chunk.atomic_u32(off as usize)
+}
+
+/// End of the carved part of `chunk`, or `None` if the bump word is not a block
+/// boundary inside the chunk (forged): then nothing more is carved from it.
+fn carved_end(chunk: &'static Mapping) -> Option<u64> {
+    let end = chunk
+        .atomic_u64(BUMP)
+        .load(Ordering::Acquire)
+        .max(FIRST_BLOCK);
+    (end <= CHUNK_LEN && end % MIN_BLOCK as u64 == 0).then_some(end)
+}
+
+/// Whether `off` can be a block of `class` in `chunk`: a block boundary at or past
+/// [`FIRST_BLOCK`] whose whole block lies in the carved part.
+fn is_block(chunk: &'static Mapping, off: u32, class: usize) -> bool {
+    let off = off as u64;
+    off >= FIRST_BLOCK
+        && off % MIN_BLOCK as u64 == 0
+        && carved_end(chunk).is_some_and(|end| off + (MIN_BLOCK << class) as u64 <= end)
+}
+
+/// Pops a block off `class`'s free list. A head that is not a block of the list
+/// (forged) makes the list look empty: its blocks are leaked, never misused.
 fn pop(chunk: &'static Mapping, class: usize) -> Option<u32> {
     let head = head(chunk, class);
     let mut cur = head.load(Ordering::Acquire);
     loop {
         let off = cur as u32;
-        if off == 0 {
+        if off == 0 || !is_block(chunk, off, class) {
             return None;
         }
         let next = chunk.atomic_u32(off as usize + 8).load(Ordering::Relaxed);
@@ -121,25 +198,61 @@ fn bump(chunk: &'static Mapping, size: u64) -> Option<u32> {
     let mut cur = bump.load(Ordering::Relaxed);
     loop {
         let start = cur.max(FIRST_BLOCK);
-        let end = start + size;
-        if end > CHUNK_LEN {
+        // A forged bump (unaligned or past the end) makes the chunk look full.
+        if start % MIN_BLOCK as u64 != 0 || start + size > CHUNK_LEN {
             return None;
         }
-        match bump.compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed) {
+        match bump.compare_exchange_weak(cur, start + size, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => return Some(start as u32),
             Err(now) => cur = now,
         }
     }
 }
 
+/// Takes a block of `class` from `chunk` and claims it (holders 0 -> 1). A popped
+/// block that is not free (holders not 0) or of another class means a forged list:
+/// it is left alone, never handed out a second time, and the block is carved anew.
 fn take_from(chunk: &'static Mapping, class: usize) -> Option<u32> {
-    pop(chunk, class).or_else(|| bump(chunk, (MIN_BLOCK << class) as u64))
+    if let Some(off) = pop(chunk, class) {
+        let class_ok = chunk.atomic_u32(off as usize + 4).load(Ordering::Relaxed) == class as u32;
+        if class_ok
+            && holders(chunk, off)
+                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(off);
+        }
+    }
+    let off = bump(chunk, (MIN_BLOCK << class) as u64)?;
+    // Freshly carved memory is zero; anything else is a forged bump over live blocks.
+    holders(chunk, off)
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+        .then_some(off)
+}
+
+/// Drops one hold of this process on a block: the last holder anywhere pushes it
+/// back on its free list. A count already 0 (forged, or a bug) is left alone: the
+/// block may be on a free list already, and pushing it twice would hand it out twice.
+fn release(chunk: &'static Mapping, off: u32, class: usize) {
+    // AcqRel: the freeing side must see every write of the other holders before the
+    // block is reused.
+    let was =
+        holders(chunk, off).fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+    if was == Ok(1) {
+        // The class this process allocated it with, whatever the word says now.
+        chunk
+            .atomic_u32(off as usize + 4)
+            .store(class as u32, Ordering::Relaxed);
+        push(chunk, class, off);
+    }
 }
 
 /// A handle to one shared allocation: an arena block or a large segment.
 ///
-/// Cloning shares the allocation (the count lives in shared memory); dropping the
-/// last handle in any process frees it.
+/// Cloning shares the allocation. The shared count (in the block) counts the
+/// processes holding it; clones in one process share one local count, and the
+/// block returns to its free list when the last process drops its last handle.
 ///
 /// ```
 /// use std::time::Duration;
@@ -147,24 +260,46 @@ fn take_from(chunk: &'static Mapping, class: usize) -> Option<u32> {
 /// use multiproc::shm::arena::Block;
 /// let block = Block::alloc(8)?;
 /// let handle = block.clone();
-/// assert_eq!(block.refcount(), 2);
-/// // The handle moves into the child with its count; the child writes through it.
+/// assert_eq!(block.refcount(), 1); // one process holds it, through two handles
+/// // The child holds it too while it runs; the parent drops `handle` after start.
 /// let mut child = Process::new(move || handle.map().write::<u64>(handle.offset(), 42));
 /// child.start()?;
 /// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
 /// assert_eq!(block.map().read::<u64>(block.offset()), 42);
-/// assert_eq!(block.refcount(), 1); // the child dropped its handle when done
+/// assert_eq!(block.refcount(), 1); // the child released its hold when done
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Block {
     place: Place,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Place {
-    Arena { chunk: &'static Mapping, off: u32 },
+    Arena(Arc<Held>),
     Large(Arc<Segment>),
+}
+
+/// This process's hold on an arena block: one shared count, released when the last
+/// local handle drops.
+#[derive(Debug)]
+struct Held {
+    chunk: &'static Mapping,
+    off: u32,
+    /// The class this process allocated the block with: `Drop` trusts this, not the
+    /// shared class word.
+    class: u8,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut arena = arena();
+        // Not registered only in a child that already released everything before
+        // `_exit` (no drop can run after that) — so this never double-releases.
+        if arena.held.remove(&(self.chunk.addr(), self.off)).is_some() {
+            release(self.chunk, self.off, self.class as usize);
+        }
+    }
 }
 
 impl Block {
@@ -193,10 +328,9 @@ impl Block {
             });
         }
         let class = class_of(size);
-        // A poisoned list only means another thread panicked while pushing a chunk;
-        // the Vec itself is intact.
-        let mut chunks = CHUNKS.lock().unwrap_or_else(|e| e.into_inner());
-        let found = chunks
+        let mut arena = arena();
+        let found = arena
+            .chunks
             .iter()
             .rev()
             .find_map(|seg| take_from(seg.map(), class).map(|off| (seg.map(), off)));
@@ -205,13 +339,17 @@ impl Block {
             None => {
                 let seg: &'static Segment =
                     Box::leak(Box::new(Segment::anonymous(Kind::Arena, CHUNK_PAYLOAD)?));
-                chunks.push(seg);
+                arena.chunks.push(seg);
+                // Only this process maps the fresh chunk yet: its words are zero.
                 let off = take_from(seg.map(), class)
                     .expect("a fresh chunk has room for any small block");
                 (seg.map(), off)
             }
         };
-        drop(chunks);
+        // Claimed (holders 1) and registered under the lock: a fork after this
+        // counts the child in.
+        arena.held.insert((chunk.addr(), off), (chunk, class as u8));
+        drop(arena);
         let block_len = MIN_BLOCK << class;
         // Zero the payload (a reused block holds its last user's bytes): every
         // object's all-zero state is its valid initial state.
@@ -223,9 +361,12 @@ impl Block {
         chunk
             .atomic_u32(off as usize + 4)
             .store(class as u32, Ordering::Relaxed);
-        chunk.atomic_u32(off as usize).store(1, Ordering::Release);
         Ok(Block {
-            place: Place::Arena { chunk, off },
+            place: Place::Arena(Arc::new(Held {
+                chunk,
+                off,
+                class: class as u8,
+            })),
         })
     }
 
@@ -243,7 +384,7 @@ impl Block {
     #[inline]
     pub fn map(&self) -> &Mapping {
         match &self.place {
-            Place::Arena { chunk, .. } => chunk,
+            Place::Arena(held) => held.chunk,
             Place::Large(seg) => seg.map(),
         }
     }
@@ -267,7 +408,7 @@ impl Block {
     #[inline]
     pub fn static_map(&self) -> Option<&'static Mapping> {
         match &self.place {
-            Place::Arena { chunk, .. } => Some(chunk),
+            Place::Arena(held) => Some(held.chunk),
             Place::Large(_) => None,
         }
     }
@@ -300,60 +441,29 @@ impl Block {
     #[inline]
     pub fn offset(&self) -> usize {
         match &self.place {
-            Place::Arena { off, .. } => *off as usize + BLOCK_HEADER,
+            Place::Arena(held) => held.off as usize + BLOCK_HEADER,
             Place::Large(_) => HEADER_SIZE,
         }
     }
 
-    /// Handles alive across all processes (arena blocks; 1 for large segments).
+    /// Processes holding the block (arena blocks; 1 for large segments, which are
+    /// per-process mappings). Clones in one process count once; a child started
+    /// with [`Process`](crate::Process) adds one while it runs.
     ///
     /// ```
     /// use multiproc::shm::arena::Block;
     /// let block = Block::alloc(8)?;
     /// assert_eq!(block.refcount(), 1);
     /// let copy = block.clone();
-    /// assert_eq!(block.refcount(), 2);
-    /// drop(copy);
+    /// assert_eq!(block.refcount(), 1); // the same process
+    /// std::mem::forget(copy); // leaks a local count only
     /// assert_eq!(block.refcount(), 1);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn refcount(&self) -> u32 {
         match &self.place {
-            Place::Arena { chunk, off } => chunk.atomic_u32(*off as usize).load(Ordering::Relaxed),
+            Place::Arena(held) => holders(held.chunk, held.off).load(Ordering::Relaxed),
             Place::Large(_) => 1,
-        }
-    }
-}
-
-impl Clone for Block {
-    fn clone(&self) -> Block {
-        if let Place::Arena { chunk, off } = &self.place {
-            chunk
-                .atomic_u32(*off as usize)
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        Block {
-            place: match &self.place {
-                Place::Arena { chunk, off } => Place::Arena { chunk, off: *off },
-                Place::Large(seg) => Place::Large(Arc::clone(seg)),
-            },
-        }
-    }
-}
-
-impl Drop for Block {
-    fn drop(&mut self) {
-        if let Place::Arena { chunk, off } = self.place {
-            // AcqRel: the freeing side must see every write of the other handles
-            // before the block is reused.
-            if chunk
-                .atomic_u32(off as usize)
-                .fetch_sub(1, Ordering::AcqRel)
-                == 1
-            {
-                let class = chunk.atomic_u32(off as usize + 4).load(Ordering::Relaxed) as usize;
-                push(chunk, class, off);
-            }
         }
     }
 }
@@ -373,7 +483,78 @@ impl Drop for Block {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub fn chunk_count() -> usize {
-    CHUNKS.lock().unwrap_or_else(|e| e.into_inner()).len()
+    arena().chunks.len()
+}
+
+/// The arena locked for a fork (see the module's invariants): while it lives no
+/// other thread allocates or drops an arena block, so the registry is exact.
+pub(crate) struct ForkGuard {
+    arena: MutexGuard<'static, Arena>,
+    /// Whether [`add_child_holds`](Self::add_child_holds) succeeded and has not
+    /// been taken back.
+    added: bool,
+}
+
+/// Locks the arena for a fork. Take it after `stdout` and `stderr`, before
+/// `process::UNREAPED` (the lock order in the module docs).
+pub(crate) fn lock_for_fork() -> ForkGuard {
+    ForkGuard {
+        arena: arena(),
+        added: false,
+    }
+}
+
+impl ForkGuard {
+    /// Adds the child-to-be's hold to every block this process holds. Refuses
+    /// ([`Error::HoldersOverflow`]) if one would pass [`MAX_HOLDERS`], taking back
+    /// the holds already added.
+    pub(crate) fn add_child_holds(&mut self) -> Result<()> {
+        for (done, (&(_, off), &(chunk, _))) in self.arena.held.iter().enumerate() {
+            let added =
+                holders(chunk, off).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < MAX_HOLDERS).then_some(n + 1)
+                });
+            if added.is_err() {
+                self.take_back(done);
+                return Err(Error::HoldersOverflow { max: MAX_HOLDERS });
+            }
+        }
+        self.added = true;
+        Ok(())
+    }
+
+    /// The fork failed: takes back the holds [`add_child_holds`](Self::add_child_holds)
+    /// added (this process still holds each block, so none reaches 0).
+    pub(crate) fn fork_failed(&mut self) {
+        if std::mem::take(&mut self.added) {
+            self.take_back(usize::MAX);
+        }
+    }
+
+    fn take_back(&self, count: usize) {
+        for (&(_, off), &(chunk, _)) in self.arena.held.iter().take(count) {
+            let _ = holders(chunk, off)
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+}
+
+/// Releases every hold of this process, for a child about to `_exit`: its handles
+/// will never drop. Only when the process has a single thread (`threads` is the
+/// count the caller read): a thread still running could use a released block after
+/// another process reused it, so a multi-threaded child keeps its holds (leaks them
+/// until the chunk dies). Returns how many holds were released.
+pub(crate) fn release_all_before_exit(threads: usize) -> usize {
+    if threads != 1 {
+        return 0;
+    }
+    let mut arena = arena();
+    let held = std::mem::take(&mut arena.held);
+    let n = held.len();
+    for ((_, off), (chunk, class)) in held {
+        release(chunk, off, class as usize);
+    }
+    n
 }
 
 #[cfg(test)]
@@ -392,7 +573,7 @@ mod tests {
         assert_eq!(b.offset(), off);
         assert_eq!(b.map().read::<u64>(b.offset()), 0);
         let c = b.clone();
-        assert_eq!(c.refcount(), 2);
+        assert_eq!(c.refcount(), 1, "clones in one process count once");
         drop(b);
         assert_eq!(c.refcount(), 1);
     }
@@ -403,5 +584,171 @@ mod tests {
         assert!(big.static_map().is_none());
         assert!(big.map().len() > MAX_SMALL);
         assert!(matches!(Block::alloc(0), Err(Error::ZeroSize { .. })));
+    }
+
+    use std::time::Duration;
+
+    use crate::{Event, Process};
+
+    const BOUND: Duration = Duration::from_secs(30);
+
+    /// The block's offset in its chunk (its header).
+    fn off(b: &Block) -> u32 {
+        (b.offset() - BLOCK_HEADER) as u32
+    }
+
+    fn join_ok(mut p: Process) {
+        let code = p.join(Some(BOUND)).unwrap();
+        if code.is_none() {
+            let _ = p.kill();
+            let _ = p.join(Some(BOUND));
+        }
+        assert_eq!(code, Some(0));
+    }
+
+    #[test]
+    fn a_child_holds_its_blocks_while_it_runs_and_releases_them_at_exit() {
+        let block = Block::alloc(8).unwrap();
+        let (go, running) = (Event::new().unwrap(), Event::new().unwrap());
+        let (g, r, b) = (go.clone(), running.clone(), block.clone());
+        let mut child = Process::new(move || {
+            r.set();
+            assert!(g.wait(Some(BOUND)).unwrap());
+            b.map().write::<u64>(b.offset(), 5);
+        });
+        child.start().unwrap();
+        // The parent's copy of `b` was dropped by start; two processes hold it.
+        assert!(running.wait(Some(BOUND)).unwrap());
+        assert_eq!(block.refcount(), 2);
+        go.set();
+        join_ok(child);
+        assert_eq!(block.refcount(), 1, "the child released its hold at exit");
+        assert_eq!(block.map().read::<u64>(block.offset()), 5);
+        // Freed by the last holder: the next block of its class reuses it.
+        let at = off(&block);
+        drop(block);
+        assert_eq!(off(&Block::alloc(8).unwrap()), at);
+    }
+
+    #[test]
+    fn a_child_with_threads_still_running_keeps_its_holds() {
+        let block = Block::alloc(8).unwrap();
+        let b = block.clone();
+        let mut child = Process::new(move || {
+            // A thread that outlives the closure: it could still use `b`.
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            std::thread::spawn(move || {
+                let _keep = b;
+                let _ = rx.recv();
+            });
+            std::mem::forget(tx);
+        });
+        child.start().unwrap();
+        join_ok(child);
+        assert_eq!(block.refcount(), 2, "a multi-threaded child's hold is kept");
+    }
+
+    #[test]
+    fn forgotten_clones_never_touch_the_shared_count() {
+        let block = Block::alloc(8).unwrap();
+        for _ in 0..10_000 {
+            std::mem::forget(block.clone());
+        }
+        assert_eq!(block.refcount(), 1);
+    }
+
+    #[test]
+    fn a_fork_that_would_pass_max_holders_is_refused_and_counts_stay() {
+        let others: Vec<Block> = (0..10).map(|_| Block::alloc(8).unwrap()).collect();
+        let full = Block::alloc(8).unwrap();
+        let more: Vec<Block> = (0..10).map(|_| Block::alloc(8).unwrap()).collect();
+        holders(full.arena_map(), off(&full)).store(MAX_HOLDERS, Ordering::Relaxed);
+        let mut p = Process::new(|| {});
+        assert!(matches!(
+            p.start(),
+            Err(Error::HoldersOverflow { max: MAX_HOLDERS })
+        ));
+        assert_eq!(p.pid(), None, "nothing was forked");
+        assert_eq!(
+            full.refcount(),
+            MAX_HOLDERS,
+            "the count did not wrap or grow"
+        );
+        assert!(
+            others.iter().chain(&more).all(|b| b.refcount() == 1),
+            "the holds added before the refusal were taken back"
+        );
+        // Below the bound again: the same process starts.
+        holders(full.arena_map(), off(&full)).store(1, Ordering::Relaxed);
+        p.start().unwrap();
+        join_ok(p);
+        assert_eq!(full.refcount(), 1);
+    }
+
+    #[test]
+    fn a_forged_class_word_never_panics_in_drop_and_frees_to_the_real_class() {
+        let a = Block::alloc(8).unwrap();
+        let (chunk, at) = (a.arena_map(), off(&a));
+        chunk
+            .atomic_u32(at as usize + 4)
+            .store(u32::MAX, Ordering::Relaxed);
+        drop(a); // would index a free-list head far outside the chunk
+        let b = Block::alloc(8).unwrap();
+        assert_eq!(off(&b), at, "freed to the class it was allocated with");
+    }
+
+    #[test]
+    fn a_forged_free_list_head_outside_the_chunk_is_treated_as_empty() {
+        let a = Block::alloc(8).unwrap();
+        let (chunk, class) = (a.arena_map(), class_of(8));
+        for forged in [
+            u32::MAX - 7,
+            (CHUNK_LEN - 16) as u32,
+            100,
+            FIRST_BLOCK as u32 + 8,
+        ] {
+            head(chunk, class).store((7 << 32) | forged as u64, Ordering::Relaxed);
+            let b = Block::alloc(8).unwrap(); // no panic: carved anew
+            assert_ne!(off(&b), forged);
+            assert_eq!(b.offset() % 16, 0);
+            assert!(b.offset() != a.offset());
+        }
+    }
+
+    #[test]
+    fn a_forged_free_list_never_hands_out_a_live_block() {
+        let live = Block::alloc(8).unwrap();
+        let freed = Block::alloc(8).unwrap();
+        let (chunk, class) = (live.arena_map(), class_of(8));
+        let freed_at = off(&freed);
+        drop(freed);
+        // The free block's next names the live block.
+        chunk
+            .atomic_u32(freed_at as usize + 8)
+            .store(off(&live), Ordering::Relaxed);
+        let first = Block::alloc(8).unwrap();
+        assert_eq!(off(&first), freed_at);
+        let second = Block::alloc(8).unwrap();
+        assert_ne!(
+            off(&second),
+            off(&live),
+            "a live block was handed out twice"
+        );
+        // And a head naming the live block directly.
+        head(chunk, class).store((9 << 32) | off(&live) as u64, Ordering::Relaxed);
+        let third = Block::alloc(8).unwrap();
+        assert_ne!(off(&third), off(&live), "a live block was handed out twice");
+        assert_eq!(live.refcount(), 1);
+    }
+
+    #[test]
+    fn a_forged_bump_makes_the_chunk_look_full() {
+        let a = Block::alloc(8).unwrap();
+        let chunk = a.arena_map();
+        for forged in [FIRST_BLOCK + 8, CHUNK_LEN + 4096, u64::MAX - 3] {
+            chunk.atomic_u64(BUMP).store(forged, Ordering::Relaxed);
+            let b = Block::alloc(8).unwrap(); // no panic, no misaligned block
+            assert_eq!(b.offset() % 16, 0);
+        }
     }
 }

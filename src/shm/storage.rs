@@ -34,22 +34,16 @@
 //! [`Error::InUse`]: it never waits, so a second guard in one thread is an error,
 //! not a deadlock.
 //!
-//! ## Parts of a split: a count in shared memory
-//! Parts ([`Part`], behind `ArrayChunk`) travel: they are moved into forked
-//! children, whose closure the parent never drops (see `Process::start`), so
-//! exactly one process drops each part. Their count therefore lives in shared
-//! memory, in a 16-byte storage header beside the elements: `parts` (u32) = parts
-//! of the one live split, anywhere; 0 = not split. A split holds the local word at
-//! EXCLUSIVE while it moves `parts` from 0 to n, and Exclusives and copies check
-//! `parts == 0` after taking their local claim (undoing it otherwise), so in every
-//! process no guard or copy overlaps a live part, and no second split happens while
-//! parts live. A process killed holding a part leaves `parts` above 0 for good:
-//! then the storage refuses guards, copies and splits with [`Error::InUse`] (never
-//! a hang, never an overlap).
+//! CHUNKED | n (n >= 1) is the state while n parts of the one live split are alive
+//! in this process: a split moves the word `0 -> CHUNKED | n` (for an Array, under
+//! its lock), each part's drop takes one off, and the last returns it to 0. Parts
+//! travel into forked children: `Process::start` drops the parent's copy of the
+//! target, so the parent's word counts only the parts it still holds, and a child
+//! inherits a word that counts the parts of its own memory image (it drops only the
+//! one it uses, so it stays split there: conservative, never an overlap).
 //!
 //! Hence, within a process: a `&mut [T]` of the whole storage exists only while the
-//! local word is EXCLUSIVE and no part lives, which one holder at a time can make
-//! it; a part's `&mut` covers only its own range, disjoint from every other part of
+//! word is EXCLUSIVE, which one holder at a time can make it; a part's `&mut` covers only its own range, disjoint from every other part of
 //! the same split (no other split can happen while parts live); and no copy reads
 //! or writes the elements while either kind of `&mut` lives. That is the invariant
 //! every `unsafe` block below relies on.
@@ -71,7 +65,7 @@
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytemuck::Pod;
 
@@ -81,8 +75,6 @@ use crate::sys::mem::Mapping;
 
 const EXCLUSIVE: usize = usize::MAX;
 const CHUNKED: usize = 1 << (usize::BITS - 2);
-/// Bytes of the storage header (the shared `parts` count, then reserved zeros).
-const HEADER: usize = 16;
 
 /// The process-local claim word of one storage (see the module docs).
 #[derive(Debug, Default)]
@@ -94,7 +86,7 @@ fn in_use(what: &'static str, state: usize) -> Error {
             "a live guard",
             "drop the guard first, or read and write through it",
         )
-    } else if state == CHUNKED {
+    } else if state >= CHUNKED {
         (
             "live chunks",
             "drop (or join the processes that took) the chunks first",
@@ -125,6 +117,21 @@ impl Claims {
         }
     }
 
+    fn drop_part(&self) {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            debug_assert!(cur > CHUNKED && cur != EXCLUSIVE);
+            let next = if cur == CHUNKED | 1 { 0 } else { cur - 1 };
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     fn take(&self, to: usize, what: &'static str) -> Result<()> {
         self.0
             .compare_exchange(0, to, Ordering::Acquire, Ordering::Relaxed)
@@ -150,10 +157,6 @@ pub(crate) struct Storage<T> {
     offset: usize,
     len: usize,
     claims: Arc<Claims>,
-    // The shared storage header's `parts` word, and the block holding it when it is
-    // not `block` (large elements have a segment of their own).
-    parts: &'static AtomicU32,
-    _meta: Option<Block>,
     _t: PhantomData<T>,
 }
 
@@ -164,8 +167,6 @@ impl<T> Clone for Storage<T> {
             offset: self.offset,
             len: self.len,
             claims: Arc::clone(&self.claims),
-            parts: self.parts,
-            _meta: self._meta.clone(),
             _t: PhantomData,
         }
     }
@@ -200,28 +201,20 @@ impl<T: Pod> Storage<T> {
                 requested: len as u128,
                 max: max as u128,
             })?;
-        // Small: [head][storage header][elements] in one arena block. Large: the
-        // elements in a segment of their own, the header in a small block.
-        let (block, offset, head_at, parts, meta) = if head + HEADER + bytes <= MAX_SMALL {
-            let block = Block::alloc(head + HEADER + bytes)?;
+        let (block, offset, head_at) = if head > 0 && head + bytes <= MAX_SMALL {
+            let block = Block::alloc(head + bytes)?;
             let base = block.offset();
-            let parts = block.arena_map().atomic_u32(base + head);
-            let head_at = (head > 0).then_some(base);
-            (block, base + head + HEADER, head_at, parts, None)
+            (block, base + head, Some(base))
         } else {
-            let meta = Block::alloc(HEADER)?;
-            let parts = meta.arena_map().atomic_u32(meta.offset());
             let block = Block::alloc(bytes.max(1))?;
             let base = block.offset();
-            (block, base, None, parts, Some(meta))
+            (block, base, None)
         };
         let storage = Storage {
             block,
             offset,
             len,
             claims: Arc::default(),
-            parts,
-            _meta: meta,
             _t: PhantomData,
         };
         Ok((storage, head_at))
@@ -247,18 +240,8 @@ impl<T: Pod> Storage<T> {
         }
     }
 
-    /// A local copy claim, refused while parts of a split live anywhere.
     fn copy_claim(&self, what: &'static str) -> Result<CopyClaim<'_>> {
-        let claim = self.claims.copy(what)?;
-        self.no_parts(what)?;
-        Ok(claim)
-    }
-
-    fn no_parts(&self, what: &'static str) -> Result<()> {
-        match self.parts.load(Ordering::Acquire) {
-            0 => Ok(()),
-            _ => Err(in_use(what, CHUNKED)),
-        }
+        self.claims.copy(what)
     }
 
     /// A copy of element `index`; `what` names the type for errors.
@@ -312,7 +295,6 @@ impl<T: Pod> Storage<T> {
         if now != 0 {
             return Err(in_use(what, now));
         }
-        self.no_parts(what)?;
         self.claims.0.store(EXCLUSIVE, Ordering::Relaxed);
         // SAFETY: the claim word was 0 with no part alive, and is EXCLUSIVE until
         // this Exclusive drops (the lock the caller holds orders every other change
@@ -335,21 +317,14 @@ impl<T: Pod> Storage<T> {
                 what: "number of chunks",
             });
         }
-        if parts > u32::MAX as usize {
+        if parts >= CHUNKED - 1 {
             return Err(Error::SizeOverflow {
                 what: "number of chunks",
                 requested: parts as u128,
-                max: u32::MAX as u128,
+                max: (CHUNKED - 2) as u128,
             });
         }
-        // Hold the local word while `parts` moves, so no guard or copy of this
-        // process starts in between.
-        self.claims.take(EXCLUSIVE, what)?;
-        let split =
-            self.parts
-                .compare_exchange(0, parts as u32, Ordering::Acquire, Ordering::Relaxed);
-        self.claims.0.store(0, Ordering::Release);
-        split.map_err(|_| in_use(what, CHUNKED))?;
+        self.claims.take(CHUNKED | parts, what)?;
         let (base, extra) = (self.len / parts, self.len % parts);
         let mut start = 0;
         Ok((0..parts)
@@ -415,8 +390,8 @@ impl<T: Pod> Part<T> {
 
     pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
         let at = self.storage.offset + self.start * std::mem::size_of::<T>();
-        // SAFETY: this part counts in the shared `parts`, so no Exclusive, copy or
-        // other split exists in any process while it lives; the parts of
+        // SAFETY: this part counts in the claim word's CHUNKED | n, so no Exclusive,
+        // copy or other split exists in this process while it lives; the parts of
         // its split cover disjoint ranges, a Part is not Clone, and `&mut self`
         // makes this the only slice of this range. Bounds are checked by
         // `Mapping::slice_mut`; the storage keeps the block alive.
@@ -426,7 +401,7 @@ impl<T: Pod> Part<T> {
 
 impl<T> Drop for Part<T> {
     fn drop(&mut self) {
-        self.storage.parts.fetch_sub(1, Ordering::Release);
+        self.storage.claims.drop_part();
     }
 }
 
