@@ -7,6 +7,25 @@ use std::time::Duration;
 use common::{BOUND, T, join_all_ok, join_ok, kill, poll_until, spawn, until_asleep};
 use multiproc::{Event, RawValue};
 
+/// Three processes that run `wait` on `ev`, returned once each is asleep in it.
+fn asleep_in_wait(ev: &Event, wait: fn(&Event)) -> Vec<multiproc::Process> {
+    let about_to_wait = RawValue::new(0u32).unwrap();
+    let kids: Vec<_> = (0..3)
+        .map(|_| {
+            let (ev, a) = (ev.clone(), about_to_wait.clone());
+            spawn(move || {
+                a.fetch_add(1);
+                wait(&ev);
+            })
+        })
+        .collect();
+    poll_until("3 waiters", || about_to_wait.load() == 3);
+    for k in &kids {
+        until_asleep(k.pid().unwrap());
+    }
+    kids
+}
+
 /// set() in one process wakes waiters in several others.
 #[test]
 fn set_wakes_all_waiting_processes() {
@@ -38,20 +57,7 @@ fn set_wakes_all_waiting_processes() {
 #[test]
 fn set_wakes_processes_asleep_in_wait_long_before_their_timeout() {
     let ev = Event::new().unwrap();
-    let about_to_wait = RawValue::new(0u32).unwrap();
-    let kids: Vec<_> = (0..3)
-        .map(|_| {
-            let (ev, a) = (ev.clone(), about_to_wait.clone());
-            spawn(move || {
-                a.fetch_add(1);
-                assert!(ev.wait(Some(BOUND * 4)).unwrap());
-            })
-        })
-        .collect();
-    poll_until("3 waiters", || about_to_wait.load() == 3);
-    for k in &kids {
-        until_asleep(k.pid().unwrap());
-    }
+    let kids = asleep_in_wait(&ev, |ev| assert!(ev.wait(Some(BOUND * 4)).unwrap()));
     ev.set();
     join_all_ok(kids);
 }
@@ -105,20 +111,9 @@ fn killed_waiter_leaves_it_working() {
 #[test]
 fn set_then_clear_wakes_waiters_which_report_false() {
     let ev = Event::new().unwrap();
-    let about_to_wait = RawValue::new(0u32).unwrap();
-    let kids: Vec<_> = (0..3)
-        .map(|_| {
-            let (ev, a) = (ev.clone(), about_to_wait.clone());
-            spawn(move || {
-                a.fetch_add(1);
-                let _flag_then = ev.wait(None).unwrap();
-            })
-        })
-        .collect();
-    poll_until("3 waiters", || about_to_wait.load() == 3);
-    for k in &kids {
-        until_asleep(k.pid().unwrap());
-    }
+    let kids = asleep_in_wait(&ev, |ev| {
+        let _flag_then = ev.wait(None).unwrap();
+    });
     ev.set();
     ev.clear();
     join_all_ok(kids);

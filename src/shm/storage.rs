@@ -240,28 +240,24 @@ impl<T: Pod> Storage<T> {
         }
     }
 
-    fn copy_claim(&self, what: &'static str) -> Result<CopyClaim<'_>> {
-        self.claims.copy(what)
-    }
-
     /// A copy of element `index`; `what` names the type for errors.
     pub(crate) fn get(&self, index: usize, what: &'static str) -> Result<T> {
         let at = self.check(index)?;
-        let _claim = self.copy_claim(what)?;
+        let _claim = self.claims.copy(what)?;
         Ok(self.block.map().read(at))
     }
 
     /// Replaces element `index`.
     pub(crate) fn set(&self, index: usize, value: T, what: &'static str) -> Result<()> {
         let at = self.check(index)?;
-        let _claim = self.copy_claim(what)?;
+        let _claim = self.claims.copy(what)?;
         self.block.map().write(at, value);
         Ok(())
     }
 
     /// A copy of all elements.
     pub(crate) fn to_vec(&self, what: &'static str) -> Result<Vec<T>> {
-        let _claim = self.copy_claim(what)?;
+        let _claim = self.claims.copy(what)?;
         let mut v = vec![T::zeroed(); self.len];
         self.block.map().read_slice(self.offset, &mut v);
         Ok(v)
@@ -269,7 +265,7 @@ impl<T: Pod> Storage<T> {
 
     /// Copies `values` into the first elements (at most `len`).
     pub(crate) fn write_all(&self, values: &[T], what: &'static str) -> Result<()> {
-        let _claim = self.copy_claim(what)?;
+        let _claim = self.claims.copy(what)?;
         self.block
             .map()
             .write_slice(self.offset, &values[..self.len.min(values.len())]);
