@@ -12,6 +12,7 @@ use super::registry::{self, Child};
 use crate::error::{Error, Result};
 use crate::shm::arena;
 use crate::sys::fork::{self, Forked};
+use crate::sys::inherit;
 use crate::sys::time::Deadline;
 
 type Target = Box<dyn FnOnce() + Send + 'static>;
@@ -280,7 +281,7 @@ impl Process {
             }
         };
         // Take every process-local lock the child may need, in the lock order
-        // stdout -> stderr -> arena -> registry (see `shm::arena`): no other thread
+        // stdout -> stderr -> arena -> inherit -> registry (see `shm::arena`): no other thread
         // holds one at the fork, and the child's only thread, a copy of this one,
         // owns its copies and releases them. std's stdout and stderr locks are
         // reentrant and owned by this thread's id, which the child's thread keeps.
@@ -289,20 +290,32 @@ impl Process {
         let _ = out.flush();
         let _ = err.flush();
         let mut blocks = arena::lock_for_fork();
+        let handles = match inherit::prepare() {
+            Ok(h) => h,
+            Err(e) => {
+                drop((blocks, err, out));
+                self.target = Some(target);
+                return Err(Error::io(
+                    format!("opening the fork handshake of process {:?}", self.name),
+                    e,
+                ));
+            }
+        };
         let mut reg = registry::registry();
         if let Err(e) = blocks.add_child_holds() {
-            drop((reg, blocks, err, out));
+            drop((reg, handles, blocks, err, out));
             self.target = Some(target);
             return Err(e);
         }
         match fork::fork() {
             Err(e) => {
                 blocks.fork_failed();
-                drop((reg, blocks, err, out));
+                drop((reg, handles, blocks, err, out));
                 self.target = Some(target);
                 Err(Error::io(format!("forking process {:?}", self.name), e))
             }
             Ok(Forked::Child) => {
+                let handles = handles.child();
                 reg.become_child(
                     self.identity.clone(),
                     &self.name,
@@ -311,15 +324,20 @@ impl Process {
                     parent_pidfd,
                 );
                 drop((reg, blocks, err, out));
+                // Before any user code: learn which inherited handles the closure
+                // captured, and let go of the others (see `sys::inherit`).
+                inherit::adopt(handles);
                 self.run_child(target)
             }
             Ok(Forked::Parent(pid)) => {
+                let handles = handles.parent();
                 drop((reg, blocks, err, out));
                 drop(parent_pidfd);
                 // The child holds its own copy of everything the closure captured
                 // (its shared blocks were counted for it above): drop the parent's,
-                // closing its files and releasing its handles.
-                drop(target);
+                // closing its files and releasing its handles, and tell the child
+                // which registered handles it captured.
+                inherit::capture(handles, inherit::Child { pid }, || drop(target));
                 let raw = Pid::from_raw(pid).expect("fork returns a positive pid");
                 let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| {
                     Error::io(format!("opening a pidfd for process {:?}", self.name), e)
