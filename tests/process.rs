@@ -473,7 +473,6 @@ fn sentinels_poll_readable_when_their_child_ends() {
     );
     go.set();
     assert_eq!(rustix::event::poll(&mut fds[..1], Some(&ts)).unwrap(), 1);
-    drop(fds);
     assert_eq!(waiting.join(Some(BOUND)).unwrap(), Some(0));
     assert_eq!(quick.join(Some(BOUND)).unwrap(), Some(0));
     // Still valid (and readable) after the reap.

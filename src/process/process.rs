@@ -464,7 +464,7 @@ impl Process {
             }
             // A pidfd becomes readable when the process exits.
             if !registry::wait_readable(child.pidfd.as_fd(), deadline.remaining())? {
-                return Ok(self.poll()?);
+                return self.poll();
             }
         }
     }
