@@ -585,10 +585,17 @@ fn current_and_parent_process() {
     assert!(!me.is_daemon());
     assert!(multiproc::parent_process().is_none());
     let main_pid = std::process::id();
+    let go = Event::new().unwrap();
+    let g = go.clone();
+    let sibling = spawn(move || assert!(g.wait(Some(BOUND)).unwrap()));
     let mut p = Process::new(move || {
         let parent = multiproc::parent_process().unwrap();
         assert_eq!((parent.name(), parent.pid()), ("MainProcess", main_pid));
         assert!(parent.is_alive());
+        assert!(
+            multiproc::active_children().is_empty(),
+            "a child lists its parent's children as its own"
+        );
         let me = multiproc::current_process();
         assert_eq!(me.name(), "child");
         let (my_name, my_pid) = (me.name().to_string(), me.pid());
@@ -602,6 +609,8 @@ fn current_and_parent_process() {
     .with_name("child");
     p.start().unwrap();
     assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+    go.set();
+    join_ok(sibling);
 }
 
 /// A `Process` reaching another process (here through an `Arc<Mutex<_>>` captured

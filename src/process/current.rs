@@ -175,7 +175,8 @@ impl ParentProcess {
     /// use rustix::event::{PollFd, PollFlags, poll};
     /// let mut p = Process::new(|| {
     ///     let parent = multiproc::parent_process().unwrap();
-    ///     let mut fds = [PollFd::new(&parent.sentinel(), PollFlags::IN)];
+    ///     let sentinel = parent.sentinel();
+    ///     let mut fds = [PollFd::new(&sentinel, PollFlags::IN)];
     ///     let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
     ///     assert_eq!(poll(&mut fds, Some(&zero)).unwrap(), 0); // the parent runs
     /// });

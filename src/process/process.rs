@@ -527,7 +527,8 @@ impl Process {
     /// assert!(p.sentinel().is_err()); // not started
     /// p.start()?;
     /// let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
-    /// let mut fds = [PollFd::new(&p.sentinel()?, PollFlags::IN)];
+    /// let sentinel = p.sentinel()?;
+    /// let mut fds = [PollFd::new(&sentinel, PollFlags::IN)];
     /// assert_eq!(poll(&mut fds, Some(&zero)).unwrap(), 0); // still running
     /// go.set();
     /// let bound = rustix::time::Timespec { tv_sec: 30, tv_nsec: 0 };
