@@ -645,3 +645,31 @@ fn only_the_creator_may_join_signal_or_reap() {
     go.set();
     assert_eq!(a.join(Some(BOUND)).unwrap(), Some(0));
 }
+
+/// While one thread keeps polling a running child (holding that child's
+/// process-local status lock for each `waitpid`), 200 children are started and
+/// list their own children: a child must never touch its parent's entries, whose
+/// lock the fork may have copied held (it would hang there).
+#[test]
+fn a_child_never_touches_its_parent_s_children() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let never = Event::new().unwrap();
+    let n = never.clone();
+    let mut polled = spawn(move || {
+        n.wait(Some(BOUND)).unwrap();
+    });
+    let s = std::sync::Arc::clone(&stop);
+    let poller = std::thread::spawn(move || {
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            assert!(polled.is_alive());
+        }
+        polled.kill().unwrap();
+        assert_eq!(polled.join(Some(BOUND)).unwrap(), Some(-9));
+    });
+    let kids: Vec<Process> = (0..200)
+        .map(|_| spawn(|| assert!(multiproc::active_children().is_empty())))
+        .collect();
+    common::join_all_ok(kids);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    poller.join().unwrap();
+}
