@@ -647,7 +647,7 @@ fn only_the_creator_may_join_signal_or_reap() {
 }
 
 /// While one thread keeps polling a running child (holding that child's
-/// process-local status lock for each `waitpid`), 200 children are started and
+/// process-local status lock for each `waitpid`), 3000 children are started and
 /// list their own children: a child must never touch its parent's entries, whose
 /// lock the fork may have copied held (it would hang there).
 #[test]
@@ -666,7 +666,7 @@ fn a_child_never_touches_its_parent_s_children() {
         polled.kill().unwrap();
         assert_eq!(polled.join(Some(BOUND)).unwrap(), Some(-9));
     });
-    let kids: Vec<Process> = (0..200)
+    let kids: Vec<Process> = (0..3000)
         .map(|_| spawn(|| assert!(multiproc::active_children().is_empty())))
         .collect();
     common::join_all_ok(kids);
