@@ -673,3 +673,12 @@ fn a_child_never_touches_its_parent_s_children() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     poller.join().unwrap();
 }
+
+#[allow(dead_code)]
+#[path = "../examples/10_process_lifecycle.rs"]
+mod lifecycle_example;
+
+#[test]
+fn the_lifecycle_example_gives_the_right_answer() {
+    assert!(lifecycle_example::run().unwrap());
+}

@@ -55,7 +55,7 @@ enum State {
 /// Fork copies only the calling thread. `start` holds the locks that multiproc and
 /// std own across the fork — `stdout`, `stderr` (in that order: a thread that
 /// holds `stderr`'s lock while it waits for `stdout`'s can deadlock with `start`),
-/// the arena's, and the process list's — so the child finds each free, even if
+/// the arena's, the fork handshake's and the process registry's — so the child finds each free, even if
 /// other threads were printing or creating shared objects. What stays the caller's
 /// responsibility: every other lock another thread may hold at the instant of the
 /// fork — a `std::sync::Mutex` of yours, another library's locks, a lazy static
