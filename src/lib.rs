@@ -48,7 +48,7 @@ pub mod error;
 pub mod process;
 pub mod shm;
 pub mod sync;
-pub mod sys;
+pub(crate) mod sys;
 
 pub use error::{Error, Result};
 
