@@ -682,24 +682,3 @@ mod lifecycle_example;
 fn the_lifecycle_example_gives_the_right_answer() {
     assert!(lifecycle_example::run().unwrap());
 }
-
-/// A daemon releases its holds on the parent's shared blocks when its closure
-/// returns, as any child does (its parent-watcher thread does not count as a
-/// thread that could still use them): the block's process count falls back to 1.
-#[test]
-fn a_daemon_releases_its_holds_when_its_closure_returns() {
-    use multiproc::shm::arena::Block;
-    let block = Block::alloc(8).unwrap();
-    let go = Event::new().unwrap();
-    let g = go.clone();
-    let mut d = Process::new(move || assert!(g.wait(Some(BOUND)).unwrap())).daemon(true);
-    d.start().unwrap();
-    assert_eq!(block.refcount(), 2, "the daemon holds the parent's block");
-    go.set();
-    assert_eq!(d.join(Some(BOUND)).unwrap(), Some(0));
-    assert_eq!(
-        block.refcount(),
-        1,
-        "the daemon kept its hold on the parent's block after its closure returned"
-    );
-}
