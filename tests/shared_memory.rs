@@ -146,7 +146,11 @@ struct Unlink(String);
 
 impl Drop for Unlink {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
+        // Through SharedMemory, so that the owner record goes too.
+        match SharedMemory::attach(&self.0) {
+            Ok(shm) => drop(shm.unlink()),
+            Err(_) => drop(std::fs::remove_file(format!("/dev/shm/{}", self.0))),
+        }
     }
 }
 
