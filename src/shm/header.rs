@@ -112,14 +112,14 @@ impl Kind {
     ///
     /// ```
     /// use multiproc::shm::header::Kind;
-    /// assert_eq!(Kind::SharedMemory.name(), "SharedMemory owner record");
+    /// assert_eq!(Kind::SharedMemory.name(), "SharedMemory");
     /// assert_eq!(Kind::Arena.name(), "arena chunk");
     /// assert_eq!(Kind::Large.name(), "large block");
     /// ```
     pub fn name(self) -> &'static str {
         match self {
             Kind::Arena => "arena chunk",
-            Kind::SharedMemory => "SharedMemory owner record",
+            Kind::SharedMemory => "SharedMemory",
             Kind::Large => "large block",
         }
     }
