@@ -428,3 +428,81 @@ pub fn describe(status: Status) -> String {
         Status::InUse { pid } => format!("creator gone, still mapped by pid {pid}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::spin::test_procs::{join, spawn};
+    use crate::{Event, RawValue};
+
+    /// The one state a SIGKILL during `SharedMemory::create` can leave: the owner
+    /// record linked, the segment's file still unnamed (freed by the kernel with
+    /// the killed process). `clean` finds the record stale, says the file is gone,
+    /// and removes it: nothing is left.
+    #[test]
+    fn a_creator_killed_between_the_two_links_leaves_a_record_clean_removes() {
+        let name = super::super::segment::random_name().unwrap();
+        let inode = RawValue::new(0u64).unwrap();
+        let (ready, never) = (Event::new().unwrap(), Event::new().unwrap());
+        let (n, i, r, w) = (name.clone(), inode.clone(), ready.clone(), never.clone());
+        let child = spawn(move || {
+            // What create does up to the record; the file never gets its name.
+            let fd = unnamed_file("a test segment").unwrap();
+            mem::set_len(&fd, 4096).unwrap();
+            let ino = super::super::shared_memory::inode(&fd).unwrap();
+            write_record(&n, ino).unwrap();
+            i.set(ino);
+            r.set();
+            w.wait(Some(std::time::Duration::from_secs(30))).unwrap();
+        });
+        assert!(
+            ready
+                .wait(Some(std::time::Duration::from_secs(30)))
+                .unwrap()
+        );
+        let pid = child.pid().unwrap();
+        child.kill().unwrap();
+        assert_eq!(join(child), Some(-9));
+
+        let record = record_file(inode.get());
+        let info = status(&name).unwrap();
+        assert_eq!(info.record, record);
+        assert_eq!(info.creator_pid, pid);
+        assert_eq!((info.status, info.file_present), (Status::Stale, false));
+        assert!(scan().unwrap().iter().any(|s| s.record == record));
+        remove_stale(&name).unwrap();
+        assert!(!std::path::Path::new(&format!("{SHM_DIR}/{record}")).exists());
+        assert!(!std::path::Path::new(&format!("{SHM_DIR}/{name}")).exists());
+        assert!(matches!(status(&name), Err(Error::NotFound { .. })));
+    }
+
+    /// A record left under the inode a new segment now has (the old file is gone,
+    /// the inode reused) is stale by construction: `write_record` replaces it. A
+    /// file there that is not a record is left alone, and creation fails.
+    #[test]
+    fn write_record_replaces_a_stale_record_and_refuses_a_foreign_file() {
+        let fd = unnamed_file("a test segment").unwrap();
+        let ino = super::super::shared_memory::inode(&fd).unwrap();
+        let path = format!("{SHM_DIR}/{}", record_file(ino));
+        // A stale record for this inode, naming another segment.
+        let mut old = creator_header(Kind::SharedMemory, 6);
+        old.data_inode = ino;
+        let mut bytes = old.to_bytes().to_vec();
+        bytes.extend_from_slice(b"mp-old");
+        std::fs::write(&path, &bytes).unwrap();
+        write_record("mp-new", ino).unwrap();
+        let now = read_record(&record_file(ino)).map(|r| r.name);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(now.as_deref(), Some("mp-new"));
+
+        std::fs::write(&path, b"not a record").unwrap();
+        let refused = write_record("mp-new", ino);
+        let kept = std::fs::read(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(refused, Err(Error::AlreadyExists { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(kept.unwrap(), b"not a record");
+    }
+}
