@@ -435,6 +435,15 @@ mod tests {
     use crate::sync::spin::test_procs::{join, spawn};
     use crate::{Event, RawValue};
 
+    /// Removes a `/dev/shm` path when dropped, so a failing test leaves nothing.
+    struct Remove(String);
+
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
     /// The one state a SIGKILL during `SharedMemory::create` can leave: the owner
     /// record linked, the segment's file still unnamed (freed by the kernel with
     /// the killed process). `clean` finds the record stale, says the file is gone,
@@ -465,6 +474,7 @@ mod tests {
         assert_eq!(join(child), Some(-9));
 
         let record = record_file(inode.get());
+        let _guard = Remove(format!("{SHM_DIR}/{record}"));
         let info = status(&name).unwrap();
         assert_eq!(info.record, record);
         assert_eq!(info.creator_pid, pid);
@@ -484,6 +494,7 @@ mod tests {
         let fd = unnamed_file("a test segment").unwrap();
         let ino = super::super::shared_memory::inode(&fd).unwrap();
         let path = format!("{SHM_DIR}/{}", record_file(ino));
+        let _guard = Remove(path.clone());
         // A stale record for this inode, naming another segment.
         let mut old = creator_header(Kind::SharedMemory, 6);
         old.data_inode = ino;

@@ -1,4 +1,5 @@
-//! One shared memory object with its header, mapped into this process.
+//! One anonymous (memfd) shared memory object with its header, mapped into this
+//! process, and the names of named segments.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -28,12 +29,12 @@ pub const NAME_PREFIX: &str = "mp-";
 /// ```
 pub const MAX_PAYLOAD: u64 = (isize::MAX as u64) - HEADER_SIZE as u64;
 
-/// A mapped segment: memfd (anonymous) or `/dev/shm` (named).
+/// A mapped memfd segment with its header (named `SharedMemory` files have none).
 ///
-/// Invariant: the header has been written (by the creator) or checked (on attach).
+/// Invariant: the header has been written (by the creator).
 ///
-/// The building block of [`SharedMemory`](crate::SharedMemory) and of the arena;
-/// the payload starts after the header, at [`HEADER_SIZE`].
+/// The building block of the arena and of large objects; the payload starts after
+/// the header, at [`HEADER_SIZE`].
 ///
 /// ```
 /// use multiproc::shm::{header::{HEADER_SIZE, Kind}, segment::Segment};
@@ -48,7 +49,6 @@ pub struct Segment {
     map: Mapping,
     // Held so that the object stays open for descriptor passing to spawned children.
     _fd: OwnedFd,
-    name: Option<String>,
     header: Header,
 }
 
@@ -145,7 +145,6 @@ impl Segment {
     /// ```
     /// use multiproc::shm::{header::Kind, segment::Segment};
     /// let seg = Segment::anonymous(Kind::Arena, 100)?;
-    /// assert_eq!(seg.name(), None);
     /// assert_eq!(seg.header().size, 100);
     /// assert!(Segment::anonymous(Kind::Arena, 0).is_err()); // zero size
     /// # Ok::<(), multiproc::Error>(())
@@ -161,7 +160,6 @@ impl Segment {
         Ok(Segment {
             map,
             _fd: fd,
-            name: None,
             header,
         })
     }
@@ -190,18 +188,6 @@ impl Segment {
     /// ```
     pub fn header(&self) -> &Header {
         &self.header
-    }
-
-    /// The name, for named segments (`None` for memfd ones: every segment multiproc
-    /// maps today; a named [`SharedMemory`](crate::SharedMemory) has no header).
-    ///
-    /// ```
-    /// use multiproc::shm::{header::Kind, segment::Segment};
-    /// assert_eq!(Segment::anonymous(Kind::Large, 1)?.name(), None);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
     }
 }
 

@@ -229,7 +229,10 @@ impl SharedMemory {
             clean::remove_record(&name, inode);
             return Err(match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::AlreadyExists { name },
-                _ => Error::io(format!("naming shared memory {name:?}"), e),
+                _ => Error::io(
+                    format!("naming shared memory {name:?} (linkat through /proc/self/fd)"),
+                    e,
+                ),
             });
         }
         Ok(SharedMemory {
