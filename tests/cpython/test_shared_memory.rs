@@ -4,11 +4,24 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use multiproc::shm::clean::{self, Status};
 use multiproc::{Error, Event, Process, RawValue, SharedMemory};
 
-use crate::common::{BOUND, dev_shm};
+/// The bound on every wait: a hang fails the test.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// The entries of /dev/shm.
+fn dev_shm() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// CPython's `_new_shm_name`: a prefix and this process's pid, so that parallel
 /// runs do not collide.
