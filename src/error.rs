@@ -80,10 +80,9 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A segment that was not made by multiproc, or whose header is corrupt.
-    #[error(
-        "segment {name:?} is not a multiproc segment ({reason}): attach only to segments made by multiproc"
-    )]
+    /// A file that cannot be a shared memory segment (a FIFO, an empty file, a
+    /// symbolic link), or a segment whose multiproc header is corrupt.
+    #[error("{name:?} is not a usable shared memory segment: {reason}")]
     Foreign {
         /// The segment's name.
         name: String,
