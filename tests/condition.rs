@@ -343,32 +343,85 @@ fn notify_is_fifo_and_late_waiters_do_not_steal() {
     assert_eq!(order.to_vec().unwrap(), vec![1, 2]);
 }
 
-/// At most MAX_WAITERS threads wait at once; one more gets a clear error, and the
-/// others still wake (threads of one process here: the limit is per Condition).
+/// 1,001 threads wait at once (250 threads in each of 4 processes, plus one in a
+/// process SIGKILLed while waiting, the oldest): formerly the 255th waiter got an
+/// error. `notify(n)` wakes exactly n live waiters each time (each woken thread
+/// records the phase it was woken in, under the lock, so one extra wake makes some
+/// phase's count wrong), and the dead waiter's notification (it is the oldest, so
+/// the first `notify(300)` picks it) is re-delivered to a live one.
 #[test]
-fn waiter_table_limit_is_a_clear_error() {
-    use multiproc::sync::condition::MAX_WAITERS;
+fn a_thousand_waiters_over_several_processes() {
+    const PROCS: usize = 4;
+    const PER_PROC: usize = 250;
+    const N: usize = PROCS * PER_PROC;
+    // What each phase notifies; the last is notify_all (the rest).
+    const STEPS: [usize; 3] = [300, 200, 1];
     let cond = Condition::new().unwrap();
-    let waiting = RawValue::new(0usize).unwrap();
-    let threads: Vec<_> = (0..MAX_WAITERS)
+    let waiting = RawValue::new(0usize).unwrap(); // all under the cond's lock
+    let phase = RawValue::new(0usize).unwrap();
+    let per_phase = RawArray::<u32>::new(STEPS.len() + 1).unwrap();
+    let woken = RawValue::new(0usize).unwrap();
+
+    let (c, w) = (cond.clone(), waiting.clone());
+    let dead = spawn(move || {
+        let _g = c.lock().unwrap();
+        w.set(w.get() + 1);
+        let _ = c.wait(None);
+        unreachable!("killed while waiting");
+    });
+    common::poll_until("the doomed waiter waiting", || {
+        let _g = cond.lock().unwrap();
+        waiting.get() == 1
+    });
+    common::until_asleep(dead.pid().unwrap());
+    kill(dead);
+
+    let kids: Vec<_> = (0..PROCS)
         .map(|_| {
-            let (c, w) = (cond.clone(), waiting.clone());
-            std::thread::spawn(move || {
-                let _g = c.lock().unwrap();
-                w.fetch_add(1);
-                assert!(c.wait(T).unwrap());
+            let (cond, waiting, phase) = (cond.clone(), waiting.clone(), phase.clone());
+            let (per_phase, woken) = (per_phase.clone(), woken.clone());
+            spawn(move || {
+                let threads: Vec<_> = (0..PER_PROC)
+                    .map(|_| {
+                        let (c, w, ph) = (cond.clone(), waiting.clone(), phase.clone());
+                        let (pp, wk) = (per_phase.clone(), woken.clone());
+                        std::thread::Builder::new()
+                            .stack_size(64 << 10)
+                            .spawn(move || {
+                                let _g = c.lock().unwrap();
+                                w.set(w.get() + 1);
+                                assert!(c.wait(Some(common::BOUND * 4)).unwrap(), "not notified");
+                                let k = ph.get();
+                                pp.set(k, pp.get(k).unwrap() + 1).unwrap();
+                                wk.set(wk.get() + 1);
+                            })
+                            .unwrap()
+                    })
+                    .collect();
+                for t in threads {
+                    t.join().unwrap();
+                }
             })
         })
         .collect();
-    common::poll_until("all threads waiting", || {
+    common::poll_until("all 1,001 waiting", || {
         let _g = cond.lock().unwrap();
-        waiting.load() == MAX_WAITERS
+        waiting.get() == N + 1
     });
-    let g = cond.lock().unwrap();
-    assert!(matches!(cond.wait(T), Err(Error::InvalidArgument(_))));
-    cond.notify_all().unwrap();
-    drop(g);
-    for t in threads {
-        t.join().unwrap();
+    let mut total = 0;
+    for (k, &n) in STEPS.iter().chain(&[usize::MAX]).enumerate() {
+        {
+            let _g = cond.lock().unwrap();
+            phase.set(k);
+            cond.notify(n).unwrap();
+        }
+        total = (total + n).min(N);
+        common::poll_until("the notified woken", || {
+            let _g = cond.lock().unwrap();
+            woken.get() >= total
+        });
     }
+    common::join_all_ok(kids);
+    assert_eq!(woken.get(), N);
+    assert_eq!(per_phase.to_vec().unwrap(), vec![300, 200, 1, 499]);
 }
