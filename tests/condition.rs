@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{T, join_ok, kill, spawn};
-use multiproc::{Condition, Error, Event, Lock, RLock, RawArray, RawValue};
+use multiproc::{Condition, Error, Event, Lock, RLock, RawArray, RawValue, TryLockError};
 
 /// Starts `k` children that each wait once on `cond` (recording in `woken` when
 /// notified) and returns once all `k` are inside `wait`.
@@ -424,4 +424,94 @@ fn a_thousand_waiters_over_several_processes() {
     common::join_all_ok(kids);
     assert_eq!(woken.get(), N);
     assert_eq!(per_phase.to_vec().unwrap(), vec![300, 200, 1, 499]);
+}
+
+/// Over a Lock, ownership is per thread (CPython's `_is_mine`): another thread of
+/// the holding process gets NotOwner from wait, wait_for, notify and release, and
+/// its failed release leaves the holder's lock held. Also when the holder took the
+/// Lock itself (`lock.acquire`), not through the Condition.
+#[test]
+fn over_a_lock_another_thread_of_the_holder_is_not_the_owner() {
+    let lock = Lock::new().unwrap();
+    let cond = Condition::with_lock(lock.clone()).unwrap();
+    for through_the_lock in [false, true] {
+        let g = if through_the_lock {
+            assert!(lock.acquire(true, T).unwrap());
+            None
+        } else {
+            Some(cond.lock().unwrap())
+        };
+        assert!(cond.is_owned());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(!cond.is_owned());
+                let not_owner = |r: multiproc::Result<_>, what: &str| match r {
+                    Err(Error::NotOwner { what: w }) => assert_eq!(w, what),
+                    other => panic!("{what}: expected NotOwner, got {other:?}"),
+                };
+                not_owner(cond.wait(T).map(|_| ()), "Condition::wait");
+                not_owner(
+                    cond.wait_for(|| panic!("ran without the lock"), T)
+                        .map(|_| ()),
+                    "Condition::wait_for",
+                );
+                not_owner(cond.notify(1), "Condition::notify");
+                not_owner(cond.notify_all(), "Condition::notify");
+                not_owner(cond.release(), "Condition::release");
+                assert!(lock.is_locked(), "the holder's lock was released");
+            });
+        });
+        // Still the holder's: it waits (times out, nobody notifies) and releases.
+        assert!(cond.is_owned());
+        assert!(!cond.wait(Some(Duration::from_millis(5))).unwrap());
+        assert!(cond.is_owned());
+        match g {
+            Some(g) => drop(g),
+            None => cond.release().unwrap(),
+        }
+        assert!(!lock.is_locked());
+        assert!(!cond.is_owned());
+    }
+}
+
+/// Condition has the lockable vocabulary: try_lock, try_lock_for (WouldBlock while
+/// another process holds it), and acquire, which says Ok(true) after a dead owner
+/// and leaves the news to is_consistent.
+#[test]
+fn condition_try_lock_and_acquire_after_a_dead_owner() {
+    for cond in [
+        Condition::new().unwrap(),
+        Condition::with_lock(Lock::new().unwrap()).unwrap(),
+    ] {
+        let c = cond.clone();
+        // Exits holding the lock: a dead owner for the next acquirer.
+        join_ok(spawn(move || std::mem::forget(c.lock().unwrap())));
+        assert!(cond.acquire(true, T).unwrap());
+        assert!(cond.is_owned());
+        assert!(!cond.is_consistent());
+        cond.mark_consistent();
+        cond.release().unwrap();
+        assert!(cond.is_consistent());
+
+        let held = Event::new().unwrap();
+        let done = Event::new().unwrap();
+        let (c, h, d) = (cond.clone(), held.clone(), done.clone());
+        let kid = spawn(move || {
+            let _g = c.try_lock().unwrap();
+            h.set();
+            assert!(d.wait(T).unwrap());
+        });
+        assert!(held.wait(T).unwrap());
+        assert!(matches!(cond.try_lock(), Err(TryLockError::WouldBlock)));
+        assert!(matches!(
+            cond.try_lock_for(Duration::from_millis(5)),
+            Err(TryLockError::WouldBlock)
+        ));
+        done.set();
+        join_ok(kid);
+        let g = cond.try_lock_for(common::BOUND).unwrap();
+        assert!(cond.is_owned());
+        drop(g);
+        assert!(!cond.is_owned());
+    }
 }

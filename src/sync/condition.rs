@@ -88,7 +88,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::ident;
-use super::owner_died::{LockResult, OwnerDied};
+use super::owner_died::{LockResult, OwnerDied, TryLockError, TryLockResult};
 use super::raw_lock::{Acquired, OWNER_CHECK_INTERVAL};
 use super::{Lock, RLock};
 use crate::error::{Error, Result};
@@ -194,10 +194,7 @@ impl ConditionGuard<'_> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn mark_consistent(&self) {
-        match &self.cond.inner {
-            Inner::Lock(l) => l.mark_consistent(),
-            Inner::RLock(r) => r.mark_consistent(),
-        }
+        self.cond.mark_consistent();
     }
 }
 
@@ -302,14 +299,46 @@ impl Condition {
     }
 
     // ---- the lock -------------------------------------------------------------
+    //
+    // Over a Lock, "held by the calling thread" is the Lock's process owner plus
+    // the thread it records (`Lock::is_held_by_this_thread`), as CPython's
+    // `_is_mine`: another thread of the holding process neither waits, notifies
+    // nor releases through the Condition.
 
-    /// Python's `acquire(block=True, timeout=None)` on the condition's lock.
-    ///
-    /// `Err(Error::OwnerDied)` means the lock **was** taken after its owner died.
+    fn guard(&self) -> ConditionGuard<'_> {
+        ConditionGuard {
+            cond: self,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// The inner lock's guard `g`, as a ConditionGuard holding the same level.
+    fn adopt<G>(&self, g: G) -> ConditionGuard<'_> {
+        // The level stays taken; the ConditionGuard's drop gives it back.
+        std::mem::forget(g);
+        self.guard()
+    }
+
+    fn adopt_result<G>(&self, r: TryLockResult<G>) -> TryLockResult<ConditionGuard<'_>> {
+        match r {
+            Ok(g) => Ok(self.adopt(g)),
+            Err(TryLockError::OwnerDied(d)) => Err(TryLockError::OwnerDied(OwnerDied::new(
+                self.adopt(d.into_inner()),
+            ))),
+            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
+            Err(TryLockError::Invalid(e)) => Err(TryLockError::Invalid(e)),
+        }
+    }
+
+    /// Python's `acquire(block=True, timeout=None)` on the condition's lock: as
+    /// [`Lock::acquire`] / [`RLock::acquire`], `Ok(true)` also when a previous
+    /// owner died holding it ([`is_consistent`](Self::is_consistent) then says
+    /// false); never an `Err` with the lock taken.
     ///
     /// ```
     /// let cond = multiproc::Condition::new()?;
     /// assert!(cond.acquire(true, None)?);
+    /// assert!(cond.is_consistent());
     /// cond.release()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -320,21 +349,38 @@ impl Condition {
         }
     }
 
-    /// Python's `release()` on the condition's lock (one level of an RLock).
+    /// Python's `release()` on the condition's lock (one level of an RLock). Only
+    /// the thread that holds it may: anyone else gets [`Error::NotOwner`] (over a
+    /// Lock too, as CPython's Condition; the Lock itself may still be released by
+    /// anyone with [`Lock::release`]).
     ///
     /// ```
+    /// use multiproc::Error;
     /// let cond = multiproc::Condition::new()?;
-    /// assert!(cond.release().is_err());
+    /// let err = cond.release().unwrap_err();
+    /// assert!(matches!(err, Error::NotOwner { what: "Condition::release" }));
+    /// assert!(cond.acquire(true, None)?);
+    /// cond.release()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn release(&self) -> Result<()> {
+        self.check_owned("Condition::release")?;
         match &self.inner {
-            Inner::Lock(l) => l.release(),
-            Inner::RLock(r) => r.release(),
+            Inner::Lock(l) => {
+                l.unlock();
+                Ok(())
+            }
+            Inner::RLock(r) => r.release().map_err(|e| match e {
+                Error::NotOwner { .. } => Error::NotOwner {
+                    what: "Condition::release",
+                },
+                e => e,
+            }),
         }
     }
 
     /// Takes the condition's lock (Python's `with cond:`); the guard releases it.
+    /// The shapes are those of [`Lock::lock`].
     ///
     /// `Err(OwnerDied(guard))` also holds the lock: see [`OwnerDied`].
     ///
@@ -350,35 +396,112 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock(&self) -> LockResult<ConditionGuard<'_>> {
-        let guard = ConditionGuard {
-            cond: self,
-            _not_send: std::marker::PhantomData,
-        };
-        match self.acquire(true, None) {
-            Ok(_) => Ok(guard),
-            Err(Error::OwnerDied) => Err(OwnerDied::new(guard)),
-            Err(e) => {
-                // No level was taken: the guard must not give one back.
-                std::mem::forget(guard);
-                panic!("{e}")
-            }
+        match &self.inner {
+            Inner::Lock(l) => match l.lock() {
+                Ok(g) => Ok(self.adopt(g)),
+                Err(d) => Err(OwnerDied::new(self.adopt(d.into_inner()))),
+            },
+            Inner::RLock(r) => match r.lock() {
+                Ok(g) => Ok(self.adopt(g)),
+                Err(d) => Err(OwnerDied::new(self.adopt(d.into_inner()))),
+            },
         }
     }
 
-    /// Whether the calling thread (a [`Lock`]: the calling process) holds the
-    /// condition's lock.
+    /// Takes the condition's lock if it is free now (or already this thread's, over
+    /// an RLock), as [`Lock::try_lock`].
+    ///
+    /// ```
+    /// use multiproc::{Condition, Lock, TryLockError};
+    /// let cond = Condition::with_lock(Lock::new()?)?;
+    /// let g = cond.try_lock().unwrap();
+    /// assert!(matches!(cond.try_lock(), Err(TryLockError::WouldBlock)));
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<ConditionGuard<'_>> {
+        match &self.inner {
+            Inner::Lock(l) => self.adopt_result(l.try_lock()),
+            Inner::RLock(r) => self.adopt_result(r.try_lock()),
+        }
+    }
+
+    /// Waits at most `timeout` for the condition's lock, as [`Lock::try_lock_for`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Condition, TryLockError};
+    /// let cond = Condition::new()?;
+    /// let g = cond.try_lock_for(Duration::from_millis(10)).unwrap();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         let r = cond.try_lock_for(Duration::from_millis(5));
+    ///         assert!(matches!(r, Err(TryLockError::WouldBlock)));
+    ///     });
+    /// });
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ConditionGuard<'_>> {
+        match &self.inner {
+            Inner::Lock(l) => self.adopt_result(l.try_lock_for(timeout)),
+            Inner::RLock(r) => self.adopt_result(r.try_lock_for(timeout)),
+        }
+    }
+
+    /// Whether the calling thread holds the condition's lock (over a [`Lock`]:
+    /// took it, and its process holds it now).
     ///
     /// ```
     /// let cond = multiproc::Condition::with_lock(multiproc::Lock::new()?)?;
     /// assert!(!cond.is_owned());
     /// let _g = cond.lock().unwrap();
     /// assert!(cond.is_owned());
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| assert!(!cond.is_owned())); // held, but by another thread
+    /// });
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn is_owned(&self) -> bool {
         match &self.inner {
-            Inner::Lock(l) => ident::is_this_process(l.raw().owner()),
+            Inner::Lock(l) => l.is_held_by_this_thread(),
             Inner::RLock(r) => r.is_owned(),
+        }
+    }
+
+    /// Whether no owner has died holding the condition's lock since the last
+    /// [`mark_consistent`](Self::mark_consistent) (what [`acquire`](Self::acquire)
+    /// users check after taking it).
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// assert!(cond.is_consistent());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_consistent(&self) -> bool {
+        match &self.inner {
+            Inner::Lock(l) => l.is_consistent(),
+            Inner::RLock(r) => r.is_consistent(),
+        }
+    }
+
+    /// Declares the shared state repaired after an owner died holding the lock;
+    /// call it while holding the lock.
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// assert!(cond.acquire(true, None)?);
+    /// if !cond.is_consistent() {
+    ///     // ... repair the shared state ...
+    ///     cond.mark_consistent();
+    /// }
+    /// cond.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn mark_consistent(&self) {
+        match &self.inner {
+            Inner::Lock(l) => l.mark_consistent(),
+            Inner::RLock(r) => r.mark_consistent(),
         }
     }
 
@@ -394,7 +517,7 @@ impl Condition {
     fn unlock_all(&self) -> u32 {
         match &self.inner {
             Inner::Lock(l) => {
-                l.raw().unlock();
+                l.unlock();
                 1
             }
             Inner::RLock(r) => r.release_all().expect("ownership was checked"),
@@ -403,7 +526,7 @@ impl Condition {
 
     fn relock(&self, count: u32) -> Acquired {
         let how = match &self.inner {
-            Inner::Lock(l) => l.raw().lock(ident::process(), Deadline::NEVER),
+            Inner::Lock(l) => l.take(Some(Deadline::NEVER)),
             Inner::RLock(r) => r.reacquire(count, Deadline::NEVER),
         };
         how.expect("a wait without deadline ends only with the lock held")
@@ -588,10 +711,14 @@ impl Condition {
     /// sleeps until notified or until `timeout` passed, takes the lock back (with
     /// the RLock's full recursion count), and returns whether it was notified.
     ///
-    /// Calling it without holding the lock is [`Error::NotOwner`]. If a process
-    /// died holding the lock while this one waited, the result is
-    /// `Err(Error::OwnerDied)` **with the lock held again**: repair the data and
-    /// call `mark_consistent()` (or propagate the error, then release).
+    /// `wait` never changes whether the caller holds the lock: calling it without
+    /// holding the lock (over a Lock: held by another thread of this process
+    /// counts as not holding it) is [`Error::NotOwner`] and changes nothing, and
+    /// every other return, `Ok` or `Err`, comes with the lock held again. If a
+    /// process died holding the lock while this one waited, the result is
+    /// `Err(Error::OwnerDied)`, lock held: repair the data and call
+    /// [`mark_consistent`](Self::mark_consistent), or propagate the error and let
+    /// the guard release it.
     ///
     /// ```
     /// use std::time::Duration;
@@ -674,6 +801,8 @@ impl Condition {
         mut predicate: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> Result<bool> {
+        // Before the predicate runs: it reads state the lock protects.
+        self.check_owned("Condition::wait_for")?;
         let deadline = Deadline::after(timeout)?;
         loop {
             if predicate() {
