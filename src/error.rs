@@ -263,7 +263,9 @@ pub enum Error {
     /// it); the barrier is broken, and the other parties get
     /// [`BrokenBarrier`](Self::BrokenBarrier)`("action failed")`. CPython raises the
     /// action's exception out of `wait` the same way.
-    #[error("the barrier action panicked: {message}; the barrier is broken: call reset() before using it again")]
+    #[error(
+        "the barrier action panicked: {message}; the barrier is broken: call reset() before using it again"
+    )]
     BarrierActionPanicked {
         /// The panic's message (its `&str` or `String` payload, else a placeholder).
         message: String,

@@ -200,7 +200,10 @@ fn error_messages_name_what_was_asked() {
 
     let sem = multiproc::Semaphore::new(multiproc::sync::semaphore::VALUE_MAX).unwrap();
     let m = text(sem.release().unwrap_err());
-    assert!(m.contains("release") && !m.contains("split the data"), "{m}");
+    assert!(
+        m.contains("release") && !m.contains("split the data"),
+        "{m}"
+    );
     let bounded = multiproc::BoundedSemaphore::new(1).unwrap();
     let m = text(bounded.release().unwrap_err());
     assert!(m.contains("released too many times"), "{m}");
