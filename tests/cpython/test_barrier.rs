@@ -7,12 +7,9 @@
 //! [`Counter`]. The barrier of `setUp` has CPython's default timeout of 30 s, so a
 //! bug fails instead of hanging; `tearDown`'s `abort()` is [`Fixture`]'s drop.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 use std::time::Duration;
 
-use common::{BOUND, join_all_ok, spawn};
+use crate::common::{BOUND, join_all_ok, poll_until, spawn};
 use multiproc::{Array, Barrier, Error, Lock, RawValue};
 
 const N: usize = 5;
@@ -61,7 +58,7 @@ fn run_threads(f: impl Fn() + Clone + Send + 'static) {
     let kids: Vec<_> = (0..N - 1)
         .map(|_| {
             let f = f.clone();
-            spawn(move || f())
+            spawn(f)
         })
         .collect();
     f();
@@ -190,7 +187,7 @@ fn test_reset() {
         if i == N / 2 {
             // Wait until the other threads are all in the barrier (CPython polls
             // with 1 ms sleeps; this polls yielding, bounded).
-            common::poll_until("the others in the barrier", || b.n_waiting() >= N - 1);
+            poll_until("the others in the barrier", || b.n_waiting() >= N - 1);
             b.reset();
         } else {
             match b.wait(None) {
@@ -248,7 +245,7 @@ fn test_timeout() {
         let i = b.wait(None).unwrap();
         if i == N / 2 {
             // One thread is late!
-            common::poll_until("the barrier broken by a timeout", || b.broken());
+            poll_until("the barrier broken by a timeout", || b.broken());
         }
         if is_broken(&b.wait(Some(Duration::from_millis(500)))) {
             r.append();
@@ -269,7 +266,7 @@ fn test_default_timeout() {
         let i = b.wait(Some(DEFAULT_TIMEOUT)).unwrap();
         if i == N / 2 {
             // One thread is later than the default timeout
-            common::poll_until("the barrier broken by a timeout", || b.broken());
+            poll_until("the barrier broken by a timeout", || b.broken());
         }
         if is_broken(&b.wait(None)) {
             r.append();

@@ -8,12 +8,9 @@
 //! as the sleep-then-look does). `check_invariant` reads CPython's private
 //! counters and has no equivalent (see README.md).
 
-#[path = "../common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{T, join_ok, spawn};
+use crate::common::{BOUND, T, join_ok, poll_until, spawn};
 use multiproc::{Condition, Semaphore, Value};
 
 const TIMEOUT1: Duration = Duration::from_millis(100);
@@ -61,7 +58,7 @@ impl Worker {
 
 /// `assertReachesEventually(lambda: get_value(woken), value)`.
 fn reaches_eventually(woken: &Semaphore, value: u32) {
-    common::poll_until("the woken count", || woken.get_value() == value);
+    poll_until("the woken count", || woken.get_value() == value);
     assert_eq!(woken.get_value(), value);
 }
 
@@ -272,7 +269,7 @@ fn test_waitfor_timeout() {
             su.set(1).unwrap();
         }
     });
-    assert!(sem.acquire(true, Some(common::BOUND)).unwrap());
+    assert!(sem.acquire(true, Some(BOUND)).unwrap());
 
     // Only increment 3 times, so state == 4 is never reached.
     for _ in 0..3 {

@@ -1,12 +1,9 @@
 //! `_TestEvent` from CPython's `Lib/test/_test_multiprocessing.py`. CPython's timing
 //! checks are off by default and tests here assert no times: results only.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 use std::time::Duration;
 
-use common::{T, join_ok, spawn};
+use crate::common::{T, join_ok, spawn};
 use multiproc::Event;
 
 const TIMEOUT1: Duration = Duration::from_millis(100);

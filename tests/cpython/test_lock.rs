@@ -2,10 +2,7 @@
 //! Python's `locked()` is `is_locked()`; a Python `ValueError`/`AssertionError`
 //! from `release` is `Error::NotHeld` (Lock) / `Error::NotOwner` (RLock).
 
-#[path = "../common/mod.rs"]
-mod common;
-
-use common::{T, join_ok, spawn};
+use crate::common::{T, join_ok, spawn};
 use multiproc::{Error, Event, Lock, RLock, RawValue};
 
 #[test]
