@@ -224,13 +224,22 @@ pub enum Error {
         what: &'static str,
     },
 
-    /// The previous owner of a lock died while holding it.
+    /// The previous owner of a lock died while holding it: the data it protects may
+    /// be half-updated. Repair it while holding the lock, then call
+    /// `mark_consistent()` on the lock or guard; until someone does, every later
+    /// acquirer is told too.
     ///
-    /// The lock **is now held by the caller**, as with POSIX `EOWNERDEAD`. The data it
-    /// protects may be half-updated: repair it, then call `mark_consistent()` on the
-    /// lock or guard. Until someone does, every later acquirer gets this error too.
+    /// Where it comes from, and whether the lock is held then:
+    /// - `Condition::wait` / `wait_for`: held again, as before the call (the
+    ///   caller's guard, or its `release()`, gives it back);
+    /// - `?` on an [`OwnerDied`](crate::OwnerDied) guard: the guard was dropped, so
+    ///   the lock is released (still marked inconsistent);
+    /// - `Value::get`, `Array::get` and friends: nothing is held.
+    ///
+    /// Python-style `acquire` never returns it: it returns `Ok(true)`, lock held,
+    /// and `is_consistent()` says false.
     #[error(
-        "the previous owner of this lock died while holding it; the lock is now yours: repair the data it protects, then call mark_consistent()"
+        "the previous owner of this lock died while holding it: the data it protects may be half-updated; repair it while holding the lock, then call mark_consistent()"
     )]
     OwnerDied,
 

@@ -246,32 +246,39 @@ fn killed_waiter_does_not_swallow_a_notify() {
 /// with the lock, repairs, notifies, and the waiter wakes normally.
 #[test]
 fn killed_lock_holder_leaves_the_others_working() {
-    let cond = Condition::new().unwrap();
-    let w_ready = Event::new().unwrap();
-    let (c, r) = (cond.clone(), w_ready.clone());
-    let waiter = spawn(move || {
-        let _g = c.lock().unwrap();
-        r.set();
-        assert!(c.wait(T).unwrap());
-    });
-    assert!(w_ready.wait(T).unwrap());
-    let holding = Event::new().unwrap();
-    let (c, h) = (cond.clone(), holding.clone());
-    let holder = spawn(move || {
-        let _g = c.lock().unwrap();
-        h.set();
-        std::thread::sleep(Duration::from_secs(3600));
-    });
-    assert!(holding.wait(T).unwrap());
-    kill(holder);
-    let g = match cond.lock() {
-        Ok(_) => panic!("the lock's owner died: expected OwnerDied"),
-        Err(died) => died.into_inner(),
-    };
-    g.mark_consistent();
-    cond.notify(1).unwrap();
-    drop(g);
-    join_ok(waiter);
+    // Over an RLock and over a Lock (whose taker thread is recorded: the
+    // process that takes it over from the dead must own it, per thread).
+    for cond in [
+        Condition::new().unwrap(),
+        Condition::with_lock(Lock::new().unwrap()).unwrap(),
+    ] {
+        let w_ready = Event::new().unwrap();
+        let (c, r) = (cond.clone(), w_ready.clone());
+        let waiter = spawn(move || {
+            let _g = c.lock().unwrap();
+            r.set();
+            assert!(c.wait(T).unwrap());
+        });
+        assert!(w_ready.wait(T).unwrap());
+        let holding = Event::new().unwrap();
+        let (c, h) = (cond.clone(), holding.clone());
+        let holder = spawn(move || {
+            let _g = c.lock().unwrap();
+            h.set();
+            std::thread::sleep(Duration::from_secs(3600));
+        });
+        assert!(holding.wait(T).unwrap());
+        kill(holder);
+        let g = match cond.lock() {
+            Ok(_) => panic!("the lock's owner died: expected OwnerDied"),
+            Err(died) => died.into_inner(),
+        };
+        assert!(cond.is_owned());
+        g.mark_consistent();
+        cond.notify(1).unwrap();
+        drop(g);
+        join_ok(waiter);
+    }
 }
 
 /// A notified waiter whose notifier dies holding the lock gets Err(OwnerDied) from

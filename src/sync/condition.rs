@@ -48,8 +48,8 @@
 //! ## Death of a process
 //! - Killed holding the condition's lock (also inside `wait` or `notify`): the lock
 //!   passes to the next acquirer with `OwnerDied` (see `raw_lock`). `wait` reports
-//!   that as `Err(Error::OwnerDied)`, **with the lock held** (re-acquired), as
-//!   `Lock::acquire` does.
+//!   that as `Err(Error::OwnerDied)`, **with the lock held** (re-acquired): `wait`
+//!   never changes whether its caller holds the lock.
 //! - Killed while WAITING: the slot stays WAITING and a later notify may choose it.
 //!   Then it is NOTIFIED but never consumed. Sleepers wake every
 //!   [`OWNER_CHECK_INTERVAL`]; a sleeper that
