@@ -13,7 +13,7 @@
 //! 4  u32 flags  bit 0 INCONSISTENT: an owner died holding the lock and no one has
 //!               called mark_consistent() since
 //! 8  u64        the holder's own word: RLock keeps its recursion count and pins
-//!               there (see `rlock`); 0 and unused in a Lock
+//!               there (see `rlock`), a Lock the thread that holds it (see `lock`)
 //! ```
 //!
 //! ## States of `word`
