@@ -1,8 +1,7 @@
 //! `Process`: a closure run in a forked child process.
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -25,8 +24,8 @@ type Target = Box<dyn FnOnce() + Send + 'static>;
 /// copied by a fork, and every method refuses or does nothing.
 #[derive(Debug)]
 enum State {
-    /// Created, not started: `target` is `Some` (it is `None` only while `start`
-    /// runs, and again after `start` forked).
+    /// Created, not started: `target` is `Some` except while `start` runs (a
+    /// failed `start` puts it back).
     New,
     /// Forked. Running until `child`'s code is `Some` (the child reaped, by this
     /// `Process` or by `active_children`/`start` through the registry).
@@ -58,12 +57,12 @@ enum State {
 /// Fork copies only the calling thread. `start` holds the locks that multiproc and
 /// std own across the fork — `stdout`, `stderr` (in that order: a thread that
 /// holds `stderr`'s lock while it waits for `stdout`'s can deadlock with `start`),
-/// the arena's, the fork handshake's and the process registry's — so the child finds each free, even if
-/// other threads were printing or creating shared objects. What stays the caller's
-/// responsibility: every other lock another thread may hold at the instant of the
-/// fork — a `std::sync::Mutex` of yours, another library's locks, a lazy static
-/// being initialized — stays held forever in the child, which then hangs if it
-/// takes it. As in Python, start processes before starting such threads, or make
+/// the arena's, the fork handshake's and the process registry's — so the child
+/// finds each free, even if other threads were printing or creating shared
+/// objects. What stays the caller's responsibility: every other lock another
+/// thread may hold at the instant of the fork — a `std::sync::Mutex` of yours,
+/// another library's locks, a lazy static being initialized — stays held forever
+/// in the child, which then hangs if it takes it. As in Python, start processes before starting such threads, or make
 /// sure no other thread holds a lock the child's closure will take.
 ///
 /// ```
