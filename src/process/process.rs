@@ -62,8 +62,9 @@ enum State {
 /// objects. What stays the caller's responsibility: every other lock another
 /// thread may hold at the instant of the fork — a `std::sync::Mutex` of yours,
 /// another library's locks, a lazy static being initialized — stays held forever
-/// in the child, which then hangs if it takes it. As in Python, start processes before starting such threads, or make
-/// sure no other thread holds a lock the child's closure will take.
+/// in the child, which then hangs if it takes it. As in Python, start processes
+/// before starting such threads, or make sure no other thread holds a lock the
+/// child's closure will take.
 ///
 /// ```
 /// use std::time::Duration;
