@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd, poll};
-use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions, pidfd_open, pidfd_send_signal};
 
 use super::registry::{self, Child};
 use crate::error::{Error, Result};
@@ -250,7 +250,8 @@ impl Process {
     /// [`Error::ProcessState`] on a second call, after [`close`](Self::close), in
     /// a process other than the one that created this `Process`, or in a daemon
     /// (daemons may not have children); [`Error::Io`] if `fork` or `pidfd_open`
-    /// fails; [`Error::HoldersOverflow`] if a shared object this process holds is
+    /// fails (a child forked without a pidfd is killed and reaped at once: its
+    /// closure never runs); [`Error::HoldersOverflow`] if a shared object this process holds is
     /// already held by [`u32::MAX`]` / 2` processes (nothing is forked then, and
     /// the process can be started again later).
     ///
@@ -356,9 +357,20 @@ impl Process {
                 // which registered handles it captured.
                 inherit::capture(handles, inherit::Child { pid }, || drop(target));
                 let raw = Pid::from_raw(pid).expect("fork returns a positive pid");
-                let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| {
-                    Error::io(format!("opening a pidfd for process {:?}", self.name), e)
-                })?;
+                let pidfd = match pidfd_open(raw, PidfdFlags::empty()) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        // Without a pidfd the child could be neither waited for
+                        // nor signalled safely: end it (its pid cannot be reused
+                        // before this reap) and report that nothing runs.
+                        let _ = rustix::process::kill_process(raw, Signal::KILL);
+                        let _ = rustix::process::waitpid(Some(raw), WaitOptions::empty());
+                        return Err(Error::io(
+                            format!("opening a pidfd for process {:?}", self.name),
+                            e,
+                        ));
+                    }
+                };
                 let child = Arc::new(Child::new(pid, pidfd, self.name.clone(), self.daemon));
                 registry::registry().children.push(Arc::clone(&child));
                 self.state = State::Started(child);
