@@ -250,8 +250,8 @@ impl Process {
     /// [`Error::ProcessState`] on a second call, after [`close`](Self::close), in
     /// a process other than the one that created this `Process`, or in a daemon
     /// (daemons may not have children); [`Error::Io`] if `fork` or `pidfd_open`
-    /// fails (a child forked without a pidfd is killed and reaped at once: its
-    /// closure never runs); [`Error::HoldersOverflow`] if a shared object this process holds is
+    /// fails (a child forked without a pidfd is killed and reaped at once);
+    /// [`Error::HoldersOverflow`] if a shared object this process holds is
     /// already held by [`u32::MAX`]` / 2` processes (nothing is forked then, and
     /// the process can be started again later).
     ///
@@ -361,8 +361,8 @@ impl Process {
                     Ok(fd) => fd,
                     Err(e) => {
                         // Without a pidfd the child could be neither waited for
-                        // nor signalled safely: end it (its pid cannot be reused
-                        // before this reap) and report that nothing runs.
+                        // nor signalled safely: kill it (its pid cannot be reused
+                        // before this reap), reap it, and report the failure.
                         let _ = rustix::process::kill_process(raw, Signal::KILL);
                         let _ = rustix::process::waitpid(Some(raw), WaitOptions::empty());
                         return Err(Error::io(
