@@ -66,7 +66,6 @@ impl Rng {
 }
 
 #[test]
-#[ignore = "INHERIT-PENDING: needs crate::sys::inherit (the lead's inherit: commit)"]
 fn duplex_exchange_with_a_child_and_eof_after_close() {
     let (parent, child) = Pipe(true).unwrap();
     let p = spawn(move || {
@@ -89,7 +88,6 @@ fn duplex_exchange_with_a_child_and_eof_after_close() {
 }
 
 #[test]
-#[ignore = "INHERIT-PENDING: needs crate::sys::inherit (the lead's inherit: commit)"]
 fn one_way_pipe_reader_and_writer_in_two_children() {
     let (reader, writer) = Pipe(false).unwrap();
     assert!(!reader.writable() && reader.readable());
@@ -400,7 +398,6 @@ fn wrong_end_and_bad_types() {
 /// drops the writer: the child must see EOF. Without the inherit hook the child's
 /// inherited copy of the writer keeps the pipe open and EOF never comes.
 #[test]
-#[ignore = "INHERIT-PENDING: needs crate::sys::inherit (the lead's inherit: commit)"]
 fn a_child_that_did_not_capture_the_writer_does_not_keep_it_open() {
     for duplex in [true, false] {
         let (reader, writer) = Pipe(duplex).unwrap();
@@ -421,7 +418,6 @@ fn a_child_that_did_not_capture_the_writer_does_not_keep_it_open() {
 
 /// A child started later that captured nothing does not keep the first pipe open.
 #[test]
-#[ignore = "INHERIT-PENDING: needs crate::sys::inherit (the lead's inherit: commit)"]
 fn an_unrelated_child_does_not_keep_a_pipe_open() {
     for duplex in [true, false] {
         let (reader, writer) = Pipe(duplex).unwrap();
@@ -447,7 +443,6 @@ static GLOBAL: OnceLock<Connection> = OnceLock::new();
 /// A connection reachable from a global in a child that did not capture it is a
 /// dead copy: EOF on read, BrokenPipe on write, and its number stays taken.
 #[test]
-#[ignore = "INHERIT-PENDING: needs crate::sys::inherit (the lead's inherit: commit)"]
 fn an_uncaptured_global_connection_is_dead_in_the_child() {
     let (mine, global) = Pipe(true).unwrap();
     GLOBAL.set(global).unwrap();
@@ -499,7 +494,6 @@ fn two_threads_send_on_one_connection_without_interleaving() {
 }
 
 #[test]
-#[ignore = "INHERIT-PENDING: needs crate::sys::inherit (the lead's inherit: commit)"]
 fn recv_in_one_thread_while_another_sends_on_the_same_end() {
     let (a, b) = Pipe(true).unwrap();
     let echo = spawn(move || {

@@ -15,6 +15,7 @@ use rustix::process::{
 use crate::error::{Error, Result};
 use crate::shm::arena;
 use crate::sys::fork::{self, Forked};
+use crate::sys::inherit;
 use crate::sys::time::Deadline;
 
 type Target = Box<dyn FnOnce() + Send + 'static>;
@@ -231,29 +232,46 @@ impl Process {
         let _ = out.flush();
         let _ = err.flush();
         let mut blocks = arena::lock_for_fork();
+        let handles = match inherit::prepare() {
+            Ok(h) => h,
+            Err(e) => {
+                drop((blocks, err, out));
+                self.target = Some(target);
+                return Err(Error::io(
+                    format!("opening the fork handshake of process {:?}", self.name),
+                    e,
+                ));
+            }
+        };
         let unreaped = UNREAPED.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = blocks.add_child_holds() {
-            drop((unreaped, blocks, err, out));
+            drop((unreaped, handles, blocks, err, out));
             self.target = Some(target);
             return Err(e);
         }
         match fork::fork() {
             Err(e) => {
                 blocks.fork_failed();
-                drop((unreaped, blocks, err, out));
+                drop((unreaped, handles, blocks, err, out));
                 self.target = Some(target);
                 Err(Error::io(format!("forking process {:?}", self.name), e))
             }
             Ok(Forked::Child) => {
+                let handles = handles.child();
                 drop((unreaped, blocks, err, out));
+                // Before any user code: learn which inherited handles the closure
+                // captured, and let go of the others (see `sys::inherit`).
+                inherit::adopt(handles);
                 self.run_child(target, parent)
             }
             Ok(Forked::Parent(pid)) => {
+                let handles = handles.parent();
                 drop((unreaped, blocks, err, out));
                 // The child holds its own copy of everything the closure captured
                 // (its shared blocks were counted for it above): drop the parent's,
-                // closing its files and releasing its handles.
-                drop(target);
+                // closing its files and releasing its handles, and tell the child
+                // which registered handles it captured.
+                inherit::capture(handles, inherit::Child { pid }, || drop(target));
                 let raw = Pid::from_raw(pid).expect("fork returns a positive pid");
                 let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| {
                     Error::io(format!("opening a pidfd for process {:?}", self.name), e)

@@ -8,6 +8,8 @@
 //! - [`mem`]: `memfd` and POSIX shared memory objects, `mmap`ed `MAP_SHARED`.
 //! - [`fork`]: `fork(2)`, `_exit(2)` and the fork-generation counter that lets
 //!   per-process caches notice they are in a new child.
+//! - `inherit`: which handles a forked child captured, so that inherited copies
+//!   it never uses do not count (a fork handshake run by `Process::start`).
 //! - [`procfs`]: who is alive, read from `/proc` (pid and start time, so that a
 //!   reused pid is not mistaken for the process that died).
 //! - [`time`]: deadlines on the monotonic clock.
