@@ -60,6 +60,9 @@ const SHORT_MAX: u64 = i32::MAX as u64;
 /// a huge message (or a writer that dies early) never makes the reader allocate
 /// more than this ahead of the data.
 const RESERVE_AHEAD: usize = 16 * 1024 * 1024;
+/// Messages up to this size are copied behind their header and sent with one
+/// plain `send` on sockets.
+const SMALL: usize = 8192;
 
 /// What the descriptor is, which decides how it is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -431,6 +434,23 @@ impl Connection {
     fn send_frame(&self, fd: BorrowedFd<'_>, op: &'static str, payload: &[u8]) -> Result<()> {
         let (h, hlen) = header(payload.len());
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        // A small message on a socket goes as one contiguous `send`: copying a few
+        // bytes is cheaper than the kernel's iovec handling in `sendmsg`.
+        if self.kind == Kind::Socket && payload.len() <= SMALL {
+            let mut frame = [0u8; 4 + SMALL];
+            frame[..4].copy_from_slice(&h[..4]);
+            frame[4..4 + payload.len()].copy_from_slice(payload);
+            let frame = &frame[..4 + payload.len()];
+            let mut done = 0;
+            while done < frame.len() {
+                match retry(|| rustix::net::send(fd, &frame[done..], SendFlags::NOSIGNAL)) {
+                    Ok(n) => done += n,
+                    Err(Errno::PIPE | Errno::CONNRESET) => return Err(Error::BrokenPipe),
+                    Err(e) => return Err(Error::io(format!("Connection::{op}"), e)),
+                }
+            }
+            return Ok(());
+        }
         let total = hlen + payload.len();
         let mut done = 0usize;
         while done < total {

@@ -16,15 +16,19 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
 /// `writev` on `fd` with `SIGPIPE` blocked in the calling thread, so that a write
 /// to a pipe whose read end is closed returns `EPIPE` instead of killing the process.
 ///
-/// The technique is the one libpq uses: block `SIGPIPE` in this thread, note whether
-/// one was already pending, write, and if the write failed with `EPIPE` and none was
-/// pending before, consume the one the write raised (it is thread-directed, so it is
-/// pending on this thread) with a zero-timeout `sigtimedwait`; then restore the mask.
-/// The signal disposition, shared by all threads, is never touched.
+/// The technique is libpq's, one system call shorter: block `SIGPIPE` in this
+/// thread (learning the old mask), write, and if the write failed with `EPIPE`
+/// consume the signal it raised (thread-directed, so pending on this thread) with a
+/// zero-timeout `sigtimedwait`; then restore the mask. No `SIGPIPE` can have been
+/// pending before unless the old mask already blocked it (an unblocked one would
+/// have been delivered): in that case the caller blocks `SIGPIPE` itself, and the
+/// signal is left pending as any write of its own would leave it. The disposition,
+/// shared by all threads, is never touched. Cost: two extra system calls a write.
 pub(crate) fn writev_no_sigpipe(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: the sigset_t values are plain data initialized by sigemptyset before
-    // use; pthread_sigmask, sigpending and sigtimedwait only read and write them, and
-    // change only this thread's signal mask, which is restored before returning.
+    // SAFETY: the sigset_t values are plain data initialized by sigemptyset (or
+    // written by pthread_sigmask) before use; pthread_sigmask and sigtimedwait only
+    // read and write them, and change only this thread's signal mask, which is
+    // restored before returning.
     unsafe {
         let mut pipe_set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut pipe_set);
@@ -34,12 +38,12 @@ pub(crate) fn writev_no_sigpipe(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io:
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
-        let mut pending: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut pending);
-        let was_pending =
-            libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1;
+        let already_blocked = libc::sigismember(&old, libc::SIGPIPE) == 1;
         let result = rustix::io::writev(fd, bufs).map_err(io::Error::from);
-        if !was_pending && matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EPIPE)) {
+        if already_blocked {
+            return result; // the mask is unchanged: nothing to restore
+        }
+        if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EPIPE)) {
             let zero = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
