@@ -462,6 +462,47 @@ fn an_uncaptured_global_connection_is_dead_in_the_child() {
     assert_eq!(recv_t::<u8>(GLOBAL.get().unwrap()).unwrap(), 5);
 }
 
+/// A parent thread blocks in `recv` (holding the read lock) while another thread
+/// forks a child that got only an `Arc` clone (so it did not capture the
+/// connection): the child's copy is dead and answers at once, never waiting on the
+/// lock copied held.
+#[test]
+fn an_uncaptured_copy_never_waits_on_a_lock_copied_held() {
+    let (a, b) = Pipe(true).unwrap();
+    let a = Arc::new(a);
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let reader = Arc::clone(&a);
+        let t = s.spawn(move || {
+            tid_tx
+                .send(rustix::thread::gettid().as_raw_nonzero().get() as u32)
+                .unwrap();
+            // No poll first: the thread must sleep in `read`, holding the lock. The
+            // guard below ends this wait whatever happens.
+            reader.recv::<u8>().unwrap()
+        });
+        struct Release<'a>(&'a Connection);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.send(&9u8).unwrap();
+            }
+        }
+        let release = Release(&b);
+        let tid = tid_rx.recv_timeout(BOUND).unwrap();
+        common::until_asleep(tid); // asleep in read, the read lock held
+        let copy = Arc::clone(&a);
+        let p = spawn(move || {
+            assert!(copy.poll(T).unwrap());
+            assert!(matches!(copy.recv::<u8>(), Err(Error::Eof)));
+            assert!(matches!(copy.recv_bytes(None), Err(Error::Eof)));
+            assert!(matches!(copy.send(&1u8), Err(Error::BrokenPipe)));
+        });
+        join_ok(p);
+        drop(release);
+        assert_eq!(t.join().unwrap(), 9);
+    });
+}
+
 #[test]
 fn two_threads_send_on_one_connection_without_interleaving() {
     let (a, b) = Pipe(true).unwrap();

@@ -78,7 +78,7 @@ enum Kind {
 /// The open descriptor and its fork registration. Field order is drop order: the
 /// registration goes first (see the module's invariants).
 struct Open {
-    _registration: Registration,
+    registration: Registration,
     fd: OwnedFd,
 }
 
@@ -219,10 +219,7 @@ impl Connection {
             let _ = sysfd::deaden_inherited(raw);
         })));
         Connection {
-            open: Some(Open {
-                _registration: registration,
-                fd,
-            }),
+            open: Some(Open { registration, fd }),
             kind,
             read: Mutex::new(ReadState::default()),
             write: Mutex::new(()),
@@ -330,6 +327,13 @@ impl Connection {
             .ok_or(Error::ConnectionClosed { op })
     }
 
+    /// False in a forked child that did not capture this connection: its copy is
+    /// dead (the hook replaced the descriptor), and its locks may have been copied
+    /// held by a parent thread, so operations answer without touching them.
+    fn disowned(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| !o.registration.owned())
+    }
+
     fn check_readable(&self, op: &'static str) -> Result<BorrowedFd<'_>> {
         let fd = self.fd(op)?;
         if self.kind == Kind::PipeWriter {
@@ -337,6 +341,9 @@ impl Connection {
                 op,
                 end: "write-only",
             });
+        }
+        if self.disowned() {
+            return Err(Error::Eof);
         }
         if self.read_broken.load(Ordering::Acquire) {
             let reason = *self.broken_reason.lock().unwrap_or_else(|e| e.into_inner());
@@ -352,6 +359,9 @@ impl Connection {
                 op,
                 end: "read-only",
             });
+        }
+        if self.disowned() {
+            return Err(Error::BrokenPipe);
         }
         Ok(fd)
     }
@@ -648,7 +658,10 @@ impl Connection {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
-        let fd = self.check_readable("poll")?;
+        let fd = match self.check_readable("poll") {
+            Err(Error::Eof) => return Ok(true), // a disowned copy: EOF is readable
+            other => other?,
+        };
         if self.buffered.load(Ordering::Acquire) > 0 {
             return Ok(true);
         }
