@@ -27,7 +27,7 @@
 //! returns `None` and a fork costs no handshake.
 //!
 //! The registry's lock is taken by `Process::start` across the fork, after the
-//! arena's and before the process list's (see `shm::arena` for the whole order).
+//! arena's and before the process registry's (see `shm::arena` for the whole order).
 //!
 //! Limit: a handle reachable in the child other than through the closure (a global
 //! static) is not owned there unless the closure captured it.

@@ -9,6 +9,7 @@ mod test_barrier;
 mod test_condition;
 mod test_event;
 mod test_lock;
+mod test_process;
 mod test_semaphore;
 mod test_shared_memory;
 mod test_value;
