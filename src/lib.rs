@@ -39,12 +39,14 @@
 //! - [`shm`] — segments, the shared arena, element storage, `SharedMemory`;
 //! - [`sync`] — the primitives, one file each;
 //! - [`data`] — `Value`, `Array` and their raw twins, above the primitives;
+//! - [`msg`] — `Queue`, `SimpleQueue`, `JoinableQueue`: messages in shared memory;
 //! - [`process`] — `Process`.
 
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod error;
+pub mod msg;
 pub mod process;
 pub mod shm;
 pub mod sync;
@@ -58,6 +60,7 @@ pub use error::{Error, Result};
 struct ReadmeDoctests;
 pub use bytemuck::{Pod, Zeroable};
 pub use data::{Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, Value, ValueGuard};
+pub use msg::{JoinableQueue, Queue, Receiver, Sender, SimpleQueue};
 pub use process::Process;
 pub use shm::SharedMemory;
 pub use sync::{

@@ -1,0 +1,21 @@
+//! Messages between processes: [`Queue`] (with [`Sender`] and [`Receiver`]
+//! single-role handles), [`SimpleQueue`] and [`JoinableQueue`], named as in
+//! Python's `multiprocessing`, with crossbeam-channel's disconnection.
+//!
+//! All of them are one shared ring ([`ring`]): framed messages in a memfd
+//! segment, a producer lock and a consumer lock (the crate's robust
+//! [`RawLock`](crate::sync::raw_lock::RawLock)), position words published by one
+//! store, futex sleeps only when a side waits. [`roles`] counts which processes
+//! hold each role, [`holder`] is one handle's hold on its roles.
+
+pub(crate) mod holder;
+#[macro_use]
+pub mod queue;
+pub mod joinable_queue;
+pub(crate) mod ring;
+pub(crate) mod roles;
+pub mod simple_queue;
+
+pub use joinable_queue::JoinableQueue;
+pub use queue::{Queue, Receiver, Sender};
+pub use simple_queue::SimpleQueue;
