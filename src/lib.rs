@@ -50,7 +50,7 @@ pub mod msg;
 pub mod process;
 pub mod shm;
 pub mod sync;
-pub mod sys;
+pub(crate) mod sys;
 
 pub use error::{Error, Result};
 

@@ -13,7 +13,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use common::{join_ok, spawn};
 use multiproc::shm::clean;
-use multiproc::shm::header::{HEADER_SIZE, MAGIC};
+
+/// The segment header's size and magic, as `shm::header` lays them out (written
+/// out here: a test that forges headers must not trust the code it attacks).
+const HEADER_SIZE: usize = 64;
+const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
 use multiproc::{Error, RawValue, SharedMemory};
 
 /// A file in /dev/shm, removed when dropped (even when the test fails).

@@ -506,6 +506,29 @@ atomic_int!(AtomicU16, u16: u16, i16);
 atomic_int!(AtomicU32, u32: u32, i32);
 atomic_int!(AtomicU64, u64: u64, i64, usize, isize);
 
+macro_rules! as_atomic {
+    ($($t:ty => $atomic:ident),*) => {$(
+        impl RawValue<$t> {
+            #[doc = concat!("The shared `", stringify!($atomic), "` itself, for what the other methods do not")]
+            /// offer (wait on it with a futex, or pass it to code that takes an atomic).
+            /// Every process that holds a clone of this value sees the same atomic.
+            ///
+            /// ```
+            /// use std::sync::atomic::Ordering;
+            #[doc = concat!("let v = multiproc::RawValue::new(1", stringify!($t), ")?;")]
+            /// v.as_atomic().fetch_add(2, Ordering::SeqCst);
+            /// assert_eq!(v.load(), 3);
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn as_atomic(&self) -> &std::sync::atomic::$atomic {
+                let (map, at) = self.storage.atomic_place();
+                map.atomic::<std::sync::atomic::$atomic>(at)
+            }
+        }
+    )*};
+}
+as_atomic!(u32 => AtomicU32, u64 => AtomicU64);
+
 impl<T: AtomicInt> RawValue<T> {
     #[inline]
     fn rmw(&self, op: Op, value: T) -> T {

@@ -81,13 +81,6 @@ const CLASSES: usize = 8;
 const BLOCK_HEADER: usize = 16;
 const MIN_BLOCK: usize = 32;
 /// The largest payload served from the arena; larger objects get their own segment.
-///
-/// ```
-/// use multiproc::shm::arena::{Block, MAX_SMALL};
-/// assert!(Block::alloc(MAX_SMALL)?.static_map().is_some()); // an arena block
-/// assert!(Block::alloc(MAX_SMALL + 1)?.static_map().is_none()); // a segment of its own
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub const MAX_SMALL: usize = (MIN_BLOCK << (CLASSES - 1)) - BLOCK_HEADER;
 
 /// The most processes a block's shared count records; a fork that would pass it is
@@ -254,22 +247,6 @@ fn release(chunk: &'static Mapping, off: u32, class: usize) {
 /// Cloning shares the allocation. The shared count (in the block) counts the
 /// processes holding it; clones in one process share one local count, and the
 /// block returns to its free list when the last process drops its last handle.
-///
-/// ```
-/// use std::time::Duration;
-/// use multiproc::Process;
-/// use multiproc::shm::arena::Block;
-/// let block = Block::alloc(8)?;
-/// let handle = block.clone();
-/// assert_eq!(block.refcount(), 1); // one process holds it, through two handles
-/// // The child holds it too while it runs; the parent drops `handle` after start.
-/// let mut child = Process::new(move || handle.map().write::<u64>(handle.offset(), 42));
-/// child.start()?;
-/// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
-/// assert_eq!(block.map().read::<u64>(block.offset()), 42);
-/// assert_eq!(block.refcount(), 1); // the child released its hold when done
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 #[derive(Debug, Clone)]
 pub struct Block {
     place: Place,
@@ -305,18 +282,6 @@ impl Drop for Held {
 
 impl Block {
     /// Allocates `size` zeroed bytes of shared memory, 16-byte aligned.
-    ///
-    /// ```
-    /// use multiproc::Error;
-    /// use multiproc::shm::arena::Block;
-    /// let block = Block::alloc(24)?;
-    /// assert_eq!(block.offset() % 16, 0);
-    /// let mut bytes = [0xffu8; 24];
-    /// block.map().read_slice(block.offset(), &mut bytes);
-    /// assert_eq!(bytes, [0; 24]);
-    /// assert!(matches!(Block::alloc(0), Err(Error::ZeroSize { .. })));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn alloc(size: usize) -> Result<Block> {
         if size == 0 {
             return Err(Error::ZeroSize {
@@ -372,16 +337,6 @@ impl Block {
     }
 
     /// The mapping the allocation lives in.
-    ///
-    /// ```
-    /// use multiproc::shm::arena::Block;
-    /// let block = Block::alloc(4)?;
-    /// let map = block.map();
-    /// assert!(block.offset() + 4 <= map.len());
-    /// map.write::<u32>(block.offset(), 7);
-    /// assert_eq!(block.clone().map().read::<u32>(block.offset()), 7);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     #[inline]
     pub fn map(&self) -> &Mapping {
         match &self.place {
@@ -394,18 +349,6 @@ impl Block {
     ///
     /// An arena block's mapping outlives the handle, so a `'static` view (what
     /// [`RawLock::at`](crate::sync::raw_lock::RawLock::at) takes) can be kept:
-    ///
-    /// ```
-    /// use std::sync::atomic::{AtomicU32, Ordering};
-    /// use multiproc::shm::arena::{Block, MAX_SMALL};
-    /// let block = Block::alloc(16)?;
-    /// let word: &'static AtomicU32 = block.static_map().unwrap().atomic_u32(block.offset());
-    /// word.store(5, Ordering::Relaxed);
-    /// assert_eq!(block.map().read::<u32>(block.offset()), 5);
-    /// // A large allocation is unmapped with its last handle: no 'static view.
-    /// assert!(Block::alloc(MAX_SMALL + 1)?.static_map().is_none());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     #[inline]
     pub fn static_map(&self) -> Option<&'static Mapping> {
         match &self.place {
@@ -422,23 +365,6 @@ impl Block {
     }
 
     /// Offset of the payload within [`Block::map`].
-    ///
-    /// ```
-    /// use multiproc::shm::arena::{Block, MAX_SMALL};
-    /// let small = Block::alloc(16)?;
-    /// let large = Block::alloc(MAX_SMALL + 1)?;
-    /// for block in [&small, &large] {
-    ///     assert_eq!(block.offset() % 16, 0);
-    ///     assert!(block.offset() + 16 <= block.map().len());
-    /// }
-    /// // Live blocks never overlap.
-    /// let other = Block::alloc(16)?;
-    /// other.map().write_slice(other.offset(), &[u64::MAX; 2]);
-    /// let mut mine = [1u64; 2];
-    /// small.map().read_slice(small.offset(), &mut mine);
-    /// assert_eq!(mine, [0, 0]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     #[inline]
     pub fn offset(&self) -> usize {
         match &self.place {
@@ -447,20 +373,10 @@ impl Block {
         }
     }
 
+    #[cfg(test)]
     /// Processes holding the block (arena blocks; 1 for large segments, which are
     /// per-process mappings). Clones in one process count once; a child started
     /// with [`Process`](crate::Process) adds one while it runs.
-    ///
-    /// ```
-    /// use multiproc::shm::arena::Block;
-    /// let block = Block::alloc(8)?;
-    /// assert_eq!(block.refcount(), 1);
-    /// let copy = block.clone();
-    /// assert_eq!(block.refcount(), 1); // the same process
-    /// std::mem::forget(copy); // leaks a local count only
-    /// assert_eq!(block.refcount(), 1);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn refcount(&self) -> u32 {
         match &self.place {
             Place::Arena(held) => holders(held.chunk, held.off).load(Ordering::Relaxed),
@@ -469,20 +385,10 @@ impl Block {
     }
 }
 
+#[cfg(test)]
 /// Number of arena chunks (mappings) this process holds.
 ///
 /// Chunks are never unmapped, and small blocks share them:
-///
-/// ```
-/// use multiproc::shm::arena::{Block, chunk_count};
-/// let before = chunk_count();
-/// let blocks = (0..1000).map(|_| Block::alloc(16)).collect::<Result<Vec<_>, _>>()?;
-/// assert!(chunk_count() >= 1);
-/// assert!(chunk_count() <= before + 1); // 1000 blocks, at most one new mapping
-/// drop(blocks);
-/// assert!(chunk_count() >= before.max(1));
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub fn chunk_count() -> usize {
     arena().chunks.len()
 }
@@ -752,5 +658,116 @@ mod tests {
             let b = Block::alloc(8).unwrap(); // no panic, no misaligned block
             assert_eq!(b.offset() % 16, 0);
         }
+    }
+}
+
+/// The examples that documented these crate-private items, kept as tests.
+#[cfg(test)]
+mod examples {
+
+    #[test]
+    fn max_small_1() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::{Block, MAX_SMALL};
+        assert!(Block::alloc(MAX_SMALL)?.static_map().is_some()); // an arena block
+        assert!(Block::alloc(MAX_SMALL + 1)?.static_map().is_none()); // a segment of its own
+        Ok(())
+    }
+
+    #[test]
+    fn block_2() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::shm::arena::Block;
+        use std::time::Duration;
+        let block = Block::alloc(8)?;
+        let handle = block.clone();
+        assert_eq!(block.refcount(), 1); // one process holds it, through two handles
+        // The child holds it too while it runs; the parent drops `handle` after start.
+        let mut child = Process::new(move || handle.map().write::<u64>(handle.offset(), 42));
+        child.start()?;
+        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+        assert_eq!(block.map().read::<u64>(block.offset()), 42);
+        assert_eq!(block.refcount(), 1); // the child released its hold when done
+        Ok(())
+    }
+
+    #[test]
+    fn alloc_3() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Error;
+        use crate::shm::arena::Block;
+        let block = Block::alloc(24)?;
+        assert_eq!(block.offset() % 16, 0);
+        let mut bytes = [0xffu8; 24];
+        block.map().read_slice(block.offset(), &mut bytes);
+        assert_eq!(bytes, [0; 24]);
+        assert!(matches!(Block::alloc(0), Err(Error::ZeroSize { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn map_4() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        let block = Block::alloc(4)?;
+        let map = block.map();
+        assert!(block.offset() + 4 <= map.len());
+        map.write::<u32>(block.offset(), 7);
+        assert_eq!(block.clone().map().read::<u32>(block.offset()), 7);
+        Ok(())
+    }
+
+    #[test]
+    fn static_map_5() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::{Block, MAX_SMALL};
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let block = Block::alloc(16)?;
+        let word: &'static AtomicU32 = block.static_map().unwrap().atomic_u32(block.offset());
+        word.store(5, Ordering::Relaxed);
+        assert_eq!(block.map().read::<u32>(block.offset()), 5);
+        // A large allocation is unmapped with its last handle: no 'static view.
+        assert!(Block::alloc(MAX_SMALL + 1)?.static_map().is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn offset_6() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::{Block, MAX_SMALL};
+        let small = Block::alloc(16)?;
+        let large = Block::alloc(MAX_SMALL + 1)?;
+        for block in [&small, &large] {
+            assert_eq!(block.offset() % 16, 0);
+            assert!(block.offset() + 16 <= block.map().len());
+        }
+        // Live blocks never overlap.
+        let other = Block::alloc(16)?;
+        other.map().write_slice(other.offset(), &[u64::MAX; 2]);
+        let mut mine = [1u64; 2];
+        small.map().read_slice(small.offset(), &mut mine);
+        assert_eq!(mine, [0, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn refcount_7() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        let block = Block::alloc(8)?;
+        assert_eq!(block.refcount(), 1);
+        let copy = block.clone();
+        assert_eq!(block.refcount(), 1); // the same process
+        std::mem::forget(copy); // leaks a local count only
+        assert_eq!(block.refcount(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn chunk_count_8() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::{Block, chunk_count};
+        let before = chunk_count();
+        let blocks = (0..1000)
+            .map(|_| Block::alloc(16))
+            .collect::<Result<Vec<_>, _>>()?;
+        assert!(chunk_count() >= 1);
+        assert!(chunk_count() <= before + 1); // 1000 blocks, at most one new mapping
+        drop(blocks);
+        assert!(chunk_count() >= before.max(1));
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! A `/dev/shm` entry is a **multiproc segment of this user** when it is a regular
 //! file owned by the effective uid whose first 64 bytes are a valid multiproc header
-//! (see [`header`](super::header)); nothing else is ever touched. Such a segment is
+//! (see the `header` module); nothing else is ever touched. Such a segment is
 //! **stale** when
 //! 1. its creator is gone: no process has the creator pid recorded in the header
 //!    with the same start time (so a reused pid does not keep it alive), and
@@ -23,7 +23,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
-use super::header::{HEADER_SIZE, Header, Kind};
+pub use super::header::Kind;
+use super::header::{HEADER_SIZE, Header};
 use crate::error::{Error, Result};
 use crate::sys::{mem, procfs};
 
@@ -61,7 +62,7 @@ pub enum Status {
 /// A multiproc segment of this user found in `/dev/shm`.
 ///
 /// ```
-/// use multiproc::shm::{clean, header::Kind};
+/// use multiproc::shm::clean::{self, Kind};
 /// let shm = multiproc::SharedMemory::create(100)?;
 /// let info = clean::status(shm.name())?;
 /// assert_eq!(info.kind, Kind::SharedMemory);

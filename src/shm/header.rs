@@ -25,52 +25,15 @@ use crate::error::{Error, Result};
 use crate::sys::mem::Mapping;
 
 /// Bytes taken by the header; the payload starts here.
-///
-/// ```
-/// use multiproc::shm::header::HEADER_SIZE;
-/// let shm = multiproc::SharedMemory::create(10)?;
-/// let path = format!("/dev/shm/{}", shm.name());
-/// let file_len = std::fs::metadata(&path).map(|m| m.len());
-/// shm.unlink()?;
-/// assert_eq!(file_len.ok(), Some(HEADER_SIZE as u64 + 10));
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub const HEADER_SIZE: usize = 64;
 /// `b"MPROCSEG"` read as a little-endian u64.
-///
-/// ```
-/// use multiproc::shm::header::MAGIC;
-/// assert_eq!(MAGIC, 0x4745_5343_4f52_504d);
-/// assert_eq!(&MAGIC.to_le_bytes(), b"MPROCSEG");
-/// ```
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
 /// The layout version this build writes and reads.
 ///
 /// A segment with another version is refused with [`Error::VersionMismatch`]:
-///
-/// ```
-/// use multiproc::Error;
-/// use multiproc::shm::header::{HEADER_SIZE, LAYOUT_VERSION, Header};
-/// let mut bytes = [0u8; HEADER_SIZE];
-/// bytes[..8].copy_from_slice(b"MPROCSEG");
-/// bytes[8..12].copy_from_slice(&(LAYOUT_VERSION + 1).to_le_bytes());
-/// bytes[12..16].copy_from_slice(&2u32.to_le_bytes());
-/// let err = Header::parse(&bytes, "mp-future", 64).unwrap_err();
-/// assert!(matches!(err, Error::VersionMismatch { expected: LAYOUT_VERSION, .. }));
-/// ```
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// What a segment holds (the `kind` field, at offset 12).
-///
-/// ```
-/// use multiproc::shm::{clean, header::Kind};
-/// let shm = multiproc::SharedMemory::create(1)?;
-/// let kind = clean::status(shm.name()).map(|info| info.kind);
-/// shm.unlink()?;
-/// assert_eq!(kind?, Kind::SharedMemory);
-/// assert_eq!(Kind::SharedMemory as u32, 2);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Kind {
@@ -93,13 +56,6 @@ impl Kind {
     }
 
     /// The kind's name in messages.
-    ///
-    /// ```
-    /// use multiproc::shm::header::Kind;
-    /// assert_eq!(Kind::SharedMemory.name(), "SharedMemory");
-    /// assert_eq!(Kind::Arena.name(), "arena chunk");
-    /// assert_eq!(Kind::Large.name(), "large block");
-    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Kind::Arena => "arena chunk",
@@ -110,16 +66,6 @@ impl Kind {
 }
 
 /// The fields of a header, as read or to be written.
-///
-/// ```
-/// use multiproc::shm::{header::Kind, segment::Segment};
-/// let seg = Segment::anonymous(Kind::Large, 256)?;
-/// let h = seg.header();
-/// assert_eq!((h.kind, h.size), (Kind::Large, 256));
-/// assert_eq!(h.creator_pid, std::process::id());
-/// assert_ne!(h.creator_start, 0);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// What the segment holds.
@@ -134,18 +80,6 @@ pub struct Header {
 
 impl Header {
     /// Writes the header into a fresh (all-zero) mapping; the magic goes last.
-    ///
-    /// ```
-    /// use multiproc::shm::header::{HEADER_SIZE, Header, Kind};
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let fd = memfd("doc-header", HEADER_SIZE as u64 + 8).unwrap();
-    /// let map = Mapping::new(&fd, HEADER_SIZE + 8).unwrap();
-    /// let h = Header { kind: Kind::Large, size: 8, creator_pid: 1, creator_start: 2 };
-    /// h.write(&map);
-    /// assert_eq!(&map.read::<[u8; 8]>(0), b"MPROCSEG");
-    /// assert_eq!(Header::read(&map, "doc-header", (HEADER_SIZE + 8) as u64)?, h);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn write(&self, map: &Mapping) {
         map.write::<u32>(8, LAYOUT_VERSION);
         map.write::<u32>(12, self.kind as u32);
@@ -159,22 +93,6 @@ impl Header {
     ///
     /// A mapping whose creator has not written the magic yet (or that is not a
     /// segment) is [`Error::Foreign`].
-    ///
-    /// ```
-    /// use multiproc::Error;
-    /// use multiproc::shm::header::{HEADER_SIZE, Header, Kind};
-    /// use multiproc::shm::segment::Segment;
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let seg = Segment::anonymous(Kind::Arena, 32)?;
-    /// let h = Header::read(seg.map(), "chunk", seg.map().len() as u64)?;
-    /// assert_eq!(h, *seg.header());
-    /// // All zeros: no magic, no header.
-    /// let fd = memfd("doc-zeros", HEADER_SIZE as u64).unwrap();
-    /// let zeros = Mapping::new(&fd, HEADER_SIZE).unwrap();
-    /// let err = Header::read(&zeros, "zeros", HEADER_SIZE as u64).unwrap_err();
-    /// assert!(matches!(err, Error::Foreign { .. }));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn read(map: &Mapping, name: &str, file_len: u64) -> Result<Header> {
         if map.len() < HEADER_SIZE {
             return Err(Error::Foreign {
@@ -191,23 +109,6 @@ impl Header {
 
     /// Checks the 64 header bytes of segment `name` (`file_len` is its size), as read
     /// from the file without mapping it (what `multiproc clean` does).
-    ///
-    /// ```
-    /// use multiproc::shm::header::{Header, Kind, HEADER_SIZE};
-    /// let mut bytes = [0u8; HEADER_SIZE];
-    /// bytes[..8].copy_from_slice(b"MPROCSEG");
-    /// bytes[8..12].copy_from_slice(&1u32.to_le_bytes()); // version
-    /// bytes[12..16].copy_from_slice(&2u32.to_le_bytes()); // SharedMemory
-    /// bytes[16..24].copy_from_slice(&100u64.to_le_bytes()); // payload size
-    /// let h = Header::parse(&bytes, "mp-example", 164)?;
-    /// assert_eq!((h.kind, h.size), (Kind::SharedMemory, 100));
-    /// // A file shorter than the header says is refused.
-    /// assert!(matches!(
-    ///     Header::parse(&bytes, "mp-example", 100),
-    ///     Err(multiproc::Error::Truncated { .. })
-    /// ));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn parse(bytes: &[u8; HEADER_SIZE], name: &str, file_len: u64) -> Result<Header> {
         let foreign = |reason: &str| Error::Foreign {
             name: name.to_string(),
@@ -250,5 +151,135 @@ impl Header {
             creator_pid: u32_at(24),
             creator_start: u64_at(32),
         })
+    }
+}
+
+/// The examples that documented these crate-private items, kept as tests.
+#[cfg(test)]
+mod examples {
+
+    #[test]
+    fn header_size_1() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::header::HEADER_SIZE;
+        let shm = crate::SharedMemory::create(10)?;
+        let path = format!("/dev/shm/{}", shm.name());
+        let file_len = std::fs::metadata(&path).map(|m| m.len());
+        shm.unlink()?;
+        assert_eq!(file_len.ok(), Some(HEADER_SIZE as u64 + 10));
+        Ok(())
+    }
+
+    #[test]
+    fn magic_2() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::header::MAGIC;
+        assert_eq!(MAGIC, 0x4745_5343_4f52_504d);
+        assert_eq!(&MAGIC.to_le_bytes(), b"MPROCSEG");
+        Ok(())
+    }
+
+    #[test]
+    fn layout_version_3() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Error;
+        use crate::shm::header::{HEADER_SIZE, Header, LAYOUT_VERSION};
+        let mut bytes = [0u8; HEADER_SIZE];
+        bytes[..8].copy_from_slice(b"MPROCSEG");
+        bytes[8..12].copy_from_slice(&(LAYOUT_VERSION + 1).to_le_bytes());
+        bytes[12..16].copy_from_slice(&2u32.to_le_bytes());
+        let err = Header::parse(&bytes, "mp-future", 64).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::VersionMismatch {
+                expected: LAYOUT_VERSION,
+                ..
+            }
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn kind_4() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::{clean, header::Kind};
+        let shm = crate::SharedMemory::create(1)?;
+        let kind = clean::status(shm.name()).map(|info| info.kind);
+        shm.unlink()?;
+        assert_eq!(kind?, Kind::SharedMemory);
+        assert_eq!(Kind::SharedMemory as u32, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn name_5() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::header::Kind;
+        assert_eq!(Kind::SharedMemory.name(), "SharedMemory");
+        assert_eq!(Kind::Arena.name(), "arena chunk");
+        assert_eq!(Kind::Large.name(), "large block");
+        Ok(())
+    }
+
+    #[test]
+    fn header_6() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::{header::Kind, segment::Segment};
+        let seg = Segment::anonymous(Kind::Large, 256)?;
+        let h = seg.header();
+        assert_eq!((h.kind, h.size), (Kind::Large, 256));
+        assert_eq!(h.creator_pid, std::process::id());
+        assert_ne!(h.creator_start, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn write_7() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::header::{HEADER_SIZE, Header, Kind};
+        use crate::sys::mem::{Mapping, memfd};
+        let fd = memfd("doc-header", HEADER_SIZE as u64 + 8).unwrap();
+        let map = Mapping::new(&fd, HEADER_SIZE + 8).unwrap();
+        let h = Header {
+            kind: Kind::Large,
+            size: 8,
+            creator_pid: 1,
+            creator_start: 2,
+        };
+        h.write(&map);
+        assert_eq!(&map.read::<[u8; 8]>(0), b"MPROCSEG");
+        assert_eq!(
+            Header::read(&map, "doc-header", (HEADER_SIZE + 8) as u64)?,
+            h
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn read_8() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Error;
+        use crate::shm::header::{HEADER_SIZE, Header, Kind};
+        use crate::shm::segment::Segment;
+        use crate::sys::mem::{Mapping, memfd};
+        let seg = Segment::anonymous(Kind::Arena, 32)?;
+        let h = Header::read(seg.map(), "chunk", seg.map().len() as u64)?;
+        assert_eq!(h, *seg.header());
+        // All zeros: no magic, no header.
+        let fd = memfd("doc-zeros", HEADER_SIZE as u64).unwrap();
+        let zeros = Mapping::new(&fd, HEADER_SIZE).unwrap();
+        let err = Header::read(&zeros, "zeros", HEADER_SIZE as u64).unwrap_err();
+        assert!(matches!(err, Error::Foreign { .. }));
+        Ok(())
+    }
+
+    #[test]
+    fn parse_9() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::header::{HEADER_SIZE, Header, Kind};
+        let mut bytes = [0u8; HEADER_SIZE];
+        bytes[..8].copy_from_slice(b"MPROCSEG");
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes()); // version
+        bytes[12..16].copy_from_slice(&2u32.to_le_bytes()); // SharedMemory
+        bytes[16..24].copy_from_slice(&100u64.to_le_bytes()); // payload size
+        let h = Header::parse(&bytes, "mp-example", 164)?;
+        assert_eq!((h.kind, h.size), (Kind::SharedMemory, 100));
+        // A file shorter than the header says is refused.
+        assert!(matches!(
+            Header::parse(&bytes, "mp-example", 100),
+            Err(crate::Error::Truncated { .. })
+        ));
+        Ok(())
     }
 }

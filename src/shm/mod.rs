@@ -14,10 +14,10 @@
 //!
 //! `unsafe` is confined to this layer and the system-call layer below it.
 
-pub mod arena;
+pub(crate) mod arena;
 pub mod clean;
-pub mod header;
-pub mod segment;
+pub(crate) mod header;
+pub(crate) mod segment;
 pub mod shared_memory;
 pub(crate) mod storage;
 

@@ -9,23 +9,9 @@ use crate::sys::{mem, mem::Mapping, procfs};
 
 /// Prefix of the random names multiproc gives to the named segments it creates.
 /// (`multiproc clean` recognizes segments by their header, whatever their name.)
-///
-/// ```
-/// use multiproc::shm::segment::{NAME_PREFIX, random_name};
-/// assert!(random_name()?.starts_with(NAME_PREFIX));
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub const NAME_PREFIX: &str = "mp-";
 
 /// Largest payload accepted: mappings are limited by `isize::MAX`.
-///
-/// ```
-/// use multiproc::Error;
-/// use multiproc::shm::{header::{HEADER_SIZE, Kind}, segment::{MAX_PAYLOAD, Segment}};
-/// assert_eq!(MAX_PAYLOAD + HEADER_SIZE as u64, isize::MAX as u64);
-/// let too_big = Segment::anonymous(Kind::Large, MAX_PAYLOAD + 1);
-/// assert!(matches!(too_big, Err(Error::SizeOverflow { .. })));
-/// ```
 pub const MAX_PAYLOAD: u64 = (isize::MAX as u64) - HEADER_SIZE as u64;
 
 /// A mapped segment: memfd (anonymous) or `/dev/shm` (named).
@@ -34,15 +20,6 @@ pub const MAX_PAYLOAD: u64 = (isize::MAX as u64) - HEADER_SIZE as u64;
 ///
 /// The building block of [`SharedMemory`](crate::SharedMemory) and of the arena;
 /// the payload starts after the header, at [`HEADER_SIZE`].
-///
-/// ```
-/// use multiproc::shm::{header::{HEADER_SIZE, Kind}, segment::Segment};
-/// let seg = Segment::anonymous(Kind::Large, 4096)?;
-/// assert_eq!(seg.map().len(), HEADER_SIZE + 4096);
-/// seg.map().write::<u32>(HEADER_SIZE, 7);
-/// assert_eq!(seg.map().read::<u32>(HEADER_SIZE), 7);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 #[derive(Debug)]
 pub struct Segment {
     map: Mapping,
@@ -82,16 +59,6 @@ fn creator_header(kind: Kind, size: u64) -> Header {
 ///
 /// Refused ([`Error::InvalidName`]): empty names, names over 250 bytes, `/` or NUL
 /// after the optional leading `/`, `.` and `..`.
-///
-/// ```
-/// use multiproc::shm::segment::normalize_name;
-/// assert_eq!(normalize_name("/my-data")?, "my-data");
-/// assert_eq!(normalize_name("my-data")?, "my-data");
-/// assert!(normalize_name("/").is_err());
-/// assert!(normalize_name("a/b").is_err());
-/// assert!(normalize_name("..").is_err());
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub fn normalize_name(name: &str) -> Result<String> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     let invalid = |reason| Error::InvalidName {
@@ -118,14 +85,6 @@ pub fn normalize_name(name: &str) -> Result<String> {
 }
 
 /// An unpredictable name: the prefix and 64 random bits.
-///
-/// ```
-/// use multiproc::shm::segment::{NAME_PREFIX, random_name};
-/// let (a, b) = (random_name()?, random_name()?);
-/// assert_ne!(a, b);
-/// assert_eq!(a.len(), NAME_PREFIX.len() + 16); // 16 hex digits
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub fn random_name() -> Result<String> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| {
@@ -140,15 +99,6 @@ pub fn random_name() -> Result<String> {
 impl Segment {
     /// An anonymous memfd segment with a `size`-byte payload (zeroed), its header
     /// written; freed when the last handle or mapping goes.
-    ///
-    /// ```
-    /// use multiproc::shm::{header::Kind, segment::Segment};
-    /// let seg = Segment::anonymous(Kind::Arena, 100)?;
-    /// assert_eq!(seg.name(), None);
-    /// assert_eq!(seg.header().size, 100);
-    /// assert!(Segment::anonymous(Kind::Arena, 0).is_err()); // zero size
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn anonymous(kind: Kind, size: u64) -> Result<Segment> {
         let total = check_size(size)?;
         let fd = mem::memfd(&format!("multiproc-{}", kind.name()), total as u64)
@@ -168,18 +118,6 @@ impl Segment {
     /// Creates the named segment `name` (already normalized), failing if it exists.
     ///
     /// The segment stays in `/dev/shm` until unlinked.
-    ///
-    /// ```
-    /// use multiproc::{Error, SharedMemory};
-    /// use multiproc::shm::{header::Kind, segment::{Segment, random_name}};
-    /// let name = random_name()?;
-    /// let seg = Segment::create_named(&name, Kind::SharedMemory, 32)?;
-    /// assert_eq!(seg.name(), Some(name.as_str()));
-    /// let again = Segment::create_named(&name, Kind::SharedMemory, 32);
-    /// assert!(matches!(again, Err(Error::AlreadyExists { .. })));
-    /// SharedMemory::attach(&name)?.unlink()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn create_named(name: &str, kind: Kind, size: u64) -> Result<Segment> {
         let total = check_size(size)?;
         let path = format!("/{name}");
@@ -217,18 +155,6 @@ impl Segment {
     ///
     /// Checks owner, mode and header; a segment of another kind is
     /// [`Error::KindMismatch`].
-    ///
-    /// ```
-    /// use multiproc::{Error, SharedMemory};
-    /// use multiproc::shm::{header::Kind, segment::Segment};
-    /// let shm = SharedMemory::create(8)?;
-    /// let seg = Segment::open_named(shm.name(), Kind::SharedMemory)?;
-    /// assert_eq!(seg.header().size, 8);
-    /// let wrong = Segment::open_named(shm.name(), Kind::Arena);
-    /// assert!(matches!(wrong, Err(Error::KindMismatch { .. })));
-    /// shm.unlink()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn open_named(name: &str, kind: Kind) -> Result<Segment> {
         let path = format!("/{name}");
         let fd = mem::shm_open(&path).map_err(|e| match e.kind() {
@@ -291,27 +217,11 @@ impl Segment {
     }
 
     /// The mapping (header included).
-    ///
-    /// ```
-    /// use multiproc::shm::{header::{HEADER_SIZE, MAGIC, Kind}, segment::Segment};
-    /// let seg = Segment::anonymous(Kind::Large, 16)?;
-    /// assert_eq!(seg.map().len(), HEADER_SIZE + 16);
-    /// assert_eq!(seg.map().read::<u64>(0), MAGIC); // the header comes first
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn map(&self) -> &Mapping {
         &self.map
     }
 
     /// The header, as written or checked.
-    ///
-    /// ```
-    /// use multiproc::shm::{header::Kind, segment::Segment};
-    /// let h = *Segment::anonymous(Kind::Large, 10)?.header();
-    /// assert_eq!((h.kind, h.size), (Kind::Large, 10));
-    /// assert_eq!(h.creator_pid, std::process::id());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -328,17 +238,6 @@ impl Segment {
     }
 
     /// The name, for named segments (`None` for memfd ones).
-    ///
-    /// ```
-    /// use multiproc::SharedMemory;
-    /// use multiproc::shm::{header::Kind, segment::Segment};
-    /// assert_eq!(Segment::anonymous(Kind::Large, 1)?.name(), None);
-    /// let shm = SharedMemory::create(1)?;
-    /// let seg = Segment::open_named(shm.name(), Kind::SharedMemory)?;
-    /// assert_eq!(seg.name(), Some(shm.name()));
-    /// shm.unlink()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
@@ -363,5 +262,135 @@ mod tests {
         // The bytes stay writable.
         seg.map().write::<u64>(HEADER_SIZE, 5);
         assert_eq!(seg.map().read::<u64>(HEADER_SIZE), 5);
+    }
+}
+
+/// The examples that documented these crate-private items, kept as tests.
+#[cfg(test)]
+mod examples {
+
+    #[test]
+    fn name_prefix_1() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::segment::{NAME_PREFIX, random_name};
+        assert!(random_name()?.starts_with(NAME_PREFIX));
+        Ok(())
+    }
+
+    #[test]
+    fn max_payload_2() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Error;
+        use crate::shm::{
+            header::{HEADER_SIZE, Kind},
+            segment::{MAX_PAYLOAD, Segment},
+        };
+        assert_eq!(MAX_PAYLOAD + HEADER_SIZE as u64, isize::MAX as u64);
+        let too_big = Segment::anonymous(Kind::Large, MAX_PAYLOAD + 1);
+        assert!(matches!(too_big, Err(Error::SizeOverflow { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn segment_3() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::{
+            header::{HEADER_SIZE, Kind},
+            segment::Segment,
+        };
+        let seg = Segment::anonymous(Kind::Large, 4096)?;
+        assert_eq!(seg.map().len(), HEADER_SIZE + 4096);
+        seg.map().write::<u32>(HEADER_SIZE, 7);
+        assert_eq!(seg.map().read::<u32>(HEADER_SIZE), 7);
+        Ok(())
+    }
+
+    #[test]
+    fn normalize_name_4() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::segment::normalize_name;
+        assert_eq!(normalize_name("/my-data")?, "my-data");
+        assert_eq!(normalize_name("my-data")?, "my-data");
+        assert!(normalize_name("/").is_err());
+        assert!(normalize_name("a/b").is_err());
+        assert!(normalize_name("..").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn random_name_5() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::segment::{NAME_PREFIX, random_name};
+        let (a, b) = (random_name()?, random_name()?);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), NAME_PREFIX.len() + 16); // 16 hex digits
+        Ok(())
+    }
+
+    #[test]
+    fn anonymous_6() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::{header::Kind, segment::Segment};
+        let seg = Segment::anonymous(Kind::Arena, 100)?;
+        assert_eq!(seg.name(), None);
+        assert_eq!(seg.header().size, 100);
+        assert!(Segment::anonymous(Kind::Arena, 0).is_err()); // zero size
+        Ok(())
+    }
+
+    #[test]
+    fn create_named_7() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::{
+            header::Kind,
+            segment::{Segment, random_name},
+        };
+        use crate::{Error, SharedMemory};
+        let name = random_name()?;
+        let seg = Segment::create_named(&name, Kind::SharedMemory, 32)?;
+        assert_eq!(seg.name(), Some(name.as_str()));
+        let again = Segment::create_named(&name, Kind::SharedMemory, 32);
+        assert!(matches!(again, Err(Error::AlreadyExists { .. })));
+        SharedMemory::attach(&name)?.unlink()?;
+        Ok(())
+    }
+
+    #[test]
+    fn open_named_8() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::{header::Kind, segment::Segment};
+        use crate::{Error, SharedMemory};
+        let shm = SharedMemory::create(8)?;
+        let seg = Segment::open_named(shm.name(), Kind::SharedMemory)?;
+        assert_eq!(seg.header().size, 8);
+        let wrong = Segment::open_named(shm.name(), Kind::Arena);
+        assert!(matches!(wrong, Err(Error::KindMismatch { .. })));
+        shm.unlink()?;
+        Ok(())
+    }
+
+    #[test]
+    fn map_9() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::{
+            header::{HEADER_SIZE, Kind, MAGIC},
+            segment::Segment,
+        };
+        let seg = Segment::anonymous(Kind::Large, 16)?;
+        assert_eq!(seg.map().len(), HEADER_SIZE + 16);
+        assert_eq!(seg.map().read::<u64>(0), MAGIC); // the header comes first
+        Ok(())
+    }
+
+    #[test]
+    fn header_10() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::{header::Kind, segment::Segment};
+        let h = *Segment::anonymous(Kind::Large, 10)?.header();
+        assert_eq!((h.kind, h.size), (Kind::Large, 10));
+        assert_eq!(h.creator_pid, std::process::id());
+        Ok(())
+    }
+
+    #[test]
+    fn name_11() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::SharedMemory;
+        use crate::shm::{header::Kind, segment::Segment};
+        assert_eq!(Segment::anonymous(Kind::Large, 1)?.name(), None);
+        let shm = SharedMemory::create(1)?;
+        let seg = Segment::open_named(shm.name(), Kind::SharedMemory)?;
+        assert_eq!(seg.name(), Some(shm.name()));
+        shm.unlink()?;
+        Ok(())
     }
 }

@@ -77,7 +77,7 @@ impl SharedMemory {
     ///
     /// ```
     /// let shm = multiproc::SharedMemory::create(3)?;
-    /// assert!(shm.name().starts_with(multiproc::shm::segment::NAME_PREFIX));
+    /// assert!(shm.name().starts_with("mp-")); // multiproc's prefix
     /// assert_eq!(shm.to_vec()?, vec![0, 0, 0]);
     /// shm.unlink()?;
     /// assert!(multiproc::SharedMemory::create(0).is_err());

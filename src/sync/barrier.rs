@@ -41,7 +41,7 @@
 //!   released".
 //!
 //! ## Death of a process
-//! Sleepers wake every [`OWNER_CHECK_INTERVAL`]. Party i checks the slot of party
+//! Sleepers wake at every owner-check interval (20 ms). Party i checks the slot of party
 //! (i + 1) mod count with `ident::is_process_gone`: the arrived parties form a ring, so as
 //! long as one lives, some live party watches a dead one, and each sleeper reads
 //! `/proc` once per slice. The `register()`ed processes are split among the

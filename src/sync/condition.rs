@@ -47,7 +47,7 @@
 //!   `Lock::acquire` does.
 //! - Killed while WAITING: the slot stays WAITING and a later notify may choose it.
 //!   Then it is NOTIFIED but never consumed. Sleepers wake every
-//!   [`OWNER_CHECK_INTERVAL`]; a sleeper that
+//!   the owner-check interval (20 ms); a sleeper that
 //!   sees a NOTIFIED slot of another waiter asks `/proc` whether that owner is gone,
 //!   and if so frees the slot and re-delivers the notification to the oldest live
 //!   waiter that was already waiting at notify time (`ticket` before `horizon`).

@@ -26,7 +26,7 @@
 //!
 //! So setting an Event nobody waits for costs one compare-exchange. There is no
 //! internal lock, so a process killed anywhere in these calls leaves the Event
-//! working; and sleepers sleep at most [`OWNER_CHECK_INTERVAL`] per slice and look
+//! working; and sleepers sleep at most the owner-check interval (20 ms) per slice and look
 //! at the word again, so a setter killed between its store and its wake delays
 //! them by at most one slice, not forever.
 

@@ -41,43 +41,14 @@ use crate::sys::fork;
 use crate::sys::procfs::{self, Probe};
 
 /// Bits holding the pid or tid.
-///
-/// ```
-/// use multiproc::sync::ident::{self, ID_MASK};
-/// let me = ident::process();
-/// assert_eq!(me & ID_MASK, std::process::id());
-/// assert!(std::process::id() <= ID_MASK); // every pid fits (PID_MAX_LIMIT is 2^22)
-/// ```
 pub const ID_MASK: u32 = (1 << 22) - 1;
 const TAG_SHIFT: u32 = 22;
 const TAG_MASK: u32 = 0x1ff;
 /// The tag of an owner that could not read its own start time.
-///
-/// ```
-/// use multiproc::sync::ident::{self, TAG_UNKNOWN};
-/// // Read now (as every identity is when /proc can be read): a real tag.
-/// assert_ne!(ident::process() >> 22, TAG_UNKNOWN);
-/// // This pid, start time unknown: alive, since this process runs...
-/// let provisional = std::process::id() | TAG_UNKNOWN << 22;
-/// assert!(!ident::is_process_gone(provisional));
-/// // ...and taken for this process itself.
-/// assert!(ident::is_this_process(provisional));
-/// ```
 pub const TAG_UNKNOWN: u32 = 0;
 /// Bits of a lock word that name the owner (id and tag).
-///
-/// ```
-/// use multiproc::sync::ident::{self, OWNER_MASK};
-/// // Owner words never use bit 31: it stays free for the lock word's CONTENDED flag.
-/// assert_eq!(ident::process() & !OWNER_MASK, 0);
-/// assert_eq!(ident::thread() & !OWNER_MASK, 0);
-/// ```
 pub const OWNER_MASK: u32 = (1 << 31) - 1;
 /// How long a provisional identity is used before `/proc` is read again.
-///
-/// ```
-/// assert!(multiproc::sync::ident::RETRY.as_millis() > 0);
-/// ```
 pub const RETRY: Duration = Duration::from_millis(10);
 
 /// The tag of a start time: `1..=511`, never [`TAG_UNKNOWN`].
@@ -98,15 +69,6 @@ fn tag_in(owner: u32) -> u32 {
 }
 
 /// The id part of an owner word: a pid (Lock) or a tid (RLock).
-///
-/// ```
-/// use multiproc::sync::ident;
-/// let me = ident::process();
-/// assert_eq!(ident::id_of(me), std::process::id());
-/// // Neither the CONTENDED bit nor the tag is part of the id.
-/// assert_eq!(ident::id_of(me | (1 << 31)), std::process::id());
-/// assert_eq!(ident::id_of(me ^ (1 << 22)), std::process::id());
-/// ```
 pub fn id_of(owner: u32) -> u32 {
     owner & ID_MASK
 }
@@ -176,26 +138,6 @@ fn identity(
 }
 
 /// This process's owner word.
-///
-/// ```
-/// use std::time::Duration;
-/// use multiproc::{Process, RawValue};
-/// use multiproc::sync::ident;
-/// let me = ident::process();
-/// assert_eq!(ident::process(), me); // cached
-/// assert_eq!(ident::id_of(me), std::process::id());
-/// assert!(!ident::is_gone(me));
-///
-/// // A forked child computes its own identity, not its parent's.
-/// let seen = RawValue::<u32>::new(0)?;
-/// let s = seen.clone();
-/// let mut child = Process::new(move || s.set(ident::process()));
-/// child.start()?;
-/// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
-/// assert_ne!(seen.get(), me);
-/// assert_eq!(Some(ident::id_of(seen.get())), child.pid());
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 #[inline]
 pub fn process() -> u32 {
     match cached(PROCESS.load(Ordering::Relaxed), fork::generation()) {
@@ -219,16 +161,6 @@ fn process_slow() -> u32 {
 }
 
 /// The calling thread's owner word.
-///
-/// ```
-/// use multiproc::sync::ident;
-/// let t = ident::thread();
-/// assert_eq!(ident::thread(), t); // cached
-/// assert!(!ident::is_gone(t));
-/// // Another thread of this process has another id (its tid).
-/// let other = std::thread::spawn(ident::thread).join().unwrap();
-/// assert_ne!(ident::id_of(other), ident::id_of(t));
-/// ```
 #[inline]
 pub fn thread() -> u32 {
     THREAD.with(
@@ -258,13 +190,6 @@ fn thread_slow(slot: &AtomicU64) -> u32 {
 /// Computes this process's and this thread's identities now, while `/proc` can be
 /// read. A child process calls it before running user code, so that its identity
 /// is final before the user can exhaust the fd table.
-///
-/// ```
-/// use multiproc::sync::ident;
-/// ident::prime();
-/// assert_ne!(ident::process() >> 22, ident::TAG_UNKNOWN);
-/// assert_ne!(ident::thread() >> 22, ident::TAG_UNKNOWN);
-/// ```
 pub fn prime() {
     let _ = process();
     let _ = thread();
@@ -272,13 +197,6 @@ pub fn prime() {
 
 /// Whether `owner` names the calling process: its owner word, or its pid with
 /// [`TAG_UNKNOWN`] (what it was called before its start time could be read).
-///
-/// ```
-/// use multiproc::sync::ident;
-/// assert!(ident::is_this_process(ident::process()));
-/// assert!(ident::is_this_process(ident::process() | 1 << 31)); // CONTENDED ignored
-/// assert!(!ident::is_this_process(0));
-/// ```
 pub fn is_this_process(owner: u32) -> bool {
     is_this(owner & OWNER_MASK, process())
 }
@@ -286,13 +204,6 @@ pub fn is_this_process(owner: u32) -> bool {
 /// Whether `owner` names the calling thread: its owner word, or its tid with
 /// [`TAG_UNKNOWN`]. Use it, not `==`, to compare a stored word with
 /// [`thread()`]: a lock taken under a provisional identity stays the thread's.
-///
-/// ```
-/// use multiproc::sync::ident;
-/// assert!(ident::is_this_thread(ident::thread()));
-/// let other = std::thread::spawn(ident::thread).join().unwrap();
-/// assert!(!ident::is_this_thread(other));
-/// ```
 pub fn is_this_thread(owner: u32) -> bool {
     is_this(owner & OWNER_MASK, thread())
 }
@@ -311,12 +222,6 @@ pub(crate) fn process_of(pid: u32) -> u32 {
 
 /// What an owner word names: a whole process (Lock, Barrier slots) or one thread
 /// (RLock, Condition slots). It decides what a zombie means.
-///
-/// ```
-/// use multiproc::sync::ident::{self, OwnerKind};
-/// assert!(!OwnerKind::Process.is_gone(ident::process()));
-/// assert!(!OwnerKind::Thread.is_gone(ident::thread()));
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnerKind {
     /// The id is a pid and the owner is its thread group: it runs while any of its
@@ -329,12 +234,6 @@ pub enum OwnerKind {
 
 impl OwnerKind {
     /// Whether the owner named by `owner` no longer runs, by this kind's rules.
-    ///
-    /// ```
-    /// use multiproc::sync::ident::{self, OwnerKind};
-    /// let other = std::thread::spawn(ident::thread).join().unwrap();
-    /// assert!(OwnerKind::Thread.is_gone(other)); // exited
-    /// ```
     pub fn is_gone(self, owner: u32) -> bool {
         gone_by(owner, self, procfs::probe, procfs_answers)
     }
@@ -349,48 +248,12 @@ impl OwnerKind {
 /// owner death is not detected, but mutual exclusion holds. A read that fails for
 /// any other reason (fd limit, no memory, no permission) says nothing either: the
 /// owner is taken to be alive.
-///
-/// ```
-/// use std::time::Duration;
-/// use multiproc::{Process, RawValue};
-/// use multiproc::sync::ident;
-/// let me = ident::process();
-/// assert!(!ident::is_gone(me));
-///
-/// // A child that has exited (and been reaped) is gone.
-/// let word = RawValue::<u32>::new(0)?;
-/// let w = word.clone();
-/// let mut child = Process::new(move || w.set(ident::process()));
-/// child.start()?;
-/// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
-/// assert!(ident::is_gone(word.get()));
-///
-/// // This pid with another start-time tag (1..=511): what a dead owner looks like
-/// // once its pid is reused by a live process (here, this one). Gone too.
-/// let other_tag = (me >> 22) % 511 + 1;
-/// let stranger = ident::id_of(me) | other_tag << 22;
-/// assert!(ident::is_gone(stranger));
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub fn is_gone(owner: u32) -> bool {
     OwnerKind::Thread.is_gone(owner)
 }
 
 /// Whether the process named by `owner` no longer runs: as [`is_gone`], except that
 /// a zombie leader whose other threads still run is a running process.
-///
-/// ```
-/// use multiproc::sync::ident;
-/// assert!(!ident::is_process_gone(ident::process()));
-/// // A pid no process has (above any pid_max is impossible: ids have 22 bits, so
-/// // take a child that exited and was reaped).
-/// let mut child = multiproc::Process::new(|| {});
-/// child.start()?;
-/// let pid = child.pid().unwrap();
-/// child.join(Some(std::time::Duration::from_secs(10)))?;
-/// assert!(ident::is_process_gone(pid | 1 << 22));
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub fn is_process_gone(owner: u32) -> bool {
     OwnerKind::Process.is_gone(owner)
 }
@@ -651,5 +514,172 @@ mod tests {
         prime();
         assert_ne!(tag_in(process()), TAG_UNKNOWN);
         assert_ne!(tag_in(thread()), TAG_UNKNOWN);
+    }
+}
+
+/// The examples that documented these crate-private items, kept as tests.
+#[cfg(test)]
+mod examples {
+
+    #[test]
+    fn id_mask_1() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident::{self, ID_MASK};
+        let me = ident::process();
+        assert_eq!(me & ID_MASK, std::process::id());
+        assert!(std::process::id() <= ID_MASK); // every pid fits (PID_MAX_LIMIT is 2^22)
+        Ok(())
+    }
+
+    #[test]
+    fn tag_unknown_2() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident::{self, TAG_UNKNOWN};
+        // Read now (as every identity is when /proc can be read): a real tag.
+        assert_ne!(ident::process() >> 22, TAG_UNKNOWN);
+        // This pid, start time unknown: alive, since this process runs...
+        let provisional = std::process::id() | TAG_UNKNOWN << 22;
+        assert!(!ident::is_process_gone(provisional));
+        // ...and taken for this process itself.
+        assert!(ident::is_this_process(provisional));
+        Ok(())
+    }
+
+    #[test]
+    fn owner_mask_3() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident::{self, OWNER_MASK};
+        // Owner words never use bit 31: it stays free for the lock word's CONTENDED flag.
+        assert_eq!(ident::process() & !OWNER_MASK, 0);
+        assert_eq!(ident::thread() & !OWNER_MASK, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn retry_4() -> Result<(), Box<dyn std::error::Error>> {
+        assert!(crate::sync::ident::RETRY.as_millis() > 0);
+        Ok(())
+    }
+
+    #[test]
+    fn id_of_5() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident;
+        let me = ident::process();
+        assert_eq!(ident::id_of(me), std::process::id());
+        // Neither the CONTENDED bit nor the tag is part of the id.
+        assert_eq!(ident::id_of(me | (1 << 31)), std::process::id());
+        assert_eq!(ident::id_of(me ^ (1 << 22)), std::process::id());
+        Ok(())
+    }
+
+    #[test]
+    fn process_6() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident;
+        use crate::{Process, RawValue};
+        use std::time::Duration;
+        let me = ident::process();
+        assert_eq!(ident::process(), me); // cached
+        assert_eq!(ident::id_of(me), std::process::id());
+        assert!(!ident::is_gone(me));
+
+        // A forked child computes its own identity, not its parent's.
+        let seen = RawValue::<u32>::new(0)?;
+        let s = seen.clone();
+        let mut child = Process::new(move || s.set(ident::process()));
+        child.start()?;
+        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+        assert_ne!(seen.get(), me);
+        assert_eq!(Some(ident::id_of(seen.get())), child.pid());
+        Ok(())
+    }
+
+    #[test]
+    fn thread_7() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident;
+        let t = ident::thread();
+        assert_eq!(ident::thread(), t); // cached
+        assert!(!ident::is_gone(t));
+        // Another thread of this process has another id (its tid).
+        let other = std::thread::spawn(ident::thread).join().unwrap();
+        assert_ne!(ident::id_of(other), ident::id_of(t));
+        Ok(())
+    }
+
+    #[test]
+    fn prime_8() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident;
+        ident::prime();
+        assert_ne!(ident::process() >> 22, ident::TAG_UNKNOWN);
+        assert_ne!(ident::thread() >> 22, ident::TAG_UNKNOWN);
+        Ok(())
+    }
+
+    #[test]
+    fn is_this_process_9() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident;
+        assert!(ident::is_this_process(ident::process()));
+        assert!(ident::is_this_process(ident::process() | 1 << 31)); // CONTENDED ignored
+        assert!(!ident::is_this_process(0));
+        Ok(())
+    }
+
+    #[test]
+    fn is_this_thread_10() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident;
+        assert!(ident::is_this_thread(ident::thread()));
+        let other = std::thread::spawn(ident::thread).join().unwrap();
+        assert!(!ident::is_this_thread(other));
+        Ok(())
+    }
+
+    #[test]
+    fn ownerkind_11() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident::{self, OwnerKind};
+        assert!(!OwnerKind::Process.is_gone(ident::process()));
+        assert!(!OwnerKind::Thread.is_gone(ident::thread()));
+        Ok(())
+    }
+
+    #[test]
+    fn is_gone_12() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident::{self, OwnerKind};
+        let other = std::thread::spawn(ident::thread).join().unwrap();
+        assert!(OwnerKind::Thread.is_gone(other)); // exited
+        Ok(())
+    }
+
+    #[test]
+    fn is_gone_13() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident;
+        use crate::{Process, RawValue};
+        use std::time::Duration;
+        let me = ident::process();
+        assert!(!ident::is_gone(me));
+
+        // A child that has exited (and been reaped) is gone.
+        let word = RawValue::<u32>::new(0)?;
+        let w = word.clone();
+        let mut child = Process::new(move || w.set(ident::process()));
+        child.start()?;
+        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+        assert!(ident::is_gone(word.get()));
+
+        // This pid with another start-time tag (1..=511): what a dead owner looks like
+        // once its pid is reused by a live process (here, this one). Gone too.
+        let other_tag = (me >> 22) % 511 + 1;
+        let stranger = ident::id_of(me) | other_tag << 22;
+        assert!(ident::is_gone(stranger));
+        Ok(())
+    }
+
+    #[test]
+    fn is_process_gone_14() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident;
+        assert!(!ident::is_process_gone(ident::process()));
+        // A pid no process has (above any pid_max is impossible: ids have 22 bits, so
+        // take a child that exited and was reaped).
+        let mut child = crate::Process::new(|| {});
+        child.start()?;
+        let pid = child.pid().unwrap();
+        child.join(Some(std::time::Duration::from_secs(10)))?;
+        assert!(ident::is_process_gone(pid | 1 << 22));
+        Ok(())
     }
 }

@@ -2,16 +2,16 @@
 //! Python's `multiprocessing`.
 //!
 //! All of them live in shared memory (arena blocks, so creating one costs no file
-//! descriptor) and wait on shared futexes. [`raw_lock`] is the single mutual-exclusion
-//! state machine underneath; [`ident`] names owners so that their death is noticed.
+//! descriptor) and wait on shared futexes. `raw_lock` is the single mutual-exclusion
+//! state machine underneath; `ident` names owners so that their death is noticed.
 
 pub mod barrier;
 pub mod condition;
 pub mod event;
-pub mod ident;
+pub(crate) mod ident;
 pub mod lock;
 pub mod owner_died;
-pub mod raw_lock;
+pub(crate) mod raw_lock;
 pub mod rlock;
 pub mod semaphore;
 pub(crate) mod spin;

@@ -59,40 +59,10 @@ use crate::sys::mem::Mapping;
 use crate::sys::time::Deadline;
 
 /// Bytes a RawLock takes in shared memory.
-///
-/// ```
-/// use multiproc::shm::arena::Block;
-/// use multiproc::sync::raw_lock::{self, RawLock};
-/// let block = Block::alloc(raw_lock::SIZE)?;
-/// assert!(block.offset() + raw_lock::SIZE <= block.map().len());
-/// // All-zero bytes are a free, consistent lock.
-/// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-/// assert_eq!(raw.owner(), 0);
-/// assert!(raw.is_consistent());
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub const SIZE: usize = 16;
 /// How long a waiter sleeps before checking whether the owner died.
 ///
 /// A live owner passes every check, so its lock is waited for, not taken over:
-///
-/// ```
-/// use std::time::Instant;
-/// use multiproc::shm::arena::Block;
-/// use multiproc::sync::{ident, raw_lock::{Acquired, OWNER_CHECK_INTERVAL, RawLock}};
-/// use multiproc::sys::time::Deadline;
-/// let block = Block::alloc(16)?;
-/// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-/// let me = ident::process();
-/// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
-/// let start = Instant::now();
-/// let deadline = Deadline::after(Some(OWNER_CHECK_INTERVAL * 3))?;
-/// assert_eq!(raw.lock(me, deadline), None); // checked the owner, kept waiting
-/// assert!(start.elapsed() >= OWNER_CHECK_INTERVAL * 3);
-/// assert_eq!(raw.owner(), me);
-/// raw.unlock();
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub const OWNER_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 const CONTENDED: u32 = 1 << 31;
@@ -145,30 +115,6 @@ fn checked_alive(key: u32, now: Instant, next: Instant) {
 /// How a lock was obtained.
 ///
 /// A process that exits holding the lock does not leave the next acquirer waiting:
-///
-/// ```
-/// use std::time::Duration;
-/// use multiproc::Process;
-/// use multiproc::shm::arena::Block;
-/// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
-/// use multiproc::sys::time::Deadline;
-/// let block = Block::alloc(16)?;
-/// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-/// let mut child = Process::new(move || {
-///     assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
-///     // Exits without unlocking.
-/// });
-/// child.start()?;
-/// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
-///
-/// let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
-/// assert_eq!(raw.lock(ident::process(), deadline), Some(Acquired::OwnerDied));
-/// raw.mark_consistent(); // after repairing the data
-/// raw.unlock();
-/// assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
-/// raw.unlock();
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Acquired {
@@ -183,21 +129,6 @@ pub enum Acquired {
 ///
 /// The handle does not keep its memory allocated: keep the [`Block`](crate::shm::arena::Block)
 /// it lives in alive for as long as the lock is used.
-///
-/// ```
-/// use multiproc::shm::arena::Block;
-/// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
-/// let block = Block::alloc(16)?;
-/// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-/// let copy = raw; // the same 16 bytes
-/// let me = ident::process();
-/// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
-/// assert_eq!(copy.owner(), me);
-/// assert_eq!(copy.try_lock(me), None); // held
-/// assert_eq!(copy.unlock(), me);
-/// assert_eq!(raw.owner(), 0);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct RawLock {
     word: &'static AtomicU32,
@@ -213,21 +144,6 @@ impl RawLock {
     /// Panics if the lock's words at `offset` fall outside `map` or are not 4-byte
     /// aligned.
     ///
-    /// ```
-    /// use multiproc::shm::arena::Block;
-    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
-    /// let block = Block::alloc(16)?;
-    /// let map = block.static_map().expect("16 bytes come from the arena");
-    /// let raw = RawLock::at(map, block.offset());
-    /// assert_eq!(raw.owner(), 0); // zeroed: free
-    /// // Another handle on the same offset is the same lock.
-    /// let me = ident::process();
-    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
-    /// assert_eq!(RawLock::at(map, block.offset()).owner(), me);
-    /// raw.unlock();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    ///
     /// Its owners are processes (`ident::process()` words): a process whose main
     /// thread exited while others run still owns it. For thread owners use
     /// [`at_thread_owned`](Self::at_thread_owned).
@@ -237,22 +153,6 @@ impl RawLock {
 
     /// The lock at `offset` of `map`, owned by threads (`ident::thread()` words, as
     /// RLock): an owner is gone as soon as its own task finished.
-    ///
-    /// ```
-    /// use multiproc::shm::arena::Block;
-    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
-    /// let block = Block::alloc(16)?;
-    /// let raw = RawLock::at_thread_owned(block.static_map().unwrap(), block.offset());
-    /// // A thread that exits holding it leaves it to the next thread.
-    /// std::thread::scope(|s| {
-    ///     s.spawn(|| assert_eq!(raw.try_lock(ident::thread()), Some(Acquired::Clean)));
-    /// });
-    /// let deadline = multiproc::sys::time::Deadline::after(Some(std::time::Duration::from_secs(10)))?;
-    /// assert_eq!(raw.lock(ident::thread(), deadline), Some(Acquired::OwnerDied));
-    /// raw.mark_consistent();
-    /// raw.unlock();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn at_thread_owned(map: &'static Mapping, offset: usize) -> RawLock {
         RawLock::with_kind(map, offset, OwnerKind::Thread)
     }
@@ -283,39 +183,6 @@ impl RawLock {
     /// a dead owner's lock within about one interval, while a failing `try_lock`
     /// stays a compare-exchange, a clock read and a look in a table of 8 entries
     /// almost every time.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use multiproc::Process;
-    /// use multiproc::shm::arena::Block;
-    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
-    /// let block = Block::alloc(16)?;
-    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-    /// let me = ident::process();
-    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
-    /// assert_eq!(raw.try_lock(me), None); // held by a live owner (not reentrant)
-    /// raw.unlock();
-    ///
-    /// // A child exits holding it: polling takes it over, with a bounded wait.
-    /// let mut child = Process::new(move || {
-    ///     assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
-    /// });
-    /// child.start()?;
-    /// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
-    /// let mut polls = 0;
-    /// let how = loop {
-    ///     if let Some(how) = raw.try_lock(me) {
-    ///         break how;
-    ///     }
-    ///     polls += 1;
-    ///     assert!(polls < 10_000, "the dead owner was never noticed");
-    ///     std::thread::sleep(Duration::from_millis(1));
-    /// };
-    /// assert_eq!(how, Acquired::OwnerDied);
-    /// raw.mark_consistent();
-    /// raw.unlock();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     #[inline]
     pub fn try_lock(&self, me: u32) -> Option<Acquired> {
         match self
@@ -367,34 +234,6 @@ impl RawLock {
     /// Takes the lock for `me`, waiting until `deadline`; `None` when it passed.
     ///
     /// A child process sleeps on the lock until the parent releases it:
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use multiproc::Process;
-    /// use multiproc::sys::time::Deadline;
-    /// use multiproc::shm::arena::Block;
-    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
-    /// let block = Block::alloc(16)?;
-    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-    /// let me = ident::process();
-    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
-    /// let mut child = Process::new(move || {
-    ///     let deadline = Deadline::after(Some(Duration::from_secs(10))).unwrap();
-    ///     assert_eq!(raw.lock(ident::process(), deadline), Some(Acquired::Clean));
-    ///     raw.unlock();
-    /// });
-    /// child.start()?;
-    /// std::thread::sleep(Duration::from_millis(50));
-    /// raw.unlock(); // wakes the child
-    /// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
-    ///
-    /// // Held by a live owner until the deadline: `None`.
-    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
-    /// let soon = Deadline::after(Some(Duration::from_millis(30)))?;
-    /// assert_eq!(raw.lock(me, soon), None);
-    /// raw.unlock();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     #[inline]
     pub fn lock(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
         match self
@@ -494,19 +333,6 @@ impl RawLock {
     /// It does not check who calls it: the typed layers decide who may release. A
     /// return of 0 is how `Lock::release` knows to report
     /// [`Error::NotHeld`](crate::Error::NotHeld).
-    ///
-    /// ```
-    /// use multiproc::shm::arena::Block;
-    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
-    /// let block = Block::alloc(16)?;
-    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-    /// assert_eq!(raw.unlock(), 0); // was not locked
-    /// let me = ident::process();
-    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
-    /// assert_eq!(raw.unlock(), me);
-    /// assert_eq!(raw.owner(), 0);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     #[inline]
     pub fn unlock(&self) -> u32 {
         let prev = self.word.swap(0, Ordering::Release);
@@ -517,103 +343,22 @@ impl RawLock {
     }
 
     /// The holder's owner word, or 0 when free.
-    ///
-    /// ```
-    /// use multiproc::shm::arena::Block;
-    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
-    /// let block = Block::alloc(16)?;
-    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-    /// assert_eq!(raw.owner(), 0);
-    /// let me = ident::process();
-    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
-    /// assert_eq!(raw.owner(), me);
-    /// assert_eq!(ident::id_of(raw.owner()), std::process::id());
-    /// raw.unlock();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     #[inline]
     pub fn owner(&self) -> u32 {
         self.word.load(Ordering::Relaxed) & ident::OWNER_MASK
     }
 
     /// Whether no owner has died with the data inconsistent.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use multiproc::Process;
-    /// use multiproc::sys::time::Deadline;
-    /// use multiproc::shm::arena::Block;
-    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
-    /// let block = Block::alloc(16)?;
-    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-    /// assert!(raw.is_consistent());
-    /// let mut child = Process::new(move || {
-    ///     assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
-    /// }); // exits holding the lock
-    /// child.start()?;
-    /// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
-    /// let me = ident::process();
-    /// let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
-    /// assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
-    /// assert!(!raw.is_consistent());
-    /// raw.unlock();
-    /// // Unlocking does not repair anything: the next acquirer is told too.
-    /// assert!(!raw.is_consistent());
-    /// assert_eq!(raw.try_lock(me), Some(Acquired::OwnerDied));
-    /// raw.mark_consistent();
-    /// raw.unlock();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn is_consistent(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & INCONSISTENT == 0
     }
 
     /// Clears INCONSISTENT (call while holding the lock, after repairing the data).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use multiproc::Process;
-    /// use multiproc::sys::time::Deadline;
-    /// use multiproc::shm::arena::Block;
-    /// use multiproc::sync::{ident, raw_lock::{Acquired, RawLock}};
-    /// let block = Block::alloc(16)?;
-    /// let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-    /// let mut child = Process::new(move || {
-    ///     assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
-    /// }); // exits holding the lock
-    /// child.start()?;
-    /// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
-    /// let me = ident::process();
-    /// let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
-    /// assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
-    /// // ... repair the data the lock protects, then:
-    /// raw.mark_consistent();
-    /// assert!(raw.is_consistent());
-    /// raw.unlock();
-    /// assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
-    /// raw.unlock();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn mark_consistent(&self) {
         self.flags.fetch_and(!INCONSISTENT, Ordering::Relaxed);
     }
 
     /// The recursion count word (RLock only; read and written by the holder).
-    ///
-    /// ```
-    /// use std::sync::atomic::Ordering;
-    /// use multiproc::shm::arena::Block;
-    /// use multiproc::sync::raw_lock::RawLock;
-    /// let block = Block::alloc(16)?;
-    /// let map = block.static_map().unwrap();
-    /// let raw = RawLock::at(map, block.offset());
-    /// assert_eq!(raw.count().load(Ordering::Relaxed), 0);
-    /// raw.count().fetch_add(2, Ordering::Relaxed); // an RLock taken twice
-    /// // Shared: every handle, in every process, sees the third u32 of the layout.
-    /// assert_eq!(RawLock::at(map, block.offset()).count().load(Ordering::Relaxed), 2);
-    /// assert_eq!(map.atomic_u32(block.offset() + 8).load(Ordering::Relaxed), 2);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn count(&self) -> &'static AtomicU32 {
         self.count
     }
@@ -704,5 +449,325 @@ mod tests {
         raw.unlock();
         assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
         raw.unlock();
+    }
+}
+
+/// The examples that documented these crate-private items, kept as tests.
+#[cfg(test)]
+mod examples {
+
+    #[test]
+    fn size_1() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        use crate::sync::raw_lock::{self, RawLock};
+        let block = Block::alloc(raw_lock::SIZE)?;
+        assert!(block.offset() + raw_lock::SIZE <= block.map().len());
+        // All-zero bytes are a free, consistent lock.
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        assert_eq!(raw.owner(), 0);
+        assert!(raw.is_consistent());
+        Ok(())
+    }
+
+    #[test]
+    fn owner_check_interval_2() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, OWNER_CHECK_INTERVAL, RawLock},
+        };
+        use crate::sys::time::Deadline;
+        use std::time::Instant;
+        let block = Block::alloc(16)?;
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        let me = ident::process();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        let start = Instant::now();
+        let deadline = Deadline::after(Some(OWNER_CHECK_INTERVAL * 3))?;
+        assert_eq!(raw.lock(me, deadline), None); // checked the owner, kept waiting
+        assert!(start.elapsed() >= OWNER_CHECK_INTERVAL * 3);
+        assert_eq!(raw.owner(), me);
+        raw.unlock();
+        Ok(())
+    }
+
+    #[test]
+    fn acquired_3() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, RawLock},
+        };
+        use crate::sys::time::Deadline;
+        use std::time::Duration;
+        let block = Block::alloc(16)?;
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        let mut child = Process::new(move || {
+            assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
+            // Exits without unlocking.
+        });
+        child.start()?;
+        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+
+        let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
+        assert_eq!(
+            raw.lock(ident::process(), deadline),
+            Some(Acquired::OwnerDied)
+        );
+        raw.mark_consistent(); // after repairing the data
+        raw.unlock();
+        assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
+        raw.unlock();
+        Ok(())
+    }
+
+    #[test]
+    fn rawlock_4() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, RawLock},
+        };
+        let block = Block::alloc(16)?;
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        let copy = raw; // the same 16 bytes
+        let me = ident::process();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        assert_eq!(copy.owner(), me);
+        assert_eq!(copy.try_lock(me), None); // held
+        assert_eq!(copy.unlock(), me);
+        assert_eq!(raw.owner(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn at_5() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, RawLock},
+        };
+        let block = Block::alloc(16)?;
+        let map = block.static_map().expect("16 bytes come from the arena");
+        let raw = RawLock::at(map, block.offset());
+        assert_eq!(raw.owner(), 0); // zeroed: free
+        // Another handle on the same offset is the same lock.
+        let me = ident::process();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        assert_eq!(RawLock::at(map, block.offset()).owner(), me);
+        raw.unlock();
+        Ok(())
+    }
+
+    #[test]
+    fn at_thread_owned_6() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, RawLock},
+        };
+        let block = Block::alloc(16)?;
+        let raw = RawLock::at_thread_owned(block.static_map().unwrap(), block.offset());
+        // A thread that exits holding it leaves it to the next thread.
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(raw.try_lock(ident::thread()), Some(Acquired::Clean)));
+        });
+        let deadline = crate::sys::time::Deadline::after(Some(std::time::Duration::from_secs(10)))?;
+        assert_eq!(
+            raw.lock(ident::thread(), deadline),
+            Some(Acquired::OwnerDied)
+        );
+        raw.mark_consistent();
+        raw.unlock();
+        Ok(())
+    }
+
+    #[test]
+    fn try_lock_7() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, RawLock},
+        };
+        use std::time::Duration;
+        let block = Block::alloc(16)?;
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        let me = ident::process();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        assert_eq!(raw.try_lock(me), None); // held by a live owner (not reentrant)
+        raw.unlock();
+
+        // A child exits holding it: polling takes it over, with a bounded wait.
+        let mut child = Process::new(move || {
+            assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
+        });
+        child.start()?;
+        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+        let mut polls = 0;
+        let how = loop {
+            if let Some(how) = raw.try_lock(me) {
+                break how;
+            }
+            polls += 1;
+            assert!(polls < 10_000, "the dead owner was never noticed");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(how, Acquired::OwnerDied);
+        raw.mark_consistent();
+        raw.unlock();
+        Ok(())
+    }
+
+    #[test]
+    fn lock_8() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, RawLock},
+        };
+        use crate::sys::time::Deadline;
+        use std::time::Duration;
+        let block = Block::alloc(16)?;
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        let me = ident::process();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        let mut child = Process::new(move || {
+            let deadline = Deadline::after(Some(Duration::from_secs(10))).unwrap();
+            assert_eq!(raw.lock(ident::process(), deadline), Some(Acquired::Clean));
+            raw.unlock();
+        });
+        child.start()?;
+        std::thread::sleep(Duration::from_millis(50));
+        raw.unlock(); // wakes the child
+        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+
+        // Held by a live owner until the deadline: `None`.
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        let soon = Deadline::after(Some(Duration::from_millis(30)))?;
+        assert_eq!(raw.lock(me, soon), None);
+        raw.unlock();
+        Ok(())
+    }
+
+    #[test]
+    fn unlock_9() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, RawLock},
+        };
+        let block = Block::alloc(16)?;
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        assert_eq!(raw.unlock(), 0); // was not locked
+        let me = ident::process();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        assert_eq!(raw.unlock(), me);
+        assert_eq!(raw.owner(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn owner_10() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, RawLock},
+        };
+        let block = Block::alloc(16)?;
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        assert_eq!(raw.owner(), 0);
+        let me = ident::process();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        assert_eq!(raw.owner(), me);
+        assert_eq!(ident::id_of(raw.owner()), std::process::id());
+        raw.unlock();
+        Ok(())
+    }
+
+    #[test]
+    fn is_consistent_11() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, RawLock},
+        };
+        use crate::sys::time::Deadline;
+        use std::time::Duration;
+        let block = Block::alloc(16)?;
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        assert!(raw.is_consistent());
+        let mut child = Process::new(move || {
+            assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
+        }); // exits holding the lock
+        child.start()?;
+        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+        let me = ident::process();
+        let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
+        assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
+        assert!(!raw.is_consistent());
+        raw.unlock();
+        // Unlocking does not repair anything: the next acquirer is told too.
+        assert!(!raw.is_consistent());
+        assert_eq!(raw.try_lock(me), Some(Acquired::OwnerDied));
+        raw.mark_consistent();
+        raw.unlock();
+        Ok(())
+    }
+
+    #[test]
+    fn mark_consistent_12() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::shm::arena::Block;
+        use crate::sync::{
+            ident,
+            raw_lock::{Acquired, RawLock},
+        };
+        use crate::sys::time::Deadline;
+        use std::time::Duration;
+        let block = Block::alloc(16)?;
+        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        let mut child = Process::new(move || {
+            assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
+        }); // exits holding the lock
+        child.start()?;
+        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+        let me = ident::process();
+        let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
+        assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
+        // ... repair the data the lock protects, then:
+        raw.mark_consistent();
+        assert!(raw.is_consistent());
+        raw.unlock();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        raw.unlock();
+        Ok(())
+    }
+
+    #[test]
+    fn count_13() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        use crate::sync::raw_lock::RawLock;
+        use std::sync::atomic::Ordering;
+        let block = Block::alloc(16)?;
+        let map = block.static_map().unwrap();
+        let raw = RawLock::at(map, block.offset());
+        assert_eq!(raw.count().load(Ordering::Relaxed), 0);
+        raw.count().fetch_add(2, Ordering::Relaxed); // an RLock taken twice
+        // Shared: every handle, in every process, sees the third u32 of the layout.
+        assert_eq!(
+            RawLock::at(map, block.offset())
+                .count()
+                .load(Ordering::Relaxed),
+            2
+        );
+        assert_eq!(
+            map.atomic_u32(block.offset() + 8).load(Ordering::Relaxed),
+            2
+        );
+        Ok(())
     }
 }

@@ -27,7 +27,7 @@
 //! There is no internal lock, so a process killed anywhere in these calls leaves
 //! the semaphore working. A releaser killed between its compare-exchange and its
 //! wake (or a woken sleeper killed before it took the permit) leaves a permit
-//! nobody is woken for: sleepers sleep at most [`OWNER_CHECK_INTERVAL`] per slice
+//! nobody is woken for: sleepers sleep at most the owner-check interval (20 ms) per slice
 //! and look at `value` again, so that costs them one slice, not forever; and the
 //! next release wakes them anyway (`waiters` still counts them). A process killed while holding a permit keeps it (as in
 //! Python: a semaphore has no owner). One killed while sleeping leaves `waiters`

@@ -19,23 +19,6 @@ extern "C" fn after_fork_in_child() {
 ///
 /// Every fork made through [`Process`](crate::Process) calls it; call it yourself before forking by other means, so that the
 /// generation still changes in those children.
-///
-/// ```
-/// use multiproc::sys::fork::{exit_now, generation, install_hooks};
-/// use rustix::process::{Pid, WaitOptions, waitpid};
-/// install_hooks();
-/// install_hooks(); // idempotent
-/// let before = generation();
-/// // SAFETY: the child only reads an atomic and leaves through `_exit`.
-/// let pid = unsafe { libc::fork() };
-/// assert!(pid >= 0, "fork failed");
-/// if pid == 0 {
-///     exit_now(if generation() != before { 0 } else { 1 });
-/// }
-/// let (_, status) = waitpid(Pid::from_raw(pid), WaitOptions::empty()).unwrap().unwrap();
-/// assert_eq!(status.exit_status(), Some(0)); // the hook ran in the child
-/// assert_eq!(generation(), before); // and not in the parent
-/// ```
 pub fn install_hooks() {
     INSTALL.call_once(|| {
         // SAFETY: `pthread_atfork` only records the function pointer; the handler is
@@ -46,21 +29,6 @@ pub fn install_hooks() {
 }
 
 /// A number that changes in every forked child: compare it to detect a new process.
-///
-/// ```
-/// use std::time::Duration;
-/// use multiproc::{Process, RawValue};
-/// use multiproc::sys::fork::generation;
-/// let parent = generation();
-/// let seen = RawValue::new(parent)?;
-/// let s = seen.clone();
-/// let mut p = Process::new(move || s.set(generation()));
-/// p.start()?;
-/// p.join(Some(Duration::from_secs(10)))?;
-/// assert_ne!(seen.get(), parent); // a new process, a new generation
-/// assert_eq!(generation(), parent);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 #[inline]
 pub fn generation() -> u32 {
     GENERATION.load(Ordering::Relaxed)
@@ -100,17 +68,60 @@ pub(crate) fn fork() -> std::io::Result<Forked> {
 
 /// Ends the calling process at once with `code`, running no destructors, `atexit`
 /// handlers or stdio flushes (flush what you wrote first).
-///
-/// ```
-/// use std::time::Duration;
-/// use multiproc::Process;
-/// use multiproc::sys::fork::exit_now;
-/// let mut p = Process::new(|| exit_now(42)); // nothing after this runs in the child
-/// p.start()?;
-/// assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(42));
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` is always sound; it never returns.
     unsafe { libc::_exit(code) }
+}
+
+/// The examples that documented these crate-private items, kept as tests.
+#[cfg(test)]
+mod examples {
+
+    #[test]
+    fn install_hooks_1() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::fork::{exit_now, generation, install_hooks};
+        use rustix::process::{Pid, WaitOptions, waitpid};
+        install_hooks();
+        install_hooks(); // idempotent
+        let before = generation();
+        // SAFETY: the child only reads an atomic and leaves through `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            exit_now(if generation() != before { 0 } else { 1 });
+        }
+        let (_, status) = waitpid(Pid::from_raw(pid), WaitOptions::empty())
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.exit_status(), Some(0)); // the hook ran in the child
+        assert_eq!(generation(), before); // and not in the parent
+        Ok(())
+    }
+
+    #[test]
+    fn generation_2() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::fork::generation;
+        use crate::{Process, RawValue};
+        use std::time::Duration;
+        let parent = generation();
+        let seen = RawValue::new(parent)?;
+        let s = seen.clone();
+        let mut p = Process::new(move || s.set(generation()));
+        p.start()?;
+        p.join(Some(Duration::from_secs(10)))?;
+        assert_ne!(seen.get(), parent); // a new process, a new generation
+        assert_eq!(generation(), parent);
+        Ok(())
+    }
+
+    #[test]
+    fn exit_now_3() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::sys::fork::exit_now;
+        use std::time::Duration;
+        let mut p = Process::new(|| exit_now(42)); // nothing after this runs in the child
+        p.start()?;
+        assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(42));
+        Ok(())
+    }
 }

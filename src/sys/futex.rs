@@ -12,15 +12,6 @@ use rustix::io::Errno;
 use rustix::thread::futex;
 
 /// Why [`wait`] returned.
-///
-/// ```
-/// use std::sync::atomic::AtomicU32;
-/// use std::time::Duration;
-/// use multiproc::sys::futex::{Wake, wait};
-/// let word = AtomicU32::new(5);
-/// assert_eq!(wait(&word, 4, None), Wake::Changed); // not 4: no sleep at all
-/// assert_eq!(wait(&word, 5, Some(Duration::from_millis(1))), Wake::TimedOut);
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
     /// Woken by [`wake`], by a signal, or spuriously: re-check the word.
@@ -36,23 +27,6 @@ pub enum Wake {
 /// The check and the sleep are atomic with respect to [`wake`]: a wake that follows
 /// a store making `word != expected` cannot be lost. Callers loop: re-check the
 /// condition after every return.
-///
-/// ```
-/// use std::sync::atomic::{AtomicU32, Ordering};
-/// use std::time::Duration;
-/// use multiproc::sys::futex::{wait, wake};
-/// let ready = AtomicU32::new(0);
-/// std::thread::scope(|s| {
-///     s.spawn(|| {
-///         ready.store(1, Ordering::SeqCst);
-///         wake(&ready, 1);
-///     });
-///     while ready.load(Ordering::SeqCst) == 0 {
-///         wait(&ready, 0, Some(Duration::from_secs(10)));
-///     }
-/// });
-/// assert_eq!(ready.load(Ordering::SeqCst), 1);
-/// ```
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Wake {
     let ts = timeout.map(|d| rustix::time::Timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
@@ -68,29 +42,6 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Wake 
 }
 
 /// Wakes at most `n` processes or threads sleeping on `word`; returns how many woke.
-///
-/// ```
-/// use std::sync::atomic::{AtomicU32, Ordering};
-/// use std::time::{Duration, Instant};
-/// use multiproc::sys::futex::{wait, wake, wake_all};
-/// let word = AtomicU32::new(0);
-/// assert_eq!(wake(&word, 1), 0); // nobody sleeps on it
-/// std::thread::scope(|s| {
-///     s.spawn(|| {
-///         while word.load(Ordering::SeqCst) == 0 {
-///             wait(&word, 0, Some(Duration::from_secs(10)));
-///         }
-///     });
-///     // Once the thread sleeps, a wake reaches it and counts it.
-///     let give_up = Instant::now() + Duration::from_secs(10);
-///     while wake(&word, 1) == 0 {
-///         assert!(Instant::now() < give_up);
-///         std::thread::yield_now();
-///     }
-///     word.store(1, Ordering::SeqCst);
-///     wake_all(&word);
-/// });
-/// ```
 pub fn wake(word: &AtomicU32, n: u32) -> usize {
     futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32)).unwrap_or(0)
 }
@@ -98,34 +49,101 @@ pub fn wake(word: &AtomicU32, n: u32) -> usize {
 /// Wakes every sleeper on `word`; returns how many woke.
 ///
 /// The futexes are shared: sleepers in other processes that map the word wake too.
-///
-/// ```
-/// use std::sync::{Arc, atomic::Ordering};
-/// use std::time::Duration;
-/// use multiproc::Process;
-/// use multiproc::sys::{futex, mem::{Mapping, memfd}};
-/// let fd = memfd("doc-futex", 4).unwrap();
-/// let map = Arc::new(Mapping::new(&fd, 4).unwrap());
-/// let mut kids = Vec::new();
-/// for _ in 0..2 {
-///     let m = Arc::clone(&map);
-///     let mut p = Process::new(move || {
-///         let word = m.atomic_u32(0);
-///         while word.load(Ordering::SeqCst) == 0 {
-///             futex::wait(word, 0, Some(Duration::from_secs(10)));
-///         }
-///     });
-///     p.start()?;
-///     kids.push(p);
-/// }
-/// let word = map.atomic_u32(0);
-/// word.store(1, Ordering::SeqCst);
-/// futex::wake_all(word);
-/// for mut p in kids {
-///     assert_eq!(p.join(Some(Duration::from_secs(20)))?, Some(0));
-/// }
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
+}
+
+/// The examples that documented these crate-private items, kept as tests.
+#[cfg(test)]
+mod examples {
+
+    #[test]
+    fn wake_1() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::futex::{Wake, wait};
+        use std::sync::atomic::AtomicU32;
+        use std::time::Duration;
+        let word = AtomicU32::new(5);
+        assert_eq!(wait(&word, 4, None), Wake::Changed); // not 4: no sleep at all
+        assert_eq!(
+            wait(&word, 5, Some(Duration::from_millis(1))),
+            Wake::TimedOut
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn wait_2() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::futex::{wait, wake};
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::time::Duration;
+        let ready = AtomicU32::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                ready.store(1, Ordering::SeqCst);
+                wake(&ready, 1);
+            });
+            while ready.load(Ordering::SeqCst) == 0 {
+                wait(&ready, 0, Some(Duration::from_secs(10)));
+            }
+        });
+        assert_eq!(ready.load(Ordering::SeqCst), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn wake_3() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::futex::{wait, wake, wake_all};
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::time::{Duration, Instant};
+        let word = AtomicU32::new(0);
+        assert_eq!(wake(&word, 1), 0); // nobody sleeps on it
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while word.load(Ordering::SeqCst) == 0 {
+                    wait(&word, 0, Some(Duration::from_secs(10)));
+                }
+            });
+            // Once the thread sleeps, a wake reaches it and counts it.
+            let give_up = Instant::now() + Duration::from_secs(10);
+            while wake(&word, 1) == 0 {
+                assert!(Instant::now() < give_up);
+                std::thread::yield_now();
+            }
+            word.store(1, Ordering::SeqCst);
+            wake_all(&word);
+        });
+        Ok(())
+    }
+
+    #[test]
+    fn wake_all_4() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::sys::{
+            futex,
+            mem::{Mapping, memfd},
+        };
+        use std::sync::{Arc, atomic::Ordering};
+        use std::time::Duration;
+        let fd = memfd("doc-futex", 4).unwrap();
+        let map = Arc::new(Mapping::new(&fd, 4).unwrap());
+        let mut kids = Vec::new();
+        for _ in 0..2 {
+            let m = Arc::clone(&map);
+            let mut p = Process::new(move || {
+                let word = m.atomic_u32(0);
+                while word.load(Ordering::SeqCst) == 0 {
+                    futex::wait(word, 0, Some(Duration::from_secs(10)));
+                }
+            });
+            p.start()?;
+            kids.push(p);
+        }
+        let word = map.atomic_u32(0);
+        word.store(1, Ordering::SeqCst);
+        futex::wake_all(word);
+        for mut p in kids {
+            assert_eq!(p.join(Some(Duration::from_secs(20)))?, Some(0));
+        }
+        Ok(())
+    }
 }

@@ -31,17 +31,6 @@ use rustix::shm;
 /// no process holding the descriptor (a child, or one it was passed to) can
 /// truncate it under a mapping — which would make touching the lost pages raise
 /// SIGBUS — nor remove the seals. Its bytes stay writable.
-///
-/// ```
-/// use multiproc::sys::mem::{Mapping, memfd, set_len, stat};
-/// let fd = memfd("doc-memfd", 4096)?;
-/// assert_eq!(stat(&fd)?.0, 4096);
-/// assert!(rustix::io::fcntl_getfd(&fd)?.contains(rustix::io::FdFlags::CLOEXEC));
-/// let map = Mapping::new(&fd, 4096)?;
-/// assert_eq!(map.read::<u64>(4088), 0); // zero-filled
-/// assert!(set_len(&fd, 0).is_err()); // sealed: EPERM
-/// # Ok::<(), std::io::Error>(())
-/// ```
 pub fn memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     rustix::fs::ftruncate(&fd, len)?;
@@ -55,18 +44,6 @@ pub fn memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
 /// Creates the POSIX shared memory object `name` (`/name`), failing if it exists.
 ///
 /// The new object is empty (size it with [`set_len`]) and readable by its owner only.
-///
-/// ```
-/// use std::io::ErrorKind;
-/// use multiproc::sys::mem::{euid, shm_create, shm_unlink, stat};
-/// let name = format!("/multiproc-doc-create-{}", std::process::id());
-/// let fd = shm_create(&name)?;
-/// let again = shm_create(&name);
-/// shm_unlink(&name)?; // before any assertion: leave nothing in /dev/shm
-/// assert_eq!(again.unwrap_err().kind(), ErrorKind::AlreadyExists);
-/// assert_eq!(stat(&fd)?, (0, euid(), 0o600));
-/// # Ok::<(), std::io::Error>(())
-/// ```
 pub fn shm_create(name: &str) -> io::Result<OwnedFd> {
     Ok(shm::open(
         name,
@@ -80,28 +57,6 @@ pub fn shm_create(name: &str) -> io::Result<OwnedFd> {
 /// With `O_NOFOLLOW`, as glibc's `shm_open` does (rustix's does not): a symbolic
 /// link planted in `/dev/shm` under a segment's name is refused (`ELOOP`), never
 /// followed to whatever file it points at.
-///
-/// ```
-/// use std::io::ErrorKind;
-/// use multiproc::sys::mem::{Mapping, set_len, shm_create, shm_open, shm_unlink};
-/// let name = format!("/multiproc-doc-open-{}", std::process::id());
-/// let created = shm_create(&name)?;
-/// let opened = shm_open(&name);
-/// shm_unlink(&name)?;
-/// let opened = opened?;
-/// set_len(&created, 64)?;
-/// let (a, b) = (Mapping::new(&created, 64)?, Mapping::new(&opened, 64)?);
-/// a.write::<u32>(0, 9);
-/// assert_eq!(b.read::<u32>(0), 9); // one object
-///
-/// // A symbolic link under a segment's name is refused, not followed.
-/// let link = format!("/dev/shm/multiproc-doc-link-{}", std::process::id());
-/// std::os::unix::fs::symlink("/dev/null", &link)?;
-/// let through = shm_open(&link["/dev/shm".len()..]);
-/// std::fs::remove_file(&link)?;
-/// assert_eq!(through.unwrap_err().raw_os_error(), Some(libc::ELOOP));
-/// # Ok::<(), std::io::Error>(())
-/// ```
 pub fn shm_open(name: &str) -> io::Result<OwnedFd> {
     let path = format!("/dev/shm/{}", name.trim_start_matches('/'));
     Ok(rustix::fs::open(
@@ -114,66 +69,22 @@ pub fn shm_open(name: &str) -> io::Result<OwnedFd> {
 /// Removes the name of a POSIX shared memory object.
 ///
 /// The object itself lives on while it is open or mapped.
-///
-/// ```
-/// use std::io::ErrorKind;
-/// use multiproc::sys::mem::{Mapping, set_len, shm_create, shm_open, shm_unlink};
-/// let name = format!("/multiproc-doc-unlink-{}", std::process::id());
-/// let fd = shm_create(&name)?;
-/// shm_unlink(&name)?;
-/// assert_eq!(shm_open(&name).unwrap_err().kind(), ErrorKind::NotFound);
-/// assert_eq!(shm_unlink(&name).unwrap_err().kind(), ErrorKind::NotFound);
-/// set_len(&fd, 8)?;
-/// let map = Mapping::new(&fd, 8)?; // still usable through the descriptor
-/// map.write::<u64>(0, 1);
-/// assert_eq!(map.read::<u64>(0), 1);
-/// # Ok::<(), std::io::Error>(())
-/// ```
 pub fn shm_unlink(name: &str) -> io::Result<()> {
     Ok(shm::unlink(name)?)
 }
 
 /// Sets the size of a shared memory object (a `/dev/shm` one: [`memfd`]s are sealed).
-///
-/// ```
-/// use multiproc::sys::mem::{memfd, set_len, shm_create, shm_unlink, stat};
-/// let name = format!("/multiproc-doc-set-len-{}", std::process::id());
-/// let fd = shm_create(&name)?;
-/// shm_unlink(&name)?;
-/// set_len(&fd, 100)?;
-/// assert_eq!(stat(&fd)?.0, 100);
-/// set_len(&fd, 10)?;
-/// assert_eq!(stat(&fd)?.0, 10);
-/// assert!(set_len(memfd("doc-set-len", 10)?, 20).is_err()); // sealed
-/// # Ok::<(), std::io::Error>(())
-/// ```
 pub fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
     Ok(rustix::fs::ftruncate(fd, len)?)
 }
 
 /// Size, owner uid and permission bits of an open object.
-///
-/// ```
-/// use multiproc::sys::mem::{euid, memfd, stat};
-/// let (len, uid, mode) = stat(memfd("doc-stat", 10)?)?;
-/// assert_eq!(len, 10);
-/// assert_eq!(uid, euid());
-/// assert_eq!(mode & !0o7777, 0); // permission bits only, no file type
-/// # Ok::<(), std::io::Error>(())
-/// ```
 pub fn stat(fd: impl AsFd) -> io::Result<(u64, u32, u32)> {
     let st = rustix::fs::fstat(fd)?;
     Ok((st.st_size as u64, st.st_uid, st.st_mode & 0o7777))
 }
 
 /// The effective user id of this process.
-///
-/// ```
-/// use multiproc::sys::mem::{euid, memfd, stat};
-/// // Objects this process creates belong to its effective user.
-/// assert_eq!(stat(memfd("doc-euid", 1)?)?.1, euid());
-/// # Ok::<(), std::io::Error>(())
-/// ```
 pub fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
@@ -183,16 +94,6 @@ pub fn euid() -> u32 {
 /// # Safety
 /// Implementors must be atomics whose size equals their alignment and which are
 /// valid for every bit pattern (so any shared bytes may be viewed as one).
-///
-/// ```
-/// use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
-/// use multiproc::sys::mem::{Mapping, memfd};
-/// let map = Mapping::new(memfd("doc-cell", 8)?, 8)?;
-/// map.atomic::<AtomicU16>(0).store(0x0102, Ordering::Relaxed);
-/// let first = map.atomic::<AtomicU8>(0).load(Ordering::Relaxed);
-/// assert_eq!(first, 0x0102u16.to_ne_bytes()[0]); // two views of the same bytes
-/// # Ok::<(), std::io::Error>(())
-/// ```
 pub unsafe trait AtomicCell: Sync {}
 // SAFETY: std atomics: size == align, every bit pattern valid.
 unsafe impl AtomicCell for AtomicU8 {}
@@ -229,24 +130,6 @@ unsafe impl AtomicCell for AtomicU64 {}
 /// copy runs at memory speed (the compiler does not merge them into vector moves).
 ///
 /// Mappings of one object share its bytes, in this process and in forked children:
-///
-/// ```
-/// use std::sync::Arc;
-/// use std::time::Duration;
-/// use multiproc::Process;
-/// use multiproc::sys::mem::{Mapping, memfd};
-/// let fd = memfd("doc-mapping", 4096).unwrap();
-/// let map = Arc::new(Mapping::new(&fd, 4096).unwrap());
-/// let again = Mapping::new(&fd, 4096).unwrap();
-/// assert_ne!(map.addr(), again.addr());
-/// let m = Arc::clone(&map);
-/// let mut child = Process::new(move || m.write::<u64>(64, 7));
-/// child.start()?;
-/// assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
-/// assert_eq!(map.read::<u64>(64), 7);
-/// assert_eq!(again.read::<u64>(64), 7);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 #[derive(Debug)]
 pub struct Mapping {
     ptr: NonNull<u8>,
@@ -266,20 +149,6 @@ impl Mapping {
     /// object shorter than `len` is refused (`InvalidInput`).
     ///
     /// The mapping stays valid after `fd` is closed.
-    ///
-    /// ```
-    /// use std::io::ErrorKind;
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let fd = memfd("doc-new", 100)?;
-    /// let map = Mapping::new(&fd, 100)?;
-    /// drop(fd);
-    /// map.write::<u32>(96, 5);
-    /// assert_eq!(map.read::<u32>(96), 5);
-    /// assert_eq!(Mapping::new(memfd("doc-new", 1)?, 0).unwrap_err().kind(), ErrorKind::InvalidInput);
-    /// // Longer than the object: refused, rather than a SIGBUS on first touch.
-    /// assert_eq!(Mapping::new(memfd("doc-new", 10)?, 4096).unwrap_err().kind(), ErrorKind::InvalidInput);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     pub fn new(fd: impl AsFd, len: usize) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
@@ -311,40 +180,16 @@ impl Mapping {
     }
 
     /// Length in bytes.
-    ///
-    /// ```
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-len", 100)?, 100)?;
-    /// assert_eq!(map.len(), 100); // as asked, not rounded up to a page
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the mapping is empty (never: mappings have at least one byte).
-    ///
-    /// ```
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-is-empty", 1)?, 1)?;
-    /// assert!(!map.is_empty());
-    /// assert!(Mapping::new(memfd("doc-is-empty", 1)?, 0).is_err()); // no empty mappings
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Address of the first byte, for identity comparisons only.
-    ///
-    /// ```
-    /// use multiproc::shm::arena::Block;
-    /// let block = Block::alloc(16)?;
-    /// let copy = block.clone();
-    /// assert_eq!(copy.map().addr(), block.map().addr()); // same mapping
-    /// assert_eq!(block.map().addr() % 4096, 0); // page-aligned
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn addr(&self) -> usize {
         self.ptr.as_ptr() as usize
     }
@@ -365,16 +210,6 @@ impl Mapping {
     }
 
     /// The atomic `A` at `offset` (aligned, in bounds: checked).
-    ///
-    /// ```
-    /// use std::sync::atomic::{AtomicU16, Ordering};
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-atomic", 8)?, 8)?;
-    /// let half: &AtomicU16 = map.atomic(6);
-    /// half.fetch_add(3, Ordering::Relaxed);
-    /// assert_eq!(map.read::<u16>(6), 3);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     #[inline]
     pub fn atomic<A: AtomicCell>(&self, offset: usize) -> &A {
         let p = self.checked::<A>(offset, 1);
@@ -387,41 +222,7 @@ impl Mapping {
     ///
     /// A counter that two processes increment:
     ///
-    /// ```
-    /// use std::sync::{Arc, atomic::Ordering};
-    /// use std::time::Duration;
-    /// use multiproc::Process;
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Arc::new(Mapping::new(memfd("doc-atomic-u32", 8).unwrap(), 8).unwrap());
-    /// let mut kids = Vec::new();
-    /// for _ in 0..2 {
-    ///     let m = Arc::clone(&map);
-    ///     let mut p = Process::new(move || {
-    ///         for _ in 0..1000 {
-    ///             m.atomic_u32(4).fetch_add(1, Ordering::Relaxed);
-    ///         }
-    ///     });
-    ///     p.start()?;
-    ///     kids.push(p);
-    /// }
-    /// for mut p in kids {
-    ///     assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(0));
-    /// }
-    /// assert_eq!(map.atomic_u32(4).load(Ordering::Relaxed), 2000);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    ///
     /// An offset that is misaligned or out of bounds panics:
-    ///
-    /// ```
-    /// use std::panic::catch_unwind;
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-atomic-u32", 8)?, 8)?;
-    /// assert!(catch_unwind(|| { map.atomic_u32(2); }).is_err()); // not 4-byte aligned
-    /// assert!(catch_unwind(|| { map.atomic_u32(8); }).is_err()); // past the end
-    /// assert!(catch_unwind(|| { map.atomic_u32(4); }).is_ok());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     #[inline]
     pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
         let p = self.checked::<AtomicU32>(offset, 1);
@@ -431,17 +232,6 @@ impl Mapping {
     }
 
     /// The 64-bit atomic at `offset` (8-byte aligned, in bounds: checked).
-    ///
-    /// ```
-    /// use std::sync::atomic::Ordering;
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-atomic-u64", 16)?, 16)?;
-    /// let word = map.atomic_u64(8);
-    /// word.store(u64::MAX - 1, Ordering::Relaxed);
-    /// assert_eq!(word.fetch_add(1, Ordering::Relaxed), u64::MAX - 1);
-    /// assert_eq!(map.read::<u64>(8), u64::MAX);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
         let p = self.checked::<AtomicU64>(offset, 1);
         // SAFETY: as for `atomic_u32`.
@@ -450,19 +240,6 @@ impl Mapping {
 
     /// `len` bytes at `offset` as atomics: a byte view that other processes may
     /// write while this one reads, without undefined behaviour.
-    ///
-    /// ```
-    /// use std::sync::atomic::Ordering;
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-atomic-bytes", 8)?, 8)?;
-    /// let bytes = map.atomic_bytes(2, 4);
-    /// assert_eq!(bytes.len(), 4);
-    /// bytes[1].store(7, Ordering::Relaxed);
-    /// let mut all = [0u8; 8];
-    /// map.read_slice(0, &mut all);
-    /// assert_eq!(all, [0, 0, 0, 7, 0, 0, 0, 0]);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     pub fn atomic_bytes(&self, offset: usize, len: usize) -> &[AtomicU8] {
         let p = self.checked::<AtomicU8>(offset, len);
         // SAFETY: in bounds (checked); AtomicU8 has u8's layout and alignment 1; the
@@ -475,15 +252,6 @@ impl Mapping {
     /// The copy is a sequence of relaxed atomic loads of
     /// `min(align_of::<T>(), 8)` bytes each (see [`Mapping`] on concurrent writers):
     /// a `u64` or `f64` is one 8-byte atomic load, so it is never torn.
-    ///
-    /// ```
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-read", 16)?, 16)?;
-    /// assert_eq!(map.read::<[u32; 4]>(0), [0; 4]);
-    /// map.write::<f64>(8, 1.5);
-    /// assert_eq!(map.read::<f64>(8), 1.5);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     #[inline]
     pub fn read<T: bytemuck::Pod>(&self, offset: usize) -> T {
         let p = self.checked::<T>(offset, 1);
@@ -505,14 +273,6 @@ impl Mapping {
 
     /// Writes a `T` at `offset` (in bounds and aligned: checked), race-free: relaxed
     /// atomic stores of `min(align_of::<T>(), 8)` bytes each.
-    ///
-    /// ```
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-write", 8)?, 8)?;
-    /// map.write::<[u16; 4]>(0, [1, 2, 3, 4]);
-    /// assert_eq!(map.read::<u16>(6), 4);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     #[inline]
     pub fn write<T: bytemuck::Pod>(&self, offset: usize, value: T) {
         let p = self.checked::<T>(offset, 1);
@@ -531,16 +291,6 @@ impl Mapping {
 
     /// Copies `out.len()` values starting at `offset` into `out`, race-free: relaxed
     /// atomic loads of `min(align_of::<T>(), 8)` bytes each.
-    ///
-    /// ```
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-read-slice", 16)?, 16)?;
-    /// map.write::<u32>(4, 9);
-    /// let mut out = [1u32; 3];
-    /// map.read_slice(0, &mut out);
-    /// assert_eq!(out, [0, 9, 0]);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     #[inline]
     pub fn read_slice<T: bytemuck::Pod>(&self, offset: usize, out: &mut [T]) {
         let p = self.checked::<T>(offset, out.len());
@@ -560,14 +310,6 @@ impl Mapping {
 
     /// Copies `values` into the mapping starting at `offset`, race-free: relaxed
     /// atomic stores of `min(align_of::<T>(), 8)` bytes each.
-    ///
-    /// ```
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-write-slice", 16)?, 16)?;
-    /// map.write_slice(4, &[1u32, 2, 3]);
-    /// assert_eq!(map.read::<[u32; 4]>(0), [0, 1, 2, 3]);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     #[inline]
     pub fn write_slice<T: bytemuck::Pod>(&self, offset: usize, values: &[T]) {
         let p = self.checked::<T>(offset, values.len());
@@ -631,17 +373,6 @@ impl Mapping {
 
     /// A shared slice of `count` `T`s at `offset`.
     ///
-    /// ```
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-slice", 16)?, 16)?;
-    /// map.write_slice(0, &[1u32, 2, 3]);
-    /// // SAFETY: no `&mut` into `map` exists in this process while `s` lives.
-    /// let s: &[u32] = unsafe { map.slice(0, 3) };
-    /// assert_eq!(s, [1, 2, 3]);
-    /// assert_eq!(s.iter().sum::<u32>(), 6);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    ///
     /// # Safety
     /// No `&mut` to any part of the range may exist in this process while the
     /// returned slice lives.
@@ -652,18 +383,6 @@ impl Mapping {
     }
 
     /// A mutable slice of `count` `T`s at `offset`.
-    ///
-    /// ```
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-slice-mut", 16)?, 16)?;
-    /// map.write_slice(0, &[4u32, 3, 2, 1]);
-    /// // SAFETY: `map` belongs to this example alone (a fresh memfd, mapped once) and no
-    /// // other slice of it is alive while `s` lives: the range is exclusively ours.
-    /// let s: &mut [u32] = unsafe { map.slice_mut(0, 4) };
-    /// s.sort();
-    /// assert_eq!(map.read::<[u32; 4]>(0), [1, 2, 3, 4]);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     ///
     /// # Safety
     /// The caller must hold exclusive access to the range in this process (a lock
@@ -884,5 +603,337 @@ mod tests {
             torn
         });
         assert_eq!(torn, 0, "words torn between an old and a new value");
+    }
+}
+
+/// The examples that documented these crate-private items, kept as tests.
+#[cfg(test)]
+mod examples {
+
+    #[test]
+    fn memfd_1() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd, set_len, stat};
+        let fd = memfd("doc-memfd", 4096)?;
+        assert_eq!(stat(&fd)?.0, 4096);
+        assert!(rustix::io::fcntl_getfd(&fd)?.contains(rustix::io::FdFlags::CLOEXEC));
+        let map = Mapping::new(&fd, 4096)?;
+        assert_eq!(map.read::<u64>(4088), 0); // zero-filled
+        assert!(set_len(&fd, 0).is_err()); // sealed: EPERM
+        Ok(())
+    }
+
+    #[test]
+    fn shm_create_2() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{euid, shm_create, shm_unlink, stat};
+        use std::io::ErrorKind;
+        let name = format!("/multiproc-doc-create-{}", std::process::id());
+        let fd = shm_create(&name)?;
+        let again = shm_create(&name);
+        shm_unlink(&name)?; // before any assertion: leave nothing in /dev/shm
+        assert_eq!(again.unwrap_err().kind(), ErrorKind::AlreadyExists);
+        assert_eq!(stat(&fd)?, (0, euid(), 0o600));
+        Ok(())
+    }
+
+    #[test]
+    fn shm_open_3() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, set_len, shm_create, shm_open, shm_unlink};
+        let name = format!("/multiproc-doc-open-{}", std::process::id());
+        let created = shm_create(&name)?;
+        let opened = shm_open(&name);
+        shm_unlink(&name)?;
+        let opened = opened?;
+        set_len(&created, 64)?;
+        let (a, b) = (Mapping::new(&created, 64)?, Mapping::new(&opened, 64)?);
+        a.write::<u32>(0, 9);
+        assert_eq!(b.read::<u32>(0), 9); // one object
+
+        // A symbolic link under a segment's name is refused, not followed.
+        let link = format!("/dev/shm/multiproc-doc-link-{}", std::process::id());
+        std::os::unix::fs::symlink("/dev/null", &link)?;
+        let through = shm_open(&link["/dev/shm".len()..]);
+        std::fs::remove_file(&link)?;
+        assert_eq!(through.unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        Ok(())
+    }
+
+    #[test]
+    fn shm_unlink_4() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, set_len, shm_create, shm_open, shm_unlink};
+        use std::io::ErrorKind;
+        let name = format!("/multiproc-doc-unlink-{}", std::process::id());
+        let fd = shm_create(&name)?;
+        shm_unlink(&name)?;
+        assert_eq!(shm_open(&name).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(shm_unlink(&name).unwrap_err().kind(), ErrorKind::NotFound);
+        set_len(&fd, 8)?;
+        let map = Mapping::new(&fd, 8)?; // still usable through the descriptor
+        map.write::<u64>(0, 1);
+        assert_eq!(map.read::<u64>(0), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn set_len_5() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{memfd, set_len, shm_create, shm_unlink, stat};
+        let name = format!("/multiproc-doc-set-len-{}", std::process::id());
+        let fd = shm_create(&name)?;
+        shm_unlink(&name)?;
+        set_len(&fd, 100)?;
+        assert_eq!(stat(&fd)?.0, 100);
+        set_len(&fd, 10)?;
+        assert_eq!(stat(&fd)?.0, 10);
+        assert!(set_len(memfd("doc-set-len", 10)?, 20).is_err()); // sealed
+        Ok(())
+    }
+
+    #[test]
+    fn stat_6() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{euid, memfd, stat};
+        let (len, uid, mode) = stat(memfd("doc-stat", 10)?)?;
+        assert_eq!(len, 10);
+        assert_eq!(uid, euid());
+        assert_eq!(mode & !0o7777, 0); // permission bits only, no file type
+        Ok(())
+    }
+
+    #[test]
+    fn euid_7() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{euid, memfd, stat};
+        // Objects this process creates belong to its effective user.
+        assert_eq!(stat(memfd("doc-euid", 1)?)?.1, euid());
+        Ok(())
+    }
+
+    #[test]
+    fn atomiccell_8() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
+        let map = Mapping::new(memfd("doc-cell", 8)?, 8)?;
+        map.atomic::<AtomicU16>(0).store(0x0102, Ordering::Relaxed);
+        let first = map.atomic::<AtomicU8>(0).load(Ordering::Relaxed);
+        assert_eq!(first, 0x0102u16.to_ne_bytes()[0]); // two views of the same bytes
+        Ok(())
+    }
+
+    #[test]
+    fn mapping_9() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::sys::mem::{Mapping, memfd};
+        use std::sync::Arc;
+        use std::time::Duration;
+        let fd = memfd("doc-mapping", 4096).unwrap();
+        let map = Arc::new(Mapping::new(&fd, 4096).unwrap());
+        let again = Mapping::new(&fd, 4096).unwrap();
+        assert_ne!(map.addr(), again.addr());
+        let m = Arc::clone(&map);
+        let mut child = Process::new(move || m.write::<u64>(64, 7));
+        child.start()?;
+        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+        assert_eq!(map.read::<u64>(64), 7);
+        assert_eq!(again.read::<u64>(64), 7);
+        Ok(())
+    }
+
+    #[test]
+    fn new_10() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        use std::io::ErrorKind;
+        let fd = memfd("doc-new", 100)?;
+        let map = Mapping::new(&fd, 100)?;
+        drop(fd);
+        map.write::<u32>(96, 5);
+        assert_eq!(map.read::<u32>(96), 5);
+        assert_eq!(
+            Mapping::new(memfd("doc-new", 1)?, 0).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        // Longer than the object: refused, rather than a SIGBUS on first touch.
+        assert_eq!(
+            Mapping::new(memfd("doc-new", 10)?, 4096)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidInput
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn len_11() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        let map = Mapping::new(memfd("doc-len", 100)?, 100)?;
+        assert_eq!(map.len(), 100); // as asked, not rounded up to a page
+        Ok(())
+    }
+
+    #[test]
+    fn is_empty_12() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        let map = Mapping::new(memfd("doc-is-empty", 1)?, 1)?;
+        assert!(!map.is_empty());
+        assert!(Mapping::new(memfd("doc-is-empty", 1)?, 0).is_err()); // no empty mappings
+        Ok(())
+    }
+
+    #[test]
+    fn addr_13() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::arena::Block;
+        let block = Block::alloc(16)?;
+        let copy = block.clone();
+        assert_eq!(copy.map().addr(), block.map().addr()); // same mapping
+        assert_eq!(block.map().addr() % 4096, 0); // page-aligned
+        Ok(())
+    }
+
+    #[test]
+    fn atomic_14() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        use std::sync::atomic::{AtomicU16, Ordering};
+        let map = Mapping::new(memfd("doc-atomic", 8)?, 8)?;
+        let half: &AtomicU16 = map.atomic(6);
+        half.fetch_add(3, Ordering::Relaxed);
+        assert_eq!(map.read::<u16>(6), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn atomic_u32_15() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::sys::mem::{Mapping, memfd};
+        use std::sync::{Arc, atomic::Ordering};
+        use std::time::Duration;
+        let map = Arc::new(Mapping::new(memfd("doc-atomic-u32", 8).unwrap(), 8).unwrap());
+        let mut kids = Vec::new();
+        for _ in 0..2 {
+            let m = Arc::clone(&map);
+            let mut p = Process::new(move || {
+                for _ in 0..1000 {
+                    m.atomic_u32(4).fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            p.start()?;
+            kids.push(p);
+        }
+        for mut p in kids {
+            assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(0));
+        }
+        assert_eq!(map.atomic_u32(4).load(Ordering::Relaxed), 2000);
+        Ok(())
+    }
+
+    #[test]
+    fn atomic_u32_16() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        use std::panic::catch_unwind;
+        let map = Mapping::new(memfd("doc-atomic-u32", 8)?, 8)?;
+        assert!(
+            catch_unwind(|| {
+                map.atomic_u32(2);
+            })
+            .is_err()
+        ); // not 4-byte aligned
+        assert!(
+            catch_unwind(|| {
+                map.atomic_u32(8);
+            })
+            .is_err()
+        ); // past the end
+        assert!(
+            catch_unwind(|| {
+                map.atomic_u32(4);
+            })
+            .is_ok()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn atomic_u64_17() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        use std::sync::atomic::Ordering;
+        let map = Mapping::new(memfd("doc-atomic-u64", 16)?, 16)?;
+        let word = map.atomic_u64(8);
+        word.store(u64::MAX - 1, Ordering::Relaxed);
+        assert_eq!(word.fetch_add(1, Ordering::Relaxed), u64::MAX - 1);
+        assert_eq!(map.read::<u64>(8), u64::MAX);
+        Ok(())
+    }
+
+    #[test]
+    fn atomic_bytes_18() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        use std::sync::atomic::Ordering;
+        let map = Mapping::new(memfd("doc-atomic-bytes", 8)?, 8)?;
+        let bytes = map.atomic_bytes(2, 4);
+        assert_eq!(bytes.len(), 4);
+        bytes[1].store(7, Ordering::Relaxed);
+        let mut all = [0u8; 8];
+        map.read_slice(0, &mut all);
+        assert_eq!(all, [0, 0, 0, 7, 0, 0, 0, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn read_19() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        let map = Mapping::new(memfd("doc-read", 16)?, 16)?;
+        assert_eq!(map.read::<[u32; 4]>(0), [0; 4]);
+        map.write::<f64>(8, 1.5);
+        assert_eq!(map.read::<f64>(8), 1.5);
+        Ok(())
+    }
+
+    #[test]
+    fn write_20() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        let map = Mapping::new(memfd("doc-write", 8)?, 8)?;
+        map.write::<[u16; 4]>(0, [1, 2, 3, 4]);
+        assert_eq!(map.read::<u16>(6), 4);
+        Ok(())
+    }
+
+    #[test]
+    fn read_slice_21() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        let map = Mapping::new(memfd("doc-read-slice", 16)?, 16)?;
+        map.write::<u32>(4, 9);
+        let mut out = [1u32; 3];
+        map.read_slice(0, &mut out);
+        assert_eq!(out, [0, 9, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn write_slice_22() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        let map = Mapping::new(memfd("doc-write-slice", 16)?, 16)?;
+        map.write_slice(4, &[1u32, 2, 3]);
+        assert_eq!(map.read::<[u32; 4]>(0), [0, 1, 2, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn slice_23() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        let map = Mapping::new(memfd("doc-slice", 16)?, 16)?;
+        map.write_slice(0, &[1u32, 2, 3]);
+        // SAFETY: no `&mut` into `map` exists in this process while `s` lives.
+        let s: &[u32] = unsafe { map.slice(0, 3) };
+        assert_eq!(s, [1, 2, 3]);
+        assert_eq!(s.iter().sum::<u32>(), 6);
+        Ok(())
+    }
+
+    #[test]
+    fn slice_mut_24() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::mem::{Mapping, memfd};
+        let map = Mapping::new(memfd("doc-slice-mut", 16)?, 16)?;
+        map.write_slice(0, &[4u32, 3, 2, 1]);
+        // SAFETY: `map` belongs to this example alone (a fresh memfd, mapped once) and no
+        // other slice of it is alive while `s` lives: the range is exclusively ours.
+        let s: &mut [u32] = unsafe { map.slice_mut(0, 4) };
+        s.sort();
+        assert_eq!(map.read::<[u32; 4]>(0), [1, 2, 3, 4]);
+        Ok(())
     }
 }

@@ -8,17 +8,6 @@
 use std::io::Read;
 
 /// Identity and state of one task (process or thread) as the kernel reports it.
-///
-/// ```
-/// use multiproc::sys::procfs::{TaskStat, task_stat, current_process_start_time};
-/// let process: TaskStat = task_stat(std::process::id()).expect("this process exists");
-/// assert_eq!(process.start_time, current_process_start_time());
-/// assert!(process.threads >= 1);
-/// let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-/// let thread = task_stat(tid).expect("this thread exists");
-/// assert_eq!(thread.state, b'R'); // reading its own stat: running
-/// assert!(thread.start_time >= process.start_time);
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskStat {
     /// The one-letter state: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
@@ -33,24 +22,6 @@ pub struct TaskStat {
 
 impl TaskStat {
     /// Whether the task has finished running (a zombie waiting to be reaped counts).
-    ///
-    /// ```
-    /// use std::time::{Duration, Instant};
-    /// use multiproc::Process;
-    /// use multiproc::sys::procfs::task_stat;
-    /// assert!(!task_stat(std::process::id()).unwrap().is_dead());
-    /// let mut p = Process::new(|| {});
-    /// p.start()?;
-    /// let pid = p.pid().unwrap();
-    /// // Exited but not yet reaped (nothing polled it): a zombie, dead already.
-    /// let give_up = Instant::now() + Duration::from_secs(10);
-    /// while !task_stat(pid).is_some_and(|s| s.is_dead()) {
-    ///     assert!(Instant::now() < give_up);
-    ///     std::thread::sleep(Duration::from_millis(1));
-    /// }
-    /// p.join(Some(Duration::from_secs(10)))?; // reaped
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn is_dead(&self) -> bool {
         matches!(self.state, b'Z' | b'X' | b'x')
     }
@@ -58,12 +29,6 @@ impl TaskStat {
 
 /// What a read of `/proc/<id>/stat` tells about a task: three answers, because
 /// "could not read" is not "does not exist".
-///
-/// ```
-/// use multiproc::sys::procfs::{probe, Probe};
-/// assert!(matches!(probe(std::process::id()), Probe::Found(_)));
-/// assert_eq!(probe(1 << 23), Probe::Gone); // above any pid_max
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
     /// The task exists (it may be a zombie: see [`TaskStat::is_dead`]).
@@ -81,13 +46,6 @@ pub enum Probe {
 /// thread-group leaders are listed in `/proc`. Only `ENOENT` and `ESRCH` (the task
 /// went away between open and read) are [`Probe::Gone`]; `EINTR` is retried; every
 /// other failure is [`Probe::Unknown`].
-///
-/// ```
-/// use multiproc::sys::procfs::{probe, Probe};
-/// let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-/// let Probe::Found(me) = probe(tid) else { panic!("this thread exists") };
-/// assert!(!me.is_dead());
-/// ```
 pub fn probe(id: u32) -> Probe {
     let gone_or_unknown = |e: std::io::Error| match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ESRCH) => Probe::Gone,
@@ -113,15 +71,9 @@ pub fn probe(id: u32) -> Probe {
     parse_stat(&buf[..len]).map_or(Probe::Unknown, Probe::Found)
 }
 
+#[cfg(test)]
 /// [`probe`] when only a successful read matters: `None` when the task is gone *or*
 /// could not be read. Do not take `None` for death: use [`probe`] for that.
-///
-/// ```
-/// use multiproc::sys::procfs::task_stat;
-/// let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-/// assert!(task_stat(tid).is_some());
-/// assert!(task_stat(1 << 23).is_none()); // above any pid_max
-/// ```
 pub fn task_stat(id: u32) -> Option<TaskStat> {
     match probe(id) {
         Probe::Found(stat) => Some(stat),
@@ -157,53 +109,24 @@ fn own_start_time(id: u32) -> Option<u64> {
 
 /// Start time of the calling thread (`/proc/<tid>/stat`); `None` if it cannot be
 /// read now (at the fd limit, say): then try again later, do not assume a value.
-///
-/// ```
-/// use multiproc::sys::procfs::{read_process_start_time, read_thread_start_time};
-/// let main = read_thread_start_time().unwrap();
-/// let later = std::thread::spawn(read_thread_start_time).join().unwrap().unwrap();
-/// assert!(main >= read_process_start_time().unwrap());
-/// assert!(later >= main); // a thread started later
-/// ```
 pub fn read_thread_start_time() -> Option<u64> {
     own_start_time(rustix::thread::gettid().as_raw_nonzero().get() as u32)
 }
 
 /// Start time of the calling process (`/proc/<pid>/stat`); `None` if it cannot be
 /// read now.
-///
-/// ```
-/// use multiproc::sys::procfs::read_process_start_time;
-/// assert!(read_process_start_time().is_some_and(|t| t > 0));
-/// ```
 pub fn read_process_start_time() -> Option<u64> {
     own_start_time(rustix::process::getpid().as_raw_nonzero().get() as u32)
 }
 
+#[cfg(test)]
 /// Start time of the calling thread; 0 if it cannot be read.
-///
-/// ```
-/// use multiproc::sys::procfs::{current_process_start_time, current_thread_start_time};
-/// let main = current_thread_start_time();
-/// let later = std::thread::spawn(current_thread_start_time).join().unwrap();
-/// assert!(main >= current_process_start_time());
-/// assert!(later >= main); // a thread started later
-/// ```
 pub fn current_thread_start_time() -> u64 {
     read_thread_start_time().unwrap_or(0)
 }
 
 /// Start time of the calling process; 0 if it cannot be read. Recorded as
 /// `creator_start` in every segment header.
-///
-/// ```
-/// use multiproc::shm::{header::Kind, segment::Segment};
-/// use multiproc::sys::procfs::current_process_start_time;
-/// let seg = Segment::anonymous(Kind::Large, 8)?;
-/// assert_eq!(seg.header().creator_start, current_process_start_time());
-/// assert_ne!(current_process_start_time(), 0);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 pub fn current_process_start_time() -> u64 {
     read_process_start_time().unwrap_or(0)
 }
@@ -234,5 +157,112 @@ mod tests {
         // pid_max is at most 2^22, so this pid cannot exist.
         assert!(task_stat(1 << 23).is_none());
         assert_eq!(probe(1 << 23), Probe::Gone);
+    }
+}
+
+/// The examples that documented these crate-private items, kept as tests.
+#[cfg(test)]
+mod examples {
+
+    #[test]
+    fn taskstat_1() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::procfs::{TaskStat, current_process_start_time, task_stat};
+        let process: TaskStat = task_stat(std::process::id()).expect("this process exists");
+        assert_eq!(process.start_time, current_process_start_time());
+        assert!(process.threads >= 1);
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        let thread = task_stat(tid).expect("this thread exists");
+        assert_eq!(thread.state, b'R'); // reading its own stat: running
+        assert!(thread.start_time >= process.start_time);
+        Ok(())
+    }
+
+    #[test]
+    fn is_dead_2() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::Process;
+        use crate::sys::procfs::task_stat;
+        use std::time::{Duration, Instant};
+        assert!(!task_stat(std::process::id()).unwrap().is_dead());
+        let mut p = Process::new(|| {});
+        p.start()?;
+        let pid = p.pid().unwrap();
+        // Exited but not yet reaped (nothing polled it): a zombie, dead already.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !task_stat(pid).is_some_and(|s| s.is_dead()) {
+            assert!(Instant::now() < give_up);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        p.join(Some(Duration::from_secs(10)))?; // reaped
+        Ok(())
+    }
+
+    #[test]
+    fn probe_3() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::procfs::{Probe, probe};
+        assert!(matches!(probe(std::process::id()), Probe::Found(_)));
+        assert_eq!(probe(1 << 23), Probe::Gone); // above any pid_max
+        Ok(())
+    }
+
+    #[test]
+    fn probe_4() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::procfs::{Probe, probe};
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        let Probe::Found(me) = probe(tid) else {
+            panic!("this thread exists")
+        };
+        assert!(!me.is_dead());
+        Ok(())
+    }
+
+    #[test]
+    fn task_stat_5() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::procfs::task_stat;
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        assert!(task_stat(tid).is_some());
+        assert!(task_stat(1 << 23).is_none()); // above any pid_max
+        Ok(())
+    }
+
+    #[test]
+    fn read_thread_start_time_6() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::procfs::{read_process_start_time, read_thread_start_time};
+        let main = read_thread_start_time().unwrap();
+        let later = std::thread::spawn(read_thread_start_time)
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(main >= read_process_start_time().unwrap());
+        assert!(later >= main); // a thread started later
+        Ok(())
+    }
+
+    #[test]
+    fn read_process_start_time_7() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::procfs::read_process_start_time;
+        assert!(read_process_start_time().is_some_and(|t| t > 0));
+        Ok(())
+    }
+
+    #[test]
+    fn current_thread_start_time_8() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::procfs::{current_process_start_time, current_thread_start_time};
+        let main = current_thread_start_time();
+        let later = std::thread::spawn(current_thread_start_time)
+            .join()
+            .unwrap();
+        assert!(main >= current_process_start_time());
+        assert!(later >= main); // a thread started later
+        Ok(())
+    }
+
+    #[test]
+    fn current_process_start_time_9() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::shm::{header::Kind, segment::Segment};
+        use crate::sys::procfs::current_process_start_time;
+        let seg = Segment::anonymous(Kind::Large, 8)?;
+        assert_eq!(seg.header().creator_start, current_process_start_time());
+        assert_ne!(current_process_start_time(), 0);
+        Ok(())
     }
 }

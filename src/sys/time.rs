@@ -11,46 +11,16 @@ use crate::error::{Error, Result};
 /// A point on the monotonic clock, or never.
 ///
 /// A wait loop computes its deadline once and sleeps in bounded slices:
-///
-/// ```
-/// use std::time::{Duration, Instant};
-/// use multiproc::sys::time::Deadline;
-/// let start = Instant::now();
-/// let deadline = Deadline::after(Some(Duration::from_millis(20)))?;
-/// while !deadline.expired() {
-///     std::thread::sleep(deadline.slice(Duration::from_millis(5)));
-/// }
-/// assert!(start.elapsed() >= Duration::from_millis(20));
-/// # Ok::<(), multiproc::Error>(())
-/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline(Option<Instant>);
 
 impl Deadline {
     /// No deadline: wait forever.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use multiproc::sys::time::Deadline;
-    /// assert!(!Deadline::NEVER.expired());
-    /// assert_eq!(Deadline::NEVER.remaining(), None);
-    /// assert_eq!(Deadline::NEVER.slice(Duration::from_millis(20)), Duration::from_millis(20));
-    /// ```
     pub const NEVER: Deadline = Deadline(None);
 
     /// The deadline `timeout` from now; `None` means never.
     ///
     /// A timeout too large for the clock is [`Error::TimeoutOverflow`].
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use multiproc::{Error, sys::time::Deadline};
-    /// let soon = Deadline::after(Some(Duration::from_secs(60)))?;
-    /// assert!(soon.remaining().unwrap() <= Duration::from_secs(60));
-    /// assert_eq!(Deadline::after(None)?.remaining(), None); // never
-    /// assert!(matches!(Deadline::after(Some(Duration::MAX)), Err(Error::TimeoutOverflow(_))));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn after(timeout: Option<Duration>) -> Result<Deadline> {
         match timeout {
             None => Ok(Deadline::NEVER),
@@ -66,14 +36,6 @@ impl Deadline {
     /// need a deadline at all call this first, so that they report
     /// [`Error::TimeoutOverflow`] exactly as [`after`](Self::after) would, without its
     /// clock read.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use multiproc::sys::time::Deadline;
-    /// assert!(Deadline::check(Some(Duration::from_secs(30))).is_ok());
-    /// assert!(Deadline::check(None).is_ok());
-    /// assert!(Deadline::check(Some(Duration::MAX)).is_err());
-    /// ```
     #[inline]
     pub fn check(timeout: Option<Duration>) -> Result<()> {
         // The monotonic clock counts seconds since boot in an i64: below half its
@@ -85,46 +47,104 @@ impl Deadline {
     }
 
     /// Time left: `None` when there is no deadline, zero once it has passed.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use multiproc::sys::time::Deadline;
-    /// let now = Deadline::after(Some(Duration::ZERO))?;
-    /// assert_eq!(now.remaining(), Some(Duration::ZERO));
-    /// let later = Deadline::after(Some(Duration::from_secs(60)))?;
-    /// assert!(later.remaining().unwrap() > Duration::from_secs(59));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn remaining(&self) -> Option<Duration> {
         self.0.map(|t| t.saturating_duration_since(Instant::now()))
     }
 
     /// Time left, but at most `slice`: how long one bounded sleep may last.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use multiproc::sys::time::Deadline;
-    /// let ms = Duration::from_millis;
-    /// let far = Deadline::after(Some(Duration::from_secs(60)))?;
-    /// assert_eq!(far.slice(ms(20)), ms(20));
-    /// let passed = Deadline::after(Some(Duration::ZERO))?;
-    /// assert_eq!(passed.slice(ms(20)), Duration::ZERO);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn slice(&self, slice: Duration) -> Duration {
         self.remaining().map_or(slice, |r| r.min(slice))
     }
 
     /// Whether the deadline has passed.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use multiproc::sys::time::Deadline;
-    /// assert!(Deadline::after(Some(Duration::ZERO))?.expired());
-    /// assert!(!Deadline::after(Some(Duration::from_secs(60)))?.expired());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn expired(&self) -> bool {
         self.0.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+/// The examples that documented these crate-private items, kept as tests.
+#[cfg(test)]
+mod examples {
+
+    #[test]
+    fn deadline_1() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::time::Deadline;
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        let deadline = Deadline::after(Some(Duration::from_millis(20)))?;
+        while !deadline.expired() {
+            std::thread::sleep(deadline.slice(Duration::from_millis(5)));
+        }
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        Ok(())
+    }
+
+    #[test]
+    fn never_2() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::time::Deadline;
+        use std::time::Duration;
+        assert!(!Deadline::NEVER.expired());
+        assert_eq!(Deadline::NEVER.remaining(), None);
+        assert_eq!(
+            Deadline::NEVER.slice(Duration::from_millis(20)),
+            Duration::from_millis(20)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn after_3() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::{Error, sys::time::Deadline};
+        use std::time::Duration;
+        let soon = Deadline::after(Some(Duration::from_secs(60)))?;
+        assert!(soon.remaining().unwrap() <= Duration::from_secs(60));
+        assert_eq!(Deadline::after(None)?.remaining(), None); // never
+        assert!(matches!(
+            Deadline::after(Some(Duration::MAX)),
+            Err(Error::TimeoutOverflow(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn check_4() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::time::Deadline;
+        use std::time::Duration;
+        assert!(Deadline::check(Some(Duration::from_secs(30))).is_ok());
+        assert!(Deadline::check(None).is_ok());
+        assert!(Deadline::check(Some(Duration::MAX)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn remaining_5() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::time::Deadline;
+        use std::time::Duration;
+        let now = Deadline::after(Some(Duration::ZERO))?;
+        assert_eq!(now.remaining(), Some(Duration::ZERO));
+        let later = Deadline::after(Some(Duration::from_secs(60)))?;
+        assert!(later.remaining().unwrap() > Duration::from_secs(59));
+        Ok(())
+    }
+
+    #[test]
+    fn slice_6() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::time::Deadline;
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        let far = Deadline::after(Some(Duration::from_secs(60)))?;
+        assert_eq!(far.slice(ms(20)), ms(20));
+        let passed = Deadline::after(Some(Duration::ZERO))?;
+        assert_eq!(passed.slice(ms(20)), Duration::ZERO);
+        Ok(())
+    }
+
+    #[test]
+    fn expired_7() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sys::time::Deadline;
+        use std::time::Duration;
+        assert!(Deadline::after(Some(Duration::ZERO))?.expired());
+        assert!(!Deadline::after(Some(Duration::from_secs(60)))?.expired());
+        Ok(())
     }
 }

@@ -68,7 +68,14 @@ pub fn dev_shm() -> Vec<String> {
 /// follows tests the wake, not a second look before sleeping.
 pub fn until_asleep(pid: u32) {
     poll_until("the process asleep", || {
-        multiproc::sys::procfs::task_stat(pid).is_some_and(|s| s.state == b'S')
+        // The state is the first field after the command name's closing parenthesis.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('S'))
+            })
+            .unwrap_or(false)
     });
 }
 

@@ -8,9 +8,8 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use multiproc::shm::arena::Block;
-use multiproc::sys::futex;
 use multiproc::{Event, RawValue, Semaphore};
+use rustix::thread::futex;
 
 use super::{Ctx, Goal, Scenario, ns_since, samples_from_children};
 
@@ -151,38 +150,39 @@ impl PingPong for Semaphores {
 /// the responder even, both spin.
 #[derive(Clone)]
 struct Spin {
-    word: &'static AtomicU64,
-    _block: std::sync::Arc<Block>,
+    value: RawValue<u64>,
 }
 
 const SPIN_STOP: u64 = u64::MAX;
 
 impl PingPong for Spin {
     fn ping(&self, n: u64) {
-        let mut seq = self.word.load(Ordering::Acquire);
+        let word: &AtomicU64 = self.value.as_atomic();
+        let mut seq = word.load(Ordering::Acquire);
         for _ in 0..n {
-            self.word.store(seq + 1, Ordering::Release);
-            while self.word.load(Ordering::Acquire) != seq + 2 {
+            word.store(seq + 1, Ordering::Release);
+            while word.load(Ordering::Acquire) != seq + 2 {
                 std::hint::spin_loop();
             }
             seq += 2;
         }
     }
     fn serve(&self) {
+        let word: &AtomicU64 = self.value.as_atomic();
         loop {
-            let w = self.word.load(Ordering::Acquire);
+            let w = word.load(Ordering::Acquire);
             if w == SPIN_STOP {
                 return;
             }
             if w % 2 == 1 {
-                self.word.store(w + 1, Ordering::Release);
+                word.store(w + 1, Ordering::Release);
             } else {
                 std::hint::spin_loop();
             }
         }
     }
     fn stop(&self) {
-        self.word.store(SPIN_STOP, Ordering::Release);
+        self.value.as_atomic().store(SPIN_STOP, Ordering::Release);
     }
 }
 
@@ -190,27 +190,36 @@ impl PingPong for Spin {
 /// and every move a futex wake, with no spinning at all.
 #[derive(Clone)]
 struct Futex {
-    word: &'static AtomicU32,
-    _block: std::sync::Arc<Block>,
+    value: RawValue<u32>,
 }
 
 const FUTEX_STOP: u32 = u32::MAX;
 
 impl Futex {
+    fn word(&self) -> &AtomicU32 {
+        self.value.as_atomic()
+    }
+
     fn wait_while(&self, value: u32, deadline: Instant) {
-        futex::wait(self.word, value, Some(Duration::from_secs(1)));
+        let second = rustix::time::Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        // The futex system call itself, as the floor: EAGAIN (the word moved),
+        // EINTR and a timeout all just return to the caller's re-check.
+        let _ = futex::wait(self.word(), futex::Flags::empty(), value, Some(&second));
         assert!(Instant::now() < deadline, "no answer on the futex");
     }
 }
 
 impl PingPong for Futex {
     fn ping(&self, n: u64) {
-        let mut seq = self.word.load(Ordering::Acquire);
+        let mut seq = self.word().load(Ordering::Acquire);
         for _ in 0..n {
-            self.word.store(seq + 1, Ordering::Release);
-            futex::wake(self.word, 1);
+            self.word().store(seq + 1, Ordering::Release);
+            let _ = futex::wake(self.word(), futex::Flags::empty(), 1);
             let deadline = Instant::now() + PATIENCE;
-            while self.word.load(Ordering::Acquire) != seq + 2 {
+            while self.word().load(Ordering::Acquire) != seq + 2 {
                 self.wait_while(seq + 1, deadline);
             }
             seq += 2;
@@ -219,13 +228,13 @@ impl PingPong for Futex {
     fn serve(&self) {
         let mut deadline = Instant::now() + PATIENCE;
         loop {
-            let w = self.word.load(Ordering::Acquire);
+            let w = self.word().load(Ordering::Acquire);
             if w == FUTEX_STOP {
                 return;
             }
             if w % 2 == 1 {
-                self.word.store(w + 1, Ordering::Release);
-                futex::wake(self.word, 1);
+                self.word().store(w + 1, Ordering::Release);
+                let _ = futex::wake(self.word(), futex::Flags::empty(), 1);
                 deadline = Instant::now() + PATIENCE;
             } else {
                 self.wait_while(w, deadline);
@@ -233,24 +242,9 @@ impl PingPong for Futex {
         }
     }
     fn stop(&self) {
-        self.word.store(FUTEX_STOP, Ordering::Release);
-        futex::wake(self.word, 1);
+        self.word().store(FUTEX_STOP, Ordering::Release);
+        let _ = futex::wake(self.word(), futex::Flags::empty(), 1);
     }
-}
-
-fn word_block() -> multiproc::Result<(
-    std::sync::Arc<Block>,
-    &'static multiproc::sys::mem::Mapping,
-    usize,
-)> {
-    // 64 bytes: the word sits alone in its 64-byte cache line (blocks are 16-aligned,
-    // so it may share the line with this block's own header only).
-    let block = Block::alloc(64)?;
-    let map = block
-        .static_map()
-        .expect("a small block lives in the arena");
-    let off = block.offset();
-    Ok((std::sync::Arc::new(block), map, off))
 }
 
 /// How many round trips one timed batch takes: about `target` long.
@@ -322,18 +316,16 @@ fn semaphores() -> multiproc::Result<Semaphores> {
 }
 
 fn spin() -> multiproc::Result<Spin> {
-    let (block, map, off) = word_block()?;
+    // The word sits in its own arena block: alone on its cache line, or sharing
+    // it with that block's header only.
     Ok(Spin {
-        word: map.atomic_u64(off),
-        _block: block,
+        value: RawValue::new(0)?,
     })
 }
 
 fn raw_futex() -> multiproc::Result<Futex> {
-    let (block, map, off) = word_block()?;
     Ok(Futex {
-        word: map.atomic_u32(off),
-        _block: block,
+        value: RawValue::new(0)?,
     })
 }
 
