@@ -117,12 +117,30 @@ fn timeouts_end_waits_that_nothing_ends() {
     let q = Queue::<u8>::with_maxsize(1).unwrap();
     let start = Instant::now();
     let e = q.get(Some(Duration::from_millis(50))).unwrap_err();
-    assert!(matches!(e, Error::Timeout { what: "Queue.get", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Timeout {
+                what: "Queue.get",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(start.elapsed() >= Duration::from_millis(50));
     q.put(&1, None).unwrap();
     let start = Instant::now();
     let e = q.put(&2, Some(Duration::from_millis(50))).unwrap_err();
-    assert!(matches!(e, Error::Timeout { what: "Queue.put", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Timeout {
+                what: "Queue.put",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(start.elapsed() >= Duration::from_millis(50));
     // A child holding the consumer lock while it waits: another get times out on
     // the lock.
@@ -135,9 +153,7 @@ fn timeouts_end_waits_that_nothing_ends() {
         assert_eq!(c.get(LONG).unwrap(), 7);
     });
     assert!(asleep.wait(T).unwrap());
-    poll_until("the child waiting in get", || {
-        multiproc::sys::procfs::task_stat(p.pid().unwrap()).is_some_and(|s| s.state == b'S')
-    });
+    common::until_asleep(p.pid().unwrap());
     assert!(matches!(
         q2.get(Some(Duration::from_millis(30))),
         Err(Error::Timeout { .. })
@@ -148,7 +164,11 @@ fn timeouts_end_waits_that_nothing_ends() {
 
 /// A message's value: producer, sequence number, and a checksum of both.
 fn msg(producer: u64, seq: u64) -> [u64; 3] {
-    [producer, seq, (producer * 1_000_003) ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)]
+    [
+        producer,
+        seq,
+        (producer * 1_000_003) ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    ]
 }
 
 fn check(m: &[u64; 3]) -> bool {
@@ -214,7 +234,11 @@ fn messages_larger_than_the_ring_arrive_whole() {
     let q = Queue::<Vec<u8>>::with_bounds(0, 256).unwrap();
     let tx1 = q.sender();
     let tx2 = q.sender();
-    let big = |k: u8, n: usize| (0..n).map(|i| (i as u8).wrapping_mul(k)).collect::<Vec<u8>>();
+    let big = |k: u8, n: usize| {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(k))
+            .collect::<Vec<u8>>()
+    };
     let a = spawn(move || {
         for n in [1000, 200_000, 7, 4096] {
             tx1.put(&big(3, n), None).unwrap();
@@ -241,7 +265,12 @@ fn messages_larger_than_the_ring_arrive_whole() {
                 continue;
             }
         }
-        assert_eq!(s, big(5, s.len()), "a message of {} bytes is not whole", s.len());
+        assert_eq!(
+            s,
+            big(5, s.len()),
+            "a message of {} bytes is not whole",
+            s.len()
+        );
         from_b.push(s.len());
     }
     assert_eq!(from_a, [1000, 200_000, 7, 4096]);
@@ -379,7 +408,9 @@ fn hammer(tx: multiproc::Sender<Vec<u64>>, done: RawValue<u64>, id: u64) {
     loop {
         let len = [1usize, 3, 40, 700, 5][seq as usize % 5];
         let mut v: Vec<u64> = (0..len as u64).map(|i| id << 48 | seq << 16 | i).collect();
-        let sum = v.iter().fold(0u64, |a, x| a.wrapping_add(x.wrapping_mul(31)));
+        let sum = v
+            .iter()
+            .fold(0u64, |a, x| a.wrapping_add(x.wrapping_mul(31)));
         v.push(sum);
         tx.put(&v, LONG).unwrap();
         done.fetch_add(1);
@@ -390,7 +421,10 @@ fn hammer(tx: multiproc::Sender<Vec<u64>>, done: RawValue<u64>, id: u64) {
 fn whole(v: &[u64]) -> bool {
     let (body, sum) = v.split_at(v.len() - 1);
     !body.is_empty()
-        && body.iter().fold(0u64, |a, x| a.wrapping_add(x.wrapping_mul(31))) == sum[0]
+        && body
+            .iter()
+            .fold(0u64, |a, x| a.wrapping_add(x.wrapping_mul(31)))
+            == sum[0]
         && body.iter().enumerate().all(|(i, x)| x & 0xffff == i as u64)
 }
 
@@ -420,7 +454,10 @@ fn producers_killed_inside_put_leave_no_half_message() {
             assert!(Instant::now() < deadline, "the producer made no progress");
             if let Ok(v) = rx.get_nowait() {
                 assert!(whole(&v), "a half or torn message: {} words", v.len());
-                assert!(seen.insert((v[0] >> 48, v[0] >> 16 & 0xffff_ffff)), "a duplicate");
+                assert!(
+                    seen.insert((v[0] >> 48, v[0] >> 16 & 0xffff_ffff)),
+                    "a duplicate"
+                );
             }
         }
         p.kill().unwrap();
@@ -462,12 +499,14 @@ fn consumers_killed_inside_get_lose_at_most_the_message_they_took() {
     let put = RawValue::<u64>::new(0).unwrap();
     let (f, n) = (finish.clone(), put.clone());
     // Puts until the kills are over (so no consumer sees Disconnected or runs dry).
-    let producer = spawn(move || {
+    let mut producer = spawn(move || {
         let mut s = 0u64;
         while !f.is_set() {
             let len = [1usize, 2, 300, 9][s as usize % 4];
             let mut v: Vec<u64> = (0..len as u64).map(|i| 1 << 48 | s << 16 | i).collect();
-            let sum = v.iter().fold(0u64, |a, x| a.wrapping_add(x.wrapping_mul(31)));
+            let sum = v
+                .iter()
+                .fold(0u64, |a, x| a.wrapping_add(x.wrapping_mul(31)));
             v.push(sum);
             tx.put(&v, LONG).unwrap();
             s += 1;
@@ -518,7 +557,7 @@ fn consumers_killed_inside_get_lose_at_most_the_message_they_took() {
                 last = Some(seq);
                 assert!(received.insert(seq), "received twice: {seq}");
             }
-            Err(Error::Timeout { .. }) if producer_done(&producer) => break,
+            Err(Error::Timeout { .. }) if producer_done(&mut producer) => break,
             Err(Error::Timeout { .. }) => {}
             Err(e) => panic!("{e}"),
         }
@@ -531,8 +570,8 @@ fn consumers_killed_inside_get_lose_at_most_the_message_they_took() {
     nothing_new_in_dev_shm(&before, &pids);
 }
 
-fn producer_done(p: &Process) -> bool {
-    multiproc::sys::procfs::task_stat(p.pid().unwrap()).is_none_or(|s| s.is_dead())
+fn producer_done(p: &mut Process) -> bool {
+    !p.is_alive()
 }
 
 #[test]
@@ -549,7 +588,14 @@ fn simple_queue_between_processes() {
     for s in ["a", "bb", "ccc"] {
         q.put(&s.to_string()).unwrap();
     }
-    assert_eq!([back.get().unwrap(), back.get().unwrap(), back.get().unwrap()], [1, 2, 3]);
+    assert_eq!(
+        [
+            back.get().unwrap(),
+            back.get().unwrap(),
+            back.get().unwrap()
+        ],
+        [1, 2, 3]
+    );
     join_ok(p);
     assert!(q.empty());
     q.close();

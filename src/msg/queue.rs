@@ -255,7 +255,9 @@ macro_rules! producer_api {
             pub fn put_nowait(&self, msg: &T) -> Result<()> {
                 with_scratch(|buf| {
                     encode(msg, buf)?;
-                    put_with(&self.holder, false, None, "Queue.put_nowait", |put| put(buf))
+                    put_with(&self.holder, false, None, "Queue.put_nowait", |put| {
+                        put(buf)
+                    })
                 })
             }
 
@@ -293,7 +295,9 @@ macro_rules! producer_api {
             /// # Ok::<(), multiproc::Error>(())
             /// ```
             pub fn put_bytes(&self, bytes: &[u8], timeout: Option<Duration>) -> Result<()> {
-                put_with(&self.holder, true, timeout, "Queue.put_bytes", |put| put(bytes))
+                put_with(&self.holder, true, timeout, "Queue.put_bytes", |put| {
+                    put(bytes)
+                })
             }
 
             /// `put_bytes` if there is room now, else [`Error::Full`].
@@ -349,7 +353,12 @@ macro_rules! consumer_api {
                 self.get_one(false, None, "Queue.get_nowait")
             }
 
-            fn get_one(&self, block: bool, timeout: Option<Duration>, what: &'static str) -> Result<T> {
+            fn get_one(
+                &self,
+                block: bool,
+                timeout: Option<Duration>,
+                what: &'static str,
+            ) -> Result<T> {
                 with_scratch(|buf| {
                     let mut msg = None;
                     get_with(&self.holder, block, timeout, 1, what, buf, |b| {
@@ -376,10 +385,18 @@ macro_rules! consumer_api {
                     return Ok(msgs);
                 }
                 with_scratch(|buf| {
-                    get_with(&self.holder, true, timeout, max, "Queue.get_many", buf, |b| {
-                        msgs.push(decode(b)?);
-                        Ok(())
-                    })
+                    get_with(
+                        &self.holder,
+                        true,
+                        timeout,
+                        max,
+                        "Queue.get_many",
+                        buf,
+                        |b| {
+                            msgs.push(decode(b)?);
+                            Ok(())
+                        },
+                    )
                 })?;
                 Ok(msgs)
             }
@@ -409,7 +426,15 @@ macro_rules! consumer_api {
             /// ```
             pub fn get_bytes_nowait(&self) -> Result<Vec<u8>> {
                 let mut out = Vec::new();
-                get_with(&self.holder, false, None, 1, "Queue.get_bytes_nowait", &mut out, |_| Ok(()))?;
+                get_with(
+                    &self.holder,
+                    false,
+                    None,
+                    1,
+                    "Queue.get_bytes_nowait",
+                    &mut out,
+                    |_| Ok(()),
+                )?;
                 Ok(out)
             }
 
@@ -424,8 +449,20 @@ macro_rules! consumer_api {
             /// assert_eq!(buf, b"abc");
             /// # Ok::<(), multiproc::Error>(())
             /// ```
-            pub fn get_bytes_into(&self, out: &mut Vec<u8>, timeout: Option<Duration>) -> Result<usize> {
-                get_with(&self.holder, true, timeout, 1, "Queue.get_bytes", out, |_| Ok(()))?;
+            pub fn get_bytes_into(
+                &self,
+                out: &mut Vec<u8>,
+                timeout: Option<Duration>,
+            ) -> Result<usize> {
+                get_with(
+                    &self.holder,
+                    true,
+                    timeout,
+                    1,
+                    "Queue.get_bytes",
+                    out,
+                    |_| Ok(()),
+                )?;
                 Ok(out.len())
             }
         }
@@ -659,7 +696,11 @@ impl<T> Queue<T> {
     /// ```
     pub fn sender(&self) -> Sender<T> {
         Sender {
-            holder: Holder::new(Arc::clone(&self.holder.ring), Roles::PRODUCER, self.holder.joinable),
+            holder: Holder::new(
+                Arc::clone(&self.holder.ring),
+                Roles::PRODUCER,
+                self.holder.joinable,
+            ),
             _msg: PhantomData,
         }
     }
@@ -675,7 +716,11 @@ impl<T> Queue<T> {
     /// ```
     pub fn receiver(&self) -> Receiver<T> {
         Receiver {
-            holder: Holder::new(Arc::clone(&self.holder.ring), Roles::CONSUMER, self.holder.joinable),
+            holder: Holder::new(
+                Arc::clone(&self.holder.ring),
+                Roles::CONSUMER,
+                self.holder.joinable,
+            ),
             _msg: PhantomData,
         }
     }

@@ -480,7 +480,11 @@ impl Ring {
             self.write_at(p + HEADER, piece);
             self.header_at(p)
                 .store((kind as u64) << 32 | n as u64, Ordering::Relaxed);
-            self.publish(advance(t, frame_bytes(n as u64), u64::from(after.is_empty())));
+            self.publish(advance(
+                t,
+                frame_bytes(n as u64),
+                u64::from(after.is_empty()),
+            ));
             first = false;
             rest = after;
         }
@@ -636,11 +640,13 @@ impl Ring {
                 continue;
             }
             if !block {
-                return Err(if self.gone(Role::Producer, false) && self.nothing_published() {
-                    disconnected()
-                } else {
-                    Error::Empty
-                });
+                return Err(
+                    if self.gone(Role::Producer, false) && self.nothing_published() {
+                        disconnected()
+                    } else {
+                        Error::Empty
+                    },
+                );
             }
             self.wait_items(false, deadline, timeout, what)?;
         }
@@ -653,7 +659,12 @@ impl Ring {
 
     /// Reads the next frame, if one is published; returns what it completed.
     #[inline]
-    fn take_frame(&self, out: &mut Vec<u8>, piecing: &mut bool, what: &'static str) -> Result<Took> {
+    fn take_frame(
+        &self,
+        out: &mut Vec<u8>,
+        piecing: &mut bool,
+        what: &'static str,
+    ) -> Result<Took> {
         loop {
             let h = self.u64(HEAD).load(Ordering::Relaxed);
             let cached = self.u64(CACHED_TAIL);
@@ -761,7 +772,9 @@ impl Ring {
 }
 
 fn disconnected() -> Error {
-    Error::Disconnected("get: the queue is empty and every producer is gone (dropped, closed or dead)")
+    Error::Disconnected(
+        "get: the queue is empty and every producer is gone (dropped, closed or dead)",
+    )
 }
 
 pub(crate) fn timed_out(what: &'static str, timeout: Option<Duration>) -> Error {

@@ -290,7 +290,8 @@ mod tests {
         assert!(t.any_alive());
         // Fill every slot with this (live) process under other words: overflow.
         for i in 0..SLOTS {
-            t.word(i).store(slot(ident::process(), 1), Ordering::Relaxed);
+            t.word(i)
+                .store(slot(ident::process(), 1), Ordering::Relaxed);
         }
         t.add(Who::Exactly(ghost()), 1);
         assert_eq!(t.overflow().load(Ordering::Relaxed), 1);

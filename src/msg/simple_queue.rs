@@ -34,7 +34,9 @@ impl<T> SimpleQueue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<SimpleQueue<T>> {
-        Ok(SimpleQueue { inner: Queue::new()? })
+        Ok(SimpleQueue {
+            inner: Queue::new()?,
+        })
     }
 
     /// Whether the queue holds no message now.

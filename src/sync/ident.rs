@@ -217,7 +217,11 @@ fn is_this(owner: u32, me: u32) -> bool {
 /// that cannot be read). Lets a parent name a child it just forked, as the message
 /// queues do when they hand a role over to it.
 pub(crate) fn process_of(pid: u32) -> u32 {
-    word(pid, procfs::task_stat(pid).map(|s| s.start_time))
+    let start = match procfs::probe(pid) {
+        Probe::Found(stat) => Some(stat.start_time),
+        Probe::Gone | Probe::Unknown => None,
+    };
+    word(pid, start)
 }
 
 /// What an owner word names: a whole process (Lock, Barrier slots) or one thread

@@ -513,7 +513,9 @@ unsafe fn copy_bytes(shared: *mut u8, private: *mut u8, len: usize, dir: Directi
         unsafe {
             let a = &*shared.add(i).cast::<AtomicU8>();
             if dir == Direction::Load {
-                private.add(i).write(a.load(std::sync::atomic::Ordering::Relaxed));
+                private
+                    .add(i)
+                    .write(a.load(std::sync::atomic::Ordering::Relaxed));
             } else {
                 a.store(private.add(i).read(), std::sync::atomic::Ordering::Relaxed);
             }
