@@ -183,34 +183,29 @@ pub(crate) fn get_with(
             Error::Empty
         });
     }
-    // A JoinableQueue counts the task before taking it (see `joinable_queue`).
+    // A JoinableQueue counts the task as the message leaves the ring (see
+    // `joinable_queue`).
     let tasks = h.joinable.then(|| ring.table(Role::Tasks));
+    let mut on_take = || {
+        if let Some(t) = tasks {
+            t.add(Who::Me, 1);
+        }
+    };
     let mut n = 0;
     let r = loop {
         if n == max {
             break Ok(n);
         }
         let first = n == 0;
-        if let Some(t) = tasks {
-            t.add(Who::Me, 1);
-        }
-        match ring.get_locked(out, block && first, deadline, timeout, what) {
+        match ring.get_locked(out, &mut on_take, block && first, deadline, timeout, what) {
             Ok(()) => {
                 n += 1;
                 if let Err(e) = each(out) {
                     break Err(e);
                 }
             }
-            Err(e) => {
-                if let Some(t) = tasks {
-                    t.remove(Who::Me);
-                    super::joinable_queue::tasks_changed(ring);
-                }
-                match e {
-                    Error::Empty | Error::Disconnected(_) if !first => break Ok(n),
-                    e => break Err(e),
-                }
-            }
+            Err(Error::Empty | Error::Disconnected(_)) if !first => break Ok(n),
+            Err(e) => break Err(e),
         }
     };
     ring.unlock_consumer();

@@ -618,9 +618,13 @@ impl Ring {
     }
 
     /// Takes one whole message into `out` (cleared first), holding `clock`.
+    /// `on_take` runs just before the store of `head` that takes the message out
+    /// of the ring (a JoinableQueue counts its task there).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn get_locked(
         &self,
         out: &mut Vec<u8>,
+        on_take: &mut dyn FnMut(),
         block: bool,
         deadline: Deadline,
         timeout: Option<Duration>,
@@ -629,7 +633,7 @@ impl Ring {
         out.clear();
         let mut piecing = false;
         loop {
-            match self.take_frame(out, &mut piecing, what)? {
+            match self.take_frame(out, on_take, &mut piecing, what)? {
                 Took::Message => return Ok(()),
                 Took::Nothing => {}
             }
@@ -662,6 +666,7 @@ impl Ring {
     fn take_frame(
         &self,
         out: &mut Vec<u8>,
+        on_take: &mut dyn FnMut(),
         piecing: &mut bool,
         what: &'static str,
     ) -> Result<Took> {
@@ -711,6 +716,9 @@ impl Ring {
             }
             // A piece that begins no message of ours is the rest of a message whose
             // consumer died: skipped (counted as taken at its LAST).
+            if keep && last {
+                on_take();
+            }
             self.consume(advance(h, bytes, u64::from(last)));
             if keep && last {
                 *piecing = false;
