@@ -68,10 +68,16 @@ fn join_times_out_while_tasks_are_unfinished() {
     q.put(&1, None).unwrap();
     assert!(matches!(
         q.join(Some(Duration::from_millis(30))),
-        Err(Error::Timeout { what: "JoinableQueue.join", .. })
+        Err(Error::Timeout {
+            what: "JoinableQueue.join",
+            ..
+        })
     ));
     let _ = q.get(T).unwrap();
-    assert!(matches!(q.join(Some(Duration::from_millis(30))), Err(Error::Timeout { .. })));
+    assert!(matches!(
+        q.join(Some(Duration::from_millis(30))),
+        Err(Error::Timeout { .. })
+    ));
     q.task_done().unwrap();
     q.join(Some(Duration::from_millis(30))).unwrap();
 }

@@ -31,7 +31,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::holder::{Holder, Roles};
-use super::queue::{Receiver, Sender, decode, encode, get_with, put_with, with_scratch};
+use super::queue::{
+    Receiver, Sender, decode, encode, get_with, put_with, with_encoded, with_scratch,
+};
 use super::ring::{self, DONE_SEQ, JOINERS, Ring, Role};
 use super::roles::Who;
 use crate::error::{Error, Result};

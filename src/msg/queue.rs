@@ -47,10 +47,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::holder::{Holder, Roles};
-use super::ring::{self, Ring, Role};
+use super::ring::{Ring, Role, Wait};
 use super::roles::Who;
 use crate::error::{Error, Result};
-use crate::sys::time::Deadline;
 
 /// How long a `*_nowait` call waits for a lock whose holder is busy copying (not
 /// sleeping) before it answers `Full` / `Empty`.
@@ -85,6 +84,26 @@ pub(crate) fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// Runs `f` with the postcard encoding of `msg`: on the stack when it is small (no
+/// allocation, no thread-local), else in this thread's scratch buffer.
+pub(crate) fn with_encoded<T: Serialize, R>(
+    msg: &T,
+    f: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<R> {
+    let mut stack = [0u8; 128];
+    match postcard::to_slice(msg, &mut stack) {
+        Ok(bytes) => f(bytes),
+        Err(postcard::Error::SerializeBufferFull) => with_scratch(|buf| {
+            encode(msg, buf)?;
+            f(buf)
+        }),
+        Err(e) => Err(Error::Codec {
+            what: "encoding",
+            reason: e.to_string(),
+        }),
+    }
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::Codec {
         what: "decoding",
@@ -92,11 +111,15 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     })
 }
 
-/// Takes the producer lock for a put; `Ok(false)` when it may not block and the
-/// holder sleeps on a full queue (or stays busy past [`NOWAIT_PATIENCE`]).
-fn lock_producer(ring: &Ring, block: bool, deadline: Deadline) -> bool {
-    if block {
-        return ring.lock_producer(deadline);
+/// Takes the producer lock for a put; false at the deadline, or, when it may not
+/// block, when the holder sleeps on a full queue (or stays busy past
+/// [`NOWAIT_PATIENCE`]).
+fn lock_producer(ring: &Ring, wait: &Wait) -> bool {
+    if ring.try_lock_producer() {
+        return true;
+    }
+    if wait.block {
+        return ring.lock_producer(wait.deadline());
     }
     let give_up = Instant::now() + NOWAIT_PATIENCE;
     loop {
@@ -110,9 +133,12 @@ fn lock_producer(ring: &Ring, block: bool, deadline: Deadline) -> bool {
     }
 }
 
-fn lock_consumer(ring: &Ring, block: bool, deadline: Deadline) -> bool {
-    if block {
-        return ring.lock_consumer(deadline);
+fn lock_consumer(ring: &Ring, wait: &Wait) -> bool {
+    if ring.try_lock_consumer() {
+        return true;
+    }
+    if wait.block {
+        return ring.lock_consumer(wait.deadline());
     }
     let give_up = Instant::now() + NOWAIT_PATIENCE;
     loop {
@@ -138,20 +164,12 @@ pub(crate) fn put_with(
     if h.is_closed() {
         return Err(Error::Closed(what));
     }
-    let deadline = if block {
-        Deadline::after(timeout)?
-    } else {
-        Deadline::NEVER
-    };
+    let wait = Wait::new(block, timeout, what)?;
     let ring = &*h.ring;
-    if !lock_producer(ring, block, deadline) {
-        return Err(if block {
-            ring::timed_out(what, timeout)
-        } else {
-            Error::Full
-        });
+    if !lock_producer(ring, &wait) {
+        return Err(if block { wait.timed_out() } else { Error::Full });
     }
-    let r = each(&mut |bytes| ring.put_locked(bytes, block, deadline, timeout, what));
+    let r = each(&mut |bytes| ring.put_locked(bytes, &wait));
     ring.unlock_producer();
     r
 }
@@ -170,15 +188,12 @@ pub(crate) fn get_with(
     if h.is_closed() {
         return Err(Error::Closed(what));
     }
-    let deadline = if block {
-        Deadline::after(timeout)?
-    } else {
-        Deadline::NEVER
-    };
+    let wait = Wait::new(block, timeout, what)?;
+    let later = Wait::new(false, None, what)?;
     let ring = &*h.ring;
-    if !lock_consumer(ring, block, deadline) {
+    if !lock_consumer(ring, &wait) {
         return Err(if block {
-            ring::timed_out(what, timeout)
+            wait.timed_out()
         } else {
             Error::Empty
         });
@@ -197,7 +212,7 @@ pub(crate) fn get_with(
             break Ok(n);
         }
         let first = n == 0;
-        match ring.get_locked(out, &mut on_take, block && first, deadline, timeout, what) {
+        match ring.get_locked(out, &mut on_take, if first { &wait } else { &later }) {
             Ok(()) => {
                 n += 1;
                 if let Err(e) = each(out) {
@@ -232,9 +247,8 @@ macro_rules! producer_api {
             /// # Ok::<(), multiproc::Error>(())
             /// ```
             pub fn put(&self, msg: &T, timeout: Option<Duration>) -> Result<()> {
-                with_scratch(|buf| {
-                    encode(msg, buf)?;
-                    put_with(&self.holder, true, timeout, "Queue.put", |put| put(buf))
+                with_encoded(msg, |bytes| {
+                    put_with(&self.holder, true, timeout, "Queue.put", |put| put(bytes))
                 })
             }
 

@@ -113,6 +113,8 @@ const FIRST: u32 = 1;
 const LAST: u32 = 2;
 const ABORT: u32 = 4;
 const HEADER: u64 = 8;
+/// Pauses between two looks at the other side's position word while spinning.
+const BACKOFF: u32 = 1;
 
 /// The ring bytes of a queue created without a byte bound: large enough that
 /// producers rarely wait, small enough to cost little (memfd pages are allocated
@@ -164,6 +166,8 @@ pub(crate) struct Ring {
     ctl: usize,
     /// The role tables and the frames: a segment of its own.
     block: Block,
+    plock: RawLock,
+    clock: RawLock,
     cap: u64,
     limit: u64,
     maxsize: u64,
@@ -174,6 +178,56 @@ pub(crate) struct Ring {
     c_spin: AdaptiveSpin,
     /// Monotonic ns of this process's last look at `/proc` for dead role holders.
     last_death_check: AtomicU64,
+}
+
+/// How a call may wait: whether it blocks, its timeout, and its deadline, computed
+/// at the first moment the call has to wait (a call served at once never reads
+/// the clock), so that sleeping in slices never extends it.
+pub(crate) struct Wait {
+    pub(crate) block: bool,
+    pub(crate) timeout: Option<Duration>,
+    deadline: std::cell::Cell<Option<Deadline>>,
+    /// The call, for errors.
+    pub(crate) what: &'static str,
+}
+
+impl Wait {
+    /// A wait of `timeout` (forever with `None`) when `block`; refuses a timeout
+    /// the clock cannot hold, as `Deadline::after` does.
+    pub(crate) fn new(block: bool, timeout: Option<Duration>, what: &'static str) -> Result<Wait> {
+        Deadline::check(timeout)?;
+        Ok(Wait {
+            block,
+            timeout,
+            deadline: std::cell::Cell::new(None),
+            what,
+        })
+    }
+
+    /// A wait with no end (the rest of a message being pieced).
+    fn forever(what: &'static str) -> Wait {
+        Wait {
+            block: true,
+            timeout: None,
+            deadline: std::cell::Cell::new(Some(Deadline::NEVER)),
+            what,
+        }
+    }
+
+    /// The deadline, computed now if this is the first time it is needed.
+    pub(crate) fn deadline(&self) -> Deadline {
+        if let Some(d) = self.deadline.get() {
+            return d;
+        }
+        // `check` passed, so `after` cannot overflow.
+        let d = Deadline::after(self.timeout).unwrap_or(Deadline::NEVER);
+        self.deadline.set(Some(d));
+        d
+    }
+
+    pub(crate) fn timed_out(&self) -> Error {
+        timed_out(self.what, self.timeout)
+    }
 }
 
 /// What the consumer side found.
@@ -219,6 +273,8 @@ impl Ring {
             ctl_map,
             ctl,
             block,
+            plock: RawLock::at(ctl_map, ctl + PLOCK),
+            clock: RawLock::at(ctl_map, ctl + CLOCK),
             cap,
             limit,
             maxsize,
@@ -247,11 +303,6 @@ impl Ring {
     #[inline]
     pub(crate) fn word(&self, off: usize) -> &'static AtomicU32 {
         self.u32(off)
-    }
-
-    #[inline]
-    fn lock_at(&self, off: usize) -> RawLock {
-        RawLock::at(self.ctl_map, self.ctl + off)
     }
 
     /// One of the three role tables.
@@ -357,7 +408,7 @@ impl Ring {
     /// Takes the producer lock (repairing after a dead holder); false at the
     /// deadline.
     pub(crate) fn lock_producer(&self, deadline: Deadline) -> bool {
-        let lock = self.lock_at(PLOCK);
+        let lock = self.plock;
         match lock.lock(ident::process(), deadline) {
             None => false,
             Some(Acquired::Clean) => true,
@@ -371,7 +422,7 @@ impl Ring {
 
     /// Takes the producer lock if it is free (or its holder died) now.
     pub(crate) fn try_lock_producer(&self) -> bool {
-        let lock = self.lock_at(PLOCK);
+        let lock = self.plock;
         match lock.try_lock(ident::process()) {
             None => false,
             Some(Acquired::Clean) => true,
@@ -395,7 +446,7 @@ impl Ring {
     }
 
     pub(crate) fn unlock_producer(&self) {
-        self.lock_at(PLOCK).unlock();
+        self.plock.unlock();
     }
 
     /// After a producer died holding the lock: it slept no more, and a message it
@@ -420,7 +471,11 @@ impl Ring {
     #[inline]
     fn publish(&self, t: u64) {
         self.u64(TAIL).store(t, Ordering::SeqCst);
-        if self.u32(C_SLEEPING).load(Ordering::SeqCst) != 0 {
+        let flag = self.u32(C_SLEEPING);
+        // The first publisher after the consumer went to sleep clears the flag and
+        // wakes it; the next ones see no sleeper (it sets the flag again before
+        // it sleeps again) and make no system call.
+        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
             let seq = self.u32(ITEMS_SEQ);
             seq.fetch_add(1, Ordering::SeqCst);
             futex::wake(seq, 1);
@@ -428,15 +483,8 @@ impl Ring {
     }
 
     /// Puts one message (holding `plock`): whole when its frame fits in the byte
-    /// bound, else in pieces. `what` names the call for errors.
-    pub(crate) fn put_locked(
-        &self,
-        msg: &[u8],
-        block: bool,
-        deadline: Deadline,
-        timeout: Option<Duration>,
-        what: &'static str,
-    ) -> Result<()> {
+    /// bound, else in pieces.
+    pub(crate) fn put_locked(&self, msg: &[u8], wait: &Wait) -> Result<()> {
         let len = msg.len() as u64;
         if len > u32::MAX as u64 {
             return Err(Error::SizeOverflow {
@@ -447,7 +495,7 @@ impl Ring {
         }
         let need = frame_bytes(len);
         if need <= self.limit {
-            let t = self.wait_space(need, true, block, deadline, timeout, what, false)?;
+            let t = self.wait_space(need, true, wait, false)?;
             let p = pos(t);
             self.write_at(p + HEADER, msg);
             self.header_at(p)
@@ -463,7 +511,7 @@ impl Ring {
             let n = (rest.len() as u64).min(self.piece) as usize;
             let (piece, after) = rest.split_at(n);
             let need = frame_bytes(n as u64) + HEADER;
-            let t = match self.wait_space(need, first, block, deadline, timeout, what, !first) {
+            let t = match self.wait_space(need, first, wait, !first) {
                 Ok(t) => t,
                 Err(e) => {
                     if !first {
@@ -494,18 +542,9 @@ impl Ring {
 
     /// Waits (holding `plock`) until `need` bytes (and, with `one_more`, one more
     /// message) fit; returns `tail`. `mid` = in the middle of a pieced message,
-    /// where a timeout still applies (the pieces are then aborted).
-    #[allow(clippy::too_many_arguments)]
-    fn wait_space(
-        &self,
-        need: u64,
-        one_more: bool,
-        block: bool,
-        deadline: Deadline,
-        timeout: Option<Duration>,
-        what: &'static str,
-        mid: bool,
-    ) -> Result<u64> {
+    /// where a timeout still applies (the pieces are then aborted) but a
+    /// disconnection is not looked for.
+    fn wait_space(&self, need: u64, one_more: bool, wait: &Wait, mid: bool) -> Result<u64> {
         let t = self.u64(TAIL).load(Ordering::Relaxed);
         let cached = self.u64(CACHED_HEAD);
         let h = cached.load(Ordering::Relaxed);
@@ -516,19 +555,17 @@ impl Ring {
         cached.store(h, Ordering::Relaxed);
         if !self.sane(t, h) {
             return Err(Error::Corrupt(format!(
-                "{what}: head {h:#x} and tail {t:#x} are more than the ring's {} bytes apart",
-                self.cap
+                "{}: head {h:#x} and tail {t:#x} are more than the ring's {} bytes apart",
+                wait.what, self.cap
             )));
         }
         if self.fits(t, h, need, one_more) {
             return Ok(t);
         }
         if !mid && self.gone(Role::Consumer, false) {
-            return Err(Error::Disconnected(
-                "put: every consumer of the queue is gone (dropped, closed or dead)",
-            ));
+            return Err(consumers_gone());
         }
-        if !block {
+        if !wait.block {
             return Err(Error::Full);
         }
         let head = self.u64(HEAD);
@@ -538,10 +575,12 @@ impl Ring {
         }) {
             return Ok(t);
         }
+        let deadline = wait.deadline();
         let flag = self.u32(P_SLEEPING);
         let seq = self.u32(SPACE_SEQ);
-        flag.store(1, Ordering::SeqCst);
         let result = loop {
+            // Set at every round: a consumer's wake clears it.
+            flag.store(1, Ordering::SeqCst);
             let s = seq.load(Ordering::SeqCst);
             let h = head.load(Ordering::SeqCst);
             if self.fits(t, h, need, one_more) {
@@ -549,12 +588,10 @@ impl Ring {
                 break Ok(t);
             }
             if !mid && self.gone(Role::Consumer, false) {
-                break Err(Error::Disconnected(
-                    "put: every consumer of the queue is gone (dropped, closed or dead)",
-                ));
+                break Err(consumers_gone());
             }
             if deadline.expired() {
-                break Err(timed_out(what, timeout));
+                break Err(wait.timed_out());
             }
             futex::wait(seq, s, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
         };
@@ -571,7 +608,7 @@ impl Ring {
     /// Takes the consumer lock (clearing a dead holder's sleeper flag); false at
     /// the deadline.
     pub(crate) fn lock_consumer(&self, deadline: Deadline) -> bool {
-        let lock = self.lock_at(CLOCK);
+        let lock = self.clock;
         match lock.lock(ident::process(), deadline) {
             None => false,
             Some(Acquired::Clean) => true,
@@ -584,7 +621,7 @@ impl Ring {
     }
 
     pub(crate) fn try_lock_consumer(&self) -> bool {
-        let lock = self.lock_at(CLOCK);
+        let lock = self.clock;
         match lock.try_lock(ident::process()) {
             None => false,
             Some(Acquired::Clean) => true,
@@ -597,7 +634,7 @@ impl Ring {
     }
 
     pub(crate) fn unlock_consumer(&self) {
-        self.lock_at(CLOCK).unlock();
+        self.clock.unlock();
     }
 
     /// After a consumer died holding the lock: nothing to undo (head moves by one
@@ -610,7 +647,8 @@ impl Ring {
     #[inline]
     fn consume(&self, h: u64) {
         self.u64(HEAD).store(h, Ordering::SeqCst);
-        if self.u32(P_SLEEPING).load(Ordering::SeqCst) != 0 {
+        let flag = self.u32(P_SLEEPING);
+        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
             let seq = self.u32(SPACE_SEQ);
             seq.fetch_add(1, Ordering::SeqCst);
             futex::wake(seq, 1);
@@ -620,30 +658,26 @@ impl Ring {
     /// Takes one whole message into `out` (cleared first), holding `clock`.
     /// `on_take` runs just before the store of `head` that takes the message out
     /// of the ring (a JoinableQueue counts its task there).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn get_locked(
         &self,
         out: &mut Vec<u8>,
         on_take: &mut dyn FnMut(),
-        block: bool,
-        deadline: Deadline,
-        timeout: Option<Duration>,
-        what: &'static str,
+        wait: &Wait,
     ) -> Result<()> {
         out.clear();
         let mut piecing = false;
         loop {
-            match self.take_frame(out, on_take, &mut piecing, what)? {
+            match self.take_frame(out, on_take, &mut piecing, wait.what)? {
                 Took::Message => return Ok(()),
                 Took::Nothing => {}
             }
             if piecing {
                 // The rest of this message comes from a producer that holds `plock`
                 // (or died holding it): wait for it past our timeout.
-                self.wait_items(true, Deadline::NEVER, None, what)?;
+                self.wait_items(true, &Wait::forever(wait.what))?;
                 continue;
             }
-            if !block {
+            if !wait.block {
                 return Err(
                     if self.gone(Role::Producer, false) && self.nothing_published() {
                         disconnected()
@@ -652,7 +686,7 @@ impl Ring {
                     },
                 );
             }
-            self.wait_items(false, deadline, timeout, what)?;
+            self.wait_items(false, wait)?;
         }
     }
 
@@ -730,26 +764,27 @@ impl Ring {
 
     /// Waits (holding `clock`) for a frame to be published. `piecing`: the
     /// producer writing the rest is checked every slice, and repaired when dead.
-    fn wait_items(
-        &self,
-        piecing: bool,
-        deadline: Deadline,
-        timeout: Option<Duration>,
-        what: &'static str,
-    ) -> Result<()> {
+    fn wait_items(&self, piecing: bool, wait: &Wait) -> Result<()> {
         let head = pos(self.u64(HEAD).load(Ordering::Relaxed));
         let tail = self.u64(TAIL);
-        if self
-            .c_spin
-            .spin(|| pos(tail.load(Ordering::Acquire)) != head)
-        {
+        // Look at `tail` only every few pauses: each look takes its cache line from
+        // the producer, which must win it back to publish; looking less often lets
+        // it publish several messages per line transfer.
+        if self.c_spin.spin(|| {
+            for _ in 0..BACKOFF {
+                std::hint::spin_loop();
+            }
+            pos(tail.load(Ordering::Acquire)) != head
+        }) {
             return Ok(());
         }
+        let deadline = wait.deadline();
         let flag = self.u32(C_SLEEPING);
         let seq = self.u32(ITEMS_SEQ);
-        flag.store(1, Ordering::SeqCst);
         let mut next_check = Instant::now() + OWNER_CHECK_INTERVAL;
         let result = loop {
+            // Set at every round: a producer's wake clears it.
+            flag.store(1, Ordering::SeqCst);
             let s = seq.load(Ordering::SeqCst);
             if pos(tail.load(Ordering::SeqCst)) != head {
                 break Ok(());
@@ -762,7 +797,7 @@ impl Ring {
                 break Err(disconnected());
             }
             if deadline.expired() {
-                break Err(timed_out(what, timeout));
+                break Err(wait.timed_out());
             }
             futex::wait(seq, s, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
             if piecing && Instant::now() >= next_check {
@@ -777,6 +812,10 @@ impl Ring {
         flag.store(0, Ordering::Relaxed);
         result
     }
+}
+
+fn consumers_gone() -> Error {
+    Error::Disconnected("put: every consumer of the queue is gone (dropped, closed or dead)")
 }
 
 fn disconnected() -> Error {
