@@ -8,6 +8,10 @@
 
 mod common;
 
+#[allow(dead_code)]
+#[path = "../examples/10_queue_producers_consumers.rs"]
+mod demo;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -600,4 +604,9 @@ fn simple_queue_between_processes() {
     assert!(q.empty());
     q.close();
     assert!(matches!(q.put(&"x".into()), Err(Error::Closed(_))));
+}
+
+#[test]
+fn the_demo_scenario_delivers_every_message_once_in_order() {
+    assert!(demo::run().unwrap());
 }

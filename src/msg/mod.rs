@@ -2,11 +2,11 @@
 //! single-role handles), [`SimpleQueue`] and [`JoinableQueue`], named as in
 //! Python's `multiprocessing`, with crossbeam-channel's disconnection.
 //!
-//! All of them are one shared ring ([`ring`]): framed messages in a memfd
+//! All of them are one shared ring (`msg::ring`): framed messages in a memfd
 //! segment, a producer lock and a consumer lock (the crate's robust
-//! [`RawLock`](crate::sync::raw_lock::RawLock)), position words published by one
-//! store, futex sleeps only when a side waits. [`roles`] counts which processes
-//! hold each role, [`holder`] is one handle's hold on its roles.
+//! `RawLock`), position words published by one
+//! store, futex sleeps only when a side waits. `roles` counts which processes
+//! hold each role, `holder` is one handle's hold on its roles.
 
 pub(crate) mod holder;
 #[macro_use]

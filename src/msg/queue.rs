@@ -14,7 +14,7 @@
 //! - `put` returns [`Error::Disconnected`] once no process holds a consumer role
 //!   (noticed when the put would have to wait: a put into free room succeeds).
 //!
-//! Roles are counted per process in shared memory ([`roles`](super::roles)); a
+//! Roles are counted per process in shared memory (`msg::roles`); a
 //! process that died counts as gone; a child started with
 //! [`Process`](crate::Process) holds the roles of the handles its closure
 //! captured, and none of the handles it merely inherited.
@@ -33,7 +33,7 @@
 //! - a consumer killed inside `get` loses at most the message it was taking (it
 //!   is lost only if the kill came after the message left the ring);
 //! - a process killed holding either internal lock passes it on (`OwnerDied`),
-//!   and the next holder repairs the side it locks (see [`ring`](super::ring)).
+//!   and the next holder repairs the side it locks (see `msg::ring`).
 //!
 //! Order: messages of one producer handle are received in the order they were put
 //! (one producer lock orders every put); messages of different producers interleave.

@@ -283,7 +283,7 @@ mod tests {
         let t = table(&block);
         for i in 0..SLOTS {
             // Distinct dead-looking owners (pids that do not run: beyond pid_max).
-            t.add(Who::Exactly(ident::ID_MASK - i as u32 | 1 << 22), 1);
+            t.add(Who::Exactly((ident::ID_MASK - i as u32) | (1 << 22)), 1);
         }
         t.add(Who::Me, 1); // reuses a dead slot
         assert_eq!(t.overflow().load(Ordering::Relaxed), 0);
