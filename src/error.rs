@@ -335,8 +335,8 @@ pub enum Error {
     /// the reason: the types on both sides of a queue must agree.
     ///
     /// ```
-    /// let q = multiproc::Queue::<u8>::new()?;
-    /// q.put_bytes(&[0xff, 0xff])?; // not a u8 in postcard's format
+    /// let q = multiproc::Queue::<bool>::new()?;
+    /// q.put_bytes(&[7], None)?; // not a bool in postcard's format
     /// assert!(matches!(q.get(None), Err(multiproc::Error::Codec { .. })));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
