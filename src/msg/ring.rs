@@ -176,8 +176,10 @@ pub(crate) struct Ring {
     // Process-local: how long waits spin before sleeping.
     p_spin: AdaptiveSpin,
     c_spin: AdaptiveSpin,
-    /// Monotonic ns of this process's last look at `/proc` for dead role holders.
-    last_death_check: AtomicU64,
+    /// Monotonic ns of this process's last look at `/proc` for dead holders of
+    /// each role (one per role, so that a waiting put and a waiting get in two
+    /// threads of one process never take each other's turn).
+    last_death_check: [AtomicU64; 3],
 }
 
 /// How a call may wait: whether it blocks, its timeout, and its deadline, computed
@@ -281,7 +283,7 @@ impl Ring {
             piece: ((limit / 4) & !7).max(8),
             p_spin: AdaptiveSpin::new(),
             c_spin: AdaptiveSpin::new(),
-            last_death_check: AtomicU64::new(0),
+            last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         };
         ring.u64(CAP).store(cap, Ordering::Relaxed);
         ring.u64(LIMIT).store(limit, Ordering::Relaxed);
@@ -344,13 +346,14 @@ impl Ring {
 
     /// Whether `/proc` may be read again for dead role holders (at most once per
     /// slice per process, so a busy queue does not pay for it).
-    fn death_check_due(&self) -> bool {
+    fn death_check_due(&self, role: Role) -> bool {
         let now = now_ns();
-        let last = self.last_death_check.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < OWNER_CHECK_INTERVAL.as_nanos() as u64 {
+        let last = &self.last_death_check[role as usize];
+        if now.saturating_sub(last.load(Ordering::Relaxed)) < OWNER_CHECK_INTERVAL.as_nanos() as u64
+        {
             return false;
         }
-        self.last_death_check.store(now, Ordering::Relaxed);
+        last.store(now, Ordering::Relaxed);
         true
     }
 
@@ -361,7 +364,7 @@ impl Ring {
         if !t.any() {
             return true;
         }
-        (slow || self.death_check_due()) && !t.any_alive()
+        (slow || self.death_check_due(role)) && !t.any_alive()
     }
 
     /// Wakes every sleeper of both sides (a role table emptied: they look again).

@@ -333,16 +333,6 @@ impl Mapping {
     /// times the instructions. Use one width per range: a reader of these bytes
     /// should copy them out with [`read_bytes`](Self::read_bytes) at the same offset.
     ///
-    /// ```
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-write-bytes", 64)?, 64)?;
-    /// let text = b"twenty-one bytes long";
-    /// map.write_bytes(3, text);
-    /// let mut back = [0u8; 21];
-    /// map.read_bytes(3, &mut back);
-    /// assert_eq!(&back, text);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     #[inline]
     pub fn write_bytes(&self, offset: usize, src: &[u8]) {
         let p = self.checked::<u8>(offset, src.len());
@@ -354,15 +344,6 @@ impl Mapping {
     /// Copies `dst.len()` bytes at `offset` (in bounds: checked) into `dst`,
     /// race-free: the loads mirror [`write_bytes`](Self::write_bytes)'s stores.
     ///
-    /// ```
-    /// use multiproc::sys::mem::{Mapping, memfd};
-    /// let map = Mapping::new(memfd("doc-read-bytes", 32)?, 32)?;
-    /// map.write_bytes(8, &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    /// let mut out = vec![0u8; 11];
-    /// map.read_bytes(7, &mut out);
-    /// assert_eq!(out, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
     #[inline]
     pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
         let p = self.checked::<u8>(offset, dst.len());
@@ -903,6 +884,22 @@ mod examples {
         map.read_slice(0, &mut out);
         assert_eq!(out, [0, 9, 0]);
         Ok(())
+    }
+
+    #[test]
+    fn byte_copies_round_trip_at_every_alignment() {
+        use crate::sys::mem::{Mapping, memfd};
+        let map = Mapping::new(memfd("test-bytes", 128).unwrap(), 128).unwrap();
+        let text: Vec<u8> = (1..=45).collect();
+        for off in 0..16 {
+            map.write_bytes(off, &[0; 64]);
+            map.write_bytes(off, &text);
+            let mut back = vec![0u8; text.len() + 2];
+            map.read_bytes(off.max(1) - 1, &mut back);
+            let skip = usize::from(off > 0);
+            assert_eq!(&back[skip..skip + text.len()], &text[..], "offset {off}");
+            assert_eq!(back[skip + text.len()], 0, "no byte written past the end");
+        }
     }
 
     #[test]
