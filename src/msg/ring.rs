@@ -115,6 +115,8 @@ const ABORT: u32 = 4;
 const HEADER: u64 = 8;
 /// Pauses between two looks at the other side's position word while spinning.
 const BACKOFF: u32 = 1;
+/// Yields of the CPU before a waiter sleeps (see `yield_until`).
+const YIELDS: u32 = 8;
 
 /// The ring bytes of a queue created without a byte bound: large enough that
 /// producers rarely wait, small enough to cost little (memfd pages are allocated
@@ -572,10 +574,8 @@ impl Ring {
             return Err(Error::Full);
         }
         let head = self.u64(HEAD);
-        if self.p_spin.spin(|| {
-            let h = head.load(Ordering::Acquire);
-            self.fits(t, h, need, one_more)
-        }) {
+        let room = || self.fits(t, head.load(Ordering::Acquire), need, one_more);
+        if self.p_spin.spin(room) || yield_until(room) {
             return Ok(t);
         }
         let deadline = wait.deadline();
@@ -778,7 +778,8 @@ impl Ring {
                 std::hint::spin_loop();
             }
             pos(tail.load(Ordering::Acquire)) != head
-        }) {
+        }) || yield_until(|| pos(tail.load(Ordering::Acquire)) != head)
+        {
             return Ok(());
         }
         let deadline = wait.deadline();
@@ -815,6 +816,20 @@ impl Ring {
         flag.store(0, Ordering::Relaxed);
         result
     }
+}
+
+/// Yields the CPU a few times, looking at `ready` after each, before a waiter goes
+/// to sleep: when the other side shares this CPU (more runnable processes than
+/// cores), it runs and makes progress in bulk, and nobody pays for a futex wake and
+/// a context switch per message. False if `ready` never held.
+fn yield_until(mut ready: impl FnMut() -> bool) -> bool {
+    for _ in 0..YIELDS {
+        std::thread::yield_now();
+        if ready() {
+            return true;
+        }
+    }
+    false
 }
 
 fn consumers_gone() -> Error {

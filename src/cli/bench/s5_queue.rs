@@ -3,6 +3,9 @@
 //! 8-byte messages — against crossbeam-channel between threads (the in-process
 //! ceiling), an OS pipe between processes, and CPython's `Queue` and `Pipe`.
 //!
+//! The batched run moves the same 8-byte messages with `put_many` / `get_many`
+//! (64 a call); crossbeam-channel, which has no batch calls, is shown one by one.
+//!
 //! Every run times the whole transfer in the parent: from a Barrier that releases
 //! every party to the last child's exit. 8-byte messages are typed (`[u8; 8]`
 //! through serde); 4 KiB messages are raw bytes (`put_bytes` / `get_bytes_into`).
@@ -19,7 +22,7 @@ use super::{Ctx, Goal, Scenario, join_all};
 pub const SCENARIO: Scenario = Scenario {
     id: "S5",
     title: "Queue throughput between processes: 1->1 with 8 B and 4 KiB messages, 4->4 with 8 B",
-    steps: 9,
+    steps: 10,
     run,
     python: python_script!("s5_queue.py"),
     goals: &[
@@ -58,6 +61,9 @@ const SMALL: &str = "1->1, 8 B messages";
 const LARGE: &str = "1->1, 4 KiB messages";
 const LARGE_MB: &str = "1->1, 4 KiB messages, bytes";
 const MANY: &str = "4->4, 8 B messages";
+const BATCHED: &str = "1->1, 8 B messages, in batches of 64";
+/// Messages per `put_many` / `get_many` in the batched run.
+const BATCH: usize = 64;
 const PATIENCE: Option<Duration> = Some(Duration::from_secs(60));
 /// An 8-byte message that ends a producer's stream.
 const END: [u8; 8] = [0xff; 8];
@@ -137,6 +143,42 @@ fn queue_large(total: u64, reps: usize) -> multiproc::Result<Vec<f64>> {
         let t = Instant::now();
         join_all(vec![producer, consumer])?;
         out.push(total as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(out)
+}
+
+/// Messages per second of 1->1 transfers of `total` 8-byte messages, put with
+/// `put_many` and taken with `get_many`, [`BATCH`] at a time.
+fn queue_batched(total: u64, reps: usize) -> multiproc::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for _ in 0..reps {
+        let q = Queue::<[u8; 8]>::new()?;
+        let start = Barrier::new(3)?;
+        let (tx, b) = (q.sender(), start.clone());
+        let producer = spawn(move || {
+            let batch: Vec<[u8; 8]> = (0..BATCH as u64).map(u64::to_le_bytes).collect();
+            b.wait(PATIENCE).expect("start");
+            for _ in 0..total / BATCH as u64 {
+                tx.put_many(&batch, PATIENCE).expect("put");
+            }
+            tx.put(&END, PATIENCE).expect("put");
+        })?;
+        let (rx, b) = (q.receiver(), start.clone());
+        let consumer = spawn(move || {
+            b.wait(PATIENCE).expect("start");
+            'all: loop {
+                for m in rx.get_many(BATCH, PATIENCE).expect("get") {
+                    if m == END {
+                        break 'all;
+                    }
+                }
+            }
+        })?;
+        drop(q);
+        start.wait(PATIENCE)?;
+        let t = Instant::now();
+        join_all(vec![producer, consumer])?;
+        out.push((total / BATCH as u64 * BATCH as u64) as f64 / t.elapsed().as_secs_f64());
     }
     Ok(out)
 }
@@ -250,6 +292,9 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     ctx.step("multiproc Queue 1->1, 8 B");
     let v = queue_small(1, 1, small, reps)?;
     ctx.record("multiproc", SMALL, 2, "msg/s", &v);
+    ctx.step("multiproc Queue 1->1, 8 B, batches");
+    let v = queue_batched(small, reps)?;
+    ctx.record("multiproc", BATCHED, 2, "msg/s", &v);
     ctx.step("multiproc Queue 1->1, 4 KiB");
     let v = queue_large(large, reps)?;
     ctx.record("multiproc", LARGE, 2, "msg/s", &v);
@@ -268,6 +313,8 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     ctx.step("threads: crossbeam-channel 1->1, 8 B");
     let v = threads(1, 1, small, reps, 1 << 16, [0u8; 8], END, |m| m[0] == 0xff);
     ctx.record("threads", SMALL, 2, "msg/s", &v);
+    // crossbeam-channel has no batch calls: the same transfer, one by one.
+    ctx.record("threads", BATCHED, 2, "msg/s", &v);
     ctx.step("threads: crossbeam-channel 1->1, 4 KiB");
     let v = threads(1, 1, large, reps, 256, [0u8; KIB4], [0xff; KIB4], |m| {
         m[0] == 0xff
