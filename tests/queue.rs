@@ -321,6 +321,12 @@ fn put_is_disconnected_when_every_consumer_is_gone() {
     poll_until("the first message", || rx.qsize() == 1);
     drop(rx);
     join_ok(p);
+    // Dropped (not dead) consumers are noticed at once, even with room.
+    let q = Queue::<u8>::new().unwrap();
+    let tx = q.sender();
+    drop(q);
+    assert!(matches!(tx.put_nowait(&1), Err(Error::Disconnected(_))));
+    assert!(matches!(tx.put(&1, None), Err(Error::Disconnected(_))));
 }
 
 #[test]

@@ -11,8 +11,10 @@
 //! - `get` on an empty queue returns [`Error::Disconnected`] once no process holds
 //!   a producer role (a `Queue` or a `Sender`) any more: every such handle was
 //!   dropped or closed, or its process died;
-//! - `put` returns [`Error::Disconnected`] once no process holds a consumer role
-//!   (noticed when the put would have to wait: a put into free room succeeds).
+//! - `put` returns [`Error::Disconnected`] once no process holds a consumer role:
+//!   at once when every consumer handle was dropped or closed; a consumer that
+//!   *died* is noticed when the put would have to wait (a put into free room
+//!   succeeds, as `/proc` is read only then).
 //!
 //! Roles are counted per process in shared memory (`msg::roles`); a
 //! process that died counts as gone; a child started with
@@ -166,6 +168,14 @@ pub(crate) fn put_with(
     }
     let wait = Wait::new(block, timeout, what)?;
     let ring = &*h.ring;
+    // Every consumer dropped or closed its handle: say so at once (a few loads of
+    // a line nobody writes meanwhile). Dead consumers are noticed when the put
+    // would wait (`/proc` is read only then).
+    if !ring.table(Role::Consumer).any() {
+        return Err(Error::Disconnected(
+            "put: every consumer of the queue is gone (dropped, closed or dead)",
+        ));
+    }
     if !lock_producer(ring, &wait) {
         return Err(if block { wait.timed_out() } else { Error::Full });
     }
@@ -633,7 +643,7 @@ pub struct Sender<T> {
 /// let (tx, rx) = (q.sender(), q.receiver());
 /// drop(q);
 /// tx.put(&1, None)?;
-/// drop(rx); // the last consumer: a put that would wait says so
+/// drop(rx); // the last consumer: put says so
 /// assert!(matches!(tx.put(&2, None), Err(multiproc::Error::Disconnected(_))));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
