@@ -616,3 +616,74 @@ fn simple_queue_between_processes() {
 fn the_demo_scenario_delivers_every_message_once_in_order() {
     assert!(demo::run().unwrap());
 }
+
+#[test]
+fn a_lock_holder_killed_while_it_waits_passes_both_locks_on() {
+    let before = names_before();
+    let mut pids = HashSet::from([std::process::id()]);
+    // A consumer asleep in get (empty queue) holds the consumer lock.
+    let q = Queue::<u32>::new().unwrap();
+    let (c, about) = (q.clone(), Event::new().unwrap());
+    let a = about.clone();
+    let consumer = spawn(move || {
+        a.set();
+        let _ = c.get(LONG);
+        panic!("nothing should come");
+    });
+    assert!(about.wait(T).unwrap());
+    common::until_asleep(consumer.pid().unwrap());
+    pids.insert(consumer.pid().unwrap());
+    common::kill(consumer);
+    q.put(&1, T).unwrap();
+    assert_eq!(q.get(T).unwrap(), 1, "the consumer lock passed on");
+
+    // A producer asleep in put (full queue) holds the producer lock.
+    let q = Queue::<u32>::with_maxsize(1).unwrap();
+    q.put(&1, T).unwrap();
+    let (p, about) = (q.clone(), Event::new().unwrap());
+    let a = about.clone();
+    let producer = spawn(move || {
+        a.set();
+        let _ = p.put(&2, LONG);
+        panic!("no room should come");
+    });
+    assert!(about.wait(T).unwrap());
+    common::until_asleep(producer.pid().unwrap());
+    pids.insert(producer.pid().unwrap());
+    common::kill(producer);
+    assert_eq!(q.get(T).unwrap(), 1);
+    q.put(&3, T).unwrap();
+    assert_eq!(
+        q.get(T).unwrap(),
+        3,
+        "the producer lock passed on; 2 was never put"
+    );
+    assert!(q.empty());
+    nothing_new_in_dev_shm(&before, &pids);
+}
+
+#[test]
+fn handles_are_shared_between_threads() {
+    let q = Queue::<u64>::with_maxsize(8).unwrap();
+    let total: u64 = std::thread::scope(|s| {
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut sum = 0;
+                    loop {
+                        match q.get(T).unwrap() {
+                            0 => return sum,
+                            n => sum += n,
+                        }
+                    }
+                })
+            })
+            .collect();
+        for n in 1..=1000 {
+            q.put(&n, T).unwrap();
+        }
+        q.put_many(&[0, 0], T).unwrap();
+        consumers.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(total, 500_500);
+}
