@@ -50,6 +50,24 @@ pub(crate) fn tasks_changed(ring: &Ring) {
     }
 }
 
+/// One task of `h`'s queue is done (see [`JoinableQueue::task_done`]).
+pub(crate) fn task_done(h: &Holder) -> Result<()> {
+    if !h.joinable {
+        return Err(Error::InvalidArgument(
+            "task_done() on a handle of a Queue: only a JoinableQueue (and its receivers) counts tasks".into(),
+        ));
+    }
+    if h.is_closed() {
+        return Err(Error::Closed("JoinableQueue.task_done"));
+    }
+    let tasks = h.ring.table(Role::Tasks);
+    if !tasks.remove(Who::Me) && !tasks.remove_any_alive() {
+        return Err(Error::TaskDoneTooMany);
+    }
+    tasks_changed(&h.ring);
+    Ok(())
+}
+
 /// A [`Queue`](super::Queue) with `task_done` and `join` (see the [module](self)).
 ///
 /// ```
@@ -160,12 +178,7 @@ impl<T> JoinableQueue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn task_done(&self) -> Result<()> {
-        let tasks = self.holder.ring.table(Role::Tasks);
-        if !tasks.remove(Who::Me) && !tasks.remove_any_alive() {
-            return Err(Error::TaskDoneTooMany);
-        }
-        tasks_changed(&self.holder.ring);
-        Ok(())
+        task_done(&self.holder)
     }
 
     /// Tasks not yet done: queued messages plus those live consumers took and

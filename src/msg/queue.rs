@@ -745,6 +745,32 @@ impl<T> Queue<T> {
     }
 }
 
+impl<T> Receiver<T> {
+    /// Says that one task taken through this receiver is done, when it was made by
+    /// [`JoinableQueue::receiver`](super::JoinableQueue::receiver) (see
+    /// [`JoinableQueue::task_done`](super::JoinableQueue::task_done)); on a plain
+    /// `Queue`'s receiver it is [`Error::InvalidArgument`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::JoinableQueue::<u8>::new()?;
+    /// let rx = q.receiver();
+    /// let mut worker = multiproc::Process::new(move || {
+    ///     rx.get(None).unwrap();
+    ///     rx.task_done().unwrap();
+    /// });
+    /// worker.start()?;
+    /// q.put(&1, None)?;
+    /// q.join(Some(Duration::from_secs(10)))?;
+    /// worker.join(Some(Duration::from_secs(10)))?;
+    /// assert!(multiproc::Queue::<u8>::new()?.receiver().task_done().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn task_done(&self) -> Result<()> {
+        super::joinable_queue::task_done(&self.holder)
+    }
+}
+
 producer_api!(
     Queue,
     "let q = multiproc::Queue::<u32>::new()?;\nlet h = q.clone();"
