@@ -39,7 +39,8 @@
 //! - [`shm`] — segments, the shared arena, element storage, `SharedMemory`;
 //! - [`sync`] — the primitives, one file each;
 //! - [`data`] — `Value`, `Array` and their raw twins, above the primitives;
-//! - [`msg`] — `Queue`, `SimpleQueue`, `JoinableQueue`: messages in shared memory;
+//! - [`msg`] — message passing: `Queue`, `SimpleQueue`, `JoinableQueue` (a ring in
+//!   shared memory), `Pipe` and its `Connection`s;
 //! - [`process`] — `Process`.
 
 #![warn(missing_docs)]
@@ -53,6 +54,8 @@ pub mod sync;
 pub(crate) mod sys;
 
 pub use error::{Error, Result};
+/// Python's `multiprocessing.connection`: [`Connection`], [`wait`](connection::wait).
+pub use msg::connection;
 
 // The README's code blocks run as doctests, so the README cannot drift from the API.
 #[cfg(doctest)]
@@ -60,7 +63,7 @@ pub use error::{Error, Result};
 struct ReadmeDoctests;
 pub use bytemuck::{Pod, Zeroable};
 pub use data::{Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, Value, ValueGuard};
-pub use msg::{JoinableQueue, Queue, Receiver, Sender, SimpleQueue};
+pub use msg::{Connection, JoinableQueue, Pipe, Queue, Receiver, Sender, SimpleQueue};
 pub use process::Process;
 pub use shm::SharedMemory;
 pub use sync::{

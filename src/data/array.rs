@@ -72,10 +72,9 @@ pub struct Array<T> {
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T> {
-    // Field order is drop order: the claim ends, then the pin, then the level.
+    // Field order is drop order: the claim ends, then the pinned level.
     slice: Exclusive<'a, T>,
     pin: Pin<'a>,
-    _guard: RLockGuard<'a>,
 }
 
 impl<T: Pod> Array<T> {
@@ -230,17 +229,10 @@ impl<T: Pod> Array<T> {
     }
 
     fn guard<'a>(&'a self, how: TryLockResult<RLockGuard<'a>>) -> TryLockResult<ArrayGuard<'a, T>> {
-        guarded(
-            &self.storage,
-            &self.lock,
-            how,
-            "Array",
-            |slice, pin, guard| ArrayGuard {
-                slice,
-                pin,
-                _guard: guard,
-            },
-        )
+        guarded(&self.storage, how, "Array", |slice, pin| ArrayGuard {
+            slice,
+            pin,
+        })
     }
 
     fn locked<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {

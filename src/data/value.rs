@@ -66,40 +66,49 @@ pub struct Value<T> {
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T> {
-    // Field order is drop order: the claim ends, then the pin, then the level.
+    // Field order is drop order: the claim ends, then the pinned level.
     value: Exclusive<'a, T>,
     pin: Pin<'a>,
-    _guard: RLockGuard<'a>,
 }
 
-/// One pinned level of a data lock (see `RLock::pin`).
-pub(crate) struct Pin<'a>(&'a RLock);
+/// One level of a data lock that this thread holds for a data guard, pinned (see
+/// `RLock::pin`): no `release` takes it; dropping it releases it.
+pub(crate) struct Pin<'a> {
+    lock: &'a RLock,
+    // The level is this thread's: the pin must stay on it.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
 
 impl<'a> Pin<'a> {
-    pub(crate) fn new(lock: &'a RLock) -> Pin<'a> {
-        lock.pin();
-        Pin(lock)
+    /// Turns a held level into a pinned one.
+    #[inline]
+    pub(crate) fn new(guard: RLockGuard<'a>) -> Pin<'a> {
+        Pin {
+            lock: guard.into_pinned(),
+            _not_send: std::marker::PhantomData,
+        }
     }
 
     pub(crate) fn lock(&self) -> &'a RLock {
-        self.0
+        self.lock
     }
 }
 
 impl Drop for Pin<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.0.unpin();
+        self.lock.release_pinned();
     }
 }
 
 /// Takes a data guard's pieces once the lock is held: `Err` (the level released
 /// again) when the data is in use in this process.
+#[inline]
 pub(crate) fn guarded<'a, T: Pod, G>(
     storage: &'a Storage<T>,
-    lock: &'a RLock,
     how: TryLockResult<RLockGuard<'a>>,
     what: &'static str,
-    make: impl Fn(Exclusive<'a, T>, Pin<'a>, RLockGuard<'a>) -> G,
+    make: impl Fn(Exclusive<'a, T>, Pin<'a>) -> G,
 ) -> TryLockResult<G> {
     let (guard, died) = match how {
         Ok(g) => (g, false),
@@ -112,7 +121,7 @@ pub(crate) fn guarded<'a, T: Pod, G>(
         Ok(d) => d,
         Err(e) => return Err(TryLockError::Invalid(e)),
     };
-    let g = make(data, Pin::new(lock), guard);
+    let g = make(data, Pin::new(guard));
     if died {
         Err(TryLockError::OwnerDied(OwnerDied::new(g)))
     } else {
@@ -122,6 +131,7 @@ pub(crate) fn guarded<'a, T: Pod, G>(
 
 /// The blocking form: a misuse (a second guard in one thread) panics, as a second
 /// `RefCell::borrow_mut` does.
+#[inline]
 pub(crate) fn blocking<G>(r: TryLockResult<G>, what: &str) -> LockResult<G> {
     match r {
         Ok(g) => Ok(g),
@@ -209,6 +219,7 @@ impl<T: Pod> Value<T> {
     /// assert_eq!(v.get()?, 14);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[inline]
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
         blocking(
             self.guard(self.lock.lock().map_err(TryLockError::OwnerDied)),
@@ -248,18 +259,12 @@ impl<T: Pod> Value<T> {
         self.guard(self.lock.try_lock_for(timeout))
     }
 
+    #[inline]
     fn guard<'a>(&'a self, how: TryLockResult<RLockGuard<'a>>) -> TryLockResult<ValueGuard<'a, T>> {
-        guarded(
-            &self.storage,
-            &self.lock,
-            how,
-            "Value",
-            |value, pin, guard| ValueGuard {
-                value,
-                pin,
-                _guard: guard,
-            },
-        )
+        guarded(&self.storage, how, "Value", |value, pin| ValueGuard {
+            value,
+            pin,
+        })
     }
 
     /// A copy of the value, taken under the lock (Python's `v.value`).

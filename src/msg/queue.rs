@@ -79,7 +79,8 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 
 pub(crate) fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> Result<()> {
     let v = postcard::to_extend(msg, std::mem::take(buf)).map_err(|e| Error::Codec {
-        what: "encoding",
+        op: "put",
+        what: "serialize the value",
         reason: e.to_string(),
     })?;
     *buf = v;
@@ -100,17 +101,27 @@ pub(crate) fn with_encoded<T: Serialize, R>(
             f(buf)
         }),
         Err(e) => Err(Error::Codec {
-            what: "encoding",
+            op: "put",
+            what: "serialize the value",
             reason: e.to_string(),
         }),
     }
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Codec {
-        what: "decoding",
-        reason: e.to_string(),
-    })
+    let codec = |reason: String| Error::Codec {
+        op: "get",
+        what: "decode the message as the type asked for",
+        reason,
+    };
+    let (msg, rest) = postcard::take_from_bytes(bytes).map_err(|e| codec(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(codec(format!(
+            "{} bytes left over after the value",
+            rest.len()
+        )));
+    }
+    Ok(msg)
 }
 
 /// Takes the producer lock for a put; false at the deadline, or, when it may not

@@ -286,6 +286,7 @@ impl<T: Pod> Storage<T> {
     /// thread holds now (a Value's or Array's: their guards, copies and splits all
     /// take it), so no other thread changes the word meanwhile and a load and a store
     /// do what a compare-exchange would.
+    #[inline]
     pub(crate) fn exclusive_locked(&self, what: &'static str) -> Result<Exclusive<'_, T>> {
         let now = self.claims.0.load(Ordering::Relaxed);
         if now != 0 {
@@ -360,6 +361,7 @@ impl<T> DerefMut for Exclusive<'_, T> {
 }
 
 impl<T> Drop for Exclusive<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         // The slice is not used after this: `self` is being dropped.
         self.claims.0.store(0, Ordering::Release);

@@ -204,11 +204,14 @@ pub fn is_this_process(owner: u32) -> bool {
 /// Whether `owner` names the calling thread: its owner word, or its tid with
 /// [`TAG_UNKNOWN`]. Use it, not `==`, to compare a stored word with
 /// [`thread()`]: a lock taken under a provisional identity stays the thread's.
+#[inline]
 pub fn is_this_thread(owner: u32) -> bool {
     is_this(owner & OWNER_MASK, thread())
 }
 
-fn is_this(owner: u32, me: u32) -> bool {
+/// Whether `owner` names `me` (an identity of [`thread()`] or [`process()`]).
+#[inline]
+pub(crate) fn is_this(owner: u32, me: u32) -> bool {
     owner == me || owner == word(id_of(me), None)
 }
 

@@ -12,8 +12,8 @@
 //!               CONTENDED (bit 31) = someone may sleep on the futex: wake on unlock
 //! 4  u32 flags  bit 0 INCONSISTENT: an owner died holding the lock and no one has
 //!               called mark_consistent() since
-//! 8  u32 count  recursion count (RLock only; touched only by the holder)
-//! 12 u32        reserved, 0
+//! 8  u64        the holder's own word: RLock keeps its recursion count and pins
+//!               there (see `rlock`), a Lock the thread that holds it (see `lock`)
 //! ```
 //!
 //! ## States of `word`
@@ -54,6 +54,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ident::{self, OwnerKind};
+use super::spin;
 use crate::sys::futex;
 use crate::sys::mem::Mapping;
 use crate::sys::time::Deadline;
@@ -133,7 +134,6 @@ pub enum Acquired {
 pub struct RawLock {
     word: &'static AtomicU32,
     flags: &'static AtomicU32,
-    count: &'static AtomicU32,
     /// Whose words `word` holds, hence what counts as the owner's death.
     kind: OwnerKind,
 }
@@ -161,7 +161,6 @@ impl RawLock {
         RawLock {
             word: map.atomic_u32(offset),
             flags: map.atomic_u32(offset + 4),
-            count: map.atomic_u32(offset + 8),
             kind,
         }
     }
@@ -191,6 +190,21 @@ impl RawLock {
         {
             Ok(_) => Some(self.after_acquire()),
             Err(w) => self.try_take_over(me, w),
+        }
+    }
+
+    /// One compare-exchange `0 -> me`: `Ok` with the lock, or `Err` with the word
+    /// found (nothing else is tried). For RLock, which must tell "held by me" from
+    /// "held by another" without a load of the word before the exchange: under
+    /// contention that load would cost a second transfer of the cache line.
+    #[inline]
+    pub fn try_exchange(&self, me: u32) -> Result<Acquired, u32> {
+        match self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(self.after_acquire()),
+            Err(w) => Err(w),
         }
     }
 
@@ -267,6 +281,19 @@ impl RawLock {
         if w != 0 {
             if let Some(how) = self.try_take_over(me, w) {
                 return Some(how);
+            }
+            // More runnable processes than cores: hand this core to them (the
+            // holder among them, maybe) for a bounded time before sleeping (see
+            // `spin::yield_until`). Taken as on the fast path: a sleeper that a
+            // release woke finds it held and marks it contended again.
+            if spin::yield_until(|| self.word.load(Ordering::Relaxed) == 0) {
+                match self
+                    .word
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => return Some(self.after_acquire()),
+                    Err(now) => w = now,
+                }
             }
         }
         let mut next_check = Instant::now() + OWNER_CHECK_INTERVAL;
@@ -356,11 +383,6 @@ impl RawLock {
     /// Clears INCONSISTENT (call while holding the lock, after repairing the data).
     pub fn mark_consistent(&self) {
         self.flags.fetch_and(!INCONSISTENT, Ordering::Relaxed);
-    }
-
-    /// The recursion count word (RLock only; read and written by the holder).
-    pub fn count(&self) -> &'static AtomicU32 {
-        self.count
     }
 }
 
@@ -744,30 +766,6 @@ mod examples {
         raw.unlock();
         assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
         raw.unlock();
-        Ok(())
-    }
-
-    #[test]
-    fn count_13() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::shm::arena::Block;
-        use crate::sync::raw_lock::RawLock;
-        use std::sync::atomic::Ordering;
-        let block = Block::alloc(16)?;
-        let map = block.static_map().unwrap();
-        let raw = RawLock::at(map, block.offset());
-        assert_eq!(raw.count().load(Ordering::Relaxed), 0);
-        raw.count().fetch_add(2, Ordering::Relaxed); // an RLock taken twice
-        // Shared: every handle, in every process, sees the third u32 of the layout.
-        assert_eq!(
-            RawLock::at(map, block.offset())
-                .count()
-                .load(Ordering::Relaxed),
-            2
-        );
-        assert_eq!(
-            map.atomic_u32(block.offset() + 8).load(Ordering::Relaxed),
-            2
-        );
         Ok(())
     }
 }

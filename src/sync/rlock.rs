@@ -1,6 +1,6 @@
 //! `RLock`: a recursive lock owned by one thread of one process.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::ident;
@@ -30,11 +30,28 @@ use crate::sys::time::Deadline;
 #[derive(Debug, Clone)]
 pub struct RLock {
     raw: RawLock,
-    // The fourth u32 of the raw lock's 16 bytes: how many of the holder's levels
-    // belong to Value/Array guards (touched only by the holding thread). `release`
-    // never takes those levels, so a guard's `&mut` cannot outlive its lock.
-    pinned: &'static AtomicU32,
+    // The second u64 of the raw lock's 16 bytes, read and written only by the
+    // holding thread (the lock orders every change):
+    //   bits  0..32  count: how many levels the holder holds (meaningless while
+    //                the lock is free: every fresh acquisition writes it);
+    //   bits 32..64  pins: how many of those levels belong to Value/Array guards.
+    //                `release` never takes those, so a guard's `&mut` cannot
+    //                outlive its lock.
+    // One word, so that the critical section of a data guard writes the lock's
+    // cache line once more than a bare lock does.
+    levels: &'static AtomicU64,
     _block: Block,
+}
+
+/// The levels word's parts: (count, pins).
+#[inline]
+fn split(v: u64) -> (u32, u32) {
+    (v as u32, (v >> 32) as u32)
+}
+
+#[inline]
+fn join(count: u32, pins: u32) -> u64 {
+    u64::from(count) | u64::from(pins) << 32
 }
 
 /// One level of an [`RLock`] held by this thread; dropping it releases that level.
@@ -74,7 +91,7 @@ impl RLock {
         let map = block.arena_map();
         RLock {
             raw: RawLock::at_thread_owned(map, offset),
-            pinned: map.atomic_u32(offset + 12),
+            levels: map.atomic_u64(offset + 8),
             _block: block,
         }
     }
@@ -82,48 +99,60 @@ impl RLock {
     /// Marks one of this thread's levels as held by a data guard (call holding it).
     #[inline]
     pub(crate) fn pin(&self) {
-        let n = self.pinned.load(Ordering::Relaxed);
-        self.pinned.store(n + 1, Ordering::Relaxed);
+        let (count, pins) = split(self.levels.load(Ordering::Relaxed));
+        self.levels.store(join(count, pins + 1), Ordering::Relaxed);
     }
 
     /// [`Error::InUse`] while a data guard holds a level (a full release would
     /// undercut it).
     pub(crate) fn check_unpinned(&self, what: &'static str) -> Result<()> {
-        match self.pinned.load(Ordering::Relaxed) {
+        match split(self.levels.load(Ordering::Relaxed)).1 {
             0 => Ok(()),
             _ => Err(pinned_error(what)),
         }
     }
 
-    /// Undoes one [`pin`](Self::pin).
+    /// Releases one pinned level: undoes a [`pin`](Self::pin) and releases the level, with
+    /// at most one write of the levels word. For a data guard's drop, which proves
+    /// that this thread holds the level (guards are not `Send`, and no release takes
+    /// a pinned level).
     #[inline]
-    pub(crate) fn unpin(&self) {
-        let n = self.pinned.load(Ordering::Relaxed);
-        self.pinned.store(n.saturating_sub(1), Ordering::Relaxed);
+    pub(crate) fn release_pinned(&self) {
+        let (count, pins) = split(self.levels.load(Ordering::Relaxed));
+        if count > 1 {
+            self.levels
+                .store(join(count - 1, pins.saturating_sub(1)), Ordering::Relaxed);
+        } else {
+            // The last level: the next owner writes a fresh levels word.
+            self.raw.unlock();
+        }
     }
 
     /// Takes one level for the calling thread; `None` when the deadline passed.
     #[inline]
     fn take(&self, deadline: Option<Deadline>) -> Result<Option<Acquired>> {
         let me = ident::thread();
-        if ident::is_this_thread(self.raw.owner()) {
-            let count = self.raw.count();
-            let n = count.load(Ordering::Relaxed);
-            if n == u32::MAX {
-                return Err(Error::RecursionOverflow { what: "RLock" });
+        // The exchange first, the owner check only when it fails: a load of the
+        // word before it would move the contended cache line twice.
+        let how = match self.raw.try_exchange(me) {
+            Ok(how) => Some(how),
+            Err(w) if ident::is_this(w & ident::OWNER_MASK, me) => {
+                let (count, pins) = split(self.levels.load(Ordering::Relaxed));
+                if count == u32::MAX {
+                    return Err(Error::RecursionOverflow { what: "RLock" });
+                }
+                self.levels.store(join(count + 1, pins), Ordering::Relaxed);
+                return Ok(Some(Acquired::Clean));
             }
-            count.store(n + 1, Ordering::Relaxed);
-            return Ok(Some(Acquired::Clean));
-        }
-        let how = match deadline {
-            Some(d) => self.raw.lock(me, d),
-            None => self.raw.try_lock(me),
+            Err(_) => match deadline {
+                Some(d) => self.raw.lock(me, d),
+                None => self.raw.try_lock(me),
+            },
         };
         if how.is_some() {
             // A fresh acquisition: no guard of this process holds a level (it would
             // hold the lock); a dead owner's pins are void.
-            self.raw.count().store(1, Ordering::Relaxed);
-            self.pinned.store(0, Ordering::Relaxed);
+            self.levels.store(join(1, 0), Ordering::Relaxed);
         }
         Ok(how)
     }
@@ -226,14 +255,20 @@ impl RLock {
         }
     }
 
-    /// Python's `acquire(block=True, timeout=None)`.
+    /// Python's `acquire(block=True, timeout=None)`: whether a level was taken.
     ///
-    /// `Err(Error::OwnerDied)` means the lock **was** taken after its owner died.
+    /// `Ok(true)` always means "taken, release it": also when the previous owner
+    /// died holding it. Then [`is_consistent`](Self::is_consistent) is false:
+    /// repair the data, then [`mark_consistent`](Self::mark_consistent). (It never
+    /// returns an `Err` with a level held, so `rlock.acquire(true, None)?` cannot
+    /// leak one.) `Err` only when nothing was taken: a timeout the clock cannot
+    /// represent, or a recursion count that would overflow.
     ///
     /// ```
     /// let rlock = multiproc::RLock::new()?;
     /// assert!(rlock.acquire(true, None)?);
     /// assert!(rlock.acquire(false, None)?);
+    /// assert!(rlock.is_consistent());
     /// rlock.release()?;
     /// rlock.release()?;
     /// # Ok::<(), multiproc::Error>(())
@@ -249,11 +284,8 @@ impl RLock {
         } else {
             self.take(None)?
         };
-        match how {
-            None => Ok(false),
-            Some(Acquired::Clean) => Ok(true),
-            Some(Acquired::OwnerDied) => Err(Error::OwnerDied),
-        }
+        // Clean or OwnerDied, the level is ours: `is_consistent` tells which.
+        Ok(how.is_some())
     }
 
     /// Python's `release()`: drops one level. Only the owning thread may call it;
@@ -272,15 +304,14 @@ impl RLock {
                 what: "RLock::release",
             });
         }
-        let count = self.raw.count();
-        let n = count.load(Ordering::Relaxed);
-        if n <= self.pinned.load(Ordering::Relaxed) {
+        let (count, pins) = split(self.levels.load(Ordering::Relaxed));
+        if count <= pins {
             return Err(pinned_error("RLock::release"));
         }
-        if n > 1 {
-            count.store(n - 1, Ordering::Relaxed);
+        if count > 1 {
+            self.levels.store(join(count - 1, pins), Ordering::Relaxed);
         } else {
-            count.store(0, Ordering::Relaxed);
+            // The last level: the next owner writes a fresh levels word.
             self.raw.unlock();
         }
         Ok(())
@@ -335,7 +366,7 @@ impl RLock {
     /// ```
     pub fn recursion_count(&self) -> u32 {
         if self.is_owned() {
-            self.raw.count().load(Ordering::Relaxed)
+            split(self.levels.load(Ordering::Relaxed)).0
         } else {
             0
         }
@@ -345,15 +376,15 @@ impl RLock {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use multiproc::{Error, Process, RLock};
+    /// use multiproc::{Process, RLock};
     /// let rlock = RLock::new()?;
     /// assert!(rlock.is_consistent());
     /// let r = rlock.clone();
     /// let mut p = Process::new(move || assert!(r.acquire(true, None).unwrap())); // never released
     /// p.start()?;
     /// p.join(Some(Duration::from_secs(10)))?;
-    /// assert!(matches!(rlock.acquire(true, Some(Duration::from_secs(10))), Err(Error::OwnerDied)));
-    /// assert!(!rlock.is_consistent());
+    /// assert!(rlock.acquire(true, Some(Duration::from_secs(10)))?); // taken...
+    /// assert!(!rlock.is_consistent()); // ...from a dead owner
     /// rlock.mark_consistent();
     /// assert!(rlock.is_consistent());
     /// rlock.release()?;
@@ -398,19 +429,18 @@ impl RLock {
                 what: "RLock::release_all",
             });
         }
-        if self.pinned.load(Ordering::Relaxed) != 0 {
+        let (count, pins) = split(self.levels.load(Ordering::Relaxed));
+        if pins != 0 {
             return Err(pinned_error("the RLock (to wait)"));
         }
-        let n = self.raw.count().swap(0, Ordering::Relaxed);
         self.raw.unlock();
-        Ok(n)
+        Ok(count)
     }
 
     /// Takes the lock back with `count` levels (after [`release_all`](Self::release_all)).
     pub(crate) fn reacquire(&self, count: u32, deadline: Deadline) -> Option<Acquired> {
         let how = self.raw.lock(ident::thread(), deadline)?;
-        self.raw.count().store(count.max(1), Ordering::Relaxed);
-        self.pinned.store(0, Ordering::Relaxed);
+        self.levels.store(join(count.max(1), 0), Ordering::Relaxed);
         Some(how)
     }
 }
@@ -423,7 +453,17 @@ fn pinned_error(what: &'static str) -> Error {
     }
 }
 
-impl RLockGuard<'_> {
+impl<'a> RLockGuard<'a> {
+    /// Pins this level for a data guard (see [`RLock::pin`]) and hands it over:
+    /// the caller releases it with [`RLock::release_pinned`].
+    #[inline]
+    pub(crate) fn into_pinned(self) -> &'a RLock {
+        let lock = self.lock;
+        lock.pin();
+        std::mem::forget(self);
+        lock
+    }
+
     /// Declares the protected data repaired after an [`OwnerDied`].
     ///
     /// ```
