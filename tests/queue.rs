@@ -687,3 +687,42 @@ fn handles_are_shared_between_threads() {
     });
     assert_eq!(total, 500_500);
 }
+
+#[test]
+fn children_forked_from_several_threads_at_once_all_start() {
+    // Each fork's handshake pipe is open in the parent while other threads fork:
+    // their children inherit its writing end. A child must not wait for that end
+    // to close: here every child stays alive until all have reported in, so a
+    // child waiting for a sibling's exit would never report.
+    let q = Queue::<u32>::new().unwrap();
+    let rx = q.receiver();
+    let done = Event::new().unwrap();
+    let kids: Vec<Process> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let (q, done) = (&q, &done);
+                s.spawn(move || {
+                    (0..10u32)
+                        .map(|i| {
+                            let (tx, d) = (q.sender(), done.clone());
+                            spawn(move || {
+                                tx.put(&(t * 10 + i), T).unwrap();
+                                assert!(d.wait(LONG).unwrap());
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let got: Result<Vec<u32>, _> = (0..40).map(|_| rx.get(T)).collect();
+    done.set();
+    join_all_ok(kids);
+    let mut got = got.expect("every child reports in");
+    got.sort_unstable();
+    assert_eq!(got, (0..40).collect::<Vec<_>>());
+}
