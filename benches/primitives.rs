@@ -5,7 +5,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use multiproc::{BoundedSemaphore, Condition, Event, Lock, RLock, RawValue, Semaphore, Value};
+use multiproc::{
+    BoundedSemaphore, Condition, Event, Lock, Queue, RLock, RawValue, Semaphore, Value,
+};
 
 fn lock(c: &mut Criterion) {
     let lock = Lock::new().unwrap();
@@ -106,5 +108,33 @@ fn value(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, lock, rlock, semaphore, event, condition, value);
+fn queue(c: &mut Criterion) {
+    let q = Queue::<[u8; 8]>::new().unwrap();
+    c.bench_function("Queue put+get, 8 B typed (one process)", |b| {
+        b.iter(|| {
+            black_box(&q).put(&[7; 8], None).unwrap();
+            black_box(black_box(&q).get(None).unwrap());
+        })
+    });
+    let raw = Queue::<()>::new().unwrap();
+    let msg = vec![7u8; 4096];
+    let mut out = Vec::with_capacity(4096);
+    c.bench_function("Queue put_bytes+get_bytes_into, 4 KiB (one process)", |b| {
+        b.iter(|| {
+            black_box(&raw).put_bytes(&msg, None).unwrap();
+            black_box(&raw).get_bytes_into(&mut out, None).unwrap();
+        })
+    });
+    let batch = [[7u8; 8]; 64];
+    c.bench_function("Queue put_many+get_many, 64 x 8 B (one process)", |b| {
+        b.iter(|| {
+            black_box(&q).put_many(&batch, None).unwrap();
+            black_box(black_box(&q).get_many(64, None).unwrap());
+        })
+    });
+}
+
+criterion_group!(
+    benches, lock, rlock, semaphore, event, condition, value, queue
+);
 criterion_main!(benches);

@@ -304,6 +304,107 @@ pub enum Error {
         max: u32,
     },
 
+    /// A message queue whose other side is gone: every producer (for `get`, once
+    /// the queue is empty) or every consumer (for `put`) dropped its handle, closed
+    /// it, or died. crossbeam-channel's `Disconnected`.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u32>::new()?;
+    /// let rx = q.receiver();
+    /// drop(q); // the last producer
+    /// assert!(matches!(rx.get(None), Err(multiproc::Error::Disconnected(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("{0}")]
+    Disconnected(&'static str),
+
+    /// `put_nowait` (or a `put` that may not block) on a full queue (Python's
+    /// `queue.Full`).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::with_maxsize(1)?;
+    /// q.put_nowait(&1)?;
+    /// assert!(matches!(q.put_nowait(&2), Err(multiproc::Error::Full)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("the queue is full: get messages out first, or put with a timeout")]
+    Full,
+
+    /// `get_nowait` (or a `get` that may not block) on an empty queue (Python's
+    /// `queue.Empty`).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// assert!(matches!(q.get_nowait(), Err(multiproc::Error::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("the queue is empty: put a message first, or get with a timeout")]
+    Empty,
+
+    /// A blocking call whose timeout passed first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// let e = q.get(Some(Duration::from_millis(1))).unwrap_err();
+    /// assert!(matches!(e, multiproc::Error::Timeout { what: "Queue.get", .. }));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("{what} timed out after {timeout:?}")]
+    Timeout {
+        /// The call that timed out.
+        what: &'static str,
+        /// The timeout it was given.
+        timeout: Duration,
+    },
+
+    /// A call on a handle after its `close()`.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// q.close();
+    /// assert!(matches!(q.put(&1, None), Err(multiproc::Error::Closed(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("{0} on a closed handle: clone an open handle before closing it")]
+    Closed(&'static str),
+
+    /// Shared words of a queue that no correct writer leaves (another process wrote
+    /// over the queue's memory): the queue refuses to read past them.
+    ///
+    /// ```
+    /// let e = multiproc::Error::Corrupt("a frame longer than the ring".into());
+    /// assert!(e.to_string().contains("longer"));
+    /// ```
+    #[error("the queue's shared memory is corrupt: {0}")]
+    Corrupt(String),
+
+    /// `JoinableQueue::task_done` called more often than messages were taken.
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::<u8>::new()?;
+    /// assert!(matches!(q.task_done(), Err(multiproc::Error::TaskDoneTooMany)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("task_done() called more times than there were tasks taken from the queue")]
+    TaskDoneTooMany,
+
+    /// `JoinableQueue::join`: every task is done except `count` that consumers took
+    /// and died holding (killed before their `task_done`). Those tasks are written
+    /// off by this report: a later `join` does not count them again.
+    ///
+    /// ```
+    /// let e = multiproc::Error::TasksAbandoned { count: 2 };
+    /// assert!(e.to_string().contains("2"));
+    /// ```
+    #[error(
+        "join: every task is done but {count} that consumers took and died holding (they are written off)"
+    )]
+    TasksAbandoned {
+        /// Tasks lost with their dead consumers.
+        count: u64,
+    },
+
     /// `recv` on a connection whose other end was closed, or whose process died,
     /// with no message left: Python's `EOFError`. Final: every later `recv` says it
     /// again.

@@ -39,7 +39,8 @@
 //! - [`shm`] — segments, the shared arena, element storage, `SharedMemory`;
 //! - [`sync`] — the primitives, one file each;
 //! - [`data`] — `Value`, `Array` and their raw twins, above the primitives;
-//! - [`msg`] — message passing: `Pipe` and its `Connection`s;
+//! - [`msg`] — message passing: `Queue`, `SimpleQueue`, `JoinableQueue` (a ring in
+//!   shared memory), `Pipe` and its `Connection`s;
 //! - [`process`] — `Process`.
 
 #![warn(missing_docs)]
@@ -62,7 +63,7 @@ pub use msg::connection;
 struct ReadmeDoctests;
 pub use bytemuck::{Pod, Zeroable};
 pub use data::{Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, Value, ValueGuard};
-pub use msg::{Connection, Pipe};
+pub use msg::{Connection, JoinableQueue, Pipe, Queue, Receiver, Sender, SimpleQueue};
 pub use process::{
     ActiveChild, CurrentProcess, ParentProcess, Process, active_children, current_process,
     parent_process,

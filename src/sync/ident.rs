@@ -215,6 +215,18 @@ pub(crate) fn is_this(owner: u32, me: u32) -> bool {
     owner == me || owner == word(id_of(me), None)
 }
 
+/// The owner word that the running process `pid` computes for itself with
+/// [`process`] (its start time read from `/proc/<pid>/stat`; [`TAG_UNKNOWN`] when
+/// that cannot be read). Lets a parent name a child it just forked, as the message
+/// queues do when they hand a role over to it.
+pub(crate) fn process_of(pid: u32) -> u32 {
+    let start = match procfs::probe(pid) {
+        Probe::Found(stat) => Some(stat.start_time),
+        Probe::Gone | Probe::Unknown => None,
+    };
+    word(pid, start)
+}
+
 /// What an owner word names: a whole process (Lock, Barrier slots) or one thread
 /// (RLock, Condition slots). It decides what a zombie means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +311,11 @@ fn answers_by(cache: &AtomicBool, probe_self: impl FnOnce() -> Probe) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_of_names_a_process_as_it_names_itself() {
+        assert_eq!(process_of(std::process::id()), process());
+    }
     use std::cell::Cell;
 
     const LIVE: procfs::TaskStat = procfs::TaskStat {

@@ -239,7 +239,15 @@ pub(crate) fn adopt(end: ChildEnd) -> usize {
     loop {
         match rustix::io::read(&r, &mut buf) {
             Ok(0) => break,
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                bytes.extend_from_slice(&buf[..n]);
+                // Stop at the end marker, not at EOF: a sibling forked by another
+                // thread while this handshake ran inherited the parent's writing
+                // end too, and may keep it open (waiting on its own handshake).
+                if bytes.len() % 8 == 0 && bytes.ends_with(&END.to_le_bytes()) {
+                    break;
+                }
+            }
             Err(rustix::io::Errno::INTR) => {}
             Err(_) => break,
         }

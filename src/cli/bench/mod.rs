@@ -43,6 +43,7 @@ mod s1_lock;
 mod s2_counter;
 mod s3_pingpong;
 mod s4_barrier;
+mod s5_queue;
 mod s6_array;
 
 /// Every scenario, in scenario order. Adding one is a module and a line here.
@@ -51,6 +52,7 @@ const SCENARIOS: &[&Scenario] = &[
     &s2_counter::SCENARIO,
     &s3_pingpong::SCENARIO,
     &s4_barrier::SCENARIO,
+    &s5_queue::SCENARIO,
     &s6_array::SCENARIO,
     &pipe::SCENARIO,
 ];
@@ -61,7 +63,7 @@ pub struct BenchArgs {
     /// Fewer repetitions: the whole run stays under a minute.
     #[arg(long)]
     quick: bool,
-    /// Run only this scenario (S1, S2, S3, S4, S6, PIPE); repeat for several.
+    /// Run only this scenario (S1, S2, S3, S4, S5, S6, PIPE); repeat for several.
     #[arg(long = "scenario", value_name = "ID")]
     scenarios: Vec<String>,
     /// Write the raw figures as a JSON list of rows to FILE.
@@ -91,7 +93,7 @@ pub struct Row {
     pub min: f64,
     /// Slowest repetition (largest value).
     pub max: f64,
-    /// `ns`, `us`, `ms`, `msg/s`, `GB/s` or `x`.
+    /// `ns`, `us`, `ms`, `msg/s`, `MB/s`, `GB/s` or `x`.
     pub unit: String,
     /// Processes (or threads) taking part.
     pub processes: u32,
@@ -100,7 +102,7 @@ pub struct Row {
 impl Row {
     /// Whether a larger figure is better (throughputs and speedups).
     pub fn higher_is_better(&self) -> bool {
-        matches!(self.unit.as_str(), "msg/s" | "GB/s" | "x")
+        matches!(self.unit.as_str(), "msg/s" | "MB/s" | "GB/s" | "x")
     }
 }
 

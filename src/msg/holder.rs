@@ -1,0 +1,117 @@
+//! One handle's hold on a queue's roles: counted in the shared role tables while
+//! the handle lives in a process that owns it.
+//!
+//! ## States of a `Holder`
+//! - **open, owned**: its roles count once in this process's slots (`roles`).
+//! - **closed** (`close()` or `Drop`): its counts were taken back, once (the
+//!   `closed` flag is swapped, so a second close does nothing).
+//! - **disowned**: an inherited image in a forked child whose closure did not
+//!   capture it (`sys::inherit`): it never counted there and takes nothing back.
+//!
+//! Fork: when `Process::start` drops the closure it moved into a child, each
+//! captured holder adds its roles to the child's slot *before* taking them from
+//! the parent's (the child runs no user code until then), so a role handed to a
+//! child never looks gone in between. A child forked while the parent held a
+//! handle it did not capture does not count as a holder.
+//!
+//! Whenever a role table becomes empty, sleepers of both sides are woken, so a
+//! blocked `get` sees `Disconnected` at the last producer's drop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::ring::{Ring, Role};
+use super::roles::Who;
+use crate::sync::ident;
+use crate::sys::inherit::{self, Registration};
+
+/// A producer role, a consumer role, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Roles {
+    pub(crate) produce: bool,
+    pub(crate) consume: bool,
+}
+
+impl Roles {
+    pub(crate) const BOTH: Roles = Roles {
+        produce: true,
+        consume: true,
+    };
+    pub(crate) const PRODUCER: Roles = Roles {
+        produce: true,
+        consume: false,
+    };
+    pub(crate) const CONSUMER: Roles = Roles {
+        produce: false,
+        consume: true,
+    };
+
+    fn each(self) -> impl Iterator<Item = Role> {
+        [
+            self.produce.then_some(Role::Producer),
+            self.consume.then_some(Role::Consumer),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// One handle's hold (see the module).
+#[derive(Debug)]
+pub(crate) struct Holder {
+    pub(crate) ring: Arc<Ring>,
+    pub(crate) roles: Roles,
+    /// A JoinableQueue's handle: its gets count unfinished tasks.
+    pub(crate) joinable: bool,
+    closed: AtomicBool,
+    reg: Registration,
+}
+
+impl Holder {
+    /// Counts `roles` for this process.
+    pub(crate) fn new(ring: Arc<Ring>, roles: Roles, joinable: bool) -> Holder {
+        for role in roles.each() {
+            ring.table(role).add(Who::Me, 1);
+        }
+        Holder {
+            ring,
+            roles,
+            joinable,
+            closed: AtomicBool::new(false),
+            reg: Registration::new(None),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Takes this handle's roles back (once). In `Process::start`'s hand-over,
+    /// first gives them to the child.
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) || !self.reg.owned() {
+            return;
+        }
+        if let Some(child) = inherit::capturing() {
+            let child = Who::Exactly(ident::process_of(child.pid as u32));
+            for role in self.roles.each() {
+                self.ring.table(role).add(child, 1);
+            }
+        }
+        let mut emptied = false;
+        for role in self.roles.each() {
+            let table = self.ring.table(role);
+            table.remove(Who::Me);
+            emptied |= !table.any();
+        }
+        if emptied {
+            self.ring.wake_all();
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

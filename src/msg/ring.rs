@@ -1,0 +1,856 @@
+//! The shared ring under every queue: a two-lock byte ring of framed messages in
+//! one memfd segment, safe against a SIGKILL at any instruction.
+//!
+//! ## Layout
+//! The control words live in an arena block (64-byte aligned inside it, each group
+//! on its own cache line), the role tables and the frames in a memfd segment of
+//! their own:
+//! ```text
+//! control block
+//!    0 config     u64 cap (ring bytes, a power of two), u64 limit (bytes that may
+//!                 be buffered, <= cap), u64 maxsize (messages, 0 = no bound)
+//!   64 producers  RawLock plock (16) | u64 tail @80 | u32 p_partial @88 |
+//!                 u64 cached_head @96
+//!  128 consumers  RawLock clock (16) | u64 head @144 | u64 cached_tail @152
+//!  192 items      u32 items_seq | u32 c_sleeping      (consumers' futex)
+//!  256 space      u32 space_seq | u32 p_sleeping      (producers' futex)
+//!  320 tasks      u32 done_seq | u32 joiners | u32 overflow words of the 3 tables
+//! data segment
+//!    0 tables     producers, consumers, tasks (`roles`, 512 bytes each)
+//! 2048 data       `cap` bytes of frames
+//! ```
+//! `tail` and `head` are *position words*: `count << 36 | pos`, where `pos` is a
+//! byte position (mod 2^36, a multiple of 8; the ring index is `pos & (cap - 1)`)
+//! and `count` counts whole messages (mod 2^28) published (tail) or taken (head).
+//! One store moves both, so `qsize = count(tail) - count(head)` and
+//! `used = pos(tail) - pos(head)` are exact at every instant.
+//!
+//! ## Frames
+//! A frame is a header `u64 = kind << 32 | len` at an 8-aligned position, then
+//! `len` payload bytes (wrapping around the end of the ring), padded to 8. Kinds:
+//! `FIRST | LAST` (a whole message), `FIRST` / none / `LAST` (the pieces of a
+//! message larger than the ring can hold at once), `ABORT` (the message being
+//! pieced is abandoned: its producer died or timed out), and nothing else.
+//!
+//! ## Invariants
+//! - **One lock per side.** Only the holder of `plock` writes past `tail` and
+//!   stores `tail`, `p_partial`, `cached_head`, `p_sleeping`; only the holder of
+//!   `clock` reads frames and stores `head`, `cached_tail`, `c_sleeping`. Producers
+//!   never take `clock`; a consumer may take `plock` while holding `clock` (to
+//!   repair a dead producer, below): the order is `clock` then `plock`.
+//! - **Publish by one store.** A producer copies a frame into the free space, then
+//!   stores `tail` (release): before that store the frame does not exist for any
+//!   consumer, so a producer killed mid-copy leaves nothing half written. A
+//!   consumer copies a frame out, then stores `head`: killed before that store, the
+//!   frame is still there for the next consumer (nothing lost); after it, only the
+//!   message it was taking is lost.
+//! - **Pieces.** While a message is published in pieces, `p_partial` is 1 (set
+//!   before the first piece is published, cleared after the last) and the writer
+//!   holds `plock` throughout; every piece leaves 8 free bytes, room for an
+//!   `ABORT`. A consumer pieces a message together holding `clock` throughout.
+//!   Whoever next takes `plock` with `OwnerDied` (a producer, or the consumer
+//!   waiting for the next piece, which checks the lock's owner every slice) finds
+//!   `p_partial` 1, publishes `ABORT` and clears it. A consumer drops a half
+//!   message at `ABORT`, and skips pieces that do not begin a message (the rest of
+//!   a message whose consumer died): so a dead producer leaves no half message
+//!   visible, and a dead consumer loses at most the message it was taking.
+//! - **Sleepers.** Only a lock holder sleeps on its side's futex, so one flag says
+//!   whether it sleeps: it stores the flag (SeqCst), reads the sequence word, looks
+//!   at the other side's position word (SeqCst), and sleeps only if nothing
+//!   changed; the other side stores its position word (SeqCst), then reads the
+//!   flag and, if set, bumps the sequence and wakes. Either the sleeper sees the
+//!   change or the waker sees the flag: no lost wake-up, and no system call while
+//!   nobody sleeps. A lock taken with `OwnerDied` clears its side's flag (the dead
+//!   sleeper's). Sleeps last at most a slice ([`OWNER_CHECK_INTERVAL`]), after
+//!   which deaths are looked for: the other side's role holders (Disconnected) and,
+//!   for a consumer waiting on a piece, the producer that was writing it.
+//! - **Untrusted words.** A position word more than `cap` ahead of the other side,
+//!   or a frame longer than what is published, is reported as
+//!   [`Error::Corrupt`]; nothing is read outside the ring.
+//!
+//! Written by hand: this ring is the product (no crate offers a multi-process ring
+//! that survives a SIGKILL of any party).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::roles::{TABLE_BYTES, Table};
+use crate::error::{Error, Result};
+use crate::shm::arena::{Block, MAX_SMALL};
+use crate::sync::ident;
+use crate::sync::raw_lock::{Acquired, OWNER_CHECK_INTERVAL, RawLock};
+use crate::sync::spin::AdaptiveSpin;
+use crate::sys::futex;
+use crate::sys::mem::Mapping;
+use crate::sys::time::Deadline;
+
+const CAP: usize = 0;
+const LIMIT: usize = 8;
+const MAXSIZE: usize = 16;
+const PLOCK: usize = 64;
+const TAIL: usize = 80;
+const P_PARTIAL: usize = 88;
+const CACHED_HEAD: usize = 96;
+const CLOCK: usize = 128;
+const HEAD: usize = 144;
+const CACHED_TAIL: usize = 152;
+const ITEMS_SEQ: usize = 192;
+const C_SLEEPING: usize = 196;
+const SPACE_SEQ: usize = 256;
+const P_SLEEPING: usize = 260;
+pub(crate) const DONE_SEQ: usize = 320;
+pub(crate) const JOINERS: usize = 324;
+const OVERFLOWS: usize = 328;
+const CONTROL_BYTES: usize = 384;
+const TABLES: usize = 0;
+const DATA: usize = 2048;
+
+const POS_BITS: u32 = 36;
+const POS_MASK: u64 = (1 << POS_BITS) - 1;
+const COUNT_MASK: u64 = (1 << (64 - POS_BITS)) - 1;
+
+const FIRST: u32 = 1;
+const LAST: u32 = 2;
+const ABORT: u32 = 4;
+const HEADER: u64 = 8;
+/// Pauses between two looks at the other side's position word while spinning.
+const BACKOFF: u32 = 1;
+/// Yields of the CPU before a waiter sleeps (see `yield_until`).
+const YIELDS: u32 = 8;
+
+/// The ring bytes of a queue created without a byte bound: large enough that
+/// producers rarely wait, small enough to cost little (memfd pages are allocated
+/// when first touched).
+pub(crate) const DEFAULT_CAP: u64 = 1 << 20;
+/// The smallest ring.
+pub(crate) const MIN_CAP: u64 = 64;
+/// The largest ring (and byte bound): positions are 36 bits, counts 28 bits.
+pub(crate) const MAX_CAP: u64 = 1 << 31;
+
+/// Which role table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Producer = 0,
+    Consumer = 1,
+    Tasks = 2,
+}
+
+fn pos(w: u64) -> u64 {
+    w & POS_MASK
+}
+
+fn count(w: u64) -> u64 {
+    w >> POS_BITS
+}
+
+fn advance(w: u64, bytes: u64, msgs: u64) -> u64 {
+    ((count(w) + msgs) & COUNT_MASK) << POS_BITS | (pos(w) + bytes) & POS_MASK
+}
+
+fn pad8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// Bytes a frame of `len` payload bytes takes.
+fn frame_bytes(len: u64) -> u64 {
+    HEADER + pad8(len)
+}
+
+/// The process-local view of one ring. Its shared words are the segment's; the
+/// config is read once, at creation (a forked child inherits it), so nothing
+/// another process writes later can change the sizes this process trusts.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    /// The control words: an arena block (so its mapping is `'static`).
+    _ctl_block: Block,
+    ctl_map: &'static Mapping,
+    /// Offset of the control words in `ctl_map`, 64-byte aligned.
+    ctl: usize,
+    /// The role tables and the frames: a segment of its own.
+    block: Block,
+    plock: RawLock,
+    clock: RawLock,
+    cap: u64,
+    limit: u64,
+    maxsize: u64,
+    /// Largest payload of one piece of a message that does not fit whole.
+    piece: u64,
+    // Process-local: how long waits spin before sleeping.
+    p_spin: AdaptiveSpin,
+    c_spin: AdaptiveSpin,
+    /// Monotonic ns of this process's last look at `/proc` for dead holders of
+    /// each role (one per role, so that a waiting put and a waiting get in two
+    /// threads of one process never take each other's turn).
+    last_death_check: [AtomicU64; 3],
+}
+
+/// How a call may wait: whether it blocks, its timeout, and its deadline, computed
+/// at the first moment the call has to wait (a call served at once never reads
+/// the clock), so that sleeping in slices never extends it.
+pub(crate) struct Wait {
+    pub(crate) block: bool,
+    pub(crate) timeout: Option<Duration>,
+    deadline: std::cell::Cell<Option<Deadline>>,
+    /// The call, for errors.
+    pub(crate) what: &'static str,
+}
+
+impl Wait {
+    /// A wait of `timeout` (forever with `None`) when `block`; refuses a timeout
+    /// the clock cannot hold, as `Deadline::after` does.
+    pub(crate) fn new(block: bool, timeout: Option<Duration>, what: &'static str) -> Result<Wait> {
+        Deadline::check(timeout)?;
+        Ok(Wait {
+            block,
+            timeout,
+            deadline: std::cell::Cell::new(None),
+            what,
+        })
+    }
+
+    /// A wait with no end (the rest of a message being pieced).
+    fn forever(what: &'static str) -> Wait {
+        Wait {
+            block: true,
+            timeout: None,
+            deadline: std::cell::Cell::new(Some(Deadline::NEVER)),
+            what,
+        }
+    }
+
+    /// The deadline, computed now if this is the first time it is needed.
+    pub(crate) fn deadline(&self) -> Deadline {
+        if let Some(d) = self.deadline.get() {
+            return d;
+        }
+        // `check` passed, so `after` cannot overflow.
+        let d = Deadline::after(self.timeout).unwrap_or(Deadline::NEVER);
+        self.deadline.set(Some(d));
+        d
+    }
+
+    pub(crate) fn timed_out(&self) -> Error {
+        timed_out(self.what, self.timeout)
+    }
+}
+
+/// What the consumer side found.
+enum Took {
+    /// A whole message is in the sink.
+    Message,
+    /// Nothing published yet.
+    Nothing,
+}
+
+impl Ring {
+    /// A new ring buffering at most `max_bytes` bytes of frames (0: [`DEFAULT_CAP`])
+    /// and `maxsize` messages (0: no bound).
+    pub(crate) fn new(maxsize: u64, max_bytes: u64) -> Result<Ring> {
+        let limit = if max_bytes == 0 {
+            DEFAULT_CAP
+        } else {
+            max_bytes.max(MIN_CAP)
+        };
+        if limit > MAX_CAP {
+            return Err(Error::SizeOverflow {
+                what: "queue byte bound",
+                requested: limit as u128,
+                max: MAX_CAP as u128,
+            });
+        }
+        if maxsize > COUNT_MASK / 2 {
+            return Err(Error::SizeOverflow {
+                what: "queue maxsize",
+                requested: maxsize as u128,
+                max: (COUNT_MASK / 2) as u128,
+            });
+        }
+        let cap = limit.next_power_of_two();
+        let ctl_block = Block::alloc(CONTROL_BYTES + 64)?;
+        let ctl_map = ctl_block.arena_map();
+        // Arena chunks are mapped page-aligned: offsets align as addresses do.
+        let ctl = ctl_block.offset().next_multiple_of(64);
+        // Always a segment of its own (larger than the arena's blocks).
+        let block = Block::alloc((DATA as u64 + cap).max(MAX_SMALL as u64 + 1) as usize)?;
+        let ring = Ring {
+            _ctl_block: ctl_block,
+            ctl_map,
+            ctl,
+            block,
+            plock: RawLock::at(ctl_map, ctl + PLOCK),
+            clock: RawLock::at(ctl_map, ctl + CLOCK),
+            cap,
+            limit,
+            maxsize,
+            piece: ((limit / 4) & !7).max(8),
+            p_spin: AdaptiveSpin::new(),
+            c_spin: AdaptiveSpin::new(),
+            last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+        };
+        ring.u64(CAP).store(cap, Ordering::Relaxed);
+        ring.u64(LIMIT).store(limit, Ordering::Relaxed);
+        ring.u64(MAXSIZE).store(maxsize, Ordering::Release);
+        Ok(ring)
+    }
+
+    #[inline]
+    fn u64(&self, off: usize) -> &'static AtomicU64 {
+        self.ctl_map.atomic_u64(self.ctl + off)
+    }
+
+    #[inline]
+    fn u32(&self, off: usize) -> &'static AtomicU32 {
+        self.ctl_map.atomic_u32(self.ctl + off)
+    }
+
+    /// A control word (the JoinableQueue's words live there too).
+    #[inline]
+    pub(crate) fn word(&self, off: usize) -> &'static AtomicU32 {
+        self.u32(off)
+    }
+
+    /// One of the three role tables.
+    pub(crate) fn table(&self, role: Role) -> Table<'_> {
+        Table {
+            map: self.block.map(),
+            table: self.block.offset() + TABLES + TABLE_BYTES * role as usize,
+            overflow: self.ctl + OVERFLOWS + 4 * role as usize,
+            overflow_map: self.ctl_map,
+        }
+    }
+
+    pub(crate) fn maxsize(&self) -> u64 {
+        self.maxsize
+    }
+
+    /// Messages published and not yet taken.
+    pub(crate) fn qsize(&self) -> u64 {
+        let h = self.u64(HEAD).load(Ordering::Acquire);
+        let t = self.u64(TAIL).load(Ordering::Acquire);
+        (count(t).wrapping_sub(count(h))) & COUNT_MASK
+    }
+
+    /// Whether a put of a small message would have to wait now.
+    pub(crate) fn full(&self) -> bool {
+        let h = self.u64(HEAD).load(Ordering::Acquire);
+        let t = self.u64(TAIL).load(Ordering::Acquire);
+        !self.fits(t, h, frame_bytes(1), true)
+    }
+
+    #[inline]
+    fn fits(&self, t: u64, h: u64, need: u64, one_more: bool) -> bool {
+        let used = pos(t).wrapping_sub(pos(h)) & POS_MASK;
+        let queued = count(t).wrapping_sub(count(h)) & COUNT_MASK;
+        used <= self.limit
+            && used + need <= self.limit
+            && (!one_more || self.maxsize == 0 || queued < self.maxsize)
+    }
+
+    /// Whether `/proc` may be read again for dead role holders (at most once per
+    /// slice per process, so a busy queue does not pay for it).
+    fn death_check_due(&self, role: Role) -> bool {
+        let now = now_ns();
+        let last = &self.last_death_check[role as usize];
+        if now.saturating_sub(last.load(Ordering::Relaxed)) < OWNER_CHECK_INTERVAL.as_nanos() as u64
+        {
+            return false;
+        }
+        last.store(now, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether every holder of `role` is gone: none holds it, or (when `slow`, or
+    /// a check is due) every holder is dead.
+    pub(crate) fn gone(&self, role: Role, slow: bool) -> bool {
+        let t = self.table(role);
+        if !t.any() {
+            return true;
+        }
+        (slow || self.death_check_due(role)) && !t.any_alive()
+    }
+
+    /// Wakes every sleeper of both sides (a role table emptied: they look again).
+    pub(crate) fn wake_all(&self) {
+        for seq in [ITEMS_SEQ, SPACE_SEQ] {
+            let w = self.u32(seq);
+            w.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(w);
+        }
+    }
+
+    // ---- copies -------------------------------------------------------------
+
+    fn write_at(&self, p: u64, bytes: &[u8]) {
+        let i = p & (self.cap - 1);
+        let first = (bytes.len() as u64).min(self.cap - i) as usize;
+        let map = self.block.map();
+        let base = self.block.offset() + DATA;
+        map.write_bytes(base + i as usize, &bytes[..first]);
+        if first < bytes.len() {
+            map.write_bytes(base, &bytes[first..]);
+        }
+    }
+
+    fn read_at(&self, p: u64, out: &mut [u8]) {
+        let i = p & (self.cap - 1);
+        let first = (out.len() as u64).min(self.cap - i) as usize;
+        let map = self.block.map();
+        let base = self.block.offset() + DATA;
+        let (a, b) = out.split_at_mut(first);
+        map.read_bytes(base + i as usize, a);
+        if !b.is_empty() {
+            map.read_bytes(base, b);
+        }
+    }
+
+    fn header_at(&self, p: u64) -> &AtomicU64 {
+        let map = self.block.map();
+        map.atomic_u64(self.block.offset() + DATA + (p & (self.cap - 1)) as usize)
+    }
+
+    // ---- producer side ------------------------------------------------------
+
+    /// Takes the producer lock (repairing after a dead holder); false at the
+    /// deadline.
+    pub(crate) fn lock_producer(&self, deadline: Deadline) -> bool {
+        let lock = self.plock;
+        match lock.lock(ident::process(), deadline) {
+            None => false,
+            Some(Acquired::Clean) => true,
+            Some(Acquired::OwnerDied) => {
+                self.repair_producer();
+                lock.mark_consistent();
+                true
+            }
+        }
+    }
+
+    /// Takes the producer lock if it is free (or its holder died) now.
+    pub(crate) fn try_lock_producer(&self) -> bool {
+        let lock = self.plock;
+        match lock.try_lock(ident::process()) {
+            None => false,
+            Some(Acquired::Clean) => true,
+            Some(Acquired::OwnerDied) => {
+                self.repair_producer();
+                lock.mark_consistent();
+                true
+            }
+        }
+    }
+
+    /// Whether the producer lock's holder sleeps waiting for room (the queue is
+    /// full for everyone behind it).
+    pub(crate) fn producer_sleeping(&self) -> bool {
+        self.u32(P_SLEEPING).load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the consumer lock's holder sleeps waiting for a message.
+    pub(crate) fn consumer_sleeping(&self) -> bool {
+        self.u32(C_SLEEPING).load(Ordering::Relaxed) != 0
+    }
+
+    pub(crate) fn unlock_producer(&self) {
+        self.plock.unlock();
+    }
+
+    /// After a producer died holding the lock: it slept no more, and a message it
+    /// was publishing in pieces is abandoned.
+    fn repair_producer(&self) {
+        self.u32(P_SLEEPING).store(0, Ordering::Relaxed);
+        if self.u32(P_PARTIAL).load(Ordering::Acquire) != 0 {
+            // Room for the ABORT is reserved while a message is pieced.
+            self.abort_pieces();
+        }
+    }
+
+    fn abort_pieces(&self) {
+        let t = self.u64(TAIL).load(Ordering::Relaxed);
+        self.header_at(pos(t))
+            .store((ABORT as u64) << 32, Ordering::Relaxed);
+        self.publish(advance(t, HEADER, 0));
+        self.u32(P_PARTIAL).store(0, Ordering::Release);
+    }
+
+    /// Stores `tail` and wakes a sleeping consumer. Holding `plock`.
+    #[inline]
+    fn publish(&self, t: u64) {
+        self.u64(TAIL).store(t, Ordering::SeqCst);
+        let flag = self.u32(C_SLEEPING);
+        // The first publisher after the consumer went to sleep clears the flag and
+        // wakes it; the next ones see no sleeper (it sets the flag again before
+        // it sleeps again) and make no system call.
+        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
+            let seq = self.u32(ITEMS_SEQ);
+            seq.fetch_add(1, Ordering::SeqCst);
+            futex::wake(seq, 1);
+        }
+    }
+
+    /// Puts one message (holding `plock`): whole when its frame fits in the byte
+    /// bound, else in pieces.
+    pub(crate) fn put_locked(&self, msg: &[u8], wait: &Wait) -> Result<()> {
+        let len = msg.len() as u64;
+        if len > u32::MAX as u64 {
+            return Err(Error::SizeOverflow {
+                what: "queue message",
+                requested: len as u128,
+                max: u32::MAX as u128,
+            });
+        }
+        let need = frame_bytes(len);
+        if need <= self.limit {
+            let t = self.wait_space(need, true, wait, false)?;
+            let p = pos(t);
+            self.write_at(p + HEADER, msg);
+            self.header_at(p)
+                .store(((FIRST | LAST) as u64) << 32 | len, Ordering::Relaxed);
+            self.publish(advance(t, need, 1));
+            return Ok(());
+        }
+        // In pieces: the first waits like a whole message (and for the message
+        // bound); each piece leaves room for an ABORT.
+        let mut rest = msg;
+        let mut first = true;
+        while !rest.is_empty() {
+            let n = (rest.len() as u64).min(self.piece) as usize;
+            let (piece, after) = rest.split_at(n);
+            let need = frame_bytes(n as u64) + HEADER;
+            let t = match self.wait_space(need, first, wait, !first) {
+                Ok(t) => t,
+                Err(e) => {
+                    if !first {
+                        self.abort_pieces();
+                    }
+                    return Err(e);
+                }
+            };
+            let kind = if first { FIRST } else { 0 } | if after.is_empty() { LAST } else { 0 };
+            if first {
+                self.u32(P_PARTIAL).store(1, Ordering::Release);
+            }
+            let p = pos(t);
+            self.write_at(p + HEADER, piece);
+            self.header_at(p)
+                .store((kind as u64) << 32 | n as u64, Ordering::Relaxed);
+            self.publish(advance(
+                t,
+                frame_bytes(n as u64),
+                u64::from(after.is_empty()),
+            ));
+            first = false;
+            rest = after;
+        }
+        self.u32(P_PARTIAL).store(0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Waits (holding `plock`) until `need` bytes (and, with `one_more`, one more
+    /// message) fit; returns `tail`. `mid` = in the middle of a pieced message,
+    /// where a timeout still applies (the pieces are then aborted) but a
+    /// disconnection is not looked for.
+    fn wait_space(&self, need: u64, one_more: bool, wait: &Wait, mid: bool) -> Result<u64> {
+        let t = self.u64(TAIL).load(Ordering::Relaxed);
+        let cached = self.u64(CACHED_HEAD);
+        let h = cached.load(Ordering::Relaxed);
+        if self.fits(t, h, need, one_more) && self.sane(t, h) {
+            return Ok(t);
+        }
+        let h = self.u64(HEAD).load(Ordering::Acquire);
+        cached.store(h, Ordering::Relaxed);
+        if !self.sane(t, h) {
+            return Err(Error::Corrupt(format!(
+                "{}: head {h:#x} and tail {t:#x} are more than the ring's {} bytes apart",
+                wait.what, self.cap
+            )));
+        }
+        if self.fits(t, h, need, one_more) {
+            return Ok(t);
+        }
+        if !mid && self.gone(Role::Consumer, false) {
+            return Err(consumers_gone());
+        }
+        if !wait.block {
+            return Err(Error::Full);
+        }
+        let head = self.u64(HEAD);
+        let room = || self.fits(t, head.load(Ordering::Acquire), need, one_more);
+        if self.p_spin.spin(room) || yield_until(room) {
+            return Ok(t);
+        }
+        let deadline = wait.deadline();
+        let flag = self.u32(P_SLEEPING);
+        let seq = self.u32(SPACE_SEQ);
+        let result = loop {
+            // Set at every round: a consumer's wake clears it.
+            flag.store(1, Ordering::SeqCst);
+            let s = seq.load(Ordering::SeqCst);
+            let h = head.load(Ordering::SeqCst);
+            if self.fits(t, h, need, one_more) {
+                cached.store(h, Ordering::Relaxed);
+                break Ok(t);
+            }
+            if !mid && self.gone(Role::Consumer, false) {
+                break Err(consumers_gone());
+            }
+            if deadline.expired() {
+                break Err(wait.timed_out());
+            }
+            futex::wait(seq, s, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
+        };
+        flag.store(0, Ordering::Relaxed);
+        result
+    }
+
+    fn sane(&self, t: u64, h: u64) -> bool {
+        pos(t).wrapping_sub(pos(h)) & POS_MASK <= self.cap
+    }
+
+    // ---- consumer side ------------------------------------------------------
+
+    /// Takes the consumer lock (clearing a dead holder's sleeper flag); false at
+    /// the deadline.
+    pub(crate) fn lock_consumer(&self, deadline: Deadline) -> bool {
+        let lock = self.clock;
+        match lock.lock(ident::process(), deadline) {
+            None => false,
+            Some(Acquired::Clean) => true,
+            Some(Acquired::OwnerDied) => {
+                self.repair_consumer();
+                lock.mark_consistent();
+                true
+            }
+        }
+    }
+
+    pub(crate) fn try_lock_consumer(&self) -> bool {
+        let lock = self.clock;
+        match lock.try_lock(ident::process()) {
+            None => false,
+            Some(Acquired::Clean) => true,
+            Some(Acquired::OwnerDied) => {
+                self.repair_consumer();
+                lock.mark_consistent();
+                true
+            }
+        }
+    }
+
+    pub(crate) fn unlock_consumer(&self) {
+        self.clock.unlock();
+    }
+
+    /// After a consumer died holding the lock: nothing to undo (head moves by one
+    /// store; the rest of a message it was piecing is skipped by the next get).
+    fn repair_consumer(&self) {
+        self.u32(C_SLEEPING).store(0, Ordering::Relaxed);
+    }
+
+    /// Stores `head` and wakes a sleeping producer. Holding `clock`.
+    #[inline]
+    fn consume(&self, h: u64) {
+        self.u64(HEAD).store(h, Ordering::SeqCst);
+        let flag = self.u32(P_SLEEPING);
+        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
+            let seq = self.u32(SPACE_SEQ);
+            seq.fetch_add(1, Ordering::SeqCst);
+            futex::wake(seq, 1);
+        }
+    }
+
+    /// Takes one whole message into `out` (cleared first), holding `clock`.
+    /// `on_take` runs just before the store of `head` that takes the message out
+    /// of the ring (a JoinableQueue counts its task there).
+    pub(crate) fn get_locked(
+        &self,
+        out: &mut Vec<u8>,
+        on_take: &mut dyn FnMut(),
+        wait: &Wait,
+    ) -> Result<()> {
+        out.clear();
+        let mut piecing = false;
+        loop {
+            match self.take_frame(out, on_take, &mut piecing, wait.what)? {
+                Took::Message => return Ok(()),
+                Took::Nothing => {}
+            }
+            if piecing {
+                // The rest of this message comes from a producer that holds `plock`
+                // (or died holding it): wait for it past our timeout.
+                self.wait_items(true, &Wait::forever(wait.what))?;
+                continue;
+            }
+            if !wait.block {
+                return Err(
+                    if self.gone(Role::Producer, false) && self.nothing_published() {
+                        disconnected()
+                    } else {
+                        Error::Empty
+                    },
+                );
+            }
+            self.wait_items(false, wait)?;
+        }
+    }
+
+    fn nothing_published(&self) -> bool {
+        let h = self.u64(HEAD).load(Ordering::SeqCst);
+        pos(self.u64(TAIL).load(Ordering::SeqCst)) == pos(h)
+    }
+
+    /// Reads the next frame, if one is published; returns what it completed.
+    #[inline]
+    fn take_frame(
+        &self,
+        out: &mut Vec<u8>,
+        on_take: &mut dyn FnMut(),
+        piecing: &mut bool,
+        what: &'static str,
+    ) -> Result<Took> {
+        loop {
+            let h = self.u64(HEAD).load(Ordering::Relaxed);
+            let cached = self.u64(CACHED_TAIL);
+            let mut t = cached.load(Ordering::Relaxed);
+            if pos(t) == pos(h) || !self.sane(t, h) {
+                t = self.u64(TAIL).load(Ordering::Acquire);
+                cached.store(t, Ordering::Relaxed);
+                if pos(t) == pos(h) {
+                    return Ok(Took::Nothing);
+                }
+                if !self.sane(t, h) {
+                    return Err(Error::Corrupt(format!(
+                        "{what}: tail {t:#x} is more than the ring's {} bytes past head {h:#x}",
+                        self.cap
+                    )));
+                }
+            }
+            let avail = pos(t).wrapping_sub(pos(h)) & POS_MASK;
+            let p = pos(h);
+            let header = self.header_at(p).load(Ordering::Relaxed);
+            let (kind, len) = ((header >> 32) as u32, header as u32 as u64);
+            let bytes = frame_bytes(len);
+            if bytes > avail || kind & !(FIRST | LAST | ABORT) != 0 {
+                return Err(Error::Corrupt(format!(
+                    "{what}: a frame of kind {kind} and {len} bytes at position {p:#x}, with {avail} bytes published"
+                )));
+            }
+            if kind == ABORT {
+                // The message being pieced was abandoned (or a stray ABORT).
+                out.clear();
+                *piecing = false;
+                self.consume(advance(h, HEADER, 0));
+                continue;
+            }
+            let last = kind & LAST != 0;
+            let keep = kind & FIRST != 0 || *piecing;
+            if kind & FIRST != 0 {
+                out.clear();
+            }
+            if keep {
+                let at = out.len();
+                out.resize(at + len as usize, 0);
+                self.read_at(p + HEADER, &mut out[at..]);
+            }
+            // A piece that begins no message of ours is the rest of a message whose
+            // consumer died: skipped (counted as taken at its LAST).
+            if keep && last {
+                on_take();
+            }
+            self.consume(advance(h, bytes, u64::from(last)));
+            if keep && last {
+                *piecing = false;
+                return Ok(Took::Message);
+            }
+            *piecing = keep;
+        }
+    }
+
+    /// Waits (holding `clock`) for a frame to be published. `piecing`: the
+    /// producer writing the rest is checked every slice, and repaired when dead.
+    fn wait_items(&self, piecing: bool, wait: &Wait) -> Result<()> {
+        let head = pos(self.u64(HEAD).load(Ordering::Relaxed));
+        let tail = self.u64(TAIL);
+        // Look at `tail` only every few pauses: each look takes its cache line from
+        // the producer, which must win it back to publish; looking less often lets
+        // it publish several messages per line transfer.
+        if self.c_spin.spin(|| {
+            for _ in 0..BACKOFF {
+                std::hint::spin_loop();
+            }
+            pos(tail.load(Ordering::Acquire)) != head
+        }) || yield_until(|| pos(tail.load(Ordering::Acquire)) != head)
+        {
+            return Ok(());
+        }
+        let deadline = wait.deadline();
+        let flag = self.u32(C_SLEEPING);
+        let seq = self.u32(ITEMS_SEQ);
+        let mut next_check = Instant::now() + OWNER_CHECK_INTERVAL;
+        let result = loop {
+            // Set at every round: a producer's wake clears it.
+            flag.store(1, Ordering::SeqCst);
+            let s = seq.load(Ordering::SeqCst);
+            if pos(tail.load(Ordering::SeqCst)) != head {
+                break Ok(());
+            }
+            if !piecing && self.gone(Role::Producer, false) {
+                // Re-read: the last producer may have published just before leaving.
+                if pos(tail.load(Ordering::SeqCst)) != head {
+                    break Ok(());
+                }
+                break Err(disconnected());
+            }
+            if deadline.expired() {
+                break Err(wait.timed_out());
+            }
+            futex::wait(seq, s, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
+            if piecing && Instant::now() >= next_check {
+                next_check = Instant::now() + OWNER_CHECK_INTERVAL;
+                // The piece writer holds `plock`: taking it means it died (repaired
+                // on the way) or finished; either way let it go at once.
+                if self.try_lock_producer() {
+                    self.unlock_producer();
+                }
+            }
+        };
+        flag.store(0, Ordering::Relaxed);
+        result
+    }
+}
+
+/// Yields the CPU a few times, looking at `ready` after each, before a waiter goes
+/// to sleep: when the other side shares this CPU (more runnable processes than
+/// cores), it runs and makes progress in bulk, and nobody pays for a futex wake and
+/// a context switch per message. False if `ready` never held.
+fn yield_until(mut ready: impl FnMut() -> bool) -> bool {
+    for _ in 0..YIELDS {
+        std::thread::yield_now();
+        if ready() {
+            return true;
+        }
+    }
+    false
+}
+
+fn consumers_gone() -> Error {
+    Error::Disconnected("put: every consumer of the queue is gone (dropped, closed or dead)")
+}
+
+fn disconnected() -> Error {
+    Error::Disconnected(
+        "get: the queue is empty and every producer is gone (dropped, closed or dead)",
+    )
+}
+
+pub(crate) fn timed_out(what: &'static str, timeout: Option<Duration>) -> Error {
+    Error::Timeout {
+        what,
+        timeout: timeout.unwrap_or_default(),
+    }
+}
+
+fn now_ns() -> u64 {
+    use std::sync::OnceLock;
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
