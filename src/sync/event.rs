@@ -186,18 +186,24 @@ impl Event {
             return Ok(true);
         }
         Deadline::check(timeout)?;
+        // The generation of the first look: another one means a set came (and
+        // maybe went): return the flag as it is then, as Python does. Taken before
+        // the spin, so that a set and clear during the spin or the yield phase ends
+        // the wait too.
+        let first_gen = self.word.load(Ordering::Acquire) & GEN_MASK;
         // A short adaptive spin first (see `sync::spin`): the setter is often
         // running on the other core right now; when it is not, the budget shrinks
         // so that waiting costs little more than a futex sleep. The timeout counts
-        // from the end of the spin (at most `spin::MAX` pauses, microseconds).
-        if self.spin.spin(|| self.is_set()) {
-            return Ok(true);
+        // from the end of the spin (at most `spin::MAX` pauses, microseconds, and
+        // the bounded yield phase).
+        if self.spin.spin(|| {
+            let w = self.word.load(Ordering::Acquire);
+            w & SET != 0 || w & GEN_MASK != first_gen
+        }) {
+            return Ok(self.is_set());
         }
         let deadline = Deadline::after(timeout)?;
         let mut first = true;
-        // The generation of the first look: another one means a set came (and
-        // maybe went): return the flag as it is then, as Python does.
-        let first_gen = self.word.load(Ordering::Acquire) & GEN_MASK;
         loop {
             let w = self.word.load(Ordering::Acquire);
             if w & SET != 0 {

@@ -23,14 +23,22 @@
 //!   [`PROBE_MAX_GAP`]), so that under lasting oversubscription probing costs
 //!   next to nothing; one that succeeds brings the gap back to [`PROBE_EVERY`].
 //!
-//! After a failed spin comes a **yield phase** before the futex sleep, for more
-//! runnable processes than cores (issue: a 4-party Barrier on 2 cores). Waking a
+//! [`yield_until`] is a **yield phase** to run between a failed spin and the futex
+//! sleep, for more runnable processes than cores. The contended path of the raw
+//! lock uses it (the holder is often the process it hands the core to); the
+//! waits of `AdaptiveSpin` do not: measured, yielding made a 4-party Barrier on 2
+//! cores 3-8x faster, but cost a waiter among busy processes (the chaos run's
+//! busy threads) a time slice per yield, 50x fewer Event waits per second there,
+//! and no backoff rule kept the first without the second. Waking a
 //! futex sleeper costs tens of microseconds on a virtual machine whose idle vCPU
 //! halts, while `sched_yield` hands this core straight to a runnable process —
 //! often the very partner that will answer. The phase watches what each yield
 //! took: one that returns at once (under [`YIELD_QUICK`]) means nobody else wanted
 //! this core, so yielding would be a busy wait; after [`QUICK_YIELDS`] of those in
-//! a row the caller sleeps. Every yield that ran someone else costs this process
+//! a row the caller sleeps. One that took long (over [`YIELD_SLOW`]) ran a busy
+//! process rather than a partner that hands the core back: the caller sleeps too,
+//! since a futex wake-up preempts a busy process at once while yields would wait
+//! for its time slices. Every yield that ran someone else costs this process
 //! nothing (the core did that other work), and the whole phase ends after
 //! [`YIELD_TIME`] at most, so a long wait still sleeps on the futex, and the
 //! owner checks of the sleeping loop follow within that bound.
@@ -61,9 +69,15 @@ pub(crate) const YIELD_TIME: Duration = Duration::from_micros(200);
 pub(crate) const YIELD_QUICK: Duration = Duration::from_micros(2);
 /// This many quick yields in a row end the phase: the core is not contended.
 pub(crate) const QUICK_YIELDS: u32 = 2;
+/// A yield that took longer than this ran a process that did not answer (a busy
+/// one, not a partner handing the core back): the phase ends, and the futex sleep
+/// lets the kernel's wake-up preemption bring this waiter back as soon as it is
+/// answered, instead of after the busy process's time slices.
+pub(crate) const YIELD_SLOW: Duration = Duration::from_micros(50);
 
 /// Yields this core while `ready()` is false, as long as the yields run other
-/// processes, for at most [`YIELD_TIME`]; returns whether it became true.
+/// processes that hand it back soon, for at most [`YIELD_TIME`]; returns whether
+/// it became true.
 #[inline]
 pub(crate) fn yield_until(mut ready: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -75,6 +89,9 @@ pub(crate) fn yield_until(mut ready: impl FnMut() -> bool) -> bool {
             return true;
         }
         let now = Instant::now();
+        if now - before > YIELD_SLOW {
+            return false;
+        }
         if now - before < YIELD_QUICK {
             quick += 1;
             if quick >= QUICK_YIELDS {
@@ -146,7 +163,7 @@ impl AdaptiveSpin {
             return true;
         }
         self.failed();
-        yield_until(ready)
+        false
     }
 
     #[cold]
