@@ -62,7 +62,7 @@ use std::time::Duration;
 
 use super::ident;
 use super::raw_lock::{self, Acquired, OWNER_CHECK_INTERVAL, RawLock};
-use super::spin::AdaptiveSpin;
+use super::spin::{self, AdaptiveSpin};
 use crate::error::{Error, Result};
 use crate::shm::arena::{Block, MAX_SMALL};
 use crate::sys::futex;
@@ -463,6 +463,13 @@ impl Barrier {
         // The other parties often arrive within microseconds on the other core; when
         // they do not (more parties than cores), the adaptive budget shrinks.
         if self.spin.spin(|| self.current() != w) {
+            return true;
+        }
+        // More parties than cores: some party that has not arrived waits for a
+        // core, maybe this one. Hand it over for a bounded time before sleeping
+        // (see `spin::yield_until`): a futex wake-up of a halted vCPU costs tens of
+        // microseconds, a yield to a runnable party a context switch.
+        if self.parties() > spin::cores() && spin::yield_until(|| self.current() != w) {
             return true;
         }
         // Announce the sleep; fails (and returns) if the word moved on meanwhile.

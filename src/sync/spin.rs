@@ -25,11 +25,12 @@
 //!
 //! [`yield_until`] is a **yield phase** to run between a failed spin and the futex
 //! sleep, for more runnable processes than cores. The contended path of the raw
-//! lock uses it (the holder is often the process it hands the core to); the
-//! waits of `AdaptiveSpin` do not: measured, yielding made a 4-party Barrier on 2
-//! cores 3-8x faster, but cost a waiter among busy processes (the chaos run's
-//! busy threads) a time slice per yield, 50x fewer Event waits per second there,
-//! and no backoff rule kept the first without the second. Waking a
+//! lock uses it (the holder is often the process it hands the core to), and so
+//! does a Barrier with more parties than cores (a party that has not arrived
+//! then waits for a core, maybe this one). Event and Semaphore waits do not:
+//! their partner is one process that may not be on this core, and a yield among
+//! busy processes costs a time slice (measured: 50x fewer Event waits per second
+//! in the chaos run, whose workers have busy threads). Waking a
 //! futex sleeper costs tens of microseconds on a virtual machine whose idle vCPU
 //! halts, while `sched_yield` hands this core straight to a runnable process —
 //! often the very partner that will answer. The phase watches what each yield
@@ -74,6 +75,12 @@ pub(crate) const QUICK_YIELDS: u32 = 2;
 /// lets the kernel's wake-up preemption bring this waiter back as soon as it is
 /// answered, instead of after the busy process's time slices.
 pub(crate) const YIELD_SLOW: Duration = Duration::from_micros(50);
+
+/// The CPUs this process may run on (read once).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 /// Yields this core while `ready()` is false, as long as the yields run other
 /// processes that hand it back soon, for at most [`YIELD_TIME`]; returns whether
