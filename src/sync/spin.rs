@@ -27,7 +27,9 @@
 //! sleep, for more runnable processes than cores. The contended path of the raw
 //! lock uses it (the holder is often the process it hands the core to), and so
 //! does a Barrier with more parties than cores (a party that has not arrived
-//! then waits for a core, maybe this one). Event and Semaphore waits do not:
+//! then waits for a core, maybe this one), and every wait of a process confined
+//! to one CPU (its partner can run nowhere else). Other Event and Semaphore
+//! waits do not:
 //! their partner is one process that may not be on this core, and a yield among
 //! busy processes costs a time slice (measured: 50x fewer Event waits per second
 //! in the chaos run, whose workers have busy threads). Waking a
@@ -76,10 +78,11 @@ pub(crate) const QUICK_YIELDS: u32 = 2;
 /// answered, instead of after the busy process's time slices.
 pub(crate) const YIELD_SLOW: Duration = Duration::from_micros(50);
 
-/// The CPUs this process may run on (read once).
+/// The CPUs this thread may run on now (one system call; not cached, since the
+/// affinity can change and a forked child inherits a cache with the old one).
+/// Called only on the way to a sleep, where it costs little beside a futex wait.
 pub(crate) fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    rustix::thread::sched_getaffinity(None).map_or(usize::MAX, |set| set.count() as usize)
 }
 
 /// Yields this core while `ready()` is false, as long as the yields run other
@@ -170,7 +173,9 @@ impl AdaptiveSpin {
             return true;
         }
         self.failed();
-        false
+        // Confined to one CPU, the partner can only run on this one: hand it over
+        // (the other waits need evidence of that; see the module docs).
+        cores() == 1 && yield_until(ready)
     }
 
     #[cold]
