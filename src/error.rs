@@ -266,6 +266,221 @@ pub enum Error {
         max: u32,
     },
 
+    /// `recv` on a connection whose other end was closed, or whose process died,
+    /// with no message left: Python's `EOFError`. Final: every later `recv` says it
+    /// again.
+    ///
+    /// ```
+    /// use multiproc::{Error, Pipe};
+    /// let (a, b) = Pipe(true)?;
+    /// drop(b);
+    /// assert!(matches!(a.recv::<u32>(), Err(Error::Eof)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error(
+        "end of file: the other end of the connection was closed or its process died, and no message is left"
+    )]
+    Eof,
+
+    /// A message cut short: the other end closed, or its process died, in the
+    /// middle of sending it. The partial message is discarded; the connection is at
+    /// its end (later reads return [`Error::Eof`]).
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::MessageCut { received: 3, expected: 10 };
+    /// assert!(e.to_string().contains("3 of its 10 bytes"));
+    /// ```
+    #[error(
+        "the other end of the connection closed or its process died in the middle of a message: {received} of its {expected} bytes arrived, and the partial message was discarded"
+    )]
+    MessageCut {
+        /// Bytes of the message (header included) that arrived.
+        received: u64,
+        /// Bytes the message has (header included).
+        expected: u64,
+    },
+
+    /// `send` on a connection whose other end was closed, or whose process died:
+    /// nothing was delivered (Python's `BrokenPipeError`). Never a `SIGPIPE`.
+    ///
+    /// ```
+    /// use multiproc::{Error, Pipe};
+    /// let (a, b) = Pipe(true)?;
+    /// drop(b);
+    /// assert!(matches!(a.send(&1u8), Err(Error::BrokenPipe)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error(
+        "the other end of the connection was closed or its process died: the message was not delivered"
+    )]
+    BrokenPipe,
+
+    /// An operation on a connection that this process closed with `close()`.
+    ///
+    /// ```
+    /// use multiproc::{Error, Pipe};
+    /// let (mut a, _b) = Pipe(true)?;
+    /// a.close();
+    /// assert!(matches!(a.send(&1u8), Err(Error::ConnectionClosed { op: "send" })));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("{op} on a closed connection: close() was called on it in this process")]
+    ConnectionClosed {
+        /// The operation attempted.
+        op: &'static str,
+    },
+
+    /// Reading from the write end, or writing to the read end, of a one-way
+    /// `Pipe(false)`.
+    ///
+    /// ```
+    /// use multiproc::{Error, Pipe};
+    /// let (reader, writer) = Pipe(false)?;
+    /// assert!(matches!(reader.send(&1u8), Err(Error::WrongEnd { .. })));
+    /// assert!(matches!(writer.recv::<u8>(), Err(Error::WrongEnd { .. })));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("{op}: this connection is {end} (one end of a one-way Pipe(false))")]
+    WrongEnd {
+        /// The operation attempted.
+        op: &'static str,
+        /// `"read-only"` or `"write-only"`.
+        end: &'static str,
+    },
+
+    /// `recv_bytes(maxlength)` found a longer message. As in CPython (`OSError:
+    /// bad message length`) the message's body stays unread in the stream, so the
+    /// connection can no longer be read: later reads return
+    /// [`Error::ConnectionBroken`] (a one-way read end is closed).
+    ///
+    /// ```
+    /// use multiproc::{Error, Pipe};
+    /// let (a, b) = Pipe(true)?;
+    /// a.send_bytes(b"twelve bytes", 0, None)?;
+    /// assert!(matches!(
+    ///     b.recv_bytes(Some(4)),
+    ///     Err(Error::MessageTooLong { size: 12, maxlength: 4 })
+    /// ));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error(
+        "bad message length: the message is {size} bytes, more than maxlength {maxlength}; its body is left unread, so this connection can no longer be read"
+    )]
+    MessageTooLong {
+        /// The message's length.
+        size: u64,
+        /// The most the caller accepted.
+        maxlength: usize,
+    },
+
+    /// A read on a connection that an earlier error left mid-message.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::ConnectionBroken { op: "recv", reason: "bad message length" };
+    /// assert!(e.to_string().contains("close it"));
+    /// ```
+    #[error(
+        "{op}: this connection can no longer be read after an earlier error ({reason}): close it"
+    )]
+    ConnectionBroken {
+        /// The operation attempted.
+        op: &'static str,
+        /// The earlier error.
+        reason: &'static str,
+    },
+
+    /// `recv_bytes_into` with a buffer too small for the message. The message was
+    /// consumed and is carried here whole (Python's `BufferTooShort`, whose argument
+    /// is the message); the connection stays usable.
+    ///
+    /// ```
+    /// use multiproc::{Error, Pipe};
+    /// let (a, b) = Pipe(true)?;
+    /// a.send_bytes(b"hello", 0, None)?;
+    /// let mut small = [0u8; 3];
+    /// match b.recv_bytes_into(&mut small, 0) {
+    ///     Err(Error::BufferTooShort { message, .. }) => assert_eq!(message, b"hello"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error(
+        "the message is {needed} bytes and the buffer has room for {available} after the offset: the message is carried whole in this error"
+    )]
+    BufferTooShort {
+        /// The message's length.
+        needed: usize,
+        /// Room in the buffer after the offset.
+        available: usize,
+        /// The whole message.
+        message: Vec<u8>,
+    },
+
+    /// An `offset`/`size` pair that does not fit in the buffer given.
+    ///
+    /// ```
+    /// use multiproc::{Error, Pipe};
+    /// let (a, _b) = Pipe(true)?;
+    /// assert!(matches!(
+    ///     a.send_bytes(b"abc", 2, Some(5)),
+    ///     Err(Error::BufferRange { offset: 2, size: Some(5), len: 3, .. })
+    /// ));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error(
+        "{op}: offset {offset} and size {size:?} do not fit in a buffer of {len} bytes: keep offset <= len and offset + size <= len"
+    )]
+    BufferRange {
+        /// The operation.
+        op: &'static str,
+        /// The offset given.
+        offset: usize,
+        /// The size given (`None`: the rest of the buffer).
+        size: Option<usize>,
+        /// The buffer's length.
+        len: usize,
+    },
+
+    /// A value that postcard cannot serialize (`send`), or a message that is not a
+    /// postcard encoding of the type asked for (`recv`; the message was consumed and
+    /// the connection stays usable).
+    ///
+    /// ```
+    /// use multiproc::{Error, Pipe};
+    /// let (a, b) = Pipe(true)?;
+    /// a.send(&true)?;
+    /// assert!(matches!(b.recv::<String>(), Err(Error::Codec { op: "recv", .. })));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("{op}: postcard could not {what}: {reason}")]
+    Codec {
+        /// `"send"` or `"recv"`.
+        op: &'static str,
+        /// `"serialize the value"` or `"decode the message as the type asked for"`.
+        what: &'static str,
+        /// postcard's error.
+        reason: String,
+    },
+
+    /// A message header that no sender of this framing writes (a negative length
+    /// other than the 8-byte-length marker): the stream is not Connection framing,
+    /// and the connection can no longer be read.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::BadFrame { header: -7 };
+    /// assert!(e.to_string().contains("-7"));
+    /// ```
+    #[error(
+        "bad message header: length {header} (only -1, the 8-byte-length marker, may be negative): the other end does not speak Connection framing"
+    )]
+    BadFrame {
+        /// The 4-byte header read, as a signed big-endian integer.
+        header: i32,
+    },
+
     /// A system call failed.
     #[error("{context}: {source}")]
     Io {

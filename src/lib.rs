@@ -39,18 +39,22 @@
 //! - [`shm`] — segments, the shared arena, element storage, `SharedMemory`;
 //! - [`sync`] — the primitives, one file each;
 //! - [`data`] — `Value`, `Array` and their raw twins, above the primitives;
+//! - [`msg`] — message passing: `Pipe` and its `Connection`s;
 //! - [`process`] — `Process`.
 
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod error;
+pub mod msg;
 pub mod process;
 pub mod shm;
 pub mod sync;
 pub(crate) mod sys;
 
 pub use error::{Error, Result};
+/// Python's `multiprocessing.connection`: [`Connection`], [`wait`](connection::wait).
+pub use msg::connection;
 
 // The README's code blocks run as doctests, so the README cannot drift from the API.
 #[cfg(doctest)]
@@ -58,6 +62,7 @@ pub use error::{Error, Result};
 struct ReadmeDoctests;
 pub use bytemuck::{Pod, Zeroable};
 pub use data::{Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, Value, ValueGuard};
+pub use msg::{Connection, Pipe};
 pub use process::Process;
 pub use shm::SharedMemory;
 pub use sync::{

@@ -13,7 +13,10 @@
 //! - [`procfs`]: who is alive, read from `/proc` (pid and start time, so that a
 //!   reused pid is not mistaken for the process that died).
 //! - [`time`]: deadlines on the monotonic clock.
+//! - `fd`: pipe writes that cannot raise `SIGPIPE`, and the dead descriptor put in
+//!   place of a connection end a forked child did not capture.
 
+pub(crate) mod fd;
 pub mod fork;
 pub mod futex;
 pub(crate) mod inherit;

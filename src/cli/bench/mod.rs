@@ -36,6 +36,7 @@ macro_rules! python_script {
     };
 }
 
+mod pipe;
 mod python;
 mod report;
 mod s1_lock;
@@ -51,6 +52,7 @@ const SCENARIOS: &[&Scenario] = &[
     &s3_pingpong::SCENARIO,
     &s4_barrier::SCENARIO,
     &s6_array::SCENARIO,
+    &pipe::SCENARIO,
 ];
 
 /// Options of `multiproc bench`.
@@ -59,7 +61,7 @@ pub struct BenchArgs {
     /// Fewer repetitions: the whole run stays under a minute.
     #[arg(long)]
     quick: bool,
-    /// Run only this scenario (S1, S2, S3, S4, S6); repeat for several.
+    /// Run only this scenario (S1, S2, S3, S4, S6, PIPE); repeat for several.
     #[arg(long = "scenario", value_name = "ID")]
     scenarios: Vec<String>,
     /// Write the raw figures as a JSON list of rows to FILE.

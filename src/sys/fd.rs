@@ -1,0 +1,133 @@
+//! Raw descriptor helpers for [`Connection`](crate::Connection): the two things it
+//! needs that rustix cannot do safely.
+//!
+//! - [`writev_no_sigpipe`]: write to a pipe without letting `SIGPIPE` kill the
+//!   process when the reader is gone (sockets use `MSG_NOSIGNAL` instead, which pipes
+//!   have no equivalent of). A library cannot rely on the binary ignoring `SIGPIPE`
+//!   (Rust binaries do; C hosts, Python and tests with their own runtime may not).
+//! - [`deaden_inherited`]: in a forked child, replace the child's copy of a
+//!   descriptor it did not capture by a dead socket, keeping the number occupied.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+
+/// `writev` on `fd` with `SIGPIPE` blocked in the calling thread, so that a write
+/// to a pipe whose read end is closed returns `EPIPE` instead of killing the process.
+///
+/// The technique is libpq's, one system call shorter: block `SIGPIPE` in this
+/// thread (learning the old mask), write, and if the write failed with `EPIPE`
+/// consume the signal it raised (thread-directed, so pending on this thread) with a
+/// zero-timeout `sigtimedwait`; then restore the mask. No `SIGPIPE` can have been
+/// pending before unless the old mask already blocked it (an unblocked one would
+/// have been delivered): in that case the caller blocks `SIGPIPE` itself, and the
+/// signal is left pending as any write of its own would leave it. The disposition,
+/// shared by all threads, is never touched. Cost: two extra system calls a write.
+pub(crate) fn writev_no_sigpipe(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: the sigset_t values are plain data initialized by sigemptyset (or
+    // written by pthread_sigmask) before use; pthread_sigmask and sigtimedwait only
+    // read and write them, and change only this thread's signal mask, which is
+    // restored before returning.
+    unsafe {
+        let mut pipe_set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe_set);
+        libc::sigaddset(&mut pipe_set, libc::SIGPIPE);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &pipe_set, &mut old);
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        let already_blocked = libc::sigismember(&old, libc::SIGPIPE) == 1;
+        let result = rustix::io::writev(fd, bufs).map_err(io::Error::from);
+        if already_blocked {
+            return result; // the mask is unchanged: nothing to restore
+        }
+        if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EPIPE)) {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            while libc::sigtimedwait(&pipe_set, std::ptr::null_mut(), &zero) == -1
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        result
+    }
+}
+
+/// Replaces the file behind descriptor number `raw` by one end of a Unix socket pair
+/// whose other end is closed: reads then return end of file at once, writes fail
+/// with `EPIPE` (sends use `MSG_NOSIGNAL`, pipe writes [`writev_no_sigpipe`]), and
+/// `poll` reports it readable (hung up). The number stays occupied, so a handle that
+/// still holds it can never touch a file opened later under a reused number.
+///
+/// Contract (why this is safe to call): `raw` is the descriptor of a live handle
+/// of this process (an `OwnedFd` inside a [`Connection`](crate::Connection) whose
+/// inherit registration is alive), and the call comes from an inherit hook in a
+/// forked child before any user code runs there, so no one else uses the number. The
+/// handle keeps owning the number; this only swaps what it refers to, atomically
+/// (`dup3`), with close-on-exec set.
+pub(crate) fn deaden_inherited(raw: RawFd) -> io::Result<()> {
+    let (dead, peer) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    drop(peer);
+    // SAFETY: dup3 only changes the descriptor table: by the contract above `raw` is
+    // owned by a live handle of this process that keeps owning it, and `dead` is an
+    // open descriptor we own (closed when it drops, after the copy).
+    let rc = unsafe { libc::dup3(dead.as_fd().as_raw_fd(), raw, libc::O_CLOEXEC) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Test support: gives `SIGPIPE` its default action (terminate the process), as in
+/// a C host or a Python interpreter, so tests can show no write raises it.
+#[cfg(test)]
+pub(crate) fn sigpipe_default_for_tests() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::pipe::{PipeFlags, pipe_with};
+
+    #[test]
+    fn write_to_a_closed_pipe_is_epipe_not_a_signal() {
+        sigpipe_default_for_tests();
+        let (r, w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        drop(r);
+        let err = writev_no_sigpipe(w.as_fd(), &[IoSlice::new(b"x")]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+        // No SIGPIPE is left pending for this thread.
+        // SAFETY: plain sigset_t initialized before use.
+        unsafe {
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pending);
+            libc::sigpending(&mut pending);
+            assert_eq!(libc::sigismember(&pending, libc::SIGPIPE), 0);
+        }
+    }
+
+    #[test]
+    fn a_deadened_descriptor_reads_eof_and_keeps_its_number() {
+        let (r, w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        rustix::io::write(&w, b"data").unwrap();
+        let n = r.as_raw_fd();
+        deaden_inherited(n).unwrap();
+        assert_eq!(r.as_raw_fd(), n);
+        let mut buf = [0u8; 8];
+        assert_eq!(rustix::io::read(&r, &mut buf).unwrap(), 0); // EOF, not "data"
+        deaden_inherited(w.as_raw_fd()).unwrap();
+        let err = writev_no_sigpipe(w.as_fd(), &[IoSlice::new(b"x")]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+    }
+}
