@@ -63,7 +63,10 @@ struct ReadmeDoctests;
 pub use bytemuck::{Pod, Zeroable};
 pub use data::{Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, Value, ValueGuard};
 pub use msg::{Connection, Pipe};
-pub use process::Process;
+pub use process::{
+    ActiveChild, CurrentProcess, ParentProcess, Process, active_children, current_process,
+    parent_process,
+};
 pub use shm::SharedMemory;
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, LockResult,

@@ -1,17 +1,14 @@
 //! `Process`: a closure run in a forked child process.
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::event::{PollFd, PollFlags, poll};
-use rustix::process::{
-    Pid, PidfdFlags, Signal, WaitOptions, pidfd_open, pidfd_send_signal, waitpid,
-};
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
+use super::registry::{self, Child};
 use crate::error::{Error, Result};
 use crate::shm::arena;
 use crate::sys::fork::{self, Forked};
@@ -20,17 +17,20 @@ use crate::sys::time::Deadline;
 
 type Target = Box<dyn FnOnce() + Send + 'static>;
 
-static COUNTER: AtomicU64 = AtomicU64::new(1);
-/// Children whose `Process` was dropped while they ran; reaped on later starts so
-/// that they do not stay zombies. Last in the lock order (see `shm::arena`), and
-/// held across every fork by `start`.
-static UNREAPED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
-
+/// Where a `Process` is in its life. Every transition is made by the process that
+/// created the `Process` (`creator`); in any other process the value is an image
+/// copied by a fork, and every method refuses or does nothing.
 #[derive(Debug)]
 enum State {
+    /// Created, not started: `target` is `Some` (it is `None` only while `start`
+    /// runs, and again after `start` forked).
     New,
-    Running { pid: i32, pidfd: OwnedFd },
-    Exited { pid: i32, code: i32 },
+    /// Forked. Running until `child`'s code is `Some` (the child reaped, by this
+    /// `Process` or by `active_children`/`start` through the registry).
+    Started(Arc<Child>),
+    /// After [`Process::close`]: the pidfd is released; the last pid and exit code
+    /// (if it was started) are kept for `pid`/`exitcode`.
+    Closed { pid: Option<i32>, code: Option<i32> },
 }
 
 /// A child process running a closure: Python's `multiprocessing.Process` (fork).
@@ -78,6 +78,12 @@ enum State {
 pub struct Process {
     name: String,
     daemon: bool,
+    /// CPython's `_identity`: the creating process's identity plus this process's
+    /// number among its siblings; what the child's own processes are named after.
+    identity: Vec<u32>,
+    /// The pid of the process that created this `Process` (CPython's
+    /// `_parent_pid`): only it may start, join, signal or reap the child.
+    creator: u32,
     target: Option<Target>,
     state: State,
 }
@@ -92,35 +98,24 @@ impl std::fmt::Debug for Process {
     }
 }
 
-fn exit_code(status: rustix::process::WaitStatus) -> i32 {
-    if let Some(code) = status.exit_status() {
-        code
-    } else if let Some(sig) = status.terminating_signal() {
-        -sig
-    } else {
-        -1
-    }
-}
-
 /// Threads in this process (0 if /proc cannot tell: then the caller assumes many).
 fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
-fn reap_unreaped() {
-    let mut list = UNREAPED.lock().unwrap_or_else(|e| e.into_inner());
-    list.retain(|&pid| {
-        let Some(pid) = Pid::from_raw(pid) else {
-            return false;
-        };
-        matches!(waitpid(Some(pid), WaitOptions::NOHANG), Ok(None))
-    });
+/// The pid of the calling process.
+fn my_pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
 impl Process {
-    /// A process that will run `target`; named `Process-N` like Python's.
+    /// A process that will run `target`, named after its place among the processes
+    /// of all generations as in Python: the Nth process created by the main process
+    /// is `Process-N`, the first one created by `Process-2` is `Process-2:1`.
     ///
-    /// Nothing runs until [`start`](Self::start).
+    /// It is a daemon if the calling process is one (Python's `daemon=None`), which
+    /// makes [`start`](Self::start) refuse: daemons may not have children. Nothing
+    /// runs until `start`.
     ///
     /// ```
     /// use multiproc::Process;
@@ -128,12 +123,22 @@ impl Process {
     /// assert!(p.name().starts_with("Process-"));
     /// assert_eq!(p.pid(), None);
     /// assert!(!p.is_alive());
+    /// assert!(!p.is_daemon()); // the main process is not a daemon
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new(target: impl FnOnce() + Send + 'static) -> Process {
+        let mut reg = registry::registry();
+        let mut identity = reg.identity.clone();
+        identity.push(reg.next);
+        reg.next = reg.next.wrapping_add(1);
+        let daemon = reg.daemon;
+        drop(reg);
+        let digits: Vec<String> = identity.iter().map(|n| n.to_string()).collect();
         Process {
-            name: format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed)),
-            daemon: false,
+            name: format!("Process-{}", digits.join(":")),
+            daemon,
+            identity,
+            creator: my_pid(),
             target: Some(Box::new(target)),
             state: State::New,
         }
@@ -150,9 +155,24 @@ impl Process {
         self
     }
 
-    /// Makes the child a daemon (builder style): it is killed (SIGKILL) when the
-    /// thread that started it exits, including when the parent is killed — so a
-    /// daemon never outlives its parent. Set before `start`.
+    /// Makes the child a daemon, or not (builder style; set before `start`).
+    ///
+    /// A daemon never outlives the process that started it: it is killed (SIGKILL)
+    /// when that process ends in any way — returns from `main`, calls `exit`,
+    /// panics, or is killed by SIGKILL — whichever of its threads started the
+    /// daemon and whether or not that thread still runs. Dropping the `Process`
+    /// of a running daemon also kills and reaps it. A daemon may not start
+    /// processes of its own ([`Error::ProcessState`], as Python's
+    /// "daemonic processes are not allowed to have children").
+    ///
+    /// How: the daemon's first act, before the closure, is to start a watcher
+    /// thread that polls a pidfd of its parent process (inherited through the
+    /// fork, so it names the parent even if the parent died first) and kills the
+    /// daemon when the parent has ended. A pidfd of a process becomes readable
+    /// only once all its threads are gone, unlike `PR_SET_PDEATHSIG`, which fires
+    /// when the forking *thread* exits. Where CPython terminates (SIGTERM) and
+    /// joins its daemons in an `atexit` hook, multiproc runs no code at the
+    /// parent's exit: the kill comes from the daemon's side.
     ///
     /// ```
     /// let p = multiproc::Process::new(|| {}).daemon(true);
@@ -163,7 +183,8 @@ impl Process {
         self
     }
 
-    /// The name: `Process-N` unless set with [`with_name`](Self::with_name).
+    /// The name: `Process-N` (`Process-N:M` in a child, ...) unless set with
+    /// [`with_name`](Self::with_name).
     ///
     /// ```
     /// use multiproc::Process;
@@ -176,8 +197,8 @@ impl Process {
         &self.name
     }
 
-    /// Whether the process is a daemon (`false` unless set with
-    /// [`daemon`](Self::daemon)).
+    /// Whether the process is a daemon (the calling process's own flag unless set
+    /// with [`daemon`](Self::daemon)).
     ///
     /// ```
     /// use multiproc::Process;
@@ -195,14 +216,26 @@ impl Process {
         }
     }
 
+    /// `Ok` in the process that created this `Process`; `what` says what else was
+    /// asked (Python's "can only join a child process").
+    fn check_creator(&self, what: &'static str) -> Result<()> {
+        if self.creator == my_pid() {
+            Ok(())
+        } else {
+            Err(self.state_error(what))
+        }
+    }
+
     /// Forks and runs the closure in the child. A process starts at most once.
     ///
     /// # Errors
     ///
-    /// [`Error::ProcessState`] on a second call; [`Error::Io`] if `fork` or
-    /// `pidfd_open` fails; [`Error::HoldersOverflow`] if a shared object this
-    /// process holds is already held by [`u32::MAX`]` / 2` processes (nothing is
-    /// forked then, and the process can be started again later).
+    /// [`Error::ProcessState`] on a second call, after [`close`](Self::close), in
+    /// a process other than the one that created this `Process`, or in a daemon
+    /// (daemons may not have children); [`Error::Io`] if `fork` or `pidfd_open`
+    /// fails; [`Error::HoldersOverflow`] if a shared object this process holds is
+    /// already held by [`u32::MAX`]` / 2` processes (nothing is forked then, and
+    /// the process can be started again later).
     ///
     /// ```
     /// use std::time::Duration;
@@ -217,13 +250,38 @@ impl Process {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn start(&mut self) -> Result<()> {
+        if matches!(self.state, State::Closed { .. }) {
+            return Err(self.state_error("the process object is closed"));
+        }
         let Some(target) = self.target.take() else {
             return Err(self.state_error("already started; a process can be started only once"));
         };
-        reap_unreaped();
+        if let Err(e) =
+            self.check_creator("can only start a process object created by the current process")
+        {
+            self.target = Some(target);
+            return Err(e);
+        }
         let parent = rustix::process::getpid();
+        let parent_pidfd = {
+            let mut reg = registry::registry();
+            if reg.daemon {
+                drop(reg);
+                self.target = Some(target);
+                return Err(self.state_error("daemonic processes are not allowed to have children"));
+            }
+            reg.cleanup();
+            match reg.self_pidfd() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    drop(reg);
+                    self.target = Some(target);
+                    return Err(Error::io("opening a pidfd of the current process", e));
+                }
+            }
+        };
         // Take every process-local lock the child may need, in the lock order
-        // stdout -> stderr -> arena -> UNREAPED (see `shm::arena`): no other thread
+        // stdout -> stderr -> arena -> inherit -> registry (see `shm::arena`): no other thread
         // holds one at the fork, and the child's only thread, a copy of this one,
         // owns its copies and releases them. std's stdout and stderr locks are
         // reentrant and owned by this thread's id, which the child's thread keeps.
@@ -243,30 +301,38 @@ impl Process {
                 ));
             }
         };
-        let unreaped = UNREAPED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reg = registry::registry();
         if let Err(e) = blocks.add_child_holds() {
-            drop((unreaped, handles, blocks, err, out));
+            drop((reg, handles, blocks, err, out));
             self.target = Some(target);
             return Err(e);
         }
         match fork::fork() {
             Err(e) => {
                 blocks.fork_failed();
-                drop((unreaped, handles, blocks, err, out));
+                drop((reg, handles, blocks, err, out));
                 self.target = Some(target);
                 Err(Error::io(format!("forking process {:?}", self.name), e))
             }
             Ok(Forked::Child) => {
                 let handles = handles.child();
-                drop((unreaped, blocks, err, out));
+                reg.become_child(
+                    self.identity.clone(),
+                    &self.name,
+                    self.daemon,
+                    parent.as_raw_nonzero().get() as u32,
+                    parent_pidfd,
+                );
+                drop((reg, blocks, err, out));
                 // Before any user code: learn which inherited handles the closure
                 // captured, and let go of the others (see `sys::inherit`).
                 inherit::adopt(handles);
-                self.run_child(target, parent)
+                self.run_child(target)
             }
             Ok(Forked::Parent(pid)) => {
                 let handles = handles.parent();
-                drop((unreaped, blocks, err, out));
+                drop((reg, blocks, err, out));
+                drop(parent_pidfd);
                 // The child holds its own copy of everything the closure captured
                 // (its shared blocks were counted for it above): drop the parent's,
                 // closing its files and releasing its handles, and tell the child
@@ -276,23 +342,24 @@ impl Process {
                 let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| {
                     Error::io(format!("opening a pidfd for process {:?}", self.name), e)
                 })?;
-                self.state = State::Running { pid, pidfd };
+                let child = Arc::new(Child::new(pid, pidfd, self.name.clone(), self.daemon));
+                registry::registry().children.push(Arc::clone(&child));
+                self.state = State::Started(child);
                 Ok(())
             }
         }
     }
 
-    fn run_child(&self, target: Target, parent: Pid) -> ! {
+    fn run_child(&self, target: Target) -> ! {
         // Read this process's identity now, while nothing of the user's code has
         // used up descriptors, so locks it takes carry its final owner word.
         crate::sync::ident::prime();
-        if self.daemon {
-            let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
-            // The parent may have died before the line above: then no signal comes.
-            if rustix::process::getppid() != Some(parent) {
-                fork::exit_now(1);
-            }
-        }
+        let watchers = if self.daemon {
+            start_parent_watcher();
+            1
+        } else {
+            0
+        };
         let code = match catch_unwind(AssertUnwindSafe(target)) {
             Ok(()) => 0,
             Err(payload) => {
@@ -314,12 +381,12 @@ impl Process {
         let _ = std::io::stderr().flush();
         // The handles still alive here (the parent's, copied by fork) never drop:
         // release this process's holds on their blocks, unless another thread of
-        // this child could still be using them.
-        arena::release_all_before_exit(thread_count());
+        // this child could still be using them (the parent watcher uses none).
+        arena::release_all_before_exit(thread_count().saturating_sub(watchers));
         fork::exit_now(code)
     }
 
-    /// The child's pid, once started (kept after it exits).
+    /// The child's pid, once started (kept after it exits and after `close`).
     ///
     /// ```
     /// use std::time::Duration;
@@ -334,33 +401,39 @@ impl Process {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn pid(&self) -> Option<u32> {
-        match self.state {
+        match &self.state {
             State::New => None,
-            State::Running { pid, .. } | State::Exited { pid, .. } => Some(pid as u32),
+            State::Started(child) => Some(child.pid as u32),
+            State::Closed { pid, .. } => pid.map(|p| p as u32),
         }
     }
 
-    /// Reaps the child if it has exited, without waiting.
-    fn poll(&mut self) -> Result<()> {
-        if let State::Running { pid, .. } = self.state {
-            let raw = Pid::from_raw(pid).expect("positive pid");
-            match waitpid(Some(raw), WaitOptions::NOHANG) {
-                Ok(Some((_, status))) => {
-                    self.state = State::Exited {
-                        pid,
-                        code: exit_code(status),
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => return Err(Error::io(format!("waiting for process {:?}", self.name), e)),
+    /// The exit code once reaped (reaping it now if it has exited, without
+    /// waiting); `None` while running, before start, or in a process other than
+    /// the creator.
+    fn poll(&self) -> Result<Option<i32>> {
+        match &self.state {
+            State::New => Ok(None),
+            State::Closed { code, .. } => Ok(*code),
+            State::Started(child) => {
+                self.check_creator("can only wait for a child process")?;
+                child
+                    .poll()
+                    .map_err(|e| Error::io(format!("waiting for process {:?}", self.name), e))
             }
         }
-        Ok(())
     }
 
     /// Waits for the child to exit, at most `timeout` (forever with `None`).
     ///
     /// Returns the exit code, or `None` if the timeout passed first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProcessState`] if the process was not started, was closed, or is
+    /// not a child of the calling process (Python's "can only join a child
+    /// process": e.g. a `Process` moved into another child's closure);
+    /// [`Error::TimeoutOverflow`] for a timeout too large for the clock.
     ///
     /// ```
     /// use std::time::Duration;
@@ -368,6 +441,7 @@ impl Process {
     /// let go = Event::new()?;
     /// let g = go.clone();
     /// let mut p = Process::new(move || { g.wait(Some(Duration::from_secs(30))).unwrap(); });
+    /// assert!(p.join(None).is_err()); // not started
     /// p.start()?;
     /// assert_eq!(p.join(Some(Duration::from_millis(10)))?, None); // still waiting
     /// go.set();
@@ -376,33 +450,28 @@ impl Process {
     /// ```
     pub fn join(&mut self, timeout: Option<Duration>) -> Result<Option<i32>> {
         let deadline = Deadline::after(timeout)?;
+        let child = match &self.state {
+            State::New => {
+                return Err(self.state_error("cannot join a process that was not started"));
+            }
+            State::Closed { .. } => return Err(self.state_error("the process object is closed")),
+            State::Started(child) => Arc::clone(child),
+        };
+        self.check_creator("can only join a child process")?;
         loop {
-            self.poll()?;
-            let pidfd = match &self.state {
-                State::New => {
-                    return Err(self.state_error("cannot join a process that was not started"));
-                }
-                State::Exited { code, .. } => return Ok(Some(*code)),
-                State::Running { pidfd, .. } => pidfd,
-            };
-            if deadline.expired() {
-                return Ok(None);
+            if let Some(code) = self.poll()? {
+                return Ok(Some(code));
             }
             // A pidfd becomes readable when the process exits.
-            let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-            let ts = deadline.remaining().map(|d| rustix::time::Timespec {
-                tv_sec: d.as_secs() as i64,
-                tv_nsec: d.subsec_nanos() as _,
-            });
-            match poll(&mut fds, ts.as_ref()) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(Error::io(format!("waiting for process {:?}", self.name), e)),
+            if !registry::wait_readable(child.pidfd.as_fd(), deadline.remaining())? {
+                return self.poll();
             }
         }
     }
 
     /// Whether the child has started and not yet exited. Reaps it, without
-    /// waiting, if it has exited.
+    /// waiting, if it has exited. `false` after [`close`](Self::close) and in a
+    /// process other than the one that created this `Process`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -419,8 +488,7 @@ impl Process {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn is_alive(&mut self) -> bool {
-        let _ = self.poll();
-        matches!(self.state, State::Running { .. })
+        matches!(self.state, State::Started(_)) && matches!(self.poll(), Ok(None))
     }
 
     /// The exit code: `None` while running or before start; `Some(-sig)` when killed.
@@ -436,22 +504,110 @@ impl Process {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn exitcode(&mut self) -> Option<i32> {
-        let _ = self.poll();
-        match self.state {
-            State::Exited { code, .. } => Some(code),
-            _ => None,
+        self.poll().ok().flatten()
+    }
+
+    /// A descriptor that becomes readable when the child ends (Python's
+    /// `sentinel`): the child's pidfd, to wait on several processes (and other
+    /// descriptors) at once with `poll`. It stays valid, and readable once the
+    /// child has ended, until [`close`](Self::close) or drop.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProcessState`] before `start` (Python's `ValueError`) or after
+    /// `close`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Event, Process};
+    /// use rustix::event::{PollFd, PollFlags, poll};
+    /// let go = Event::new()?;
+    /// let g = go.clone();
+    /// let mut p = Process::new(move || { g.wait(Some(Duration::from_secs(30))).unwrap(); });
+    /// assert!(p.sentinel().is_err()); // not started
+    /// p.start()?;
+    /// let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+    /// let sentinel = p.sentinel()?;
+    /// let mut fds = [PollFd::new(&sentinel, PollFlags::IN)];
+    /// assert_eq!(poll(&mut fds, Some(&zero)).unwrap(), 0); // still running
+    /// go.set();
+    /// let bound = rustix::time::Timespec { tv_sec: 30, tv_nsec: 0 };
+    /// assert_eq!(poll(&mut fds, Some(&bound)).unwrap(), 1); // ended
+    /// assert_eq!(p.join(None)?, Some(0));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn sentinel(&self) -> Result<BorrowedFd<'_>> {
+        match &self.state {
+            State::New => Err(self.state_error("process not started: it has no sentinel")),
+            State::Closed { .. } => Err(self.state_error("the process object is closed")),
+            State::Started(child) => Ok(child.pidfd.as_fd()),
         }
+    }
+
+    /// Releases the process's resources (its pidfd, its entry among the
+    /// [`active_children`](super::active_children)), as Python's `close`. After
+    /// it, `join`, `terminate`, `kill`, `sentinel` and `start` are
+    /// [`Error::ProcessState`] and `is_alive` is `false`; `pid` and `exitcode`
+    /// keep their last values. Closing twice does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProcessState`] if the child is still running (join or terminate it
+    /// first), or in a process other than the creator.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Event, Process};
+    /// let go = Event::new()?;
+    /// let g = go.clone();
+    /// let mut p = Process::new(move || { g.wait(Some(Duration::from_secs(30))).unwrap(); });
+    /// p.start()?;
+    /// assert!(p.close().is_err()); // still running
+    /// go.set();
+    /// assert_eq!(p.join(Some(Duration::from_secs(30)))?, Some(0));
+    /// p.close()?;
+    /// assert!(p.join(None).is_err());
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// p.close()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn close(&mut self) -> Result<()> {
+        let (pid, code) = match &self.state {
+            State::Closed { .. } => return Ok(()),
+            State::New => (None, None),
+            State::Started(child) => match self.poll()? {
+                None => {
+                    return Err(self.state_error(
+                        "cannot close a process while it is still running: join or terminate it first",
+                    ));
+                }
+                Some(code) => {
+                    let mut reg = registry::registry();
+                    reg.children.retain(|c| !Arc::ptr_eq(c, child));
+                    (Some(child.pid), Some(code))
+                }
+            },
+        };
+        self.target = None;
+        self.state = State::Closed { pid, code };
+        Ok(())
     }
 
     fn signal(&self, sig: Signal) -> Result<()> {
         match &self.state {
-            State::Running { pidfd, .. } => match pidfd_send_signal(pidfd, sig) {
-                // Exited but not yet reaped: nothing to signal.
-                Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-                Err(e) => Err(Error::io(format!("signalling process {:?}", self.name), e)),
-            },
+            State::Started(child) => {
+                self.check_creator("can only signal a child process")?;
+                if matches!(self.poll(), Ok(Some(_))) {
+                    return Ok(()); // reaped: nothing to signal
+                }
+                match pidfd_send_signal(&child.pidfd, sig) {
+                    // Exited but not yet reaped: nothing to signal.
+                    Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+                    Err(e) => Err(Error::io(format!("signalling process {:?}", self.name), e)),
+                }
+            }
             State::New => Err(self.state_error("cannot signal a process that was not started")),
-            State::Exited { .. } => Ok(()),
+            State::Closed { .. } => Err(self.state_error("the process object is closed")),
         }
     }
 
@@ -495,13 +651,47 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if let State::Running { pid, .. } = self.state {
-            if self.daemon {
-                let _ = self.kill();
-                let _ = self.join(None);
-            } else if self.poll().is_ok() && matches!(self.state, State::Running { .. }) {
-                UNREAPED.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
-            }
+        // In another process this is a copied image: the child is not ours.
+        if self.creator != my_pid() {
+            return;
         }
+        // A running non-daemon goes on; the registry keeps its entry, so that a
+        // later `start` or `active_children` reaps it (no zombie).
+        if self.daemon && self.is_alive() {
+            let _ = self.kill();
+            let _ = self.join(None);
+        }
+    }
+}
+
+/// In a daemon child, before its closure: a thread that kills this process once
+/// its parent process has ended (all its threads: a pidfd becomes readable only
+/// then), or at once if the parent is already gone. The parent's pidfd was
+/// inherited through the fork, so it cannot name a process that reused the pid.
+fn start_parent_watcher() {
+    let Some(pidfd) = registry::registry()
+        .parent
+        .as_ref()
+        .map(|p| Arc::clone(&p.pidfd))
+    else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("multiproc-daemon-watcher".into())
+        .spawn(move || {
+            // Only a readable pidfd ends the wait: an error other than EINTR
+            // (none is expected on a valid pidfd) also kills, erring on the side
+            // of never outliving the parent.
+            while let Ok(false) = registry::wait_readable(pidfd.as_fd(), None) {}
+            let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
+        });
+    if spawned.is_err() {
+        // Without a watcher the daemon could outlive its parent: refuse to run.
+        let _ = writeln!(
+            std::io::stderr(),
+            "multiproc: daemon (pid {}) could not start its parent watcher thread",
+            rustix::process::getpid().as_raw_nonzero()
+        );
+        fork::exit_now(1);
     }
 }

@@ -59,9 +59,9 @@
 //!   checked is what a block header lets a reader check.
 //!
 //! Lock order (process-local): `stdout` → `stderr` → `ARENA` → `sys::inherit`'s
-//! registry → `UNREAPED` (the last in `process`). `Process::start` holds them all
-//! across `fork`, so no other thread holds one at the fork and the child can take
-//! each.
+//! registry → `process::registry::REGISTRY` (the last in `process`).
+//! `Process::start` holds them all across `fork`, so no other thread holds one at
+//! the fork and the child can take each.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -403,8 +403,8 @@ pub(crate) struct ForkGuard {
 }
 
 /// Locks the arena for a fork. Take it after `stdout` and `stderr`, before
-/// `sys::inherit`'s registry and `process::UNREAPED` (the lock order in the module
-/// docs).
+/// `sys::inherit`'s registry and `process::registry::REGISTRY` (the lock order in
+/// the module docs).
 pub(crate) fn lock_for_fork() -> ForkGuard {
     ForkGuard {
         arena: arena(),
