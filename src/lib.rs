@@ -40,13 +40,15 @@
 //! - [`sync`] — the primitives, one file each;
 //! - [`data`] — `Value`, `Array` and their raw twins, above the primitives;
 //! - [`msg`] — message passing: `Pipe` and its `Connection`s;
-//! - [`process`] — `Process`.
+//! - [`process`] — `Process`;
+//! - [`pool`] — `Pool` of worker processes, `AsyncResult`.
 
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod error;
 pub mod msg;
+pub mod pool;
 pub mod process;
 pub mod shm;
 pub mod sync;
@@ -63,6 +65,7 @@ struct ReadmeDoctests;
 pub use bytemuck::{Pod, Zeroable};
 pub use data::{Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, Value, ValueGuard};
 pub use msg::{Connection, Pipe};
+pub use pool::{AsyncResult, IMapIterator, Pool, PoolBuilder};
 pub use process::{
     ActiveChild, CurrentProcess, ParentProcess, Process, active_children, current_process,
     parent_process,
