@@ -71,6 +71,41 @@ impl Holder {
     }
 }
 
+/// Bounds the calls that wait without a timeout (`map`, `apply`, `Iterator::next`,
+/// which have timeout twins): if the test is not done within twice [`BOUND`], the
+/// watchdog fails it by exiting the test process, instead of letting it hang.
+struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+
+fn watchdog() -> Watchdog {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let name = std::thread::current().name().unwrap_or("?").to_string();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(2 * BOUND) {
+            eprintln!("test {name} hung: a pool call did not return");
+            std::process::exit(101);
+        }
+    });
+    Watchdog(Some(tx))
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.0.take().map(|tx| tx.send(()));
+    }
+}
+
+/// Collects an imap iterator with a bounded wait for each result.
+fn collect_bounded<R: serde::de::DeserializeOwned>(
+    mut it: multiproc::IMapIterator<R>,
+) -> Vec<multiproc::Result<R>> {
+    let mut out = Vec::new();
+    while let Some(r) = it.next_timeout(T) {
+        assert!(!matches!(r, Err(Error::Timeout { .. })), "result {} timed out", out.len());
+        out.push(r);
+    }
+    out
+}
+
 fn gone(pid: u32) -> bool {
     let p = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::test_kill_process(p).is_err()
@@ -78,6 +113,7 @@ fn gone(pid: u32) -> bool {
 
 #[test]
 fn map_returns_results_in_order_for_every_length_and_chunksize() {
+    let _w = watchdog();
     let pool = Pool::new(3).unwrap();
     for len in [0u64, 1, 2, 7, 100, 1001] {
         let want: Vec<u64> = (0..len).map(square).collect();
@@ -100,6 +136,7 @@ fn map_returns_results_in_order_for_every_length_and_chunksize() {
 
 #[test]
 fn imap_is_ordered_and_imap_unordered_gives_every_result() {
+    let _w = watchdog();
     let pool = Pool::new(3).unwrap();
     for chunk in [None, Some(1), Some(4), Some(1000)] {
         let want: Vec<u64> = (0..50).map(square).collect();
@@ -130,6 +167,7 @@ fn imap_is_ordered_and_imap_unordered_gives_every_result() {
 
 #[test]
 fn starmap_apply_and_async_results() {
+    let _w = watchdog();
     let pool = Pool::new(2).unwrap();
     assert_eq!(
         pool.starmap(add, [(1, 2), (3, 4), (-5, 5)]).unwrap(),
@@ -161,6 +199,7 @@ fn starmap_apply_and_async_results() {
 
 #[test]
 fn a_panicking_task_fails_alone_and_its_worker_goes_on() {
+    let _w = watchdog();
     let pool = Pool::new(1).unwrap();
     let before = pool.worker_pids();
     let r = pool.apply_async(boom, 3).unwrap();
@@ -180,7 +219,7 @@ fn a_panicking_task_fails_alone_and_its_worker_goes_on() {
         other => panic!("{other:?}"),
     }
     // imap: only the failed chunk's items are errors.
-    let got: Vec<_> = pool.imap(boom, 0..6, Some(2)).unwrap().collect();
+    let got = collect_bounded(pool.imap(boom, 0..6, Some(2)).unwrap());
     let oks: Vec<u32> = got
         .iter()
         .filter_map(|r| r.as_ref().ok().copied())
@@ -194,6 +233,7 @@ fn a_panicking_task_fails_alone_and_its_worker_goes_on() {
 
 #[test]
 fn maxtasksperchild_replaces_workers() {
+    let _w = watchdog();
     let pool = Pool::builder()
         .processes(2)
         .maxtasksperchild(2)
@@ -221,6 +261,7 @@ fn init_mark(_: u8) -> u32 {
 
 #[test]
 fn the_initializer_runs_once_in_each_worker_before_its_tasks() {
+    let _w = watchdog();
     let runs = Value::<u32>::new(0).unwrap();
     let r = runs.clone();
     let pool = Pool::builder()
@@ -245,6 +286,7 @@ fn the_initializer_runs_once_in_each_worker_before_its_tasks() {
 
 #[test]
 fn a_panicking_initializer_breaks_the_pool_instead_of_respawning_forever() {
+    let _w = watchdog();
     let pool = Pool::builder()
         .processes(1)
         .initializer(|| panic!("no setup"))
@@ -271,11 +313,12 @@ fn hold_13(x: u32) -> u32 {
 
 #[test]
 fn a_worker_killed_in_map_fails_only_its_task_and_is_replaced() {
+    let _w = watchdog();
     let holder = KILLED.get_or_init(Holder::new);
     let pool = Pool::new(3).unwrap();
     let it = pool.imap(hold_13, 0..40, Some(1)).unwrap();
     let pid = holder.kill_holder();
-    let got: Vec<_> = it.collect();
+    let got = collect_bounded(it);
     for (i, r) in got.iter().enumerate() {
         if i == 13 {
             match r {
@@ -320,6 +363,7 @@ fn hold_always(x: u32) -> u32 {
 
 #[test]
 fn many_kills_in_a_row_never_hang_the_pool() {
+    let _w = watchdog();
     let holder = LOOPED.get_or_init(Holder::new);
     let pool = Pool::new(2).unwrap();
     for round in 0..15 {
@@ -359,6 +403,7 @@ fn hold_twice(x: u32) -> u32 {
 
 #[test]
 fn retries_run_a_lost_task_again_then_give_up() {
+    let _w = watchdog();
     // Both statics exist before the fork, so that the workers have them.
     let once = RETRIED.get_or_init(Holder::new);
     let twice = RETRIED_TWICE.get_or_init(Holder::new);
@@ -381,6 +426,7 @@ fn retries_run_a_lost_task_again_then_give_up() {
 
 #[test]
 fn terminate_during_work_fails_unfinished_tasks_and_reaps_the_workers() {
+    let _w = watchdog();
     let pool = Pool::new(2).unwrap();
     let pids = pool.worker_pids();
     let r = pool
@@ -402,6 +448,7 @@ fn terminate_during_work_fails_unfinished_tasks_and_reaps_the_workers() {
 
 #[test]
 fn close_lets_queued_tasks_finish_and_join_is_bounded() {
+    let _w = watchdog();
     let pool = Pool::new(1).unwrap();
     assert!(matches!(
         pool.join(Some(Duration::ZERO)),
@@ -423,6 +470,7 @@ fn close_lets_queued_tasks_finish_and_join_is_bounded() {
 
 #[test]
 fn drop_leaves_no_worker_and_nothing_in_dev_shm() {
+    let _w = watchdog();
     let before = dev_shm();
     let pool = Pool::builder()
         .processes(3)
