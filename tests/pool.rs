@@ -100,7 +100,11 @@ fn collect_bounded<R: serde::de::DeserializeOwned>(
 ) -> Vec<multiproc::Result<R>> {
     let mut out = Vec::new();
     while let Some(r) = it.next_timeout(T) {
-        assert!(!matches!(r, Err(Error::Timeout { .. })), "result {} timed out", out.len());
+        assert!(
+            !matches!(r, Err(Error::Timeout { .. })),
+            "result {} timed out",
+            out.len()
+        );
         out.push(r);
     }
     out
