@@ -494,3 +494,22 @@ fn drop_leaves_no_worker_and_nothing_in_dev_shm() {
     assert!(matches!(busy.get(T), Err(Error::PoolTerminated { .. })));
     assert_eq!(dev_shm(), before);
 }
+
+#[test]
+fn a_forked_copy_of_the_pool_refuses_calls_instead_of_hanging() {
+    let _w = watchdog();
+    let pool = std::sync::Arc::new(Pool::new(1).unwrap());
+    let refused = Value::<u32>::new(0).unwrap();
+    let (p2, r2) = (std::sync::Arc::clone(&pool), refused.clone());
+    let child = common::spawn(move || {
+        if matches!(p2.apply_async(square, 2), Err(Error::PoolState { .. }))
+            && matches!(p2.join(T), Err(Error::PoolState { .. }))
+        {
+            r2.set(1).unwrap();
+        }
+        drop(p2); // does nothing here
+    });
+    common::join_ok(child);
+    assert_eq!(refused.get().unwrap(), 1);
+    assert_eq!(pool.apply_async(square, 3).unwrap().get(T).unwrap(), 9);
+}

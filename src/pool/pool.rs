@@ -284,6 +284,7 @@ impl PoolBuilder {
             shared,
             manager: Mutex::new(Some(handle)),
             processes,
+            creator: std::process::id(),
         })
     }
 }
@@ -326,6 +327,10 @@ pub struct Pool {
     shared: Arc<Shared>,
     manager: Mutex<Option<JoinHandle<()>>>,
     processes: usize,
+    /// The pid of the process that made the pool, the only one where its manager
+    /// thread runs: a copy of the pool in a forked child refuses every call (its
+    /// tasks would wait forever) and its drop does nothing.
+    creator: u32,
 }
 
 impl std::fmt::Debug for Pool {
@@ -355,6 +360,18 @@ fn fork_entry<F: crate::sys::task::FnPtr>(trampoline: Trampoline, func: F) -> En
 }
 
 impl Pool {
+    /// [`Error::PoolState`] in a process other than the pool's creator.
+    fn check_creator(&self, op: &'static str) -> Result<()> {
+        if std::process::id() == self.creator {
+            Ok(())
+        } else {
+            Err(Error::PoolState {
+                op,
+                reason: "a pool can only be used by the process that created it (this is a forked copy)",
+            })
+        }
+    }
+
     /// A pool of `processes` workers, started now (Python's `Pool(processes)`).
     ///
     /// # Errors
@@ -412,6 +429,7 @@ impl Pool {
         items: Vec<T>,
         chunksize: Option<usize>,
     ) -> Result<Arc<Job>> {
+        self.check_creator(op)?;
         let chunksize = match chunksize {
             Some(0) => return Err(Error::ZeroSize { what: "chunksize" }),
             Some(n) => n,
@@ -483,7 +501,8 @@ impl Pool {
     /// # Errors
     ///
     /// [`Error::PoolClosed`] after close/terminate; [`Error::PoolBroken`];
-    /// [`Error::Codec`] if `arg` cannot be serialized.
+    /// [`Error::Codec`] if `arg` cannot be serialized; [`Error::PoolState`] in a
+    /// forked copy of the pool (a child process that captured it).
     ///
     /// ```
     /// use std::time::Duration;
@@ -730,6 +749,9 @@ impl Pool {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn close(&self) {
+        if self.check_creator("Pool::close").is_err() {
+            return;
+        }
         let mut core = self.shared.lock();
         if core.phase == Phase::Running {
             core.phase = Phase::Closed;
@@ -745,7 +767,7 @@ impl Pool {
     /// # Errors
     ///
     /// [`Error::Timeout`] if the workers were not all reaped within 20 s (a worker
-    /// stuck in the kernel).
+    /// stuck in the kernel); [`Error::PoolState`] in a forked copy of the pool.
     ///
     /// ```
     /// use std::time::Duration;
@@ -759,6 +781,7 @@ impl Pool {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn terminate(&self) -> Result<()> {
+        self.check_creator("Pool::terminate")?;
         let mut core = self.shared.lock();
         if core.phase != Phase::Finished {
             core.phase = Phase::Terminating;
@@ -781,8 +804,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolState`] if the pool is still running (Python's `ValueError`);
-    /// [`Error::TimeoutOverflow`].
+    /// [`Error::PoolState`] if the pool is still running (Python's `ValueError`),
+    /// or in a forked copy of the pool; [`Error::TimeoutOverflow`].
     ///
     /// ```
     /// use std::time::Duration;
@@ -794,6 +817,7 @@ impl Pool {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn join(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.check_creator("Pool::join")?;
         let deadline = match timeout {
             None => None,
             Some(t) => Some(
