@@ -27,7 +27,7 @@ pub fn run() -> multiproc::Result<bool> {
         );
         let mut p = Process::new(move || {
             // Python: `with semaphore:`
-            let _permit = sem.lock();
+            let _permit = sem.lock().expect("a semaphore has no owner to die");
             let now = inside.fetch_add(1) + 1;
             let mut max = max_inside.load();
             while now > max {

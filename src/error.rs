@@ -80,10 +80,9 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A segment that was not made by multiproc, or whose header is corrupt.
-    #[error(
-        "segment {name:?} is not a multiproc segment ({reason}): attach only to segments made by multiproc"
-    )]
+    /// A file that cannot be a shared memory segment (a FIFO, an empty file, a
+    /// symbolic link), or a segment whose multiproc header is corrupt.
+    #[error("{name:?} is not a usable shared memory segment: {reason}")]
     Foreign {
         /// The segment's name.
         name: String,
@@ -193,11 +192,28 @@ pub enum Error {
     #[error("timeout of {0:?} overflows the monotonic clock: pass None to wait without a timeout")]
     TimeoutOverflow(Duration),
 
-    /// Releasing a lock or semaphore that is not held.
-    #[error("{what} released too many times: it is not held")]
+    /// Releasing a lock that is not held: it was never acquired, or was released
+    /// already.
+    #[error(
+        "{what}: the lock is not held (never acquired, or already released): release only what was acquired"
+    )]
     NotHeld {
-        /// Which primitive.
+        /// What was called.
         what: &'static str,
+    },
+
+    /// Releasing a Semaphore whose value would pass [`VALUE_MAX`](crate::sync::semaphore::VALUE_MAX),
+    /// the most a semaphore holds (POSIX `SEM_VALUE_MAX`); nothing was released.
+    #[error(
+        "Semaphore::release of {n} permit(s) at value {value} would pass the most a semaphore holds ({max}): release only permits that were acquired"
+    )]
+    SemaphoreFull {
+        /// The value before the release.
+        value: u32,
+        /// How many permits the release gives back.
+        n: u32,
+        /// The most a semaphore holds.
+        max: u32,
     },
 
     /// Releasing an RLock, or waiting on a Condition, from a thread that does not own it.
@@ -207,13 +223,22 @@ pub enum Error {
         what: &'static str,
     },
 
-    /// The previous owner of a lock died while holding it.
+    /// The previous owner of a lock died while holding it: the data it protects may
+    /// be half-updated. Repair it while holding the lock, then call
+    /// `mark_consistent()` on the lock or guard; until someone does, every later
+    /// acquirer is told too.
     ///
-    /// The lock **is now held by the caller**, as with POSIX `EOWNERDEAD`. The data it
-    /// protects may be half-updated: repair it, then call `mark_consistent()` on the
-    /// lock or guard. Until someone does, every later acquirer gets this error too.
+    /// Where it comes from, and whether the lock is held then:
+    /// - `Condition::wait` / `wait_for`: held again, as before the call (the
+    ///   caller's guard, or its `release()`, gives it back);
+    /// - `?` on an [`OwnerDied`](crate::OwnerDied) guard: the guard was dropped, so
+    ///   the lock is released (still marked inconsistent);
+    /// - `Value::get`, `Array::get` and friends: nothing is held.
+    ///
+    /// Python-style `acquire` never returns it: it returns `Ok(true)`, lock held,
+    /// and `is_consistent()` says false.
     #[error(
-        "the previous owner of this lock died while holding it; the lock is now yours: repair the data it protects, then call mark_consistent()"
+        "the previous owner of this lock died while holding it: the data it protects may be half-updated; repair it while holding the lock, then call mark_consistent()"
     )]
     OwnerDied,
 
@@ -237,9 +262,22 @@ pub enum Error {
         bound: u32,
     },
 
-    /// A Barrier that is broken (aborted, timed out, or a party died).
+    /// A Barrier that is broken (aborted, timed out, reset, a party died, or the
+    /// action of another party panicked).
     #[error("the barrier is broken ({0}): call reset() before using it again")]
     BrokenBarrier(&'static str),
+
+    /// The Barrier's action panicked in this party (the last to arrive, which ran
+    /// it); the barrier is broken, and the other parties get
+    /// [`BrokenBarrier`](Self::BrokenBarrier)`("action failed")`. CPython raises the
+    /// action's exception out of `wait` the same way.
+    #[error(
+        "the barrier action panicked: {message}; the barrier is broken: call reset() before using it again"
+    )]
+    BarrierActionPanicked {
+        /// The panic's message (its `&str` or `String` payload, else a placeholder).
+        message: String,
+    },
 
     /// An operation on a Process in the wrong state.
     #[error("process {name:?}: {reason}")]

@@ -1,8 +1,8 @@
-//! Act 3 at full scale (example 10): both parallel ways equal the sequential result
+//! Act 3 at full scale (example 12): both parallel ways equal the sequential result
 //! for lengths 0, 1, 999,999 and 1,000,000, with several worker counts.
 
 #[allow(dead_code)]
-#[path = "../examples/10_pool_act3.rs"]
+#[path = "../examples/12_pool_act3.rs"]
 mod act3;
 
 use std::sync::Arc;

@@ -250,24 +250,47 @@ fn party_killed_inside_the_action_breaks_the_barrier() {
     assert!(barrier.broken());
 }
 
-/// An action that panics breaks the barrier ("action failed") for the round.
+/// An action that panics: the party that ran it (the last to arrive, here this
+/// process) gets BarrierActionPanicked with the panic's message, as CPython raises
+/// the action's exception out of its `wait`; the other party, and a later
+/// arrival, get BrokenBarrier("action failed"). Both payload kinds (`&str`, a
+/// formatted `String`) keep their message.
 #[test]
 fn panicking_action_breaks_the_barrier() {
-    let barrier = Barrier::new(2)
-        .unwrap()
-        .with_action(|| panic!("action fails on purpose"));
-    let b = barrier.clone();
-    let kid = spawn(move || {
+    for formatted in [false, true] {
+        let barrier = Barrier::new(2).unwrap().with_action(move || {
+            if formatted {
+                panic!("action number {} fails on purpose", 7)
+            } else {
+                panic!("action fails on purpose")
+            }
+        });
+        let b = barrier.clone();
+        let kid = spawn(move || {
+            assert!(matches!(
+                b.wait(T),
+                Err(Error::BrokenBarrier("action failed"))
+            ))
+        });
+        common::poll_until("the child arrived", || barrier.n_waiting() == 1);
+        match barrier.wait(T) {
+            Err(Error::BarrierActionPanicked { message }) => {
+                let want = if formatted {
+                    "action number 7 fails on purpose"
+                } else {
+                    "action fails on purpose"
+                };
+                assert_eq!(message, want);
+            }
+            other => panic!("expected BarrierActionPanicked, got {other:?}"),
+        }
+        join_ok(kid);
+        assert!(barrier.broken());
         assert!(matches!(
-            b.wait(T),
+            barrier.wait(T),
             Err(Error::BrokenBarrier("action failed"))
-        ))
-    });
-    assert!(matches!(
-        barrier.wait(T),
-        Err(Error::BrokenBarrier("action failed"))
-    ));
-    join_ok(kid);
+        ));
+    }
 }
 
 /// Barrier(0) is an error; parties and n_waiting report the configuration.

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{T, join_ok, kill, spawn};
-use multiproc::{Condition, Error, Event, Lock, RLock, RawArray, RawValue};
+use multiproc::{Condition, Error, Event, Lock, RLock, RawArray, RawValue, TryLockError};
 
 /// Starts `k` children that each wait once on `cond` (recording in `woken` when
 /// notified) and returns once all `k` are inside `wait`.
@@ -246,32 +246,39 @@ fn killed_waiter_does_not_swallow_a_notify() {
 /// with the lock, repairs, notifies, and the waiter wakes normally.
 #[test]
 fn killed_lock_holder_leaves_the_others_working() {
-    let cond = Condition::new().unwrap();
-    let w_ready = Event::new().unwrap();
-    let (c, r) = (cond.clone(), w_ready.clone());
-    let waiter = spawn(move || {
-        let _g = c.lock().unwrap();
-        r.set();
-        assert!(c.wait(T).unwrap());
-    });
-    assert!(w_ready.wait(T).unwrap());
-    let holding = Event::new().unwrap();
-    let (c, h) = (cond.clone(), holding.clone());
-    let holder = spawn(move || {
-        let _g = c.lock().unwrap();
-        h.set();
-        std::thread::sleep(Duration::from_secs(3600));
-    });
-    assert!(holding.wait(T).unwrap());
-    kill(holder);
-    let g = match cond.lock() {
-        Ok(_) => panic!("the lock's owner died: expected OwnerDied"),
-        Err(died) => died.into_inner(),
-    };
-    g.mark_consistent();
-    cond.notify(1).unwrap();
-    drop(g);
-    join_ok(waiter);
+    // Over an RLock and over a Lock (whose taker thread is recorded: the
+    // process that takes it over from the dead must own it, per thread).
+    for cond in [
+        Condition::new().unwrap(),
+        Condition::with_lock(Lock::new().unwrap()).unwrap(),
+    ] {
+        let w_ready = Event::new().unwrap();
+        let (c, r) = (cond.clone(), w_ready.clone());
+        let waiter = spawn(move || {
+            let _g = c.lock().unwrap();
+            r.set();
+            assert!(c.wait(T).unwrap());
+        });
+        assert!(w_ready.wait(T).unwrap());
+        let holding = Event::new().unwrap();
+        let (c, h) = (cond.clone(), holding.clone());
+        let holder = spawn(move || {
+            let _g = c.lock().unwrap();
+            h.set();
+            std::thread::sleep(Duration::from_secs(3600));
+        });
+        assert!(holding.wait(T).unwrap());
+        kill(holder);
+        let g = match cond.lock() {
+            Ok(_) => panic!("the lock's owner died: expected OwnerDied"),
+            Err(died) => died.into_inner(),
+        };
+        assert!(cond.is_owned());
+        g.mark_consistent();
+        cond.notify(1).unwrap();
+        drop(g);
+        join_ok(waiter);
+    }
 }
 
 /// A notified waiter whose notifier dies holding the lock gets Err(OwnerDied) from
@@ -343,32 +350,175 @@ fn notify_is_fifo_and_late_waiters_do_not_steal() {
     assert_eq!(order.to_vec().unwrap(), vec![1, 2]);
 }
 
-/// At most MAX_WAITERS threads wait at once; one more gets a clear error, and the
-/// others still wake (threads of one process here: the limit is per Condition).
+/// 1,001 threads wait at once (250 threads in each of 4 processes, plus one in a
+/// process SIGKILLed while waiting, the oldest): formerly the 255th waiter got an
+/// error. `notify(n)` wakes exactly n live waiters each time (each woken thread
+/// records the phase it was woken in, under the lock, so one extra wake makes some
+/// phase's count wrong), and the dead waiter's notification (it is the oldest, so
+/// the first `notify(300)` picks it) is re-delivered to a live one.
 #[test]
-fn waiter_table_limit_is_a_clear_error() {
-    use multiproc::sync::condition::MAX_WAITERS;
+fn a_thousand_waiters_over_several_processes() {
+    const PROCS: usize = 4;
+    const PER_PROC: usize = 250;
+    const N: usize = PROCS * PER_PROC;
+    // What each phase notifies; the last is notify_all (the rest).
+    const STEPS: [usize; 3] = [300, 200, 1];
     let cond = Condition::new().unwrap();
-    let waiting = RawValue::new(0usize).unwrap();
-    let threads: Vec<_> = (0..MAX_WAITERS)
+    let waiting = RawValue::new(0usize).unwrap(); // all under the cond's lock
+    let phase = RawValue::new(0usize).unwrap();
+    let per_phase = RawArray::<u32>::new(STEPS.len() + 1).unwrap();
+    let woken = RawValue::new(0usize).unwrap();
+
+    let (c, w) = (cond.clone(), waiting.clone());
+    let dead = spawn(move || {
+        let _g = c.lock().unwrap();
+        w.set(w.get() + 1);
+        let _ = c.wait(None);
+        unreachable!("killed while waiting");
+    });
+    common::poll_until("the doomed waiter waiting", || {
+        let _g = cond.lock().unwrap();
+        waiting.get() == 1
+    });
+    common::until_asleep(dead.pid().unwrap());
+    kill(dead);
+
+    let kids: Vec<_> = (0..PROCS)
         .map(|_| {
-            let (c, w) = (cond.clone(), waiting.clone());
-            std::thread::spawn(move || {
-                let _g = c.lock().unwrap();
-                w.fetch_add(1);
-                assert!(c.wait(T).unwrap());
+            let (cond, waiting, phase) = (cond.clone(), waiting.clone(), phase.clone());
+            let (per_phase, woken) = (per_phase.clone(), woken.clone());
+            spawn(move || {
+                let threads: Vec<_> = (0..PER_PROC)
+                    .map(|_| {
+                        let (c, w, ph) = (cond.clone(), waiting.clone(), phase.clone());
+                        let (pp, wk) = (per_phase.clone(), woken.clone());
+                        std::thread::Builder::new()
+                            .stack_size(64 << 10)
+                            .spawn(move || {
+                                let _g = c.lock().unwrap();
+                                w.set(w.get() + 1);
+                                assert!(c.wait(Some(common::BOUND * 4)).unwrap(), "not notified");
+                                let k = ph.get();
+                                pp.set(k, pp.get(k).unwrap() + 1).unwrap();
+                                wk.set(wk.get() + 1);
+                            })
+                            .unwrap()
+                    })
+                    .collect();
+                for t in threads {
+                    t.join().unwrap();
+                }
             })
         })
         .collect();
-    common::poll_until("all threads waiting", || {
+    common::poll_until("all 1,001 waiting", || {
         let _g = cond.lock().unwrap();
-        waiting.load() == MAX_WAITERS
+        waiting.get() == N + 1
     });
-    let g = cond.lock().unwrap();
-    assert!(matches!(cond.wait(T), Err(Error::InvalidArgument(_))));
-    cond.notify_all().unwrap();
-    drop(g);
-    for t in threads {
-        t.join().unwrap();
+    let mut total = 0;
+    for (k, &n) in STEPS.iter().chain(&[usize::MAX]).enumerate() {
+        {
+            let _g = cond.lock().unwrap();
+            phase.set(k);
+            cond.notify(n).unwrap();
+        }
+        total = (total + n).min(N);
+        common::poll_until("the notified woken", || {
+            let _g = cond.lock().unwrap();
+            woken.get() >= total
+        });
+    }
+    common::join_all_ok(kids);
+    assert_eq!(woken.get(), N);
+    assert_eq!(per_phase.to_vec().unwrap(), vec![300, 200, 1, 499]);
+}
+
+/// Over a Lock, ownership is per thread (CPython's `_is_mine`): another thread of
+/// the holding process gets NotOwner from wait, wait_for, notify and release, and
+/// its failed release leaves the holder's lock held. Also when the holder took the
+/// Lock itself (`lock.acquire`), not through the Condition.
+#[test]
+fn over_a_lock_another_thread_of_the_holder_is_not_the_owner() {
+    let lock = Lock::new().unwrap();
+    let cond = Condition::with_lock(lock.clone()).unwrap();
+    for through_the_lock in [false, true] {
+        let g = if through_the_lock {
+            assert!(lock.acquire(true, T).unwrap());
+            None
+        } else {
+            Some(cond.lock().unwrap())
+        };
+        assert!(cond.is_owned());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(!cond.is_owned());
+                let not_owner = |r: multiproc::Result<_>, what: &str| match r {
+                    Err(Error::NotOwner { what: w }) => assert_eq!(w, what),
+                    other => panic!("{what}: expected NotOwner, got {other:?}"),
+                };
+                not_owner(cond.wait(T).map(|_| ()), "Condition::wait");
+                not_owner(
+                    cond.wait_for(|| panic!("ran without the lock"), T)
+                        .map(|_| ()),
+                    "Condition::wait_for",
+                );
+                not_owner(cond.notify(1), "Condition::notify");
+                not_owner(cond.notify_all(), "Condition::notify");
+                not_owner(cond.release(), "Condition::release");
+                assert!(lock.is_locked(), "the holder's lock was released");
+            });
+        });
+        // Still the holder's: it waits (times out, nobody notifies) and releases.
+        assert!(cond.is_owned());
+        assert!(!cond.wait(Some(Duration::from_millis(5))).unwrap());
+        assert!(cond.is_owned());
+        match g {
+            Some(g) => drop(g),
+            None => cond.release().unwrap(),
+        }
+        assert!(!lock.is_locked());
+        assert!(!cond.is_owned());
+    }
+}
+
+/// Condition has the lockable vocabulary: try_lock, try_lock_for (WouldBlock while
+/// another process holds it), and acquire, which says Ok(true) after a dead owner
+/// and leaves the news to is_consistent.
+#[test]
+fn condition_try_lock_and_acquire_after_a_dead_owner() {
+    for cond in [
+        Condition::new().unwrap(),
+        Condition::with_lock(Lock::new().unwrap()).unwrap(),
+    ] {
+        let c = cond.clone();
+        // Exits holding the lock: a dead owner for the next acquirer.
+        join_ok(spawn(move || std::mem::forget(c.lock().unwrap())));
+        assert!(cond.acquire(true, T).unwrap());
+        assert!(cond.is_owned());
+        assert!(!cond.is_consistent());
+        cond.mark_consistent();
+        cond.release().unwrap();
+        assert!(cond.is_consistent());
+
+        let held = Event::new().unwrap();
+        let done = Event::new().unwrap();
+        let (c, h, d) = (cond.clone(), held.clone(), done.clone());
+        let kid = spawn(move || {
+            let _g = c.try_lock().unwrap();
+            h.set();
+            assert!(d.wait(T).unwrap());
+        });
+        assert!(held.wait(T).unwrap());
+        assert!(matches!(cond.try_lock(), Err(TryLockError::WouldBlock)));
+        assert!(matches!(
+            cond.try_lock_for(Duration::from_millis(5)),
+            Err(TryLockError::WouldBlock)
+        ));
+        done.set();
+        join_ok(kid);
+        let g = cond.try_lock_for(common::BOUND).unwrap();
+        assert!(cond.is_owned());
+        drop(g);
+        assert!(!cond.is_owned());
     }
 }

@@ -109,9 +109,12 @@ fn killed_waiter_leaves_it_working() {
 /// the flag: false once cleared, true for one that ran before the clear). Before
 /// the generation counter, a waiter that looked after the clear slept for good.
 #[test]
-fn set_then_clear_wakes_waiters_which_report_false() {
+fn set_then_clear_wakes_waiters() {
     let ev = Event::new().unwrap();
     let kids = asleep_in_wait(&ev, |ev| {
+        // What it returns is the flag when it looks (as multiprocessing's Event
+        // does): true if it woke before `clear()`, false after. Either is right;
+        // what must not happen is sleeping on (the join below bounds it).
         let _flag_then = ev.wait(None).unwrap();
     });
     ev.set();

@@ -57,7 +57,7 @@ fn new_entries_by(before: &[String], pids: &HashSet<u32>) -> Vec<String> {
         .unwrap()
         .into_iter()
         .filter(|s| pids.contains(&s.creator_pid))
-        .map(|s| s.name)
+        .flat_map(|s| [s.name, s.record])
         .collect();
     dev_shm()
         .into_iter()
@@ -230,9 +230,12 @@ fn clean_removes_a_segment_whose_creator_was_killed_and_keeps_live_ones() {
     assert!(clean::remove_stale(&stale).is_err());
     drop(attached);
 
+    let record = clean::status(&stale).unwrap().record;
+    assert!(dev_shm().contains(&record));
     let removed = clean::remove_stale(&stale).unwrap();
     assert_eq!(removed.status, Status::Stale);
     assert!(!dev_shm().contains(&stale));
+    assert!(!dev_shm().contains(&record), "the owner record goes too");
     assert!(dev_shm().contains(&alive));
     finish.set();
     join_ok(live);

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{T, join_ok, kill, spawn};
-use multiproc::{BoundedSemaphore, Error, Event, RawValue, Semaphore};
+use multiproc::{BoundedSemaphore, Error, Event, RawValue, Semaphore, TryLockError};
 
 /// Semaphore(2) under contention from 4 processes: never more than 2 holders at
 /// once, counted in shared memory by every holder.
@@ -27,7 +27,7 @@ fn at_most_n_holders_under_contention_from_4_processes() {
                 for i in 0..2000 {
                     // Alternate the guard API and Python's acquire/release.
                     let guard = if i % 2 == 0 {
-                        Some(sem.lock())
+                        Some(sem.lock().unwrap())
                     } else {
                         assert!(sem.acquire(true, T).unwrap());
                         None
@@ -77,7 +77,7 @@ fn an_empty_semaphore_never_grants_a_permit_to_polling_processes() {
                 for i in 0..20_000 {
                     let got = match i % 100 {
                         0 => sem.acquire(true, Some(Duration::from_micros(50))).unwrap(),
-                        1 => sem.try_lock().map(std::mem::forget).is_some(),
+                        1 => sem.try_lock().map(std::mem::forget).is_ok(),
                         _ => sem.acquire(false, None).unwrap(),
                     };
                     if got {
@@ -137,12 +137,15 @@ fn nonblocking_and_timeout() {
     assert!(sem.acquire(false, None).unwrap());
     assert!(!sem.acquire(false, None).unwrap());
     assert!(!sem.acquire(true, Some(Duration::from_millis(10))).unwrap());
-    assert!(sem.try_lock().is_none());
-    assert!(
-        sem.try_lock_for(Duration::from_millis(10))
-            .unwrap()
-            .is_none()
-    );
+    assert!(matches!(sem.try_lock(), Err(TryLockError::WouldBlock)));
+    assert!(matches!(
+        sem.try_lock_for(Duration::from_millis(10)),
+        Err(TryLockError::WouldBlock)
+    ));
+    assert!(matches!(
+        sem.try_lock_for(Duration::MAX),
+        Err(TryLockError::Invalid(Error::TimeoutOverflow(_)))
+    ));
     assert!(matches!(
         sem.acquire(true, Some(Duration::MAX)),
         Err(Error::TimeoutOverflow(_))
@@ -187,7 +190,19 @@ fn value_limit() {
         Err(Error::SizeOverflow { .. })
     ));
     let s = Semaphore::new(i32::MAX as u32).unwrap();
-    assert!(matches!(s.release(), Err(Error::SizeOverflow { .. })));
+    let err = s.release().unwrap_err();
+    assert!(matches!(
+        err,
+        Error::SemaphoreFull {
+            value: 0x7fff_ffff,
+            n: 1,
+            max: 0x7fff_ffff
+        }
+    ));
+    // The message talks about releasing, not about sizes.
+    let text = err.to_string();
+    assert!(text.contains("Semaphore::release"), "{text}");
+    assert!(!text.contains("split the data"), "{text}");
     assert_eq!(s.get_value(), i32::MAX as u32);
 }
 
@@ -199,7 +214,7 @@ fn killed_holder_and_killed_waiter_do_not_wedge_it() {
     let holding = Event::new().unwrap();
     let (s, h) = (sem.clone(), holding.clone());
     let holder = spawn(move || {
-        let _p = s.lock();
+        let _p = s.lock().unwrap();
         h.set();
         std::thread::sleep(Duration::from_secs(3600));
     });

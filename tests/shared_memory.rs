@@ -146,7 +146,11 @@ struct Unlink(String);
 
 impl Drop for Unlink {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
+        // Through SharedMemory, so that the owner record goes too.
+        match SharedMemory::attach(&self.0) {
+            Ok(shm) => drop(shm.unlink()),
+            Err(_) => drop(std::fs::remove_file(format!("/dev/shm/{}", self.0))),
+        }
     }
 }
 
@@ -161,14 +165,14 @@ fn a_segment_truncated_by_another_process_gives_errors_not_sigbus() {
     shm.write_at(0, b"kept").unwrap();
     shm.write_at(SIZE - 4, b"lost").unwrap();
     let path = format!("/dev/shm/{}", shm.name());
-    // A second process cuts the file to its first page (header and first bytes).
+    // A second process cuts the file to its first page.
     join_ok(spawn(move || {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(4096).unwrap();
     }));
     let name = shm.name().to_string();
     join_ok(spawn(move || {
-        // Inherited mapping and a fresh attach (refused: the file is now short).
+        // Inherited mapping, then a fresh attach (which sees the new size).
         let mut four = [0u8; 4];
         shm.read_at(0, &mut four).unwrap();
         assert_eq!(&four, b"kept", "bytes before the new end are still there");
@@ -180,7 +184,7 @@ fn a_segment_truncated_by_another_process_gives_errors_not_sigbus() {
                 needed,
                 ..
             }) => {
-                assert!(available < 4096, "{available}");
+                assert_eq!(available, 4096);
                 assert_eq!((size, needed), (SIZE as u64, SIZE as u64));
             }
             other => panic!("expected Shrunk, got {other:?}"),
@@ -192,22 +196,24 @@ fn a_segment_truncated_by_another_process_gives_errors_not_sigbus() {
         let err = shm.to_vec().unwrap_err();
         assert!(matches!(err, Error::Shrunk { .. }), "{err:?}");
         assert!(err.to_string().contains("truncated"), "{err}");
-        assert!(matches!(
-            SharedMemory::attach(&name),
-            Err(Error::Truncated { .. })
-        ));
+        // As in CPython, a fresh attach takes the file's size now.
+        assert_eq!(SharedMemory::attach(&name).unwrap().size(), 4096);
     }));
 }
 
 #[test]
-fn attaching_to_a_foreign_file_is_an_error() {
-    // A file in /dev/shm that multiproc did not make.
+fn a_file_another_program_made_attaches_as_plain_bytes() {
+    // A file in /dev/shm that multiproc did not make (CPython's are such files):
+    // its bytes from offset 0, its size the file's.
     let name = format!("mp-foreign-{}", std::process::id());
     let path = format!("/dev/shm/{name}");
     std::fs::write(&path, vec![0xAB; 256]).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let err = SharedMemory::attach(&name).unwrap_err();
+    let shm = SharedMemory::attach(&name);
     std::fs::remove_file(&path).unwrap();
-    assert!(matches!(err, Error::Foreign { .. }), "{err}");
-    assert!(err.to_string().contains("not a multiproc segment"));
+    let shm = shm.unwrap();
+    assert_eq!(shm.size(), 256);
+    assert_eq!(shm.to_vec().unwrap(), vec![0xAB; 256]);
+    // Not multiproc's: no owner record, so unlink removes the name only.
+    assert!(matches!(shm.unlink(), Err(Error::NotFound { .. })));
 }

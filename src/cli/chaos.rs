@@ -542,7 +542,7 @@ fn run(seconds: f64, processes: usize, kill_every: Duration) -> multiproc::Resul
     let ours: HashSet<String> = clean::scan()?
         .into_iter()
         .filter(|s| pids.contains(&s.creator_pid))
-        .map(|s| s.name)
+        .flat_map(|s| [s.name, s.record])
         .collect();
     let leaked_files = dev_shm()
         .difference(&before)

@@ -2,8 +2,10 @@
 //! `/dev/shm` by processes that are gone.
 //!
 //! Without `--yes` nothing is removed (a dry run): the command lists what it would
-//! remove and says how to remove it. Only this user's multiproc segments (valid
-//! header) are considered; see `multiproc::shm::clean` for what "stale" means.
+//! remove and says how to remove it. Only this user's multiproc segments (those with
+//! a valid owner record) are considered, never CPython's or other programs'; see
+//! `multiproc::shm::clean` for what "stale" means. A record whose segment is gone
+//! (unlinked by CPython, say) is listed as "file gone" and removed alone.
 
 use std::process::ExitCode;
 
@@ -29,7 +31,11 @@ fn line(s: &SegmentInfo) -> String {
         "  {:<24} {:<12} {:>10}  created by pid {}: {}",
         s.name,
         s.kind.name(),
-        human(s.file_size),
+        if s.file_present {
+            human(s.file_size)
+        } else {
+            "file gone".to_string()
+        },
         s.creator_pid,
         clean::describe(s.status)
     )

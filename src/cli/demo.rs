@@ -28,8 +28,8 @@ scenarios! {
     condition_producer_consumer = "../../examples/07_condition_producer_consumer.rs", "07 Condition: producer/consumer, all 5 items through shared memory";
     barrier_workers = "../../examples/08_barrier_workers.rs", "08 Barrier: 3 workers pass only when all have arrived";
     parallel_processing = "../../examples/09_parallel_processing.rs", "09 Act 3: 1,000 CPU-bound items over worker processes, lock-free chunks";
-    pool_act3 = "../../examples/10_pool_act3.rs", "10 Act 3 at full scale: 1,000,000 CPU-bound items, Array chunks and Pool::map";
     pipe = "../../examples/11_pipe.rs", "11 Pipe: 1,000 typed requests and replies with a child, then EOF at the parent's close";
+    pool_act3 = "../../examples/12_pool_act3.rs", "12 Act 3 at full scale: 1,000,000 CPU-bound items, Array chunks and Pool::map";
 }
 
 /// Runs each scenario, prints what happened, ends with `demo: N/M scenarios correct`.

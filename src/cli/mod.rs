@@ -26,8 +26,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List named segments in /dev/shm whose creator is gone; remove them with --yes.
     ///
-    /// Only this user's multiproc segments whose creating process no longer runs and
-    /// that no process maps are removed. Without --yes nothing is removed.
+    /// Only this user's multiproc segments (found by their owner records, never
+    /// CPython's) whose creating process no longer runs and that no process maps
+    /// are removed, with their records. Without --yes nothing is removed.
     Clean {
         /// Remove the stale segments (without it, only list them).
         #[arg(long, short = 'y', conflicts_with = "dry_run")]

@@ -3,8 +3,8 @@
 //! process of `multiprocessing.process`, kept in one `Mutex` that `Process::start`
 //! holds across the fork so that the child finds it consistent and rewrites it.
 //!
-//! Lock order (process-local): `stdout` → `stderr` → `ARENA` → [`REGISTRY`] → a
-//! [`Child`]'s `code` (see `shm::arena`).
+//! Lock order (process-local): `stdout` → `stderr` → `ARENA` → `sys::inherit`'s
+//! registry → [`REGISTRY`] → a [`Child`]'s `code` (see `shm::arena`).
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};

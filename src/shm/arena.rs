@@ -459,9 +459,12 @@ pub(crate) fn release_all_before_exit(threads: usize) -> usize {
     let mut arena = arena();
     let held = std::mem::take(&mut arena.held);
     let n = held.len();
-    for ((_, off), (chunk, class)) in held {
+    for (&(_, off), &(chunk, class)) in held.iter() {
         release(chunk, off, class as usize);
     }
+    // The process exits next: freeing the map's nodes would only make the kernel
+    // copy every heap page they sit on (copy-on-write after the fork) to no end.
+    std::mem::forget(held);
     n
 }
 

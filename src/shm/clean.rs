@@ -5,26 +5,43 @@
 //! `/dev/shm`) lives until someone unlinks it, as in Python, so one whose creator was
 //! killed before it could unlink stays behind. This module finds those.
 //!
-//! A `/dev/shm` entry is a **multiproc segment of this user** when it is a regular
-//! file owned by the effective uid whose first 64 bytes are a valid multiproc header
-//! (see the `header` module); nothing else is ever touched. Such a segment is
-//! **stale** when
+//! # Owner records
+//! A named [`SharedMemory`](crate::SharedMemory) holds only the user's bytes (the
+//! layout CPython shares), so what identifies it as multiproc's lives beside it:
+//! its **owner record**, the file `/dev/shm/mp-owner-<inode>` ([`RECORD_PREFIX`]
+//! and the segment file's inode number) holding a 64-byte header (see
+//! `header` module; kind 2, the creator's pid and start time, the
+//! segment's inode) followed by the segment's name. `create` writes it, `unlink`
+//! removes it.
+//!
+//! A record is **this user's** when it is a regular file owned by the effective
+//! uid, named after the inode its header gives, with a valid header and name;
+//! nothing else is ever touched, and a segment without a record (CPython's, any
+//! other program's) is never listed nor removed. A record is **stale** when
 //! 1. its creator is gone: no process has the creator pid recorded in the header
 //!    with the same start time (so a reused pid does not keep it alive), and
-//! 2. no live process maps it (checked in `/proc/<pid>/maps`), so removing the name
-//!    cannot surprise a program that still uses the segment.
+//! 2. no live process maps the segment's file (its inode, in `/proc/<pid>/maps`),
+//!    so removing the name cannot surprise a program that still uses it.
 //!
-//! Headers are read with `read(2)`, never mapped, so a truncated or hostile file
-//! cannot fault the scanner. Removal re-checks the segment just before `shm_unlink`;
-//! the remaining window is the one every `rm` has, and names are 64 random bits.
+//! Removing a stale record unlinks the segment only if the file under its name is
+//! still the one the record owns (same inode): if CPython or anyone unlinked it and
+//! made another file under that name, that file stays; the record goes either way.
+//!
+//! Records are read with `read(2)`, never mapped, so a truncated or hostile file
+//! cannot fault the scanner. Removal re-checks just before unlinking; the
+//! remaining window is the one every `rm` has, and names are 64 random bits.
+//! (Inode numbers are unique among the live files of one `/dev/shm`, so a record
+//! left for an inode that a new segment now has is stale, and is replaced.)
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 pub use super::header::Kind;
 use super::header::{HEADER_SIZE, Header};
+use super::segment::{creator_header, normalize_name};
+use super::shared_memory::{link, unnamed_file};
 use crate::error::{Error, Result};
 use crate::sys::{mem, procfs};
 
@@ -59,48 +76,152 @@ pub enum Status {
     },
 }
 
-/// A multiproc segment of this user found in `/dev/shm`.
+/// Prefix of owner records' names: `mp-owner-<inode of the segment's file>`.
+///
+/// ```
+/// use multiproc::shm::clean::{self, RECORD_PREFIX};
+/// let shm = multiproc::SharedMemory::create(8)?;
+/// let record = clean::status(shm.name())?.record;
+/// shm.unlink()?; // removes the record too
+/// assert!(record.starts_with(RECORD_PREFIX));
+/// assert!(!std::path::Path::new(&format!("/dev/shm/{record}")).exists());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub const RECORD_PREFIX: &str = "mp-owner-";
+
+/// A multiproc named segment of this user, found through its owner record.
 ///
 /// ```
 /// use multiproc::shm::clean::{self, Kind};
 /// let shm = multiproc::SharedMemory::create(100)?;
 /// let info = clean::status(shm.name())?;
 /// assert_eq!(info.kind, Kind::SharedMemory);
-/// assert_eq!(info.file_size, 64 + 100); // the header, then the payload
+/// assert_eq!(info.file_size, 100); // the user's bytes, nothing else
+/// assert!(info.file_present);
 /// assert_eq!(info.creator_pid, std::process::id());
 /// shm.unlink()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
-    /// Its name (the file name in `/dev/shm`; attach with it).
+    /// The segment's name (the file name in `/dev/shm`; attach with it).
     pub name: String,
-    /// What it holds.
+    /// What it holds (always [`Kind::SharedMemory`]: only those have names).
     pub kind: Kind,
-    /// Bytes on disk, header included.
+    /// The segment file's size in bytes (0 when it is gone).
     pub file_size: u64,
+    /// Whether the file the record owns is still there under `name` (CPython, or
+    /// anyone, may have unlinked it, leaving the record alone).
+    pub file_present: bool,
+    /// The owner record's file name in `/dev/shm`.
+    pub record: String,
     /// Pid of the process that created it.
     pub creator_pid: u32,
     /// Whether it may be removed.
     pub status: Status,
 }
 
-/// Reads the header of `/dev/shm/<name>` if it is a multiproc segment of this user.
-fn read_header(name: &str) -> Option<(Header, u64)> {
-    // O_NOFOLLOW: a symlink is not a segment; O_NONBLOCK: a FIFO does not block us.
-    let mut file: File = OpenOptions::new()
+/// An owner record as read from `/dev/shm`.
+#[derive(Debug)]
+struct Record {
+    /// Its own file name.
+    file: String,
+    /// The segment's name.
+    name: String,
+    header: Header,
+}
+
+fn record_file(inode: u64) -> String {
+    format!("{RECORD_PREFIX}{inode}")
+}
+
+/// Reads `/dev/shm/<file>` if it is an owner record of this user (see the module
+/// docs); `None` for anything else.
+fn read_record(file: &str) -> Option<Record> {
+    // O_NOFOLLOW: a symlink is not a record; O_NONBLOCK: a FIFO does not block us.
+    let mut f: File = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(format!("{SHM_DIR}/{name}"))
+        .open(format!("{SHM_DIR}/{file}"))
         .ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.file_type().is_file() || meta.uid() != mem::euid() || meta.len() < HEADER_SIZE as u64 {
+    let meta = f.metadata().ok()?;
+    let len = meta.len();
+    if !meta.file_type().is_file()
+        || meta.uid() != mem::euid()
+        || len <= HEADER_SIZE as u64
+        || len > (HEADER_SIZE + 255) as u64
+    {
         return None;
     }
-    let mut bytes = [0u8; HEADER_SIZE];
-    file.read_exact(&mut bytes).ok()?;
-    let header = Header::parse(&bytes, name, meta.len()).ok()?;
-    Some((header, meta.len()))
+    let mut bytes = vec![0u8; len as usize];
+    f.read_exact(&mut bytes).ok()?;
+    let head: &[u8; HEADER_SIZE] = bytes[..HEADER_SIZE].try_into().ok()?;
+    let header = Header::parse(head, file, len).ok()?;
+    if header.kind != Kind::SharedMemory
+        || header.size != len - HEADER_SIZE as u64
+        || record_file(header.data_inode) != file
+    {
+        return None;
+    }
+    let name = String::from_utf8(bytes[HEADER_SIZE..].to_vec()).ok()?;
+    if normalize_name(&name).ok()? != name {
+        return None;
+    }
+    Some(Record {
+        file: file.to_string(),
+        name,
+        header,
+    })
+}
+
+/// Writes the owner record of the segment `name` whose (still unnamed) file has
+/// inode `inode`, naming this process as its creator.
+///
+/// The record is written whole into an unnamed file, then linked under its name:
+/// no one ever reads half a record. A record already under that name owns an
+/// inode that no live file has any more (ours has it): it is stale and replaced.
+pub(crate) fn write_record(name: &str, inode: u64) -> Result<()> {
+    let file = record_file(inode);
+    let what = || format!("the owner record {file:?} of shared memory {name:?}");
+    let mut header = creator_header(Kind::SharedMemory, name.len() as u64);
+    header.data_inode = inode;
+    let mut bytes = header.to_bytes().to_vec();
+    bytes.extend_from_slice(name.as_bytes());
+    let fd = File::from(unnamed_file(&what())?);
+    (&fd)
+        .write_all(&bytes)
+        .map_err(|e| Error::io(format!("writing {}", what()), e))?;
+    let mut replaced = false;
+    loop {
+        match link(&fd, &file) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !replaced => {
+                if read_record(&file).is_none() {
+                    // Not a record: someone else's file; leave it alone.
+                    return Err(Error::AlreadyExists { name: file });
+                }
+                let _ = std::fs::remove_file(format!("{SHM_DIR}/{file}"));
+                replaced = true;
+            }
+            Err(e) => return Err(Error::io(format!("naming {}", what()), e)),
+        }
+    }
+}
+
+/// Removes the owner record of the segment `name` with inode `inode`, if there is
+/// one (a segment CPython made has none). Best effort: a record left behind is
+/// found by [`scan`] once its creator is gone.
+pub(crate) fn remove_record(name: &str, inode: u64) {
+    let file = record_file(inode);
+    if read_record(&file).is_some_and(|r| r.name == name) {
+        let _ = std::fs::remove_file(format!("{SHM_DIR}/{file}"));
+    }
+}
+
+/// Inode and size of `/dev/shm/<name>`, if it is a regular file of this user.
+fn segment_file(name: &str) -> Option<(u64, u64)> {
+    let meta = std::fs::symlink_metadata(format!("{SHM_DIR}/{name}")).ok()?;
+    (meta.file_type().is_file() && meta.uid() == mem::euid()).then(|| (meta.ino(), meta.len()))
 }
 
 fn creator_alive(header: &Header) -> bool {
@@ -113,8 +234,8 @@ fn creator_alive(header: &Header) -> bool {
     }
 }
 
-/// For each `/dev/shm` name mapped by some live process, one such pid.
-fn mapped_names() -> HashMap<String, u32> {
+/// For each inode of a `/dev/shm` file mapped by some live process, one such pid.
+fn mapped_inodes() -> HashMap<u64, u32> {
     let mut mapped = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return mapped;
@@ -132,37 +253,52 @@ fn mapped_names() -> HashMap<String, u32> {
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             continue;
         };
-        for line in maps.lines() {
-            if let Some(i) = line.find("/dev/shm/") {
-                let rest = &line[i + "/dev/shm/".len()..];
-                let name = rest.strip_suffix(" (deleted)").unwrap_or(rest);
-                mapped.entry(name.to_string()).or_insert(pid);
+        // "start-end perms offset dev inode /dev/shm/name": the inode is exact,
+        // whatever happened to the name since.
+        for line in maps.lines().filter(|l| l.contains(" /dev/shm/")) {
+            if let Some(inode) = line.split_whitespace().nth(4).and_then(|i| i.parse().ok()) {
+                mapped.entry(inode).or_insert(pid);
             }
         }
     }
     mapped
 }
 
-fn info(name: &str, header: Header, file_size: u64, mapped: &HashMap<String, u32>) -> SegmentInfo {
-    let status = if creator_alive(&header) {
+fn info(r: Record, mapped: &HashMap<u64, u32>) -> SegmentInfo {
+    let present = segment_file(&r.name).filter(|&(inode, _)| inode == r.header.data_inode);
+    let status = if creator_alive(&r.header) {
         Status::CreatorAlive
-    } else if let Some(&pid) = mapped.get(name) {
+    } else if let Some(&pid) = mapped.get(&r.header.data_inode) {
         Status::InUse { pid }
     } else {
         Status::Stale
     };
     SegmentInfo {
-        name: name.to_string(),
-        kind: header.kind,
-        file_size,
-        creator_pid: header.creator_pid,
+        name: r.name,
+        kind: r.header.kind,
+        file_size: present.map_or(0, |(_, len)| len),
+        file_present: present.is_some(),
+        record: r.file,
+        creator_pid: r.header.creator_pid,
         status,
     }
 }
 
-/// Every multiproc segment of this user in `/dev/shm`, sorted by name, with its
-/// status. Files that are not multiproc segments, or belong to other users, are not
-/// listed.
+fn records() -> Result<Vec<Record>> {
+    let dir = std::fs::read_dir(SHM_DIR).map_err(|e| Error::io(format!("listing {SHM_DIR}"), e))?;
+    let mut found: Vec<Record> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|f| f.starts_with(RECORD_PREFIX))
+        .filter_map(|f| read_record(&f))
+        .collect();
+    found.sort_by(|a, b| (&a.name, &a.file).cmp(&(&b.name, &b.file)));
+    Ok(found)
+}
+
+/// Every multiproc named segment of this user (every owner record in
+/// `/dev/shm`), sorted by name, with its status. Files without a record (CPython's
+/// segments, anything else) and other users' are not listed.
 ///
 /// ```
 /// use multiproc::SharedMemory;
@@ -174,22 +310,13 @@ fn info(name: &str, header: Header, file_size: u64, mapped: &HashMap<String, u32
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub fn scan() -> Result<Vec<SegmentInfo>> {
-    let dir = std::fs::read_dir(SHM_DIR).map_err(|e| Error::io(format!("listing {SHM_DIR}"), e))?;
-    let mut found: Vec<(String, Header, u64)> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter_map(|name| read_header(&name).map(|(h, len)| (name, h, len)))
-        .collect();
-    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let found = records()?;
     let mapped = if found.is_empty() {
         HashMap::new()
     } else {
-        mapped_names()
+        mapped_inodes()
     };
-    Ok(found
-        .into_iter()
-        .map(|(name, h, len)| info(&name, h, len, &mapped))
-        .collect())
+    Ok(found.into_iter().map(|r| info(r, &mapped)).collect())
 }
 
 /// The stale segments: [`scan`] filtered to [`Status::Stale`].
@@ -207,9 +334,12 @@ pub fn stale_segments() -> Result<Vec<SegmentInfo>> {
         .collect())
 }
 
-/// The status of the multiproc segment `name` (with or without a leading `/`).
+/// The status of the multiproc segment `name` (with or without a leading `/`): the
+/// record of the file under that name, or else a record left for a file of that
+/// name that is gone.
 ///
-/// [`Error::NotFound`] when no multiproc segment of this user has that name.
+/// [`Error::NotFound`] when no owner record of this user names it (a segment
+/// CPython made has none).
 ///
 /// ```
 /// use multiproc::shm::clean::{self, Status};
@@ -220,19 +350,29 @@ pub fn stale_segments() -> Result<Vec<SegmentInfo>> {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub fn status(name: &str) -> Result<SegmentInfo> {
-    let name = super::segment::normalize_name(name)?;
-    let (header, len) = read_header(&name).ok_or_else(|| Error::NotFound { name: name.clone() })?;
-    let mapped = if creator_alive(&header) {
+    let name = normalize_name(name)?;
+    let own = segment_file(&name)
+        .and_then(|(inode, _)| read_record(&record_file(inode)))
+        .filter(|r| r.name == name);
+    let record = match own {
+        Some(r) => r,
+        None => records()?
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Error::NotFound { name: name.clone() })?,
+    };
+    let mapped = if creator_alive(&record.header) {
         HashMap::new()
     } else {
-        mapped_names()
+        mapped_inodes()
     };
-    Ok(info(&name, header, len, &mapped))
+    Ok(info(record, &mapped))
 }
 
-/// Unlinks the segment `name` if it is stale, checking again first; returns what was
-/// removed. A segment that is not stale (any more) is
-/// [`Error::InvalidArgument`], and stays.
+/// Removes the segment `name` and its owner record if they are stale, checking
+/// again first; returns what was removed. The segment's file is unlinked only if
+/// it is still the one the record owns (same inode). A segment that is not stale
+/// (any more) is [`Error::InvalidArgument`], and stays.
 ///
 /// ```
 /// use multiproc::shm::clean;
@@ -251,11 +391,27 @@ pub fn remove_stale(name: &str) -> Result<SegmentInfo> {
             describe(info.status)
         )));
     }
-    mem::shm_unlink(&format!("/{}", info.name)).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound {
-            name: info.name.clone(),
-        },
-        _ => Error::io(format!("unlinking shared memory {:?}", info.name), e),
+    let record = read_record(&info.record).ok_or_else(|| Error::NotFound {
+        name: info.name.clone(),
+    })?;
+    let owned =
+        segment_file(&info.name).is_some_and(|(inode, _)| inode == record.header.data_inode);
+    if owned {
+        mem::shm_unlink(&format!("/{}", info.name)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                name: info.name.clone(),
+            },
+            _ => Error::io(format!("unlinking shared memory {:?}", info.name), e),
+        })?;
+    }
+    std::fs::remove_file(format!("{SHM_DIR}/{}", info.record)).map_err(|e| {
+        Error::io(
+            format!(
+                "removing the owner record {:?} of {:?}",
+                info.record, info.name
+            ),
+            e,
+        )
     })?;
     Ok(info)
 }
@@ -271,5 +427,94 @@ pub fn describe(status: Status) -> String {
         Status::Stale => "creator gone, not mapped by any process".to_string(),
         Status::CreatorAlive => "creator still runs".to_string(),
         Status::InUse { pid } => format!("creator gone, still mapped by pid {pid}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::spin::test_procs::{join, spawn};
+    use crate::{Event, RawValue};
+
+    /// Removes a `/dev/shm` path when dropped, so a failing test leaves nothing.
+    struct Remove(String);
+
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// The one state a SIGKILL during `SharedMemory::create` can leave: the owner
+    /// record linked, the segment's file still unnamed (freed by the kernel with
+    /// the killed process). `clean` finds the record stale, says the file is gone,
+    /// and removes it: nothing is left.
+    #[test]
+    fn a_creator_killed_between_the_two_links_leaves_a_record_clean_removes() {
+        let name = super::super::segment::random_name().unwrap();
+        let inode = RawValue::new(0u64).unwrap();
+        let (ready, never) = (Event::new().unwrap(), Event::new().unwrap());
+        let (n, i, r, w) = (name.clone(), inode.clone(), ready.clone(), never.clone());
+        let child = spawn(move || {
+            // What create does up to the record; the file never gets its name.
+            let fd = unnamed_file("a test segment").unwrap();
+            mem::set_len(&fd, 4096).unwrap();
+            let ino = super::super::shared_memory::inode(&fd).unwrap();
+            write_record(&n, ino).unwrap();
+            i.set(ino);
+            r.set();
+            w.wait(Some(std::time::Duration::from_secs(30))).unwrap();
+        });
+        assert!(
+            ready
+                .wait(Some(std::time::Duration::from_secs(30)))
+                .unwrap()
+        );
+        let pid = child.pid().unwrap();
+        child.kill().unwrap();
+        assert_eq!(join(child), Some(-9));
+
+        let record = record_file(inode.get());
+        let _guard = Remove(format!("{SHM_DIR}/{record}"));
+        let info = status(&name).unwrap();
+        assert_eq!(info.record, record);
+        assert_eq!(info.creator_pid, pid);
+        assert_eq!((info.status, info.file_present), (Status::Stale, false));
+        assert!(scan().unwrap().iter().any(|s| s.record == record));
+        remove_stale(&name).unwrap();
+        assert!(!std::path::Path::new(&format!("{SHM_DIR}/{record}")).exists());
+        assert!(!std::path::Path::new(&format!("{SHM_DIR}/{name}")).exists());
+        assert!(matches!(status(&name), Err(Error::NotFound { .. })));
+    }
+
+    /// A record left under the inode a new segment now has (the old file is gone,
+    /// the inode reused) is stale by construction: `write_record` replaces it. A
+    /// file there that is not a record is left alone, and creation fails.
+    #[test]
+    fn write_record_replaces_a_stale_record_and_refuses_a_foreign_file() {
+        let fd = unnamed_file("a test segment").unwrap();
+        let ino = super::super::shared_memory::inode(&fd).unwrap();
+        let path = format!("{SHM_DIR}/{}", record_file(ino));
+        let _guard = Remove(path.clone());
+        // A stale record for this inode, naming another segment.
+        let mut old = creator_header(Kind::SharedMemory, 6);
+        old.data_inode = ino;
+        let mut bytes = old.to_bytes().to_vec();
+        bytes.extend_from_slice(b"mp-old");
+        std::fs::write(&path, &bytes).unwrap();
+        write_record("mp-new", ino).unwrap();
+        let now = read_record(&record_file(ino)).map(|r| r.name);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(now.as_deref(), Some("mp-new"));
+
+        std::fs::write(&path, b"not a record").unwrap();
+        let refused = write_record("mp-new", ino);
+        let kept = std::fs::read(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(refused, Err(Error::AlreadyExists { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(kept.unwrap(), b"not a record");
     }
 }

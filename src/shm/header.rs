@@ -1,23 +1,35 @@
-//! The segment header: the first 64 bytes of every multiproc segment.
+//! The segment header: the first 64 bytes of every multiproc segment and of the
+//! owner record of every named [`SharedMemory`](crate::SharedMemory).
 //!
 //! ```text
 //! offset size field
 //!      0    8 magic          b"MPROCSEG" (little-endian u64 0x4745_5343_4f52_504d),
 //!                            stored last, with release ordering: a reader that
 //!                            sees it sees the whole header
-//!      8    4 version        layout version, currently 1
-//!     12    4 kind           1 arena chunk, 2 SharedMemory, 3 large block
+//!      8    4 version        layout version, currently 2
+//!     12    4 kind           1 arena chunk, 2 SharedMemory owner record,
+//!                            3 large block
 //!     16    8 size           payload bytes after the header
 //!     24    4 creator pid
 //!     28    4 reserved       0
 //!     32    8 creator start  creator's start time (clock ticks after boot), so
 //!                            that `multiproc clean` can tell whether it still runs
-//!     40   24 reserved       0
+//!     40    8 data inode     owner records: the inode of the SharedMemory file
+//!                            they own; 0 in other segments
+//!     48   16 reserved       0
 //!     64      payload
 //! ```
 //! Integers are native-endian (all supported targets are little-endian). A reader
 //! rejects a segment whose magic, version or kind differ, or whose file is shorter
 //! than `64 + size`.
+//!
+//! A named `SharedMemory` itself has **no** header: its file holds the user's bytes
+//! from offset 0, exactly as CPython's `multiprocessing.shared_memory` lays them
+//! out, so both attach each other's segments. What `multiproc clean` needs to know
+//! about it (who created it, which file) lives in a separate *owner record*, a
+//! small `/dev/shm` file holding this header (kind 2) followed by the segment's
+//! name as payload (see [`clean`](super::clean)). Version 1 put this header in
+//! front of the `SharedMemory` bytes.
 
 use std::sync::atomic::Ordering;
 
@@ -31,7 +43,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
 /// The layout version this build writes and reads.
 ///
 /// A segment with another version is refused with [`Error::VersionMismatch`]:
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// What a segment holds (the `kind` field, at offset 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +51,8 @@ pub const LAYOUT_VERSION: u32 = 1;
 pub enum Kind {
     /// A chunk of the small-object arena.
     Arena = 1,
-    /// A user's named `SharedMemory`.
+    /// The owner record of a user's named `SharedMemory`: the payload is the
+    /// segment's name, the header's `data_inode` its file's inode.
     SharedMemory = 2,
     /// One large object (an Array too big for an arena block).
     Large = 3,
@@ -76,6 +89,8 @@ pub struct Header {
     pub creator_pid: u32,
     /// Start time of the creating process.
     pub creator_start: u64,
+    /// Owner records: the inode of the `SharedMemory` file they own (0 otherwise).
+    pub data_inode: u64,
 }
 
 impl Header {
@@ -86,9 +101,25 @@ impl Header {
         map.write::<u64>(16, self.size);
         map.write::<u32>(24, self.creator_pid);
         map.write::<u64>(32, self.creator_start);
+        map.write::<u64>(40, self.data_inode);
         map.atomic_u64(0).store(MAGIC, Ordering::Release);
     }
 
+    /// The 64 header bytes, as [`write`](Self::write) lays them out, for a file
+    /// that is written whole before it gets its name (an owner record).
+    pub(crate) fn to_bytes(self) -> [u8; HEADER_SIZE] {
+        let mut b = [0u8; HEADER_SIZE];
+        b[..8].copy_from_slice(&MAGIC.to_le_bytes());
+        b[8..12].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&(self.kind as u32).to_le_bytes());
+        b[16..24].copy_from_slice(&self.size.to_le_bytes());
+        b[24..28].copy_from_slice(&self.creator_pid.to_le_bytes());
+        b[32..40].copy_from_slice(&self.creator_start.to_le_bytes());
+        b[40..48].copy_from_slice(&self.data_inode.to_le_bytes());
+        b
+    }
+
+    #[cfg(test)]
     /// Reads and checks the header of segment `name` (`file_len` is its size).
     ///
     /// A mapping whose creator has not written the magic yet (or that is not a
@@ -150,7 +181,33 @@ impl Header {
             size,
             creator_pid: u32_at(24),
             creator_start: u64_at(32),
+            data_inode: u64_at(40),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `to_bytes` and `write` lay a header out the same way, and `parse` reads
+    /// every field back.
+    #[test]
+    fn to_bytes_matches_write_and_parses_back() {
+        let h = Header {
+            kind: Kind::SharedMemory,
+            size: 7,
+            creator_pid: 1234,
+            creator_start: 99,
+            data_inode: 0x1122_3344_5566,
+        };
+        let fd = crate::sys::mem::memfd("test-header", HEADER_SIZE as u64).unwrap();
+        let map = Mapping::new(&fd, HEADER_SIZE).unwrap();
+        h.write(&map);
+        let mut written = [0u8; HEADER_SIZE];
+        map.read_slice(0, &mut written);
+        assert_eq!(written, h.to_bytes());
+        assert_eq!(Header::parse(&h.to_bytes(), "t", 71).unwrap(), h);
     }
 }
 
@@ -160,12 +217,15 @@ mod examples {
 
     #[test]
     fn header_size_1() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::shm::header::HEADER_SIZE;
+        use crate::shm::header::{HEADER_SIZE, Kind};
+        use crate::shm::segment::Segment;
+        let seg = Segment::anonymous(Kind::Large, 10)?;
+        assert_eq!(seg.map().len(), HEADER_SIZE + 10);
+        // A named SharedMemory has none: its file is the user's bytes (CPython's layout).
         let shm = crate::SharedMemory::create(10)?;
-        let path = format!("/dev/shm/{}", shm.name());
-        let file_len = std::fs::metadata(&path).map(|m| m.len());
+        let file_len = std::fs::metadata(format!("/dev/shm/{}", shm.name())).map(|m| m.len());
         shm.unlink()?;
-        assert_eq!(file_len.ok(), Some(HEADER_SIZE as u64 + 10));
+        assert_eq!(file_len.ok(), Some(10));
         Ok(())
     }
 
@@ -238,6 +298,7 @@ mod examples {
             size: 8,
             creator_pid: 1,
             creator_start: 2,
+            data_inode: 0,
         };
         h.write(&map);
         assert_eq!(&map.read::<[u8; 8]>(0), b"MPROCSEG");
@@ -270,7 +331,7 @@ mod examples {
         use crate::shm::header::{HEADER_SIZE, Header, Kind};
         let mut bytes = [0u8; HEADER_SIZE];
         bytes[..8].copy_from_slice(b"MPROCSEG");
-        bytes[8..12].copy_from_slice(&1u32.to_le_bytes()); // version
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes()); // version
         bytes[12..16].copy_from_slice(&2u32.to_le_bytes()); // SharedMemory
         bytes[16..24].copy_from_slice(&100u64.to_le_bytes()); // payload size
         let h = Header::parse(&bytes, "mp-example", 164)?;

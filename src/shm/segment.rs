@@ -1,4 +1,5 @@
-//! One shared memory object with its header, mapped into this process.
+//! One anonymous (memfd) shared memory object with its header, mapped into this
+//! process, and the names of named segments.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -8,25 +9,24 @@ use crate::error::{Error, Result};
 use crate::sys::{mem, mem::Mapping, procfs};
 
 /// Prefix of the random names multiproc gives to the named segments it creates.
-/// (`multiproc clean` recognizes segments by their header, whatever their name.)
+/// (`multiproc clean` recognizes them by their owner records, whatever their name.)
 pub const NAME_PREFIX: &str = "mp-";
 
 /// Largest payload accepted: mappings are limited by `isize::MAX`.
 pub const MAX_PAYLOAD: u64 = (isize::MAX as u64) - HEADER_SIZE as u64;
 
-/// A mapped segment: memfd (anonymous) or `/dev/shm` (named).
+/// A mapped memfd segment with its header (named `SharedMemory` files have none).
 ///
-/// Invariant: the header has been written (by the creator) or checked (on attach).
+/// Invariant: the header has been written (by the creator).
 ///
-/// The building block of [`SharedMemory`](crate::SharedMemory) and of the arena;
-/// the payload starts after the header, at [`HEADER_SIZE`].
+/// The building block of the arena and of large objects; the payload starts after
+/// the header, at [`HEADER_SIZE`].
 #[derive(Debug)]
 pub struct Segment {
     map: Mapping,
-    // Held so that the object stays open for descriptor passing to spawned children,
-    // and to read its current size (`current_len`).
+    // Held so that the object stays open for descriptor passing to spawned children.
     _fd: OwnedFd,
-    name: Option<String>,
+    #[cfg_attr(not(test), allow(dead_code))] // read by the tests
     header: Header,
 }
 
@@ -46,19 +46,21 @@ fn check_size(size: u64) -> Result<usize> {
     Ok(HEADER_SIZE + size as usize)
 }
 
-fn creator_header(kind: Kind, size: u64) -> Header {
+/// A header naming this process as creator.
+pub(crate) fn creator_header(kind: Kind, size: u64) -> Header {
     Header {
         kind,
         size,
         creator_pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
         creator_start: procfs::current_process_start_time(),
+        data_inode: 0,
     }
 }
 
 /// Checks a user-given segment name and returns it without a leading `/`.
 ///
-/// Refused ([`Error::InvalidName`]): empty names, names over 250 bytes, `/` or NUL
-/// after the optional leading `/`, `.` and `..`.
+/// Refused ([`Error::InvalidName`]): empty names, names over 255 bytes (the file
+/// name limit), `/` or NUL after the optional leading `/`, `.` and `..`.
 pub fn normalize_name(name: &str) -> Result<String> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     let invalid = |reason| Error::InvalidName {
@@ -70,8 +72,8 @@ pub fn normalize_name(name: &str) -> Result<String> {
             "it is empty; give a name such as \"my-data\" or none for a random one",
         ));
     }
-    if bare.len() > 250 {
-        return Err(invalid("it is longer than 250 bytes"));
+    if bare.len() > 255 {
+        return Err(invalid("it is longer than 255 bytes"));
     }
     if bare.contains('/') || bare.contains('\0') {
         return Err(invalid(
@@ -110,108 +112,6 @@ impl Segment {
         Ok(Segment {
             map,
             _fd: fd,
-            name: None,
-            header,
-        })
-    }
-
-    /// Creates the named segment `name` (already normalized), failing if it exists.
-    ///
-    /// The segment stays in `/dev/shm` until unlinked.
-    pub fn create_named(name: &str, kind: Kind, size: u64) -> Result<Segment> {
-        let total = check_size(size)?;
-        let path = format!("/{name}");
-        let fd = mem::shm_create(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                name: name.to_string(),
-            },
-            _ => Error::io(format!("creating shared memory {name:?}"), e),
-        })?;
-        let made = (|| {
-            mem::set_len(&fd, total as u64).map_err(|e| {
-                Error::io(format!("sizing shared memory {name:?} to {total} bytes"), e)
-            })?;
-            let map = Mapping::new(&fd, total)
-                .map_err(|e| Error::io(format!("mapping shared memory {name:?}"), e))?;
-            let header = creator_header(kind, size);
-            header.write(&map);
-            Ok((map, header))
-        })();
-        match made {
-            Ok((map, header)) => Ok(Segment {
-                map,
-                _fd: fd,
-                name: Some(name.to_string()),
-                header,
-            }),
-            Err(e) => {
-                let _ = mem::shm_unlink(&path);
-                Err(e)
-            }
-        }
-    }
-
-    /// Attaches to the named segment `name` (already normalized) holding `kind`.
-    ///
-    /// Checks owner, mode and header; a segment of another kind is
-    /// [`Error::KindMismatch`].
-    pub fn open_named(name: &str, kind: Kind) -> Result<Segment> {
-        let path = format!("/{name}");
-        let fd = mem::shm_open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::NotFound {
-                name: name.to_string(),
-            },
-            _ if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) => {
-                Error::Foreign {
-                    name: name.to_string(),
-                    reason: "a symbolic link or a directory, not a segment".to_string(),
-                }
-            }
-            io::ErrorKind::PermissionDenied => Error::Permission {
-                name: name.to_string(),
-                reason: "permission denied: it belongs to another user".to_string(),
-            },
-            _ => Error::io(format!("opening shared memory {name:?}"), e),
-        })?;
-        let (len, uid, mode) =
-            mem::stat(&fd).map_err(|e| Error::io(format!("reading the size of {name:?}"), e))?;
-        if uid != mem::euid() {
-            return Err(Error::Permission {
-                name: name.to_string(),
-                reason: format!(
-                    "it belongs to uid {uid}, not to this user ({})",
-                    mem::euid()
-                ),
-            });
-        }
-        if mode & 0o077 != 0 {
-            return Err(Error::Permission {
-                name: name.to_string(),
-                reason: format!(
-                    "its mode {mode:o} lets other users in; multiproc segments are 0600"
-                ),
-            });
-        }
-        if (len as usize) < HEADER_SIZE {
-            return Err(Error::Foreign {
-                name: name.to_string(),
-                reason: format!("{len} bytes, shorter than the {HEADER_SIZE}-byte header"),
-            });
-        }
-        let map = Mapping::new(&fd, len as usize)
-            .map_err(|e| Error::io(format!("mapping shared memory {name:?}"), e))?;
-        let header = Header::read(&map, name, len)?;
-        if header.kind != kind {
-            return Err(Error::KindMismatch {
-                name: name.to_string(),
-                expected: kind.name().to_string(),
-                found: header.kind.name().to_string(),
-            });
-        }
-        Ok(Segment {
-            map,
-            _fd: fd,
-            name: Some(name.to_string()),
             header,
         })
     }
@@ -221,25 +121,10 @@ impl Segment {
         &self.map
     }
 
+    #[cfg(test)]
     /// The header, as written or checked.
     pub fn header(&self) -> &Header {
         &self.header
-    }
-
-    /// The object's size in bytes now (header included), from `fstat` on the kept
-    /// descriptor: a named segment shrinks if another process truncates it; a memfd
-    /// one cannot change (its size is sealed).
-    pub(crate) fn current_len(&self) -> Result<u64> {
-        let what = || match &self.name {
-            Some(name) => format!("reading the size of shared memory {name:?}"),
-            None => "reading the size of a memfd segment".to_string(),
-        };
-        Ok(mem::stat(&self._fd).map_err(|e| Error::io(what(), e))?.0)
-    }
-
-    /// The name, for named segments (`None` for memfd ones).
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
     }
 }
 
@@ -258,7 +143,7 @@ mod tests {
         }
         let err = rustix::fs::fcntl_add_seals(&seg._fd, rustix::fs::SealFlags::WRITE).unwrap_err();
         assert_eq!(err, rustix::io::Errno::PERM, "the seals are sealed");
-        assert_eq!(seg.current_len().unwrap(), (HEADER_SIZE + 4096) as u64);
+        assert_eq!(mem::stat(&seg._fd).unwrap().0, (HEADER_SIZE + 4096) as u64);
         // The bytes stay writable.
         seg.map().write::<u64>(HEADER_SIZE, 5);
         assert_eq!(seg.map().read::<u64>(HEADER_SIZE), 5);
@@ -326,43 +211,13 @@ mod examples {
     fn anonymous_6() -> Result<(), Box<dyn std::error::Error>> {
         use crate::shm::{header::Kind, segment::Segment};
         let seg = Segment::anonymous(Kind::Arena, 100)?;
-        assert_eq!(seg.name(), None);
         assert_eq!(seg.header().size, 100);
         assert!(Segment::anonymous(Kind::Arena, 0).is_err()); // zero size
         Ok(())
     }
 
     #[test]
-    fn create_named_7() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::shm::{
-            header::Kind,
-            segment::{Segment, random_name},
-        };
-        use crate::{Error, SharedMemory};
-        let name = random_name()?;
-        let seg = Segment::create_named(&name, Kind::SharedMemory, 32)?;
-        assert_eq!(seg.name(), Some(name.as_str()));
-        let again = Segment::create_named(&name, Kind::SharedMemory, 32);
-        assert!(matches!(again, Err(Error::AlreadyExists { .. })));
-        SharedMemory::attach(&name)?.unlink()?;
-        Ok(())
-    }
-
-    #[test]
-    fn open_named_8() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::shm::{header::Kind, segment::Segment};
-        use crate::{Error, SharedMemory};
-        let shm = SharedMemory::create(8)?;
-        let seg = Segment::open_named(shm.name(), Kind::SharedMemory)?;
-        assert_eq!(seg.header().size, 8);
-        let wrong = Segment::open_named(shm.name(), Kind::Arena);
-        assert!(matches!(wrong, Err(Error::KindMismatch { .. })));
-        shm.unlink()?;
-        Ok(())
-    }
-
-    #[test]
-    fn map_9() -> Result<(), Box<dyn std::error::Error>> {
+    fn map_7() -> Result<(), Box<dyn std::error::Error>> {
         use crate::shm::{
             header::{HEADER_SIZE, Kind, MAGIC},
             segment::Segment,
@@ -374,23 +229,11 @@ mod examples {
     }
 
     #[test]
-    fn header_10() -> Result<(), Box<dyn std::error::Error>> {
+    fn header_8() -> Result<(), Box<dyn std::error::Error>> {
         use crate::shm::{header::Kind, segment::Segment};
         let h = *Segment::anonymous(Kind::Large, 10)?.header();
         assert_eq!((h.kind, h.size), (Kind::Large, 10));
         assert_eq!(h.creator_pid, std::process::id());
-        Ok(())
-    }
-
-    #[test]
-    fn name_11() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::SharedMemory;
-        use crate::shm::{header::Kind, segment::Segment};
-        assert_eq!(Segment::anonymous(Kind::Large, 1)?.name(), None);
-        let shm = SharedMemory::create(1)?;
-        let seg = Segment::open_named(shm.name(), Kind::SharedMemory)?;
-        assert_eq!(seg.name(), Some(shm.name()));
-        shm.unlink()?;
         Ok(())
     }
 }

@@ -1,17 +1,109 @@
 //! Python's `multiprocessing.shared_memory.SharedMemory`: a named block of bytes
-//! that unrelated processes attach to by name.
+//! that unrelated processes attach to by name — CPython's included.
+//!
+//! # The layout CPython shares
+//! The segment is the file `/dev/shm/<name>` holding the user's bytes from offset 0,
+//! nothing else, and its size is the file's size (`fstat`), exactly as CPython's
+//! `SharedMemory` makes and reads it on Linux: a segment created here attaches in
+//! CPython as `SharedMemory(name=...)` with the same `size` and bytes, and the
+//! other way round. (multiproc's own typed objects, in the arena, keep their
+//! checked header.)
+//!
+//! # Owner records
+//! `multiproc clean` must find the segments multiproc created whose creator was
+//! killed, without a header to read. So `create` also writes an *owner record*
+//! (see [`clean`]): `/dev/shm/mp-owner-<inode>`, a header naming
+//! the creator and the segment's file, by name and inode. A segment without a
+//! record (CPython's, anyone else's) is never listed nor removed by `clean`.
+//!
+//! Creation leaves no window in which a SIGKILL leaks an unowned file: both files
+//! are first made unnamed (`O_TMPFILE` in `/dev/shm`) and get their names with
+//! `linkat`, which fails if the name exists (as `O_EXCL` does), the record first.
+//! Killed before the record is linked: nothing has a name and the kernel frees
+//! the unnamed file. Killed between the two links: a record whose file is absent,
+//! which `clean` removes once the creator is gone.
+//!
+//! # Unlink and CPython's resource tracker
+//! `unlink` removes the name and this handle's owner record. CPython 3.11's
+//! `SharedMemory` registers *every* segment it opens, created or attached, with
+//! its `resource_tracker`, which unlinks it (with a "leaked shared_memory"
+//! warning) when that Python program exits: a Python program that merely attaches
+//! to a multiproc segment removes it at exit unless it calls
+//! `resource_tracker.unregister(shm._name, "shared_memory")` (3.13 adds
+//! `SharedMemory(name, track=False)`). The owner record of a segment unlinked by
+//! CPython stays until the creator unlinks or `clean` finds the creator gone.
 
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::header::{HEADER_SIZE, Kind};
-use super::segment::{self, Segment};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
+
+use super::clean::{self, SHM_DIR};
+use super::segment;
 use crate::error::{Error, Result};
+use crate::sys::mem::{self, Mapping};
+
+/// Largest segment accepted: mappings are limited by `isize::MAX`.
+const MAX_SIZE: u64 = isize::MAX as u64;
+
+/// An unnamed file in `/dev/shm` (`O_TMPFILE`), mode 0600 whatever the umask,
+/// close-on-exec: nothing to leak until [`link`] names it.
+pub(crate) fn unnamed_file(what: &str) -> Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        SHM_DIR,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )
+    .map_err(|e| {
+        Error::io(
+            format!("creating {what} in {SHM_DIR} (O_TMPFILE)"),
+            io::Error::from(e),
+        )
+    })?;
+    // The umask may have taken bits away from 0600; never adds any.
+    rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR).map_err(|e| {
+        Error::io(
+            format!("setting the mode of {what} to 0600"),
+            io::Error::from(e),
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Gives the unnamed file `fd` the name `/dev/shm/<name>`; fails with
+/// `AlreadyExists` if the name is taken (never replaces it).
+///
+/// Through `/proc/self/fd` with `AT_SYMLINK_FOLLOW`, which needs no privilege
+/// (`AT_EMPTY_PATH` would need `CAP_DAC_READ_SEARCH`).
+pub(crate) fn link(fd: impl AsFd, name: &str) -> io::Result<()> {
+    let from = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+    rustix::fs::linkat(
+        CWD,
+        from.as_str(),
+        CWD,
+        format!("{SHM_DIR}/{name}").as_str(),
+        AtFlags::SYMLINK_FOLLOW,
+    )?;
+    Ok(())
+}
+
+/// Inode number of an open file.
+pub(crate) fn inode(fd: impl AsFd) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd)?.st_ino)
+}
 
 /// A named shared memory segment (a file in `/dev/shm`), as in Python.
 ///
-/// Created `O_EXCL` with mode 0600, under an unpredictable name when none is given.
-/// The segment outlives every handle until someone calls [`unlink`](Self::unlink)
-/// (Python's rule); `multiproc clean` removes ones whose creator is gone.
+/// Created exclusively (an existing name is [`Error::AlreadyExists`]) with mode
+/// 0600, under an unpredictable name when none is given. The segment outlives
+/// every handle until someone calls [`unlink`](Self::unlink) (Python's rule);
+/// `multiproc clean` removes ones whose creator is gone.
+///
+/// The file holds exactly the user's bytes, as CPython's does: CPython's
+/// `multiprocessing.shared_memory.SharedMemory(name=shm.name())` attaches to a
+/// segment made here (same `size`, same bytes), and [`attach`](Self::attach) takes
+/// one CPython made (see the module docs for CPython's resource tracker).
 ///
 /// # Another process may truncate it
 /// A named segment is a file: any process of the same user can shrink it
@@ -47,8 +139,16 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Debug)]
 pub struct SharedMemory {
-    seg: Segment,
+    // Invariant: `map` maps the first `size` bytes of the file `fd`, whose size
+    // was `size` when it was mapped (created so, or read with fstat on attach).
+    map: Mapping,
+    // Kept to read the file's current size (`check`): another process may shrink it.
+    fd: OwnedFd,
+    // Without the leading '/', checked by `segment::normalize_name`.
+    name: String,
     size: usize,
+    // The file's inode: names this handle's owner record.
+    inode: u64,
 }
 
 impl SharedMemory {
@@ -103,13 +203,54 @@ impl SharedMemory {
     /// ```
     pub fn create_named(name: &str, size: usize) -> Result<SharedMemory> {
         let name = segment::normalize_name(name)?;
-        let seg = Segment::create_named(&name, Kind::SharedMemory, size as u64)?;
-        Ok(SharedMemory { seg, size })
+        if size == 0 {
+            return Err(Error::ZeroSize {
+                what: "SharedMemory size",
+            });
+        }
+        if size as u64 > MAX_SIZE {
+            return Err(Error::SizeOverflow {
+                what: "SharedMemory size",
+                requested: size as u128,
+                max: MAX_SIZE as u128,
+            });
+        }
+        // Unnamed until the last step: nothing is left if this fails or is killed
+        // before the owner record has its name (see the module docs).
+        let fd = unnamed_file(&format!("shared memory {name:?}"))?;
+        mem::set_len(&fd, size as u64)
+            .map_err(|e| Error::io(format!("sizing shared memory {name:?} to {size} bytes"), e))?;
+        let map = Mapping::new(&fd, size)
+            .map_err(|e| Error::io(format!("mapping shared memory {name:?}"), e))?;
+        let inode = inode(&fd)
+            .map_err(|e| Error::io(format!("reading the inode of shared memory {name:?}"), e))?;
+        clean::write_record(&name, inode)?;
+        if let Err(e) = link(&fd, &name) {
+            clean::remove_record(&name, inode);
+            return Err(match e.kind() {
+                io::ErrorKind::AlreadyExists => Error::AlreadyExists { name },
+                _ => Error::io(
+                    format!("naming shared memory {name:?} (linkat through /proc/self/fd)"),
+                    e,
+                ),
+            });
+        }
+        Ok(SharedMemory {
+            map,
+            fd,
+            name,
+            size,
+            inode,
+        })
     }
 
-    /// Attaches to the existing segment `name` (with or without a leading `/`).
+    /// Attaches to the existing segment `name` (with or without a leading `/`),
+    /// whoever made it (multiproc or CPython); its size is the file's size.
     ///
-    /// A missing, foreign, truncated, other-version or other-user segment is an error.
+    /// Errors: a missing segment is [`Error::NotFound`]; one owned by another user,
+    /// or that other users may open (mode other than 0600-like), is
+    /// [`Error::Permission`]; a symbolic link, a directory, a FIFO or an empty file
+    /// is [`Error::Foreign`].
     ///
     /// ```
     /// use multiproc::{Error, SharedMemory};
@@ -117,12 +258,67 @@ impl SharedMemory {
     /// ```
     pub fn attach(name: &str) -> Result<SharedMemory> {
         let name = segment::normalize_name(name)?;
-        let seg = Segment::open_named(&name, Kind::SharedMemory)?;
-        let size = usize::try_from(seg.header().size).map_err(|_| Error::Foreign {
+        let foreign = |reason: String| Error::Foreign {
             name: name.clone(),
-            reason: "size does not fit in memory".into(),
+            reason,
+        };
+        let fd = mem::shm_open(&name).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound { name: name.clone() },
+            _ if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) => {
+                foreign("a symbolic link or a directory, not a segment".to_string())
+            }
+            io::ErrorKind::PermissionDenied => Error::Permission {
+                name: name.clone(),
+                reason: "permission denied: it belongs to another user".to_string(),
+            },
+            _ => Error::io(format!("opening shared memory {name:?}"), e),
         })?;
-        Ok(SharedMemory { seg, size })
+        let st = rustix::fs::fstat(&fd)
+            .map_err(|e| Error::io(format!("reading the size of {name:?}"), io::Error::from(e)))?;
+        if st.st_uid != mem::euid() {
+            return Err(Error::Permission {
+                name: name.clone(),
+                reason: format!(
+                    "it belongs to uid {}, not to this user ({})",
+                    st.st_uid,
+                    mem::euid()
+                ),
+            });
+        }
+        let mode = st.st_mode & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(Error::Permission {
+                name: name.clone(),
+                reason: format!(
+                    "its mode {mode:o} lets other users in; shared memory segments are 0600"
+                ),
+            });
+        }
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(foreign(
+                "not a regular file (a FIFO or a device?)".to_string(),
+            ));
+        }
+        let len = st.st_size as u64;
+        if len == 0 {
+            return Err(foreign(
+                "0 bytes: empty, nothing to map (CPython refuses to map an empty segment too)"
+                    .to_string(),
+            ));
+        }
+        if len > MAX_SIZE {
+            return Err(foreign(format!("{len} bytes do not fit in memory")));
+        }
+        let size = len as usize;
+        let map = Mapping::new(&fd, size)
+            .map_err(|e| Error::io(format!("mapping shared memory {name:?}"), e))?;
+        Ok(SharedMemory {
+            map,
+            fd,
+            name,
+            size,
+            inode: st.st_ino,
+        })
     }
 
     /// The name, without a leading `/` (pass it to [`attach`](Self::attach)).
@@ -136,10 +332,10 @@ impl SharedMemory {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn name(&self) -> &str {
-        self.seg.name().unwrap_or_default()
+        &self.name
     }
 
-    /// Usable size in bytes (the header is not counted).
+    /// Size in bytes: the file's size (as CPython's `SharedMemory.size` on Linux).
     ///
     /// ```
     /// let shm = multiproc::SharedMemory::create(1000)?;
@@ -168,7 +364,7 @@ impl SharedMemory {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn buf(&self) -> &[AtomicU8] {
-        self.seg.map().atomic_bytes(HEADER_SIZE, self.size)
+        self.map.atomic_bytes(0, self.size)
     }
 
     /// Checks that `len` bytes at `offset` are inside the segment
@@ -187,7 +383,14 @@ impl SharedMemory {
         };
         // Mapping::new refused a file shorter than the mapping, so only a later
         // truncation can make this fail.
-        let available = self.seg.current_len()?.saturating_sub(HEADER_SIZE as u64);
+        let available = mem::stat(&self.fd)
+            .map_err(|e| {
+                Error::io(
+                    format!("reading the size of shared memory {:?}", self.name),
+                    e,
+                )
+            })?
+            .0;
         if available < end as u64 {
             return Err(Error::Shrunk {
                 name: self.name().to_string(),
@@ -221,7 +424,7 @@ impl SharedMemory {
     /// ```
     pub fn read_at(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         self.check(offset, out.len())?;
-        self.seg.map().read_slice(HEADER_SIZE + offset, out);
+        self.map.read_slice(offset, out);
         std::sync::atomic::fence(Ordering::Acquire);
         Ok(())
     }
@@ -260,7 +463,7 @@ impl SharedMemory {
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len())?;
         std::sync::atomic::fence(Ordering::Release);
-        self.seg.map().write_slice(HEADER_SIZE + offset, data);
+        self.map.write_slice(offset, data);
         Ok(())
     }
 
@@ -277,7 +480,7 @@ impl SharedMemory {
     pub fn to_vec(&self) -> Result<Vec<u8>> {
         self.check(0, self.size)?;
         let mut v = vec![0; self.size];
-        self.seg.map().read_slice(HEADER_SIZE, &mut v);
+        self.map.read_slice(0, &mut v);
         std::sync::atomic::fence(Ordering::Acquire);
         Ok(v)
     }
@@ -299,7 +502,8 @@ impl SharedMemory {
 
     /// Removes the name so no one else can attach; the memory is freed when the
     /// last handle closes. Like Python, call it once, from one process: a second
-    /// call is [`Error::NotFound`].
+    /// call is [`Error::NotFound`]. The owner record of this handle's file goes
+    /// too (even when the name was already gone, removed by CPython say).
     ///
     /// ```
     /// use multiproc::{Error, SharedMemory};
@@ -311,11 +515,13 @@ impl SharedMemory {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn unlink(&self) -> Result<()> {
-        crate::sys::mem::shm_unlink(&format!("/{}", self.name())).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound {
-                name: self.name().to_string(),
+        let unlinked = mem::shm_unlink(&format!("/{}", self.name)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound {
+                name: self.name.clone(),
             },
-            _ => Error::io(format!("unlinking shared memory {:?}", self.name()), e),
-        })
+            _ => Error::io(format!("unlinking shared memory {:?}", self.name), e),
+        });
+        clean::remove_record(&self.name, self.inode);
+        unlinked
     }
 }

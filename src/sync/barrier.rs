@@ -109,6 +109,18 @@ fn reason_text(code: u32) -> &'static str {
 
 type Action = Arc<dyn Fn() + Send + Sync + 'static>;
 
+/// The message of a panic payload: what `panic!` was given (a `&str` or a
+/// `String`), else a placeholder.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
 /// A reusable barrier for `parties` processes: Python's `multiprocessing.Barrier`.
 ///
 /// The action (if any) is stored in the handle and cloned with it, so every
@@ -167,6 +179,15 @@ impl Barrier {
     /// A barrier for `parties` processes (or threads). `parties == 0` is
     /// [`Error::ZeroSize`].
     ///
+    /// **Death of a party:** a party that dies *inside* [`wait`](Self::wait)
+    /// breaks the barrier for the others within about 20 ms. A party that dies
+    /// *before it arrives* is noticed only if it called
+    /// [`register`](Self::register) (and it must call
+    /// [`unregister`](Self::unregister) before a normal exit, or its exit breaks
+    /// the barrier too); otherwise the others wait for it until their timeout, so
+    /// pass one to `wait` (or [`with_timeout`](Self::with_timeout)) when a party
+    /// may die before arriving.
+    ///
     /// ```
     /// let b = multiproc::Barrier::new(3)?;
     /// assert_eq!(b.parties(), 3);
@@ -205,8 +226,11 @@ impl Barrier {
     }
 
     /// Sets the action, run by the last process to arrive in each round before the
-    /// round is released (Python's `action=`). If it panics, the barrier breaks
-    /// ("action failed") for everyone of that round. The action runs while the
+    /// round is released (Python's `action=`). If it panics, the barrier breaks:
+    /// the party that ran it gets [`Error::BarrierActionPanicked`] with the panic's
+    /// message (CPython raises the action's exception there), the others of that
+    /// round (and later arrivals, until [`reset`](Self::reset)) get
+    /// [`Error::BrokenBarrier`]`("action failed")`. The action runs while the
     /// barrier's internal lock is held (as in Python): it must not call this
     /// barrier's `wait`, `abort`, `reset`, `register` or `unregister`.
     ///
@@ -336,8 +360,15 @@ impl Barrier {
     /// timeout (see [`with_timeout`](Self::with_timeout)), which by default is none.
     ///
     /// [`Error::BrokenBarrier`] when the barrier is or becomes broken while waiting:
-    /// `abort()`, `reset()`, a timeout (which breaks it for every party), a failed
-    /// action, or a party that died.
+    /// `abort()`, `reset()`, a timeout (which breaks it for every party), the
+    /// action panicking in another party, or a party that died;
+    /// [`Error::BarrierActionPanicked`] when this party ran the action and it
+    /// panicked.
+    ///
+    /// A party that died while waiting is noticed; one that dies **before
+    /// arriving** is noticed only if it [`register`](Self::register)ed: without
+    /// that, the others wait for it until their timeout (see
+    /// [`new`](Self::new)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -388,9 +419,14 @@ impl Barrier {
         }
         if index + 1 == parties {
             if let Some(action) = &self.action {
-                if catch_unwind(AssertUnwindSafe(|| action())).is_err() {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| action())) {
+                    // As CPython raises the action's exception out of this party's
+                    // `wait`: the others get BrokenBarrier("action failed").
                     self.set_broken(w, ACTION_FAILED);
-                    return Err(self.leave_broken(w, index));
+                    let _ = self.leave_broken(w, index);
+                    return Err(Error::BarrierActionPanicked {
+                        message: panic_message(payload.as_ref()),
+                    });
                 }
             }
             self.next_round(w);

@@ -8,7 +8,8 @@
 //! waiter (FIFO, like CPython's waiter deque), a waiter that arrives after a notify
 //! can never take it, and nobody wakes for a notification that is not theirs.
 //!
-//! ## Layout (arena block, 4080 bytes; all-zero = no waiter)
+//! ## Layout (the waiter table: a memfd mapping of 16 + 16 x [`MAX_WAITERS`] bytes,
+//! sparse; all-zero = no waiter)
 //! ```text
 //! 0   u32 registered   slots not FREE (a fast "nobody waits" test for notify)
 //! 4   u32 high         slots 0..high may be in use (only grows; bounds scans)
@@ -37,23 +38,29 @@
 //! slot's state becomes WAITING. `registered` >= the number of non-FREE slots: it
 //! is raised before a slot is taken and lowered after one is freed, so it is equal
 //! except after a process died between the two steps, which only costs later
-//! notifies a scan of the table (they skip it when `registered` is 0). At most
-//! [`MAX_WAITERS`] threads wait at once (more get [`Error::InvalidArgument`]).
+//! notifies a scan of the table (they skip it when `registered` is 0). Scans stop at
+//! `high`, so they cost what the most simultaneous waiters so far used. The table
+//! has a slot for every task Linux can run ([`MAX_WAITERS`]), so a registration
+//! never runs out of slots; it is a mapping of its own rather than an arena block
+//! (at most 4080 bytes, 254 slots), because blocks allocated after a fork are not
+//! shared with the processes forked before, so the table cannot grow later.
 //!
 //! ## Death of a process
 //! - Killed holding the condition's lock (also inside `wait` or `notify`): the lock
 //!   passes to the next acquirer with `OwnerDied` (see `raw_lock`). `wait` reports
-//!   that as `Err(Error::OwnerDied)`, **with the lock held** (re-acquired), as
-//!   `Lock::acquire` does.
+//!   that as `Err(Error::OwnerDied)`, **with the lock held** (re-acquired): `wait`
+//!   never changes whether its caller holds the lock.
 //! - Killed while WAITING: the slot stays WAITING and a later notify may choose it.
 //!   Then it is NOTIFIED but never consumed. Sleepers wake every
 //!   the owner-check interval (20 ms); a sleeper that
-//!   sees a NOTIFIED slot of another waiter asks `/proc` whether that owner is gone,
-//!   and if so frees the slot and re-delivers the notification to the oldest live
-//!   waiter that was already waiting at notify time (`ticket` before `horizon`).
-//!   So a dead waiter delays a notification by at most about one slice per dead
-//!   slot on the way, and never swallows it. `/proc` is read only for slots that
-//!   stay NOTIFIED across a whole slice, so the normal paths make no such reads.
+//!   sees the same NOTIFIED slot of another waiter at two checks in a row asks
+//!   `/proc` whether that owner is gone, and if so frees the slot and re-delivers
+//!   the notification to the oldest live waiter that was already waiting at notify
+//!   time (`ticket` before `horizon`). So a dead waiter delays a notification by
+//!   at most about two slices per dead slot on the way, and never swallows it.
+//!   `/proc` is read only for slots that stay NOTIFIED across a whole slice, so
+//!   the normal paths make no such reads, even with a thousand waiters woken at
+//!   once.
 //!   The check runs when a slice has *elapsed*, not only when the futex wait timed
 //!   out: a stream of signals (EINTR) or spurious wakes cuts every slice short.
 //!
@@ -76,25 +83,28 @@
 //! moment: a possible extra wake-up, never a lost notification.
 //! - A registration that finds the table full first frees the slots of dead owners.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::ident;
-use super::owner_died::{LockResult, OwnerDied};
+use super::owner_died::{LockResult, OwnerDied, TryLockError, TryLockResult};
 use super::raw_lock::{Acquired, OWNER_CHECK_INTERVAL};
 use super::{Lock, RLock};
 use crate::error::{Error, Result};
-use crate::shm::arena::Block;
 use crate::sys::futex;
+use crate::sys::mem::{self, Mapping};
 use crate::sys::time::Deadline;
 
-/// How many threads (of all processes) may wait on one Condition at once; one more
-/// gets [`Error::InvalidArgument`] from [`Condition::wait`].
+/// How many threads (of all processes) may wait on one Condition at once: one slot
+/// per waiting thread, and Linux never runs more than `PID_MAX_LIMIT` (2^22) tasks,
+/// so the table cannot fill. It is a sparse memfd mapping: only the pages of slots
+/// that were ever used take memory (16 bytes per simultaneous waiter).
 ///
 /// ```
-/// assert_eq!(multiproc::sync::condition::MAX_WAITERS, 254);
+/// assert_eq!(multiproc::sync::condition::MAX_WAITERS, 1 << 22);
 /// ```
-pub const MAX_WAITERS: usize = 254;
+pub const MAX_WAITERS: usize = 1 << 22;
 const HEADER: usize = 16;
 const SLOT: usize = 16;
 
@@ -137,9 +147,9 @@ enum Inner {
 #[derive(Debug, Clone)]
 pub struct Condition {
     inner: Inner,
-    map: &'static crate::sys::mem::Mapping,
-    base: usize,
-    _block: Block,
+    // The waiter table (see the module): a memfd mapping of its own, shared with
+    // forked children; its descriptor is closed once mapped (no fd per Condition).
+    table: Arc<Mapping>,
 }
 
 /// Holds one level of a [`Condition`]'s lock; releases it when dropped.
@@ -184,18 +194,23 @@ impl ConditionGuard<'_> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn mark_consistent(&self) {
-        match &self.cond.inner {
-            Inner::Lock(l) => l.mark_consistent(),
-            Inner::RLock(r) => r.mark_consistent(),
-        }
+        self.cond.mark_consistent();
     }
 }
 
-struct Slot {
-    state: &'static AtomicU32,
-    owner: &'static AtomicU32,
-    ticket: &'static AtomicU32,
-    horizon: &'static AtomicU32,
+struct Slot<'a> {
+    state: &'a AtomicU32,
+    owner: &'a AtomicU32,
+    ticket: &'a AtomicU32,
+    horizon: &'a AtomicU32,
+}
+
+/// What a sleeper remembers between its checks of the other slots (see
+/// `check_notified_slots`).
+#[derive(Default)]
+struct Watch {
+    seen: Vec<(usize, u32)>,
+    pending: Option<(usize, u32)>,
 }
 
 /// Whether ticket `t` was handed out before `horizon` (wrapping).
@@ -244,29 +259,33 @@ impl Condition {
     }
 
     fn build(inner: Inner) -> Result<Condition> {
-        let block = Block::alloc(HEADER + SLOT * MAX_WAITERS)?;
-        let map = block.arena_map();
+        let len = HEADER + SLOT * MAX_WAITERS;
+        // Zero-filled (all-zero = no waiter); pages are allocated on first touch.
+        let fd = mem::memfd("multiproc-condition", len as u64)
+            .map_err(|e| Error::io("creating a Condition's waiter table (memfd)", e))?;
+        let table = Mapping::new(&fd, len)
+            .map_err(|e| Error::io("mapping a Condition's waiter table", e))?;
+        // The mapping keeps the memory: the descriptor is not needed any more.
+        drop(fd);
         Ok(Condition {
             inner,
-            map,
-            base: block.offset(),
-            _block: block,
+            table: Arc::new(table),
         })
     }
 
-    fn word(&self, off: usize) -> &'static AtomicU32 {
-        self.map.atomic_u32(self.base + off)
+    fn word(&self, off: usize) -> &AtomicU32 {
+        self.table.atomic_u32(off)
     }
-    fn registered(&self) -> &'static AtomicU32 {
+    fn registered(&self) -> &AtomicU32 {
         self.word(0)
     }
-    fn high(&self) -> &'static AtomicU32 {
+    fn high(&self) -> &AtomicU32 {
         self.word(4)
     }
-    fn next_ticket(&self) -> &'static AtomicU32 {
+    fn next_ticket(&self) -> &AtomicU32 {
         self.word(8)
     }
-    fn slot(&self, i: usize) -> Slot {
+    fn slot(&self, i: usize) -> Slot<'_> {
         let o = HEADER + SLOT * i;
         Slot {
             state: self.word(o),
@@ -280,14 +299,46 @@ impl Condition {
     }
 
     // ---- the lock -------------------------------------------------------------
+    //
+    // Over a Lock, "held by the calling thread" is the Lock's process owner plus
+    // the thread it records (`Lock::is_held_by_this_thread`), as CPython's
+    // `_is_mine`: another thread of the holding process neither waits, notifies
+    // nor releases through the Condition.
 
-    /// Python's `acquire(block=True, timeout=None)` on the condition's lock.
-    ///
-    /// `Err(Error::OwnerDied)` means the lock **was** taken after its owner died.
+    fn guard(&self) -> ConditionGuard<'_> {
+        ConditionGuard {
+            cond: self,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// The inner lock's guard `g`, as a ConditionGuard holding the same level.
+    fn adopt<G>(&self, g: G) -> ConditionGuard<'_> {
+        // The level stays taken; the ConditionGuard's drop gives it back.
+        std::mem::forget(g);
+        self.guard()
+    }
+
+    fn adopt_result<G>(&self, r: TryLockResult<G>) -> TryLockResult<ConditionGuard<'_>> {
+        match r {
+            Ok(g) => Ok(self.adopt(g)),
+            Err(TryLockError::OwnerDied(d)) => Err(TryLockError::OwnerDied(OwnerDied::new(
+                self.adopt(d.into_inner()),
+            ))),
+            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
+            Err(TryLockError::Invalid(e)) => Err(TryLockError::Invalid(e)),
+        }
+    }
+
+    /// Python's `acquire(block=True, timeout=None)` on the condition's lock: as
+    /// [`Lock::acquire`] / [`RLock::acquire`], `Ok(true)` also when a previous
+    /// owner died holding it ([`is_consistent`](Self::is_consistent) then says
+    /// false); never an `Err` with the lock taken.
     ///
     /// ```
     /// let cond = multiproc::Condition::new()?;
     /// assert!(cond.acquire(true, None)?);
+    /// assert!(cond.is_consistent());
     /// cond.release()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -298,21 +349,38 @@ impl Condition {
         }
     }
 
-    /// Python's `release()` on the condition's lock (one level of an RLock).
+    /// Python's `release()` on the condition's lock (one level of an RLock). Only
+    /// the thread that holds it may: anyone else gets [`Error::NotOwner`] (over a
+    /// Lock too, as CPython's Condition; the Lock itself may still be released by
+    /// anyone with [`Lock::release`]).
     ///
     /// ```
+    /// use multiproc::Error;
     /// let cond = multiproc::Condition::new()?;
-    /// assert!(cond.release().is_err());
+    /// let err = cond.release().unwrap_err();
+    /// assert!(matches!(err, Error::NotOwner { what: "Condition::release" }));
+    /// assert!(cond.acquire(true, None)?);
+    /// cond.release()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn release(&self) -> Result<()> {
+        self.check_owned("Condition::release")?;
         match &self.inner {
-            Inner::Lock(l) => l.release(),
-            Inner::RLock(r) => r.release(),
+            Inner::Lock(l) => {
+                l.unlock();
+                Ok(())
+            }
+            Inner::RLock(r) => r.release().map_err(|e| match e {
+                Error::NotOwner { .. } => Error::NotOwner {
+                    what: "Condition::release",
+                },
+                e => e,
+            }),
         }
     }
 
     /// Takes the condition's lock (Python's `with cond:`); the guard releases it.
+    /// The shapes are those of [`Lock::lock`].
     ///
     /// `Err(OwnerDied(guard))` also holds the lock: see [`OwnerDied`].
     ///
@@ -328,35 +396,112 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock(&self) -> LockResult<ConditionGuard<'_>> {
-        let guard = ConditionGuard {
-            cond: self,
-            _not_send: std::marker::PhantomData,
-        };
-        match self.acquire(true, None) {
-            Ok(_) => Ok(guard),
-            Err(Error::OwnerDied) => Err(OwnerDied::new(guard)),
-            Err(e) => {
-                // No level was taken: the guard must not give one back.
-                std::mem::forget(guard);
-                panic!("{e}")
-            }
+        match &self.inner {
+            Inner::Lock(l) => match l.lock() {
+                Ok(g) => Ok(self.adopt(g)),
+                Err(d) => Err(OwnerDied::new(self.adopt(d.into_inner()))),
+            },
+            Inner::RLock(r) => match r.lock() {
+                Ok(g) => Ok(self.adopt(g)),
+                Err(d) => Err(OwnerDied::new(self.adopt(d.into_inner()))),
+            },
         }
     }
 
-    /// Whether the calling thread (a [`Lock`]: the calling process) holds the
-    /// condition's lock.
+    /// Takes the condition's lock if it is free now (or already this thread's, over
+    /// an RLock), as [`Lock::try_lock`].
+    ///
+    /// ```
+    /// use multiproc::{Condition, Lock, TryLockError};
+    /// let cond = Condition::with_lock(Lock::new()?)?;
+    /// let g = cond.try_lock().unwrap();
+    /// assert!(matches!(cond.try_lock(), Err(TryLockError::WouldBlock)));
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<ConditionGuard<'_>> {
+        match &self.inner {
+            Inner::Lock(l) => self.adopt_result(l.try_lock()),
+            Inner::RLock(r) => self.adopt_result(r.try_lock()),
+        }
+    }
+
+    /// Waits at most `timeout` for the condition's lock, as [`Lock::try_lock_for`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Condition, TryLockError};
+    /// let cond = Condition::new()?;
+    /// let g = cond.try_lock_for(Duration::from_millis(10)).unwrap();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         let r = cond.try_lock_for(Duration::from_millis(5));
+    ///         assert!(matches!(r, Err(TryLockError::WouldBlock)));
+    ///     });
+    /// });
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ConditionGuard<'_>> {
+        match &self.inner {
+            Inner::Lock(l) => self.adopt_result(l.try_lock_for(timeout)),
+            Inner::RLock(r) => self.adopt_result(r.try_lock_for(timeout)),
+        }
+    }
+
+    /// Whether the calling thread holds the condition's lock (over a [`Lock`]:
+    /// took it, and its process holds it now).
     ///
     /// ```
     /// let cond = multiproc::Condition::with_lock(multiproc::Lock::new()?)?;
     /// assert!(!cond.is_owned());
     /// let _g = cond.lock().unwrap();
     /// assert!(cond.is_owned());
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| assert!(!cond.is_owned())); // held, but by another thread
+    /// });
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn is_owned(&self) -> bool {
         match &self.inner {
-            Inner::Lock(l) => ident::is_this_process(l.raw().owner()),
+            Inner::Lock(l) => l.is_held_by_this_thread(),
             Inner::RLock(r) => r.is_owned(),
+        }
+    }
+
+    /// Whether no owner has died holding the condition's lock since the last
+    /// [`mark_consistent`](Self::mark_consistent) (what [`acquire`](Self::acquire)
+    /// users check after taking it).
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// assert!(cond.is_consistent());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_consistent(&self) -> bool {
+        match &self.inner {
+            Inner::Lock(l) => l.is_consistent(),
+            Inner::RLock(r) => r.is_consistent(),
+        }
+    }
+
+    /// Declares the shared state repaired after an owner died holding the lock;
+    /// call it while holding the lock.
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// assert!(cond.acquire(true, None)?);
+    /// if !cond.is_consistent() {
+    ///     // ... repair the shared state ...
+    ///     cond.mark_consistent();
+    /// }
+    /// cond.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn mark_consistent(&self) {
+        match &self.inner {
+            Inner::Lock(l) => l.mark_consistent(),
+            Inner::RLock(r) => r.mark_consistent(),
         }
     }
 
@@ -372,7 +517,7 @@ impl Condition {
     fn unlock_all(&self) -> u32 {
         match &self.inner {
             Inner::Lock(l) => {
-                l.raw().unlock();
+                l.unlock();
                 1
             }
             Inner::RLock(r) => r.release_all().expect("ownership was checked"),
@@ -381,7 +526,7 @@ impl Condition {
 
     fn relock(&self, count: u32) -> Acquired {
         let how = match &self.inner {
-            Inner::Lock(l) => l.raw().lock(ident::process(), Deadline::NEVER),
+            Inner::Lock(l) => l.take(Some(Deadline::NEVER)),
             Inner::RLock(r) => r.reacquire(count, Deadline::NEVER),
         };
         how.expect("a wait without deadline ends only with the lock held")
@@ -421,7 +566,9 @@ impl Condition {
     }
 
     fn find_free(&self) -> Option<(usize, u32)> {
-        (0..MAX_WAITERS).find_map(|i| {
+        // Slots past `high` are FREE (never used): the first of them ends the scan.
+        let used = self.used();
+        (0..(used + 1).min(MAX_WAITERS)).find_map(|i| {
             let s = self.slot(i).state.load(Ordering::Acquire);
             (s & STATE_MASK == FREE).then_some((i, s))
         })
@@ -517,31 +664,45 @@ impl Condition {
     }
 
     /// Between slices of sleep: re-deliver notifications held by dead waiters.
-    /// `pending`: a dead waiter's NOTIFIED slot (index, state) found without a
-    /// horizon at the previous check; found so again, its deliverer died between
-    /// its two steps, and the horizon becomes `next_ticket` now.
-    fn check_notified_slots(&self, mine: usize, pending: &mut Option<(usize, u32)>) {
-        let was_pending = pending.take();
+    ///
+    /// `seen`: the NOTIFIED slots of others (index, state) at this waiter's previous
+    /// check, by index. Only a slot found so at two checks in a row is asked about
+    /// (`/proc`): a live woken waiter frees its slot as soon as it has the lock, so
+    /// with many waiters woken at once the sleepers do not read `/proc` for each of
+    /// them (formerly every sleeper did, every slice: O(waiters^2) reads).
+    /// `pending`: a dead waiter's NOTIFIED slot found without a horizon at the
+    /// previous check; found so again, its deliverer died between its two steps,
+    /// and the horizon becomes `next_ticket` now.
+    fn check_notified_slots(&self, mine: usize, watch: &mut Watch) {
+        let was_pending = watch.pending.take();
+        let before = std::mem::take(&mut watch.seen);
         for i in 0..self.used() {
             if i == mine {
                 continue;
             }
             let slot = self.slot(i);
             let s = slot.state.load(Ordering::Acquire);
-            if s & STATE_MASK == NOTIFIED && ident::is_gone(slot.owner.load(Ordering::Relaxed)) {
-                if was_pending == Some((i, s)) {
-                    let ticket = slot.ticket.load(Ordering::Relaxed);
-                    let now = self.next_ticket().load(Ordering::Relaxed);
-                    let _ = slot.horizon.compare_exchange(
-                        ticket,
-                        now,
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    );
-                }
-                if !self.reclaim(i, s) {
-                    *pending = Some((i, s));
-                }
+            if s & STATE_MASK != NOTIFIED {
+                continue;
+            }
+            watch.seen.push((i, s));
+            if before.binary_search(&(i, s)).is_err()
+                || !ident::is_gone(slot.owner.load(Ordering::Relaxed))
+            {
+                continue;
+            }
+            if was_pending == Some((i, s)) {
+                let ticket = slot.ticket.load(Ordering::Relaxed);
+                let now = self.next_ticket().load(Ordering::Relaxed);
+                let _ = slot.horizon.compare_exchange(
+                    ticket,
+                    now,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+            }
+            if !self.reclaim(i, s) {
+                watch.pending = Some((i, s));
             }
         }
     }
@@ -550,10 +711,14 @@ impl Condition {
     /// sleeps until notified or until `timeout` passed, takes the lock back (with
     /// the RLock's full recursion count), and returns whether it was notified.
     ///
-    /// Calling it without holding the lock is [`Error::NotOwner`]. If a process
-    /// died holding the lock while this one waited, the result is
-    /// `Err(Error::OwnerDied)` **with the lock held again**: repair the data and
-    /// call `mark_consistent()` (or propagate the error, then release).
+    /// `wait` never changes whether the caller holds the lock: calling it without
+    /// holding the lock (over a Lock: held by another thread of this process
+    /// counts as not holding it) is [`Error::NotOwner`] and changes nothing, and
+    /// every other return, `Ok` or `Err`, comes with the lock held again. If a
+    /// process died holding the lock while this one waited, the result is
+    /// `Err(Error::OwnerDied)`, lock held: repair the data and call
+    /// [`mark_consistent`](Self::mark_consistent), or propagate the error and let
+    /// the guard release it.
     ///
     /// ```
     /// use std::time::Duration;
@@ -576,7 +741,7 @@ impl Condition {
         let (i, mine) = self.register()?;
         let slot = self.slot(i);
         let count = self.unlock_all();
-        let mut pending = None;
+        let mut watch = Watch::default();
         // When the dead waiters' notifications were last checked: every elapsed
         // slice, however often signals cut the futex wait short.
         let mut checked = std::time::Instant::now();
@@ -601,7 +766,7 @@ impl Condition {
             }
             let woke = futex::wait(slot.state, mine, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
             if woke == futex::Wake::TimedOut || checked.elapsed() >= OWNER_CHECK_INTERVAL {
-                self.check_notified_slots(i, &mut pending);
+                self.check_notified_slots(i, &mut watch);
                 checked = std::time::Instant::now();
             }
         };
@@ -636,6 +801,8 @@ impl Condition {
         mut predicate: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> Result<bool> {
+        // Before the predicate runs: it reads state the lock protects.
+        self.check_owned("Condition::wait_for")?;
         let deadline = Deadline::after(timeout)?;
         loop {
             if predicate() {
@@ -665,21 +832,35 @@ impl Condition {
             return Ok(());
         }
         let horizon = self.next_ticket().load(Ordering::Relaxed);
-        let mut woken = 0;
-        if n >= MAX_WAITERS {
-            for i in 0..self.used() {
-                let s = self.slot(i).state.load(Ordering::Acquire);
-                if s & STATE_MASK == WAITING && self.deliver(i, s, horizon) {
-                    woken += 1;
+        if n == 1 {
+            // The common case: one scan for the oldest, no allocation.
+            while let Some((i, s)) = self.oldest_waiting(None) {
+                if self.deliver(i, s, horizon) {
+                    break;
                 }
             }
-            let _ = woken;
             return Ok(());
         }
-        while woken < n {
-            let Some((i, s)) = self.oldest_waiting(None) else {
+        // The WAITING slots, oldest first. No slot becomes WAITING meanwhile (that
+        // needs the lock we hold); one may leave WAITING (its owner timed out, or a
+        // re-deliverer chose it): its delivery fails and the next one is tried.
+        let now = self.next_ticket().load(Ordering::Relaxed);
+        let mut waiting: Vec<(u32, usize, u32)> = (0..self.used())
+            .filter_map(|i| {
+                let slot = self.slot(i);
+                let s = slot.state.load(Ordering::Acquire);
+                (s & STATE_MASK == WAITING)
+                    .then(|| (now.wrapping_sub(slot.ticket.load(Ordering::Relaxed)), i, s))
+            })
+            .collect();
+        if n < waiting.len() {
+            waiting.sort_unstable_by_key(|&(age, _, _)| std::cmp::Reverse(age));
+        }
+        let mut woken = 0;
+        for (_, i, s) in waiting {
+            if woken == n {
                 break;
-            };
+            }
             if self.deliver(i, s, horizon) {
                 woken += 1;
             }

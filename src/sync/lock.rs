@@ -1,5 +1,6 @@
 //! `Lock`: a non-recursive mutual exclusion lock between processes.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::ident;
@@ -42,6 +43,13 @@ use crate::sys::time::Deadline;
 #[derive(Debug, Clone)]
 pub struct Lock {
     raw: RawLock,
+    // The third u32 of the raw lock's 16 bytes (the recursion count of an RLock,
+    // unused by a Lock): the owner word (`ident::thread()`) of the thread that took
+    // the lock, written by it right after taking it and set to 0 by whoever releases
+    // it, just before. It only answers "does the calling *thread* hold it" (what a
+    // Condition asks, as CPython's `_is_mine`); the lock itself stays owned by the
+    // process (`raw`), as in Python any thread or process may release it.
+    holder: &'static AtomicU32,
     _block: Block,
 }
 
@@ -82,12 +90,39 @@ impl Lock {
         let map = block.arena_map();
         Lock {
             raw: RawLock::at(map, offset),
+            holder: map.atomic_u32(offset + 8),
             _block: block,
         }
     }
 
-    pub(crate) fn raw(&self) -> &RawLock {
-        &self.raw
+    /// Takes the lock for the calling process and records the calling thread;
+    /// `None` when the deadline passed (`None`: without waiting).
+    #[inline]
+    pub(crate) fn take(&self, deadline: Option<Deadline>) -> Option<Acquired> {
+        let me = ident::process();
+        let how = match deadline {
+            Some(d) => self.raw.lock(me, d),
+            None => self.raw.try_lock(me),
+        }?;
+        self.holder.store(ident::thread(), Ordering::Relaxed);
+        Some(how)
+    }
+
+    /// Releases the lock (whoever holds it); returns the word it held, 0 if free.
+    #[inline]
+    pub(crate) fn unlock(&self) -> u32 {
+        self.holder.store(0, Ordering::Relaxed);
+        self.raw.unlock()
+    }
+
+    /// Whether the calling thread took the lock and holds it now (what a Condition
+    /// over this Lock asks; see `holder`).
+    pub(crate) fn is_held_by_this_thread(&self) -> bool {
+        // If both hold, this thread took the lock and no one released it since: a
+        // release clears `holder` before it frees the word, and another taker
+        // writes its own thread only after taking the word.
+        ident::is_this_process(self.raw.owner())
+            && ident::is_this_thread(self.holder.load(Ordering::Relaxed))
     }
 
     #[inline]
@@ -100,7 +135,7 @@ impl Lock {
     }
 
     fn timed(&self, deadline: Deadline) -> TryLockResult<LockGuard<'_>> {
-        match self.raw.lock(ident::process(), deadline) {
+        match self.take(Some(deadline)) {
             None => Err(TryLockError::WouldBlock),
             Some(how) => self.guard(how).map_err(TryLockError::OwnerDied),
         }
@@ -120,8 +155,7 @@ impl Lock {
     #[inline]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
         let how = self
-            .raw
-            .lock(ident::process(), Deadline::NEVER)
+            .take(Some(Deadline::NEVER))
             .expect("a wait without deadline ends only with the lock held");
         self.guard(how)
     }
@@ -139,7 +173,7 @@ impl Lock {
     /// ```
     #[inline]
     pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
-        match self.raw.try_lock(ident::process()) {
+        match self.take(None) {
             None => Err(TryLockError::WouldBlock),
             Some(how) => self.guard(how).map_err(TryLockError::OwnerDied),
         }
@@ -160,7 +194,7 @@ impl Lock {
         if let Err(e) = Deadline::check(Some(timeout)) {
             return Err(TryLockError::Invalid(e));
         }
-        if let Some(how) = self.raw.try_lock(ident::process()) {
+        if let Some(how) = self.take(None) {
             return self.guard(how).map_err(TryLockError::OwnerDied);
         }
         match Deadline::after(Some(timeout)) {
@@ -171,50 +205,61 @@ impl Lock {
 
     /// Python's `acquire(block=True, timeout=None)`: whether the lock was taken.
     ///
-    /// `Err(Error::OwnerDied)` means the lock **was** taken but a previous owner died
-    /// holding it (POSIX `EOWNERDEAD`): repair, then [`mark_consistent`](Self::mark_consistent).
+    /// `Ok(true)` always means "taken, release it": also when a previous owner died
+    /// holding it. Then [`is_consistent`](Self::is_consistent) is false: repair the
+    /// data, then [`mark_consistent`](Self::mark_consistent). (It never returns an
+    /// `Err` with the lock held, so `lock.acquire(true, None)?` cannot leak it.)
+    /// `Err` only for a timeout the clock cannot represent, with nothing taken.
     /// Release with [`release`](Self::release).
     ///
     /// ```
     /// use std::time::Duration;
     /// let lock = multiproc::Lock::new()?;
     /// assert!(lock.acquire(true, None)?);
+    /// assert!(lock.is_consistent()); // nobody died holding it
     /// assert!(!lock.acquire(false, None)?);
     /// assert!(!lock.acquire(true, Some(Duration::from_millis(5)))?);
     /// lock.release()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
-        let me = ident::process();
         let how = if block {
             // A free lock needs no deadline: skip the clock read.
             Deadline::check(timeout)?;
-            match self.raw.try_lock(me) {
+            match self.take(None) {
                 Some(how) => Some(how),
-                None => self.raw.lock(me, Deadline::after(timeout)?),
+                None => self.take(Some(Deadline::after(timeout)?)),
             }
         } else {
-            self.raw.try_lock(me)
+            self.take(None)
         };
-        match how {
-            None => Ok(false),
-            Some(Acquired::Clean) => Ok(true),
-            Some(Acquired::OwnerDied) => Err(Error::OwnerDied),
-        }
+        // Clean or OwnerDied, the lock is ours: `is_consistent` tells which.
+        Ok(how.is_some())
     }
 
-    /// Python's `release()`. Any process may release a held Lock; releasing a free
-    /// one is [`Error::NotHeld`].
+    /// Python's `release()`. Any thread of any process may release a held Lock (as
+    /// in Python); releasing one that is not held (never acquired, or released
+    /// already) is [`Error::NotHeld`].
     ///
     /// ```
     /// use multiproc::{Error, Lock};
     /// let lock = Lock::new()?;
-    /// assert!(matches!(lock.release(), Err(Error::NotHeld { .. })));
+    /// let err = lock.release().unwrap_err();
+    /// assert!(matches!(err, Error::NotHeld { .. }));
+    /// assert!(err.to_string().contains("not held"));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn release(&self) -> Result<()> {
-        if self.raw.unlock() == 0 {
-            return Err(Error::NotHeld { what: "Lock" });
+        if self.raw.owner() == 0 {
+            return Err(Error::NotHeld {
+                what: "Lock::release",
+            });
+        }
+        if self.unlock() == 0 {
+            // Released by someone else between the look and the release.
+            return Err(Error::NotHeld {
+                what: "Lock::release",
+            });
         }
         Ok(())
     }
@@ -258,14 +303,14 @@ impl Lock {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use multiproc::{Error, Lock, Process};
+    /// use multiproc::{Lock, Process};
     /// let lock = Lock::new()?;
     /// let l = lock.clone();
     /// let mut p = Process::new(move || assert!(l.acquire(true, None).unwrap())); // never released
     /// p.start()?;
     /// p.join(Some(Duration::from_secs(10)))?;
     /// // Taken, but the holder died: repair, then mark.
-    /// assert!(matches!(lock.acquire(true, Some(Duration::from_secs(10))), Err(Error::OwnerDied)));
+    /// assert!(lock.acquire(true, Some(Duration::from_secs(10)))?);
     /// assert!(!lock.is_consistent());
     /// lock.mark_consistent();
     /// lock.release()?;
@@ -322,6 +367,6 @@ impl LockGuard<'_> {
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.lock.raw.unlock();
+        self.lock.unlock();
     }
 }

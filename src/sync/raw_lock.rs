@@ -13,7 +13,7 @@
 //! 4  u32 flags  bit 0 INCONSISTENT: an owner died holding the lock and no one has
 //!               called mark_consistent() since
 //! 8  u64        the holder's own word: RLock keeps its recursion count and pins
-//!               there (see `rlock`); 0 and unused in a Lock
+//!               there (see `rlock`), a Lock the thread that holds it (see `lock`)
 //! ```
 //!
 //! ## States of `word`
@@ -54,6 +54,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ident::{self, OwnerKind};
+use super::spin;
 use crate::sys::futex;
 use crate::sys::mem::Mapping;
 use crate::sys::time::Deadline;
@@ -280,6 +281,19 @@ impl RawLock {
         if w != 0 {
             if let Some(how) = self.try_take_over(me, w) {
                 return Some(how);
+            }
+            // More runnable processes than cores: hand this core to them (the
+            // holder among them, maybe) for a bounded time before sleeping (see
+            // `spin::yield_until`). Taken as on the fast path: a sleeper that a
+            // release woke finds it held and marks it contended again.
+            if spin::yield_until(|| self.word.load(Ordering::Relaxed) == 0) {
+                match self
+                    .word
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => return Some(self.after_acquire()),
+                    Err(now) => w = now,
+                }
             }
         }
         let mut next_check = Instant::now() + OWNER_CHECK_INTERVAL;

@@ -255,14 +255,20 @@ impl RLock {
         }
     }
 
-    /// Python's `acquire(block=True, timeout=None)`.
+    /// Python's `acquire(block=True, timeout=None)`: whether a level was taken.
     ///
-    /// `Err(Error::OwnerDied)` means the lock **was** taken after its owner died.
+    /// `Ok(true)` always means "taken, release it": also when the previous owner
+    /// died holding it. Then [`is_consistent`](Self::is_consistent) is false:
+    /// repair the data, then [`mark_consistent`](Self::mark_consistent). (It never
+    /// returns an `Err` with a level held, so `rlock.acquire(true, None)?` cannot
+    /// leak one.) `Err` only when nothing was taken: a timeout the clock cannot
+    /// represent, or a recursion count that would overflow.
     ///
     /// ```
     /// let rlock = multiproc::RLock::new()?;
     /// assert!(rlock.acquire(true, None)?);
     /// assert!(rlock.acquire(false, None)?);
+    /// assert!(rlock.is_consistent());
     /// rlock.release()?;
     /// rlock.release()?;
     /// # Ok::<(), multiproc::Error>(())
@@ -278,11 +284,8 @@ impl RLock {
         } else {
             self.take(None)?
         };
-        match how {
-            None => Ok(false),
-            Some(Acquired::Clean) => Ok(true),
-            Some(Acquired::OwnerDied) => Err(Error::OwnerDied),
-        }
+        // Clean or OwnerDied, the level is ours: `is_consistent` tells which.
+        Ok(how.is_some())
     }
 
     /// Python's `release()`: drops one level. Only the owning thread may call it;
@@ -373,15 +376,15 @@ impl RLock {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use multiproc::{Error, Process, RLock};
+    /// use multiproc::{Process, RLock};
     /// let rlock = RLock::new()?;
     /// assert!(rlock.is_consistent());
     /// let r = rlock.clone();
     /// let mut p = Process::new(move || assert!(r.acquire(true, None).unwrap())); // never released
     /// p.start()?;
     /// p.join(Some(Duration::from_secs(10)))?;
-    /// assert!(matches!(rlock.acquire(true, Some(Duration::from_secs(10))), Err(Error::OwnerDied)));
-    /// assert!(!rlock.is_consistent());
+    /// assert!(rlock.acquire(true, Some(Duration::from_secs(10)))?); // taken...
+    /// assert!(!rlock.is_consistent()); // ...from a dead owner
     /// rlock.mark_consistent();
     /// assert!(rlock.is_consistent());
     /// rlock.release()?;

@@ -36,6 +36,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::owner_died::{LockResult, TryLockError, TryLockResult};
 use super::raw_lock::OWNER_CHECK_INTERVAL;
 use super::spin::AdaptiveSpin;
 use crate::error::{Error, Result};
@@ -167,10 +168,10 @@ impl Core {
                 return Err(if self.bounded {
                     Error::OverRelease { value: v, n, bound }
                 } else {
-                    Error::SizeOverflow {
-                        what: "semaphore value",
-                        requested: v as u128 + n as u128,
-                        max: bound as u128,
+                    Error::SemaphoreFull {
+                        value: v,
+                        n,
+                        max: bound,
                     }
                 });
             }
@@ -199,7 +200,7 @@ impl Core {
 /// ```
 /// let sem = multiproc::Semaphore::new(1)?;
 /// {
-///     let _permit = sem.lock();
+///     let _permit = sem.lock().unwrap();
 ///     assert_eq!(sem.get_value(), 0);
 /// }
 /// assert_eq!(sem.get_value(), 1);
@@ -240,50 +241,69 @@ macro_rules! common_api {
             }
 
             /// Takes a permit, waiting as long as needed; the guard gives it back
-            /// (Python's `with sem:`). Named like [`Lock::lock`](crate::Lock::lock).
+            /// (Python's `with sem:`). The shapes are those of
+            /// [`Lock::lock`](crate::Lock::lock); a semaphore has no owner, so the
+            /// result is always `Ok` (no holder can die holding it).
             ///
             /// ```
             #[doc = $example_new]
-            /// let permit = sem.lock();
+            /// let permit = sem.lock().unwrap();
             /// assert_eq!(sem.get_value(), 0);
             /// drop(permit);
+            /// assert_eq!(sem.get_value(), 1);
             /// # Ok::<(), multiproc::Error>(())
             /// ```
-            pub fn lock(&self) -> SemaphoreGuard<'_> {
+            pub fn lock(&self) -> LockResult<SemaphoreGuard<'_>> {
                 self.core.take(Deadline::NEVER);
-                SemaphoreGuard { core: &self.core }
+                Ok(SemaphoreGuard { core: &self.core })
             }
 
-            /// Takes a permit if one is free now.
+            /// Takes a permit if one is free now; [`TryLockError::WouldBlock`] if
+            /// not (as [`Lock::try_lock`](crate::Lock::try_lock)).
             ///
             /// ```
+            /// use multiproc::TryLockError;
             #[doc = $example_new]
             /// let a = sem.try_lock();
-            /// assert!(a.is_some());
-            /// assert!(sem.try_lock().is_none());
+            /// assert!(a.is_ok());
+            /// assert!(matches!(sem.try_lock(), Err(TryLockError::WouldBlock)));
             /// # Ok::<(), multiproc::Error>(())
             /// ```
-            pub fn try_lock(&self) -> Option<SemaphoreGuard<'_>> {
-                self.core
-                    .try_take()
-                    .then(|| SemaphoreGuard { core: &self.core })
+            pub fn try_lock(&self) -> TryLockResult<SemaphoreGuard<'_>> {
+                if self.core.try_take() {
+                    Ok(SemaphoreGuard { core: &self.core })
+                } else {
+                    Err(TryLockError::WouldBlock)
+                }
             }
 
-            /// Waits at most `timeout` for a permit; `Ok(None)` if none came.
+            /// Waits at most `timeout` for a permit: [`TryLockError::WouldBlock`]
+            /// if none came, [`TryLockError::Invalid`] for a timeout the clock
+            /// cannot represent (as [`Lock::try_lock_for`](crate::Lock::try_lock_for)).
             ///
             /// ```
             /// use std::time::Duration;
+            /// use multiproc::TryLockError;
             #[doc = $example_new]
-            /// let _a = sem.try_lock_for(Duration::from_millis(5))?.unwrap();
-            /// assert!(sem.try_lock_for(Duration::from_millis(5))?.is_none());
+            /// let _a = sem.try_lock_for(Duration::from_millis(5)).unwrap();
+            /// let r = sem.try_lock_for(Duration::from_millis(5));
+            /// assert!(matches!(r, Err(TryLockError::WouldBlock)));
+            /// assert!(matches!(sem.try_lock_for(Duration::MAX), Err(TryLockError::Invalid(_))));
             /// # Ok::<(), multiproc::Error>(())
             /// ```
-            pub fn try_lock_for(&self, timeout: Duration) -> Result<Option<SemaphoreGuard<'_>>> {
-                let deadline = Deadline::after(Some(timeout))?;
-                Ok(self
-                    .core
-                    .take(deadline)
-                    .then(|| SemaphoreGuard { core: &self.core }))
+            pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<SemaphoreGuard<'_>> {
+                if let Err(e) = Deadline::check(Some(timeout)) {
+                    return Err(TryLockError::Invalid(e));
+                }
+                if self.core.try_take() {
+                    return Ok(SemaphoreGuard { core: &self.core });
+                }
+                let deadline = Deadline::after(Some(timeout)).map_err(TryLockError::Invalid)?;
+                if self.core.take(deadline) {
+                    Ok(SemaphoreGuard { core: &self.core })
+                } else {
+                    Err(TryLockError::WouldBlock)
+                }
             }
 
             /// Python's `release()`: gives back one permit and wakes one waiter.

@@ -23,6 +23,18 @@
 //!   [`PROBE_MAX_GAP`]), so that under lasting oversubscription probing costs
 //!   next to nothing; one that succeeds brings the gap back to [`PROBE_EVERY`].
 //!
+//! After a failed spin comes a **yield phase** before the futex sleep, for more
+//! runnable processes than cores (issue: a 4-party Barrier on 2 cores). Waking a
+//! futex sleeper costs tens of microseconds on a virtual machine whose idle vCPU
+//! halts, while `sched_yield` hands this core straight to a runnable process —
+//! often the very partner that will answer. The phase watches what each yield
+//! took: one that returns at once (under [`YIELD_QUICK`]) means nobody else wanted
+//! this core, so yielding would be a busy wait; after [`QUICK_YIELDS`] of those in
+//! a row the caller sleeps. Every yield that ran someone else costs this process
+//! nothing (the core did that other work), and the whole phase ends after
+//! [`YIELD_TIME`] at most, so a long wait still sleeps on the futex, and the
+//! owner checks of the sleeping loop follow within that bound.
+//!
 //! The budget is process-local (a field of the handle, not shared memory): it
 //! describes how this process and its partners are scheduled, and costs no shared
 //! cache line. Relaxed atomics only: it is a hint, races merely blur it.
@@ -42,6 +54,41 @@ pub(crate) const PROBE_EVERY: u32 = 32;
 pub(crate) const PROBE_MAX_GAP: u32 = 4096;
 /// How long a probe spins at most.
 pub(crate) const PROBE_TIME: Duration = Duration::from_micros(60);
+
+/// The longest yield phase before a futex sleep.
+pub(crate) const YIELD_TIME: Duration = Duration::from_micros(200);
+/// A yield that returned in less than this ran nobody else.
+pub(crate) const YIELD_QUICK: Duration = Duration::from_micros(2);
+/// This many quick yields in a row end the phase: the core is not contended.
+pub(crate) const QUICK_YIELDS: u32 = 2;
+
+/// Yields this core while `ready()` is false, as long as the yields run other
+/// processes, for at most [`YIELD_TIME`]; returns whether it became true.
+#[inline]
+pub(crate) fn yield_until(mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    let mut quick = 0;
+    let mut before = start;
+    loop {
+        rustix::thread::sched_yield();
+        if ready() {
+            return true;
+        }
+        let now = Instant::now();
+        if now - before < YIELD_QUICK {
+            quick += 1;
+            if quick >= QUICK_YIELDS {
+                return false;
+            }
+        } else {
+            quick = 0;
+        }
+        if now - start >= YIELD_TIME {
+            return false;
+        }
+        before = now;
+    }
+}
 
 /// A spin budget, adapted to how fast the partner answers (see the module).
 #[derive(Debug)]
@@ -99,7 +146,7 @@ impl AdaptiveSpin {
             return true;
         }
         self.failed();
-        false
+        yield_until(ready)
     }
 
     #[cold]
@@ -159,6 +206,17 @@ impl AdaptiveSpin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_yield_phase_ends_on_its_own_and_reports_readiness() {
+        assert!(yield_until(|| true));
+        // Never ready: the phase still ends (quick yields, or YIELD_TIME), so a
+        // caller goes on to its futex sleep.
+        let start = Instant::now();
+        assert!(!yield_until(|| false));
+        // Bounded by the phase's own clock, not by a test sleep: generous margin.
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
 
     #[test]
     fn shrinks_on_failure_grows_back_on_late_answers_and_success() {

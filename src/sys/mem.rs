@@ -41,6 +41,7 @@ pub fn memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+#[cfg(test)]
 /// Creates the POSIX shared memory object `name` (`/name`), failing if it exists.
 ///
 /// The new object is empty (size it with [`set_len`]) and readable by its owner only.

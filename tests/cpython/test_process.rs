@@ -7,12 +7,11 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
+use crate::common::BOUND;
 use multiproc::{
     Error, Event, Process, RawArray, RawValue, active_children, current_process, parent_process,
 };
 
-/// The bound on every wait (CPython's `support.LONG_TIMEOUT` and `timeout=None`).
-const BOUND: Duration = Duration::from_secs(30);
 /// CPython's `support.SHORT_TIMEOUT`.
 const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -1,5 +1,7 @@
 //! S4: one Barrier round (every party calls `wait`) with 2 and 4 processes, against
-//! `std::sync::Barrier` with threads and CPython's `multiprocessing.Barrier`.
+//! `std::sync::Barrier` with threads, CPython's `multiprocessing.Barrier`, and Open
+//! MPI's `MPI_Barrier` when `mpicc` and `mpirun` are installed (4 ranks on these 2
+//! cores: the oversubscribed case, where MPI's waiters yield the core).
 
 use std::sync::{Arc, Barrier as StdBarrier};
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use super::{Ctx, Goal, Scenario, ns_since, samples_from_children};
 pub const SCENARIO: Scenario = Scenario {
     id: "S4",
     title: "Barrier round with 2 and 4 processes",
-    steps: 4,
+    steps: 7,
     run,
     python: python_script!("s4_barrier.py"),
     goals: &[
@@ -31,6 +33,13 @@ pub const SCENARIO: Scenario = Scenario {
         },
         Goal {
             metric: METRIC,
+            processes: 4,
+            reference: "open mpi",
+            at_least: 1.0 / 1.5,
+            text: "within 1.5x of Open MPI's MPI_Barrier",
+        },
+        Goal {
+            metric: METRIC,
             processes: 2,
             reference: "cpython",
             at_least: 100.0,
@@ -47,6 +56,9 @@ pub const SCENARIO: Scenario = Scenario {
 };
 
 const METRIC: &str = "barrier round";
+/// The idle-cost row: not a speed, but what waiting costs (no goal compares it:
+/// a futex sleeper burns a few microseconds; a busy waiter the whole wait).
+const IDLE: &str = "CPU burnt while waiting";
 
 /// Round times (us) of `reps` batches of `rounds`, `n` threads on std's Barrier,
 /// timed by thread 0.
@@ -101,6 +113,132 @@ fn processes(n: usize, reps: usize, rounds: u64) -> multiproc::Result<Vec<f64>> 
         .collect())
 }
 
+/// The MPI program, built into a temporary directory and run with `mpirun`; `Err`
+/// says why it could not run (no MPI here, a failed build or run).
+fn open_mpi(n: usize, reps: usize, rounds: u64) -> Result<Vec<f64>, String> {
+    use std::process::Command;
+    let found = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !found("mpicc") || !found("mpirun") {
+        return Err("mpicc/mpirun not found (Debian: openmpi-bin libopenmpi-dev)".into());
+    }
+    let dir = std::env::temp_dir().join(format!("multiproc-bench-mpi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let result = (|| {
+        let src = dir.join("s4_barrier_mpi.c");
+        let bin = dir.join("s4_barrier_mpi");
+        std::fs::write(
+            &src,
+            include_str!("../../../scripts/bench/s4_barrier_mpi.c"),
+        )
+        .map_err(|e| e.to_string())?;
+        let built = Command::new("mpicc")
+            .args(["-O2", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !built.status.success() {
+            return Err(format!(
+                "mpicc failed: {}",
+                String::from_utf8_lossy(&built.stderr)
+            ));
+        }
+        let ran = Command::new("mpirun")
+            .args([
+                "--oversubscribe",
+                "--allow-run-as-root",
+                "-n",
+                &n.to_string(),
+            ])
+            .arg(&bin)
+            .args([reps.to_string(), rounds.to_string()])
+            .env("OMPI_MCA_btl", "self,vader")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !ran.status.success() {
+            return Err(format!(
+                "mpirun failed: {}",
+                String::from_utf8_lossy(&ran.stderr)
+            ));
+        }
+        let v: Vec<f64> = String::from_utf8_lossy(&ran.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if v.is_empty() {
+            return Err("mpirun printed no rounds".into());
+        }
+        Ok(v)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// This process's CPU time so far, in microseconds.
+fn cpu_us() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
+}
+
+/// The idle cost: CPU time (us) that a process burns while it waits `wait` in
+/// `Barrier::wait` for a partner that arrives late (the parent, which sleeps: here
+/// the sleep is what is measured, not a way to synchronize).
+fn idle_cpu(reps: usize, wait: Duration) -> multiproc::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for _ in 0..reps {
+        let barrier = Barrier::new(2)?;
+        let spent = multiproc::RawValue::<f64>::new(-1.0)?;
+        let (b, s) = (barrier.clone(), spent.clone());
+        let mut child = multiproc::Process::new(move || {
+            let before = cpu_us();
+            b.wait(Some(Duration::from_secs(60))).expect("barrier");
+            s.set(cpu_us() - before);
+        });
+        child.start()?;
+        std::thread::sleep(wait);
+        barrier
+            .wait(Some(Duration::from_secs(60)))
+            .expect("barrier");
+        child.join(Some(Duration::from_secs(60)))?;
+        out.push(spent.get());
+    }
+    Ok(out)
+}
+
+/// The same wait as [`idle_cpu`] on a bare futex word (no spin, no yield, no
+/// owner checks): what a plain sleeper burns, the reference for the idle cost.
+fn idle_cpu_futex(reps: usize, wait: Duration) -> multiproc::Result<Vec<f64>> {
+    use rustix::thread::futex;
+    use std::sync::atomic::Ordering;
+    let mut out = Vec::new();
+    for _ in 0..reps {
+        let word = multiproc::RawValue::<u32>::new(0)?;
+        let spent = multiproc::RawValue::<f64>::new(-1.0)?;
+        let (w, s) = (word.clone(), spent.clone());
+        let mut child = multiproc::Process::new(move || {
+            let before = cpu_us();
+            let a = w.as_atomic();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while a.load(Ordering::Acquire) == 0 && Instant::now() < deadline {
+                let _ = futex::wait(a, futex::Flags::empty(), 0, None);
+            }
+            s.set(cpu_us() - before);
+        });
+        child.start()?;
+        std::thread::sleep(wait);
+        word.as_atomic().store(1, Ordering::Release);
+        let _ = futex::wake(word.as_atomic(), futex::Flags::empty(), 1);
+        child.join(Some(Duration::from_secs(60)))?;
+        out.push(spent.get());
+    }
+    Ok(out)
+}
+
 fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     let reps = ctx.pick(5, 15);
     let rounds = ctx.pick(1_000, 5_000);
@@ -114,6 +252,25 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
         ctx.step(&format!("threads: std::sync::Barrier x {n}"));
         let v = threads(n, reps, rounds);
         ctx.record("threads", METRIC, n as u32, "us", &v);
+    }
+    let wait = Duration::from_millis(ctx.pick(200, 1000));
+    ctx.step(&format!(
+        "idle cost: CPU burnt in a {} ms wait",
+        wait.as_millis()
+    ));
+    let v = idle_cpu(ctx.pick(2, 3), wait)?;
+    ctx.record("multiproc", IDLE, 1, "us", &v);
+    let v = idle_cpu_futex(ctx.pick(2, 3), wait)?;
+    ctx.record("futex", IDLE, 1, "us", &v);
+    for n in [2usize, 4] {
+        ctx.step(&format!("Open MPI: MPI_Barrier x {n} ranks"));
+        match open_mpi(n, reps, rounds) {
+            Ok(v) => ctx.record("open mpi", METRIC, n as u32, "us", &v),
+            Err(why) => {
+                ctx.note(format!("S4 Open MPI x {n} skipped: {why}"));
+                break;
+            }
+        }
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 //!   worker), the results come back in order. The task is a plain `fn`, as
 //!   CPython's must be a module-level function.
 //!
-//! Run: `cargo run --release --example 10_pool_act3`
+//! Run: `cargo run --release --example 12_pool_act3`
 
 use std::hint::black_box;
 use std::sync::Arc;
