@@ -339,7 +339,7 @@ impl<V> AsyncResult<V> {
     /// use multiproc::Pool;
     /// fn id(x: u8) -> u8 { x }
     /// let pool = Pool::new(1)?;
-    /// let r = pool.map_async(id, vec![1, 2, 3])?;
+    /// let r = pool.map_async(id, vec![1, 2, 3], None)?;
     /// assert!(r.wait(Some(Duration::from_secs(30)))?);
     /// assert_eq!(r.get(None)?, [1, 2, 3]);
     /// # Ok::<(), multiproc::Error>(())
@@ -404,7 +404,7 @@ impl<V> AsyncResult<V> {
 /// use multiproc::Pool;
 /// fn double(x: u32) -> u32 { 2 * x }
 /// let pool = Pool::new(2)?;
-/// let got: Vec<u32> = pool.imap(double, 0..5)?.collect::<Result<_, _>>()?;
+/// let got: Vec<u32> = pool.imap(double, 0..5, None)?.collect::<Result<_, _>>()?;
 /// assert_eq!(got, [0, 2, 4, 6, 8]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -450,7 +450,7 @@ impl<R: DeserializeOwned> IMapIterator<R> {
     /// use multiproc::Pool;
     /// fn id(x: u8) -> u8 { x }
     /// let pool = Pool::new(1)?;
-    /// let mut it = pool.imap_unordered(id, vec![9])?;
+    /// let mut it = pool.imap_unordered(id, vec![9], None)?;
     /// assert_eq!(it.next_timeout(Some(Duration::from_secs(30))).unwrap()?, 9);
     /// assert!(it.next_timeout(Some(Duration::from_secs(30))).is_none());
     /// # Ok::<(), multiproc::Error>(())

@@ -1091,6 +1091,9 @@ impl Manager {
         let code = w.process.join(Some(REAP_BOUND)).ok().flatten();
         let pid = w.process.pid().unwrap_or(0);
         let signal = code.filter(|&c| c < 0).map(|c| -c);
+        // A task lost for good is failed only after the replacement is forked and
+        // published: a caller woken by `WorkerLost` finds the pool whole again.
+        let mut lost = None;
         let need = {
             let mut core = self.shared.lock();
             if let Some(mut t) = w.held.take() {
@@ -1098,15 +1101,13 @@ impl Manager {
                 if t.attempts <= self.config.retries && core.broken.is_none() {
                     core.queue.push_front(t);
                 } else {
-                    t.job.resolve(
-                        t.chunk,
-                        Err(Failure::Lost {
-                            pid,
-                            signal,
-                            exitcode: code,
-                            attempts: t.attempts,
-                        }),
-                    );
+                    let failure = Failure::Lost {
+                        pid,
+                        signal,
+                        exitcode: code,
+                        attempts: t.attempts,
+                    };
+                    lost = Some((t, failure));
                 }
             }
             core.broken.is_none()
@@ -1129,6 +1130,9 @@ impl Manager {
             }
         }
         self.publish_pids();
+        if let Some((t, failure)) = lost {
+            t.job.resolve(t.chunk, Err(failure));
+        }
     }
 }
 
