@@ -66,6 +66,12 @@ impl Rng {
 }
 
 #[test]
+fn connections_are_send_and_sync() {
+    fn both<T: Send + Sync>() {}
+    both::<Connection>();
+}
+
+#[test]
 fn duplex_exchange_with_a_child_and_eof_after_close() {
     let (parent, child) = Pipe(true).unwrap();
     let p = spawn(move || {
@@ -165,6 +171,7 @@ fn a_writer_killed_mid_message_gives_a_cut_not_half_a_message() {
 
 #[test]
 fn writers_killed_at_random_points_never_deliver_half_a_message() {
+    let shm_before = common::dev_shm();
     let mut rng = Rng::new();
     let (mut cuts, mut eofs) = (0, 0);
     for round in 0..40 {
@@ -220,6 +227,7 @@ fn writers_killed_at_random_points_never_deliver_half_a_message() {
         cuts > 0,
         "no kill landed inside a message: the test did not test"
     );
+    assert_eq!(common::dev_shm(), shm_before, "nothing new in /dev/shm");
 }
 
 #[test]

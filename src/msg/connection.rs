@@ -948,16 +948,18 @@ mod tests {
 
     #[test]
     fn sends_to_a_gone_peer_fail_without_sigpipe() {
-        sysfd::sigpipe_default_for_tests(); // a SIGPIPE would now end this process
-        for duplex in [true, false] {
-            // For Pipe(false) the first end reads and the second writes.
-            let (peer, sender) = Pipe(duplex).unwrap();
-            drop(peer);
-            assert!(matches!(sender.send(&1u32), Err(Error::BrokenPipe)));
-            assert!(matches!(
-                sender.send_bytes(&vec![0u8; 1 << 20], 0, None),
-                Err(Error::BrokenPipe)
-            ));
-        }
+        // A SIGPIPE would end the child with -13.
+        sysfd::with_default_sigpipe(|| {
+            for duplex in [true, false] {
+                // For Pipe(false) the first end reads and the second writes.
+                let (peer, sender) = Pipe(duplex).unwrap();
+                drop(peer);
+                assert!(matches!(sender.send(&1u32), Err(Error::BrokenPipe)));
+                assert!(matches!(
+                    sender.send_bytes(&vec![0u8; 1 << 20], 0, None),
+                    Err(Error::BrokenPipe)
+                ));
+            }
+        });
     }
 }

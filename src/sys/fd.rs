@@ -87,12 +87,20 @@ pub(crate) fn deaden_inherited(raw: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Test support: gives `SIGPIPE` its default action (terminate the process), as in
-/// a C host or a Python interpreter, so tests can show no write raises it.
+/// Test support: runs `f` in a child process where `SIGPIPE` has its default
+/// action (terminate), as in a C host or a Python interpreter, and asserts the child
+/// exited normally: a `SIGPIPE` raised by `f` would end it with -13. The
+/// disposition changes in that child only, not in the test process.
 #[cfg(test)]
-pub(crate) fn sigpipe_default_for_tests() {
-    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler code.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+pub(crate) fn with_default_sigpipe(f: impl FnOnce() + Send + 'static) {
+    let mut p = crate::Process::new(move || {
+        // SAFETY: setting a signal's disposition to SIG_DFL installs no handler code.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        f();
+    });
+    p.start().unwrap();
+    let code = p.join(Some(std::time::Duration::from_secs(30))).unwrap();
+    assert_eq!(code, Some(0), "the child died (-13 is SIGPIPE) or failed");
 }
 
 #[cfg(test)]
@@ -102,19 +110,20 @@ mod tests {
 
     #[test]
     fn write_to_a_closed_pipe_is_epipe_not_a_signal() {
-        sigpipe_default_for_tests();
-        let (r, w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
-        drop(r);
-        let err = writev_no_sigpipe(w.as_fd(), &[IoSlice::new(b"x")]).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
-        // No SIGPIPE is left pending for this thread.
-        // SAFETY: plain sigset_t initialized before use.
-        unsafe {
-            let mut pending: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut pending);
-            libc::sigpending(&mut pending);
-            assert_eq!(libc::sigismember(&pending, libc::SIGPIPE), 0);
-        }
+        with_default_sigpipe(|| {
+            let (r, w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+            drop(r);
+            let err = writev_no_sigpipe(w.as_fd(), &[IoSlice::new(b"x")]).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+            // No SIGPIPE is left pending for this thread.
+            // SAFETY: plain sigset_t initialized before use.
+            unsafe {
+                let mut pending: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut pending);
+                libc::sigpending(&mut pending);
+                assert_eq!(libc::sigismember(&pending, libc::SIGPIPE), 0);
+            }
+        });
     }
 
     #[test]
