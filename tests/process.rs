@@ -687,3 +687,23 @@ mod lifecycle_example;
 fn the_lifecycle_example_gives_the_right_answer() {
     assert!(lifecycle_example::run().unwrap());
 }
+
+/// `connection::wait` takes process sentinels beside connections (CPython's
+/// `wait([p.sentinel, conn])`): a sentinel is ready once its child has ended, and
+/// not before.
+#[test]
+fn connection_wait_takes_sentinels_and_connections() {
+    use multiproc::connection::wait;
+    let go = Event::new().unwrap();
+    let g = go.clone();
+    let (a, b) = multiproc::Pipe(true).unwrap();
+    let mut waiting = spawn(move || assert!(g.wait(Some(BOUND)).unwrap()));
+    let mut sender = spawn(move || b.send(&7u32).unwrap());
+    assert_eq!(sender.join(Some(BOUND)).unwrap(), Some(0));
+    let (ws, ss) = (waiting.sentinel().unwrap(), sender.sentinel().unwrap());
+    assert_eq!(wait(&[&ws, &ss, &a], Some(BOUND)).unwrap(), [1, 2]);
+    assert_eq!(a.recv::<u32>().unwrap(), 7);
+    go.set();
+    assert_eq!(wait(&[&ws], Some(BOUND)).unwrap(), [0]);
+    assert_eq!(waiting.join(Some(BOUND)).unwrap(), Some(0));
+}
