@@ -341,7 +341,9 @@ pub enum Error {
     #[error("the queue is empty: put a message first, or get with a timeout")]
     Empty,
 
-    /// A blocking call whose timeout passed first.
+    /// A blocking call whose timeout passed first (Python's `TimeoutError`); what
+    /// was waited for is unchanged and may be waited for again (`Queue::get`,
+    /// `AsyncResult::get`, ...).
     ///
     /// ```
     /// use std::time::Duration;
@@ -620,6 +622,128 @@ pub enum Error {
         header: i32,
     },
 
+    /// A pool worker process died (killed by a signal, or exited) while it held
+    /// the task: the task's result is lost (billiard's `WorkerLostError`). Only the
+    /// tasks that worker held fail; the pool starts a replacement and goes on. With
+    /// [`PoolBuilder::retries`](crate::PoolBuilder::retries) the task is run again
+    /// first, and this error comes only when its retries are used up.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::WorkerLost {
+    ///     pid: 1234,
+    ///     signal: Some(9),
+    ///     exitcode: Some(-9),
+    ///     task: "item 3 of map job 1".into(),
+    ///     attempts: 1,
+    /// };
+    /// assert!(e.to_string().contains("worker process 1234 was killed by signal 9"));
+    /// ```
+    #[error(
+        "pool worker process {pid} {} while running {task} (attempt {attempts}): the task's result is lost; the pool started a replacement worker",
+        describe_end(*signal, *exitcode)
+    )]
+    WorkerLost {
+        /// The worker's pid.
+        pid: u32,
+        /// The signal that killed it, if one did (9 for SIGKILL).
+        signal: Option<i32>,
+        /// Its exit code as [`Process::exitcode`](crate::Process::exitcode) gives it
+        /// (`-signal` when killed), if it was reaped.
+        exitcode: Option<i32>,
+        /// Which task was lost.
+        task: String,
+        /// How many times the task was started (1 without retries).
+        attempts: u32,
+    },
+
+    /// A pool task panicked in its worker; the worker goes on with other tasks.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::TaskPanicked { task: "apply job 2".into(), message: "boom".into() };
+    /// assert_eq!(e.to_string(), "pool task apply job 2 panicked: boom");
+    /// ```
+    #[error("pool task {task} panicked: {message}")]
+    TaskPanicked {
+        /// Which task (and item) panicked.
+        task: String,
+        /// The panic message.
+        message: String,
+    },
+
+    /// A task was given to a pool after [`Pool::close`](crate::Pool::close) or
+    /// [`Pool::terminate`](crate::Pool::terminate).
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::PoolClosed { op: "map" };
+    /// assert!(e.to_string().starts_with("map: the pool is closed"));
+    /// ```
+    #[error("{op}: the pool is closed (close() or terminate() was called): it takes no new tasks")]
+    PoolClosed {
+        /// The call that was refused.
+        op: &'static str,
+    },
+
+    /// A task the pool had not finished when [`Pool::terminate`](crate::Pool::terminate)
+    /// (or the pool's drop) stopped its workers.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::PoolTerminated { task: "item 0 of map job 1".into() };
+    /// assert!(e.to_string().contains("terminated"));
+    /// ```
+    #[error("{task} was not finished: the pool was terminated")]
+    PoolTerminated {
+        /// Which task.
+        task: String,
+    },
+
+    /// The pool cannot run tasks any more: its initializer panicked, or it could
+    /// not start a worker. Tasks it had not finished fail with this error.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::PoolBroken { reason: "the initializer panicked: boom".into() };
+    /// assert!(e.to_string().contains("boom"));
+    /// ```
+    #[error("the pool is broken and runs no more tasks: {reason}")]
+    PoolBroken {
+        /// Why.
+        reason: String,
+    },
+
+    /// A call on a pool made in the wrong state, with the reason (for example
+    /// `join` before `close`, Python's `ValueError`).
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::PoolState { op: "join", reason: "the pool is still running" };
+    /// assert_eq!(e.to_string(), "join: the pool is still running");
+    /// ```
+    #[error("{op}: {reason}")]
+    PoolState {
+        /// The call.
+        op: &'static str,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    /// A result asked about before it is ready (`AsyncResult::successful`,
+    /// Python's `ValueError`).
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::NotReady { what: "AsyncResult::successful" };
+    /// assert!(e.to_string().contains("not ready"));
+    /// ```
+    #[error("{what}: the result is not ready yet; wait() for it first")]
+    NotReady {
+        /// The call.
+        what: &'static str,
+    },
+
     /// A system call failed.
     #[error("{context}: {source}")]
     Io {
@@ -638,5 +762,14 @@ impl Error {
             context: context.into(),
             source: source.into(),
         }
+    }
+}
+
+/// How a process ended, for [`Error::WorkerLost`].
+fn describe_end(signal: Option<i32>, exitcode: Option<i32>) -> String {
+    match (signal, exitcode) {
+        (Some(sig), _) => format!("was killed by signal {sig}"),
+        (None, Some(code)) => format!("exited with code {code}"),
+        (None, None) => "ended (exit status unknown)".to_string(),
     }
 }

@@ -41,13 +41,15 @@
 //! - [`data`] — `Value`, `Array` and their raw twins, above the primitives;
 //! - [`msg`] — message passing: `Queue`, `SimpleQueue`, `JoinableQueue` (a ring in
 //!   shared memory), `Pipe` and its `Connection`s;
-//! - [`process`] — `Process`.
+//! - [`process`] — `Process`;
+//! - [`pool`] — `Pool` of worker processes, `AsyncResult`.
 
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod error;
 pub mod msg;
+pub mod pool;
 pub mod process;
 pub mod shm;
 pub mod sync;
@@ -64,6 +66,7 @@ struct ReadmeDoctests;
 pub use bytemuck::{Pod, Zeroable};
 pub use data::{Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, Value, ValueGuard};
 pub use msg::{Connection, JoinableQueue, Pipe, Queue, Receiver, Sender, SimpleQueue};
+pub use pool::{AsyncResult, IMapIterator, Pool, PoolBuilder};
 pub use process::{
     ActiveChild, CurrentProcess, ParentProcess, Process, active_children, current_process,
     parent_process,

@@ -680,7 +680,7 @@ fn a_child_never_touches_its_parent_s_children() {
 }
 
 #[allow(dead_code)]
-#[path = "../examples/12_process_lifecycle.rs"]
+#[path = "../examples/13_process_lifecycle.rs"]
 mod lifecycle_example;
 
 #[test]

@@ -30,6 +30,7 @@ scenarios! {
     parallel_processing = "../../examples/09_parallel_processing.rs", "09 Act 3: 1,000 CPU-bound items over worker processes, lock-free chunks";
     queue_producers_consumers = "../../examples/10_queue_producers_consumers.rs", "10 Queue: 3 producers x 10,000 messages to 2 consumers, each once, in order per producer";
     pipe = "../../examples/11_pipe.rs", "11 Pipe: 1,000 typed requests and replies with a child, then EOF at the parent's close";
+    pool_act3 = "../../examples/12_pool_act3.rs", "12 Act 3 at full scale: 1,000,000 CPU-bound items, Array chunks and Pool::map";
 }
 
 /// Runs each scenario, prints what happened, ends with `demo: N/M scenarios correct`.

@@ -13,6 +13,7 @@
 //! - [`procfs`]: who is alive, read from `/proc` (pid and start time, so that a
 //!   reused pid is not mistaken for the process that died).
 //! - [`time`]: deadlines on the monotonic clock.
+//! - `task`: plain functions sent to forked pool workers as checked addresses.
 //! - `fd`: pipe writes that cannot raise `SIGPIPE`, and the dead descriptor put in
 //!   place of a connection end a forked child did not capture.
 
@@ -22,4 +23,5 @@ pub mod futex;
 pub(crate) mod inherit;
 pub mod mem;
 pub mod procfs;
+pub(crate) mod task;
 pub mod time;

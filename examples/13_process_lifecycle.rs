@@ -4,7 +4,7 @@
 //! processes at once through their `sentinel`s, `close()`, and a daemon that
 //! follows its parent process.
 //!
-//! Run: `cargo run --release --example 12_process_lifecycle`
+//! Run: `cargo run --release --example 13_process_lifecycle`
 
 use std::time::Duration;
 

@@ -1,0 +1,525 @@
+//! A job's results as the pool fills them in, and the caller's views of them:
+//! [`AsyncResult`] (Python's `AsyncResult`/`MapResult`) and [`IMapIterator`]
+//! (Python's `IMapIterator`/`IMapUnorderedIterator`).
+//!
+//! # A job's state (the invariants)
+//!
+//! A job is `chunks.len()` tasks; chunk `i` covers items `ranges[i]`. Each slot is
+//! `Pending` until the pool's manager thread resolves it, exactly once, to `Done`
+//! (the postcard bytes of its `Vec<R>`) or `Failed`; `resolved` counts resolved
+//! slots and `order` lists them in the order they were resolved. The caller only
+//! reads slots (an iterator may move bytes out of a slot it has passed: `Taken`).
+//! Every change is made under `state`'s lock and followed by `notify_all` on
+//! `cond`, so a waiter that sees a slot `Pending` under the lock is woken when it
+//! changes. The manager resolves every slot of every job it accepted (a lost task is
+//! failed, a terminated pool fails what it had not finished), so no wait for a slot
+//! is forever unless a task itself never ends.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Why a task failed (kept as data: it becomes an [`Error`] each time it is read).
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    /// Item `item` panicked.
+    Panicked { item: usize, message: String },
+    /// The worker holding it died.
+    Lost {
+        pid: u32,
+        signal: Option<i32>,
+        exitcode: Option<i32>,
+        attempts: u32,
+    },
+    /// The worker refused it (see `worker::Outcome::Refused`).
+    Refused(String),
+    /// The pool was terminated first.
+    Terminated,
+    /// The pool broke first.
+    Broken(String),
+}
+
+pub(crate) enum Slot {
+    Pending,
+    Done(Vec<u8>),
+    Failed(Failure),
+    Taken,
+}
+
+pub(crate) struct Slots {
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) resolved: usize,
+    pub(crate) order: Vec<usize>,
+}
+
+/// One call's tasks (see the module's invariants).
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    /// The call, for messages ("map", "apply"...).
+    pub(crate) kind: &'static str,
+    /// Items of each chunk.
+    pub(crate) ranges: Vec<Range<usize>>,
+    state: Mutex<Slots>,
+    cond: Condvar,
+}
+
+impl Job {
+    pub(crate) fn new(id: u64, kind: &'static str, ranges: Vec<Range<usize>>) -> Job {
+        let slots = ranges.iter().map(|_| Slot::Pending).collect();
+        Job {
+            id,
+            kind,
+            ranges,
+            state: Mutex::new(Slots {
+                slots,
+                resolved: 0,
+                order: Vec::new(),
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Slots> {
+        // Every change is one assignment plus counters: a panic elsewhere cannot
+        // leave them inconsistent, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Names chunk `chunk` in messages.
+    pub(crate) fn describe(&self, chunk: usize) -> String {
+        let r = &self.ranges[chunk];
+        if self.kind == "apply" {
+            format!("apply job {}", self.id)
+        } else if r.len() == 1 {
+            format!("item {} of {} job {}", r.start, self.kind, self.id)
+        } else {
+            format!(
+                "items {}..{} (chunk {chunk}) of {} job {}",
+                r.start, r.end, self.kind, self.id
+            )
+        }
+    }
+
+    /// Resolves chunk `chunk` (once; a second resolution is ignored).
+    pub(crate) fn resolve(&self, chunk: usize, result: std::result::Result<Vec<u8>, Failure>) {
+        let mut s = self.lock();
+        let Some(slot) = s.slots.get_mut(chunk) else {
+            return;
+        };
+        if !matches!(slot, Slot::Pending) {
+            return;
+        }
+        *slot = match result {
+            Ok(bytes) => Slot::Done(bytes),
+            Err(f) => Slot::Failed(f),
+        };
+        s.resolved += 1;
+        s.order.push(chunk);
+        drop(s);
+        self.cond.notify_all();
+    }
+
+    pub(crate) fn error(&self, chunk: usize, f: &Failure) -> Error {
+        let task = self.describe(chunk);
+        match f {
+            Failure::Panicked { item, message } => Error::TaskPanicked {
+                task: if self.kind == "apply" {
+                    task
+                } else {
+                    format!("item {item} of {} job {}", self.kind, self.id)
+                },
+                message: message.clone(),
+            },
+            Failure::Lost {
+                pid,
+                signal,
+                exitcode,
+                attempts,
+            } => Error::WorkerLost {
+                pid: *pid,
+                signal: *signal,
+                exitcode: *exitcode,
+                task,
+                attempts: *attempts,
+            },
+            Failure::Refused(why) => Error::PoolBroken {
+                reason: format!("a worker refused {task}: {why}"),
+            },
+            Failure::Terminated => Error::PoolTerminated { task },
+            Failure::Broken(why) => Error::PoolBroken {
+                reason: format!("{task} was not run: {why}"),
+            },
+        }
+    }
+
+    /// Waits until `done(state)` holds or `deadline` passes; returns the guard and
+    /// whether it holds.
+    fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        done: impl Fn(&Slots) -> bool,
+    ) -> (MutexGuard<'_, Slots>, bool) {
+        let mut s = self.lock();
+        loop {
+            if done(&s) {
+                return (s, true);
+            }
+            match deadline {
+                None => s = self.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return (s, false);
+                    }
+                    s = self
+                        .cond
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+fn deadline(timeout: Option<Duration>) -> Result<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) => Instant::now()
+            .checked_add(t)
+            .map(Some)
+            .ok_or(Error::TimeoutOverflow(t)),
+    }
+}
+
+/// Whether a job is ready: every chunk resolved, or one failed (then its result is
+/// that failure, as in CPython: a map fails at its first failed task).
+fn ready(s: &Slots) -> bool {
+    s.resolved == s.slots.len() || s.slots.iter().any(|x| matches!(x, Slot::Failed(_)))
+}
+
+/// The result of [`Pool::apply_async`](crate::Pool::apply_async) or
+/// [`Pool::map_async`](crate::Pool::map_async) (Python's `AsyncResult`), a `V`
+/// once ready. It does not borrow the pool; it stays valid after the pool is
+/// dropped (a task the pool did not finish then fails with
+/// [`Error::PoolTerminated`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::Pool;
+/// fn square(x: u64) -> u64 { x * x }
+/// let pool = Pool::new(2)?;
+/// let r = pool.apply_async(square, 7)?;
+/// assert!(r.wait(Some(Duration::from_secs(30)))?);
+/// assert!(r.ready());
+/// assert!(r.successful()?);
+/// assert_eq!(r.get(Some(Duration::from_secs(30)))?, 49);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct AsyncResult<V> {
+    job: Arc<Job>,
+    decode: fn(&Job, &Slots) -> Result<V>,
+    _v: PhantomData<fn() -> V>,
+}
+
+impl<V> std::fmt::Debug for AsyncResult<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("job", &self.job.id)
+            .field("kind", &self.job.kind)
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+/// The first failure in chunk order, as an error.
+fn first_failure(job: &Job, s: &Slots) -> Option<Error> {
+    s.order.iter().find_map(|&i| match &s.slots[i] {
+        Slot::Failed(f) => Some(job.error(i, f)),
+        _ => None,
+    })
+}
+
+fn decode_chunk<R: DeserializeOwned>(job: &Job, chunk: usize, bytes: &[u8]) -> Result<Vec<R>> {
+    let v: Vec<R> = postcard::from_bytes(bytes).map_err(|e| Error::Codec {
+        op: "pool result",
+        what: "decode a task's results",
+        reason: format!("{} ({e})", job.describe(chunk)),
+    })?;
+    if v.len() != job.ranges[chunk].len() {
+        return Err(Error::PoolBroken {
+            reason: format!(
+                "{} came back with {} results for {} items",
+                job.describe(chunk),
+                v.len(),
+                job.ranges[chunk].len()
+            ),
+        });
+    }
+    Ok(v)
+}
+
+pub(crate) fn decode_all<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<Vec<R>> {
+    if let Some(e) = first_failure(job, s) {
+        return Err(e);
+    }
+    let mut out = Vec::with_capacity(job.ranges.last().map_or(0, |r| r.end));
+    for (i, slot) in s.slots.iter().enumerate() {
+        match slot {
+            Slot::Done(bytes) => out.extend(decode_chunk::<R>(job, i, bytes)?),
+            _ => unreachable!("a ready job without failures has every slot done"),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn decode_one<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<R> {
+    let mut v = decode_all::<R>(job, s)?;
+    v.pop().ok_or_else(|| Error::PoolBroken {
+        reason: format!("{} returned no result", job.describe(0)),
+    })
+}
+
+impl<V> AsyncResult<V> {
+    pub(crate) fn new(job: Arc<Job>, decode: fn(&Job, &Slots) -> Result<V>) -> AsyncResult<V> {
+        AsyncResult {
+            job,
+            decode,
+            _v: PhantomData,
+        }
+    }
+
+    /// The result, waiting at most `timeout` for it (`None`: until it is ready).
+    /// Can be called again (it decodes the result each time).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if it is not ready in time (it may be asked again);
+    /// the task's failure otherwise: [`Error::TaskPanicked`],
+    /// [`Error::WorkerLost`], [`Error::PoolTerminated`], [`Error::PoolBroken`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Error, Pool};
+    /// fn fail(_: u8) -> u8 { panic!("no luck") }
+    /// let pool = Pool::new(1)?;
+    /// let r = pool.apply_async(fail, 0)?;
+    /// match r.get(Some(Duration::from_secs(30))) {
+    ///     Err(Error::TaskPanicked { message, .. }) => assert_eq!(message, "no luck"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self, timeout: Option<Duration>) -> Result<V> {
+        let (s, ok) = self.job.wait_until(deadline(timeout)?, ready);
+        if !ok {
+            return Err(Error::Timeout {
+                what: "AsyncResult::get",
+                timeout: timeout.unwrap_or_default(),
+            });
+        }
+        (self.decode)(&self.job, &s)
+    }
+
+    /// Waits at most `timeout` (`None`: until ready); returns whether it is ready
+    /// (Python's `wait`, which returns nothing).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimeoutOverflow`] for a timeout beyond the clock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Pool;
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = Pool::new(1)?;
+    /// let r = pool.map_async(id, vec![1, 2, 3], None)?;
+    /// assert!(r.wait(Some(Duration::from_secs(30)))?);
+    /// assert_eq!(r.get(None)?, [1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        Ok(self.job.wait_until(deadline(timeout)?, ready).1)
+    }
+
+    /// Whether the result is ready (without waiting).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Pool;
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = Pool::new(1)?;
+    /// let r = pool.apply_async(id, 5)?;
+    /// r.wait(Some(Duration::from_secs(30)))?;
+    /// assert!(r.ready());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn ready(&self) -> bool {
+        ready(&self.job.lock())
+    }
+
+    /// Whether the call succeeded (no task failed).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotReady`] before it is ready (Python's `ValueError`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Pool;
+    /// fn fail(_: u8) -> u8 { panic!("no") }
+    /// let pool = Pool::new(1)?;
+    /// let r = pool.apply_async(fail, 0)?;
+    /// r.wait(Some(Duration::from_secs(30)))?;
+    /// assert!(!r.successful()?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn successful(&self) -> Result<bool> {
+        let s = self.job.lock();
+        if !ready(&s) {
+            return Err(Error::NotReady {
+                what: "AsyncResult::successful",
+            });
+        }
+        Ok(!s.slots.iter().any(|x| matches!(x, Slot::Failed(_))))
+    }
+}
+
+/// The iterator of [`Pool::imap`](crate::Pool::imap) (results in the order of the
+/// items) and [`Pool::imap_unordered`](crate::Pool::imap_unordered) (in the order
+/// they finish, a chunk's results together): one `Result<R>` per item. A failed
+/// task gives an `Err` for each of its items, and the iteration goes on.
+///
+/// `next` waits until the next result is ready (no task waits forever on a dead
+/// worker: its task fails); [`next_timeout`](Self::next_timeout) waits at most a
+/// timeout.
+///
+/// ```
+/// use multiproc::Pool;
+/// fn double(x: u32) -> u32 { 2 * x }
+/// let pool = Pool::new(2)?;
+/// let got: Vec<u32> = pool.imap(double, 0..5, None)?.collect::<Result<_, _>>()?;
+/// assert_eq!(got, [0, 2, 4, 6, 8]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct IMapIterator<R> {
+    job: Arc<Job>,
+    ordered: bool,
+    /// Chunks handed out so far (in item order, or in completion order).
+    next_chunk: usize,
+    buffer: VecDeque<Result<R>>,
+}
+
+impl<R> std::fmt::Debug for IMapIterator<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IMapIterator")
+            .field("job", &self.job.id)
+            .field("ordered", &self.ordered)
+            .field("next_chunk", &self.next_chunk)
+            .finish()
+    }
+}
+
+impl<R: DeserializeOwned> IMapIterator<R> {
+    pub(crate) fn new(job: Arc<Job>, ordered: bool) -> IMapIterator<R> {
+        IMapIterator {
+            job,
+            ordered,
+            next_chunk: 0,
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// The next result, waiting at most `timeout` for it (Python's
+    /// `next(timeout)`); `None` at the end.
+    ///
+    /// # Errors
+    ///
+    /// `Some(Err(Error::Timeout))` if it is not ready in time: the iterator stays
+    /// where it was, and may be asked again. `Some(Err(..))` with the task's
+    /// failure for each item of a failed task.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Pool;
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = Pool::new(1)?;
+    /// let mut it = pool.imap_unordered(id, vec![9], None)?;
+    /// assert_eq!(it.next_timeout(Some(Duration::from_secs(30))).unwrap()?, 9);
+    /// assert!(it.next_timeout(Some(Duration::from_secs(30))).is_none());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Option<Result<R>> {
+        if let Some(r) = self.buffer.pop_front() {
+            return Some(r);
+        }
+        let n = self.job.ranges.len();
+        if self.next_chunk >= n {
+            return None;
+        }
+        let deadline = match deadline(timeout) {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e)),
+        };
+        let next = self.next_chunk;
+        let ordered = self.ordered;
+        let (mut s, ok) = self.job.wait_until(deadline, |s| {
+            if ordered {
+                !matches!(s.slots[next], Slot::Pending)
+            } else {
+                s.order.len() > next
+            }
+        });
+        if !ok {
+            return Some(Err(Error::Timeout {
+                what: "IMapIterator::next_timeout",
+                timeout: timeout.unwrap_or_default(),
+            }));
+        }
+        let chunk = if ordered { next } else { s.order[next] };
+        self.next_chunk += 1;
+        let slot = std::mem::replace(&mut s.slots[chunk], Slot::Taken);
+        let job = &self.job;
+        match &slot {
+            Slot::Done(bytes) => match decode_chunk::<R>(job, chunk, bytes) {
+                Ok(v) => self.buffer.extend(v.into_iter().map(Ok)),
+                Err(e) => self.buffer.push_back(Err(e)),
+            },
+            Slot::Failed(f) => {
+                for _ in job.ranges[chunk].clone() {
+                    self.buffer.push_back(Err(job.error(chunk, f)));
+                }
+            }
+            Slot::Pending | Slot::Taken => unreachable!("only resolved slots are taken, once"),
+        }
+        // Keep the failure readable for other views (none today) and free the bytes.
+        if let Slot::Failed(f) = slot {
+            s.slots[chunk] = Slot::Failed(f);
+        }
+        drop(s);
+        self.buffer.pop_front()
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for IMapIterator<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_timeout(None)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left: usize = match self.job.ranges.get(self.next_chunk..) {
+            Some(rest) if self.ordered => rest.iter().map(|r| r.len()).sum(),
+            _ => return (self.buffer.len(), None),
+        };
+        let n = left + self.buffer.len();
+        (n, Some(n))
+    }
+}

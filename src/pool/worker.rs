@@ -1,0 +1,211 @@
+//! The worker side of a [`Pool`](crate::Pool): the messages on a worker's
+//! connection, the trampolines that run a task's plain function, and the loop a
+//! worker process runs.
+//!
+//! # Protocol (one duplex connection per worker)
+//!
+//! - Worker → pool, once at start: nothing if the initializer ran, or
+//!   [`FromWorker::InitPanicked`] (then it exits).
+//! - Pool → worker: [`ToWorker::Run`] only while the worker holds no task (the pool
+//!   sends one task at a time, so it always knows exactly which task a worker
+//!   holds), or [`ToWorker::Stop`].
+//! - Worker → pool: [`FromWorker::Done`] for the task it held, with `last` set when
+//!   it reached `maxtasksperchild` and exits right after (so the pool never gives
+//!   it another task).
+//!
+//! End of file on the connection in the worker means the pool is gone: the worker
+//! exits. End of file in the pool means the worker is gone (see `pool.rs`).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::msg::Connection;
+use crate::sys::task::FnToken;
+
+/// The initializer a worker runs once, before its first task.
+pub(crate) type Initializer = Arc<dyn Fn() + Send + Sync + 'static>;
+
+/// How a worker finds the code of a task. With fork, a function's address (see
+/// `sys::task`); a spawn start method would add a variant naming a registered
+/// entry, which needs no shared image.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum Entry {
+    /// `trampoline` is a [`Trampoline`]; it decodes `func` as the plain function
+    /// its type parameters name, and runs it on each item of the arguments.
+    Fork {
+        /// The monomorphized trampoline.
+        trampoline: FnToken,
+        /// The user's plain function.
+        func: FnToken,
+    },
+}
+
+/// A trampoline: decodes the function, deserializes the chunk's items, calls the
+/// function on each (catching panics), serializes the results.
+pub(crate) type Trampoline = fn(FnToken, Vec<u8>) -> Outcome;
+
+/// What the pool sends (borrowing the arguments, which the pool keeps for a retry).
+#[derive(Serialize)]
+pub(crate) enum ToWorkerRef<'a> {
+    /// Run the task `(job, chunk)`.
+    Run {
+        job: u64,
+        chunk: u32,
+        entry: Entry,
+        args: &'a [u8],
+    },
+    /// Exit (the pool is closing and has no more tasks).
+    #[allow(dead_code)] // sent through `ToWorkerRef::Stop`, received as `ToWorker::Stop`
+    Stop,
+}
+
+/// What the worker receives: [`ToWorkerRef`] with owned arguments (same encoding).
+#[derive(Deserialize)]
+pub(crate) enum ToWorker {
+    Run {
+        job: u64,
+        chunk: u32,
+        entry: Entry,
+        args: Vec<u8>,
+    },
+    Stop,
+}
+
+/// What a worker sends to the pool.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum FromWorker {
+    /// The initializer panicked with this message; the worker exits.
+    InitPanicked(String),
+    /// The task `(job, chunk)` is done; `last`: the worker exits now.
+    Done {
+        job: u64,
+        chunk: u32,
+        outcome: Outcome,
+        last: bool,
+    },
+}
+
+/// The result of one task (a chunk of items).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Outcome {
+    /// The results, a postcard `Vec<R>`, one per item.
+    Ok(Vec<u8>),
+    /// Item `index` of the chunk panicked (the rest of the chunk was not run).
+    Panicked { index: u64, message: String },
+    /// The worker could not run the task: why.
+    Refused(String),
+}
+
+/// A panic payload's message.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string())
+}
+
+/// Runs `call` on every item of `args` (a postcard `Vec<I>`), stopping at the first
+/// panic.
+fn run_items<I: DeserializeOwned, R: Serialize>(
+    args: Vec<u8>,
+    mut call: impl FnMut(I) -> R,
+) -> Outcome {
+    let items: Vec<I> = match postcard::from_bytes(&args) {
+        Ok(v) => v,
+        Err(e) => return Outcome::Refused(format!("could not decode the task's arguments: {e}")),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match catch_unwind(AssertUnwindSafe(|| call(item))) {
+            Ok(r) => out.push(r),
+            Err(p) => {
+                return Outcome::Panicked {
+                    index: index as u64,
+                    message: panic_message(&*p),
+                };
+            }
+        }
+    }
+    match postcard::to_stdvec(&out) {
+        Ok(bytes) => Outcome::Ok(bytes),
+        Err(e) => Outcome::Refused(format!("could not encode the task's results: {e}")),
+    }
+}
+
+fn refused_token() -> Outcome {
+    Outcome::Refused(
+        "the task's function does not belong to this worker's program image (not a fork of the pool's process, or another type)".into(),
+    )
+}
+
+/// The trampoline for `fn(T) -> R` over items `T`.
+pub(crate) fn map_trampoline<T, R>(func: FnToken, args: Vec<u8>) -> Outcome
+where
+    T: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    match func.resolve::<fn(T) -> R>() {
+        Some(f) => run_items::<T, R>(args, f),
+        None => refused_token(),
+    }
+}
+
+/// The trampoline for `fn(A, B) -> R` over items `(A, B)`.
+pub(crate) fn star_trampoline<A, B, R>(func: FnToken, args: Vec<u8>) -> Outcome
+where
+    A: DeserializeOwned + 'static,
+    B: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    match func.resolve::<fn(A, B) -> R>() {
+        Some(f) => run_items::<(A, B), R>(args, |(a, b)| f(a, b)),
+        None => refused_token(),
+    }
+}
+
+/// A worker process's whole life: the initializer, then tasks until `Stop`, the
+/// pool's end of file, or `maxtasks` tasks.
+pub(crate) fn run(conn: Connection, init: Option<Initializer>, maxtasks: Option<usize>) {
+    if let Some(init) = init {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| init())) {
+            let _ = conn.send(&FromWorker::InitPanicked(panic_message(&*p)));
+            return;
+        }
+    }
+    let mut done = 0usize;
+    loop {
+        let Ok(msg) = conn.recv::<ToWorker>() else {
+            return; // the pool is gone (or its message was cut): nothing to do
+        };
+        let (job, chunk, entry, args) = match msg {
+            ToWorker::Stop => return,
+            ToWorker::Run {
+                job,
+                chunk,
+                entry,
+                args,
+            } => (job, chunk, entry, args),
+        };
+        let outcome = match entry {
+            Entry::Fork { trampoline, func } => match trampoline.resolve::<Trampoline>() {
+                Some(t) => t(func, args),
+                None => refused_token(),
+            },
+        };
+        done += 1;
+        let last = maxtasks.is_some_and(|m| done >= m);
+        let reply = FromWorker::Done {
+            job,
+            chunk,
+            outcome,
+            last,
+        };
+        if conn.send(&reply).is_err() || last {
+            return;
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Plain functions sent to forked pool workers as addresses.
+//!
+//! A pool task is a plain `fn` (no captures). A forked worker is a copy of the
+//! process that made the pool, code and all, at the same addresses, so a function's
+//! address taken in one is the same function in the other. A [`FnToken`] carries
+//! such an address with two checks, and [`FnToken::resolve`] turns it back into the
+//! function pointer only when both hold:
+//!
+//! - `image`: a random number drawn once per process image (a static initialised on
+//!   first use, before any pool forks). Forks inherit it; an `exec`ed program draws
+//!   its own. Equal stamps mean the token was made in this image, where the address
+//!   names the same code.
+//! - `ty`: a fingerprint of the pointer's type (a hash of its `TypeId`), so a token
+//!   made from a `fn(A) -> B` is never read back as a `fn(C) -> D`.
+//!
+//! Only the pool's own socket pairs carry tokens (private to the pool's process and
+//! its workers). A later "spawn" start method, where the worker is a new image, will
+//! send registered entry names instead of tokens: resolution then fails on the
+//! stamp, never calls a wrong address.
+//!
+//! Written by hand: no crate sends function pointers between forks.
+
+use std::any::TypeId;
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Function pointer types a token may carry: `fn` pointers of up to four arguments
+/// (sealed: nothing else can be transmuted from an address).
+pub(crate) trait FnPtr: Copy + 'static + sealed::Sealed {
+    /// The address of the function.
+    fn addr(self) -> usize;
+}
+
+macro_rules! fn_ptr {
+    ($($a:ident),*) => {
+        impl<$($a: 'static,)* R: 'static> sealed::Sealed for fn($($a),*) -> R {}
+        impl<$($a: 'static,)* R: 'static> FnPtr for fn($($a),*) -> R {
+            fn addr(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+fn_ptr!();
+fn_ptr!(A);
+fn_ptr!(A, B);
+fn_ptr!(A, B, C);
+fn_ptr!(A, B, C, D);
+
+/// This process image's stamp (see the module's documentation).
+fn image_stamp() -> u64 {
+    static STAMP: OnceLock<u64> = OnceLock::new();
+    *STAMP.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // Without randomness, fall back on the pid and the clock: still distinct
+        // between an image and an exec'ed one in practice.
+        if getrandom::fill(&mut b).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            return t ^ (u64::from(std::process::id()) << 32);
+        }
+        u64::from_ne_bytes(b)
+    })
+}
+
+fn fingerprint<F: 'static>() -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    TypeId::of::<F>().hash(&mut h);
+    h.finish()
+}
+
+/// A function pointer as it travels to a forked worker (see the module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FnToken {
+    addr: usize,
+    ty: u64,
+    image: u64,
+}
+
+impl FnToken {
+    /// The token of `f`, valid in this process and its forks.
+    pub(crate) fn of<F: FnPtr>(f: F) -> FnToken {
+        FnToken {
+            addr: f.addr(),
+            ty: fingerprint::<F>(),
+            image: image_stamp(),
+        }
+    }
+
+    /// Primes the image stamp; call before forking workers, so that they inherit it.
+    pub(crate) fn prime() {
+        image_stamp();
+    }
+
+    /// The function `f` the token was made of, if it was made in this process image
+    /// from a pointer of type `F`; `None` otherwise.
+    pub(crate) fn resolve<F: FnPtr>(self) -> Option<F> {
+        if self.image != image_stamp() || self.ty != fingerprint::<F>() {
+            return None;
+        }
+        // `F` is a fn pointer type (sealed trait), the size of an address.
+        debug_assert_eq!(size_of::<F>(), size_of::<usize>());
+        // SAFETY: `F` is one of the fn pointer types of the sealed `FnPtr` (same
+        // size and representation as `usize`, non-null). The stamp says the token
+        // was made by `FnToken::of` in this process image (this process or a fork
+        // of the one that drew the stamp, sharing its code at the same addresses),
+        // and the fingerprint says from a value of type `F`: `addr` is the address
+        // of a live function of exactly this type.
+        Some(unsafe { std::mem::transmute_copy::<usize, F>(&self.addr) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn a_token_resolves_to_its_function_and_only_as_its_type() {
+        let t = FnToken::of(double as fn(u32) -> u32);
+        let f = t
+            .resolve::<fn(u32) -> u32>()
+            .expect("same type, same image");
+        assert_eq!(f(21), 42);
+        assert!(t.resolve::<fn(u64) -> u64>().is_none());
+        assert!(t.resolve::<fn(u32, u32) -> u32>().is_none());
+    }
+
+    #[test]
+    fn a_token_from_another_image_is_refused() {
+        let mut t = FnToken::of(double as fn(u32) -> u32);
+        t.image ^= 1;
+        assert!(t.resolve::<fn(u32) -> u32>().is_none());
+    }
+}
