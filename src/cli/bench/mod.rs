@@ -37,6 +37,7 @@ macro_rules! python_script {
 }
 
 mod pipe;
+mod pool;
 mod python;
 mod report;
 mod s1_lock;
@@ -45,6 +46,7 @@ mod s3_pingpong;
 mod s4_barrier;
 mod s5_queue;
 mod s6_array;
+mod s8_start;
 
 /// Every scenario, in scenario order. Adding one is a module and a line here.
 const SCENARIOS: &[&Scenario] = &[
@@ -54,7 +56,9 @@ const SCENARIOS: &[&Scenario] = &[
     &s4_barrier::SCENARIO,
     &s5_queue::SCENARIO,
     &s6_array::SCENARIO,
+    &s8_start::SCENARIO,
     &pipe::SCENARIO,
+    &pool::SCENARIO,
 ];
 
 /// Options of `multiproc bench`.
@@ -93,7 +97,7 @@ pub struct Row {
     pub min: f64,
     /// Slowest repetition (largest value).
     pub max: f64,
-    /// `ns`, `us`, `ms`, `msg/s`, `MB/s`, `GB/s` or `x`.
+    /// `ns`, `us`, `ms`, `msg/s`, `tasks/s`, `MB/s`, `GB/s` or `x`.
     pub unit: String,
     /// Processes (or threads) taking part.
     pub processes: u32,
@@ -102,7 +106,10 @@ pub struct Row {
 impl Row {
     /// Whether a larger figure is better (throughputs and speedups).
     pub fn higher_is_better(&self) -> bool {
-        matches!(self.unit.as_str(), "msg/s" | "MB/s" | "GB/s" | "x")
+        matches!(
+            self.unit.as_str(),
+            "msg/s" | "tasks/s" | "MB/s" | "GB/s" | "x"
+        )
     }
 }
 
