@@ -478,6 +478,34 @@ mod tests {
 #[cfg(test)]
 mod examples {
 
+    /// A fresh lock in its own arena block (keep the block while using the lock).
+    fn fresh() -> crate::Result<(crate::shm::arena::Block, crate::sync::raw_lock::RawLock)> {
+        let block = crate::shm::arena::Block::alloc(16)?;
+        let raw = crate::sync::raw_lock::RawLock::at(block.static_map().unwrap(), block.offset());
+        Ok((block, raw))
+    }
+
+    /// A lock that a child took and then died holding (it exits without unlocking).
+    fn left_by_a_dead_child() -> Result<
+        (crate::shm::arena::Block, crate::sync::raw_lock::RawLock),
+        Box<dyn std::error::Error>,
+    > {
+        let (block, raw) = fresh()?;
+        let mut child = crate::Process::new(move || {
+            let me = crate::sync::ident::process();
+            assert_eq!(
+                raw.try_lock(me),
+                Some(crate::sync::raw_lock::Acquired::Clean)
+            );
+        });
+        child.start()?;
+        assert_eq!(
+            child.join(Some(std::time::Duration::from_secs(10)))?,
+            Some(0)
+        );
+        Ok((block, raw))
+    }
+
     #[test]
     fn size_1() -> Result<(), Box<dyn std::error::Error>> {
         use crate::shm::arena::Block;
@@ -493,15 +521,13 @@ mod examples {
 
     #[test]
     fn owner_check_interval_2() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::shm::arena::Block;
         use crate::sync::{
             ident,
-            raw_lock::{Acquired, OWNER_CHECK_INTERVAL, RawLock},
+            raw_lock::{Acquired, OWNER_CHECK_INTERVAL},
         };
         use crate::sys::time::Deadline;
         use std::time::Instant;
-        let block = Block::alloc(16)?;
-        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        let (_block, raw) = fresh()?;
         let me = ident::process();
         assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
         let start = Instant::now();
@@ -515,22 +541,10 @@ mod examples {
 
     #[test]
     fn acquired_3() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::Process;
-        use crate::shm::arena::Block;
-        use crate::sync::{
-            ident,
-            raw_lock::{Acquired, RawLock},
-        };
+        use crate::sync::{ident, raw_lock::Acquired};
         use crate::sys::time::Deadline;
         use std::time::Duration;
-        let block = Block::alloc(16)?;
-        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-        let mut child = Process::new(move || {
-            assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
-            // Exits without unlocking.
-        });
-        child.start()?;
-        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+        let (_block, raw) = left_by_a_dead_child()?;
 
         let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
         assert_eq!(
@@ -546,13 +560,8 @@ mod examples {
 
     #[test]
     fn rawlock_4() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::shm::arena::Block;
-        use crate::sync::{
-            ident,
-            raw_lock::{Acquired, RawLock},
-        };
-        let block = Block::alloc(16)?;
-        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        use crate::sync::{ident, raw_lock::Acquired};
+        let (_block, raw) = fresh()?;
         let copy = raw; // the same 16 bytes
         let me = ident::process();
         assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
@@ -608,14 +617,10 @@ mod examples {
     #[test]
     fn try_lock_7() -> Result<(), Box<dyn std::error::Error>> {
         use crate::Process;
-        use crate::shm::arena::Block;
-        use crate::sync::{
-            ident,
-            raw_lock::{Acquired, RawLock},
-        };
+
+        use crate::sync::{ident, raw_lock::Acquired};
         use std::time::Duration;
-        let block = Block::alloc(16)?;
-        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        let (_block, raw) = fresh()?;
         let me = ident::process();
         assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
         assert_eq!(raw.try_lock(me), None); // held by a live owner (not reentrant)
@@ -645,15 +650,11 @@ mod examples {
     #[test]
     fn lock_8() -> Result<(), Box<dyn std::error::Error>> {
         use crate::Process;
-        use crate::shm::arena::Block;
-        use crate::sync::{
-            ident,
-            raw_lock::{Acquired, RawLock},
-        };
+
+        use crate::sync::{ident, raw_lock::Acquired};
         use crate::sys::time::Deadline;
         use std::time::Duration;
-        let block = Block::alloc(16)?;
-        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        let (_block, raw) = fresh()?;
         let me = ident::process();
         assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
         let mut child = Process::new(move || {
@@ -676,13 +677,8 @@ mod examples {
 
     #[test]
     fn unlock_9() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::shm::arena::Block;
-        use crate::sync::{
-            ident,
-            raw_lock::{Acquired, RawLock},
-        };
-        let block = Block::alloc(16)?;
-        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        use crate::sync::{ident, raw_lock::Acquired};
+        let (_block, raw) = fresh()?;
         assert_eq!(raw.unlock(), 0); // was not locked
         let me = ident::process();
         assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
@@ -693,13 +689,8 @@ mod examples {
 
     #[test]
     fn owner_10() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::shm::arena::Block;
-        use crate::sync::{
-            ident,
-            raw_lock::{Acquired, RawLock},
-        };
-        let block = Block::alloc(16)?;
-        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        use crate::sync::{ident, raw_lock::Acquired};
+        let (_block, raw) = fresh()?;
         assert_eq!(raw.owner(), 0);
         let me = ident::process();
         assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
@@ -712,15 +703,11 @@ mod examples {
     #[test]
     fn is_consistent_11() -> Result<(), Box<dyn std::error::Error>> {
         use crate::Process;
-        use crate::shm::arena::Block;
-        use crate::sync::{
-            ident,
-            raw_lock::{Acquired, RawLock},
-        };
+
+        use crate::sync::{ident, raw_lock::Acquired};
         use crate::sys::time::Deadline;
         use std::time::Duration;
-        let block = Block::alloc(16)?;
-        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
+        let (_block, raw) = fresh()?;
         assert!(raw.is_consistent());
         let mut child = Process::new(move || {
             assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
@@ -742,21 +729,10 @@ mod examples {
 
     #[test]
     fn mark_consistent_12() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::Process;
-        use crate::shm::arena::Block;
-        use crate::sync::{
-            ident,
-            raw_lock::{Acquired, RawLock},
-        };
+        use crate::sync::{ident, raw_lock::Acquired};
         use crate::sys::time::Deadline;
         use std::time::Duration;
-        let block = Block::alloc(16)?;
-        let raw = RawLock::at(block.static_map().unwrap(), block.offset());
-        let mut child = Process::new(move || {
-            assert_eq!(raw.try_lock(ident::process()), Some(Acquired::Clean));
-        }); // exits holding the lock
-        child.start()?;
-        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+        let (_block, raw) = left_by_a_dead_child()?;
         let me = ident::process();
         let deadline = Deadline::after(Some(Duration::from_secs(10)))?;
         assert_eq!(raw.lock(me, deadline), Some(Acquired::OwnerDied));
