@@ -414,29 +414,17 @@ impl Ring {
     /// deadline.
     pub(crate) fn lock_producer(&self, deadline: Deadline) -> bool {
         let lock = self.plock;
-        match lock.lock(ident::process(), deadline) {
-            None => false,
-            Some(Acquired::Clean) => true,
-            Some(Acquired::OwnerDied) => {
-                self.repair_producer();
-                lock.mark_consistent();
-                true
-            }
-        }
+        taken(lock.lock(ident::process(), deadline), &lock, || {
+            self.repair_producer()
+        })
     }
 
     /// Takes the producer lock if it is free (or its holder died) now.
     pub(crate) fn try_lock_producer(&self) -> bool {
         let lock = self.plock;
-        match lock.try_lock(ident::process()) {
-            None => false,
-            Some(Acquired::Clean) => true,
-            Some(Acquired::OwnerDied) => {
-                self.repair_producer();
-                lock.mark_consistent();
-                true
-            }
-        }
+        taken(lock.try_lock(ident::process()), &lock, || {
+            self.repair_producer()
+        })
     }
 
     /// Whether the producer lock's holder sleeps waiting for room (the queue is
@@ -612,28 +600,16 @@ impl Ring {
     /// the deadline.
     pub(crate) fn lock_consumer(&self, deadline: Deadline) -> bool {
         let lock = self.clock;
-        match lock.lock(ident::process(), deadline) {
-            None => false,
-            Some(Acquired::Clean) => true,
-            Some(Acquired::OwnerDied) => {
-                self.repair_consumer();
-                lock.mark_consistent();
-                true
-            }
-        }
+        taken(lock.lock(ident::process(), deadline), &lock, || {
+            self.repair_consumer()
+        })
     }
 
     pub(crate) fn try_lock_consumer(&self) -> bool {
         let lock = self.clock;
-        match lock.try_lock(ident::process()) {
-            None => false,
-            Some(Acquired::Clean) => true,
-            Some(Acquired::OwnerDied) => {
-                self.repair_consumer();
-                lock.mark_consistent();
-                true
-            }
-        }
+        taken(lock.try_lock(ident::process()), &lock, || {
+            self.repair_consumer()
+        })
     }
 
     pub(crate) fn unlock_consumer(&self) {
@@ -853,4 +829,19 @@ fn now_ns() -> u64 {
     use std::sync::OnceLock;
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+/// Whether a side's lock was taken (`how` from `lock`/`try_lock`); after a dead
+/// holder, `repair` puts the side's state right before the lock is declared
+/// consistent again.
+fn taken(how: Option<Acquired>, lock: &RawLock, repair: impl FnOnce()) -> bool {
+    match how {
+        None => false,
+        Some(Acquired::Clean) => true,
+        Some(Acquired::OwnerDied) => {
+            repair();
+            lock.mark_consistent();
+            true
+        }
+    }
 }

@@ -1,28 +1,9 @@
 //! `_TestArray`: `Array` and `RawArray` of `'i'` (i32) read, sliced, assigned and
 //! prefix-summed by a child process; zeroed from a size; `get_lock`.
 
-use std::time::Duration;
-
 use multiproc::{Array, Process, RLock, RawArray, RawValue, TryLockError};
 
-/// The bound on every wait: a hang fails the test.
-const BOUND: Duration = Duration::from_secs(30);
-
-fn spawn(f: impl FnOnce() + Send + 'static) -> Process {
-    let mut p = Process::new(f);
-    p.start().unwrap();
-    p
-}
-
-/// Joins `p` within [`BOUND`]; asserts it exited with code 0 (killed if not done).
-fn join_ok(mut p: Process) {
-    let code = p.join(Some(BOUND)).unwrap();
-    if code.is_none() {
-        let _ = p.kill();
-        let _ = p.join(Some(BOUND));
-    }
-    assert_eq!(code, Some(0), "child {} did not exit cleanly", p.name());
-}
+use crate::common::{BOUND, join_ok, spawn};
 
 const SEQ: [i32; 10] = [680, 626, 934, 821, 150, 233, 548, 982, 714, 831];
 

@@ -1,28 +1,9 @@
 //! `_TestValue`: `Value` and `RawValue` of each of CPython's codes, set by a child
 //! process; `get_lock` of a default and of a given lock.
 
-use std::time::Duration;
-
 use multiproc::{Process, RLock, RawValue, TryLockError, Value};
 
-/// The bound on every wait: a hang fails the test.
-const BOUND: Duration = Duration::from_secs(30);
-
-fn spawn(f: impl FnOnce() + Send + 'static) -> Process {
-    let mut p = Process::new(f);
-    p.start().unwrap();
-    p
-}
-
-/// Joins `p` within [`BOUND`]; asserts it exited with code 0 (killed if not done).
-fn join_ok(mut p: Process) {
-    let code = p.join(Some(BOUND)).unwrap();
-    if code.is_none() {
-        let _ = p.kill();
-        let _ = p.join(Some(BOUND));
-    }
-    assert_eq!(code, Some(0), "child {} did not exit cleanly", p.name());
-}
+use crate::common::{BOUND, join_ok, spawn};
 
 // CPython's `codes_values`: ('i', 4343, 24234), ('d', 3.625, -4.25),
 // ('h', -232, 234), ('q', 2 ** 33, 2 ** 34), ('c', b'x', b'y').
