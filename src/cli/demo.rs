@@ -11,7 +11,7 @@ macro_rules! scenarios {
         $(
             #[allow(dead_code)]
             #[path = $file]
-            mod $module;
+            pub(crate) mod $module;
         )*
         /// (title, run) for each scenario, in tutorial order.
         const SCENARIOS: &[(&str, fn() -> multiproc::Result<bool>)] = &[$(($title, $module::run)),*];

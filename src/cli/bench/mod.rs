@@ -46,6 +46,7 @@ mod s3_pingpong;
 mod s4_barrier;
 mod s5_queue;
 mod s6_array;
+mod s7_act3;
 mod s8_start;
 
 /// Every scenario, in scenario order. Adding one is a module and a line here.
@@ -56,6 +57,7 @@ const SCENARIOS: &[&Scenario] = &[
     &s4_barrier::SCENARIO,
     &s5_queue::SCENARIO,
     &s6_array::SCENARIO,
+    &s7_act3::SCENARIO,
     &s8_start::SCENARIO,
     &pipe::SCENARIO,
     &pool::SCENARIO,
