@@ -10,22 +10,9 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{BOUND, dev_shm, join_ok, spawn};
+use common::{BOUND, dev_shm, get_name, join_ok, put_name, spawn};
 use multiproc::shm::clean::{self, Status};
 use multiproc::{Array, Event, Lock, Process, RLock, RawValue, SharedMemory, Value};
-
-/// A segment name carried between processes in shared memory.
-fn put_name(cell: &RawValue<[u8; 32]>, name: &str) {
-    let mut b = [0u8; 32];
-    b[..name.len()].copy_from_slice(name.as_bytes());
-    cell.set(b);
-}
-
-fn get_name(cell: &RawValue<[u8; 32]>) -> String {
-    let b = cell.get();
-    let end = b.iter().position(|&c| c == 0).unwrap_or(32);
-    String::from_utf8(b[..end].to_vec()).unwrap()
-}
 
 /// Starts a child that runs `setup`, sets `ready`, and waits to be killed.
 fn doomed(ready: &Event, setup: impl FnOnce() + Send + 'static) -> Process {

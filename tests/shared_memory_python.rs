@@ -19,7 +19,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 
-use common::{BOUND, dev_shm, join_ok, spawn};
+use common::{BOUND, dev_shm, get_name, join_ok, put_name, spawn};
 use multiproc::shm::clean::{self, Status};
 use multiproc::{Error, RawValue, SharedMemory};
 
@@ -168,19 +168,6 @@ impl Drop for Remove {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
     }
-}
-
-/// A name carried from a child in shared memory.
-fn put_name(cell: &RawValue<[u8; 32]>, name: &str) {
-    let mut b = [0u8; 32];
-    b[..name.len()].copy_from_slice(name.as_bytes());
-    cell.set(b);
-}
-
-fn get_name(cell: &RawValue<[u8; 32]>) -> String {
-    let b = cell.get();
-    let end = b.iter().position(|&c| c == 0).unwrap_or(32);
-    String::from_utf8(b[..end].to_vec()).unwrap()
 }
 
 /// A segment made by a child that exits without unlinking it: its creator is gone.

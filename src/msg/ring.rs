@@ -563,7 +563,8 @@ impl Ring {
         }
         let head = self.u64(HEAD);
         let room = || self.fits(t, head.load(Ordering::Acquire), need, one_more);
-        if self.p_spin.spin(room) || yield_until(room) {
+        // 1: no yield phase in the spin; the ring's own yields follow.
+        if self.p_spin.spin(room, 1) || yield_until(room) {
             return Ok(t);
         }
         let deadline = wait.deadline();
@@ -749,12 +750,15 @@ impl Ring {
         // Look at `tail` only every few pauses: each look takes its cache line from
         // the producer, which must win it back to publish; looking less often lets
         // it publish several messages per line transfer.
-        if self.c_spin.spin(|| {
-            for _ in 0..BACKOFF {
-                std::hint::spin_loop();
-            }
-            pos(tail.load(Ordering::Acquire)) != head
-        }) || yield_until(|| pos(tail.load(Ordering::Acquire)) != head)
+        if self.c_spin.spin(
+            || {
+                for _ in 0..BACKOFF {
+                    std::hint::spin_loop();
+                }
+                pos(tail.load(Ordering::Acquire)) != head
+            },
+            1,
+        ) || yield_until(|| pos(tail.load(Ordering::Acquire)) != head)
         {
             return Ok(());
         }

@@ -62,7 +62,7 @@ use std::time::Duration;
 
 use super::ident;
 use super::raw_lock::{self, Acquired, OWNER_CHECK_INTERVAL, RawLock};
-use super::spin::{self, AdaptiveSpin};
+use super::spin::AdaptiveSpin;
 use crate::error::{Error, Result};
 use crate::shm::arena::{Block, MAX_SMALL};
 use crate::sys::futex;
@@ -462,14 +462,11 @@ impl Barrier {
     fn sleep(&self, w: u32, deadline: Deadline) -> bool {
         // The other parties often arrive within microseconds on the other core; when
         // they do not (more parties than cores), the adaptive budget shrinks.
-        if self.spin.spin(|| self.current() != w) {
-            return true;
-        }
-        // More parties than cores: some party that has not arrived waits for a
-        // core, maybe this one. Hand it over for a bounded time before sleeping
-        // (see `spin::yield_until`): a futex wake-up of a halted vCPU costs tens of
-        // microseconds, a yield to a runnable party a context switch.
-        if self.parties() > spin::cores() && spin::yield_until(|| self.current() != w) {
+        // With more parties than cores, a failed spin hands this core over for a
+        // bounded time (see `spin::yield_until`): a party that has not arrived
+        // may be waiting for it, and a futex wake-up of a halted vCPU costs tens
+        // of microseconds, a yield to a runnable party a context switch.
+        if self.spin.spin(|| self.current() != w, self.parties()) {
             return true;
         }
         // Announce the sleep; fails (and returns) if the word moved on meanwhile.

@@ -196,10 +196,13 @@ impl Event {
         // so that waiting costs little more than a futex sleep. The timeout counts
         // from the end of the spin (at most `spin::MAX` pauses, microseconds, and
         // the bounded yield phase).
-        if self.spin.spin(|| {
-            let w = self.word.load(Ordering::Acquire);
-            w & SET != 0 || w & GEN_MASK != first_gen
-        }) {
+        if self.spin.spin(
+            || {
+                let w = self.word.load(Ordering::Acquire);
+                w & SET != 0 || w & GEN_MASK != first_gen
+            },
+            2,
+        ) {
             return Ok(self.is_set());
         }
         let deadline = Deadline::after(timeout)?;

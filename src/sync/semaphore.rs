@@ -112,10 +112,10 @@ impl Core {
         }
         // A short adaptive spin (see `sync::spin`): the holder often releases on
         // the other core right now; when it is not running, the budget shrinks.
-        if self
-            .spin
-            .spin(|| self.value.load(Ordering::Relaxed) > 0 && self.try_take())
-        {
+        if self.spin.spin(
+            || self.value.load(Ordering::Relaxed) > 0 && self.try_take(),
+            2,
+        ) {
             return true;
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);

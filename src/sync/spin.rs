@@ -26,13 +26,13 @@
 //! [`yield_until`] is a **yield phase** to run between a failed spin and the futex
 //! sleep, for more runnable processes than cores. The contended path of the raw
 //! lock uses it (the holder is often the process it hands the core to), and so
-//! does a Barrier with more parties than cores (a party that has not arrived
-//! then waits for a core, maybe this one), and every wait of a process confined
-//! to one CPU (its partner can run nowhere else). Other Event and Semaphore
-//! waits do not:
-//! their partner is one process that may not be on this core, and a yield among
-//! busy processes costs a time slice (measured: 50x fewer Event waits per second
-//! in the chaos run, whose workers have busy threads). Waking a
+//! does every `AdaptiveSpin` wait whose processes outnumber this thread's CPUs
+//! (the caller says how many take part: a Barrier's parties, 2 for an Event or a
+//! Semaphore, so those yield only when confined to one CPU, where the partner
+//! can run nowhere else). An Event or Semaphore waiter on several CPUs does not:
+//! its partner may not be on this core, and a yield among busy processes costs a
+//! time slice (measured: 50x fewer Event waits per second in the chaos run, whose
+//! workers have busy threads). Waking a
 //! futex sleeper costs tens of microseconds on a virtual machine whose idle vCPU
 //! halts, while `sched_yield` hands this core straight to a runnable process —
 //! often the very partner that will answer. The phase watches what each yield
@@ -81,7 +81,7 @@ pub(crate) const YIELD_SLOW: Duration = Duration::from_micros(50);
 /// The CPUs this thread may run on now (one system call; not cached, since the
 /// affinity can change and a forked child inherits a cache with the old one).
 /// Called only on the way to a sleep, where it costs little beside a futex wait.
-pub(crate) fn cores() -> usize {
+fn cores() -> usize {
     rustix::thread::sched_getaffinity(None).map_or(usize::MAX, |set| set.count() as usize)
 }
 
@@ -155,8 +155,13 @@ impl AdaptiveSpin {
 
     /// Spins until `ready()` is true or the budget is spent; returns whether it
     /// became true. A `false` means the caller goes to sleep.
+    ///
+    /// `processes` take part in what the caller waits for, itself included (2 for
+    /// a waiter and its setter, a Barrier's parties). With more of them than the
+    /// CPUs this thread may run on, one of them waits for a core, maybe this one:
+    /// a failed spin then ends with the yield phase ([`yield_until`]).
     #[inline]
-    pub(crate) fn spin(&self, mut ready: impl FnMut() -> bool) -> bool {
+    pub(crate) fn spin(&self, mut ready: impl FnMut() -> bool, processes: usize) -> bool {
         if self.until_probe.load(Ordering::Relaxed) == 0 {
             return self.probe(ready);
         }
@@ -173,9 +178,7 @@ impl AdaptiveSpin {
             return true;
         }
         self.failed();
-        // Confined to one CPU, the partner can only run on this one: hand it over
-        // (the other waits need evidence of that; see the module docs).
-        cores() == 1 && yield_until(ready)
+        processes > cores() && yield_until(ready)
     }
 
     #[cold]
@@ -251,16 +254,19 @@ mod tests {
     fn shrinks_on_failure_grows_back_on_late_answers_and_success() {
         let s = AdaptiveSpin::new();
         for _ in 0..10 {
-            assert!(!s.spin(|| false));
+            assert!(!s.spin(|| false, 1));
         }
         assert_eq!(s.limit(), MIN);
         s.answered_late();
         assert_eq!(s.limit(), 2 * MIN);
         let mut n = 0;
-        assert!(s.spin(|| {
-            n += 1;
-            n > 3
-        }));
+        assert!(s.spin(
+            || {
+                n += 1;
+                n > 3
+            },
+            1
+        ));
         assert!(s.limit() >= MIN && s.limit() <= MAX);
         assert_eq!(s.clone().limit(), s.limit());
     }

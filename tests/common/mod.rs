@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use multiproc::Process;
+use multiproc::{Process, RawValue};
 
 /// The bound on every wait in the tests: long enough for a loaded CI machine, short
 /// enough that a bug fails the test instead of hanging it.
@@ -100,4 +100,18 @@ pub fn join_all_ok(kids: Vec<Process>) {
         codes.iter().all(|&c| c == Some(0)),
         "children did not all exit cleanly in time: {codes:?}"
     );
+}
+
+/// Carries a segment name (at most 32 bytes) between processes in shared memory.
+pub fn put_name(cell: &RawValue<[u8; 32]>, name: &str) {
+    let mut b = [0u8; 32];
+    b[..name.len()].copy_from_slice(name.as_bytes());
+    cell.set(b);
+}
+
+/// The name [`put_name`] stored.
+pub fn get_name(cell: &RawValue<[u8; 32]>) -> String {
+    let b = cell.get();
+    let end = b.iter().position(|&c| c == 0).unwrap_or(32);
+    String::from_utf8(b[..end].to_vec()).unwrap()
 }
