@@ -23,6 +23,12 @@
 //! 2. no live process maps the segment's file (its inode, in `/proc/<pid>/maps`),
 //!    so removing the name cannot surprise a program that still uses it.
 //!
+//! Unknown is not dead: both must be *known*. A creator's pid missing from `/proc`
+//! counts as gone only when `/proc` speaks for this pid namespace
+//! (`procfs::answers`), an unreadable stat keeps the creator alive, and a listing or
+//! `maps` read that fails (the fd limit, say) leaves the mappers unknown; either
+//! gives [`Status::Unknown`], and the segment is kept.
+//!
 //! Removing a stale record unlinks the segment only if the file under its name is
 //! still the one the record owns (same inode): if CPython or anyone unlinked it and
 //! made another file under that name, that file stays; the record goes either way.
@@ -74,6 +80,10 @@ pub enum Status {
         /// A process that maps it.
         pid: u32,
     },
+    /// `/proc` could not tell whether the creator runs or whether a process maps
+    /// the segment (it is not mounted, belongs to another pid namespace, or a read
+    /// failed, at the fd limit say): the segment is kept, as if in use.
+    Unknown,
 }
 
 /// Prefix of owner records' names: `mp-owner-<inode of the segment's file>`.
@@ -224,34 +234,79 @@ fn segment_file(name: &str) -> Option<(u64, u64)> {
     (meta.file_type().is_file() && meta.uid() == mem::euid()).then(|| (meta.ino(), meta.len()))
 }
 
-fn creator_alive(header: &Header) -> bool {
-    // Unknown is not dead: a read that failed for another reason than "no such
-    // process" (the fd limit, say) keeps the segment.
-    match procfs::probe(header.creator_pid) {
-        procfs::Probe::Found(s) => !s.is_dead() && s.start_time == header.creator_start,
-        procfs::Probe::Gone => false,
-        procfs::Probe::Unknown => true,
+/// What the `/proc` probes say of a process that may keep a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liveness {
+    Alive,
+    Gone,
+    /// The probe could not tell: treated as alive (the segment is kept).
+    Unknown,
+}
+
+fn creator_liveness(header: &Header) -> Liveness {
+    creator_liveness_by(header, procfs::probe, procfs::answers)
+}
+
+fn creator_liveness_by(
+    header: &Header,
+    probe: impl Fn(u32) -> procfs::Probe,
+    answers: impl Fn() -> bool,
+) -> Liveness {
+    match probe(header.creator_pid) {
+        procfs::Probe::Found(s) if !s.is_dead() && s.start_time == header.creator_start => {
+            Liveness::Alive
+        }
+        procfs::Probe::Found(_) => Liveness::Gone,
+        // "No such pid" means gone only if `/proc` speaks for this pid namespace.
+        procfs::Probe::Gone if answers() => Liveness::Gone,
+        procfs::Probe::Gone | procfs::Probe::Unknown => Liveness::Unknown,
     }
 }
 
-/// For each inode of a `/dev/shm` file mapped by some live process, one such pid.
-fn mapped_inodes() -> HashMap<u64, u32> {
+/// For each inode of a `/dev/shm` file mapped by some live process, one such pid;
+/// `None` when that cannot be told (see [`mapped_inodes_by`]).
+fn mapped_inodes() -> Option<HashMap<u64, u32>> {
+    if !procfs::answers() {
+        return None;
+    }
+    let dir = std::fs::read_dir("/proc").ok()?;
+    let pids = dir.map(|entry| {
+        let entry = entry.ok()?;
+        Some(
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok()),
+        )
+    });
+    mapped_inodes_by(pids, |pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/maps"))
+    })
+}
+
+/// [`mapped_inodes`] over a listing of `/proc` (`None` items: an entry that could
+/// not be read; `Some(None)`: not a process) and a reader of `maps` files.
+///
+/// Unknown is not dead: a listing that fails part-way, or a `maps` read that fails
+/// for another reason than "no such process" (`ENOENT`/`ESRCH`: it exited) or "not
+/// yours" (`EACCES`/`EPERM`: another user's process, which cannot map our 0600
+/// segments unless it is root, and root's own scan reads every process), makes the
+/// whole answer `None`: a segment is then kept, never called stale.
+fn mapped_inodes_by(
+    pids: impl Iterator<Item = Option<Option<u32>>>,
+    read_maps: impl Fn(u32) -> std::io::Result<String>,
+) -> Option<HashMap<u64, u32>> {
     let mut mapped = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return mapped;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+    for pid in pids {
+        let Some(pid) = pid? else {
             continue;
         };
-        // A process we may not read (another user's) cannot map our 0600 segments
-        // unless it is root; root's own scan reads every process.
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-            continue;
+        let maps = match read_maps(pid) {
+            Ok(maps) => maps,
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ESRCH | libc::EACCES | libc::EPERM) => continue,
+                _ => return None,
+            },
         };
         // "start-end perms offset dev inode /dev/shm/name": the inode is exact,
         // whatever happened to the name since.
@@ -261,18 +316,25 @@ fn mapped_inodes() -> HashMap<u64, u32> {
             }
         }
     }
-    mapped
+    Some(mapped)
 }
 
-fn info(r: Record, mapped: &HashMap<u64, u32>) -> SegmentInfo {
+/// A record's status from what the probes said of its creator and of the
+/// processes that map its segment (`None`: could not tell). Only a creator known
+/// gone and a segment known unmapped make it [`Status::Stale`].
+fn status_of(creator: Liveness, inode: u64, mapped: Option<&HashMap<u64, u32>>) -> Status {
+    match (creator, mapped) {
+        (Liveness::Alive, _) => Status::CreatorAlive,
+        (Liveness::Unknown, _) | (Liveness::Gone, None) => Status::Unknown,
+        (Liveness::Gone, Some(m)) => m
+            .get(&inode)
+            .map_or(Status::Stale, |&pid| Status::InUse { pid }),
+    }
+}
+
+fn info(r: Record, mapped: Option<&HashMap<u64, u32>>) -> SegmentInfo {
     let present = segment_file(&r.name).filter(|&(inode, _)| inode == r.header.data_inode);
-    let status = if creator_alive(&r.header) {
-        Status::CreatorAlive
-    } else if let Some(&pid) = mapped.get(&r.header.data_inode) {
-        Status::InUse { pid }
-    } else {
-        Status::Stale
-    };
+    let status = status_of(creator_liveness(&r.header), r.header.data_inode, mapped);
     SegmentInfo {
         name: r.name,
         kind: r.header.kind,
@@ -312,11 +374,14 @@ fn records() -> Result<Vec<Record>> {
 pub fn scan() -> Result<Vec<SegmentInfo>> {
     let found = records()?;
     let mapped = if found.is_empty() {
-        HashMap::new()
+        Some(HashMap::new())
     } else {
         mapped_inodes()
     };
-    Ok(found.into_iter().map(|r| info(r, &mapped)).collect())
+    Ok(found
+        .into_iter()
+        .map(|r| info(r, mapped.as_ref()))
+        .collect())
 }
 
 /// The stale segments: [`scan`] filtered to [`Status::Stale`].
@@ -361,12 +426,12 @@ pub fn status(name: &str) -> Result<SegmentInfo> {
             .find(|r| r.name == name)
             .ok_or_else(|| Error::NotFound { name: name.clone() })?,
     };
-    let mapped = if creator_alive(&record.header) {
-        HashMap::new()
-    } else {
-        mapped_inodes()
+    // The maps of every process are read only when the creator is known gone.
+    let mapped = match creator_liveness(&record.header) {
+        Liveness::Gone => mapped_inodes(),
+        Liveness::Alive | Liveness::Unknown => Some(HashMap::new()),
     };
-    Ok(info(record, &mapped))
+    Ok(info(record, mapped.as_ref()))
 }
 
 /// Removes the segment `name` and its owner record if they are stale, checking
@@ -427,6 +492,7 @@ pub fn describe(status: Status) -> String {
         Status::Stale => "creator gone, not mapped by any process".to_string(),
         Status::CreatorAlive => "creator still runs".to_string(),
         Status::InUse { pid } => format!("creator gone, still mapped by pid {pid}"),
+        Status::Unknown => "cannot tell whether it is in use (/proc did not answer)".to_string(),
     }
 }
 
@@ -435,6 +501,96 @@ mod tests {
     use super::*;
     use crate::sync::spin::test_procs::{join, spawn};
     use crate::{Event, RawValue};
+
+    fn header(pid: u32, start: u64) -> Header {
+        Header {
+            kind: Kind::SharedMemory,
+            size: 0,
+            creator_pid: pid,
+            creator_start: start,
+            data_inode: 99,
+        }
+    }
+
+    const RUNNING: procfs::TaskStat = procfs::TaskStat {
+        state: b'S',
+        start_time: 1234,
+        threads: 1,
+    };
+
+    /// Unknown is not dead: a creator whose pid `/proc` does not list counts as gone
+    /// only when `/proc` answers for this process at all (it may be unmounted, or
+    /// of another pid namespace), and an unreadable stat keeps it alive.
+    #[test]
+    fn a_creator_is_gone_only_when_proc_can_tell() {
+        let h = header(4242, 1234);
+        let found = |s: procfs::TaskStat| move |_: u32| procfs::Probe::Found(s);
+        let gone = |_: u32| procfs::Probe::Gone;
+        let unknown = |_: u32| procfs::Probe::Unknown;
+        assert_eq!(
+            creator_liveness_by(&h, found(RUNNING), || true),
+            Liveness::Alive
+        );
+        let reused = procfs::TaskStat {
+            start_time: 99,
+            ..RUNNING
+        };
+        assert_eq!(
+            creator_liveness_by(&h, found(reused), || true),
+            Liveness::Gone
+        );
+        let zombie = procfs::TaskStat {
+            state: b'Z',
+            ..RUNNING
+        };
+        assert_eq!(
+            creator_liveness_by(&h, found(zombie), || true),
+            Liveness::Gone
+        );
+        assert_eq!(creator_liveness_by(&h, gone, || true), Liveness::Gone);
+        assert_eq!(creator_liveness_by(&h, gone, || false), Liveness::Unknown);
+        assert_eq!(creator_liveness_by(&h, unknown, || true), Liveness::Unknown);
+    }
+
+    /// Unknown is not dead, for mappers: a `/proc` listing or `maps` read that fails
+    /// otherwise than "exited" or "another user's" means nobody can say the segment
+    /// is unmapped, so it is never stale.
+    #[test]
+    fn a_segment_is_unmapped_only_when_every_process_could_be_read() {
+        let maps = "7f00-7f01 rw-s 00000000 00:1a 99 /dev/shm/psm_x\n".to_string();
+        let io = |code: i32| std::io::Error::from_raw_os_error(code);
+        let read = |pid: u32| match pid {
+            1 => Ok(String::new()),
+            2 => Ok(maps.clone()),
+            3 => Err(io(libc::ENOENT)),
+            4 => Err(io(libc::EACCES)),
+            _ => Err(io(libc::EMFILE)),
+        };
+        let list = |pids: &[u32]| pids.iter().map(|&p| Some(Some(p))).collect::<Vec<_>>();
+        let seen = mapped_inodes_by(list(&[1, 2, 3, 4]).into_iter(), read).unwrap();
+        assert_eq!(seen.get(&99), Some(&2));
+        let none = mapped_inodes_by(list(&[1, 3, 4]).into_iter(), read).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(
+            mapped_inodes_by(list(&[1, 5]).into_iter(), read),
+            None,
+            "EMFILE"
+        );
+        let broken_listing = vec![Some(Some(1)), None];
+        assert_eq!(mapped_inodes_by(broken_listing.into_iter(), read), None);
+
+        assert_eq!(status_of(Liveness::Gone, 99, Some(&none)), Status::Stale);
+        assert_eq!(
+            status_of(Liveness::Gone, 99, Some(&seen)),
+            Status::InUse { pid: 2 }
+        );
+        assert_eq!(status_of(Liveness::Gone, 99, None), Status::Unknown);
+        assert_eq!(
+            status_of(Liveness::Unknown, 99, Some(&none)),
+            Status::Unknown
+        );
+        assert_eq!(status_of(Liveness::Alive, 99, None), Status::CreatorAlive);
+    }
 
     /// Removes a `/dev/shm` path when dropped, so a failing test leaves nothing.
     struct Remove(String);

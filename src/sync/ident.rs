@@ -15,7 +15,9 @@
 //!
 //! Unknown is not dead: a check that cannot read `/proc` (any error but `ENOENT` or
 //! `ESRCH`) says the owner lives, so a failing `/proc` costs owner-death detection,
-//! never mutual exclusion.
+//! never mutual exclusion. Even `ENOENT` means "gone" only while `/proc` speaks for
+//! this pid namespace (`procfs::answers`: `/proc/self` is this pid), checked again
+//! in every forked child, which may have been forked into a new pid namespace.
 //!
 //! ## The identity caches (per process image, and per thread)
 //! Computing an identity reads `/proc`, so each process (and thread) computes its
@@ -34,7 +36,7 @@
 //! [`prime`] computes both identities now, while `/proc` can be read (at the start of
 //! a child process, before the user's code can exhaust the fd table).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::sys::fork;
@@ -242,7 +244,7 @@ pub enum OwnerKind {
 impl OwnerKind {
     /// Whether the owner named by `owner` no longer runs, by this kind's rules.
     pub fn is_gone(self, owner: u32) -> bool {
-        gone_by(owner, self, procfs::probe, procfs_answers)
+        gone_by(owner, self, procfs::probe, procfs::answers)
     }
 }
 
@@ -286,26 +288,6 @@ fn gone_by(
             finished || (tag != TAG_UNKNOWN && tag_of(stat.start_time) != tag)
         }
     }
-}
-
-/// Whether `/proc` shows this process. Only a success is cached (per process
-/// image): a failure may be transient (the fd limit), so it is asked again.
-fn procfs_answers() -> bool {
-    static ANSWERS: AtomicBool = AtomicBool::new(false);
-    answers_by(&ANSWERS, || {
-        procfs::probe(rustix::process::getpid().as_raw_nonzero().get() as u32)
-    })
-}
-
-fn answers_by(cache: &AtomicBool, probe_self: impl FnOnce() -> Probe) -> bool {
-    if cache.load(Ordering::Relaxed) {
-        return true;
-    }
-    let answers = matches!(probe_self(), Probe::Found(_));
-    if answers {
-        cache.store(true, Ordering::Relaxed);
-    }
-    answers
 }
 
 #[cfg(test)]
@@ -381,7 +363,7 @@ mod tests {
             };
             assert!(gone_by(owner, kind, found(reused), || true));
         }
-        assert!(procfs_answers());
+        assert!(procfs::answers());
     }
 
     /// Regression: any failed read of `/proc/<pid>/stat` (EMFILE at the fd limit,
@@ -446,27 +428,6 @@ mod tests {
             };
             assert!(gone_by(owner, kind, found(zombie), || true));
         }
-    }
-
-    /// Regression: the "does /proc answer" probe cached `false` for the life of the
-    /// process when it first ran during a transient failure.
-    #[test]
-    fn only_a_working_proc_is_cached() {
-        let cache = AtomicBool::new(false);
-        let reads = Cell::new(0);
-        let answer = |p: Probe| {
-            reads.set(reads.get() + 1);
-            p
-        };
-        assert!(!answers_by(&cache, || answer(Probe::Unknown)));
-        assert!(!answers_by(&cache, || answer(Probe::Gone)));
-        assert!(
-            answers_by(&cache, || answer(Probe::Found(LIVE))),
-            "asked again"
-        );
-        assert_eq!(reads.get(), 3);
-        assert!(answers_by(&cache, || answer(Probe::Unknown)), "cached");
-        assert_eq!(reads.get(), 3);
     }
 
     /// Regression: an identity first computed while the start time could not be

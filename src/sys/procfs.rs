@@ -6,6 +6,7 @@
 //! clock ticks since boot), which no later process with the same pid can share.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Identity and state of one task (process or thread) as the kernel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,36 @@ pub fn probe(id: u32) -> Probe {
     parse_stat(&buf[..len]).map_or(Probe::Unknown, Probe::Found)
 }
 
+/// Whether `/proc` speaks for this process's pid namespace: `/proc/self` names
+/// this very pid and its `stat` reads. Only then does "no `/proc/<pid>`" mean "no
+/// such process": without a mounted `/proc`, or with one of another pid namespace
+/// (a container that did not remount it, a process that `unshare`d its pids), every
+/// owner would look gone, or a stranger would answer for it.
+///
+/// Only a success is cached, with the pid it was checked for: a failure may be
+/// transient (the fd limit), so it is asked again; and a forked child (another
+/// pid, perhaps in a new pid namespace after `unshare(CLONE_NEWPID)`) checks again
+/// instead of trusting the answer its parent inherited to it.
+pub fn answers() -> bool {
+    static ANSWERED_FOR: AtomicU32 = AtomicU32::new(0);
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    answers_by(&ANSWERED_FOR, pid, || {
+        std::fs::read_link("/proc/self").is_ok_and(|p| p.as_os_str() == pid.to_string().as_str())
+            && matches!(probe(pid), Probe::Found(_))
+    })
+}
+
+fn answers_by(cache: &AtomicU32, pid: u32, check: impl FnOnce() -> bool) -> bool {
+    if cache.load(Ordering::Relaxed) == pid {
+        return true;
+    }
+    let answers = check();
+    if answers {
+        cache.store(pid, Ordering::Relaxed);
+    }
+    answers
+}
+
 #[cfg(test)]
 /// [`probe`] when only a successful read matters: `None` when the task is gone *or*
 /// could not be read. Do not take `None` for death: use [`probe`] for that.
@@ -134,6 +165,27 @@ pub fn current_process_start_time() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the "does /proc answer" probe cached `false` for the life of the
+    /// process when it first ran during a transient failure; and a cached `true`
+    /// was inherited by forked children, which may live in another pid namespace.
+    #[test]
+    fn only_a_working_proc_is_cached_and_only_for_its_pid() {
+        let cache = AtomicU32::new(0);
+        let reads = std::cell::Cell::new(0);
+        let check = |ok: bool| {
+            reads.set(reads.get() + 1);
+            ok
+        };
+        assert!(!answers_by(&cache, 7, || check(false)));
+        assert!(answers_by(&cache, 7, || check(true)), "asked again");
+        assert_eq!(reads.get(), 2);
+        assert!(answers_by(&cache, 7, || check(false)), "cached for pid 7");
+        assert_eq!(reads.get(), 2);
+        assert!(!answers_by(&cache, 8, || check(false)), "pid 8 asks again");
+        assert_eq!(reads.get(), 3);
+        assert!(answers());
+    }
 
     #[test]
     fn parses_names_with_spaces_and_parens() {
