@@ -41,10 +41,12 @@
 //!   released".
 //!
 //! ## Death of a process
-//! Sleepers wake at every owner-check interval (20 ms). Party i checks the slot of party
+//! Sleepers wake at every owner-check interval (20 ms; after ten slices the slice grows
+//! to 100 ms, see `watch_slice`). Party i checks the slot of party
 //! (i + 1) mod count with `ident::is_process_gone`: the arrived parties form a ring, so as
 //! long as one lives, some live party watches a dead one, and each sleeper reads
-//! `/proc` once per slice. The `register()`ed processes are split among the
+//! `/proc` once per slice — or rather polls a pidfd it opened on that party at its
+//! first check (`ident::Watcher`), which costs a fraction of a `/proc` read. The `register()`ed processes are split among the
 //! sleepers the same way. A death breaks the barrier ("a party died") within about
 //! one slice. A party that dies before arriving is noticed only if it registered.
 //! Death of the internal lock's holder is recovered by the RawLock and breaks the
@@ -105,6 +107,14 @@ fn reason_text(code: u32) -> &'static str {
         RESET => "reset",
         _ => "broken",
     }
+}
+
+/// The sleep slice of a party that has watched `tick` slices already: the owner-check
+/// interval for the first ten (a death early in a wait, the common case in a
+/// crash, is seen within 20 ms), then growing to five times it, so that a long
+/// wait wakes ten times a second, not fifty (a death is still seen within 100 ms).
+fn watch_slice(tick: usize) -> Duration {
+    OWNER_CHECK_INTERVAL * (1 + (tick / 10).min(4) as u32)
 }
 
 type Action = Arc<dyn Fn() + Send + Sync + 'static>;
@@ -399,7 +409,7 @@ impl Barrier {
                         self.next_round(w);
                     } else {
                         self.lock.unlock();
-                        self.sleep(w, deadline);
+                        self.sleep(w, deadline, OWNER_CHECK_INTERVAL);
                         // The guard `held` still owns the one release.
                         std::mem::forget(self.hold());
                         if deadline.expired() && self.current() == w {
@@ -434,6 +444,7 @@ impl Barrier {
         }
         drop(held);
         let mut tick = 0usize;
+        let mut watcher = ident::Watcher::default();
         loop {
             let now = self.current();
             if now & !STATE_MASK != w & !STATE_MASK {
@@ -450,16 +461,16 @@ impl Barrier {
                 }
                 continue;
             }
-            if !self.sleep(w, deadline) {
+            if !self.sleep(w, deadline, watch_slice(tick)) {
                 tick = tick.wrapping_add(1);
-                self.watch(w, index, me, tick);
+                self.watch(w, index, me, tick, &mut watcher);
             }
         }
     }
 
     /// Sleeps one slice while the word is `w`; returns whether the word changed
     /// (false: the slice or the deadline ran out).
-    fn sleep(&self, w: u32, deadline: Deadline) -> bool {
+    fn sleep(&self, w: u32, deadline: Deadline, slice: Duration) -> bool {
         // The other parties often arrive within microseconds on the other core; when
         // they do not (more parties than cores), the adaptive budget shrinks.
         // With more parties than cores, a failed spin hands this core over for a
@@ -479,17 +490,13 @@ impl Barrier {
             self.spin.answered_late();
             return true;
         }
-        futex::wait(
-            self.state(),
-            w | SLEEPERS,
-            Some(deadline.slice(OWNER_CHECK_INTERVAL)),
-        );
+        futex::wait(self.state(), w | SLEEPERS, Some(deadline.slice(slice)));
         self.current() != w
     }
 
     /// Between slices: checks the next party in the ring and a share of the
     /// registered processes; breaks the round if one is gone.
-    fn watch(&self, w: u32, index: usize, me: u32, tick: usize) {
+    fn watch(&self, w: u32, index: usize, me: u32, tick: usize, watcher: &mut ident::Watcher) {
         let count = (self.count().load(Ordering::Relaxed) as usize).clamp(1, self.tracked);
         let mut suspects = Vec::new();
         let next = self.slot((index + 1) % count).load(Ordering::Relaxed);
@@ -511,7 +518,7 @@ impl Barrier {
             drop(self.hold());
             return;
         }
-        let Some(dead) = suspects.into_iter().find(|&o| ident::is_process_gone(o)) else {
+        let Some(dead) = suspects.into_iter().find(|&o| watcher.is_process_gone(o)) else {
             return;
         };
         let _held = self.hold();

@@ -36,6 +36,7 @@
 //! [`prime`] computes both identities now, while `/proc` can be read (at the start of
 //! a child process, before the user's code can exhaust the fd table).
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -267,6 +268,44 @@ pub fn is_process_gone(owner: u32) -> bool {
     OwnerKind::Process.is_gone(owner)
 }
 
+/// Death checks of the same few processes, slice after slice, for one long wait
+/// (a Barrier sleeper): a `/proc` read each slice costs tens of microseconds, and
+/// at 50 slices a second that was most of an idle waiter's CPU time.
+///
+/// The first check of an owner opens a pidfd on its pid *first*, then asks
+/// [`is_process_gone`] (the `/proc` check, with the start-time tag that guards
+/// against a reused pid). If that says the owner runs, the pidfd refers to the
+/// owner itself (a pid reused before the open would have failed the tag check),
+/// and later checks only poll it: a pidfd becomes readable once the whole thread
+/// group has exited, zombie or reaped, which is exactly [`OwnerKind::Process`]'s
+/// "gone". A failed open (the fd limit, say) or a failed poll falls back to the
+/// `/proc` check: Unknown is not dead. At most [`Watcher::CAPACITY`] pidfds are
+/// kept; they close with the watcher, at the end of the wait.
+#[derive(Debug, Default)]
+pub(crate) struct Watcher {
+    known: Vec<(u32, OwnedFd)>,
+}
+
+impl Watcher {
+    /// Most pidfds one watcher keeps open.
+    pub(crate) const CAPACITY: usize = 8;
+
+    /// [`is_process_gone`], answered by a poll of a cached pidfd when it can be.
+    pub(crate) fn is_process_gone(&mut self, owner: u32) -> bool {
+        if let Some((_, fd)) = self.known.iter().find(|(o, _)| *o == owner) {
+            return procfs::pidfd_exited(fd).unwrap_or_else(|| is_process_gone(owner));
+        }
+        let pidfd = procfs::open_pidfd(id_of(owner & OWNER_MASK));
+        let gone = is_process_gone(owner);
+        if let Some(fd) = pidfd {
+            if !gone && self.known.len() < Self::CAPACITY {
+                self.known.push((owner, fd));
+            }
+        }
+        gone
+    }
+}
+
 fn gone_by(
     owner: u32,
     kind: OwnerKind,
@@ -293,6 +332,41 @@ fn gone_by(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The watcher polls a pidfd after its first check: it still sees a child's
+    /// death (by SIGKILL, while the child runs), and a word naming a reused pid
+    /// (right pid, wrong start-time tag) is gone at the first check.
+    #[test]
+    fn a_watcher_sees_death_through_its_pidfd_and_refuses_a_reused_pid() {
+        use crate::sync::spin::test_procs::{BOUND, join, poll_until, spawn};
+        let gate = crate::Event::new().unwrap();
+        let g = gate.clone();
+        let child = spawn(move || {
+            let _ = g.wait(Some(BOUND));
+        });
+        let pid = child.pid().unwrap();
+        let owner = process_of(pid);
+        let mut watcher = Watcher::default();
+        assert!(!watcher.is_process_gone(owner), "a running child");
+        assert_eq!(watcher.known.len(), 1, "its pidfd is kept");
+        assert!(!watcher.is_process_gone(owner), "still running");
+        child.kill().unwrap();
+        poll_until("the pidfd to show the death", || {
+            watcher.is_process_gone(owner)
+        });
+        assert_eq!(join(child), Some(-9));
+
+        let me = std::process::id();
+        let real = process_of(me);
+        let reused = (1..)
+            .map(|t| word(me, Some(t)))
+            .find(|&w| w != real)
+            .unwrap();
+        let mut watcher = Watcher::default();
+        assert!(watcher.is_process_gone(reused), "another start time: gone");
+        assert!(watcher.known.is_empty(), "no pidfd kept for a gone owner");
+        assert!(!watcher.is_process_gone(real));
+    }
 
     #[test]
     fn process_of_names_a_process_as_it_names_itself() {

@@ -6,6 +6,7 @@
 //! clock ticks since boot), which no later process with the same pid can share.
 
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Identity and state of one task (process or thread) as the kernel reports it.
@@ -100,6 +101,25 @@ fn answers_by(cache: &AtomicU32, pid: u32, check: impl FnOnce() -> bool) -> bool
         cache.store(pid, Ordering::Relaxed);
     }
     answers
+}
+
+/// A pidfd on the process `pid`, or `None` if it cannot be opened (no such
+/// process, the fd limit, a kernel before 5.3). What it refers to must still be
+/// checked (the pid may have been reused before the open): see
+/// `sync::ident::Watcher`.
+pub fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+}
+
+/// Whether the process behind `pidfd` has exited (all its threads: a pidfd polls
+/// readable then, whether or not it was reaped); `None` if the poll failed.
+pub fn pidfd_exited(pidfd: &OwnedFd) -> Option<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    poll(&mut fds, Some(&Timespec::default()))
+        .ok()
+        .map(|n| n > 0)
 }
 
 #[cfg(test)]
