@@ -341,3 +341,108 @@ pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
             (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+
+    use super::*;
+    use crate::sys::fd::{inherited_test_fd, recv_with_fds, send_with_fds};
+    use crate::{Error, Lock, Queue, Sender, TryLockError, Value};
+
+    const CHILD: &str = "MULTIPROC_TOKEN_TEST_CHILD";
+    const BOUND: Duration = Duration::from_secs(30);
+    const NAME: &str = "token::tests::a_process_that_inherited_nothing_imports_over_a_socket";
+
+    /// The re-executed test binary's side: it inherited nothing (exec), gets the
+    /// tokens and their descriptors over the socket, and uses them with the parent.
+    fn child(raw: i32) {
+        let sock = inherited_test_fd(raw);
+        let (bytes, fds) = recv_with_fds(sock.as_fd()).unwrap();
+        let (lock, value, tx): (Lock, Value<u32>, Sender<String>) =
+            import(Exported { bytes, fds }).unwrap();
+        let _held = lock.lock().unwrap();
+        value.set(42).unwrap();
+        tx.put(&"locked".to_string(), Some(BOUND)).unwrap();
+        // Step 2: write once more (the parent dropped its own Value meanwhile).
+        let mut b = [0u8; 1];
+        let n = rustix::io::read(&sock, &mut b).unwrap();
+        assert_eq!(n, 1, "the parent went away");
+        value.set(43).unwrap();
+        tx.put(&"written".to_string(), Some(BOUND)).unwrap();
+        // Hold everything until killed (or the parent goes: EOF).
+        let _ = rustix::io::read(&sock, &mut b);
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn a_process_that_inherited_nothing_imports_over_a_socket() {
+        if let Ok(raw) = std::env::var(CHILD) {
+            return child(raw.parse().unwrap());
+        }
+        let lock = Lock::new().unwrap();
+        let value = Value::new(0u32).unwrap();
+        let q = Queue::<String>::new().unwrap();
+        let rx = q.receiver();
+        let exported = export(&(&lock, &value, q.sender())).unwrap();
+        let (mine, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        // The child's end survives exec (and only it).
+        rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty()).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, theirs.as_raw_fd().to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(theirs);
+        let borrowed: Vec<_> = exported.fds.iter().map(|f| f.as_fd()).collect();
+        send_with_fds(mine.as_fd(), &exported.bytes, &borrowed).unwrap();
+        drop(exported);
+        assert_eq!(rx.get(Some(BOUND)).unwrap(), "locked");
+        // The imported lock is the lock, the imported value the value.
+        assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+        assert_eq!(value.get().unwrap(), 42);
+        // The child's imported Sender counts as a producer: with the parent's own
+        // producer gone, an empty queue times out instead of disconnecting.
+        drop(q);
+        assert!(matches!(
+            rx.get(Some(Duration::from_millis(50))),
+            Err(Error::Timeout { .. })
+        ));
+        // The child's imported Value holds its block: dropping the parent's last
+        // handle does not free it, so a new Value never shares its memory.
+        drop(value);
+        let fresh = Value::new(0u32).unwrap();
+        rustix::io::write(&mine, b"w").unwrap();
+        assert_eq!(rx.get(Some(BOUND)).unwrap(), "written");
+        assert_eq!(
+            fresh.get().unwrap(),
+            0,
+            "the freed block was reused under the child"
+        );
+        // SIGKILL the importer holding the Lock: the parent gets it with OwnerDied,
+        // and the queue disconnects (its only producer died).
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        match lock.try_lock_for(BOUND) {
+            Err(TryLockError::OwnerDied(_)) => {}
+            other => panic!("expected OwnerDied, got {other:?}"),
+        }
+        assert!(matches!(rx.get(Some(BOUND)), Err(Error::Disconnected(_))));
+        let mut out = String::new();
+        let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+        assert!(!out.contains("panicked"), "the child failed:\n{out}");
+    }
+}
