@@ -102,6 +102,7 @@
 //!   own, so the peer sees EOF only once both are closed (as CPython's `DupFd`).
 //! - SharedMemory: an attach by descriptor (works after `unlink`); unlink once,
 //!   from one process, as in CPython.
+//!
 //! Type names are what the compiler calls the type: tokens travel between
 //! processes of one build (a spawned child re-executes the same binary).
 
