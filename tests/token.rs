@@ -149,25 +149,7 @@ fn a_token_of_a_freed_object_is_stale_even_when_its_block_is_reused() {
     assert!(matches!(r, Err(Error::StaleToken { .. })), "{r:?}");
     // Allocate until the freed block is reused (the first allocation of its class
     // normally takes it).
-    let mut news = Vec::new();
-    let reused = loop {
-        let new = Lock::new().unwrap();
-        let (_, _, (b, _)) = lock_token(&token::export(&new).unwrap());
-        let same = match (b, block) {
-            (
-                BlockT::Arena { inode, off, .. },
-                BlockT::Arena {
-                    inode: i0, off: o0, ..
-                },
-            ) => inode == i0 && off == o0,
-            _ => false,
-        };
-        if same {
-            break new;
-        }
-        news.push(new);
-        assert!(news.len() < 100_000, "the freed block was never reused");
-    };
+    let (reused, _others) = lock_in(block);
     let _g = reused.lock().unwrap();
     let r = token::import::<Lock>(again(&e));
     assert!(
@@ -401,4 +383,56 @@ fn a_connection_and_a_shared_memory_travel() {
     shm2.read_at(0, &mut two).unwrap();
     assert_eq!(&two, b"hi");
     assert!(matches!(shm2.unlink(), Err(Error::NotFound { .. })));
+}
+
+/// Allocates Locks until one sits in `block` (the freed block of a token).
+fn lock_in(block: BlockT) -> (Lock, Vec<Lock>) {
+    let mut others = Vec::new();
+    loop {
+        let new = Lock::new().unwrap();
+        let (_, _, (b, _)) = lock_token(&token::export(&new).unwrap());
+        let same = match (b, block) {
+            (
+                BlockT::Arena { inode, off, .. },
+                BlockT::Arena {
+                    inode: i0, off: o0, ..
+                },
+            ) => inode == i0 && off == o0,
+            _ => false,
+        };
+        if same {
+            return (new, others);
+        }
+        others.push(new);
+        assert!(others.len() < 100_000, "the freed block was never reused");
+    }
+}
+
+#[test]
+fn a_stale_token_of_a_block_another_process_reused_is_refused() {
+    let (ready, done) = (Event::new().unwrap(), Event::new().unwrap());
+    let lock = Lock::new().unwrap();
+    let e = token::export(&lock).unwrap();
+    let (_, _, (block, _)) = lock_token(&e);
+    drop(lock); // freed: this process holds the block no more
+    let (r, d) = (ready.clone(), done.clone());
+    let child = spawn(move || {
+        // The free lists are shared: the child reuses the block for its own lock.
+        let (mine, _others) = lock_in(block);
+        let _g = mine.lock().unwrap();
+        r.set();
+        assert!(d.wait(T).unwrap());
+        assert!(mine.is_locked());
+    });
+    assert!(ready.wait(T).unwrap());
+    // The block is live (the child holds it) but of another generation.
+    let r = token::import::<Lock>(again(&e));
+    assert!(
+        matches!(r, Err(Error::StaleToken { .. })),
+        "a stale token named another process's new lock: {r:?}"
+    );
+    done.set();
+    join_ok(child);
+    let r = token::import::<Lock>(again(&e));
+    assert!(matches!(r, Err(Error::StaleToken { .. })), "{r:?}");
 }
