@@ -67,11 +67,42 @@
 //! Payloads:
 //! ```text
 //! Lock, RLock              At
-//! Semaphore, Bounded...    At (the 16-byte core: value, waiters, bound)
-//! Event                    At (the 4-byte word)
+//! Semaphore, Bounded...    At (the 16-byte core: value, waiters, bound; at 0)
+//! Event                    At (the 4-byte word; at 0)
 //! Value, Array             Elements, RLock (a whole token, tag 2)
 //! RawValue, RawArray       Elements
+//! Condition                enum 0 Lock(token) | 1 RLock(token), fd u32, inode u64
+//!                          (the waiter table: a sealed memfd of 16 + 16 x 2^22
+//!                          bytes, checked)
+//! Barrier                  At (at 0; parties read from the block and checked to
+//!                          fit it), timeout Option<Duration> (secs u64, nanos u32)
+//! SharedMemory             fd u32, inode u64, name string (checked as on attach:
+//!                          this user's, mode 0600, a regular file)
+//! Queue, SimpleQueue,      Ring, fingerprint u64 (of the message type), joinable
+//! JoinableQueue, Sender,   bool (a Queue or SimpleQueue token must be false, a
+//! Receiver                 JoinableQueue's true)
+//!   Ring                   At (the control words, 64-aligned), Block (the data
+//!                          segment); capacity, byte bound and maxsize are read
+//!                          from the control words and checked as `new` makes them
+//! Connection               kind u8 (0 socket, 1 pipe read end, 2 pipe write end;
+//!                          checked against the descriptor's type), fd u32
 //! ```
+//! Descriptors are deduplicated by (device, inode, access): the two ends of one
+//! pipe share an inode and are passed as two descriptors.
+//!
+//! ## What an import means for each kind
+//! - Arena objects: one hold per process (an import into a process that holds the
+//!   block already shares that hold; otherwise it adds one, only to a live block
+//!   of the token's generation). The imported handle keeps the object alive as an
+//!   inherited one does; a Value/Array imported next to another handle shares its
+//!   claims (one guard at a time in this process).
+//! - Queues: the imported handle counts as a producer and/or consumer of the
+//!   importing process, exactly as a handle made there.
+//! - Connection: a duplicate of the descriptor; the exporting process keeps its
+//!   own, so the peer sees EOF only once both are closed (as CPython's `DupFd`).
+//! - SharedMemory: an attach by descriptor (works after `unlink`); unlink once,
+//!   from one process, as in CPython.
+//!
 //! Type names are what the compiler calls the type: tokens travel between
 //! processes of one build (a spawned child re-executes the same binary).
 

@@ -149,34 +149,18 @@ fn a_token_of_a_freed_object_is_stale_even_when_its_block_is_reused() {
     assert!(matches!(r, Err(Error::StaleToken { .. })), "{r:?}");
     // Allocate until the freed block is reused (the first allocation of its class
     // normally takes it).
-    let mut news = Vec::new();
-    let reused = loop {
-        let new = Lock::new().unwrap();
-        let (_, _, (b, _)) = lock_token(&token::export(&new).unwrap());
-        let same = match (b, block) {
-            (
-                BlockT::Arena { inode, off, .. },
-                BlockT::Arena {
-                    inode: i0, off: o0, ..
-                },
-            ) => inode == i0 && off == o0,
-            _ => false,
-        };
-        if same {
-            break new;
-        }
-        news.push(new);
-        assert!(news.len() < 100_000, "the freed block was never reused");
-    };
-    let _g = reused.lock().unwrap();
+    let (reused, _others) = lock_in(block);
+    let _g = reused.as_ref().map(|l| l.lock().unwrap());
     let r = token::import::<Lock>(again(&e));
     assert!(
         matches!(r, Err(Error::StaleToken { .. })),
         "a stale token named the new lock: {r:?}"
     );
     // Held by this process, imported from another token, it still works.
-    let ok: Lock = token::import(token::export(&reused).unwrap()).unwrap();
-    assert!(ok.is_locked());
+    if let Some(reused) = &reused {
+        let ok: Lock = token::import(token::export(reused).unwrap()).unwrap();
+        assert!(ok.is_locked());
+    }
 }
 
 #[test]
@@ -401,4 +385,98 @@ fn a_connection_and_a_shared_memory_travel() {
     shm2.read_at(0, &mut two).unwrap();
     assert_eq!(&two, b"hi");
     assert!(matches!(shm2.unlink(), Err(Error::NotFound { .. })));
+}
+
+/// Allocates Locks until one sits in `block` (the freed block of a token); `None`
+/// if another thread of the test process took the block first (under
+/// `cargo test`, whose tests share a process: the stale token must fail then too).
+fn lock_in(block: BlockT) -> (Option<Lock>, Vec<Lock>) {
+    let mut others = Vec::new();
+    loop {
+        let new = Lock::new().unwrap();
+        let (_, _, (b, _)) = lock_token(&token::export(&new).unwrap());
+        let same = match (b, block) {
+            (
+                BlockT::Arena { inode, off, .. },
+                BlockT::Arena {
+                    inode: i0, off: o0, ..
+                },
+            ) => inode == i0 && off == o0,
+            _ => false,
+        };
+        if same {
+            return (Some(new), others);
+        }
+        others.push(new);
+        if others.len() == 1000 {
+            return (None, others);
+        }
+    }
+}
+
+#[test]
+fn a_stale_token_of_a_block_another_process_reused_is_refused() {
+    let (ready, done) = (Event::new().unwrap(), Event::new().unwrap());
+    let lock = Lock::new().unwrap();
+    let e = token::export(&lock).unwrap();
+    let (_, _, (block, _)) = lock_token(&e);
+    drop(lock); // freed: this process holds the block no more
+    let (r, d) = (ready.clone(), done.clone());
+    let child = spawn(move || {
+        // The free lists are shared: the child reuses the block for its own lock.
+        let (mine, _others) = lock_in(block);
+        let _g = mine.as_ref().map(|l| l.lock().unwrap());
+        r.set();
+        assert!(d.wait(T).unwrap());
+        assert!(mine.as_ref().is_none_or(|l| l.is_locked()));
+    });
+    assert!(ready.wait(T).unwrap());
+    // The block is live (the child holds it) but of another generation.
+    let r = token::import::<Lock>(again(&e));
+    assert!(
+        matches!(r, Err(Error::StaleToken { .. })),
+        "a stale token named another process's new lock: {r:?}"
+    );
+    done.set();
+    join_ok(child);
+    let r = token::import::<Lock>(again(&e));
+    assert!(matches!(r, Err(Error::StaleToken { .. })), "{r:?}");
+}
+
+/// A Condition's token: version, tag, (lock token, table fd, table inode).
+#[derive(Serialize, Deserialize)]
+enum InnerT {
+    Lock(LockT),
+    RLock(LockT),
+}
+type ConditionT = (u16, u16, (InnerT, u32, u64));
+
+#[test]
+fn a_forged_condition_table_is_refused() {
+    use multiproc::Condition;
+    use std::os::fd::AsFd;
+    let cond = Condition::new().unwrap();
+    let e = token::export(&cond).unwrap();
+    let (v, tag, (inner, fd, inode)): ConditionT = postcard::from_bytes(&e.bytes).unwrap();
+    assert!(matches!(inner, InnerT::RLock(_)));
+    // Another file of the right size that is not sealed (it could shrink under
+    // the mapping): refused, whatever inode the token names.
+    let unsealed = rustix::fs::memfd_create("forged", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&unsealed, 16 + 16 * (1 << 22)).unwrap();
+    let st = rustix::fs::fstat(&unsealed).unwrap();
+    let mut fds = again(&e).fds;
+    fds.push(rustix::io::fcntl_dupfd_cloexec(unsealed.as_fd(), 0).unwrap());
+    let forged_fd = fds.len() as u32 - 1;
+    let bytes = postcard::to_stdvec(&(v, tag, (inner, forged_fd, st.st_ino))).unwrap();
+    let r = token::import::<Condition>(Exported { bytes, fds });
+    assert!(matches!(r, Err(Error::BadToken { .. })), "{r:?}");
+    // The real table under a wrong inode.
+    let (v, tag, (inner, _, _)): ConditionT = postcard::from_bytes(&e.bytes).unwrap();
+    let bytes = postcard::to_stdvec(&(v, tag, (inner, fd, inode + 1))).unwrap();
+    let r = token::import::<Condition>(Exported {
+        bytes,
+        fds: again(&e).fds,
+    });
+    assert!(matches!(r, Err(Error::BadToken { .. })), "{r:?}");
+    assert!(token::import::<Condition>(e).is_ok());
 }

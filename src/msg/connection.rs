@@ -128,6 +128,9 @@ struct ReadState {
 /// assert!(matches!(parent.recv::<u64>(), Err(Error::Eof))); // the child is gone
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token (a duplicate of its descriptor): see
+/// [`token::export`](crate::token::export).
 pub struct Connection {
     open: Option<Open>,
     kind: Kind,

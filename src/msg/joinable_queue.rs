@@ -88,6 +88,9 @@ pub(crate) fn task_done(h: &Holder) -> Result<()> {
 /// p.join(Some(Duration::from_secs(10)))?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 pub struct JoinableQueue<T> {
     holder: Holder,
     _msg: PhantomData<fn(T) -> T>,

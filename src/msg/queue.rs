@@ -623,6 +623,9 @@ macro_rules! common_api {
 /// child.join(Some(Duration::from_secs(10)))?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 pub struct Queue<T> {
     pub(crate) holder: Holder,
     pub(crate) _msg: PhantomData<fn(T) -> T>,
@@ -641,6 +644,9 @@ pub struct Queue<T> {
 /// assert!(matches!(rx.get(None), Err(multiproc::Error::Disconnected(_))));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 pub struct Sender<T> {
     pub(crate) holder: Holder,
     pub(crate) _msg: PhantomData<fn(T) -> T>,
@@ -658,6 +664,9 @@ pub struct Sender<T> {
 /// assert!(matches!(tx.put(&2, None), Err(multiproc::Error::Disconnected(_))));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 pub struct Receiver<T> {
     pub(crate) holder: Holder,
     pub(crate) _msg: PhantomData<fn(T) -> T>,

@@ -21,6 +21,9 @@ use crate::error::Result;
 /// p.join(Some(Duration::from_secs(10)))?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 pub struct SimpleQueue<T> {
     inner: Queue<T>,
 }

@@ -137,6 +137,9 @@ pub(crate) fn inode(fd: impl AsFd) -> io::Result<u64> {
 /// shm.unlink()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token (its descriptor and name): see
+/// [`token::export`](crate::token::export).
 #[derive(Debug)]
 pub struct SharedMemory {
     // Invariant: `map` maps the first `size` bytes of the file `fd`, whose size

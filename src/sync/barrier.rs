@@ -151,6 +151,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// assert_eq!(child.join(None)?, Some(0));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token with its timeout; a Barrier with an action does not (the closure cannot travel): see
+/// [`token::export`](crate::token::export).
 #[derive(Clone)]
 pub struct Barrier {
     lock: RawLock,

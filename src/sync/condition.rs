@@ -144,6 +144,9 @@ enum Inner {
 /// assert_eq!(child.join(None)?, Some(0));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token (its lock and its waiter table go with it): see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct Condition {
     inner: Inner,
