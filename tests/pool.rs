@@ -169,16 +169,62 @@ fn imap_is_ordered_and_imap_unordered_gives_every_result() {
     assert!(ordered.next_timeout(T).is_none());
 }
 
+fn negate(a: i64) -> i64 {
+    -a
+}
+
+/// Not symmetric in any two arguments: a swap or a dropped argument shows.
+fn affine3(a: i64, b: i64, c: i64) -> i64 {
+    100 * a + 10 * b + c
+}
+
+fn mixed4(a: u8, b: String, c: i64, d: bool) -> String {
+    format!("{a}-{b}-{c}-{d}")
+}
+
+#[test]
+fn starmap_takes_one_to_four_arguments_in_order() {
+    let _w = watchdog();
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(
+        pool.starmap(negate as fn(i64) -> i64, [(1,), (-2,), (3,)])
+            .unwrap(),
+        [-1, 2, -3]
+    );
+    assert_eq!(
+        pool.starmap(
+            affine3 as fn(i64, i64, i64) -> i64,
+            (0..7).map(|i| (i, i + 1, i + 2))
+        )
+        .unwrap(),
+        (0..7)
+            .map(|i| 100 * i + 10 * (i + 1) + i + 2)
+            .collect::<Vec<_>>()
+    );
+    let r = pool
+        .starmap_async(
+            mixed4 as fn(u8, String, i64, bool) -> String,
+            [
+                (1, "x".to_string(), -3, true),
+                (2, "yy".to_string(), 4, false),
+            ],
+            Some(1),
+        )
+        .unwrap();
+    assert_eq!(r.get(T).unwrap(), ["1-x--3-true", "2-yy-4-false"]);
+}
+
 #[test]
 fn starmap_apply_and_async_results() {
     let _w = watchdog();
     let pool = Pool::new(2).unwrap();
     assert_eq!(
-        pool.starmap(add, [(1, 2), (3, 4), (-5, 5)]).unwrap(),
+        pool.starmap(add as fn(i64, i64) -> i64, [(1, 2), (3, 4), (-5, 5)])
+            .unwrap(),
         [3, 7, 0]
     );
     let r = pool
-        .starmap_async(add, (0..10).map(|i| (i, i)), Some(3))
+        .starmap_async(add as fn(i64, i64) -> i64, (0..10).map(|i| (i, i)), Some(3))
         .unwrap();
     assert_eq!(
         r.get(T).unwrap(),

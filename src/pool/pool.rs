@@ -42,6 +42,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::async_result::{AsyncResult, Failure, IMapIterator, Job, decode_all, decode_one};
+use super::star::StarFn;
 use super::worker::{self, Entry, FromWorker, Initializer, Outcome, ToWorkerRef, Trampoline};
 use crate::connection::{Waitable, wait};
 use crate::error::{Error, Result};
@@ -675,8 +676,11 @@ impl Pool {
         Ok(IMapIterator::new(job, false))
     }
 
-    /// `f(a, b)` for every pair, results in order (Python's `starmap`, for
-    /// two-argument functions; pass a tuple to [`map`](Self::map) for more).
+    /// `f(a, b, ..)` for every tuple of arguments, results in order (Python's
+    /// `starmap`), for plain functions of one to four arguments ([`StarFn`]):
+    /// write the function as a pointer, `f as fn(_, _) -> _` (one `_` per
+    /// argument; with untyped integer literals in the items, name the types:
+    /// `f as fn(u64, u32) -> u64`).
     ///
     /// # Errors
     ///
@@ -684,20 +688,17 @@ impl Pool {
     ///
     /// ```
     /// fn pow(base: u64, exp: u32) -> u64 { base.pow(exp) }
+    /// fn clamp(x: i32, lo: i32, hi: i32) -> i32 { x.clamp(lo, hi) }
     /// let pool = multiproc::Pool::new(2)?;
-    /// assert_eq!(pool.starmap(pow, [(2, 3), (3, 2), (10, 0)])?, [8, 9, 1]);
+    /// assert_eq!(pool.starmap(pow as fn(_, _) -> _, [(2u64, 3u32), (3, 2), (10, 0)])?, [8u64, 9, 1]);
+    /// assert_eq!(pool.starmap(clamp as fn(i32, i32, i32) -> i32, [(5, 0, 3), (-1, 0, 3)])?, [3, 0]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn starmap<A, B, R>(
+    pub fn starmap<F: StarFn>(
         &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<Vec<R>>
-    where
-        A: Serialize + DeserializeOwned + 'static,
-        B: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> Result<Vec<F::Output>> {
         self.starmap_async(f, items, None)?.get(None)
     }
 
@@ -712,25 +713,20 @@ impl Pool {
     /// use std::time::Duration;
     /// fn add(a: i32, b: i32) -> i32 { a + b }
     /// let pool = multiproc::Pool::new(2)?;
-    /// let r = pool.starmap_async(add, [(1, 2), (3, 4)], Some(1))?;
+    /// let r = pool.starmap_async(add as fn(i32, i32) -> i32, [(1, 2), (3, 4)], Some(1))?;
     /// assert_eq!(r.get(Some(Duration::from_secs(30)))?, [3, 7]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn starmap_async<A, B, R>(
+    pub fn starmap_async<F: StarFn>(
         &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
         chunksize: Option<usize>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        A: Serialize + DeserializeOwned + 'static,
-        B: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        let entry = fork_entry(worker::star_trampoline::<A, B, R> as Trampoline, f);
-        let items: Vec<(A, B)> = items.into_iter().collect();
+    ) -> Result<AsyncResult<Vec<F::Output>>> {
+        let entry = fork_entry(worker::star_trampoline::<F> as Trampoline, f);
+        let items: Vec<F::Args> = items.into_iter().collect();
         let job = self.submit("starmap_async", "starmap", entry, items, chunksize)?;
-        Ok(AsyncResult::new(job, decode_all::<R>))
+        Ok(AsyncResult::new(job, decode_all::<F::Output>))
     }
 
     /// Takes no more tasks; the queued ones still run, then the workers exit

@@ -154,15 +154,12 @@ where
     }
 }
 
-/// The trampoline for `fn(A, B) -> R` over items `(A, B)`.
-pub(crate) fn star_trampoline<A, B, R>(func: FnToken, args: Vec<u8>) -> Outcome
-where
-    A: DeserializeOwned + 'static,
-    B: DeserializeOwned + 'static,
-    R: Serialize + 'static,
-{
-    match func.resolve::<fn(A, B) -> R>() {
-        Some(f) => run_items::<(A, B), R>(args, |(a, b)| f(a, b)),
+/// The trampoline of a `starmap` task: `F` is the plain function (`fn(A) -> R` to
+/// `fn(A, B, C, D) -> R`, see [`StarFn`](super::StarFn)), called on each item's
+/// tuple of arguments.
+pub(crate) fn star_trampoline<F: super::star::StarFn>(func: FnToken, args: Vec<u8>) -> Outcome {
+    match func.resolve::<F>() {
+        Some(f) => run_items::<F::Args, F::Output>(args, |a| f.call(a)),
         None => refused_token(),
     }
 }
