@@ -284,18 +284,26 @@ fn a_panicking_task_fails_alone_and_its_worker_goes_on() {
 #[test]
 fn maxtasksperchild_replaces_workers() {
     let _w = watchdog();
-    let pool = Pool::builder()
-        .processes(2)
-        .maxtasksperchild(2)
-        .build()
-        .unwrap();
-    let pids = pool.map_chunked(pid_of, 0..12, 1).unwrap();
-    let mut distinct = pids.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert!(distinct.len() >= 6, "12 tasks, 2 per worker: {pids:?}");
-    for p in &distinct {
-        assert!(pids.iter().filter(|q| *q == p).count() <= 2, "{pids:?}");
+    // Exactly 2 tasks per worker, also with tasks sent ahead: a worker is never
+    // sent a task past its last (that task would be lost when it exits).
+    for (max, tasks) in [(2usize, 12u32), (3, 30), (1, 5)] {
+        let pool = Pool::builder()
+            .processes(2)
+            .maxtasksperchild(max)
+            .build()
+            .unwrap();
+        let pids = pool.map_chunked(pid_of, 0..tasks, 1).unwrap();
+        let mut distinct = pids.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            tasks as usize / max,
+            "{max} per worker: {pids:?}"
+        );
+        for p in &distinct {
+            assert_eq!(pids.iter().filter(|q| *q == p).count(), max, "{pids:?}");
+        }
     }
     assert!(matches!(
         Pool::builder().processes(1).maxtasksperchild(0).build(),
@@ -402,6 +410,64 @@ fn a_worker_killed_in_map_fails_only_its_task_and_is_replaced() {
         pool.map(square, 0..100).unwrap(),
         (0..100).map(square).collect::<Vec<_>>()
     );
+}
+
+/// Items of the prefetch test: how many times each ran, and the holder of item 0.
+struct Ahead {
+    holder: Holder,
+    runs: multiproc::Array<u32>,
+}
+
+static AHEAD: OnceLock<Ahead> = OnceLock::new();
+const AHEAD_ITEMS: usize = 12;
+
+fn count_hold_0(x: u32) -> u32 {
+    let a = AHEAD.get().unwrap();
+    {
+        let mut runs = a.runs.lock().unwrap();
+        runs[x as usize] += 1;
+    }
+    if x == 0 {
+        a.holder.hold();
+    }
+    x
+}
+
+#[test]
+fn a_worker_killed_with_a_task_sent_ahead_loses_only_the_running_one() {
+    let _w = watchdog();
+    let a = AHEAD.get_or_init(|| Ahead {
+        holder: Holder::new(),
+        runs: multiproc::Array::new(AHEAD_ITEMS).unwrap(),
+    });
+    // One worker: it runs item 0 (which blocks) and is sent item 1 ahead.
+    let pool = Pool::new(1).unwrap();
+    let it = pool
+        .imap(count_hold_0, 0..AHEAD_ITEMS as u32, Some(1))
+        .unwrap();
+    let pid = a.holder.kill_holder();
+    let got = collect_bounded(it);
+    assert_eq!(got.len(), AHEAD_ITEMS);
+    match &got[0] {
+        Err(Error::WorkerLost {
+            pid: p,
+            signal,
+            attempts,
+            task,
+            ..
+        }) => {
+            assert_eq!((*p, *signal, *attempts), (pid, Some(9), 1));
+            assert!(task.starts_with("item 0 of imap"), "{task}");
+        }
+        other => panic!("item 0: {other:?}"),
+    }
+    for (i, r) in got.iter().enumerate().skip(1) {
+        assert_eq!(r.as_ref().unwrap(), &(i as u32), "item {i}");
+    }
+    // No task ran twice, none was skipped: the task sent ahead went back to the
+    // queue unstarted and ran once on the replacement.
+    assert_eq!(a.runs.to_vec().unwrap(), vec![1; AHEAD_ITEMS]);
+    assert!(!pool.worker_pids().contains(&pid));
 }
 
 static LOOPED: OnceLock<Holder> = OnceLock::new();

@@ -10,8 +10,10 @@
 //! slots and `order` lists them in the order they were resolved. The caller only
 //! reads slots (an iterator may move bytes out of a slot it has passed: `Taken`).
 //! Every change is made under `state`'s lock and followed by `notify_all` on
-//! `cond`, so a waiter that sees a slot `Pending` under the lock is woken when it
-//! changes. The manager resolves every slot of every job it accepted (a lost task is
+//! `cond` when a waiter may care: at every change for a job read slot by slot
+//! (`imap`), else when the job becomes ready (what an `AsyncResult` waits for) —
+//! so a waiter that sees under the lock that what it waits for has not happened
+//! is woken when it does. The manager resolves every slot of every job it accepted (a lost task is
 //! failed, a terminated pool fails what it had not finished), so no wait for a slot
 //! is forever unless a task itself never ends.
 
@@ -55,6 +57,8 @@ pub(crate) enum Slot {
 pub(crate) struct Slots {
     pub(crate) slots: Vec<Slot>,
     pub(crate) resolved: usize,
+    /// Slots resolved to `Failed` (so that readiness is O(1), not a scan).
+    pub(crate) failed: usize,
     pub(crate) order: Vec<usize>,
 }
 
@@ -65,20 +69,32 @@ pub(crate) struct Job {
     pub(crate) kind: &'static str,
     /// Items of each chunk.
     pub(crate) ranges: Vec<Range<usize>>,
+    /// Wake the waiters at every resolution (an [`IMapIterator`] waits for one
+    /// slot); otherwise only when the job becomes ready (an [`AsyncResult`] waits
+    /// for that alone): a `map` of n tasks then wakes its caller once, not n times.
+    notify_each: bool,
     state: Mutex<Slots>,
     cond: Condvar,
 }
 
 impl Job {
-    pub(crate) fn new(id: u64, kind: &'static str, ranges: Vec<Range<usize>>) -> Job {
+    /// `notify_each`: see the field.
+    pub(crate) fn new(
+        id: u64,
+        kind: &'static str,
+        ranges: Vec<Range<usize>>,
+        notify_each: bool,
+    ) -> Job {
         let slots = ranges.iter().map(|_| Slot::Pending).collect();
         Job {
             id,
             kind,
             ranges,
+            notify_each,
             state: Mutex::new(Slots {
                 slots,
                 resolved: 0,
+                failed: 0,
                 order: Vec::new(),
             }),
             cond: Condvar::new(),
@@ -115,14 +131,20 @@ impl Job {
         if !matches!(slot, Slot::Pending) {
             return;
         }
+        let failed = result.is_err();
         *slot = match result {
             Ok(bytes) => Slot::Done(bytes),
             Err(f) => Slot::Failed(f),
         };
+        let was_ready = ready(&s);
+        s.failed += usize::from(failed);
         s.resolved += 1;
         s.order.push(chunk);
+        let wake = self.notify_each || (ready(&s) && !was_ready);
         drop(s);
-        self.cond.notify_all();
+        if wake {
+            self.cond.notify_all();
+        }
     }
 
     pub(crate) fn error(&self, chunk: usize, f: &Failure) -> Error {
@@ -201,7 +223,7 @@ fn deadline(timeout: Option<Duration>) -> Result<Option<Instant>> {
 /// Whether a job is ready: every chunk resolved, or one failed (then its result is
 /// that failure, as in CPython: a map fails at its first failed task).
 fn ready(s: &Slots) -> bool {
-    s.resolved == s.slots.len() || s.slots.iter().any(|x| matches!(x, Slot::Failed(_)))
+    s.resolved == s.slots.len() || s.failed > 0
 }
 
 /// The result of [`Pool::apply_async`](crate::Pool::apply_async) or
@@ -387,7 +409,7 @@ impl<V> AsyncResult<V> {
                 what: "AsyncResult::successful",
             });
         }
-        Ok(!s.slots.iter().any(|x| matches!(x, Slot::Failed(_))))
+        Ok(s.failed == 0)
     }
 }
 

@@ -6,13 +6,15 @@
 //!
 //! Each worker is a daemon [`Process`] with its own duplex [`Connection`]. A
 //! manager thread in the pool's process owns the workers and gives each at most
-//! one task (a chunk of items) at a time, so it knows exactly which task each
-//! worker holds. It sleeps in one [`wait`] over a wake-up pipe (new tasks, close,
+//! two tasks (chunks of items) at a time — the one it runs and a small one sent
+//! ahead, so that it goes on without waiting for the manager — and knows exactly
+//! which tasks each worker holds, and that only the first can have started. It sleeps in one [`wait`] over a wake-up pipe (new tasks, close,
 //! terminate), every worker's connection and every worker's sentinel (pidfd): no
 //! polling, and a worker's death is seen as soon as the kernel reports it. A dead
-//! worker's task — only that one — fails with [`Error::WorkerLost`] (or is run
-//! again, up to [`PoolBuilder::retries`] times), and a replacement is forked at
-//! once.
+//! worker's running task — only that one — fails with [`Error::WorkerLost`] (or
+//! is run again, up to [`PoolBuilder::retries`] times), the task sent ahead to it
+//! (never started) goes back to the front of the queue, and a replacement is
+//! forked at once.
 //!
 //! # States (the manager's `Phase`)
 //!
@@ -451,7 +453,8 @@ impl Pool {
             );
         }
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        let job = Arc::new(Job::new(id, kind, ranges));
+        // Only the imap iterators read a job slot by slot.
+        let job = Arc::new(Job::new(id, kind, ranges, kind.starts_with("imap")));
         {
             let mut core = self.shared.lock();
             if core.phase != Phase::Running {
@@ -874,15 +877,47 @@ impl Drop for Pool {
     }
 }
 
+/// Tasks a worker may hold at once: the one it runs and one sent ahead, waiting
+/// in its connection, so that it starts the next task without a round trip
+/// through the manager.
+const HELD_MAX: usize = 2;
+
+/// The largest task (its serialized items) sent ahead to a worker that already
+/// holds one. Both sides send blocking: a worker that sends a big result while the
+/// manager sends it a big second task would wait for the manager, which waits for
+/// the worker to read — a deadlock. A task this small fits in the socket's buffer
+/// (over 100 KiB) beside nothing else (the worker has read its first task whole
+/// before it runs it), so sending it never blocks. Big tasks have work enough to
+/// hide the round trip.
+const AHEAD_MAX_BYTES: usize = 16 * 1024;
+
 /// A worker as the manager sees it.
 struct Worker {
     process: Process,
     conn: Connection,
-    /// The task it is running (at most one; see the module's invariants).
-    held: Option<Task>,
+    /// The tasks sent to it, in the order sent, which is the order it runs and
+    /// answers them (at most [`HELD_MAX`]): the first is the one it runs (or
+    /// reads), the others wait unread in its connection. A worker starts a task
+    /// only after it has sent the `Done` of the one before, so when it dies with
+    /// all its messages read, only the first can have been started.
+    held: VecDeque<Task>,
+    /// Tasks it may still be sent: `maxtasksperchild` minus those sent (`None`:
+    /// unlimited). It exits right after its last one, so it is never sent a task
+    /// it will not run.
+    budget: Option<usize>,
     /// It will exit without another task (it was told to stop, reached
     /// `maxtasksperchild`, or its initializer panicked): give it nothing.
     leaving: bool,
+}
+
+impl Worker {
+    /// Whether it may be sent `t` when it holds `held` tasks and may be sent
+    /// `budget` more.
+    fn may_take(&self, held: usize, budget: Option<usize>, t: &Task) -> bool {
+        !self.leaving
+            && budget != Some(0)
+            && (held == 0 || (held < HELD_MAX && t.args.len() <= AHEAD_MAX_BYTES))
+    }
 }
 
 /// The manager thread's state (see the module's states).
@@ -909,7 +944,8 @@ impl Manager {
         Ok(Worker {
             process,
             conn: ours,
-            held: None,
+            held: VecDeque::with_capacity(HELD_MAX),
+            budget: max,
             leaving: false,
         })
     }
@@ -925,7 +961,9 @@ impl Manager {
 
     fn run(mut self) {
         loop {
-            // 1. Under the lock: the phase, and tasks for idle workers.
+            // 1. Under the lock: the phase, and tasks for the workers: first one
+            // to each idle worker, then one ahead to each busy one (an idle worker
+            // never waits while a busy one is given a second task).
             let mut assigned = Vec::new();
             let closing = {
                 let mut core = self.shared.lock();
@@ -937,18 +975,31 @@ impl Manager {
                         t.job.resolve(t.chunk, Err(Failure::Broken(why.clone())));
                     }
                 }
-                for (i, w) in self.workers.iter().enumerate() {
-                    if w.held.is_none() && !w.leaving {
-                        match core.queue.pop_front() {
-                            Some(t) => assigned.push((i, t)),
-                            None => break,
+                // What each worker will hold and may still be sent, this round's
+                // tasks included.
+                let mut load: Vec<(usize, Option<usize>)> = self
+                    .workers
+                    .iter()
+                    .map(|w| (w.held.len(), w.budget))
+                    .collect();
+                for depth in 0..HELD_MAX {
+                    for (i, w) in self.workers.iter().enumerate() {
+                        let Some(t) = core.queue.front() else { break };
+                        let (held, budget) = &mut load[i];
+                        if *held == depth && w.may_take(*held, *budget, t) {
+                            *held += 1;
+                            if let Some(b) = budget {
+                                *b -= 1;
+                            }
+                            assigned.extend(core.queue.pop_front().map(|t| (i, t)));
                         }
                     }
                 }
                 core.phase == Phase::Closed && core.queue.is_empty()
             };
-            // 2. Hand them out. A send that fails means the worker is gone: the task
-            // stays held, and its end of file below buries the worker.
+            // 2. Hand them out (in the order assigned: a worker's first task
+            // before its second). A send that fails means the worker is gone: the
+            // task stays held, and its end of file below buries the worker.
             for (i, t) in assigned {
                 let w = &mut self.workers[i];
                 let _ = w.conn.send(&ToWorkerRef::Run {
@@ -957,11 +1008,14 @@ impl Manager {
                     entry: t.entry,
                     args: &t.args,
                 });
-                w.held = Some(t);
+                if let Some(b) = &mut w.budget {
+                    *b -= 1;
+                }
+                w.held.push_back(t);
             }
             if closing {
                 for w in &mut self.workers {
-                    if w.held.is_none() && !w.leaving {
+                    if w.held.is_empty() && !w.leaving {
                         let _ = w.conn.send(&ToWorkerRef::Stop);
                         w.leaving = true;
                     }
@@ -1046,8 +1100,8 @@ impl Manager {
                 w.leaving = true;
                 let pid = w.process.pid().unwrap_or(0);
                 let why = format!("the initializer panicked in worker {pid}: {message}");
-                // A task given to it before this message arrived never ran.
-                if let Some(t) = w.held.take() {
+                // Tasks given to it before this message arrived never ran.
+                for t in w.held.drain(..) {
                     t.job.resolve(t.chunk, Err(Failure::Broken(why.clone())));
                 }
                 self.shared.lock().broken.get_or_insert(why);
@@ -1059,12 +1113,12 @@ impl Manager {
                 last,
             } => {
                 w.leaving |= last;
-                let Some(t) = w
-                    .held
-                    .take_if(|t| t.job.id == job && t.chunk == chunk as usize)
-                else {
-                    return; // not the task it holds: ignore (never sent by our workers)
-                };
+                // It answers its tasks in the order they were sent.
+                let first = w.held.front();
+                if !first.is_some_and(|t| t.job.id == job && t.chunk == chunk as usize) {
+                    return; // not the task it runs: ignore (never sent by our workers)
+                }
+                let Some(t) = w.held.pop_front() else { return };
                 let result = match outcome {
                     Outcome::Ok(bytes) => Ok(bytes),
                     Outcome::Panicked { index, message } => Err(Failure::Panicked {
@@ -1092,7 +1146,14 @@ impl Manager {
         let mut lost = None;
         let need = {
             let mut core = self.shared.lock();
-            if let Some(mut t) = w.held.take() {
+            // Those sent ahead were never started (see `Worker::held`): back to the
+            // front of the queue, in their order, with no attempt counted.
+            while w.held.len() > 1 {
+                if let Some(t) = w.held.pop_back() {
+                    core.queue.push_front(t);
+                }
+            }
+            if let Some(mut t) = w.held.pop_front() {
                 t.attempts += 1;
                 if t.attempts <= self.config.retries && core.broken.is_none() {
                     core.queue.push_front(t);
@@ -1147,7 +1208,7 @@ impl Drop for Manager {
         }
         for mut w in self.workers.drain(..) {
             let _ = w.process.join(Some(REAP_BOUND));
-            if let Some(t) = w.held.take() {
+            for t in w.held.drain(..) {
                 t.job.resolve(t.chunk, Err(failure.clone()));
             }
         }
