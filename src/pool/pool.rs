@@ -34,6 +34,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -43,7 +44,9 @@ use rustix::pipe::{PipeFlags, pipe_with};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::async_result::{AsyncResult, Failure, IMapIterator, Job, decode_all, decode_one};
+use super::async_result::{
+    AsyncResult, Failure, Fed, Feed, IMapIterator, Job, decode_all, decode_one,
+};
 use super::star::StarFn;
 use super::worker::{self, Entry, FromWorker, Initializer, Outcome, ToWorkerRef, Trampoline};
 use crate::connection::{Waitable, wait};
@@ -69,6 +72,8 @@ enum Phase {
 struct Task {
     job: Arc<Job>,
     chunk: usize,
+    /// Its first item's index in the job.
+    start: usize,
     entry: Entry,
     args: Vec<u8>,
     /// Times it was given to a worker that then died.
@@ -78,11 +83,24 @@ struct Task {
 /// What the callers and the manager share, under one lock.
 struct Core {
     queue: VecDeque<Task>,
+    /// Lazy imap jobs that may still queue tasks (their feeders are alive): a
+    /// closed pool waits for them before it stops its workers.
+    feeding: usize,
     phase: Phase,
     /// Set when the pool can run no more tasks (see [`Error::PoolBroken`]).
     broken: Option<String>,
     /// Pids of the live workers.
     pids: Vec<u32>,
+}
+
+/// A lazy imap's registration in [`Core::feeding`], dropped with its feeder.
+struct Feeding(Arc<Shared>);
+
+impl Drop for Feeding {
+    fn drop(&mut self) {
+        self.0.lock().feeding -= 1;
+        self.0.wake();
+    }
 }
 
 struct Shared {
@@ -257,6 +275,7 @@ impl PoolBuilder {
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 queue: VecDeque::new(),
+                feeding: 0,
                 phase: Phase::Running,
                 broken: None,
                 pids: Vec::new(),
@@ -452,9 +471,10 @@ impl Pool {
                 })?,
             );
         }
+        let ranges_start: Vec<usize> = ranges.iter().map(|r| r.start).collect();
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        // Only the imap iterators read a job slot by slot.
-        let job = Arc::new(Job::new(id, kind, ranges, kind.starts_with("imap")));
+        // Not read slot by slot (only the lazy imap jobs are).
+        let job = Arc::new(Job::new(id, kind, ranges, false));
         {
             let mut core = self.shared.lock();
             if core.phase != Phase::Running {
@@ -468,6 +488,7 @@ impl Pool {
             for (chunk, args) in args.into_iter().enumerate() {
                 core.queue.push_back(Task {
                     job: Arc::clone(&job),
+                    start: ranges_start[chunk],
                     chunk,
                     entry,
                     args,
@@ -609,37 +630,43 @@ impl Pool {
     }
 
     /// `f` on every item, as an iterator of results in the items' order (Python's
-    /// `imap`); `chunksize` `None` is 1, as in Python. The items are taken (and
-    /// serialized) at once; results come as their tasks finish.
+    /// `imap`); `chunksize` `None` is 1, as in Python. The items are taken
+    /// lazily, a chunk at a time, as the iterator is advanced and workers free
+    /// up, at most [`IMAP_LOOKAHEAD`](Self::IMAP_LOOKAHEAD) chunks per worker
+    /// ahead of the results handed out: an endless input works. A panic in the
+    /// input iterator is an error after the results of the items before it.
     ///
     /// # Errors
     ///
-    /// [`Error::PoolClosed`], [`Error::PoolBroken`], [`Error::ZeroSize`],
-    /// [`Error::Codec`]; each item's failure comes from the iterator.
+    /// [`Error::PoolClosed`], [`Error::PoolBroken`], [`Error::ZeroSize`]; then,
+    /// from the iterator, each item's failure, [`Error::Codec`] for an item that
+    /// does not serialize and [`Error::TaskPanicked`] if the input panicked (both
+    /// end the iteration).
     ///
     /// ```
-    /// fn square(x: u32) -> u32 { x * x }
+    /// fn square(x: u64) -> u64 { x * x }
     /// let pool = multiproc::Pool::new(2)?;
     /// let mut it = pool.imap(square, 0..4, Some(3))?;
     /// assert_eq!(it.next().unwrap()?, 0);
-    /// let rest: Vec<u32> = it.collect::<Result<_, _>>()?;
+    /// let rest: Vec<u64> = it.collect::<Result<_, _>>()?;
     /// assert_eq!(rest, [1, 4, 9]);
+    /// // An endless input: only what is needed is taken.
+    /// let first: Vec<u64> = pool.imap(square, 0.., None)?.take(5).collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [0, 1, 4, 9, 16]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn imap<T, R>(
+    pub fn imap<'a, T, R>(
         &self,
         f: fn(T) -> R,
-        items: impl IntoIterator<Item = T>,
+        items: impl IntoIterator<Item = T> + 'a,
         chunksize: Option<usize>,
-    ) -> Result<IMapIterator<R>>
+    ) -> Result<IMapIterator<'a, R>>
     where
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
-        let items: Vec<T> = items.into_iter().collect();
-        let job = self.submit("imap", "imap", entry, items, Some(chunksize.unwrap_or(1)))?;
-        Ok(IMapIterator::new(job, true))
+        self.lazy("imap", "imap", entry, items, chunksize, true)
     }
 
     /// As [`imap`](Self::imap), but results come in the order their tasks finish
@@ -657,26 +684,82 @@ impl Pool {
     /// assert_eq!(got, [0, 1, 4, 9]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn imap_unordered<T, R>(
+    pub fn imap_unordered<'a, T, R>(
         &self,
         f: fn(T) -> R,
-        items: impl IntoIterator<Item = T>,
+        items: impl IntoIterator<Item = T> + 'a,
         chunksize: Option<usize>,
-    ) -> Result<IMapIterator<R>>
+    ) -> Result<IMapIterator<'a, R>>
     where
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
-        let items: Vec<T> = items.into_iter().collect();
-        let job = self.submit(
+        self.lazy(
             "imap_unordered",
             "imap_unordered",
             entry,
             items,
-            Some(chunksize.unwrap_or(1)),
-        )?;
-        Ok(IMapIterator::new(job, false))
+            chunksize,
+            false,
+        )
+    }
+
+    /// Chunks of input an [`imap`](Self::imap) keeps queued ahead of the results
+    /// handed out, per worker.
+    ///
+    /// ```
+    /// assert!(multiproc::Pool::IMAP_LOOKAHEAD >= 1);
+    /// ```
+    pub const IMAP_LOOKAHEAD: usize = 4;
+
+    /// A lazy imap job: an iterator that queues the input a chunk at a time.
+    fn lazy<'a, T: Serialize + 'static, R: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        kind: &'static str,
+        entry: Entry,
+        items: impl IntoIterator<Item = T> + 'a,
+        chunksize: Option<usize>,
+        ordered: bool,
+    ) -> Result<IMapIterator<'a, R>> {
+        self.check_creator(op)?;
+        let chunksize = match chunksize {
+            Some(0) => return Err(Error::ZeroSize { what: "chunksize" }),
+            Some(n) => n,
+            None => 1,
+        };
+        let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
+        let job = Arc::new(Job::new(id, kind, Vec::new(), true));
+        {
+            let mut core = self.shared.lock();
+            if core.phase != Phase::Running {
+                return Err(Error::PoolClosed { op });
+            }
+            if let Some(why) = &core.broken {
+                return Err(Error::PoolBroken {
+                    reason: why.clone(),
+                });
+            }
+            core.feeding += 1;
+        }
+        let feed = LazyFeed {
+            items: items.into_iter().fuse(),
+            shared: Feeding(Arc::clone(&self.shared)),
+            job: Arc::clone(&job),
+            entry,
+            chunksize,
+            start: 0,
+            failed: None,
+            op,
+            kind,
+        };
+        Ok(IMapIterator::new(
+            job,
+            ordered,
+            Box::new(feed),
+            Self::IMAP_LOOKAHEAD * self.processes,
+        ))
     }
 
     /// `f(a, b, ..)` for every tuple of arguments, results in order (Python's
@@ -891,6 +974,92 @@ const HELD_MAX: usize = 2;
 /// hide the round trip.
 const AHEAD_MAX_BYTES: usize = 16 * 1024;
 
+/// A lazy imap's input: takes a chunk of items at a time and queues it as a task
+/// of the job (see [`Feed`]).
+struct LazyFeed<I> {
+    items: std::iter::Fuse<I>,
+    /// Its registration: a closed pool does not finish while it lives.
+    shared: Feeding,
+    job: Arc<Job>,
+    entry: Entry,
+    chunksize: usize,
+    /// The next item's index.
+    start: usize,
+    /// The input's failure, given after the chunk taken before it.
+    failed: Option<Error>,
+    op: &'static str,
+    kind: &'static str,
+}
+
+impl<I: Iterator<Item: Serialize>> Feed for LazyFeed<I> {
+    fn feed(&mut self) -> Fed {
+        if let Some(e) = self.failed.take() {
+            return Fed::Failed(e);
+        }
+        let mut chunk = Vec::with_capacity(self.chunksize);
+        while chunk.len() < self.chunksize {
+            // The caller's iterator may panic: that ends the input with an
+            // error (the caller's thread must not unwind through the pool).
+            match catch_unwind(AssertUnwindSafe(|| self.items.next())) {
+                Ok(Some(x)) => chunk.push(x),
+                Ok(None) => break,
+                Err(p) => {
+                    self.failed = Some(Error::TaskPanicked {
+                        task: format!(
+                            "the input iterator of {} job {}, at item {}",
+                            self.kind,
+                            self.job.id,
+                            self.start + chunk.len()
+                        ),
+                        message: worker::panic_message(&*p),
+                    });
+                    break;
+                }
+            }
+        }
+        if chunk.is_empty() {
+            return self.failed.take().map_or(Fed::End, Fed::Failed);
+        }
+        let args = match postcard::to_stdvec(&chunk) {
+            Ok(a) => a,
+            Err(e) => {
+                return Fed::Failed(Error::Codec {
+                    op: self.op,
+                    what: "serialize the items",
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let range = self.start..self.start + chunk.len();
+        self.start = range.end;
+        let index = self.job.push_chunk(range.clone());
+        let task = Task {
+            job: Arc::clone(&self.job),
+            chunk: index,
+            start: range.start,
+            entry: self.entry,
+            args,
+            attempts: 0,
+        };
+        let shared = &self.shared.0;
+        let mut core = shared.lock();
+        if core.phase == Phase::Finished {
+            // The manager is gone: nothing would run it.
+            drop(core);
+            self.job.resolve(index, Err(Failure::Terminated));
+        } else {
+            core.queue.push_back(task);
+            drop(core);
+            shared.wake();
+        }
+        Fed::Chunk(range.len())
+    }
+
+    fn input_hint(&self) -> (usize, Option<usize>) {
+        self.items.size_hint()
+    }
+}
+
 /// A worker as the manager sees it.
 struct Worker {
     process: Process,
@@ -995,7 +1164,7 @@ impl Manager {
                         }
                     }
                 }
-                core.phase == Phase::Closed && core.queue.is_empty()
+                core.phase == Phase::Closed && core.queue.is_empty() && core.feeding == 0
             };
             // 2. Hand them out (in the order assigned: a worker's first task
             // before its second). A send that fails means the worker is gone: the
@@ -1122,7 +1291,7 @@ impl Manager {
                 let result = match outcome {
                     Outcome::Ok(bytes) => Ok(bytes),
                     Outcome::Panicked { index, message } => Err(Failure::Panicked {
-                        item: t.job.ranges[t.chunk].start + index as usize,
+                        item: t.start + index as usize,
                         message,
                     }),
                     Outcome::Refused(why) => Err(Failure::Refused(why)),
@@ -1170,7 +1339,7 @@ impl Manager {
             core.broken.is_none()
                 && match core.phase {
                     Phase::Running => true,
-                    Phase::Closed => !core.queue.is_empty(),
+                    Phase::Closed => !core.queue.is_empty() || core.feeding > 0,
                     Phase::Terminating | Phase::Finished => false,
                 }
         };
