@@ -256,11 +256,10 @@ fn a_panicking_input_iterator_is_an_error_not_a_hang() {
     let _w = watchdog();
     let pool = Pool::new(2).unwrap();
     for ordered in [true, false] {
-        let input = (0u64..).map(|x| {
+        let input = (0u64..).inspect(|&x| {
             if x == 7 {
                 panic!("input {x} broke");
             }
-            x
         });
         let it = if ordered {
             pool.imap(square, input, Some(3)).unwrap()
