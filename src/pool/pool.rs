@@ -367,6 +367,25 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// A `map`'s chunks are queued in batches of this many bytes of serialized items
+/// or this many tasks, whichever comes first (see `Pool::submit`).
+const SUBMIT_BATCH_BYTES: usize = 64 * 1024;
+const SUBMIT_BATCH_TASKS: usize = 256;
+
+/// Whether the pool takes new calls: [`Error::PoolClosed`] or
+/// [`Error::PoolBroken`] if not.
+fn accepting(core: &Core, op: &'static str) -> Result<()> {
+    if core.phase != Phase::Running {
+        return Err(Error::PoolClosed { op });
+    }
+    match &core.broken {
+        Some(why) => Err(Error::PoolBroken {
+            reason: why.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// CPython's default chunk size: about four chunks per worker.
 fn auto_chunksize(len: usize, processes: usize) -> usize {
     let per = processes * 4;
@@ -442,7 +461,10 @@ impl Pool {
         self.shared.lock().pids.clone()
     }
 
-    /// Splits `items` into chunks and queues them as one job.
+    /// Splits `items` into chunks and queues them as one job. The chunks are
+    /// queued in batches as they are serialized, so that the workers start on
+    /// the first while the caller serializes the rest (for a big `map`, the
+    /// serialization would otherwise all come before any work).
     fn submit<T: Serialize>(
         &self,
         op: &'static str,
@@ -461,42 +483,58 @@ impl Pool {
             .step_by(chunksize)
             .map(|s| s..(s + chunksize).min(items.len()))
             .collect();
-        let mut args = Vec::with_capacity(ranges.len());
-        for r in &ranges {
-            args.push(
-                postcard::to_stdvec(&items[r.clone()]).map_err(|e| Error::Codec {
-                    op,
-                    what: "serialize the items",
-                    reason: e.to_string(),
-                })?,
-            );
-        }
-        let ranges_start: Vec<usize> = ranges.iter().map(|r| r.start).collect();
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
         // Not read slot by slot (only the lazy imap jobs are).
-        let job = Arc::new(Job::new(id, kind, ranges, false));
-        {
-            let mut core = self.shared.lock();
-            if core.phase != Phase::Running {
-                return Err(Error::PoolClosed { op });
-            }
-            if let Some(why) = &core.broken {
-                return Err(Error::PoolBroken {
-                    reason: why.clone(),
-                });
-            }
-            for (chunk, args) in args.into_iter().enumerate() {
-                core.queue.push_back(Task {
-                    job: Arc::clone(&job),
-                    start: ranges_start[chunk],
-                    chunk,
-                    entry,
-                    args,
-                    attempts: 0,
-                });
-            }
+        let job = Arc::new(Job::new(id, kind, ranges.clone(), false));
+        // Registered as feeding from the first batch to the last, so that a pool
+        // closed meanwhile still runs the whole job (it was accepted).
+        let mut feeding: Option<Feeding> = None;
+        if ranges.is_empty() {
+            accepting(&self.shared.lock(), op)?;
         }
-        self.shared.wake();
+        let mut batch: Vec<Task> = Vec::new();
+        let mut batch_bytes = 0usize;
+        for (chunk, r) in ranges.iter().enumerate() {
+            let args = postcard::to_stdvec(&items[r.clone()]).map_err(|e| Error::Codec {
+                op,
+                what: "serialize the items",
+                reason: e.to_string(),
+            })?;
+            batch_bytes += args.len();
+            batch.push(Task {
+                job: Arc::clone(&job),
+                chunk,
+                start: r.start,
+                entry,
+                args,
+                attempts: 0,
+            });
+            let last = chunk + 1 == ranges.len();
+            if !(last || batch_bytes >= SUBMIT_BATCH_BYTES || batch.len() >= SUBMIT_BATCH_TASKS) {
+                continue;
+            }
+            let mut core = self.shared.lock();
+            if feeding.is_none() {
+                accepting(&core, op)?;
+                if !last {
+                    core.feeding += 1;
+                    feeding = Some(Feeding(Arc::clone(&self.shared)));
+                }
+            }
+            if core.phase == Phase::Finished {
+                // Terminated meanwhile: the manager is gone, nothing would run them.
+                drop(core);
+                for t in batch.drain(..) {
+                    t.job.resolve(t.chunk, Err(Failure::Terminated));
+                }
+            } else {
+                core.queue.extend(batch.drain(..));
+                drop(core);
+                self.shared.wake();
+            }
+            batch_bytes = 0;
+        }
+        drop(feeding);
         Ok(job)
     }
 
@@ -733,14 +771,7 @@ impl Pool {
         let job = Arc::new(Job::new(id, kind, Vec::new(), true));
         {
             let mut core = self.shared.lock();
-            if core.phase != Phase::Running {
-                return Err(Error::PoolClosed { op });
-            }
-            if let Some(why) = &core.broken {
-                return Err(Error::PoolBroken {
-                    reason: why.clone(),
-                });
-            }
+            accepting(&core, op)?;
             core.feeding += 1;
         }
         let feed = LazyFeed {
