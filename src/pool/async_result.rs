@@ -4,18 +4,20 @@
 //!
 //! # A job's state (the invariants)
 //!
-//! A job is `chunks.len()` tasks; chunk `i` covers items `ranges[i]`. Each slot is
-//! `Pending` until the pool's manager thread resolves it, exactly once, to `Done`
-//! (the postcard bytes of its `Vec<R>`) or `Failed`; `resolved` counts resolved
-//! slots and `order` lists them in the order they were resolved. The caller only
-//! reads slots (an iterator may move bytes out of a slot it has passed: `Taken`).
-//! Every change is made under `state`'s lock and followed by `notify_all` on
-//! `cond` when a waiter may care: at every change for a job read slot by slot
-//! (`imap`), else when the job becomes ready (what an `AsyncResult` waits for) —
-//! so a waiter that sees under the lock that what it waits for has not happened
-//! is woken when it does. The manager resolves every slot of every job it accepted (a lost task is
-//! failed, a terminated pool fails what it had not finished), so no wait for a slot
-//! is forever unless a task itself never ends.
+//! A job is `slots.len()` tasks; chunk `i` covers items `ranges[i]` (a `map`
+//! job has all its chunks from the start; a lazy `imap` job gains them, `Pending`,
+//! as its input is taken, and never loses one). Each slot is `Pending` until the
+//! pool's manager thread resolves it, exactly once, to `Done` (the postcard bytes
+//! of its `Vec<R>`) or `Failed`; `resolved` counts resolved slots, `failed` the
+//! failed ones, and `order` lists them in the order they were resolved. The
+//! caller only reads slots (an iterator may move bytes out of a slot it has
+//! passed: `Taken`). Every change is made under `state`'s lock and followed by
+//! `notify_all` on `cond` when a waiter may care: at every change for a job read
+//! slot by slot (`imap`), else when the job becomes ready (what an `AsyncResult`
+//! waits for) — so a waiter that sees under the lock that what it waits for has
+//! not happened is woken when it does. The manager resolves every slot of every
+//! job it accepted (a lost task is failed, a terminated pool fails what it had not
+//! finished), so no wait for a slot is forever unless a task itself never ends.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;

@@ -325,7 +325,9 @@ impl PoolBuilder {
 ///
 /// **Chunks.** `map`-like calls split the items into chunks (tasks) of
 /// `chunksize` items (by default as CPython: about four chunks per worker); a
-/// worker runs one chunk at a time and sends back its results together.
+/// worker runs one chunk at a time and sends back its results together, and a
+/// busy worker is sent its next small chunk ahead, so that it does not wait for
+/// the pool between chunks. [`imap`](Self::imap) takes its items lazily.
 ///
 /// **Failures.** A task that panics fails with [`Error::TaskPanicked`] and the
 /// worker goes on. A worker that dies (SIGKILL, OOM killer, `abort`) fails the
@@ -847,7 +849,9 @@ impl Pool {
     }
 
     /// Takes no more tasks; the queued ones still run, then the workers exit
-    /// (Python's `close`). Does not wait: [`join`](Self::join) does.
+    /// (Python's `close`). Does not wait: [`join`](Self::join) does. An
+    /// [`imap`](Self::imap) started before goes on taking its input: the workers
+    /// exit once its input has ended or its iterator is dropped.
     ///
     /// ```
     /// use std::time::Duration;
