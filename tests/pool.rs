@@ -220,6 +220,12 @@ fn imap_takes_its_input_lazily_and_an_endless_input_works() {
         got.iter()
             .all(|&v| v % 9 == 0 && ((v as f64).sqrt() as u64).pow(2) == v)
     );
+    // The iterator may move to another thread.
+    let moved = pool.imap(square, 0u64..6, None).unwrap();
+    let got: Vec<u64> = std::thread::spawn(move || moved.map(|r| r.unwrap()).collect())
+        .join()
+        .unwrap();
+    assert_eq!(got, [0, 1, 4, 9, 16, 25]);
     // A borrowed input (not 'static) works too.
     let data: Vec<u64> = (0..25).collect();
     let got: Vec<u64> = collect_bounded(pool.imap(square, data.iter().copied(), Some(4)).unwrap())

@@ -484,7 +484,8 @@ pub(crate) trait Feed {
     fn input_hint(&self) -> (usize, Option<usize>);
 }
 
-pub(crate) type Feeder<'a> = Box<dyn Feed + 'a>;
+/// `Send`, so that an [`IMapIterator`] may move to another thread.
+pub(crate) type Feeder<'a> = Box<dyn Feed + Send + 'a>;
 
 impl<R> std::fmt::Debug for IMapIterator<'_, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

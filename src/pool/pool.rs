@@ -697,7 +697,9 @@ impl Pool {
     /// lazily, a chunk at a time, as the iterator is advanced and workers free
     /// up, at most [`IMAP_LOOKAHEAD`](Self::IMAP_LOOKAHEAD) chunks per worker
     /// ahead of the results handed out: an endless input works. A panic in the
-    /// input iterator is an error after the results of the items before it.
+    /// input iterator is an error after the results of the items before it. The
+    /// input iterator must be `Send` (the returned iterator holds it, and may move
+    /// to another thread); it may borrow.
     ///
     /// # Errors
     ///
@@ -721,7 +723,7 @@ impl Pool {
     pub fn imap<'a, T, R>(
         &self,
         f: fn(T) -> R,
-        items: impl IntoIterator<Item = T> + 'a,
+        items: impl IntoIterator<Item = T, IntoIter: Send + 'a>,
         chunksize: Option<usize>,
     ) -> Result<IMapIterator<'a, R>>
     where
@@ -750,7 +752,7 @@ impl Pool {
     pub fn imap_unordered<'a, T, R>(
         &self,
         f: fn(T) -> R,
-        items: impl IntoIterator<Item = T> + 'a,
+        items: impl IntoIterator<Item = T, IntoIter: Send + 'a>,
         chunksize: Option<usize>,
     ) -> Result<IMapIterator<'a, R>>
     where
@@ -782,7 +784,7 @@ impl Pool {
         op: &'static str,
         kind: &'static str,
         entry: Entry,
-        items: impl IntoIterator<Item = T> + 'a,
+        items: impl IntoIterator<Item = T, IntoIter: Send + 'a>,
         chunksize: Option<usize>,
         ordered: bool,
     ) -> Result<IMapIterator<'a, R>> {
