@@ -96,7 +96,7 @@ impl Drop for Watchdog {
 
 /// Collects an imap iterator with a bounded wait for each result.
 fn collect_bounded<R: serde::de::DeserializeOwned>(
-    mut it: multiproc::IMapIterator<R>,
+    mut it: multiproc::IMapIterator<'_, R>,
 ) -> Vec<multiproc::Result<R>> {
     let mut out = Vec::new();
     while let Some(r) = it.next_timeout(T) {
@@ -145,7 +145,13 @@ fn imap_is_ordered_and_imap_unordered_gives_every_result() {
     for chunk in [None, Some(1), Some(4), Some(1000)] {
         let want: Vec<u64> = (0..50).map(square).collect();
         let it = pool.imap(square, 0..50, chunk).unwrap();
-        assert_eq!(it.size_hint(), (50, Some(50)));
+        // 50 results, one more if the input failed (while it is not all taken,
+        // the iterator cannot know it will not).
+        let (lo, hi) = it.size_hint();
+        assert!(
+            lo == 50 && (hi == Some(50) || hi == Some(51)),
+            "{lo} {hi:?}"
+        );
         let got: Vec<u64> = it.map(|r| r.unwrap()).collect();
         assert_eq!(got, want, "imap chunksize {chunk:?}");
         let mut got: Vec<u64> = pool
@@ -169,16 +175,166 @@ fn imap_is_ordered_and_imap_unordered_gives_every_result() {
     assert!(ordered.next_timeout(T).is_none());
 }
 
+fn negate(a: i64) -> i64 {
+    -a
+}
+
+/// Not symmetric in any two arguments: a swap or a dropped argument shows.
+fn affine3(a: i64, b: i64, c: i64) -> i64 {
+    100 * a + 10 * b + c
+}
+
+fn mixed4(a: u8, b: String, c: i64, d: bool) -> String {
+    format!("{a}-{b}-{c}-{d}")
+}
+
+/// An endless input that counts the items taken.
+static TAKEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[test]
+fn imap_takes_its_input_lazily_and_an_endless_input_works() {
+    let _w = watchdog();
+    let pool = Pool::new(2).unwrap();
+    let endless = (0u64..).inspect(|_| {
+        TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    let it = pool.imap(square, endless, None).unwrap();
+    let first: Vec<u64> = it.take(10).map(|r| r.unwrap()).collect();
+    assert_eq!(first, (0..10).map(square).collect::<Vec<_>>());
+    // Bounded look-ahead: 10 handed out, at most 4 chunks per worker beyond.
+    let taken = TAKEN.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (10..=10 + Pool::IMAP_LOOKAHEAD * 2).contains(&taken),
+        "took {taken} items"
+    );
+    let mut got: Vec<u64> = pool
+        .imap_unordered(square, (0u64..).step_by(3), Some(4))
+        .unwrap()
+        .take(40)
+        .map(|r| r.unwrap())
+        .collect();
+    got.sort();
+    // Any 40 results of the first chunks: each a square of a multiple of 3.
+    assert_eq!(got.len(), 40);
+    assert!(
+        got.iter()
+            .all(|&v| v % 9 == 0 && ((v as f64).sqrt() as u64).pow(2) == v)
+    );
+    // The iterator may move to another thread.
+    let moved = pool.imap(square, 0u64..6, None).unwrap();
+    let got: Vec<u64> = std::thread::spawn(move || moved.map(|r| r.unwrap()).collect())
+        .join()
+        .unwrap();
+    assert_eq!(got, [0, 1, 4, 9, 16, 25]);
+    // A borrowed input (not 'static) works too.
+    let data: Vec<u64> = (0..25).collect();
+    let got: Vec<u64> = collect_bounded(pool.imap(square, data.iter().copied(), Some(4)).unwrap())
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(got, data.iter().map(|&x| square(x)).collect::<Vec<_>>());
+    // An iterator dropped half way does not keep a closed pool from finishing.
+    let mut half = pool.imap(square, 0u64.., None).unwrap();
+    assert_eq!(half.next_timeout(T).unwrap().unwrap(), 0);
+    drop(half);
+    pool.close();
+    assert!(pool.join(T).unwrap());
+}
+
+#[test]
+fn a_lazy_imap_goes_on_after_close_and_the_pool_finishes_after_it() {
+    let _w = watchdog();
+    let pool = Pool::new(2).unwrap();
+    let mut it = pool.imap(square, 0u64..30, Some(2)).unwrap();
+    assert_eq!(it.next_timeout(T).unwrap().unwrap(), 0);
+    pool.close();
+    // Accepted before close: its input still runs to the end.
+    let rest: Vec<u64> = collect_bounded(it)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rest, (1..30).map(square).collect::<Vec<_>>());
+    assert!(pool.join(T).unwrap());
+}
+
+#[test]
+fn a_panicking_input_iterator_is_an_error_not_a_hang() {
+    let _w = watchdog();
+    let pool = Pool::new(2).unwrap();
+    for ordered in [true, false] {
+        let input = (0u64..).inspect(|&x| {
+            if x == 7 {
+                panic!("input {x} broke");
+            }
+        });
+        let it = if ordered {
+            pool.imap(square, input, Some(3)).unwrap()
+        } else {
+            pool.imap_unordered(square, input, Some(3)).unwrap()
+        };
+        let got = collect_bounded(it);
+        // The 7 items before the panic, then the error, then the end.
+        assert_eq!(got.len(), 8, "ordered {ordered}: {got:?}");
+        let mut ok: Vec<u64> = got[..7].iter().map(|r| *r.as_ref().unwrap()).collect();
+        ok.sort();
+        assert_eq!(ok, (0..7).map(square).collect::<Vec<_>>());
+        match &got[7] {
+            Err(Error::TaskPanicked { task, message }) => {
+                assert_eq!(message, "input 7 broke");
+                assert!(task.contains("input iterator"), "{task}");
+            }
+            other => panic!("ordered {ordered}: {other:?}"),
+        }
+    }
+    // The pool is whole, and closes.
+    assert_eq!(pool.map(square, 0..5).unwrap(), [0, 1, 4, 9, 16]);
+    pool.close();
+    assert!(pool.join(T).unwrap());
+}
+
+#[test]
+fn starmap_takes_one_to_four_arguments_in_order() {
+    let _w = watchdog();
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(
+        pool.starmap(negate as fn(i64) -> i64, [(1,), (-2,), (3,)])
+            .unwrap(),
+        [-1, 2, -3]
+    );
+    assert_eq!(
+        pool.starmap(
+            affine3 as fn(i64, i64, i64) -> i64,
+            (0..7).map(|i| (i, i + 1, i + 2))
+        )
+        .unwrap(),
+        (0..7)
+            .map(|i| 100 * i + 10 * (i + 1) + i + 2)
+            .collect::<Vec<_>>()
+    );
+    let r = pool
+        .starmap_async(
+            mixed4 as fn(u8, String, i64, bool) -> String,
+            [
+                (1, "x".to_string(), -3, true),
+                (2, "yy".to_string(), 4, false),
+            ],
+            Some(1),
+        )
+        .unwrap();
+    assert_eq!(r.get(T).unwrap(), ["1-x--3-true", "2-yy-4-false"]);
+}
+
 #[test]
 fn starmap_apply_and_async_results() {
     let _w = watchdog();
     let pool = Pool::new(2).unwrap();
     assert_eq!(
-        pool.starmap(add, [(1, 2), (3, 4), (-5, 5)]).unwrap(),
+        pool.starmap(add as fn(i64, i64) -> i64, [(1, 2), (3, 4), (-5, 5)])
+            .unwrap(),
         [3, 7, 0]
     );
     let r = pool
-        .starmap_async(add, (0..10).map(|i| (i, i)), Some(3))
+        .starmap_async(add as fn(i64, i64) -> i64, (0..10).map(|i| (i, i)), Some(3))
         .unwrap();
     assert_eq!(
         r.get(T).unwrap(),
@@ -238,18 +394,29 @@ fn a_panicking_task_fails_alone_and_its_worker_goes_on() {
 #[test]
 fn maxtasksperchild_replaces_workers() {
     let _w = watchdog();
-    let pool = Pool::builder()
-        .processes(2)
-        .maxtasksperchild(2)
-        .build()
-        .unwrap();
-    let pids = pool.map_chunked(pid_of, 0..12, 1).unwrap();
-    let mut distinct = pids.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert!(distinct.len() >= 6, "12 tasks, 2 per worker: {pids:?}");
-    for p in &distinct {
-        assert!(pids.iter().filter(|q| *q == p).count() <= 2, "{pids:?}");
+    // Exactly 2 tasks per worker, also with tasks sent ahead: a worker is never
+    // sent a task past its last (that task would be lost when it exits).
+    for (max, tasks) in [(2usize, 12u32), (3, 30), (1, 5)] {
+        let pool = Pool::builder()
+            .processes(2)
+            .maxtasksperchild(max)
+            .build()
+            .unwrap();
+        let pids = pool.map_chunked(pid_of, 0..tasks, 1).unwrap();
+        let live = pool.worker_pids();
+        let mut distinct = pids.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(
+            distinct.len() >= tasks as usize / max,
+            "{max} per worker: {pids:?}"
+        );
+        for p in &distinct {
+            let ran = pids.iter().filter(|q| *q == p).count();
+            // At most `max` each; a worker that was replaced ran exactly `max`.
+            assert!(ran <= max, "{max} per worker: {pids:?}");
+            assert!(ran == max || live.contains(p), "{max} per worker: {pids:?}");
+        }
     }
     assert!(matches!(
         Pool::builder().processes(1).maxtasksperchild(0).build(),
@@ -321,8 +488,10 @@ fn a_worker_killed_in_map_fails_only_its_task_and_is_replaced() {
     let holder = KILLED.get_or_init(Holder::new);
     let pool = Pool::new(3).unwrap();
     let it = pool.imap(hold_13, 0..40, Some(1)).unwrap();
-    let pid = holder.kill_holder();
+    // imap takes its input as it is iterated: kill item 13's worker meanwhile.
+    let killer = std::thread::spawn(|| KILLED.get().unwrap().kill_holder());
     let got = collect_bounded(it);
+    let pid = killer.join().unwrap();
     for (i, r) in got.iter().enumerate() {
         if i == 13 {
             match r {
@@ -356,6 +525,64 @@ fn a_worker_killed_in_map_fails_only_its_task_and_is_replaced() {
         pool.map(square, 0..100).unwrap(),
         (0..100).map(square).collect::<Vec<_>>()
     );
+}
+
+/// Items of the prefetch test: how many times each ran, and the holder of item 0.
+struct Ahead {
+    holder: Holder,
+    runs: multiproc::Array<u32>,
+}
+
+static AHEAD: OnceLock<Ahead> = OnceLock::new();
+const AHEAD_ITEMS: usize = 12;
+
+fn count_hold_0(x: u32) -> u32 {
+    let a = AHEAD.get().unwrap();
+    {
+        let mut runs = a.runs.lock().unwrap();
+        runs[x as usize] += 1;
+    }
+    if x == 0 {
+        a.holder.hold();
+    }
+    x
+}
+
+#[test]
+fn a_worker_killed_with_a_task_sent_ahead_loses_only_the_running_one() {
+    let _w = watchdog();
+    let a = AHEAD.get_or_init(|| Ahead {
+        holder: Holder::new(),
+        runs: multiproc::Array::new(AHEAD_ITEMS).unwrap(),
+    });
+    // One worker: it runs item 0 (which blocks) and is sent item 1 ahead.
+    let pool = Pool::new(1).unwrap();
+    let it = pool
+        .imap(count_hold_0, 0..AHEAD_ITEMS as u32, Some(1))
+        .unwrap();
+    let pid = a.holder.kill_holder();
+    let got = collect_bounded(it);
+    assert_eq!(got.len(), AHEAD_ITEMS);
+    match &got[0] {
+        Err(Error::WorkerLost {
+            pid: p,
+            signal,
+            attempts,
+            task,
+            ..
+        }) => {
+            assert_eq!((*p, *signal, *attempts), (pid, Some(9), 1));
+            assert!(task.starts_with("item 0 of imap"), "{task}");
+        }
+        other => panic!("item 0: {other:?}"),
+    }
+    for (i, r) in got.iter().enumerate().skip(1) {
+        assert_eq!(r.as_ref().unwrap(), &(i as u32), "item {i}");
+    }
+    // No task ran twice, none was skipped: the task sent ahead went back to the
+    // queue unstarted and ran once on the replacement.
+    assert_eq!(a.runs.to_vec().unwrap(), vec![1; AHEAD_ITEMS]);
+    assert!(!pool.worker_pids().contains(&pid));
 }
 
 static LOOPED: OnceLock<Holder> = OnceLock::new();

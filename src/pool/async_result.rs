@@ -4,16 +4,20 @@
 //!
 //! # A job's state (the invariants)
 //!
-//! A job is `chunks.len()` tasks; chunk `i` covers items `ranges[i]`. Each slot is
-//! `Pending` until the pool's manager thread resolves it, exactly once, to `Done`
-//! (the postcard bytes of its `Vec<R>`) or `Failed`; `resolved` counts resolved
-//! slots and `order` lists them in the order they were resolved. The caller only
-//! reads slots (an iterator may move bytes out of a slot it has passed: `Taken`).
-//! Every change is made under `state`'s lock and followed by `notify_all` on
-//! `cond`, so a waiter that sees a slot `Pending` under the lock is woken when it
-//! changes. The manager resolves every slot of every job it accepted (a lost task is
-//! failed, a terminated pool fails what it had not finished), so no wait for a slot
-//! is forever unless a task itself never ends.
+//! A job is `slots.len()` tasks; chunk `i` covers items `ranges[i]` (a `map`
+//! job has all its chunks from the start; a lazy `imap` job gains them, `Pending`,
+//! as its input is taken, and never loses one). Each slot is `Pending` until the
+//! pool's manager thread resolves it, exactly once, to `Done` (the postcard bytes
+//! of its `Vec<R>`) or `Failed`; `resolved` counts resolved slots, `failed` the
+//! failed ones, and `order` lists them in the order they were resolved. The
+//! caller only reads slots (an iterator may move bytes out of a slot it has
+//! passed: `Taken`). Every change is made under `state`'s lock and followed by
+//! `notify_all` on `cond` when a waiter may care: at every change for a job read
+//! slot by slot (`imap`), else when the job becomes ready (what an `AsyncResult`
+//! waits for) — so a waiter that sees under the lock that what it waits for has
+//! not happened is woken when it does. The manager resolves every slot of every
+//! job it accepted (a lost task is failed, a terminated pool fails what it had not
+//! finished), so no wait for a slot is forever unless a task itself never ends.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -53,8 +57,12 @@ pub(crate) enum Slot {
 }
 
 pub(crate) struct Slots {
+    /// Items of each chunk (grows with the slots for a lazy `imap`).
+    pub(crate) ranges: Vec<Range<usize>>,
     pub(crate) slots: Vec<Slot>,
     pub(crate) resolved: usize,
+    /// Slots resolved to `Failed` (so that readiness is O(1), not a scan).
+    pub(crate) failed: usize,
     pub(crate) order: Vec<usize>,
 }
 
@@ -63,22 +71,32 @@ pub(crate) struct Job {
     pub(crate) id: u64,
     /// The call, for messages ("map", "apply"...).
     pub(crate) kind: &'static str,
-    /// Items of each chunk.
-    pub(crate) ranges: Vec<Range<usize>>,
+    /// Wake the waiters at every resolution (an [`IMapIterator`] waits for one
+    /// slot); otherwise only when the job becomes ready (an [`AsyncResult`] waits
+    /// for that alone): a `map` of n tasks then wakes its caller once, not n times.
+    notify_each: bool,
     state: Mutex<Slots>,
     cond: Condvar,
 }
 
 impl Job {
-    pub(crate) fn new(id: u64, kind: &'static str, ranges: Vec<Range<usize>>) -> Job {
+    /// `notify_each`: see the field.
+    pub(crate) fn new(
+        id: u64,
+        kind: &'static str,
+        ranges: Vec<Range<usize>>,
+        notify_each: bool,
+    ) -> Job {
         let slots = ranges.iter().map(|_| Slot::Pending).collect();
         Job {
             id,
             kind,
-            ranges,
+            notify_each,
             state: Mutex::new(Slots {
+                ranges,
                 slots,
                 resolved: 0,
+                failed: 0,
                 order: Vec::new(),
             }),
             cond: Condvar::new(),
@@ -91,9 +109,17 @@ impl Job {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Names chunk `chunk` in messages.
-    pub(crate) fn describe(&self, chunk: usize) -> String {
-        let r = &self.ranges[chunk];
+    /// Adds a pending chunk of items `range` (a lazy `imap` grows its job as it
+    /// takes items); returns its index.
+    pub(crate) fn push_chunk(&self, range: Range<usize>) -> usize {
+        let mut s = self.lock();
+        s.ranges.push(range);
+        s.slots.push(Slot::Pending);
+        s.slots.len() - 1
+    }
+
+    /// Names chunk `chunk`, of items `r`, in messages.
+    pub(crate) fn describe(&self, chunk: usize, r: &Range<usize>) -> String {
         if self.kind == "apply" {
             format!("apply job {}", self.id)
         } else if r.len() == 1 {
@@ -115,18 +141,24 @@ impl Job {
         if !matches!(slot, Slot::Pending) {
             return;
         }
+        let failed = result.is_err();
         *slot = match result {
             Ok(bytes) => Slot::Done(bytes),
             Err(f) => Slot::Failed(f),
         };
+        let was_ready = ready(&s);
+        s.failed += usize::from(failed);
         s.resolved += 1;
         s.order.push(chunk);
+        let wake = self.notify_each || (ready(&s) && !was_ready);
         drop(s);
-        self.cond.notify_all();
+        if wake {
+            self.cond.notify_all();
+        }
     }
 
-    pub(crate) fn error(&self, chunk: usize, f: &Failure) -> Error {
-        let task = self.describe(chunk);
+    pub(crate) fn error(&self, chunk: usize, r: &Range<usize>, f: &Failure) -> Error {
+        let task = self.describe(chunk, r);
         match f {
             Failure::Panicked { item, message } => Error::TaskPanicked {
                 task: if self.kind == "apply" {
@@ -201,7 +233,7 @@ fn deadline(timeout: Option<Duration>) -> Result<Option<Instant>> {
 /// Whether a job is ready: every chunk resolved, or one failed (then its result is
 /// that failure, as in CPython: a map fails at its first failed task).
 fn ready(s: &Slots) -> bool {
-    s.resolved == s.slots.len() || s.slots.iter().any(|x| matches!(x, Slot::Failed(_)))
+    s.resolved == s.slots.len() || s.failed > 0
 }
 
 /// The result of [`Pool::apply_async`](crate::Pool::apply_async) or
@@ -241,24 +273,29 @@ impl<V> std::fmt::Debug for AsyncResult<V> {
 /// The first failure in chunk order, as an error.
 fn first_failure(job: &Job, s: &Slots) -> Option<Error> {
     s.order.iter().find_map(|&i| match &s.slots[i] {
-        Slot::Failed(f) => Some(job.error(i, f)),
+        Slot::Failed(f) => Some(job.error(i, &s.ranges[i], f)),
         _ => None,
     })
 }
 
-fn decode_chunk<R: DeserializeOwned>(job: &Job, chunk: usize, bytes: &[u8]) -> Result<Vec<R>> {
+fn decode_chunk<R: DeserializeOwned>(
+    job: &Job,
+    chunk: usize,
+    r: &Range<usize>,
+    bytes: &[u8],
+) -> Result<Vec<R>> {
     let v: Vec<R> = postcard::from_bytes(bytes).map_err(|e| Error::Codec {
         op: "pool result",
         what: "decode a task's results",
-        reason: format!("{} ({e})", job.describe(chunk)),
+        reason: format!("{} ({e})", job.describe(chunk, r)),
     })?;
-    if v.len() != job.ranges[chunk].len() {
+    if v.len() != r.len() {
         return Err(Error::PoolBroken {
             reason: format!(
                 "{} came back with {} results for {} items",
-                job.describe(chunk),
+                job.describe(chunk, r),
                 v.len(),
-                job.ranges[chunk].len()
+                r.len()
             ),
         });
     }
@@ -269,10 +306,10 @@ pub(crate) fn decode_all<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<Ve
     if let Some(e) = first_failure(job, s) {
         return Err(e);
     }
-    let mut out = Vec::with_capacity(job.ranges.last().map_or(0, |r| r.end));
+    let mut out = Vec::with_capacity(s.ranges.last().map_or(0, |r| r.end));
     for (i, slot) in s.slots.iter().enumerate() {
         match slot {
-            Slot::Done(bytes) => out.extend(decode_chunk::<R>(job, i, bytes)?),
+            Slot::Done(bytes) => out.extend(decode_chunk::<R>(job, i, &s.ranges[i], bytes)?),
             _ => unreachable!("a ready job without failures has every slot done"),
         }
     }
@@ -282,7 +319,7 @@ pub(crate) fn decode_all<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<Ve
 pub(crate) fn decode_one<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<R> {
     let mut v = decode_all::<R>(job, s)?;
     v.pop().ok_or_else(|| Error::PoolBroken {
-        reason: format!("{} returned no result", job.describe(0)),
+        reason: format!("{} returned no result", job.describe(0, &(0..1))),
     })
 }
 
@@ -387,7 +424,7 @@ impl<V> AsyncResult<V> {
                 what: "AsyncResult::successful",
             });
         }
-        Ok(!s.slots.iter().any(|x| matches!(x, Slot::Failed(_))))
+        Ok(s.failed == 0)
     }
 }
 
@@ -408,31 +445,102 @@ impl<V> AsyncResult<V> {
 /// assert_eq!(got, [0, 2, 4, 6, 8]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-pub struct IMapIterator<R> {
+pub struct IMapIterator<'a, R> {
     job: Arc<Job>,
     ordered: bool,
     /// Chunks handed out so far (in item order, or in completion order).
     next_chunk: usize,
+    /// Chunks queued so far (the job's slots).
+    pushed: usize,
+    /// Items queued so far, and items of the chunks handed out (for `size_hint`).
+    pushed_items: usize,
+    handed_items: usize,
+    /// Chunks queued and not yet handed out at most (the look-ahead).
+    lookahead: usize,
+    /// Takes and queues the next chunk of the input; `None` once the input ended
+    /// or failed.
+    feed: Option<Feeder<'a>>,
+    /// Why the input failed, given after the results of the items before.
+    feed_error: Option<Error>,
     buffer: VecDeque<Result<R>>,
 }
 
-impl<R> std::fmt::Debug for IMapIterator<R> {
+/// What a lazy `imap`'s feeder did.
+pub(crate) enum Fed {
+    /// It queued one more chunk, of this many items.
+    Chunk(usize),
+    /// The input has no more items.
+    End,
+    /// The input failed (its iterator panicked, an item would not serialize).
+    Failed(Error),
+}
+
+/// A lazy `imap`'s input, as the pool wraps it (dropping it tells the pool this
+/// job queues no more tasks).
+pub(crate) trait Feed {
+    /// Takes the next chunk of the input and queues it.
+    fn feed(&mut self) -> Fed;
+    /// The input's `size_hint`.
+    fn input_hint(&self) -> (usize, Option<usize>);
+}
+
+/// `Send`, so that an [`IMapIterator`] may move to another thread.
+pub(crate) type Feeder<'a> = Box<dyn Feed + Send + 'a>;
+
+impl<R> std::fmt::Debug for IMapIterator<'_, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IMapIterator")
             .field("job", &self.job.id)
             .field("ordered", &self.ordered)
             .field("next_chunk", &self.next_chunk)
+            .field("pushed", &self.pushed)
+            .field("feeding", &self.feed.is_some())
             .finish()
     }
 }
 
-impl<R: DeserializeOwned> IMapIterator<R> {
-    pub(crate) fn new(job: Arc<Job>, ordered: bool) -> IMapIterator<R> {
-        IMapIterator {
+impl<'a, R: DeserializeOwned> IMapIterator<'a, R> {
+    pub(crate) fn new(
+        job: Arc<Job>,
+        ordered: bool,
+        feed: Feeder<'a>,
+        lookahead: usize,
+    ) -> IMapIterator<'a, R> {
+        let mut it = IMapIterator {
             job,
             ordered,
             next_chunk: 0,
+            pushed: 0,
+            pushed_items: 0,
+            handed_items: 0,
+            lookahead: lookahead.max(1),
+            feed: Some(feed),
+            feed_error: None,
             buffer: VecDeque::new(),
+        };
+        // Start at once (as CPython's task thread does), `lookahead` chunks.
+        it.top_up();
+        it
+    }
+
+    /// Queues chunks of the input until `lookahead` are queued and not handed
+    /// out, or the input ends.
+    fn top_up(&mut self) {
+        while let Some(feed) = &mut self.feed {
+            if self.pushed - self.next_chunk >= self.lookahead {
+                break;
+            }
+            match feed.feed() {
+                Fed::Chunk(items) => {
+                    self.pushed += 1;
+                    self.pushed_items += items;
+                }
+                Fed::End => self.feed = None,
+                Fed::Failed(e) => {
+                    self.feed_error = Some(e);
+                    self.feed = None;
+                }
+            }
         }
     }
 
@@ -459,41 +567,57 @@ impl<R: DeserializeOwned> IMapIterator<R> {
         if let Some(r) = self.buffer.pop_front() {
             return Some(r);
         }
-        let n = self.job.ranges.len();
-        if self.next_chunk >= n {
-            return None;
-        }
         let deadline = match deadline(timeout) {
             Ok(d) => d,
             Err(e) => return Some(Err(e)),
         };
         let next = self.next_chunk;
         let ordered = self.ordered;
-        let (mut s, ok) = self.job.wait_until(deadline, |s| {
+        let target = |s: &Slots| {
             if ordered {
                 !matches!(s.slots[next], Slot::Pending)
             } else {
                 s.order.len() > next
             }
-        });
-        if !ok {
-            return Some(Err(Error::Timeout {
-                what: "IMapIterator::next_timeout",
-                timeout: timeout.unwrap_or_default(),
-            }));
-        }
+        };
+        let mut s = loop {
+            // Take more input while workers may be free; then wait for the
+            // result wanted, or (while input remains) for any task to end, which
+            // frees a worker for more input.
+            self.top_up();
+            if next >= self.pushed {
+                // The input ended and every result was handed out.
+                return self.feed_error.take().map(Err);
+            }
+            let feeding = self.feed.is_some();
+            let seen = self.job.lock().resolved;
+            let (s, ok) = self
+                .job
+                .wait_until(deadline, |s| target(s) || (feeding && s.resolved > seen));
+            if !ok {
+                return Some(Err(Error::Timeout {
+                    what: "IMapIterator::next_timeout",
+                    timeout: timeout.unwrap_or_default(),
+                }));
+            }
+            if target(&s) {
+                break s;
+            }
+        };
         let chunk = if ordered { next } else { s.order[next] };
         self.next_chunk += 1;
         let slot = std::mem::replace(&mut s.slots[chunk], Slot::Taken);
         let job = &self.job;
+        let range = s.ranges[chunk].clone();
+        self.handed_items += range.len();
         match &slot {
-            Slot::Done(bytes) => match decode_chunk::<R>(job, chunk, bytes) {
+            Slot::Done(bytes) => match decode_chunk::<R>(job, chunk, &range, bytes) {
                 Ok(v) => self.buffer.extend(v.into_iter().map(Ok)),
                 Err(e) => self.buffer.push_back(Err(e)),
             },
             Slot::Failed(f) => {
-                for _ in job.ranges[chunk].clone() {
-                    self.buffer.push_back(Err(job.error(chunk, f)));
+                for _ in range.clone() {
+                    self.buffer.push_back(Err(job.error(chunk, &range, f)));
                 }
             }
             Slot::Pending | Slot::Taken => unreachable!("only resolved slots are taken, once"),
@@ -507,7 +631,7 @@ impl<R: DeserializeOwned> IMapIterator<R> {
     }
 }
 
-impl<R: DeserializeOwned> Iterator for IMapIterator<R> {
+impl<R: DeserializeOwned> Iterator for IMapIterator<'_, R> {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
@@ -515,11 +639,21 @@ impl<R: DeserializeOwned> Iterator for IMapIterator<R> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left: usize = match self.job.ranges.get(self.next_chunk..) {
-            Some(rest) if self.ordered => rest.iter().map(|r| r.len()).sum(),
-            _ => return (self.buffer.len(), None),
-        };
-        let n = left + self.buffer.len();
-        (n, Some(n))
+        // Results queued or buffered, then the input's (plus one for the error an
+        // input that panics or does not serialize would end with).
+        let known = self.pushed_items - self.handed_items + self.buffer.len();
+        match &self.feed {
+            Some(feed) => {
+                let (lo, hi) = feed.input_hint();
+                (
+                    known.saturating_add(lo),
+                    hi.and_then(|h| h.checked_add(known + 1)),
+                )
+            }
+            None => {
+                let n = known + usize::from(self.feed_error.is_some());
+                (n, Some(n))
+            }
+        }
     }
 }

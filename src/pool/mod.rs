@@ -4,7 +4,9 @@
 mod async_result;
 #[allow(clippy::module_inception)]
 mod pool;
+mod star;
 mod worker;
 
 pub use async_result::{AsyncResult, IMapIterator};
 pub use pool::{Pool, PoolBuilder};
+pub use star::StarFn;

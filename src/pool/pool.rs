@@ -6,13 +6,15 @@
 //!
 //! Each worker is a daemon [`Process`] with its own duplex [`Connection`]. A
 //! manager thread in the pool's process owns the workers and gives each at most
-//! one task (a chunk of items) at a time, so it knows exactly which task each
-//! worker holds. It sleeps in one [`wait`] over a wake-up pipe (new tasks, close,
+//! two tasks (chunks of items) at a time — the one it runs and a small one sent
+//! ahead, so that it goes on without waiting for the manager — and knows exactly
+//! which tasks each worker holds, and that only the first can have started. It sleeps in one [`wait`] over a wake-up pipe (new tasks, close,
 //! terminate), every worker's connection and every worker's sentinel (pidfd): no
 //! polling, and a worker's death is seen as soon as the kernel reports it. A dead
-//! worker's task — only that one — fails with [`Error::WorkerLost`] (or is run
-//! again, up to [`PoolBuilder::retries`] times), and a replacement is forked at
-//! once.
+//! worker's running task — only that one — fails with [`Error::WorkerLost`] (or
+//! is run again, up to [`PoolBuilder::retries`] times), the task sent ahead to it
+//! (never started) goes back to the front of the queue, and a replacement is
+//! forked at once.
 //!
 //! # States (the manager's `Phase`)
 //!
@@ -32,6 +34,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -41,7 +44,10 @@ use rustix::pipe::{PipeFlags, pipe_with};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::async_result::{AsyncResult, Failure, IMapIterator, Job, decode_all, decode_one};
+use super::async_result::{
+    AsyncResult, Failure, Fed, Feed, IMapIterator, Job, decode_all, decode_one,
+};
+use super::star::StarFn;
 use super::worker::{self, Entry, FromWorker, Initializer, Outcome, ToWorkerRef, Trampoline};
 use crate::connection::{Waitable, wait};
 use crate::error::{Error, Result};
@@ -66,6 +72,8 @@ enum Phase {
 struct Task {
     job: Arc<Job>,
     chunk: usize,
+    /// Its first item's index in the job.
+    start: usize,
     entry: Entry,
     args: Vec<u8>,
     /// Times it was given to a worker that then died.
@@ -75,11 +83,24 @@ struct Task {
 /// What the callers and the manager share, under one lock.
 struct Core {
     queue: VecDeque<Task>,
+    /// Lazy imap jobs that may still queue tasks (their feeders are alive): a
+    /// closed pool waits for them before it stops its workers.
+    feeding: usize,
     phase: Phase,
     /// Set when the pool can run no more tasks (see [`Error::PoolBroken`]).
     broken: Option<String>,
     /// Pids of the live workers.
     pids: Vec<u32>,
+}
+
+/// A lazy imap's registration in [`Core::feeding`], dropped with its feeder.
+struct Feeding(Arc<Shared>);
+
+impl Drop for Feeding {
+    fn drop(&mut self) {
+        self.0.lock().feeding -= 1;
+        self.0.wake();
+    }
 }
 
 struct Shared {
@@ -254,6 +275,7 @@ impl PoolBuilder {
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 queue: VecDeque::new(),
+                feeding: 0,
                 phase: Phase::Running,
                 broken: None,
                 pids: Vec::new(),
@@ -302,8 +324,11 @@ impl PoolBuilder {
 /// statics, or shared objects.
 ///
 /// **Chunks.** `map`-like calls split the items into chunks (tasks) of
-/// `chunksize` items (by default as CPython: about four chunks per worker); a
-/// worker runs one chunk at a time and sends back its results together.
+/// `chunksize` items (by default as CPython, about four chunks per worker, but
+/// no chunk above about 16 KiB of serialized items: see `auto_chunksize`); a
+/// worker runs one chunk at a time and sends back its results together, and a
+/// busy worker is sent its next small chunk ahead, so that it does not wait for
+/// the pool between chunks. [`imap`](Self::imap) takes its items lazily.
 ///
 /// **Failures.** A task that panics fails with [`Error::TaskPanicked`] and the
 /// worker goes on. A worker that dies (SIGKILL, OOM killer, `abort`) fails the
@@ -349,11 +374,48 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// CPython's default chunk size: about four chunks per worker.
-fn auto_chunksize(len: usize, processes: usize) -> usize {
+/// A `map`'s chunks are queued in batches of this many bytes of serialized items
+/// or this many tasks, whichever comes first (see `Pool::submit`).
+const SUBMIT_BATCH_BYTES: usize = 64 * 1024;
+const SUBMIT_BATCH_TASKS: usize = 256;
+
+/// Whether the pool takes new calls: [`Error::PoolClosed`] or
+/// [`Error::PoolBroken`] if not.
+fn accepting(core: &Core, op: &'static str) -> Result<()> {
+    if core.phase != Phase::Running {
+        return Err(Error::PoolClosed { op });
+    }
+    match &core.broken {
+        Some(why) => Err(Error::PoolBroken {
+            reason: why.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Items serialized to estimate the size of an item (see [`auto_chunksize`]).
+const CHUNK_PROBE_ITEMS: usize = 64;
+
+/// The default chunk size: CPython's (about four chunks per worker), but no
+/// bigger than a chunk of about [`AHEAD_MAX_BYTES`] serialized, estimated from
+/// `probe_len` items that took `probe_bytes`. Measured on S7 (1,000,000 items of
+/// 1 us, 2 workers, a busy machine): 8 chunks of 125,000 items ran at 0.87x the
+/// sequential speed, chunks of 2,048 at 1.67x — big chunks go through the
+/// sockets in many blocking rounds (a 1 MB message against a buffer of about
+/// 200 KB) while the other side may be descheduled, are never sent ahead, and
+/// leave a worker idle for up to a whole chunk at the end. Chunks this small are
+/// sent ahead, so the round trips per chunk cost no worker time.
+fn auto_chunksize(len: usize, processes: usize, probe_len: usize, probe_bytes: usize) -> usize {
     let per = processes * 4;
     let (q, r) = (len / per, len % per);
-    (q + usize::from(r != 0)).max(1)
+    let cpython = (q + usize::from(r != 0)).max(1);
+    if probe_len == 0 || probe_bytes == 0 {
+        return cpython;
+    }
+    // Items per chunk of AHEAD_MAX_BYTES (rounding the item size up).
+    let per_item = probe_bytes.div_ceil(probe_len);
+    // (A little room for the slice's length prefix.)
+    cpython.min(((AHEAD_MAX_BYTES - 16) / per_item).max(1))
 }
 
 fn fork_entry<F: crate::sys::task::FnPtr>(trampoline: Trampoline, func: F) -> Entry {
@@ -424,7 +486,10 @@ impl Pool {
         self.shared.lock().pids.clone()
     }
 
-    /// Splits `items` into chunks and queues them as one job.
+    /// Splits `items` into chunks and queues them as one job. The chunks are
+    /// queued in batches as they are serialized, so that the workers start on
+    /// the first while the caller serializes the rest (for a big `map`, the
+    /// serialization would otherwise all come before any work).
     fn submit<T: Serialize>(
         &self,
         op: &'static str,
@@ -437,45 +502,68 @@ impl Pool {
         let chunksize = match chunksize {
             Some(0) => return Err(Error::ZeroSize { what: "chunksize" }),
             Some(n) => n,
-            None => auto_chunksize(items.len(), self.processes),
+            None => {
+                let probe = &items[..items.len().min(CHUNK_PROBE_ITEMS)];
+                let probe_bytes = postcard::to_stdvec(probe).map_or(0, |v| v.len());
+                auto_chunksize(items.len(), self.processes, probe.len(), probe_bytes)
+            }
         };
         let ranges: Vec<_> = (0..items.len())
             .step_by(chunksize)
             .map(|s| s..(s + chunksize).min(items.len()))
             .collect();
-        let mut args = Vec::with_capacity(ranges.len());
-        for r in &ranges {
-            args.push(
-                postcard::to_stdvec(&items[r.clone()]).map_err(|e| Error::Codec {
-                    op,
-                    what: "serialize the items",
-                    reason: e.to_string(),
-                })?,
-            );
-        }
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        let job = Arc::new(Job::new(id, kind, ranges));
-        {
-            let mut core = self.shared.lock();
-            if core.phase != Phase::Running {
-                return Err(Error::PoolClosed { op });
-            }
-            if let Some(why) = &core.broken {
-                return Err(Error::PoolBroken {
-                    reason: why.clone(),
-                });
-            }
-            for (chunk, args) in args.into_iter().enumerate() {
-                core.queue.push_back(Task {
-                    job: Arc::clone(&job),
-                    chunk,
-                    entry,
-                    args,
-                    attempts: 0,
-                });
-            }
+        // Not read slot by slot (only the lazy imap jobs are).
+        let job = Arc::new(Job::new(id, kind, ranges.clone(), false));
+        // Registered as feeding from the first batch to the last, so that a pool
+        // closed meanwhile still runs the whole job (it was accepted).
+        let mut feeding: Option<Feeding> = None;
+        if ranges.is_empty() {
+            accepting(&self.shared.lock(), op)?;
         }
-        self.shared.wake();
+        let mut batch: Vec<Task> = Vec::new();
+        let mut batch_bytes = 0usize;
+        for (chunk, r) in ranges.iter().enumerate() {
+            let args = postcard::to_stdvec(&items[r.clone()]).map_err(|e| Error::Codec {
+                op,
+                what: "serialize the items",
+                reason: e.to_string(),
+            })?;
+            batch_bytes += args.len();
+            batch.push(Task {
+                job: Arc::clone(&job),
+                chunk,
+                start: r.start,
+                entry,
+                args,
+                attempts: 0,
+            });
+            let last = chunk + 1 == ranges.len();
+            if !(last || batch_bytes >= SUBMIT_BATCH_BYTES || batch.len() >= SUBMIT_BATCH_TASKS) {
+                continue;
+            }
+            let mut core = self.shared.lock();
+            if feeding.is_none() {
+                accepting(&core, op)?;
+                if !last {
+                    core.feeding += 1;
+                    feeding = Some(Feeding(Arc::clone(&self.shared)));
+                }
+            }
+            if core.phase == Phase::Finished {
+                // Terminated meanwhile: the manager is gone, nothing would run them.
+                drop(core);
+                for t in batch.drain(..) {
+                    t.job.resolve(t.chunk, Err(Failure::Terminated));
+                }
+            } else {
+                core.queue.extend(batch.drain(..));
+                drop(core);
+                self.shared.wake();
+            }
+            batch_bytes = 0;
+        }
+        drop(feeding);
         Ok(job)
     }
 
@@ -609,37 +697,45 @@ impl Pool {
     }
 
     /// `f` on every item, as an iterator of results in the items' order (Python's
-    /// `imap`); `chunksize` `None` is 1, as in Python. The items are taken (and
-    /// serialized) at once; results come as their tasks finish.
+    /// `imap`); `chunksize` `None` is 1, as in Python. The items are taken
+    /// lazily, a chunk at a time, as the iterator is advanced and workers free
+    /// up, at most [`IMAP_LOOKAHEAD`](Self::IMAP_LOOKAHEAD) chunks per worker
+    /// ahead of the results handed out: an endless input works. A panic in the
+    /// input iterator is an error after the results of the items before it. The
+    /// input iterator must be `Send` (the returned iterator holds it, and may move
+    /// to another thread); it may borrow.
     ///
     /// # Errors
     ///
-    /// [`Error::PoolClosed`], [`Error::PoolBroken`], [`Error::ZeroSize`],
-    /// [`Error::Codec`]; each item's failure comes from the iterator.
+    /// [`Error::PoolClosed`], [`Error::PoolBroken`], [`Error::ZeroSize`]; then,
+    /// from the iterator, each item's failure, [`Error::Codec`] for an item that
+    /// does not serialize and [`Error::TaskPanicked`] if the input panicked (both
+    /// end the iteration).
     ///
     /// ```
-    /// fn square(x: u32) -> u32 { x * x }
+    /// fn square(x: u64) -> u64 { x * x }
     /// let pool = multiproc::Pool::new(2)?;
     /// let mut it = pool.imap(square, 0..4, Some(3))?;
     /// assert_eq!(it.next().unwrap()?, 0);
-    /// let rest: Vec<u32> = it.collect::<Result<_, _>>()?;
+    /// let rest: Vec<u64> = it.collect::<Result<_, _>>()?;
     /// assert_eq!(rest, [1, 4, 9]);
+    /// // An endless input: only what is needed is taken.
+    /// let first: Vec<u64> = pool.imap(square, 0.., None)?.take(5).collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [0, 1, 4, 9, 16]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn imap<T, R>(
+    pub fn imap<'a, T, R>(
         &self,
         f: fn(T) -> R,
-        items: impl IntoIterator<Item = T>,
+        items: impl IntoIterator<Item = T, IntoIter: Send + 'a>,
         chunksize: Option<usize>,
-    ) -> Result<IMapIterator<R>>
+    ) -> Result<IMapIterator<'a, R>>
     where
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
-        let items: Vec<T> = items.into_iter().collect();
-        let job = self.submit("imap", "imap", entry, items, Some(chunksize.unwrap_or(1)))?;
-        Ok(IMapIterator::new(job, true))
+        self.lazy("imap", "imap", entry, items, chunksize, true)
     }
 
     /// As [`imap`](Self::imap), but results come in the order their tasks finish
@@ -657,30 +753,82 @@ impl Pool {
     /// assert_eq!(got, [0, 1, 4, 9]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn imap_unordered<T, R>(
+    pub fn imap_unordered<'a, T, R>(
         &self,
         f: fn(T) -> R,
-        items: impl IntoIterator<Item = T>,
+        items: impl IntoIterator<Item = T, IntoIter: Send + 'a>,
         chunksize: Option<usize>,
-    ) -> Result<IMapIterator<R>>
+    ) -> Result<IMapIterator<'a, R>>
     where
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
-        let items: Vec<T> = items.into_iter().collect();
-        let job = self.submit(
+        self.lazy(
             "imap_unordered",
             "imap_unordered",
             entry,
             items,
-            Some(chunksize.unwrap_or(1)),
-        )?;
-        Ok(IMapIterator::new(job, false))
+            chunksize,
+            false,
+        )
     }
 
-    /// `f(a, b)` for every pair, results in order (Python's `starmap`, for
-    /// two-argument functions; pass a tuple to [`map`](Self::map) for more).
+    /// Chunks of input an [`imap`](Self::imap) keeps queued ahead of the results
+    /// handed out, per worker.
+    ///
+    /// ```
+    /// assert!(multiproc::Pool::IMAP_LOOKAHEAD >= 1);
+    /// ```
+    pub const IMAP_LOOKAHEAD: usize = 4;
+
+    /// A lazy imap job: an iterator that queues the input a chunk at a time.
+    fn lazy<'a, T: Serialize + 'static, R: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        kind: &'static str,
+        entry: Entry,
+        items: impl IntoIterator<Item = T, IntoIter: Send + 'a>,
+        chunksize: Option<usize>,
+        ordered: bool,
+    ) -> Result<IMapIterator<'a, R>> {
+        self.check_creator(op)?;
+        let chunksize = match chunksize {
+            Some(0) => return Err(Error::ZeroSize { what: "chunksize" }),
+            Some(n) => n,
+            None => 1,
+        };
+        let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
+        let job = Arc::new(Job::new(id, kind, Vec::new(), true));
+        {
+            let mut core = self.shared.lock();
+            accepting(&core, op)?;
+            core.feeding += 1;
+        }
+        let feed = LazyFeed {
+            items: items.into_iter().fuse(),
+            shared: Feeding(Arc::clone(&self.shared)),
+            job: Arc::clone(&job),
+            entry,
+            chunksize,
+            start: 0,
+            failed: None,
+            op,
+            kind,
+        };
+        Ok(IMapIterator::new(
+            job,
+            ordered,
+            Box::new(feed),
+            Self::IMAP_LOOKAHEAD * self.processes,
+        ))
+    }
+
+    /// `f(a, b, ..)` for every tuple of arguments, results in order (Python's
+    /// `starmap`), for plain functions of one to four arguments ([`StarFn`]):
+    /// write the function as a pointer, `f as fn(_, _) -> _` (one `_` per
+    /// argument; with untyped integer literals in the items, name the types:
+    /// `f as fn(u64, u32) -> u64`).
     ///
     /// # Errors
     ///
@@ -688,20 +836,17 @@ impl Pool {
     ///
     /// ```
     /// fn pow(base: u64, exp: u32) -> u64 { base.pow(exp) }
+    /// fn clamp(x: i32, lo: i32, hi: i32) -> i32 { x.clamp(lo, hi) }
     /// let pool = multiproc::Pool::new(2)?;
-    /// assert_eq!(pool.starmap(pow, [(2, 3), (3, 2), (10, 0)])?, [8, 9, 1]);
+    /// assert_eq!(pool.starmap(pow as fn(_, _) -> _, [(2u64, 3u32), (3, 2), (10, 0)])?, [8u64, 9, 1]);
+    /// assert_eq!(pool.starmap(clamp as fn(i32, i32, i32) -> i32, [(5, 0, 3), (-1, 0, 3)])?, [3, 0]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn starmap<A, B, R>(
+    pub fn starmap<F: StarFn>(
         &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<Vec<R>>
-    where
-        A: Serialize + DeserializeOwned + 'static,
-        B: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> Result<Vec<F::Output>> {
         self.starmap_async(f, items, None)?.get(None)
     }
 
@@ -716,29 +861,26 @@ impl Pool {
     /// use std::time::Duration;
     /// fn add(a: i32, b: i32) -> i32 { a + b }
     /// let pool = multiproc::Pool::new(2)?;
-    /// let r = pool.starmap_async(add, [(1, 2), (3, 4)], Some(1))?;
+    /// let r = pool.starmap_async(add as fn(i32, i32) -> i32, [(1, 2), (3, 4)], Some(1))?;
     /// assert_eq!(r.get(Some(Duration::from_secs(30)))?, [3, 7]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn starmap_async<A, B, R>(
+    pub fn starmap_async<F: StarFn>(
         &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
         chunksize: Option<usize>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        A: Serialize + DeserializeOwned + 'static,
-        B: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        let entry = fork_entry(worker::star_trampoline::<A, B, R> as Trampoline, f);
-        let items: Vec<(A, B)> = items.into_iter().collect();
+    ) -> Result<AsyncResult<Vec<F::Output>>> {
+        let entry = fork_entry(worker::star_trampoline::<F> as Trampoline, f);
+        let items: Vec<F::Args> = items.into_iter().collect();
         let job = self.submit("starmap_async", "starmap", entry, items, chunksize)?;
-        Ok(AsyncResult::new(job, decode_all::<R>))
+        Ok(AsyncResult::new(job, decode_all::<F::Output>))
     }
 
     /// Takes no more tasks; the queued ones still run, then the workers exit
-    /// (Python's `close`). Does not wait: [`join`](Self::join) does.
+    /// (Python's `close`). Does not wait: [`join`](Self::join) does. An
+    /// [`imap`](Self::imap) started before goes on taking its input: the workers
+    /// exit once its input has ended or its iterator is dropped.
     ///
     /// ```
     /// use std::time::Duration;
@@ -882,15 +1024,133 @@ impl Drop for Pool {
     }
 }
 
+/// Tasks a worker may hold at once: the one it runs and one sent ahead, waiting
+/// in its connection, so that it starts the next task without a round trip
+/// through the manager.
+const HELD_MAX: usize = 2;
+
+/// The largest task (its serialized items) sent ahead to a worker that already
+/// holds one. Both sides send blocking: a worker that sends a big result while the
+/// manager sends it a big second task would wait for the manager, which waits for
+/// the worker to read — a deadlock. A task this small fits in the socket's buffer
+/// (over 100 KiB) beside nothing else (the worker has read its first task whole
+/// before it runs it), so sending it never blocks. Big tasks have work enough to
+/// hide the round trip.
+const AHEAD_MAX_BYTES: usize = 16 * 1024;
+
+/// A lazy imap's input: takes a chunk of items at a time and queues it as a task
+/// of the job (see [`Feed`]).
+struct LazyFeed<I> {
+    items: std::iter::Fuse<I>,
+    /// Its registration: a closed pool does not finish while it lives.
+    shared: Feeding,
+    job: Arc<Job>,
+    entry: Entry,
+    chunksize: usize,
+    /// The next item's index.
+    start: usize,
+    /// The input's failure, given after the chunk taken before it.
+    failed: Option<Error>,
+    op: &'static str,
+    kind: &'static str,
+}
+
+impl<I: Iterator<Item: Serialize>> Feed for LazyFeed<I> {
+    fn feed(&mut self) -> Fed {
+        if let Some(e) = self.failed.take() {
+            return Fed::Failed(e);
+        }
+        let mut chunk = Vec::with_capacity(self.chunksize);
+        while chunk.len() < self.chunksize {
+            // The caller's iterator may panic: that ends the input with an
+            // error (the caller's thread must not unwind through the pool).
+            match catch_unwind(AssertUnwindSafe(|| self.items.next())) {
+                Ok(Some(x)) => chunk.push(x),
+                Ok(None) => break,
+                Err(p) => {
+                    self.failed = Some(Error::TaskPanicked {
+                        task: format!(
+                            "the input iterator of {} job {}, at item {}",
+                            self.kind,
+                            self.job.id,
+                            self.start + chunk.len()
+                        ),
+                        message: worker::panic_message(&*p),
+                    });
+                    break;
+                }
+            }
+        }
+        if chunk.is_empty() {
+            return self.failed.take().map_or(Fed::End, Fed::Failed);
+        }
+        let args = match postcard::to_stdvec(&chunk) {
+            Ok(a) => a,
+            Err(e) => {
+                return Fed::Failed(Error::Codec {
+                    op: self.op,
+                    what: "serialize the items",
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let range = self.start..self.start + chunk.len();
+        self.start = range.end;
+        let index = self.job.push_chunk(range.clone());
+        let task = Task {
+            job: Arc::clone(&self.job),
+            chunk: index,
+            start: range.start,
+            entry: self.entry,
+            args,
+            attempts: 0,
+        };
+        let shared = &self.shared.0;
+        let mut core = shared.lock();
+        if core.phase == Phase::Finished {
+            // The manager is gone: nothing would run it.
+            drop(core);
+            self.job.resolve(index, Err(Failure::Terminated));
+        } else {
+            core.queue.push_back(task);
+            drop(core);
+            shared.wake();
+        }
+        Fed::Chunk(range.len())
+    }
+
+    fn input_hint(&self) -> (usize, Option<usize>) {
+        self.items.size_hint()
+    }
+}
+
 /// A worker as the manager sees it.
 struct Worker {
     process: Process,
     conn: Connection,
-    /// The task it is running (at most one; see the module's invariants).
-    held: Option<Task>,
+    /// The tasks sent to it, in the order sent, which is the order it runs and
+    /// answers them (at most [`HELD_MAX`]): the first is the one it runs (or
+    /// reads), the others wait unread in its connection. A worker starts a task
+    /// only after it has sent the `Done` of the one before, so when it dies with
+    /// all its messages read, only the first can have been started.
+    held: VecDeque<Task>,
+    /// Tasks it may still be sent: `maxtasksperchild` minus those sent (`None`:
+    /// unlimited). It exits right after its last one, so it is never sent a task
+    /// it will not run.
+    budget: Option<usize>,
     /// It will exit without another task (it was told to stop, reached
     /// `maxtasksperchild`, or its initializer panicked): give it nothing.
     leaving: bool,
+}
+
+impl Worker {
+    /// Whether it may be sent `t` when it holds `held` tasks and may be sent
+    /// `budget` more.
+    fn may_take(&self, held: usize, budget: Option<usize>, t: &Task) -> bool {
+        !self.leaving
+            && budget != Some(0)
+            && (held == 0 || (held < HELD_MAX && t.args.len() <= AHEAD_MAX_BYTES))
+    }
 }
 
 /// The manager thread's state (see the module's states).
@@ -917,7 +1177,8 @@ impl Manager {
         Ok(Worker {
             process,
             conn: ours,
-            held: None,
+            held: VecDeque::with_capacity(HELD_MAX),
+            budget: max,
             leaving: false,
         })
     }
@@ -933,7 +1194,9 @@ impl Manager {
 
     fn run(mut self) {
         loop {
-            // 1. Under the lock: the phase, and tasks for idle workers.
+            // 1. Under the lock: the phase, and tasks for the workers: first one
+            // to each idle worker, then one ahead to each busy one (an idle worker
+            // never waits while a busy one is given a second task).
             let mut assigned = Vec::new();
             let closing = {
                 let mut core = self.shared.lock();
@@ -945,18 +1208,31 @@ impl Manager {
                         t.job.resolve(t.chunk, Err(Failure::Broken(why.clone())));
                     }
                 }
-                for (i, w) in self.workers.iter().enumerate() {
-                    if w.held.is_none() && !w.leaving {
-                        match core.queue.pop_front() {
-                            Some(t) => assigned.push((i, t)),
-                            None => break,
+                // What each worker will hold and may still be sent, this round's
+                // tasks included.
+                let mut load: Vec<(usize, Option<usize>)> = self
+                    .workers
+                    .iter()
+                    .map(|w| (w.held.len(), w.budget))
+                    .collect();
+                for depth in 0..HELD_MAX {
+                    for (i, w) in self.workers.iter().enumerate() {
+                        let Some(t) = core.queue.front() else { break };
+                        let (held, budget) = &mut load[i];
+                        if *held == depth && w.may_take(*held, *budget, t) {
+                            *held += 1;
+                            if let Some(b) = budget {
+                                *b -= 1;
+                            }
+                            assigned.extend(core.queue.pop_front().map(|t| (i, t)));
                         }
                     }
                 }
-                core.phase == Phase::Closed && core.queue.is_empty()
+                core.phase == Phase::Closed && core.queue.is_empty() && core.feeding == 0
             };
-            // 2. Hand them out. A send that fails means the worker is gone: the task
-            // stays held, and its end of file below buries the worker.
+            // 2. Hand them out (in the order assigned: a worker's first task
+            // before its second). A send that fails means the worker is gone: the
+            // task stays held, and its end of file below buries the worker.
             for (i, t) in assigned {
                 let w = &mut self.workers[i];
                 let _ = w.conn.send(&ToWorkerRef::Run {
@@ -965,11 +1241,14 @@ impl Manager {
                     entry: t.entry,
                     args: &t.args,
                 });
-                w.held = Some(t);
+                if let Some(b) = &mut w.budget {
+                    *b -= 1;
+                }
+                w.held.push_back(t);
             }
             if closing {
                 for w in &mut self.workers {
-                    if w.held.is_none() && !w.leaving {
+                    if w.held.is_empty() && !w.leaving {
                         let _ = w.conn.send(&ToWorkerRef::Stop);
                         w.leaving = true;
                     }
@@ -1054,8 +1333,8 @@ impl Manager {
                 w.leaving = true;
                 let pid = w.process.pid().unwrap_or(0);
                 let why = format!("the initializer panicked in worker {pid}: {message}");
-                // A task given to it before this message arrived never ran.
-                if let Some(t) = w.held.take() {
+                // Tasks given to it before this message arrived never ran.
+                for t in w.held.drain(..) {
                     t.job.resolve(t.chunk, Err(Failure::Broken(why.clone())));
                 }
                 self.shared.lock().broken.get_or_insert(why);
@@ -1067,16 +1346,16 @@ impl Manager {
                 last,
             } => {
                 w.leaving |= last;
-                let Some(t) = w
-                    .held
-                    .take_if(|t| t.job.id == job && t.chunk == chunk as usize)
-                else {
-                    return; // not the task it holds: ignore (never sent by our workers)
-                };
+                // It answers its tasks in the order they were sent.
+                let first = w.held.front();
+                if !first.is_some_and(|t| t.job.id == job && t.chunk == chunk as usize) {
+                    return; // not the task it runs: ignore (never sent by our workers)
+                }
+                let Some(t) = w.held.pop_front() else { return };
                 let result = match outcome {
                     Outcome::Ok(bytes) => Ok(bytes),
                     Outcome::Panicked { index, message } => Err(Failure::Panicked {
-                        item: t.job.ranges[t.chunk].start + index as usize,
+                        item: t.start + index as usize,
                         message,
                     }),
                     Outcome::Refused(why) => Err(Failure::Refused(why)),
@@ -1100,7 +1379,14 @@ impl Manager {
         let mut lost = None;
         let need = {
             let mut core = self.shared.lock();
-            if let Some(mut t) = w.held.take() {
+            // Those sent ahead were never started (see `Worker::held`): back to the
+            // front of the queue, in their order, with no attempt counted.
+            while w.held.len() > 1 {
+                if let Some(t) = w.held.pop_back() {
+                    core.queue.push_front(t);
+                }
+            }
+            if let Some(mut t) = w.held.pop_front() {
                 t.attempts += 1;
                 if t.attempts <= self.config.retries && core.broken.is_none() {
                     core.queue.push_front(t);
@@ -1117,7 +1403,7 @@ impl Manager {
             core.broken.is_none()
                 && match core.phase {
                     Phase::Running => true,
-                    Phase::Closed => !core.queue.is_empty(),
+                    Phase::Closed => !core.queue.is_empty() || core.feeding > 0,
                     Phase::Terminating | Phase::Finished => false,
                 }
         };
@@ -1155,7 +1441,7 @@ impl Drop for Manager {
         }
         for mut w in self.workers.drain(..) {
             let _ = w.process.join(Some(REAP_BOUND));
-            if let Some(t) = w.held.take() {
+            for t in w.held.drain(..) {
                 t.job.resolve(t.chunk, Err(failure.clone()));
             }
         }
@@ -1167,5 +1453,24 @@ impl Drop for Manager {
         core.pids.clear();
         drop(core);
         self.shared.finished.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_chunk_size_is_cpythons_capped_by_bytes() {
+        // Small items: CPython's, about four chunks per worker.
+        assert_eq!(auto_chunksize(20_000, 2, 64, 64), 2_500);
+        assert_eq!(auto_chunksize(7, 2, 7, 7), 1);
+        assert_eq!(auto_chunksize(0, 2, 0, 0), 1);
+        // Big chunks: capped so that a chunk is sent ahead.
+        let cs = auto_chunksize(1_000_000, 2, 64, 64 * 8);
+        assert_eq!(cs, (AHEAD_MAX_BYTES - 16) / 8);
+        assert!(cs * 8 + 16 <= AHEAD_MAX_BYTES);
+        // An item bigger than the cap: one per chunk.
+        assert_eq!(auto_chunksize(100, 2, 1, 1 << 20), 1);
     }
 }

@@ -6,9 +6,12 @@
 //!
 //! - Worker → pool, once at start: nothing if the initializer ran, or
 //!   [`FromWorker::InitPanicked`] (then it exits).
-//! - Pool → worker: [`ToWorker::Run`] only while the worker holds no task (the pool
-//!   sends one task at a time, so it always knows exactly which task a worker
-//!   holds), or [`ToWorker::Stop`].
+//! - Pool → worker: [`ToWorker::Run`] while the worker holds fewer than two tasks
+//!   (the one it runs, and one sent ahead that waits unread in the connection),
+//!   never more than `maxtasksperchild` in all; or [`ToWorker::Stop`] when it
+//!   holds none. The worker reads and runs them in order, and reads the next only
+//!   after it has sent the `Done` of the one before: so the pool knows that of the
+//!   tasks a dead worker held, only the first can have started.
 //! - Worker → pool: [`FromWorker::Done`] for the task it held, with `last` set when
 //!   it reached `maxtasksperchild` and exits right after (so the pool never gives
 //!   it another task).
@@ -154,15 +157,12 @@ where
     }
 }
 
-/// The trampoline for `fn(A, B) -> R` over items `(A, B)`.
-pub(crate) fn star_trampoline<A, B, R>(func: FnToken, args: Vec<u8>) -> Outcome
-where
-    A: DeserializeOwned + 'static,
-    B: DeserializeOwned + 'static,
-    R: Serialize + 'static,
-{
-    match func.resolve::<fn(A, B) -> R>() {
-        Some(f) => run_items::<(A, B), R>(args, |(a, b)| f(a, b)),
+/// The trampoline of a `starmap` task: `F` is the plain function (`fn(A) -> R` to
+/// `fn(A, B, C, D) -> R`, see [`StarFn`](super::StarFn)), called on each item's
+/// tuple of arguments.
+pub(crate) fn star_trampoline<F: super::star::StarFn>(func: FnToken, args: Vec<u8>) -> Outcome {
+    match func.resolve::<F>() {
+        Some(f) => run_items::<F::Args, F::Output>(args, |a| f.call(a)),
         None => refused_token(),
     }
 }

@@ -406,14 +406,15 @@ impl Process {
         // Stop the parent watcher now: a thread still alive at `_exit` would make
         // the exit wait for the kernel to kill and schedule it (measured: 0.25 ms
         // more per daemon, and a tail of milliseconds on a 2-vCPU VM).
-        let threads = match watcher {
-            Some(w) => thread_count_except(w.stop()),
-            None => thread_count(),
-        };
+        let stopped = watcher.map(|w| w.stop());
         // The handles still alive here (the parent's, copied by fork) never drop:
         // release this process's holds on their blocks, unless another thread of
         // this child could still be using them (the stopped watcher used none).
-        arena::release_all_before_exit(threads);
+        // The threads are counted only if some hold is left.
+        arena::release_all_before_exit(|| match stopped {
+            Some(w) => thread_count_except(w),
+            None => thread_count(),
+        });
         fork::exit_now(code)
     }
 

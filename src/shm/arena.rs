@@ -773,8 +773,10 @@ impl ForkGuard {
 /// count the caller read): a thread still running could use a released block after
 /// another process reused it, so a multi-threaded child keeps its holds (leaks them
 /// until the chunk dies). Returns how many holds were released.
-pub(crate) fn release_all_before_exit(threads: usize) -> usize {
-    if threads != 1 {
+pub(crate) fn release_all_before_exit(threads: impl FnOnce() -> usize) -> usize {
+    // Nothing held: no need to count the threads (a read of `/proc`, the most of
+    // an empty child's own time).
+    if arena().held.is_empty() || threads() != 1 {
         return 0;
     }
     let mut arena = arena();

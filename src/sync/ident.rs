@@ -178,6 +178,18 @@ pub fn thread() -> u32 {
 fn thread_slow(slot: &AtomicU64) -> u32 {
     fork::install_hooks();
     let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    // The main thread (tid == pid) is the process's first task: same id, same
+    // start time (`/proc/<tid>/stat` is then `/proc/<pid>/stat`), so its word is
+    // the process's, read once instead of twice (a forked child primes both
+    // before running its target: one `/proc` read less per process start).
+    if tid == rustix::process::getpid().as_raw_nonzero().get() as u32 {
+        let generation = fork::generation();
+        let w = process();
+        if cached((generation as u64) << 32 | w as u64, generation).is_some() {
+            slot.store((generation as u64) << 32 | w as u64, Ordering::Relaxed);
+            return w;
+        }
+    }
     THREAD_RETRY.with(|retry| {
         identity(
             slot,
@@ -641,6 +653,31 @@ mod examples {
         // Another thread of this process has another id (its tid).
         let other = std::thread::spawn(ident::thread).join().unwrap();
         assert_ne!(ident::id_of(other), ident::id_of(t));
+        Ok(())
+    }
+
+    #[test]
+    fn main_thread_word_is_read_like_any_thread() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::sync::ident;
+        use crate::sys::procfs;
+        use crate::{Process, RawValue};
+        use std::time::Duration;
+        // In a child, the main thread's word (taken from the process's) is the
+        // word a read of its own start time gives, and differs from the parent's
+        // threads (0: unequal, 1: equal).
+        let parent_thread = ident::thread();
+        let seen = RawValue::<u32>::new(0)?;
+        let s = seen.clone();
+        let mut child = Process::new(move || {
+            let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+            let read = super::word(tid, procfs::read_thread_start_time());
+            let t = ident::thread();
+            let ok = t == read && t == ident::process() && t != parent_thread;
+            s.set(u32::from(ok));
+        });
+        child.start()?;
+        assert_eq!(child.join(Some(Duration::from_secs(10)))?, Some(0));
+        assert_eq!(seen.get(), 1);
         Ok(())
     }
 

@@ -32,7 +32,9 @@ mod sealed {
 
 /// Function pointer types a token may carry: `fn` pointers of up to four arguments
 /// (sealed: nothing else can be transmuted from an address).
-pub(crate) trait FnPtr: Copy + 'static + sealed::Sealed {
+// `pub` (in a crate-private module, so still unnameable outside the crate) only
+// because it bounds the sealed supertrait of the public `pool::StarFn`.
+pub trait FnPtr: Copy + 'static + sealed::Sealed {
     /// The address of the function.
     fn addr(self) -> usize;
 }
