@@ -6,7 +6,7 @@
 mod current;
 #[allow(clippy::module_inception)]
 pub mod process;
-mod registry;
+pub(crate) mod registry;
 
 pub use current::{
     ActiveChild, CurrentProcess, ParentProcess, active_children, current_process, parent_process,

@@ -103,6 +103,150 @@ pub(crate) fn with_default_sigpipe(f: impl FnOnce() + Send + 'static) {
     assert_eq!(code, Some(0), "the child died (-13 is SIGPIPE) or failed");
 }
 
+/// The most descriptors one [`send_with_fds`] message carries (the kernel's
+/// `SCM_MAX_FD`).
+pub(crate) const MAX_FDS: usize = 253;
+
+/// Sends one message on a Unix socket: `bytes` framed by their length (a `u32`,
+/// little-endian), with `fds` attached to its first byte as `SCM_RIGHTS` (the
+/// receiver gets its own descriptors for the same open files). Safe code: rustix
+/// builds the control message. Blocks until all is written; `MSG_NOSIGNAL`, so a
+/// closed peer is `EPIPE`, never a signal.
+///
+/// On a stream socket, messages of several threads may interleave: callers keep
+/// one sender per socket (multiproc's sockets are private to one request).
+pub(crate) fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} descriptors in one message, at most {MAX_FDS}",
+                fds.len()
+            ),
+        ));
+    }
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 4 GiB"))?;
+    let header = len.to_le_bytes();
+    let mut space = vec![
+        std::mem::MaybeUninit::<u8>::uninit();
+        rustix::cmsg_space!(ScmRights(fds.len().max(1)))
+    ];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("control message buffer too small"));
+    }
+    // The first sendmsg carries the descriptors; what it did not write goes on
+    // with plain sends.
+    let mut sent = loop {
+        match sendmsg(
+            sock,
+            &[IoSlice::new(&header), IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let total = header.len() + bytes.len();
+    while sent < total {
+        let rest: &[u8] = if sent < header.len() {
+            &header[sent..]
+        } else {
+            &bytes[sent - header.len()..]
+        };
+        match rustix::net::send(sock, rest, SendFlags::NOSIGNAL) {
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Receives one message sent by [`send_with_fds`]: its bytes and the descriptors
+/// that came with it (close-on-exec). `None` at end of file before a message
+/// began; `UnexpectedEof` if the peer closed in the middle of one. Blocks.
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+) -> io::Result<Option<(Vec<u8>, Vec<std::os::fd::OwnedFd>)>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+    // Stream sockets only: the first read takes the length alone (the
+    // descriptors arrive with it), so it never eats into the next message.
+    let mut buf = vec![0u8; 4];
+    let mut space =
+        vec![std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = loop {
+        match recvmsg(
+            sock,
+            &mut [io::IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(m) => break m,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut fds = Vec::new();
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = msg {
+            fds.extend(received);
+        }
+    }
+    if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err(io::Error::other(
+            "descriptors were cut off (more than the message may carry)",
+        ));
+    }
+    let mut have = got.bytes;
+    if got.bytes == 0 {
+        return if fds.is_empty() {
+            Ok(None)
+        } else {
+            Err(io::ErrorKind::UnexpectedEof.into())
+        };
+    }
+    let eof = || {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the peer closed in the middle of a message",
+        )
+    };
+    while have < 4 {
+        have += read_some(sock, &mut buf[have..4])?.ok_or_else(eof)?;
+    }
+    let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    let total = 4 + len;
+    buf.resize(total, 0);
+    while have < total {
+        have += read_some(sock, &mut buf[have..total])?.ok_or_else(eof)?;
+    }
+    buf.truncate(total);
+    buf.drain(..4);
+    Ok(Some((buf, fds)))
+}
+
+/// One `recv` into `buf`: `None` at end of file.
+fn read_some(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match rustix::net::recv(sock, &mut *buf, rustix::net::RecvFlags::empty()) {
+            Ok((0, _)) => return Ok(None),
+            Ok((n, _)) => return Ok(Some(n)),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
