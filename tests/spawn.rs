@@ -167,3 +167,144 @@ fn a_closure_process_refuses_spawn() {
     let mut p = Process::new(|| {}).with_start_method(StartMethod::Spawn);
     assert!(matches!(p.start(), Err(Error::ProcessState { .. })));
 }
+
+/// Dead or a zombie (waiting for a reaper that is not this test).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// A daemonic child started by spawn or forkserver dies when the process that
+/// started it is SIGKILLed, and so does that process's forkserver: nothing is
+/// left running, and nothing new is in /dev/shm.
+#[test]
+fn a_daemonic_child_and_the_forkserver_die_with_their_parent() {
+    multiproc::spawn::init();
+    let before = common::dev_shm();
+    for method in METHODS {
+        let daemon_pid = multiproc::RawValue::new(0u32).unwrap();
+        let ready = multiproc::Event::new().unwrap();
+        let (d, r) = (daemon_pid.clone(), ready.clone());
+        let parent = common::spawn(move || {
+            let mut p = get_context(method).process(sleeper, 60).daemon(true);
+            p.start().unwrap();
+            d.set(p.pid().unwrap());
+            r.set();
+            sleeper(60);
+        });
+        assert!(ready.wait(Some(BOUND)).unwrap(), "{method}: never ready");
+        let daemon = daemon_pid.get();
+        assert!(!gone(daemon), "{method}: the daemon runs");
+        let mut stray = children_of(parent.pid().unwrap());
+        if method == StartMethod::Forkserver {
+            assert_eq!(stray.len(), 1, "{method}: the parent's one child is its server");
+        } else {
+            assert_eq!(stray, vec![daemon]);
+        }
+        stray.push(daemon);
+        common::kill(parent);
+        for pid in stray {
+            common::poll_until(&format!("{method}: process {pid} to end with its parent"), || gone(pid));
+        }
+    }
+    let after = common::dev_shm();
+    let new: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert!(new.is_empty() || new.iter().all(|n| !n.starts_with("multiproc")), "{new:?}");
+}
+
+/// Never deserializes: the child's import fails.
+#[derive(Debug)]
+struct Unimportable;
+
+impl Serialize for Unimportable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Unimportable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("Unimportable refuses to be imported"))
+    }
+}
+
+fn takes_unimportable(_: Unimportable) {
+    std::process::exit(42);
+}
+
+/// `start` returns only once the child has imported its arguments: a child that
+/// cannot import them makes `start` fail, with the child's reason.
+#[test]
+fn start_waits_for_the_import_and_reports_its_failure() {
+    multiproc::spawn::init();
+    for method in METHODS {
+        let mut p = get_context(method).process(takes_unimportable, Unimportable);
+        match p.start() {
+            Err(Error::Start { reason, .. }) => {
+                assert!(reason.contains("importing the arguments"), "{method}: {reason}")
+            }
+            other => panic!("{method}: start did not report the failed import: {other:?}"),
+        }
+        assert_eq!(p.join(Some(BOUND)).unwrap(), Some(1), "{method}");
+    }
+}
+
+/// Spawn and forkserver are safe from a parent whose other threads hold locks
+/// (a std Mutex, stdout's, the allocator's) at any moment: the children do not
+/// inherit those threads' state.
+#[test]
+fn children_start_while_the_parent_runs_several_threads() {
+    multiproc::spawn::init();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, shared) = (stop.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut v = shared.lock().unwrap();
+                    v.push(n);
+                    if v.len() > 1000 {
+                        v.clear();
+                    }
+                    drop(v);
+                    if n % 5000 == 0 {
+                        eprint!("{}", i);
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for method in METHODS {
+        for i in 0..10u64 {
+            let job = Job {
+                numbers: vec![i, 1],
+                expect_sum: i + 1,
+                out: out_path(&format!("threads-{method}-{i}")),
+            };
+            let out = job.out.clone();
+            let mut p = get_context(method).process(summer, job);
+            p.start().unwrap();
+            assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0), "{method} #{i}");
+            std::fs::remove_file(out).unwrap();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+}

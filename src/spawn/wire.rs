@@ -97,7 +97,7 @@ fn trampoline<A: DeserializeOwned + 'static>(
     args: Exported,
 ) -> std::result::Result<Box<dyn FnOnce()>, String> {
     let f = token.func::<fn(A)>()?;
-    let a: A = import(args).map_err(|e| e.to_string())?;
+    let a: A = import(args).map_err(|e| format!("importing the arguments: {e}"))?;
     Ok(Box::new(move || f(a)))
 }
 
