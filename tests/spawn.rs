@@ -197,31 +197,60 @@ fn a_daemonic_child_and_the_forkserver_die_with_their_parent() {
         let daemon_pid = multiproc::RawValue::new(0u32).unwrap();
         let ready = multiproc::Event::new().unwrap();
         let (d, r) = (daemon_pid.clone(), ready.clone());
+        let holder_pid = multiproc::RawValue::new(0u32).unwrap();
+        let h = holder_pid.clone();
         let parent = common::spawn(move || {
             let mut p = get_context(method).process(sleeper, 60).daemon(true);
             p.start().unwrap();
             d.set(p.pid().unwrap());
+            // A fork of the parent inherits its copy of the forkserver's control
+            // socket and outlives it: the server must end on its starter's pidfd,
+            // not on end of file.
+            let mut holder = Process::new(|| sleeper(60));
+            holder.start().unwrap();
+            h.set(holder.pid().unwrap());
             r.set();
             sleeper(60);
         });
         assert!(ready.wait(Some(BOUND)).unwrap(), "{method}: never ready");
         let daemon = daemon_pid.get();
         assert!(!gone(daemon), "{method}: the daemon runs");
-        let mut stray = children_of(parent.pid().unwrap());
+        let holder = holder_pid.get();
+        let mut stray: Vec<u32> = children_of(parent.pid().unwrap())
+            .into_iter()
+            .filter(|&c| c != holder)
+            .collect();
         if method == StartMethod::Forkserver {
-            assert_eq!(stray.len(), 1, "{method}: the parent's one child is its server");
+            assert_eq!(
+                stray.len(),
+                1,
+                "{method}: the parent's other child is its server"
+            );
         } else {
             assert_eq!(stray, vec![daemon]);
         }
         stray.push(daemon);
         common::kill(parent);
+
         for pid in stray {
-            common::poll_until(&format!("{method}: process {pid} to end with its parent"), || gone(pid));
+            common::poll_until(
+                &format!("{method}: process {pid} to end with its parent"),
+                || gone(pid),
+            );
         }
+        // The holder is not a daemon: it lives on, until killed here.
+        assert!(!gone(holder));
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(holder as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        );
     }
     let after = common::dev_shm();
     let new: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
-    assert!(new.is_empty() || new.iter().all(|n| !n.starts_with("multiproc")), "{new:?}");
+    assert!(
+        new.is_empty() || new.iter().all(|n| !n.starts_with("multiproc")),
+        "{new:?}"
+    );
 }
 
 /// Never deserializes: the child's import fails.
@@ -236,7 +265,9 @@ impl Serialize for Unimportable {
 
 impl<'de> Deserialize<'de> for Unimportable {
     fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(serde::de::Error::custom("Unimportable refuses to be imported"))
+        Err(serde::de::Error::custom(
+            "Unimportable refuses to be imported",
+        ))
     }
 }
 
@@ -253,7 +284,10 @@ fn start_waits_for_the_import_and_reports_its_failure() {
         let mut p = get_context(method).process(takes_unimportable, Unimportable);
         match p.start() {
             Err(Error::Start { reason, .. }) => {
-                assert!(reason.contains("importing the arguments"), "{method}: {reason}")
+                assert!(
+                    reason.contains("importing the arguments"),
+                    "{method}: {reason}"
+                )
             }
             other => panic!("{method}: start did not report the failed import: {other:?}"),
         }
