@@ -33,8 +33,15 @@ scenarios! {
     pool_act3 = "../../examples/12_pool_act3.rs", "12 Act 3 at full scale: 1,000,000 CPU-bound items, Array chunks and Pool::map";
 }
 
-/// Runs each scenario, prints what happened, ends with `demo: N/M scenarios correct`.
-pub fn main() -> ExitCode {
+/// Runs each scenario with `method` as the default start method (the scenarios
+/// start their processes with `Process::entry`), prints what happened, ends with
+/// `demo: N/M scenarios correct`.
+pub fn main(method: multiproc::StartMethod) -> ExitCode {
+    if let Err(e) = multiproc::set_start_method(method, true) {
+        println!("demo: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!("start method: {method}\n");
     let mut correct = 0;
     for (title, run) in SCENARIOS {
         println!("== {title}");
