@@ -102,12 +102,11 @@ fn request(launch: &Launch<'_>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
 fn handshake(
     sock: BorrowedFd<'_>,
     pidfd: BorrowedFd<'_>,
-    bytes: &[u8],
-    fds: &[OwnedFd],
+    request: Option<(&[u8], &[OwnedFd])>,
 ) -> Option<String> {
-    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
-    // A failed send means the child is gone: its reply (none) says so below.
-    let _ = send_with_fds(sock, bytes, &borrowed);
+    if let Some((bytes, fds)) = request {
+        send_request(sock, bytes, fds);
+    }
     loop {
         let mut pfds = [
             PollFd::new(&sock, PollFlags::IN),
@@ -146,6 +145,12 @@ fn handshake(
     }
 }
 
+fn send_request(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[OwnedFd]) {
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+    // A failed send means the child is gone: its reply (none) says so later.
+    let _ = send_with_fds(sock, bytes, &borrowed);
+}
+
 /// Spawn: exec this executable with one end of a fresh socket pair.
 pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Started> {
     let args = super::harness_args()?;
@@ -180,7 +185,7 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Started> {
             ));
         }
     };
-    let refused = handshake(ours.as_fd(), pidfd.as_fd(), &bytes, &fds);
+    let refused = handshake(ours.as_fd(), pidfd.as_fd(), Some((&bytes, &fds)));
     let child = Arc::new(Child::with_reaper(
         pid,
         pidfd,
@@ -194,8 +199,12 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Started> {
 /// Forkserver: ask the server (started on first use) to fork the child.
 pub(crate) fn forkserver(launch: &Launch<'_>) -> Result<Started> {
     let (bytes, fds) = request(launch)?;
-    let forked = super::server::fork_child().map_err(|e| err(launch, "forkserver", e))?;
-    let refused = handshake(forked.conn.as_fd(), forked.pidfd.as_fd(), &bytes, &fds);
+    // The request goes out as soon as the server has the child's socket, before
+    // the server's answer: it waits in the socket for the child, one round trip
+    // saved.
+    let forked = super::server::fork_child(|conn| send_request(conn, &bytes, &fds))
+        .map_err(|e| err(launch, "forkserver", e))?;
+    let refused = handshake(forked.conn.as_fd(), forked.pidfd.as_fd(), None);
     let child = Arc::new(Child::with_reaper(
         forked.pid,
         forked.pidfd,

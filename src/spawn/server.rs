@@ -145,7 +145,9 @@ pub(crate) struct ForkedChild {
 }
 
 /// Has the server (started now if this process has none running) fork a child.
-pub(crate) fn fork_child() -> Result<ForkedChild, String> {
+/// `send` writes the request on the child's socket once the server has its other
+/// end (the child reads it when it runs).
+pub(crate) fn fork_child(send: impl FnOnce(BorrowedFd<'_>)) -> Result<ForkedChild, String> {
     let (conn, child_conn) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
     let (status, server_status) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
     {
@@ -179,6 +181,7 @@ pub(crate) fn fork_child() -> Result<ForkedChild, String> {
         }
     }
     drop((child_conn, server_status));
+    send(conn.as_fd());
     match recv_with_fds(status.as_fd()) {
         Ok(Some((bytes, mut fds))) => match postcard::from_bytes::<FromServer>(&bytes) {
             Ok(FromServer::Forked { pid }) if fds.len() == 1 => Ok(ForkedChild {
