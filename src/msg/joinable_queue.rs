@@ -251,3 +251,29 @@ common_api!(
     JoinableQueue,
     "let q = multiproc::JoinableQueue::<u32>::new()?;\nlet h = q.clone();"
 );
+
+/// A JoinableQueue travels as a token ([`crate::token`]); the message type is
+/// checked on import. The imported handle counts as a producer and consumer of
+/// the importing process exactly as an inherited one.
+impl<T> serde::Serialize for JoinableQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::JoinableQueue, || {
+            self.holder.token::<T>()
+        })
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::JoinableQueue,
+            |t: super::holder::QueueToken| {
+                Ok(JoinableQueue {
+                    holder: Holder::from_token::<T>(&t, Roles::BOTH, Some(true), "JoinableQueue")?,
+                    _msg: PhantomData,
+                })
+            },
+        )
+    }
+}

@@ -107,3 +107,34 @@ impl<T> std::fmt::Debug for SimpleQueue<T> {
             .finish()
     }
 }
+
+/// A SimpleQueue travels as a token ([`crate::token`]), as a [`Queue`] does.
+impl<T> serde::Serialize for SimpleQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::SimpleQueue, || {
+            self.inner.holder.token::<T>()
+        })
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for SimpleQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::SimpleQueue,
+            |t: super::holder::QueueToken| {
+                Ok(SimpleQueue {
+                    inner: Queue {
+                        holder: super::holder::Holder::from_token::<T>(
+                            &t,
+                            super::holder::Roles::BOTH,
+                            Some(false),
+                            "SimpleQueue",
+                        )?,
+                        _msg: std::marker::PhantomData,
+                    },
+                })
+            },
+        )
+    }
+}

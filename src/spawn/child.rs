@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::wire::{self, Exported, Reply, Request, Trampoline};
 use crate::process::process::{ParentWatcher, thread_count, thread_count_except};
 use crate::shm::arena;
-use crate::sys::fd::{recv_with_fds, send_with_fds};
+use crate::sys::fd::send_with_fds;
 use crate::sys::fork;
 
 /// Called by [`init`](super::init) when the environment says this process was
@@ -49,7 +49,7 @@ pub(crate) fn run(sock: OwnedFd) -> ! {
         let _ = send_with_fds(sock.as_fd(), &reply, &[]);
         fork::exit_now(1)
     };
-    let (bytes, mut fds) = match recv_with_fds(sock.as_fd()) {
+    let (bytes, mut fds) = match wire::recv(sock.as_fd()) {
         Ok(Some(m)) => m,
         // The parent went away before asking anything: nothing to run.
         Ok(None) => fork::exit_now(1),

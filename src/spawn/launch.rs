@@ -11,7 +11,7 @@ use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use super::wire::{self, Call, Reply, Request};
 use crate::error::{Error, Result};
 use crate::process::registry::{self, Child, Reaper};
-use crate::sys::fd::{recv_with_fds, send_with_fds};
+use crate::sys::fd::send_with_fds;
 
 #[cfg(test)]
 thread_local! {
@@ -133,7 +133,7 @@ fn handshake(
                 return Some("the child died before it had imported its arguments".into());
             }
         }
-        return match recv_with_fds(sock) {
+        return match wire::recv(sock) {
             Ok(Some((reply, _))) => match postcard::from_bytes::<Reply>(&reply) {
                 Ok(Reply::Ready) => None,
                 Ok(Reply::Refused(why)) => Some(why),

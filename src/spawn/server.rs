@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use super::launch::stream_pair;
 use super::wire;
 use crate::process::registry::{self, exit_code};
-use crate::sys::fd::{recv_with_fds, send_with_fds};
+use crate::sys::fd::send_with_fds;
 use crate::sys::fork::{self, Forked};
 
 /// Starter → server, on the control socket.
@@ -182,7 +182,7 @@ pub(crate) fn fork_child(send: impl FnOnce(BorrowedFd<'_>)) -> Result<ForkedChil
     }
     drop((child_conn, server_status));
     send(conn.as_fd());
-    match recv_with_fds(status.as_fd()) {
+    match wire::recv(status.as_fd()) {
         Ok(Some((bytes, mut fds))) => match postcard::from_bytes::<FromServer>(&bytes) {
             Ok(FromServer::Forked { pid }) if fds.len() == 1 => Ok(ForkedChild {
                 pid,
@@ -201,7 +201,7 @@ pub(crate) fn fork_child(send: impl FnOnce(BorrowedFd<'_>)) -> Result<ForkedChil
 
 /// Reads the exit code the server relays on a status socket (which is readable).
 pub(crate) fn read_status(sock: BorrowedFd<'_>) -> std::io::Result<i32> {
-    match recv_with_fds(sock)? {
+    match wire::recv(sock)? {
         Some((bytes, _)) => match postcard::from_bytes::<FromServer>(&bytes) {
             Ok(FromServer::Exited { code }) => Ok(code),
             other => Err(std::io::Error::other(format!(
@@ -223,7 +223,7 @@ struct Kid {
 
 /// The server's loop, in the process spawned in server mode. Never returns.
 pub(super) fn serve(control: OwnedFd) -> ! {
-    let starter = match recv_with_fds(control.as_fd()) {
+    let starter = match wire::recv(control.as_fd()) {
         Ok(Some((bytes, mut fds))) => match postcard::from_bytes::<ToServer>(&bytes) {
             Ok(ToServer::Hello { version }) if version == wire::VERSION && fds.len() == 1 => {
                 fds.remove(0)
@@ -268,7 +268,7 @@ pub(super) fn serve(control: OwnedFd) -> ! {
             }
         }
         if ready[0] {
-            let (bytes, mut fds) = match recv_with_fds(control.as_fd()) {
+            let (bytes, mut fds) = match wire::recv(control.as_fd()) {
                 Ok(Some(m)) => m,
                 // End of file: every holder of the control socket is gone.
                 _ => fork::exit_now(0),

@@ -5,8 +5,9 @@
 //! # The child's socket (a `SOCK_STREAM` Unix socket pair, one per child)
 //!
 //! Every message is one [`send_with_fds`](crate::sys::fd::send_with_fds) frame:
-//! a `u32` length (little-endian), that many bytes of postcard, and descriptors
-//! attached to the first byte (`SCM_RIGHTS`).
+//! a 12-byte header (`u64` byte count, `u32` descriptor count, native-endian)
+//! carrying the descriptors as `SCM_RIGHTS` (in batches of 253), then that many
+//! bytes of postcard.
 //!
 //! 1. parent → child: [`Request`]; descriptors: the parent's pidfd on itself, then
 //!    the descriptors of the exported arguments, in order.
@@ -18,7 +19,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::sys::task::EntryToken;
 
 /// The protocol's version, first field of a [`Request`].
@@ -29,36 +30,18 @@ pub(crate) const VERSION: u32 = 1;
 /// and inode, checked before use).
 pub(crate) const ENV: &str = "MULTIPROC_SPAWN";
 
-// TEMPORARY, until branch `tokens` lands `crate::token` (same names and shapes):
-// arguments as plain postcard, with no descriptors, so that only plain serde
-// values (no multiproc handles) cross to a spawned child.
-/// Exported arguments: their bytes and the descriptors they need.
-pub(crate) struct Exported {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) fds: Vec<std::os::fd::OwnedFd>,
-}
+pub(crate) use crate::token::{Exported, import};
 
-/// TEMPORARY (see [`Exported`]).
-pub(crate) fn export<T: Serialize + ?Sized>(value: &T) -> Result<Exported> {
-    let bytes = postcard::to_allocvec(value).map_err(|e| Error::Start {
-        name: String::new(),
-        method: "spawn",
-        reason: format!("could not serialize the arguments: {e}"),
-    })?;
-    Ok(Exported {
-        bytes,
-        fds: Vec::new(),
-    })
-}
-
-/// TEMPORARY (see [`Exported`]).
-pub(crate) fn import<T: DeserializeOwned>(exported: Exported) -> Result<T> {
-    drop(exported.fds);
-    postcard::from_bytes(&exported.bytes).map_err(|e| Error::Start {
-        name: String::new(),
-        method: "spawn",
-        reason: format!("could not deserialize the arguments: {e}"),
-    })
+/// One [`send_with_fds`](crate::sys::fd::send_with_fds) message, or `None` at
+/// end of file (the peer closed, or died).
+pub(crate) fn recv(
+    sock: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<Option<(Vec<u8>, Vec<std::os::fd::OwnedFd>)>> {
+    match crate::sys::fd::recv_with_fds(sock) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parent → child, first message.
@@ -122,7 +105,7 @@ impl<A: Serialize + DeserializeOwned + Send + 'static> Call for EntryCall<A> {
     }
 
     fn export(&self) -> Result<Exported> {
-        export(&self.args)
+        crate::token::export(&self.args)
     }
 
     fn into_closure(self: Box<Self>) -> Box<dyn FnOnce() + Send> {
