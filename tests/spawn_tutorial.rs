@@ -198,16 +198,17 @@ fn a_barrier_lets_parties_pass_only_together() {
     }
 }
 
-fn produce((q, id, n): (Queue<Option<(u32, u32)>>, u32, u32)) {
+/// (producer, sequence number), or `None`: that producer is done.
+type Msgs = Queue<Option<(u32, u32)>>;
+
+fn produce((q, id, n): (Msgs, u32, u32)) {
     for seq in 0..n {
         q.put(&Some((id, seq)), T).unwrap();
     }
     q.put(&None, T).unwrap();
 }
 
-fn consume(
-    (q, producers, got, ordered): (Queue<Option<(u32, u32)>>, u32, RawValue<u32>, RawValue<u32>),
-) {
+fn consume((q, producers, got, ordered): (Msgs, u32, RawValue<u32>, RawValue<u32>)) {
     let mut next = vec![0u32; producers as usize];
     let mut ends = 0;
     let mut in_order = true;
