@@ -33,6 +33,16 @@ scenarios! {
     pool_act3 = "../../examples/12_pool_act3.rs", "12 Act 3 at full scale: 1,000,000 CPU-bound items, Array chunks and Pool::map";
 }
 
+/// Scenarios whose children stay closures, started by fork under every method,
+/// and why.
+const FORK_ONLY: &[(&str, &str)] = &[
+    (
+        "09",
+        "its workers write lock-free ArrayChunks, which do not travel as tokens",
+    ),
+    ("12", "Pool starts its workers by fork only so far"),
+];
+
 /// Runs each scenario with `method` as the default start method (the scenarios
 /// start their processes with `Process::entry`), prints what happened, ends with
 /// `demo: N/M scenarios correct`.
@@ -45,6 +55,11 @@ pub fn main(method: multiproc::StartMethod) -> ExitCode {
     let mut correct = 0;
     for (title, run) in SCENARIOS {
         println!("== {title}");
+        if method != multiproc::StartMethod::Fork {
+            if let Some((_, why)) = FORK_ONLY.iter().find(|(n, _)| title.starts_with(n)) {
+                println!("   (started by fork whatever the method: {why})");
+            }
+        }
         let start = Instant::now();
         let verdict = match run() {
             Ok(true) => {
