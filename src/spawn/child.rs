@@ -14,8 +14,9 @@ use crate::sys::fork;
 
 /// Called by [`init`](super::init) when the environment says this process was
 /// started by spawn: `value` is `child:<fd>:<inode>` or `server:<fd>:<inode>`.
-/// Never returns.
-pub(super) fn become_inherited(value: &str) -> ! {
+/// Does not return if the socket is there; returns if the variable names no
+/// socket of this process (then it was not meant for it).
+pub(super) fn become_inherited(value: &str) {
     let fail = |why: String| -> ! {
         let _ = writeln!(
             std::io::stderr(),
@@ -33,7 +34,12 @@ pub(super) fn become_inherited(value: &str) -> ! {
     let (Ok(fd), Ok(ino)) = (fd.parse::<i32>(), ino.parse::<u64>()) else {
         fail("not role:fd:inode".into())
     };
-    let sock = crate::sys::exec::take_inherited(fd, ino).unwrap_or_else(|e| fail(e.to_string()));
+    let Ok(sock) = crate::sys::exec::take_inherited(fd, ino) else {
+        // Not our socket: the variable was inherited by a program a spawned
+        // child ran by other means (its socket is close-on-exec, so that program
+        // does not have it). This process was not started by spawn: go on.
+        return;
+    };
     match role {
         "child" => run(sock),
         "server" => super::server::serve(sock),

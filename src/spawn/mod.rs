@@ -49,7 +49,7 @@
 //! of this crate (the binary loads at a new address in each exec, but its code
 //! keeps its layout), its type's fingerprint and the executable's identity (device,
 //! inode, size and mtime of `/proc/self/exe`): a child that is not the same binary
-//! refuses with [`Error::Start`](crate::Error::Start) and never jumps to a wrong
+//! refuses with [`Error::Start`] and never jumps to a wrong
 //! address. The arguments are serialized; their descriptors, and the parent's
 //! pidfd, travel over a private Unix socket pair (`SCM_RIGHTS`), never by a name.
 //! The protocol is in `wire`, the forkserver's in `server`.

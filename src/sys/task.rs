@@ -14,9 +14,13 @@
 //!   made from a `fn(A) -> B` is never read back as a `fn(C) -> D`.
 //!
 //! Only the pool's own socket pairs carry tokens (private to the pool's process and
-//! its workers). A later "spawn" start method, where the worker is a new image, will
-//! send registered entry names instead of tokens: resolution then fails on the
-//! stamp, never calls a wrong address.
+//! its workers). In a new image (an exec) the stamp differs: resolution fails,
+//! never calls a wrong address.
+//!
+//! For the spawn and forkserver start methods, whose child is a new image of the
+//! same executable, an [`EntryToken`] carries functions as offsets from a fixed
+//! function of this crate instead, checked against the executable's identity
+//! ([`ExeId`]) and the function's type.
 //!
 //! Written by hand: no crate sends function pointers between forks.
 
