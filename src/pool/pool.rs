@@ -47,6 +47,7 @@ use crate::connection::{Waitable, wait};
 use crate::error::{Error, Result};
 use crate::msg::{Connection, Pipe};
 use crate::process::Process;
+use crate::spawn::StartMethod;
 use crate::sys::task::FnToken;
 
 /// How long the manager waits for a killed worker to be reaped.
@@ -110,6 +111,7 @@ struct Config {
     initializer: Option<Initializer>,
     maxtasksperchild: Option<usize>,
     retries: u32,
+    method: StartMethod,
 }
 
 /// Configures a [`Pool`] (Python's `Pool(processes, initializer, initargs,
@@ -134,6 +136,7 @@ pub struct PoolBuilder {
     initializer: Option<Initializer>,
     maxtasksperchild: Option<usize>,
     retries: u32,
+    method: Option<StartMethod>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -143,6 +146,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("initializer", &self.initializer.is_some())
             .field("maxtasksperchild", &self.maxtasksperchild)
             .field("retries", &self.retries)
+            .field("method", &self.method)
             .finish()
     }
 }
@@ -158,6 +162,25 @@ impl PoolBuilder {
     /// ```
     pub fn processes(mut self, processes: usize) -> PoolBuilder {
         self.processes = Some(processes);
+        self
+    }
+
+    /// How the workers start (Python's `get_context(method).Pool()`; default:
+    /// fork, whatever [`set_start_method`](crate::set_start_method) says, since an
+    /// [`initializer`](Self::initializer) closure needs fork). Under spawn and
+    /// forkserver each worker is a new image of this executable (the binary calls
+    /// [`spawn::init`](crate::spawn::init) first in `main`): its connection to the
+    /// pool travels as a token and each task's function as an offset checked
+    /// against the executable; an initializer is then refused by `build`.
+    ///
+    /// ```
+    /// use multiproc::{Pool, StartMethod};
+    /// // A closure initializer cannot cross an exec:
+    /// let b = Pool::builder().start_method(StartMethod::Spawn).initializer(|| {});
+    /// assert!(b.build().is_err());
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> PoolBuilder {
+        self.method = Some(method);
         self
     }
 
@@ -242,11 +265,18 @@ impl PoolBuilder {
                 what: "Pool maxtasksperchild",
             });
         }
+        let method = self.method.unwrap_or(StartMethod::Fork);
+        if method != StartMethod::Fork && self.initializer.is_some() {
+            return Err(Error::StartMethod(format!(
+                "a Pool initializer is a closure, which cannot cross an exec: {method} workers take none"
+            )));
+        }
         let config = Config {
             processes,
             initializer: self.initializer,
             maxtasksperchild: self.maxtasksperchild,
             retries: self.retries,
+            method,
         };
         FnToken::prime();
         let (wake_r, wake_w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
@@ -285,6 +315,7 @@ impl PoolBuilder {
             manager: Mutex::new(Some(handle)),
             processes,
             creator: std::process::id(),
+            method,
         })
     }
 }
@@ -331,6 +362,8 @@ pub struct Pool {
     /// thread runs: a copy of the pool in a forked child refuses every call (its
     /// tasks would wait forever) and its drop does nothing.
     creator: u32,
+    /// How its workers start: tasks name their function for it.
+    method: StartMethod,
 }
 
 impl std::fmt::Debug for Pool {
@@ -352,11 +385,22 @@ fn auto_chunksize(len: usize, processes: usize) -> usize {
     (q + usize::from(r != 0)).max(1)
 }
 
-fn fork_entry<F: crate::sys::task::FnPtr>(trampoline: Trampoline, func: F) -> Entry {
-    Entry::Fork {
-        trampoline: FnToken::of(trampoline),
-        func: FnToken::of(func),
+/// The entry of a task for workers started by `method`.
+fn task_entry<F: crate::sys::task::FnPtr>(
+    method: StartMethod,
+    trampoline: Trampoline,
+    exec: worker::ExecTrampoline,
+    func: F,
+) -> Result<Entry> {
+    if method == StartMethod::Fork {
+        return Ok(Entry::Fork {
+            trampoline: FnToken::of(trampoline),
+            func: FnToken::of(func),
+        });
     }
+    let token = crate::sys::task::EntryToken::of(exec, func)
+        .map_err(|e| Error::io("Pool: reading /proc/self/exe to name a task", e))?;
+    Ok(Entry::Exec { token })
 }
 
 impl Pool {
@@ -519,7 +563,12 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
+        let entry = task_entry(
+            self.method,
+            worker::map_trampoline::<T, R> as Trampoline,
+            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
+            f,
+        )?;
         let job = self.submit("apply_async", "apply", entry, vec![arg], Some(1))?;
         Ok(AsyncResult::new(job, decode_one::<R>))
     }
@@ -598,7 +647,12 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
+        let entry = task_entry(
+            self.method,
+            worker::map_trampoline::<T, R> as Trampoline,
+            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
+            f,
+        )?;
         let items: Vec<T> = items.into_iter().collect();
         let job = self.submit("map_async", "map", entry, items, chunksize)?;
         Ok(AsyncResult::new(job, decode_all::<R>))
@@ -632,7 +686,12 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
+        let entry = task_entry(
+            self.method,
+            worker::map_trampoline::<T, R> as Trampoline,
+            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
+            f,
+        )?;
         let items: Vec<T> = items.into_iter().collect();
         let job = self.submit("imap", "imap", entry, items, Some(chunksize.unwrap_or(1)))?;
         Ok(IMapIterator::new(job, true))
@@ -663,7 +722,12 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
+        let entry = task_entry(
+            self.method,
+            worker::map_trampoline::<T, R> as Trampoline,
+            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
+            f,
+        )?;
         let items: Vec<T> = items.into_iter().collect();
         let job = self.submit(
             "imap_unordered",
@@ -727,7 +791,12 @@ impl Pool {
         B: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = fork_entry(worker::star_trampoline::<A, B, R> as Trampoline, f);
+        let entry = task_entry(
+            self.method,
+            worker::star_trampoline::<A, B, R> as Trampoline,
+            worker::star_exec_trampoline::<A, B, R> as worker::ExecTrampoline,
+            f,
+        )?;
         let items: Vec<(A, B)> = items.into_iter().collect();
         let job = self.submit("starmap_async", "starmap", entry, items, chunksize)?;
         Ok(AsyncResult::new(job, decode_all::<R>))
@@ -906,9 +975,22 @@ impl Manager {
         let init = self.config.initializer.clone();
         let max = self.config.maxtasksperchild;
         self.started += 1;
-        let mut process = Process::new(move || worker::run(theirs, init, max))
-            .with_name(format!("ForkPoolWorker-{}", self.started))
-            .daemon(true);
+        let mut process = match self.config.method {
+            StartMethod::Fork => Process::new(move || worker::run(theirs, init, max))
+                .with_name(format!("ForkPoolWorker-{}", self.started)),
+            m => Process::entry(worker::exec_worker, (theirs, max))
+                .with_start_method(m)
+                .with_name(format!(
+                    "{}PoolWorker-{}",
+                    if m == StartMethod::Spawn {
+                        "Spawn"
+                    } else {
+                        "Forkserver"
+                    },
+                    self.started
+                )),
+        }
+        .daemon(true);
         process.start()?;
         Ok(Worker {
             process,

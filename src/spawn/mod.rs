@@ -71,6 +71,11 @@ pub use context::{Context, StartMethod, get_context, get_start_method, set_start
 /// arguments).
 static MAIN_INIT: AtomicBool = AtomicBool::new(false);
 
+/// The first test name [`init`] recorded in this process: any test whose first
+/// line is `init()` can host any entry (the entry token does not depend on the
+/// test), so threads of no test (a pool's manager) use it.
+static ANY_TEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 thread_local! {
     /// The test name [`init`] recorded in this (libtest) thread.
     static TEST_NAME: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -101,6 +106,7 @@ pub fn init() {
     match me.name() {
         Some(name) if name != "main" => {
             TEST_NAME.with(|t| *t.borrow_mut() = Some(name.to_string()));
+            let _ = ANY_TEST.set(name.to_string());
         }
         _ => MAIN_INIT.store(true, Ordering::Relaxed),
     }
@@ -110,7 +116,10 @@ pub fn init() {
 /// this thread's test called [`init`], none if `main` did; an error if nobody did
 /// (the child would run the whole program again instead of the entry).
 pub(crate) fn harness_args() -> Result<Vec<String>> {
-    if let Some(name) = TEST_NAME.with(|t| t.borrow().clone()) {
+    let test = TEST_NAME
+        .with(|t| t.borrow().clone())
+        .or_else(|| ANY_TEST.get().cloned());
+    if let Some(name) = test {
         return Ok(vec![
             name,
             "--exact".into(),
