@@ -49,7 +49,7 @@ fn a_pool_of_spawned_workers_maps_applies_and_survives_a_panic() {
 }
 
 #[test]
-fn a_killed_spawned_worker_fails_only_its_task() {
+fn a_killed_forkserver_worker_is_replaced() {
     multiproc::spawn::init();
     let pool = Pool::builder()
         .processes(1)

@@ -33,14 +33,17 @@ scenarios! {
     pool_act3 = "../../examples/12_pool_act3.rs", "12 Act 3 at full scale: 1,000,000 CPU-bound items, Array chunks and Pool::map";
 }
 
-/// Scenarios whose children stay closures, started by fork under every method,
-/// and why.
+/// Scenarios with children that stay closures, started by fork under every
+/// method, and what they are.
 const FORK_ONLY: &[(&str, &str)] = &[
     (
         "09",
-        "its workers write lock-free ArrayChunks, which do not travel as tokens",
+        "its workers are closures over lock-free ArrayChunks (which do not travel as tokens), started by fork",
     ),
-    ("12", "Pool starts its workers by fork only so far"),
+    (
+        "12",
+        "its Array-chunk workers are closures, started by fork; its Pool's workers start by the method",
+    ),
 ];
 
 /// Runs each scenario with `method` as the default start method (the scenarios
@@ -57,7 +60,7 @@ pub fn main(method: multiproc::StartMethod) -> ExitCode {
         println!("== {title}");
         if method != multiproc::StartMethod::Fork {
             if let Some((_, why)) = FORK_ONLY.iter().find(|(n, _)| title.starts_with(n)) {
-                println!("   (started by fork whatever the method: {why})");
+                println!("   (under {method}: {why})");
             }
         }
         let start = Instant::now();
