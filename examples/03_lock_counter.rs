@@ -4,9 +4,22 @@
 //! The counter is a `RawValue` (no lock of its own): the one `Lock` is what makes the
 //! read-modify-write safe, as in the original.
 //!
+//! Its children are `Process::entry` (a plain function and serde arguments: the
+//! shared objects travel as tokens), so `multiproc demo --start-method` runs it
+//! under fork, spawn and forkserver alike.
+//!
 //! Run: `cargo run --release --example 03_lock_counter`
 
 use multiproc::{Lock, Process, RawValue};
+
+/// A child: 100,000 increments, each under the lock.
+fn increment((lock, counter): (Lock, RawValue<i32>)) {
+    for _ in 0..100_000 {
+        // Python: `with lock: counter.value += 1`
+        let _guard = lock.lock().expect("no process dies here");
+        counter.set(counter.get() + 1);
+    }
+}
 
 /// Runs the scenario with real processes; returns whether the answer is right.
 pub fn run() -> multiproc::Result<bool> {
@@ -14,14 +27,7 @@ pub fn run() -> multiproc::Result<bool> {
     let counter = RawValue::new(0i32)?;
     let mut processes = Vec::new();
     for _ in 0..2 {
-        let (lock, counter) = (lock.clone(), counter.clone());
-        let mut p = Process::new(move || {
-            for _ in 0..100_000 {
-                // Python: `with lock: counter.value += 1`
-                let _guard = lock.lock().expect("no process dies here");
-                counter.set(counter.get() + 1);
-            }
-        });
+        let mut p = Process::entry(increment, (lock.clone(), counter.clone()));
         p.start()?;
         processes.push(p);
     }
@@ -35,5 +41,6 @@ pub fn run() -> multiproc::Result<bool> {
 
 #[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    multiproc::spawn::init();
     Ok(run()?.then_some(()).ok_or("wrong result")?)
 }

@@ -4,6 +4,10 @@
 //! records it in shared memory, so the parent can check the order:
 //! acquiring 3, 2, 1, then releasing 0, 1, 2, 3.
 //!
+//! Its children are `Process::entry` (a plain function and serde arguments: the
+//! shared objects travel as tokens), so `multiproc demo --start-method` runs it
+//! under fork, spawn and forkserver alike.
+//!
 //! Run: `cargo run --release --example 04_rlock_recursive`
 
 use multiproc::{Process, RLock, RawArray};
@@ -31,21 +35,23 @@ fn recursive_function(
     *n += 1;
 }
 
+/// The child: recurses, then writes the recursion count of each level.
+fn child((l, lg, ds): (RLock, RawArray<i32>, RawArray<u32>)) {
+    let mut n = 0;
+    let mut levels = Vec::new();
+    recursive_function(&l, DEPTH, &lg, &mut n, &mut levels);
+    for (i, level) in levels.into_iter().enumerate() {
+        ds.set(i, level).expect("one slot per level");
+    }
+}
+
 /// Runs the scenario with a real process; returns whether the order is right.
 pub fn run() -> multiproc::Result<bool> {
     let lock = RLock::new()?;
     let log = RawArray::<i32>::new(2 * DEPTH as usize + 1)?;
     // The child writes the deepest recursion count it saw into the last slot + 1.
     let depth_seen = RawArray::<u32>::new(DEPTH as usize + 1)?;
-    let (l, lg, ds) = (lock.clone(), log.clone(), depth_seen.clone());
-    let mut p = Process::new(move || {
-        let mut n = 0;
-        let mut levels = Vec::new();
-        recursive_function(&l, DEPTH, &lg, &mut n, &mut levels);
-        for (i, level) in levels.into_iter().enumerate() {
-            ds.set(i, level).expect("one slot per level");
-        }
-    });
+    let mut p = Process::entry(child, (lock.clone(), log.clone(), depth_seen.clone()));
     p.start()?;
     let code = p.join(None)?;
     let got = log.to_vec()?;
@@ -59,5 +65,6 @@ pub fn run() -> multiproc::Result<bool> {
 
 #[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    multiproc::spawn::init();
     Ok(run()?.then_some(()).ok_or("wrong result")?)
 }

@@ -4,11 +4,15 @@
 //! send back what they received. Checked: every message arrived exactly once, and
 //! each consumer saw each producer's messages in the order they were put.
 //!
+//! Its children are `Process::entry` (a plain function and serde arguments: the
+//! shared objects travel as tokens), so `multiproc demo --start-method` runs it
+//! under fork, spawn and forkserver alike.
+//!
 //! Run: `cargo run --release --example 10_queue_producers_consumers`
 
 use std::time::Duration;
 
-use multiproc::{Error, Process, Queue};
+use multiproc::{Error, Process, Queue, Receiver, Sender};
 
 const PRODUCERS: u32 = 3;
 const PER_PRODUCER: u32 = 10_000;
@@ -23,6 +27,41 @@ struct Msg {
     text: String,
 }
 
+/// A consumer: takes messages until every producer is gone, reporting each.
+fn consumer((c, rx, out): (u32, Receiver<Msg>, Sender<(u32, u32, bool)>)) {
+    let mut last = vec![None; PRODUCERS as usize];
+    let mut n = 0;
+    loop {
+        match rx.get(PATIENCE) {
+            Ok(m) => {
+                let slot = &mut last[m.producer as usize];
+                let in_order = *slot < Some(m.seq) && m.text == format!("item {}", m.seq);
+                *slot = Some(m.seq);
+                out.put(&(m.producer, m.seq, in_order), PATIENCE)
+                    .expect("report");
+                n += 1;
+            }
+            // Every producer is gone and the queue is empty: done.
+            Err(Error::Disconnected(_)) => break,
+            Err(e) => panic!("consumer {c}: {e}"),
+        }
+    }
+    println!("consumer {c}: took {n} messages");
+}
+
+/// A producer: puts its messages, in order.
+fn producer((p, tx): (u32, Sender<Msg>)) {
+    for seq in 0..PER_PRODUCER {
+        let m = Msg {
+            producer: p,
+            seq,
+            text: format!("item {seq}"),
+        };
+        tx.put(&m, PATIENCE).expect("put");
+    }
+    println!("producer {p}: put {PER_PRODUCER} messages");
+}
+
 /// Runs the scenario with real processes; returns whether the answer is right.
 pub fn run() -> multiproc::Result<bool> {
     let work = Queue::<Msg>::with_maxsize(256)?;
@@ -30,41 +69,13 @@ pub fn run() -> multiproc::Result<bool> {
     let report = Queue::<(u32, u32, bool)>::new()?;
     let mut kids = Vec::new();
     for c in 0..CONSUMERS {
-        let (rx, out) = (work.receiver(), report.sender());
-        kids.push(Process::new(move || {
-            let mut last = vec![None; PRODUCERS as usize];
-            let mut n = 0;
-            loop {
-                match rx.get(PATIENCE) {
-                    Ok(m) => {
-                        let slot = &mut last[m.producer as usize];
-                        let in_order = *slot < Some(m.seq) && m.text == format!("item {}", m.seq);
-                        *slot = Some(m.seq);
-                        out.put(&(m.producer, m.seq, in_order), PATIENCE)
-                            .expect("report");
-                        n += 1;
-                    }
-                    // Every producer is gone and the queue is empty: done.
-                    Err(Error::Disconnected(_)) => break,
-                    Err(e) => panic!("consumer {c}: {e}"),
-                }
-            }
-            println!("consumer {c}: took {n} messages");
-        }));
+        kids.push(Process::entry(
+            consumer,
+            (c, work.receiver(), report.sender()),
+        ));
     }
     for p in 0..PRODUCERS {
-        let tx = work.sender();
-        kids.push(Process::new(move || {
-            for seq in 0..PER_PRODUCER {
-                let m = Msg {
-                    producer: p,
-                    seq,
-                    text: format!("item {seq}"),
-                };
-                tx.put(&m, PATIENCE).expect("put");
-            }
-            println!("producer {p}: put {PER_PRODUCER} messages");
-        }));
+        kids.push(Process::entry(producer, (p, work.sender())));
     }
     for k in kids.iter_mut() {
         k.start()?;
@@ -94,5 +105,6 @@ pub fn run() -> multiproc::Result<bool> {
 
 #[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    multiproc::spawn::init();
     Ok(run()?.then_some(()).ok_or("wrong result")?)
 }

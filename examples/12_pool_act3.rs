@@ -79,7 +79,11 @@ pub fn with_pool(pool: &Pool, data: &[i64]) -> multiproc::Result<Vec<i64>> {
 /// the sequential one.
 pub fn run() -> multiproc::Result<bool> {
     let processes = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let pool = Pool::new(processes)?;
+    // The default start method (`multiproc demo --start-method` sets it).
+    let pool = Pool::builder()
+        .processes(processes)
+        .start_method(multiproc::get_start_method())
+        .build()?;
     let mut all = true;
     for len in [1_000_000i64, 999_999] {
         let data = Arc::new((0..len).map(|x| x * 7 - 3).collect::<Vec<i64>>());
@@ -112,5 +116,6 @@ pub fn run() -> multiproc::Result<bool> {
 
 #[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    multiproc::spawn::init();
     Ok(run()?.then_some(()).ok_or("wrong result")?)
 }

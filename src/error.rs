@@ -744,6 +744,35 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A process started by spawn or forkserver could not run its entry: the
+    /// child refused it (another executable, a type mismatch, arguments it could
+    /// not import) or died before it had imported its arguments.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::Start { name: "Process-1".into(), method: "spawn", reason: "died".into() };
+    /// assert!(e.to_string().contains("Process-1"));
+    /// ```
+    #[error("starting process {name:?} by {method}: {reason}")]
+    Start {
+        /// The process's name.
+        name: String,
+        /// The start method (`"spawn"` or `"forkserver"`).
+        method: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A start method was asked for in a way it cannot be had: set twice without
+    /// `force`, unknown by name, or spawn without [`spawn::init`](crate::spawn::init).
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::StartMethod("context has already been set".into());
+    /// assert!(e.to_string().contains("already"));
+    /// ```
+    #[error("start method: {0}")]
+    StartMethod(String),
     /// A handle was serialized or deserialized outside
     /// [`token::export`](crate::token::export) / [`token::import`](crate::token::import):
     /// its shared memory needs descriptors that only those carry.

@@ -42,7 +42,8 @@
 //! - [`msg`] — message passing: `Queue`, `SimpleQueue`, `JoinableQueue` (a ring in
 //!   shared memory), `Pipe` and its `Connection`s;
 //! - [`process`] — `Process`;
-//! - [`pool`] — `Pool` of worker processes, `AsyncResult`.
+//! - [`pool`] — `Pool` of worker processes, `AsyncResult`;
+//! - [`spawn`] — the spawn and forkserver start methods, [`StartMethod`], [`get_context`].
 
 #![warn(missing_docs)]
 
@@ -52,6 +53,7 @@ pub mod msg;
 pub mod pool;
 pub mod process;
 pub mod shm;
+pub mod spawn;
 pub mod sync;
 pub(crate) mod sys;
 pub mod token;
@@ -73,6 +75,7 @@ pub use process::{
     parent_process,
 };
 pub use shm::SharedMemory;
+pub use spawn::{Context, StartMethod, get_context, get_start_method, set_start_method};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, LockResult,
     OwnerDied, RLock, RLockGuard, Semaphore, SemaphoreGuard, TryLockError, TryLockResult,

@@ -3,5 +3,7 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    // A process started by spawn or forkserver runs its entry here and exits.
+    multiproc::spawn::init();
     cli::main()
 }

@@ -33,11 +33,36 @@ scenarios! {
     pool_act3 = "../../examples/12_pool_act3.rs", "12 Act 3 at full scale: 1,000,000 CPU-bound items, Array chunks and Pool::map";
 }
 
-/// Runs each scenario, prints what happened, ends with `demo: N/M scenarios correct`.
-pub fn main() -> ExitCode {
+/// Scenarios with children that stay closures, started by fork under every
+/// method, and what they are.
+const FORK_ONLY: &[(&str, &str)] = &[
+    (
+        "09",
+        "its workers are closures over lock-free ArrayChunks (which do not travel as tokens), started by fork",
+    ),
+    (
+        "12",
+        "its Array-chunk workers are closures, started by fork; its Pool's workers start by the method",
+    ),
+];
+
+/// Runs each scenario with `method` as the default start method (the scenarios
+/// start their processes with `Process::entry`), prints what happened, ends with
+/// `demo: N/M scenarios correct`.
+pub fn main(method: multiproc::StartMethod) -> ExitCode {
+    if let Err(e) = multiproc::set_start_method(method, true) {
+        println!("demo: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!("start method: {method}\n");
     let mut correct = 0;
     for (title, run) in SCENARIOS {
         println!("== {title}");
+        if method != multiproc::StartMethod::Fork {
+            if let Some((_, why)) = FORK_ONLY.iter().find(|(n, _)| title.starts_with(n)) {
+                println!("   (under {method}: {why})");
+            }
+        }
         let start = Instant::now();
         let verdict = match run() {
             Ok(true) => {

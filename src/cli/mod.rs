@@ -20,7 +20,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every tutorial scenario with real processes and check each result.
-    Demo,
+    Demo {
+        /// How the scenarios' processes start: fork, spawn or forkserver.
+        #[arg(long, default_value = "fork")]
+        start_method: multiproc::StartMethod,
+    },
     /// Measure the benchmark scenarios (goals in BENCHMARKS.md) beside std::sync threads, the hardware floor
     /// and CPython, and print one table.
     Bench(bench::BenchArgs),
@@ -61,7 +65,7 @@ enum Command {
 /// Parses the arguments and runs the subcommand.
 pub fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Demo => demo::main(),
+        Command::Demo { start_method } => demo::main(start_method),
         Command::Bench(args) => bench::main(args),
         Command::Clean { yes, names, .. } => clean::main(yes, &names),
         Command::Chaos {

@@ -5,7 +5,7 @@ mod async_result;
 #[allow(clippy::module_inception)]
 mod pool;
 mod star;
-mod worker;
+pub(crate) mod worker;
 
 pub use async_result::{AsyncResult, IMapIterator};
 pub use pool::{Pool, PoolBuilder};

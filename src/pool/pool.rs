@@ -53,6 +53,7 @@ use crate::connection::{Waitable, wait};
 use crate::error::{Error, Result};
 use crate::msg::{Connection, Pipe};
 use crate::process::Process;
+use crate::spawn::StartMethod;
 use crate::sys::task::FnToken;
 
 /// How long the manager waits for a killed worker to be reaped.
@@ -131,6 +132,7 @@ struct Config {
     initializer: Option<Initializer>,
     maxtasksperchild: Option<usize>,
     retries: u32,
+    method: StartMethod,
 }
 
 /// Configures a [`Pool`] (Python's `Pool(processes, initializer, initargs,
@@ -155,6 +157,7 @@ pub struct PoolBuilder {
     initializer: Option<Initializer>,
     maxtasksperchild: Option<usize>,
     retries: u32,
+    method: Option<StartMethod>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -164,6 +167,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("initializer", &self.initializer.is_some())
             .field("maxtasksperchild", &self.maxtasksperchild)
             .field("retries", &self.retries)
+            .field("method", &self.method)
             .finish()
     }
 }
@@ -179,6 +183,25 @@ impl PoolBuilder {
     /// ```
     pub fn processes(mut self, processes: usize) -> PoolBuilder {
         self.processes = Some(processes);
+        self
+    }
+
+    /// How the workers start (Python's `get_context(method).Pool()`; default:
+    /// fork, whatever [`set_start_method`](crate::set_start_method) says, since an
+    /// [`initializer`](Self::initializer) closure needs fork). Under spawn and
+    /// forkserver each worker is a new image of this executable (the binary calls
+    /// [`spawn::init`](crate::spawn::init) first in `main`): its connection to the
+    /// pool travels as a token and each task's function as an offset checked
+    /// against the executable; an initializer is then refused by `build`.
+    ///
+    /// ```
+    /// use multiproc::{Pool, StartMethod};
+    /// // A closure initializer cannot cross an exec:
+    /// let b = Pool::builder().start_method(StartMethod::Spawn).initializer(|| {});
+    /// assert!(b.build().is_err());
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> PoolBuilder {
+        self.method = Some(method);
         self
     }
 
@@ -263,11 +286,18 @@ impl PoolBuilder {
                 what: "Pool maxtasksperchild",
             });
         }
+        let method = self.method.unwrap_or(StartMethod::Fork);
+        if method != StartMethod::Fork && self.initializer.is_some() {
+            return Err(Error::StartMethod(format!(
+                "a Pool initializer is a closure, which cannot cross an exec: {method} workers take none"
+            )));
+        }
         let config = Config {
             processes,
             initializer: self.initializer,
             maxtasksperchild: self.maxtasksperchild,
             retries: self.retries,
+            method,
         };
         FnToken::prime();
         let (wake_r, wake_w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
@@ -307,6 +337,7 @@ impl PoolBuilder {
             manager: Mutex::new(Some(handle)),
             processes,
             creator: std::process::id(),
+            method,
         })
     }
 }
@@ -360,6 +391,8 @@ pub struct Pool {
     /// thread runs: a copy of the pool in a forked child refuses every call (its
     /// tasks would wait forever) and its drop does nothing.
     creator: u32,
+    /// How its workers start: tasks name their function for it.
+    method: StartMethod,
 }
 
 impl std::fmt::Debug for Pool {
@@ -418,11 +451,22 @@ fn auto_chunksize(len: usize, processes: usize, probe_len: usize, probe_bytes: u
     cpython.min(((AHEAD_MAX_BYTES - 16) / per_item).max(1))
 }
 
-fn fork_entry<F: crate::sys::task::FnPtr>(trampoline: Trampoline, func: F) -> Entry {
-    Entry::Fork {
-        trampoline: FnToken::of(trampoline),
-        func: FnToken::of(func),
+/// The entry of a task for workers started by `method`.
+fn task_entry<F: crate::sys::task::FnPtr>(
+    method: StartMethod,
+    trampoline: Trampoline,
+    exec: worker::ExecTrampoline,
+    func: F,
+) -> Result<Entry> {
+    if method == StartMethod::Fork {
+        return Ok(Entry::Fork {
+            trampoline: FnToken::of(trampoline),
+            func: FnToken::of(func),
+        });
     }
+    let token = crate::sys::task::EntryToken::of(exec, func)
+        .map_err(|e| Error::io("Pool: reading /proc/self/exe to name a task", e))?;
+    Ok(Entry::Exec { token })
 }
 
 impl Pool {
@@ -611,7 +655,12 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
+        let entry = task_entry(
+            self.method,
+            worker::map_trampoline::<T, R> as Trampoline,
+            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
+            f,
+        )?;
         let job = self.submit("apply_async", "apply", entry, vec![arg], Some(1))?;
         Ok(AsyncResult::new(job, decode_one::<R>))
     }
@@ -690,7 +739,12 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
+        let entry = task_entry(
+            self.method,
+            worker::map_trampoline::<T, R> as Trampoline,
+            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
+            f,
+        )?;
         let items: Vec<T> = items.into_iter().collect();
         let job = self.submit("map_async", "map", entry, items, chunksize)?;
         Ok(AsyncResult::new(job, decode_all::<R>))
@@ -734,7 +788,12 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
+        let entry = task_entry(
+            self.method,
+            worker::map_trampoline::<T, R> as Trampoline,
+            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
+            f,
+        )?;
         self.lazy("imap", "imap", entry, items, chunksize, true)
     }
 
@@ -763,7 +822,12 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = fork_entry(worker::map_trampoline::<T, R> as Trampoline, f);
+        let entry = task_entry(
+            self.method,
+            worker::map_trampoline::<T, R> as Trampoline,
+            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
+            f,
+        )?;
         self.lazy(
             "imap_unordered",
             "imap_unordered",
@@ -871,7 +935,12 @@ impl Pool {
         items: impl IntoIterator<Item = F::Args>,
         chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<F::Output>>> {
-        let entry = fork_entry(worker::star_trampoline::<F> as Trampoline, f);
+        let entry = task_entry(
+            self.method,
+            worker::star_trampoline::<F> as Trampoline,
+            worker::star_exec_trampoline::<F> as worker::ExecTrampoline,
+            f,
+        )?;
         let items: Vec<F::Args> = items.into_iter().collect();
         let job = self.submit("starmap_async", "starmap", entry, items, chunksize)?;
         Ok(AsyncResult::new(job, decode_all::<F::Output>))
@@ -1170,9 +1239,22 @@ impl Manager {
         let init = self.config.initializer.clone();
         let max = self.config.maxtasksperchild;
         self.started += 1;
-        let mut process = Process::new(move || worker::run(theirs, init, max))
-            .with_name(format!("ForkPoolWorker-{}", self.started))
-            .daemon(true);
+        let mut process = match self.config.method {
+            StartMethod::Fork => Process::new(move || worker::run(theirs, init, max))
+                .with_name(format!("ForkPoolWorker-{}", self.started)),
+            m => Process::entry(worker::exec_worker, (theirs, max))
+                .with_start_method(m)
+                .with_name(format!(
+                    "{}PoolWorker-{}",
+                    if m == StartMethod::Spawn {
+                        "Spawn"
+                    } else {
+                        "Forkserver"
+                    },
+                    self.started
+                )),
+        }
+        .daemon(true);
         process.start()?;
         Ok(Worker {
             process,

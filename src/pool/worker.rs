@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::msg::Connection;
-use crate::sys::task::FnToken;
+use crate::sys::task::{EntryToken, FnToken};
 
 /// The initializer a worker runs once, before its first task.
 pub(crate) type Initializer = Arc<dyn Fn() + Send + Sync + 'static>;
@@ -44,7 +44,18 @@ pub(crate) enum Entry {
         /// The user's plain function.
         func: FnToken,
     },
+    /// For workers started by spawn or forkserver (new images of the
+    /// executable): an [`ExecTrampoline`] and the user's function as offsets in
+    /// the executable (see `sys::task::EntryToken`).
+    Exec {
+        /// The trampoline and the function.
+        token: EntryToken,
+    },
 }
+
+/// A trampoline for workers that are new images: like [`Trampoline`], with the
+/// function named by an [`EntryToken`].
+pub(crate) type ExecTrampoline = fn(EntryToken, Vec<u8>) -> Outcome;
 
 /// A trampoline: decodes the function, deserializes the chunk's items, calls the
 /// function on each (catching panics), serializes the results.
@@ -167,6 +178,36 @@ pub(crate) fn star_trampoline<F: super::star::StarFn>(func: FnToken, args: Vec<u
     }
 }
 
+/// [`map_trampoline`] for workers that are new images.
+pub(crate) fn map_exec_trampoline<T, R>(token: EntryToken, args: Vec<u8>) -> Outcome
+where
+    T: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    match token.func::<fn(T) -> R>() {
+        Ok(f) => run_items::<T, R>(args, f),
+        Err(why) => Outcome::Refused(why),
+    }
+}
+
+/// [`star_trampoline`] for workers that are new images.
+pub(crate) fn star_exec_trampoline<F: super::star::StarFn>(
+    token: EntryToken,
+    args: Vec<u8>,
+) -> Outcome {
+    match token.func::<F>() {
+        Ok(f) => run_items::<F::Args, F::Output>(args, |a| f.call(a)),
+        Err(why) => Outcome::Refused(why),
+    }
+}
+
+/// The entry of a worker started by spawn or forkserver: its connection to the
+/// pool (a token) and `maxtasksperchild` (no initializer: a closure cannot cross
+/// an exec).
+pub(crate) fn exec_worker((conn, maxtasks): (Connection, Option<usize>)) {
+    run(conn, None, maxtasks);
+}
+
 /// A worker process's whole life: the initializer, then tasks until `Stop`, the
 /// pool's end of file, or `maxtasks` tasks.
 pub(crate) fn run(conn: Connection, init: Option<Initializer>, maxtasks: Option<usize>) {
@@ -194,6 +235,10 @@ pub(crate) fn run(conn: Connection, init: Option<Initializer>, maxtasks: Option<
             Entry::Fork { trampoline, func } => match trampoline.resolve::<Trampoline>() {
                 Some(t) => t(func, args),
                 None => refused_token(),
+            },
+            Entry::Exec { token } => match token.trampoline::<ExecTrampoline>() {
+                Ok(t) => t(token, args),
+                Err(why) => Outcome::Refused(why),
             },
         };
         done += 1;

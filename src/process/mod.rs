@@ -1,12 +1,13 @@
 //! Processes: [`Process`] runs a closure in a forked child, as Python's
-//! `multiprocessing.Process` with the `fork` start method; [`current_process`],
+//! `multiprocessing.Process` with the `fork` start method, or a plain function
+//! with serde arguments under any start method (see [`spawn`](crate::spawn)); [`current_process`],
 //! [`parent_process`] and [`active_children`] say who this process is, who
 //! started it and which of its children still run.
 
 mod current;
 #[allow(clippy::module_inception)]
 pub mod process;
-mod registry;
+pub(crate) mod registry;
 
 pub use current::{
     ActiveChild, CurrentProcess, ParentProcess, active_children, current_process, parent_process,

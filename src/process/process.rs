@@ -13,11 +13,20 @@ use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions, pidfd_open, pidfd_se
 use super::registry::{self, Child};
 use crate::error::{Error, Result};
 use crate::shm::arena;
+use crate::spawn::StartMethod;
+use crate::spawn::wire::{Call, EntryCall};
 use crate::sys::fork::{self, Forked};
 use crate::sys::inherit;
 use crate::sys::time::Deadline;
 
-type Target = Box<dyn FnOnce() + Send + 'static>;
+/// What the child runs.
+enum Target {
+    /// A closure: fork only (a closure's code and captures exist only in this
+    /// image; they cannot cross an exec).
+    Closure(Box<dyn FnOnce() + Send + 'static>),
+    /// A plain function and serde arguments: every start method.
+    Entry(Box<dyn Call>),
+}
 
 /// Where a `Process` is in its life. Every transition is made by the process that
 /// created the `Process` (`creator`); in any other process the value is an image
@@ -87,6 +96,7 @@ pub struct Process {
     /// The pid of the process that created this `Process` (CPython's
     /// `_parent_pid`): only it may start, join, signal or reap the child.
     creator: u32,
+    method: StartMethod,
     target: Option<Target>,
     state: State,
 }
@@ -96,19 +106,20 @@ impl std::fmt::Debug for Process {
         f.debug_struct("Process")
             .field("name", &self.name)
             .field("daemon", &self.daemon)
+            .field("method", &self.method)
             .field("state", &self.state)
             .finish()
     }
 }
 
 /// Threads in this process (0 if /proc cannot tell: then the caller assumes many).
-fn thread_count() -> usize {
+pub(crate) fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
 /// Threads in this process other than the thread `tid` (which may already be
 /// gone); 0 if /proc cannot tell.
-fn thread_count_except(tid: i32) -> usize {
+pub(crate) fn thread_count_except(tid: i32) -> usize {
     let name = tid.to_string();
     std::fs::read_dir("/proc/self/task").map_or(0, |d| {
         d.filter(|e| e.as_ref().map_or(true, |e| e.file_name() != name.as_str()))
@@ -140,6 +151,67 @@ impl Process {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new(target: impl FnOnce() + Send + 'static) -> Process {
+        Process::with_target(Target::Closure(Box::new(target)), StartMethod::Fork)
+    }
+
+    /// A process that will run `f(args)`, started by the process-wide default
+    /// start method ([`get_start_method`](crate::get_start_method); fork unless
+    /// set otherwise). Use [`with_start_method`](Self::with_start_method), or a
+    /// [`Context`](crate::Context)'s [`process`](crate::Context::process), to
+    /// choose another.
+    ///
+    /// Unlike [`new`](Self::new)'s closure, a plain function and serde arguments
+    /// can cross an exec: under spawn and forkserver the child is a fresh image of
+    /// this executable, which finds `f` by its offset in the binary (refusing, with
+    /// [`Error::Start`], if it is not the same binary) and rebuilds `args` from
+    /// their serialized form. The binary must call
+    /// [`spawn::init`](crate::spawn::init) first thing in `main`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    /// fn greet(who: String) {
+    ///     assert_eq!(who, "world");
+    /// }
+    /// let mut p = Process::entry(greet, "world".to_string());
+    /// p.start()?;
+    /// assert_eq!(p.join(Some(Duration::from_secs(10)))?, Some(0));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn entry<A>(f: fn(A), args: A) -> Process
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let method = crate::spawn::get_start_method();
+        Process::with_target(Target::Entry(Box::new(EntryCall { f, args })), method)
+    }
+
+    /// Sets the start method (builder style; set before `start`). A process made
+    /// by [`new`](Self::new) runs a closure and can only be forked: its `start`
+    /// refuses any other method with [`Error::ProcessState`].
+    ///
+    /// ```
+    /// use multiproc::{Process, StartMethod};
+    /// fn work(_: u32) {}
+    /// let p = Process::entry(work, 1).with_start_method(StartMethod::Spawn);
+    /// assert_eq!(p.start_method(), StartMethod::Spawn);
+    /// ```
+    pub fn with_start_method(mut self, method: StartMethod) -> Process {
+        self.method = method;
+        self
+    }
+
+    /// The start method `start` will use (or used).
+    ///
+    /// ```
+    /// use multiproc::{Process, StartMethod};
+    /// assert_eq!(Process::new(|| {}).start_method(), StartMethod::Fork);
+    /// ```
+    pub fn start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    fn with_target(target: Target, method: StartMethod) -> Process {
         let mut reg = registry::registry();
         let mut identity = reg.identity.clone();
         identity.push(reg.next);
@@ -152,7 +224,8 @@ impl Process {
             daemon,
             identity,
             creator: my_pid(),
-            target: Some(Box::new(target)),
+            method,
+            target: Some(target),
             state: State::New,
         }
     }
@@ -280,12 +353,23 @@ impl Process {
             self.target = Some(target);
             return Err(e);
         }
+        let target = match (target, self.method) {
+            (Target::Closure(c), StartMethod::Fork) => c,
+            (Target::Entry(call), StartMethod::Fork) => call.into_closure(),
+            (Target::Entry(call), method) => return self.start_exec(call, method),
+            (t @ Target::Closure(_), _) => {
+                self.target = Some(t);
+                return Err(self.state_error(
+                    "a closure cannot cross an exec: only fork can start Process::new; use Process::entry with a plain fn and serde arguments",
+                ));
+            }
+        };
         let parent = rustix::process::getpid();
         let parent_pidfd = {
             let mut reg = registry::registry();
             if reg.daemon {
                 drop(reg);
-                self.target = Some(target);
+                self.target = Some(Target::Closure(target));
                 return Err(self.state_error("daemonic processes are not allowed to have children"));
             }
             reg.cleanup();
@@ -293,7 +377,7 @@ impl Process {
                 Ok(fd) => fd,
                 Err(e) => {
                     drop(reg);
-                    self.target = Some(target);
+                    self.target = Some(Target::Closure(target));
                     return Err(Error::io("opening a pidfd of the current process", e));
                 }
             }
@@ -312,7 +396,7 @@ impl Process {
             Ok(h) => h,
             Err(e) => {
                 drop((blocks, err, out));
-                self.target = Some(target);
+                self.target = Some(Target::Closure(target));
                 return Err(Error::io(
                     format!("opening the fork handshake of process {:?}", self.name),
                     e,
@@ -322,14 +406,14 @@ impl Process {
         let mut reg = registry::registry();
         if let Err(e) = blocks.add_child_holds() {
             drop((reg, handles, blocks, err, out));
-            self.target = Some(target);
+            self.target = Some(Target::Closure(target));
             return Err(e);
         }
         match fork::fork() {
             Err(e) => {
                 blocks.fork_failed();
                 drop((reg, handles, blocks, err, out));
-                self.target = Some(target);
+                self.target = Some(Target::Closure(target));
                 Err(Error::io(format!("forking process {:?}", self.name), e))
             }
             Ok(Forked::Child) => {
@@ -379,7 +463,49 @@ impl Process {
         }
     }
 
-    fn run_child(&self, target: Target) -> ! {
+    /// `start` for spawn and forkserver: the child is a new image (see
+    /// `spawn::launch`). A child that refuses the entry, or dies before it has
+    /// imported its arguments, is still recorded (so that `join` and `exitcode`
+    /// report how it ended) and `start` returns [`Error::Start`].
+    fn start_exec(&mut self, call: Box<dyn Call>, method: StartMethod) -> Result<()> {
+        if registry::registry().daemon {
+            self.target = Some(Target::Entry(call));
+            return Err(self.state_error("daemonic processes are not allowed to have children"));
+        }
+        let launch = crate::spawn::launch::Launch {
+            name: &self.name,
+            identity: &self.identity,
+            daemon: self.daemon,
+            call: &*call,
+        };
+        let started = match method {
+            StartMethod::Forkserver => crate::spawn::launch::forkserver(&launch),
+            _ => crate::spawn::launch::spawn(&launch),
+        };
+        match started {
+            Err(e) => {
+                self.target = Some(Target::Entry(call));
+                Err(e)
+            }
+            Ok((child, refused)) => {
+                // The child has imported its arguments (or refused them): the
+                // parent's copy may go now.
+                drop(call);
+                registry::registry().children.push(Arc::clone(&child));
+                self.state = State::Started(child);
+                match refused {
+                    None => Ok(()),
+                    Some(reason) => Err(Error::Start {
+                        name: self.name.clone(),
+                        method: method.name(),
+                        reason,
+                    }),
+                }
+            }
+        }
+    }
+
+    fn run_child(&self, target: Box<dyn FnOnce() + Send + 'static>) -> ! {
         // Read this process's identity now, while nothing of the user's code has
         // used up descriptors, so locks it takes carry its final owner word.
         crate::sync::ident::prime();
@@ -495,7 +621,7 @@ impl Process {
                 return Ok(Some(code));
             }
             // A pidfd becomes readable when the process exits.
-            if !registry::wait_readable(child.pidfd.as_fd(), deadline.remaining())? {
+            if !registry::wait_readable(child.wait_fd(), deadline.remaining())? {
                 return self.poll();
             }
         }
@@ -700,8 +826,8 @@ impl Drop for Process {
 /// kills this process once its parent process has ended (all its threads: a pidfd
 /// becomes readable only then), or at once if the parent is already gone. The
 /// parent's pidfd was inherited through the fork, so it cannot name a process
-/// that reused the pid.
-struct ParentWatcher {
+/// that reused the pid. (A spawned child received it over its socket instead.)
+pub(crate) struct ParentWatcher {
     /// Written once by [`stop`](Self::stop): the thread then returns.
     stop: OwnedFd,
     thread: std::thread::JoinHandle<()>,
@@ -710,7 +836,7 @@ struct ParentWatcher {
 }
 
 impl ParentWatcher {
-    fn start() -> ParentWatcher {
+    pub(crate) fn start() -> ParentWatcher {
         let refuse = |what: &str| -> ! {
             // Without a watcher the daemon could outlive its parent: refuse to run.
             let _ = writeln!(
@@ -763,7 +889,7 @@ impl ParentWatcher {
     }
 
     /// Stops and joins the thread; returns its tid.
-    fn stop(self) -> i32 {
+    pub(crate) fn stop(self) -> i32 {
         // An eventfd write of 1 cannot block (the counter starts at 0).
         let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
         let _ = self.thread.join();

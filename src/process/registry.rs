@@ -6,7 +6,7 @@
 //! Lock order (process-local): `stdout` → `stderr` → `ARENA` → `sys::inherit`'s
 //! registry → [`REGISTRY`] → a [`Child`]'s `code` (see `shm::arena`).
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::process::{Pid, PidfdFlags, WaitOptions, pidfd_open, waitpid};
@@ -21,13 +21,15 @@ pub(crate) struct Child {
     pub(crate) pidfd: OwnedFd,
     pub(crate) name: String,
     pub(crate) daemon: bool,
+    /// How its exit status is learned.
+    pub(crate) reaper: Reaper,
     /// `None` while the child runs (not yet reaped); `Some(code)` once reaped, in
     /// Python's convention (`-signal` when killed). Reaping happens only under this
     /// lock, so exactly one thread collects the status and every other sees it.
     code: Mutex<Option<i32>>,
 }
 
-fn exit_code(status: rustix::process::WaitStatus) -> i32 {
+pub(crate) fn exit_code(status: rustix::process::WaitStatus) -> i32 {
     if let Some(code) = status.exit_status() {
         code
     } else if let Some(sig) = status.terminating_signal() {
@@ -37,14 +39,44 @@ fn exit_code(status: rustix::process::WaitStatus) -> i32 {
     }
 }
 
+/// How a child's exit status reaches this process.
+#[derive(Debug)]
+pub(crate) enum Reaper {
+    /// It is this process's own child (fork, spawn): `waitpid`.
+    Wait,
+    /// It is a child of the forkserver, which reaps it and sends its status on
+    /// this socket (see `spawn::server`).
+    Relay(OwnedFd),
+}
+
 impl Child {
     pub(crate) fn new(pid: i32, pidfd: OwnedFd, name: String, daemon: bool) -> Child {
+        Child::with_reaper(pid, pidfd, name, daemon, Reaper::Wait)
+    }
+
+    pub(crate) fn with_reaper(
+        pid: i32,
+        pidfd: OwnedFd,
+        name: String,
+        daemon: bool,
+        reaper: Reaper,
+    ) -> Child {
         Child {
             pid,
             pidfd,
             name,
             daemon,
+            reaper,
             code: Mutex::new(None),
+        }
+    }
+
+    /// The descriptor that becomes readable once [`poll`](Self::poll) can answer
+    /// with the exit code: the pidfd, or the forkserver's status socket.
+    pub(crate) fn wait_fd(&self) -> BorrowedFd<'_> {
+        match &self.reaper {
+            Reaper::Wait => self.pidfd.as_fd(),
+            Reaper::Relay(sock) => sock.as_fd(),
         }
     }
 
@@ -55,11 +87,23 @@ impl Child {
     pub(crate) fn poll(&self) -> std::io::Result<Option<i32>> {
         let mut code = self.code.lock().unwrap_or_else(|e| e.into_inner());
         if code.is_none() {
-            let pid = Pid::from_raw(self.pid).expect("fork returns a positive pid");
-            match waitpid(Some(pid), WaitOptions::NOHANG) {
-                Ok(Some((_, status))) => *code = Some(exit_code(status)),
-                Ok(None) => {}
-                Err(e) => return Err(e.into()),
+            match &self.reaper {
+                Reaper::Wait => {
+                    let pid = Pid::from_raw(self.pid).expect("fork returns a positive pid");
+                    match waitpid(Some(pid), WaitOptions::NOHANG) {
+                        Ok(Some((_, status))) => *code = Some(exit_code(status)),
+                        Ok(None) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Reaper::Relay(sock) => {
+                    if matches!(
+                        wait_readable(sock.as_fd(), Some(std::time::Duration::ZERO)),
+                        Ok(true)
+                    ) {
+                        *code = Some(crate::spawn::server::read_status(sock.as_fd())?);
+                    }
+                }
             }
         }
         Ok(*code)

@@ -94,8 +94,6 @@ pub(crate) fn deaden_inherited(raw: RawFd) -> io::Result<()> {
 #[cfg_attr(not(test), allow(dead_code))]
 const FDS_PER_MSG: usize = 253;
 
-// The spawn start method sends its arguments with these; until then only tests do.
-
 /// Sends `bytes` and `fds` over the Unix stream socket `sock` as one message for
 /// [`recv_with_fds`].
 ///
@@ -103,7 +101,6 @@ const FDS_PER_MSG: usize = 253;
 /// native-endian) sent with the first batch of up to 253 descriptors as
 /// `SCM_RIGHTS`; then one byte per further batch, carrying it; then the bytes.
 /// Writes use `MSG_NOSIGNAL`: a gone peer is `EPIPE`, never `SIGPIPE`.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn send_with_fds(
     sock: BorrowedFd<'_>,
     bytes: &[u8],
@@ -152,7 +149,6 @@ pub(crate) fn send_with_fds(
 /// (close-on-exec). End of file before the message is complete, more
 /// descriptors than announced, or truncated ancillary data are errors (any
 /// descriptors received are closed).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut header = [0u8; 12];
     let mut fds = Vec::new();
@@ -182,7 +178,6 @@ pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>) -> io::Result<(Vec<u8>, Vec<Ow
 }
 
 /// Fills `buf` from `sock`, appending the descriptors that come with it.
-#[cfg_attr(not(test), allow(dead_code))]
 fn recv_exact(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<()> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
     let mut got = 0;

@@ -13,10 +13,14 @@
 //! - [`procfs`]: who is alive, read from `/proc` (pid and start time, so that a
 //!   reused pid is not mistaken for the process that died).
 //! - [`time`]: deadlines on the monotonic clock.
-//! - `task`: plain functions sent to forked pool workers as checked addresses.
+//! - `task`: plain functions sent to forked pool workers as checked addresses, and
+//!   to spawned children as checked offsets in the executable.
+//! - `exec`: a fresh image of this executable with one descriptor inherited
+//!   (the spawn start method).
 //! - `fd`: pipe writes that cannot raise `SIGPIPE`, and the dead descriptor put in
 //!   place of a connection end a forked child did not capture.
 
+pub(crate) mod exec;
 pub(crate) mod fd;
 pub mod fork;
 pub mod futex;

@@ -14,9 +14,13 @@
 //!   made from a `fn(A) -> B` is never read back as a `fn(C) -> D`.
 //!
 //! Only the pool's own socket pairs carry tokens (private to the pool's process and
-//! its workers). A later "spawn" start method, where the worker is a new image, will
-//! send registered entry names instead of tokens: resolution then fails on the
-//! stamp, never calls a wrong address.
+//! its workers). In a new image (an exec) the stamp differs: resolution fails,
+//! never calls a wrong address.
+//!
+//! For the spawn and forkserver start methods, whose child is a new image of the
+//! same executable, an [`EntryToken`] carries functions as offsets from a fixed
+//! function of this crate instead, checked against the executable's identity
+//! ([`ExeId`]) and the function's type.
 //!
 //! Written by hand: no crate sends function pointers between forks.
 
@@ -116,6 +120,138 @@ impl FnToken {
         // and the fingerprint says from a value of type `F`: `addr` is the address
         // of a live function of exactly this type.
         Some(unsafe { std::mem::transmute_copy::<usize, F>(&self.addr) })
+    }
+}
+
+/// The identity of an executable file: what `stat` says of `/proc/self/exe`
+/// (the file this process image was loaded from, even if it was since deleted or
+/// replaced). Two processes with equal ids run the same file, byte for byte, unless
+/// someone rewrote it in place keeping its size and forged its mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExeId {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+/// This process's executable's identity (read once).
+pub(crate) fn exe_id() -> std::io::Result<ExeId> {
+    static ID: OnceLock<ExeId> = OnceLock::new();
+    if let Some(id) = ID.get() {
+        return Ok(*id);
+    }
+    let st = rustix::fs::stat("/proc/self/exe")?;
+    let id = ExeId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size,
+        mtime: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec as i64,
+    };
+    Ok(*ID.get_or_init(|| id))
+}
+
+/// The fixed point code offsets are measured from: the binary is loaded at a new
+/// address by every exec (ASLR), but its functions keep their distances.
+#[inline(never)]
+fn anchor() {}
+
+fn anchor_addr() -> usize {
+    std::hint::black_box(anchor as fn()) as usize
+}
+
+/// A plain function as it travels to a new image of the same executable: its
+/// offset from [`anchor`] and its type's fingerprint. Only [`EntryToken`] resolves
+/// it, after checking the executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CodeToken {
+    offset: i64,
+    ty: u64,
+}
+
+impl CodeToken {
+    fn of<F: FnPtr>(f: F) -> CodeToken {
+        CodeToken {
+            offset: (f.addr() as i64).wrapping_sub(anchor_addr() as i64),
+            ty: fingerprint::<F>(),
+        }
+    }
+}
+
+/// A spawn entry: a trampoline of type `T` (which decodes the arguments) and the
+/// user's function of type `F`, both [`CodeToken`]s, and the executable they are
+/// offsets into. [`resolve`](Self::resolve) calls nothing: it checks, then hands
+/// back pointers, so a token from another binary (or a forged one naming another
+/// file) is refused with a reason instead of jumping to a wrong address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EntryToken {
+    pub(crate) trampoline: CodeToken,
+    pub(crate) func: CodeToken,
+    pub(crate) exe: ExeId,
+}
+
+impl EntryToken {
+    /// The token of `func` run through `trampoline`, in this executable.
+    pub(crate) fn of<T: FnPtr, F: FnPtr>(trampoline: T, func: F) -> std::io::Result<EntryToken> {
+        Ok(EntryToken {
+            trampoline: CodeToken::of(trampoline),
+            func: CodeToken::of(func),
+            exe: exe_id()?,
+        })
+    }
+
+    /// The trampoline, if the token was made in a process running this very
+    /// executable, from a trampoline of type `T`.
+    pub(crate) fn trampoline<T: FnPtr>(self) -> Result<T, String> {
+        self.resolve(self.trampoline)
+    }
+
+    /// The user's function, if the token was made in a process running this very
+    /// executable, from a function of type `F`.
+    pub(crate) fn func<F: FnPtr>(self) -> Result<F, String> {
+        self.resolve(self.func)
+    }
+
+    fn resolve<F: FnPtr>(self, code: CodeToken) -> Result<F, String> {
+        let here = exe_id().map_err(|e| format!("cannot stat /proc/self/exe: {e}"))?;
+        if here != self.exe {
+            return Err(format!(
+                "the entry was made in another executable ({:?}) than this one ({:?}): \
+                 a spawned child must run its parent's binary",
+                self.exe, here
+            ));
+        }
+        if code.ty != fingerprint::<F>() {
+            return Err(format!(
+                "the entry's function is not a {}: its type fingerprint differs",
+                std::any::type_name::<F>()
+            ));
+        }
+        let addr = (anchor_addr() as i64).wrapping_add(code.offset) as usize;
+        debug_assert_eq!(size_of::<F>(), size_of::<usize>());
+        // SAFETY: `F` is a fn pointer type of the sealed `FnPtr` (the size and
+        // representation of a non-null `usize`). The executable's identity is this
+        // process's own, so the token was made by `EntryToken::of` in an image of
+        // this same file, where the function sits at this distance from `anchor`;
+        // the fingerprint says it was a pointer of exactly this type. Adding the
+        // offset to this image's `anchor` gives its address here.
+        Ok(unsafe { std::mem::transmute_copy::<usize, F>(&addr) })
+    }
+
+    /// Test support: a copy claiming another executable.
+    #[cfg(test)]
+    pub(crate) fn forged_exe(mut self) -> EntryToken {
+        self.exe.ino ^= 1;
+        self
+    }
+
+    /// Test support: a copy whose function has another type.
+    #[cfg(test)]
+    pub(crate) fn forged_type(mut self) -> EntryToken {
+        self.func.ty ^= 1;
+        self
     }
 }
 

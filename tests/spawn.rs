@@ -1,0 +1,344 @@
+//! The spawn and forkserver start methods, with real children: a fresh exec of
+//! this test binary (filtered to the running test, whose first line
+//! `multiproc::spawn::init()` turns it into the child) runs a plain function with
+//! serde arguments.
+//!
+//! Without handles that travel (branch `tokens`), children report back through
+//! their exit code and through files named in their arguments.
+
+mod common;
+
+use std::time::Duration;
+
+use common::BOUND;
+use multiproc::{Error, Process, StartMethod, get_context};
+use serde::{Deserialize, Serialize};
+
+const METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::Forkserver];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    numbers: Vec<u64>,
+    expect_sum: u64,
+    out: String,
+}
+
+/// Exits 0 if the sum is right (and writes what it saw), 3 otherwise.
+fn summer(job: Job) {
+    let sum: u64 = job.numbers.iter().sum();
+    let me = multiproc::current_process();
+    let parent = multiproc::parent_process().expect("a spawned child has a parent");
+    std::fs::write(
+        &job.out,
+        format!(
+            "{} {} {} {}",
+            me.name(),
+            me.pid(),
+            parent.pid(),
+            parent.name()
+        ),
+    )
+    .unwrap();
+    if sum != job.expect_sum {
+        multiproc_exit(3);
+    }
+}
+
+fn multiproc_exit(code: i32) -> ! {
+    std::process::exit(code)
+}
+
+fn out_path(tag: &str) -> String {
+    format!(
+        "{}/multiproc-spawn-test-{}-{tag}",
+        std::env::temp_dir().display(),
+        std::process::id()
+    )
+}
+
+#[test]
+fn a_spawned_child_runs_its_entry_with_its_arguments() {
+    multiproc::spawn::init();
+    for method in METHODS {
+        let out = out_path(method.name());
+        let job = Job {
+            numbers: (1..=100).collect(),
+            expect_sum: 5050,
+            out: out.clone(),
+        };
+        let mut p = get_context(method).process(summer, job).with_name("summer");
+        p.start().unwrap();
+        assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0), "{method}");
+        let seen = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        let f: Vec<&str> = seen.split(' ').collect();
+        assert_eq!(f[0], "summer", "{method}: the child's current_process name");
+        assert_eq!(f[1], p.pid().unwrap().to_string(), "{method}: its pid");
+        assert_eq!(
+            f[2],
+            std::process::id().to_string(),
+            "{method}: its parent's pid"
+        );
+        assert_eq!(f[3], "MainProcess", "{method}: its parent's name");
+        // A wrong sum is the child's own verdict, through its exit code.
+        let job = Job {
+            numbers: vec![1, 2],
+            expect_sum: 4,
+            out: out.clone(),
+        };
+        let mut p = get_context(method).process(summer, job);
+        p.start().unwrap();
+        assert_eq!(p.join(Some(BOUND)).unwrap(), Some(3), "{method}");
+        let _ = std::fs::remove_file(&out);
+    }
+}
+
+fn boom(msg: String) {
+    panic!("{msg}");
+}
+
+#[test]
+fn a_panicking_entry_exits_with_1() {
+    multiproc::spawn::init();
+    for method in METHODS {
+        let mut p = get_context(method).process(boom, "on purpose".to_string());
+        p.start().unwrap();
+        assert_eq!(p.join(Some(BOUND)).unwrap(), Some(1), "{method}");
+        assert_eq!(p.exitcode(), Some(1));
+        assert!(!p.is_alive());
+    }
+}
+
+fn sleeper(secs: u64) {
+    std::thread::sleep(Duration::from_secs(secs));
+}
+
+#[test]
+fn terminate_kill_sentinel_and_close_work_as_for_fork() {
+    multiproc::spawn::init();
+    for method in METHODS {
+        let mut p = get_context(method).process(sleeper, 60);
+        assert!(p.sentinel().is_err());
+        p.start().unwrap();
+        assert!(p.is_alive(), "{method}");
+        assert!(
+            multiproc::active_children()
+                .iter()
+                .any(|c| Some(c.pid()) == p.pid()),
+            "{method}: listed among active children"
+        );
+        assert!(p.close().is_err(), "still running");
+        assert_eq!(p.join(Some(Duration::from_millis(20))).unwrap(), None);
+        p.terminate().unwrap();
+        assert_eq!(p.join(Some(BOUND)).unwrap(), Some(-15), "{method}");
+        let mut q = get_context(method).process(sleeper, 60);
+        q.start().unwrap();
+        q.kill().unwrap();
+        {
+            let s = q.sentinel().unwrap();
+            assert!(wait_fd(s), "{method}: the sentinel becomes readable");
+        }
+        assert_eq!(q.join(Some(BOUND)).unwrap(), Some(-9), "{method}");
+        q.close().unwrap();
+        assert!(q.join(None).is_err());
+        assert!(
+            !multiproc::active_children()
+                .iter()
+                .any(|c| Some(c.pid()) == p.pid() || Some(c.pid()) == q.pid()),
+        );
+    }
+}
+
+fn wait_fd(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let t = rustix::time::Timespec {
+        tv_sec: 30,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&t)), Ok(1))
+}
+
+#[test]
+fn a_closure_process_refuses_spawn() {
+    multiproc::spawn::init();
+    let mut p = Process::new(|| {}).with_start_method(StartMethod::Spawn);
+    assert!(matches!(p.start(), Err(Error::ProcessState { .. })));
+}
+
+/// Dead or a zombie (waiting for a reaper that is not this test).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// A daemonic child started by spawn or forkserver dies when the process that
+/// started it is SIGKILLed, and so does that process's forkserver: nothing is
+/// left running, and nothing new is in /dev/shm.
+#[test]
+fn a_daemonic_child_and_the_forkserver_die_with_their_parent() {
+    multiproc::spawn::init();
+    let before = common::dev_shm();
+    for method in METHODS {
+        let daemon_pid = multiproc::RawValue::new(0u32).unwrap();
+        let ready = multiproc::Event::new().unwrap();
+        let (d, r) = (daemon_pid.clone(), ready.clone());
+        let holder_pid = multiproc::RawValue::new(0u32).unwrap();
+        let h = holder_pid.clone();
+        let parent = common::spawn(move || {
+            let mut p = get_context(method).process(sleeper, 60).daemon(true);
+            p.start().unwrap();
+            d.set(p.pid().unwrap());
+            // A fork of the parent inherits its copy of the forkserver's control
+            // socket and outlives it: the server must end on its starter's pidfd,
+            // not on end of file.
+            let mut holder = Process::new(|| sleeper(60));
+            holder.start().unwrap();
+            h.set(holder.pid().unwrap());
+            r.set();
+            sleeper(60);
+        });
+        assert!(ready.wait(Some(BOUND)).unwrap(), "{method}: never ready");
+        let daemon = daemon_pid.get();
+        assert!(!gone(daemon), "{method}: the daemon runs");
+        let holder = holder_pid.get();
+        let mut stray: Vec<u32> = children_of(parent.pid().unwrap())
+            .into_iter()
+            .filter(|&c| c != holder)
+            .collect();
+        if method == StartMethod::Forkserver {
+            assert_eq!(
+                stray.len(),
+                1,
+                "{method}: the parent's other child is its server"
+            );
+        } else {
+            assert_eq!(stray, vec![daemon]);
+        }
+        stray.push(daemon);
+        common::kill(parent);
+
+        for pid in stray {
+            common::poll_until(
+                &format!("{method}: process {pid} to end with its parent"),
+                || gone(pid),
+            );
+        }
+        // The holder is not a daemon: it lives on, until killed here.
+        assert!(!gone(holder));
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(holder as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    let after = common::dev_shm();
+    let new: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert!(
+        new.is_empty() || new.iter().all(|n| !n.starts_with("multiproc")),
+        "{new:?}"
+    );
+}
+
+/// Never deserializes: the child's import fails.
+#[derive(Debug)]
+struct Unimportable;
+
+impl Serialize for Unimportable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Unimportable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "Unimportable refuses to be imported",
+        ))
+    }
+}
+
+fn takes_unimportable(_: Unimportable) {
+    std::process::exit(42);
+}
+
+/// `start` returns only once the child has imported its arguments: a child that
+/// cannot import them makes `start` fail, with the child's reason.
+#[test]
+fn start_waits_for_the_import_and_reports_its_failure() {
+    multiproc::spawn::init();
+    for method in METHODS {
+        let mut p = get_context(method).process(takes_unimportable, Unimportable);
+        match p.start() {
+            Err(Error::Start { reason, .. }) => {
+                assert!(
+                    reason.contains("importing the arguments"),
+                    "{method}: {reason}"
+                )
+            }
+            other => panic!("{method}: start did not report the failed import: {other:?}"),
+        }
+        assert_eq!(p.join(Some(BOUND)).unwrap(), Some(1), "{method}");
+    }
+}
+
+/// Spawn and forkserver are safe from a parent whose other threads hold locks
+/// (a std Mutex, stdout's, the allocator's) at any moment: the children do not
+/// inherit those threads' state.
+#[test]
+fn children_start_while_the_parent_runs_several_threads() {
+    multiproc::spawn::init();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, shared) = (stop.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut v = shared.lock().unwrap();
+                    v.push(n);
+                    if v.len() > 1000 {
+                        v.clear();
+                    }
+                    drop(v);
+                    if n % 5000 == 0 {
+                        eprint!("{}", i);
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for method in METHODS {
+        for i in 0..10u64 {
+            let job = Job {
+                numbers: vec![i, 1],
+                expect_sum: i + 1,
+                out: out_path(&format!("threads-{method}-{i}")),
+            };
+            let out = job.out.clone();
+            let mut p = get_context(method).process(summer, job);
+            p.start().unwrap();
+            assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0), "{method} #{i}");
+            std::fs::remove_file(out).unwrap();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
