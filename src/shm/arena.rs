@@ -256,6 +256,14 @@ pub struct Block {
 enum Place {
     Arena(Arc<Held>),
     Large(Arc<Segment>),
+    /// An object of a directory (`shm::directory`): bytes of a named segment that
+    /// this process maps once and never unmaps (so the mapping is `'static`), given
+    /// to the object for the segment's whole life. No holder count: that memory is
+    /// never reused, so no handle can see it change owner (no ABA).
+    Named {
+        map: &'static Mapping,
+        off: usize,
+    },
 }
 
 /// This process's hold on an arena block: one shared count, released when the last
@@ -336,12 +344,22 @@ impl Block {
         })
     }
 
+    /// The object at `off` of a directory's mapping (`shm::directory`): its
+    /// payload starts at `off`; the directory vouches that the bytes are the
+    /// object's for the life of the segment.
+    pub(crate) fn named(map: &'static Mapping, off: usize) -> Block {
+        Block {
+            place: Place::Named { map, off },
+        }
+    }
+
     /// The mapping the allocation lives in.
     #[inline]
     pub fn map(&self) -> &Mapping {
         match &self.place {
             Place::Arena(held) => held.chunk,
             Place::Large(seg) => seg.map(),
+            Place::Named { map, .. } => map,
         }
     }
 
@@ -354,6 +372,7 @@ impl Block {
         match &self.place {
             Place::Arena(held) => Some(held.chunk),
             Place::Large(_) => None,
+            Place::Named { map, .. } => Some(map),
         }
     }
 
@@ -370,6 +389,7 @@ impl Block {
         match &self.place {
             Place::Arena(held) => held.off as usize + BLOCK_HEADER,
             Place::Large(_) => HEADER_SIZE,
+            Place::Named { off, .. } => *off,
         }
     }
 
@@ -380,7 +400,7 @@ impl Block {
     pub fn refcount(&self) -> u32 {
         match &self.place {
             Place::Arena(held) => holders(held.chunk, held.off).load(Ordering::Relaxed),
-            Place::Large(_) => 1,
+            Place::Large(_) | Place::Named { .. } => 1,
         }
     }
 }

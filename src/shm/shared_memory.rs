@@ -93,6 +93,59 @@ pub(crate) fn inode(fd: impl AsFd) -> io::Result<u64> {
     Ok(rustix::fs::fstat(fd)?.st_ino)
 }
 
+/// Opens the existing file `/dev/shm/<name>` (`name` normalized) for a handle that
+/// maps it, with the checks every named segment gets: a missing file is
+/// [`Error::NotFound`]; one owned by another user, or that other users may open
+/// (mode other than 0600-like), is [`Error::Permission`]; a symbolic link, a
+/// directory or a FIFO is [`Error::Foreign`]. Returns the descriptor and its
+/// `fstat`.
+pub(crate) fn open_checked(name: &str) -> Result<(OwnedFd, rustix::fs::Stat)> {
+    let foreign = |reason: String| Error::Foreign {
+        name: name.to_string(),
+        reason,
+    };
+    let fd = mem::shm_open(name).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::NotFound {
+            name: name.to_string(),
+        },
+        _ if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) => {
+            foreign("a symbolic link or a directory, not a segment".to_string())
+        }
+        io::ErrorKind::PermissionDenied => Error::Permission {
+            name: name.to_string(),
+            reason: "permission denied: it belongs to another user".to_string(),
+        },
+        _ => Error::io(format!("opening shared memory {name:?}"), e),
+    })?;
+    let st = rustix::fs::fstat(&fd)
+        .map_err(|e| Error::io(format!("reading the size of {name:?}"), io::Error::from(e)))?;
+    if st.st_uid != mem::euid() {
+        return Err(Error::Permission {
+            name: name.to_string(),
+            reason: format!(
+                "it belongs to uid {}, not to this user ({})",
+                st.st_uid,
+                mem::euid()
+            ),
+        });
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Permission {
+            name: name.to_string(),
+            reason: format!(
+                "its mode {mode:o} lets other users in; shared memory segments are 0600"
+            ),
+        });
+    }
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(foreign(
+            "not a regular file (a FIFO or a device?)".to_string(),
+        ));
+    }
+    Ok((fd, st))
+}
+
 /// A named shared memory segment (a file in `/dev/shm`), as in Python.
 ///
 /// Created exclusively (an existing name is [`Error::AlreadyExists`]) with mode
@@ -262,43 +315,7 @@ impl SharedMemory {
             name: name.clone(),
             reason,
         };
-        let fd = mem::shm_open(&name).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::NotFound { name: name.clone() },
-            _ if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) => {
-                foreign("a symbolic link or a directory, not a segment".to_string())
-            }
-            io::ErrorKind::PermissionDenied => Error::Permission {
-                name: name.clone(),
-                reason: "permission denied: it belongs to another user".to_string(),
-            },
-            _ => Error::io(format!("opening shared memory {name:?}"), e),
-        })?;
-        let st = rustix::fs::fstat(&fd)
-            .map_err(|e| Error::io(format!("reading the size of {name:?}"), io::Error::from(e)))?;
-        if st.st_uid != mem::euid() {
-            return Err(Error::Permission {
-                name: name.clone(),
-                reason: format!(
-                    "it belongs to uid {}, not to this user ({})",
-                    st.st_uid,
-                    mem::euid()
-                ),
-            });
-        }
-        let mode = st.st_mode & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(Error::Permission {
-                name: name.clone(),
-                reason: format!(
-                    "its mode {mode:o} lets other users in; shared memory segments are 0600"
-                ),
-            });
-        }
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(foreign(
-                "not a regular file (a FIFO or a device?)".to_string(),
-            ));
-        }
+        let (fd, st) = open_checked(&name)?;
         let len = st.st_size as u64;
         if len == 0 {
             return Err(foreign(

@@ -57,15 +57,15 @@
 //! so it is not undefined behaviour in this process; it can make a reader see a
 //! mix of old and new elements, as in C.
 //!
-//! Handles made later from a token or a name (a process that did not inherit its
-//! handles) must find the existing `Claims` of that storage in the process; that
-//! lookup belongs with tokens and is not needed while handles only arrive by clone
-//! and fork.
+//! Handles made later from a name (a process that did not inherit its handles:
+//! `Value::open_in` and friends) find the existing `Claims` of that storage in the
+//! process through a registry keyed by the storage's place ([`Storage::named`]).
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytemuck::Pod;
 
@@ -79,6 +79,13 @@ const CHUNKED: usize = 1 << (usize::BITS - 2);
 /// The process-local claim word of one storage (see the module docs).
 #[derive(Debug, Default)]
 struct Claims(AtomicUsize);
+
+/// The `Claims` of every storage opened by name in this process, keyed by
+/// (mapping address, offset of the first element). A directory's mapping is never
+/// unmapped, so a key names one storage for the life of the process; entries whose
+/// handles all dropped are pruned when a new one is added. A forked child inherits
+/// the map with the `Arc`s its handles hold, so it keeps one word per storage too.
+static NAMED_CLAIMS: Mutex<BTreeMap<(usize, usize), Weak<Claims>>> = Mutex::new(BTreeMap::new());
 
 fn in_use(what: &'static str, state: usize) -> Error {
     let (by, hint) = if state == EXCLUSIVE {
@@ -218,6 +225,31 @@ impl<T: Pod> Storage<T> {
             _t: PhantomData,
         };
         Ok((storage, head_at))
+    }
+
+    /// The storage of `len` elements at `offset` of a directory object's `block`
+    /// (opened or created by name), with this process's one `Claims` word for it:
+    /// every handle to those elements in this process shares it, however many
+    /// times the name is opened (see [`NAMED_CLAIMS`]).
+    pub(crate) fn named(block: Block, offset: usize, len: usize) -> Storage<T> {
+        let key = (block.map().addr(), offset);
+        let mut claims = NAMED_CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = match claims.get(&key).and_then(Weak::upgrade) {
+            Some(c) => c,
+            None => {
+                claims.retain(|_, w| w.strong_count() > 0);
+                let c = Arc::new(Claims::default());
+                claims.insert(key, Arc::downgrade(&c));
+                c
+            }
+        };
+        Storage {
+            block,
+            offset,
+            len,
+            claims: shared,
+            _t: PhantomData,
+        }
     }
 
     /// The allocation the elements (and a reserved head) live in.

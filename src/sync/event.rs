@@ -77,13 +77,17 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Event> {
-        let block = Block::alloc(4)?;
+        Ok(Event::in_block(Block::alloc(4)?))
+    }
+
+    /// The Event whose word is the payload of `block` (all-zero: clear).
+    pub(crate) fn in_block(block: Block) -> Event {
         let map = block.arena_map();
-        Ok(Event {
+        Event {
             word: map.atomic_u32(block.offset()),
             spin: AdaptiveSpin::new(),
             _block: block,
-        })
+        }
     }
 
     /// Whether the flag is set.

@@ -74,7 +74,12 @@ impl Core {
                 max: VALUE_MAX as u128,
             });
         }
-        let block = Block::alloc(16)?;
+        Ok(Core::at(Block::alloc(16)?, bounded, Some(value)))
+    }
+
+    /// The semaphore whose 16 bytes start at the payload of `block`; `init`
+    /// writes a fresh one's value (and bound), `None` opens an existing one.
+    fn at(block: Block, bounded: bool, init: Option<u32>) -> Core {
         let map = block.arena_map();
         let off = block.offset();
         let core = Core {
@@ -85,10 +90,12 @@ impl Core {
             spin: AdaptiveSpin::new(),
             _block: block,
         };
-        core.value.store(value, Ordering::Relaxed);
-        core.bound
-            .store(if bounded { value } else { VALUE_MAX }, Ordering::Release);
-        Ok(core)
+        if let Some(value) = init {
+            core.value.store(value, Ordering::Relaxed);
+            core.bound
+                .store(if bounded { value } else { VALUE_MAX }, Ordering::Release);
+        }
+        core
     }
 
     #[inline]
@@ -385,6 +392,16 @@ impl Semaphore {
     }
 }
 
+impl Semaphore {
+    /// The semaphore at the payload of `block` (16 bytes): `init` gives a fresh
+    /// one's value (checked by the caller against [`VALUE_MAX`]), `None` opens one.
+    pub(crate) fn in_block(block: Block, init: Option<u32>) -> Semaphore {
+        Semaphore {
+            core: Core::at(block, false, init),
+        }
+    }
+}
+
 common_api!(Semaphore, "let sem = multiproc::Semaphore::new(1)?;");
 
 /// A semaphore that refuses to be released above its initial value: Python's
@@ -414,6 +431,14 @@ impl BoundedSemaphore {
         Ok(BoundedSemaphore {
             core: Core::new(value, true)?,
         })
+    }
+
+    /// The bounded semaphore at the payload of `block` (16 bytes): `init` gives a
+    /// fresh one's value and bound, `None` opens one.
+    pub(crate) fn in_block(block: Block, init: Option<u32>) -> BoundedSemaphore {
+        BoundedSemaphore {
+            core: Core::at(block, true, init),
+        }
     }
 
     /// The bound: the initial value, which the value never exceeds.
