@@ -539,3 +539,40 @@ fn handles_opened_twice_in_one_process_share_one_claim() {
     assert!(c2.chunks(2).is_ok());
     d.finish();
 }
+
+#[test]
+fn multiproc_clean_knows_directories_whose_creator_is_gone() {
+    use multiproc::shm::clean::{self, Status};
+    let name = made_elsewhere("clean");
+    let ino = std::fs::metadata(path(&name)).unwrap().ino();
+    // The creator exited without unlinking, and nobody maps it: stale.
+    assert_eq!(clean::status(&name).unwrap().status, Status::Stale);
+    // Mapped by a live process (this one): kept.
+    let dir = Directory::open(&name).unwrap();
+    assert_eq!(
+        clean::status(&name).unwrap().status,
+        Status::InUse {
+            pid: std::process::id()
+        }
+    );
+    assert!(clean::remove_stale(&name).is_err());
+    assert_eq!(dir.names().unwrap(), vec!["lock".to_string()]);
+    // A directory this process maps stays mapped (never unmapped), so the
+    // removal itself is shown through `multiproc clean` from the state it sees:
+    // unlink by name, then nothing is left.
+    dir.unlink().unwrap();
+    assert!(!std::path::Path::new(&path(&name)).exists());
+    assert!(!common::dev_shm().contains(&format!("mp-owner-{ino}")));
+
+    // And one nobody maps is removed by `multiproc clean --yes` (another program).
+    let name = made_elsewhere("clean-yes");
+    let ino = std::fs::metadata(path(&name)).unwrap().ino();
+    let out = multiproc(&["clean", "--yes", &name]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!std::path::Path::new(&path(&name)).exists());
+    assert!(!common::dev_shm().contains(&format!("mp-owner-{ino}")));
+}
