@@ -938,12 +938,28 @@ enum Stage {
 #[cfg(test)]
 static DIE_AT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// Tests only: a stage at which a creator lingers (yields the CPU for a few
+/// milliseconds), widening a race window for the race tests; never a means of
+/// synchronization (correct code passes whatever the timing).
+#[cfg(test)]
+static LINGER_AT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 #[inline]
 fn test_point(_stage: Stage) {
     #[cfg(test)]
-    if DIE_AT.load(Ordering::Relaxed) == _stage as u32 {
-        let _ =
-            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    {
+        if DIE_AT.load(Ordering::Relaxed) == _stage as u32 {
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+        }
+        if LINGER_AT.load(Ordering::Relaxed) == _stage as u32 {
+            let until = std::time::Instant::now() + Duration::from_millis(5);
+            while std::time::Instant::now() < until {
+                std::thread::yield_now();
+            }
+        }
     }
 }
 

@@ -74,23 +74,66 @@ fn a_creator_killed_at_any_step_leaves_no_entry_or_a_usable_one() {
 #[test]
 fn bytes_a_dead_creator_took_are_never_handed_out_again() {
     let d = dir("bytes");
+    let before = d.map().read::<u64>(BUMP);
     let d2 = d.clone();
+    // Killed after laying its Value out (its bytes hold 0xdead), before publishing.
     let code = child_dying_at(Stage::Built, move || {
-        let v = Value::create_in(&d2, "lost", 0u64).unwrap();
+        let v = Value::create_in(&d2, "lost", 0xdeadu64).unwrap();
         unreachable!("killed before returning {v:?}");
     });
     assert_eq!(code, Some(-9));
-    // Built means the child wrote its value (0 -> set) into its bytes; a second
-    // creator gets fresh, zeroed bytes past them.
-    let lost_at = d.map().read::<u64>(BUMP);
-    let v = Value::create_in(&d, "kept", 5u64).unwrap();
-    let info = d.objects().unwrap();
-    assert_eq!(info.len(), 1);
+    // A RawArray writes nothing at creation: it is exactly the bytes it was given,
+    // which must be fresh zeros, past the dead creator's.
+    let a = crate::RawArray::<u64>::create_in(&d, "kept", 4).unwrap();
+    assert_eq!(
+        a.to_vec().unwrap(),
+        vec![0; 4],
+        "handed a dead creator's bytes"
+    );
+    assert_eq!(d.names().unwrap(), vec!["kept".to_string()]);
     let at = d.map().read::<u64>(TABLE + E_OFFSET);
     assert!(
-        at >= lost_at,
+        at >= before + ALIGN,
         "the new object reuses a dead creator's bytes"
     );
-    assert_eq!(v.get().unwrap(), 5);
+    d.unlink().unwrap();
+}
+
+#[test]
+fn creators_racing_through_a_wide_window_still_make_one_object() {
+    const KIDS: usize = 4;
+    let d = dir("wide-race");
+    let go = crate::Event::new().unwrap();
+    let created = crate::RawValue::<u32>::new(0).unwrap();
+    let kids: Vec<Process> = (0..KIDS)
+        .map(|_| {
+            let (d, go, created) = (d.clone(), go.clone(), created.clone());
+            let mut p = Process::new(move || {
+                // Each creator lingers between its name check and its publication.
+                LINGER_AT.store(Stage::Bumped as u32, Ordering::Relaxed);
+                assert!(go.wait(Some(BOUND)).unwrap());
+                match crate::Lock::create_in(&d, "one") {
+                    Ok(_) => {
+                        created.fetch_add(1);
+                    }
+                    Err(Error::ObjectExists { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            });
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    go.set();
+    for mut p in kids {
+        let code = p.join(Some(BOUND)).unwrap();
+        if code.is_none() {
+            let _ = p.kill();
+            let _ = p.join(Some(BOUND));
+        }
+        assert_eq!(code, Some(0));
+    }
+    assert_eq!(created.get(), 1, "one creator, the others found it");
+    assert_eq!(d.names().unwrap(), vec!["one".to_string()]);
     d.unlink().unwrap();
 }
