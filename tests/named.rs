@@ -576,3 +576,12 @@ fn multiproc_clean_knows_directories_whose_creator_is_gone() {
     assert!(!std::path::Path::new(&path(&name)).exists());
     assert!(!common::dev_shm().contains(&format!("mp-owner-{ino}")));
 }
+
+#[test]
+fn objects_of_a_directory_travel_by_name_not_as_tokens() {
+    let d = Dir::new("token", 4096);
+    let lock = Lock::create_in(&d, "lock").unwrap();
+    let e = multiproc::token::export(&lock).unwrap_err();
+    assert!(e.to_string().contains("travels by name"), "{e}");
+    d.finish();
+}

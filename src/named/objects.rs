@@ -25,7 +25,7 @@ const HEAD: usize = raw_lock::SIZE;
 
 impl Placed {
     fn block(&self) -> Block {
-        Block::named(self.map, self.off)
+        Block::named(self.map, self.off, self.len)
     }
 
     /// [`Error::DirectoryCorrupt`] unless the object has at least `needed` bytes.
@@ -594,8 +594,9 @@ impl<T> Queue<T> {
 fn queue_at<T>(p: Placed, cap: u64, limit: u64, maxsize: u64, init: bool) -> Queue<T> {
     // The control words at the object's (64-aligned) start, the role tables and
     // frames right after them.
-    let data = Block::named(p.map, p.off + Ring::CONTROL);
-    let ring = Ring::at(p.block(), p.off, data, cap, limit, maxsize, init);
+    let ctl = Block::named(p.map, p.off, Ring::CONTROL);
+    let data = Block::named(p.map, p.off + Ring::CONTROL, p.len - Ring::CONTROL);
+    let ring = Ring::at(ctl, p.off, data, cap, limit, maxsize, init);
     Queue {
         holder: Holder::new(Arc::new(ring), Roles::BOTH, false),
         _msg: PhantomData,

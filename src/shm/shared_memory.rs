@@ -100,24 +100,28 @@ pub(crate) fn inode(fd: impl AsFd) -> io::Result<u64> {
 /// directory or a FIFO is [`Error::Foreign`]. Returns the descriptor and its
 /// `fstat`.
 pub(crate) fn open_checked(name: &str) -> Result<(OwnedFd, rustix::fs::Stat)> {
-    let foreign = |reason: String| Error::Foreign {
-        name: name.to_string(),
-        reason,
-    };
     let fd = mem::shm_open(name).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Error::NotFound {
             name: name.to_string(),
         },
-        _ if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) => {
-            foreign("a symbolic link or a directory, not a segment".to_string())
-        }
+        _ if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) => Error::Foreign {
+            name: name.to_string(),
+            reason: "a symbolic link or a directory, not a segment".to_string(),
+        },
         io::ErrorKind::PermissionDenied => Error::Permission {
             name: name.to_string(),
             reason: "permission denied: it belongs to another user".to_string(),
         },
         _ => Error::io(format!("opening shared memory {name:?}"), e),
     })?;
-    let st = rustix::fs::fstat(&fd)
+    let st = check_file(&fd, name)?;
+    Ok((fd, st))
+}
+
+/// The checks of [`open_checked`] on an open file `fd` named `name`: this
+/// user's, no group or other mode bits, a regular file. Returns its `fstat`.
+pub(crate) fn check_file(fd: &OwnedFd, name: &str) -> Result<rustix::fs::Stat> {
+    let st = rustix::fs::fstat(fd)
         .map_err(|e| Error::io(format!("reading the size of {name:?}"), io::Error::from(e)))?;
     if st.st_uid != mem::euid() {
         return Err(Error::Permission {
@@ -139,11 +143,12 @@ pub(crate) fn open_checked(name: &str) -> Result<(OwnedFd, rustix::fs::Stat)> {
         });
     }
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(foreign(
-            "not a regular file (a FIFO or a device?)".to_string(),
-        ));
+        return Err(Error::Foreign {
+            name: name.to_string(),
+            reason: "not a regular file (a FIFO or a device?)".to_string(),
+        });
     }
-    Ok((fd, st))
+    Ok(st)
 }
 
 /// A named shared memory segment (a file in `/dev/shm`), as in Python.
@@ -190,6 +195,9 @@ pub(crate) fn open_checked(name: &str) -> Result<(OwnedFd, rustix::fs::Stat)> {
 /// shm.unlink()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token (its descriptor and name): see
+/// [`token::export`](crate::token::export).
 #[derive(Debug)]
 pub struct SharedMemory {
     // Invariant: `map` maps the first `size` bytes of the file `fd`, whose size
@@ -311,11 +319,19 @@ impl SharedMemory {
     /// ```
     pub fn attach(name: &str) -> Result<SharedMemory> {
         let name = segment::normalize_name(name)?;
+        let (fd, _) = open_checked(&name)?;
+        SharedMemory::from_open(fd, name)
+    }
+
+    /// The handle over an open segment file `fd` named `name` (normalized), with
+    /// the checks of [`attach`](Self::attach): this user's, mode 0600, a regular
+    /// file, not empty.
+    fn from_open(fd: OwnedFd, name: String) -> Result<SharedMemory> {
         let foreign = |reason: String| Error::Foreign {
             name: name.clone(),
             reason,
         };
-        let (fd, st) = open_checked(&name)?;
+        let st = check_file(&fd, &name)?;
         let len = st.st_size as u64;
         if len == 0 {
             return Err(foreign(
@@ -540,5 +556,46 @@ impl SharedMemory {
         });
         clean::remove_record(&self.name, self.inode);
         unlinked
+    }
+}
+
+/// A SharedMemory travels as a token ([`crate::token`]): the segment's descriptor
+/// (never its name: the import works even after `unlink`) and its name, so that
+/// [`name`](SharedMemory::name) answers and [`unlink`](SharedMemory::unlink)
+/// works there. The imported handle is an attach, as CPython's unpickled one:
+/// closing it unmaps it only; unlink it once, from one process.
+impl serde::Serialize for SharedMemory {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::SharedMemory, || {
+            use std::os::fd::AsFd;
+            let id = crate::sys::transfer::file_id(&self.fd)
+                .map_err(|e| Error::io("fstat on a SharedMemory", e))?;
+            let fd = crate::sys::transfer::add_fd(id, self.fd.as_fd())?;
+            Ok((fd, self.inode, self.name.as_str()))
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SharedMemory {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::SharedMemory,
+            |(fd, inode, name): (u32, u64, String)| {
+                let name = segment::normalize_name(&name)?;
+                let fd = crate::sys::transfer::take_fd(fd, "SharedMemory")?;
+                let shm = SharedMemory::from_open(fd, name)?;
+                if shm.inode != inode {
+                    return Err(Error::BadToken {
+                        what: "SharedMemory",
+                        reason: format!(
+                            "the descriptor is inode {}, the token names {inode}",
+                            shm.inode
+                        ),
+                    });
+                }
+                Ok(shm)
+            },
+        )
     }
 }

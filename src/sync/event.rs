@@ -60,6 +60,9 @@ const GEN_MASK: u32 = !(SET | WAITERS);
 /// assert_eq!(waiter.join(None)?, Some(0));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct Event {
     word: &'static AtomicU32,
@@ -241,6 +244,30 @@ impl Event {
             }
             first = false;
         }
+    }
+}
+
+/// An Event travels as a token ([`crate::token`]).
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::Event, || {
+            crate::token::At::of(&self._block, self._block.offset())
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Event, D::Error> {
+        crate::token::deserialize(d, crate::token::Tag::Event, |at: crate::token::At| {
+            let (block, offset) = at.import(4, "Event")?;
+            if offset != block.offset() {
+                return Err(crate::Error::BadToken {
+                    what: "Event",
+                    reason: "an Event starts its block".into(),
+                });
+            }
+            Ok(Event::in_block(block))
+        })
     }
 }
 

@@ -66,6 +66,48 @@ struct Core {
 }
 
 impl Core {
+    /// The core whose 16 bytes start the payload of the arena `block`.
+    fn in_block(block: Block, bounded: bool) -> Core {
+        let map = block.arena_map();
+        let off = block.offset();
+        Core {
+            value: map.atomic_u32(off),
+            waiters: map.atomic_u32(off + 4),
+            bound: map.atomic_u32(off + 8),
+            bounded,
+            spin: AdaptiveSpin::new(),
+            _block: block,
+        }
+    }
+
+    fn ser<S: serde::Serializer>(
+        &self,
+        s: S,
+        tag: crate::token::Tag,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, tag, || {
+            crate::token::At::of(&self._block, self._block.offset())
+        })
+    }
+
+    fn de<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        tag: crate::token::Tag,
+    ) -> std::result::Result<Core, D::Error> {
+        crate::token::deserialize(d, tag, |at: crate::token::At| {
+            let (block, offset) = at.import(16, tag.name())?;
+            if offset != block.offset() {
+                return Err(Error::BadToken {
+                    what: tag.name(),
+                    reason: "a semaphore starts its block".into(),
+                });
+            }
+            Ok(Core::in_block(
+                block,
+                tag == crate::token::Tag::BoundedSemaphore,
+            ))
+        })
+    }
     fn new(value: u32, bounded: bool) -> Result<Core> {
         if value > VALUE_MAX {
             return Err(Error::SizeOverflow {
@@ -74,28 +116,20 @@ impl Core {
                 max: VALUE_MAX as u128,
             });
         }
-        Ok(Core::at(Block::alloc(16)?, bounded, Some(value)))
+        Ok(Core::in_block(Block::alloc(16)?, bounded).init(Some(value)))
     }
 
-    /// The semaphore whose 16 bytes start at the payload of `block`; `init`
-    /// writes a fresh one's value (and bound), `None` opens an existing one.
-    fn at(block: Block, bounded: bool, init: Option<u32>) -> Core {
-        let map = block.arena_map();
-        let off = block.offset();
-        let core = Core {
-            value: map.atomic_u32(off),
-            waiters: map.atomic_u32(off + 4),
-            bound: map.atomic_u32(off + 8),
-            bounded,
-            spin: AdaptiveSpin::new(),
-            _block: block,
-        };
-        if let Some(value) = init {
-            core.value.store(value, Ordering::Relaxed);
-            core.bound
-                .store(if bounded { value } else { VALUE_MAX }, Ordering::Release);
+    /// Writes a fresh semaphore's `value` and bound (`None`: an existing one,
+    /// left as it is).
+    fn init(self, value: Option<u32>) -> Core {
+        if let Some(value) = value {
+            self.value.store(value, Ordering::Relaxed);
+            self.bound.store(
+                if self.bounded { value } else { VALUE_MAX },
+                Ordering::Release,
+            );
         }
-        core
+        self
     }
 
     #[inline]
@@ -371,6 +405,9 @@ macro_rules! common_api {
 /// assert_eq!(child.join(None)?, Some(0));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct Semaphore {
     core: Core,
@@ -397,7 +434,7 @@ impl Semaphore {
     /// one's value (checked by the caller against [`VALUE_MAX`]), `None` opens one.
     pub(crate) fn in_block(block: Block, init: Option<u32>) -> Semaphore {
         Semaphore {
-            core: Core::at(block, false, init),
+            core: Core::in_block(block, false).init(init),
         }
     }
 }
@@ -415,6 +452,9 @@ common_api!(Semaphore, "let sem = multiproc::Semaphore::new(1)?;");
 /// assert_eq!(sem.get_value(), 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct BoundedSemaphore {
     core: Core,
@@ -437,7 +477,7 @@ impl BoundedSemaphore {
     /// fresh one's value and bound, `None` opens one.
     pub(crate) fn in_block(block: Block, init: Option<u32>) -> BoundedSemaphore {
         BoundedSemaphore {
-            core: Core::at(block, true, init),
+            core: Core::in_block(block, true).init(init),
         }
     }
 
@@ -457,6 +497,36 @@ common_api!(
     BoundedSemaphore,
     "let sem = multiproc::BoundedSemaphore::new(1)?;"
 );
+
+/// A Semaphore travels as a token ([`crate::token`]).
+impl serde::Serialize for Semaphore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.core.ser(s, crate::token::Tag::Semaphore)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Semaphore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Semaphore {
+            core: Core::de(d, crate::token::Tag::Semaphore)?,
+        })
+    }
+}
+
+/// A BoundedSemaphore travels as a token ([`crate::token`]); its bound is shared.
+impl serde::Serialize for BoundedSemaphore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.core.ser(s, crate::token::Tag::BoundedSemaphore)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BoundedSemaphore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(BoundedSemaphore {
+            core: Core::de(d, crate::token::Tag::BoundedSemaphore)?,
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {
