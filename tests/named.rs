@@ -302,16 +302,40 @@ fn segments_that_are_not_directories_are_refused() {
     open.finish();
 }
 
-/// Creates a directory in a child (so that this process does not map it: its
-/// open checks run here), with a Lock named "lock".
-fn made_elsewhere(tag: &str) -> String {
+/// A directory made by a child (so that this process does not map it: its open
+/// checks run here), with a Lock named "lock"; its file and owner record are
+/// removed when dropped, even when the test fails.
+struct Elsewhere {
+    name: String,
+    ino: u64,
+}
+
+impl Drop for Elsewhere {
+    fn drop(&mut self) {
+        let same = std::fs::metadata(path(&self.name)).is_ok_and(|m| m.ino() == self.ino);
+        if same {
+            let _ = std::fs::remove_file(path(&self.name));
+        }
+        let _ = std::fs::remove_file(path(&format!("mp-owner-{}", self.ino)));
+    }
+}
+
+impl std::ops::Deref for Elsewhere {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+fn made_elsewhere(tag: &str) -> Elsewhere {
     let name = unique(tag);
     let n = name.clone();
     join_ok(spawn(move || {
         let dir = Directory::create(&n, 4096).unwrap();
         Lock::create_in(&dir, "lock").unwrap();
     }));
-    name
+    let ino = std::fs::metadata(path(&name)).unwrap().ino();
+    Elsewhere { name, ino }
 }
 
 fn forge(name: &str, at: u64, bytes: &[u8]) {
@@ -320,13 +344,6 @@ fn forge(name: &str, at: u64, bytes: &[u8]) {
         .open(path(name))
         .unwrap();
     f.write_all_at(bytes, at).unwrap();
-}
-
-/// Unlinks a directory this process may not map (removes the record too).
-fn unlink_by_name(name: &str) {
-    let ino = std::fs::metadata(path(name)).unwrap().ino();
-    let _ = std::fs::remove_file(path(name));
-    let _ = std::fs::remove_file(path(&format!("mp-owner-{ino}")));
 }
 
 #[test]
@@ -346,7 +363,7 @@ fn other_versions_and_corrupt_entries_are_typed_errors() {
         ),
         "{e:?}"
     );
-    unlink_by_name(&name);
+    drop(name);
 
     // The object's layout version.
     let name = made_elsewhere("version");
@@ -387,7 +404,7 @@ fn other_versions_and_corrupt_entries_are_typed_errors() {
             .unwrap()
             .contains("layout version 3")
     );
-    unlink_by_name(&name);
+    drop(name);
 }
 
 #[test]

@@ -8,12 +8,25 @@ use crate::{Process, Value};
 
 const BOUND: Duration = Duration::from_secs(30);
 
-fn dir(tag: &str) -> Directory {
-    Directory::create(
-        &format!("mp-named-unit-{}-{tag}", std::process::id()),
-        64 * 1024,
-    )
-    .unwrap()
+/// A directory unlinked when dropped, even when the test fails.
+struct Dir(Directory);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = self.0.unlink();
+    }
+}
+
+impl std::ops::Deref for Dir {
+    type Target = Directory;
+    fn deref(&self) -> &Directory {
+        &self.0
+    }
+}
+
+fn dir(tag: &str) -> Dir {
+    let name = format!("mp-named-unit-{}-{tag}", std::process::id());
+    Dir(Directory::create(&name, 64 * 1024).unwrap())
 }
 
 /// Runs `f` in a child that arms the kill at `stage`; returns its exit code.
@@ -42,7 +55,7 @@ fn a_creator_killed_at_any_step_leaves_no_entry_or_a_usable_one() {
         Stage::Published,
     ] {
         let name = format!("v{}", stage as u32);
-        let (d2, n2) = (d.clone(), name.clone());
+        let (d2, n2) = (d.0.clone(), name.clone());
         let code = child_dying_at(stage, move || {
             let _ = Value::create_in(&d2, &n2, 42u64);
         });
@@ -68,14 +81,14 @@ fn a_creator_killed_at_any_step_leaves_no_entry_or_a_usable_one() {
         }
     }
     assert_eq!(d.names().unwrap().len(), 5);
-    d.unlink().unwrap();
+    d.0.unlink().unwrap();
 }
 
 #[test]
 fn bytes_a_dead_creator_took_are_never_handed_out_again() {
     let d = dir("bytes");
     let before = d.map().read::<u64>(BUMP);
-    let d2 = d.clone();
+    let d2 = d.0.clone();
     // Killed after laying its Value out (its bytes hold 0xdead), before publishing.
     let code = child_dying_at(Stage::Built, move || {
         let v = Value::create_in(&d2, "lost", 0xdeadu64).unwrap();
@@ -96,7 +109,7 @@ fn bytes_a_dead_creator_took_are_never_handed_out_again() {
         at >= before + ALIGN,
         "the new object reuses a dead creator's bytes"
     );
-    d.unlink().unwrap();
+    d.0.unlink().unwrap();
 }
 
 #[test]
@@ -107,7 +120,7 @@ fn creators_racing_through_a_wide_window_still_make_one_object() {
     let created = crate::RawValue::<u32>::new(0).unwrap();
     let kids: Vec<Process> = (0..KIDS)
         .map(|_| {
-            let (d, go, created) = (d.clone(), go.clone(), created.clone());
+            let (d, go, created) = (d.0.clone(), go.clone(), created.clone());
             let mut p = Process::new(move || {
                 // Each creator lingers between its name check and its publication.
                 LINGER_AT.store(Stage::Bumped as u32, Ordering::Relaxed);
@@ -135,5 +148,5 @@ fn creators_racing_through_a_wide_window_still_make_one_object() {
     }
     assert_eq!(created.get(), 1, "one creator, the others found it");
     assert_eq!(d.names().unwrap(), vec!["one".to_string()]);
-    d.unlink().unwrap();
+    d.0.unlink().unwrap();
 }
