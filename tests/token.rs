@@ -442,3 +442,41 @@ fn a_stale_token_of_a_block_another_process_reused_is_refused() {
     let r = token::import::<Lock>(again(&e));
     assert!(matches!(r, Err(Error::StaleToken { .. })), "{r:?}");
 }
+
+/// A Condition's token: version, tag, (lock token, table fd, table inode).
+#[derive(Serialize, Deserialize)]
+enum InnerT {
+    Lock(LockT),
+    RLock(LockT),
+}
+type ConditionT = (u16, u16, (InnerT, u32, u64));
+
+#[test]
+fn a_forged_condition_table_is_refused() {
+    use multiproc::Condition;
+    use std::os::fd::AsFd;
+    let cond = Condition::new().unwrap();
+    let e = token::export(&cond).unwrap();
+    let (v, tag, (inner, fd, inode)): ConditionT = postcard::from_bytes(&e.bytes).unwrap();
+    assert!(matches!(inner, InnerT::RLock(_)));
+    // Another file of the right size that is not sealed (it could shrink under
+    // the mapping): refused, whatever inode the token names.
+    let unsealed = rustix::fs::memfd_create("forged", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&unsealed, 16 + 16 * (1 << 22)).unwrap();
+    let st = rustix::fs::fstat(&unsealed).unwrap();
+    let mut fds = again(&e).fds;
+    fds.push(rustix::io::fcntl_dupfd_cloexec(unsealed.as_fd(), 0).unwrap());
+    let forged_fd = fds.len() as u32 - 1;
+    let bytes = postcard::to_stdvec(&(v, tag, (inner, forged_fd, st.st_ino))).unwrap();
+    let r = token::import::<Condition>(Exported { bytes, fds });
+    assert!(matches!(r, Err(Error::BadToken { .. })), "{r:?}");
+    // The real table under a wrong inode.
+    let (v, tag, (inner, _, _)): ConditionT = postcard::from_bytes(&e.bytes).unwrap();
+    let bytes = postcard::to_stdvec(&(v, tag, (inner, fd, inode + 1))).unwrap();
+    let r = token::import::<Condition>(Exported {
+        bytes,
+        fds: again(&e).fds,
+    });
+    assert!(matches!(r, Err(Error::BadToken { .. })), "{r:?}");
+    assert!(token::import::<Condition>(e).is_ok());
+}
