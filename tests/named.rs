@@ -563,7 +563,11 @@ fn multiproc_clean_knows_directories_whose_creator_is_gone() {
     let name = made_elsewhere("clean");
     let ino = std::fs::metadata(path(&name)).unwrap().ino();
     // The creator exited without unlinking, and nobody maps it: stale.
-    assert_eq!(clean::status(&name).unwrap().status, Status::Stale);
+    let info = clean::status(&name).unwrap();
+    assert_eq!(
+        (info.status, info.kind),
+        (Status::Stale, clean::Kind::Directory)
+    );
     // Mapped by a live process (this one): kept.
     let dir = Directory::open(&name).unwrap();
     assert_eq!(
