@@ -773,6 +773,125 @@ pub enum Error {
     /// ```
     #[error("start method: {0}")]
     StartMethod(String),
+    /// A directory has no object of that name (`open_in`).
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::ObjectNotFound { dir: "mp-d".into(), name: "lock".into() };
+    /// assert!(e.to_string().contains("create it first"));
+    /// ```
+    #[error(
+        "directory {dir:?} has no object named {name:?}: create it first (create_in), or check the name (Directory::names lists them)"
+    )]
+    ObjectNotFound {
+        /// The directory's segment name.
+        dir: String,
+        /// The object's name.
+        name: String,
+    },
+
+    /// A directory already has an object of that name (`create_in`).
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::ObjectExists { dir: "mp-d".into(), name: "lock".into(), found: "Lock".into() };
+    /// assert!(e.to_string().contains("open it with"));
+    /// ```
+    #[error(
+        "directory {dir:?} already has an object named {name:?} (a {found}): open it with {found}::open_in, or create under another name"
+    )]
+    ObjectExists {
+        /// The directory's segment name.
+        dir: String,
+        /// The object's name.
+        name: String,
+        /// The type of the object already there.
+        found: String,
+    },
+
+    /// An object opened as another type than the one it was created as (a Lock
+    /// opened as a Barrier, a `Value<u32>` as a `Value<u64>`).
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::ObjectTypeMismatch {
+    ///     dir: "mp-d".into(),
+    ///     name: "n".into(),
+    ///     found: "Value<u32>".into(),
+    ///     expected: "Value<u64>".into(),
+    /// };
+    /// assert!(e.to_string().contains("open it as a Value<u32>"));
+    /// ```
+    #[error(
+        "object {name:?} of directory {dir:?} is a {found}, not a {expected}: open it as a {found}"
+    )]
+    ObjectTypeMismatch {
+        /// The directory's segment name.
+        dir: String,
+        /// The object's name.
+        name: String,
+        /// The type it was created as.
+        found: String,
+        /// The type asked for.
+        expected: String,
+    },
+
+    /// An object laid out by another version of its type's layout.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::ObjectVersionMismatch {
+    ///     dir: "mp-d".into(), name: "q".into(), kind: "Queue", found: 9, expected: 1,
+    /// };
+    /// assert!(e.to_string().contains("same multiproc version"));
+    /// ```
+    #[error(
+        "object {name:?} of directory {dir:?} is a {kind} of layout version {found}, this multiproc reads version {expected}: use the same multiproc version in every program"
+    )]
+    ObjectVersionMismatch {
+        /// The directory's segment name.
+        dir: String,
+        /// The object's name.
+        name: String,
+        /// Its type.
+        kind: &'static str,
+        /// The version found in its entry.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+
+    /// A directory without room for another object.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::DirectoryFull { dir: "mp-d".into(), what: "bytes".into() };
+    /// assert!(e.to_string().contains("larger"));
+    /// ```
+    #[error("directory {dir:?} is full ({what}): create it larger, or use another directory")]
+    DirectoryFull {
+        /// The directory's segment name.
+        dir: String,
+        /// What ran out.
+        what: String,
+    },
+
+    /// A directory whose shared words are not a valid directory (damaged, or
+    /// written by something else).
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let e = Error::DirectoryCorrupt { dir: "mp-d".into(), reason: "entry 3 is out of bounds".into() };
+    /// assert!(e.to_string().contains("corrupt"));
+    /// ```
+    #[error("directory {dir:?} is corrupt: {reason}; unlink it and create it again")]
+    DirectoryCorrupt {
+        /// The directory's segment name.
+        dir: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A handle was serialized or deserialized outside
     /// [`token::export`](crate::token::export) / [`token::import`](crate::token::import):
     /// its shared memory needs descriptors that only those carry.

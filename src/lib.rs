@@ -44,12 +44,14 @@
 //! - [`process`] — `Process`;
 //! - [`pool`] — `Pool` of worker processes, `AsyncResult`;
 //! - [`spawn`] — the spawn and forkserver start methods, [`StartMethod`], [`get_context`].
+//! - [`named`] — a [`Directory`] of objects that other programs open by name.
 
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod error;
 pub mod msg;
+pub mod named;
 pub mod pool;
 pub mod process;
 pub mod shm;
@@ -69,6 +71,7 @@ struct ReadmeDoctests;
 pub use bytemuck::{Pod, Zeroable};
 pub use data::{Array, ArrayChunk, ArrayGuard, AtomicInt, RawArray, RawValue, Value, ValueGuard};
 pub use msg::{Connection, JoinableQueue, Pipe, Queue, Receiver, Sender, SimpleQueue};
+pub use named::Directory;
 pub use pool::{AsyncResult, IMapIterator, Pool, PoolBuilder};
 pub use process::{
     ActiveChild, CurrentProcess, ParentProcess, Process, active_children, current_process,

@@ -8,6 +8,7 @@ mod bench;
 mod chaos;
 mod clean;
 mod demo;
+mod dir;
 
 /// Python's multiprocessing shared memory and synchronization, for Rust.
 #[derive(Parser)]
@@ -43,6 +44,9 @@ enum Command {
         /// Look only at these segment names (default: every segment in /dev/shm).
         names: Vec<String>,
     },
+    /// Look into a directory of named objects (`multiproc::Directory`).
+    #[command(subcommand)]
+    Dir(dir::DirCommand),
     /// Kill random worker processes with SIGKILL while they hammer a Value under its
     /// Lock, an RLock, a Condition and a Barrier;
     /// check that nothing hangs, the counter is exact and nothing leaks.
@@ -68,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Demo { start_method } => demo::main(start_method),
         Command::Bench(args) => bench::main(args),
         Command::Clean { yes, names, .. } => clean::main(yes, &names),
+        Command::Dir(cmd) => dir::main(cmd),
         Command::Chaos {
             seconds,
             processes,

@@ -126,6 +126,11 @@ impl<T: Pod> Array<T> {
         Ok(Array { storage, lock })
     }
 
+    /// The Array of `storage` guarded by `lock` (a directory's).
+    pub(crate) fn from_parts(storage: Storage<T>, lock: RLock) -> Array<T> {
+        Array { storage, lock }
+    }
+
     /// The number of elements.
     ///
     /// ```
@@ -380,6 +385,11 @@ impl<T: Pod> RawArray<T> {
         Ok(RawArray {
             storage: Storage::alloc(len, 0)?.0,
         })
+    }
+
+    /// The RawArray of `storage` (a directory's).
+    pub(crate) fn from_storage(storage: Storage<T>) -> RawArray<T> {
+        RawArray { storage }
     }
 
     /// A copy of `values`.

@@ -186,6 +186,11 @@ impl<T: Pod> Value<T> {
         Ok(Value { storage, lock })
     }
 
+    /// The Value of `storage` (one element) guarded by `lock` (a directory's).
+    pub(crate) fn from_parts(storage: Storage<T>, lock: RLock) -> Value<T> {
+        Value { storage, lock }
+    }
+
     /// The lock (Python's `get_lock()`): hold it to make several operations
     /// on the value one atomic step.
     ///
@@ -384,6 +389,11 @@ impl<T: Pod> RawValue<T> {
         let v = RawValue { storage };
         v.set(value);
         Ok(v)
+    }
+
+    /// The RawValue of `storage` (one element; a directory's).
+    pub(crate) fn from_storage(storage: Storage<T>) -> RawValue<T> {
+        RawValue { storage }
     }
 
     /// A copy of the value.

@@ -246,6 +246,18 @@ impl Ring {
     /// A new ring buffering at most `max_bytes` bytes of frames (0: [`DEFAULT_CAP`])
     /// and `maxsize` messages (0: no bound).
     pub(crate) fn new(maxsize: u64, max_bytes: u64) -> Result<Ring> {
+        let (cap, limit) = Ring::bounds(maxsize, max_bytes)?;
+        let ctl_block = Block::alloc(CONTROL_BYTES + 64)?;
+        // Arena chunks are mapped page-aligned: offsets align as addresses do.
+        let ctl = ctl_block.offset().next_multiple_of(64);
+        // Always a segment of its own (larger than the arena's blocks).
+        let block = Block::alloc((DATA as u64 + cap).max(MAX_SMALL as u64 + 1) as usize)?;
+        Ok(Ring::at(ctl_block, ctl, block, cap, limit, maxsize, true))
+    }
+
+    /// The ring size `cap` and byte bound `limit` of a ring of at most `maxsize`
+    /// messages and `max_bytes` bytes (the rules of [`new`](Self::new)).
+    pub(crate) fn bounds(maxsize: u64, max_bytes: u64) -> Result<(u64, u64)> {
         let limit = if max_bytes == 0 {
             DEFAULT_CAP
         } else {
@@ -265,13 +277,45 @@ impl Ring {
                 max: (COUNT_MASK / 2) as u128,
             });
         }
-        let cap = limit.next_power_of_two();
-        let ctl_block = Block::alloc(CONTROL_BYTES + 64)?;
+        Ok((limit.next_power_of_two(), limit))
+    }
+
+    /// Bytes of control words a ring needs (at a 64-aligned offset).
+    pub(crate) const CONTROL: usize = CONTROL_BYTES;
+
+    /// Bytes of tables and frames a ring of `cap` ring bytes needs.
+    pub(crate) fn data_bytes(cap: u64) -> u64 {
+        DATA as u64 + cap
+    }
+
+    /// The config `(cap, limit, maxsize)` written in the control words at `ctl`
+    /// of `map`, if it is one that [`bounds`](Self::bounds) can give (shared words
+    /// are untrusted: an opener checks them before laying the ring out).
+    pub(crate) fn config_at(map: &Mapping, ctl: usize) -> Option<(u64, u64, u64)> {
+        let maxsize = map.atomic_u64(ctl + MAXSIZE).load(Ordering::Acquire);
+        let cap = map.atomic_u64(ctl + CAP).load(Ordering::Relaxed);
+        let limit = map.atomic_u64(ctl + LIMIT).load(Ordering::Relaxed);
+        let ok = cap.is_power_of_two()
+            && (MIN_CAP..=MAX_CAP).contains(&cap)
+            && (MIN_CAP..=cap).contains(&limit)
+            && maxsize <= COUNT_MASK / 2;
+        ok.then_some((cap, limit, maxsize))
+    }
+
+    /// The ring whose control words are at `ctl` (64-aligned) of `ctl_block`'s
+    /// `'static` mapping and whose tables and frames are `block`'s payload (at
+    /// least [`data_bytes`](Self::data_bytes)`(cap)` bytes); `init` writes a
+    /// fresh ring's config, else it is an existing ring's (read by the caller).
+    pub(crate) fn at(
+        ctl_block: Block,
+        ctl: usize,
+        block: Block,
+        cap: u64,
+        limit: u64,
+        maxsize: u64,
+        init: bool,
+    ) -> Ring {
         let ctl_map = ctl_block.arena_map();
-        // Arena chunks are mapped page-aligned: offsets align as addresses do.
-        let ctl = ctl_block.offset().next_multiple_of(64);
-        // Always a segment of its own (larger than the arena's blocks).
-        let block = Block::alloc((DATA as u64 + cap).max(MAX_SMALL as u64 + 1) as usize)?;
         let ring = Ring {
             _ctl_block: ctl_block,
             ctl_map,
@@ -287,10 +331,12 @@ impl Ring {
             c_spin: AdaptiveSpin::new(),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         };
-        ring.u64(CAP).store(cap, Ordering::Relaxed);
-        ring.u64(LIMIT).store(limit, Ordering::Relaxed);
-        ring.u64(MAXSIZE).store(maxsize, Ordering::Release);
-        Ok(ring)
+        if init {
+            ring.u64(CAP).store(cap, Ordering::Relaxed);
+            ring.u64(LIMIT).store(limit, Ordering::Relaxed);
+            ring.u64(MAXSIZE).store(maxsize, Ordering::Release);
+        }
+        ring
     }
 
     #[inline]

@@ -299,6 +299,16 @@ pub struct Block {
 enum Place {
     Arena(Arc<Held>),
     Large(Arc<Large>),
+    /// An object of a directory (`crate::named`): `len` bytes at `off` of a named
+    /// segment that this process maps once and never unmaps (so the mapping is
+    /// `'static`), given to the object for the segment's whole life. No holder
+    /// count: that memory is never reused, so no handle can see it change owner
+    /// (no ABA). Its claims live in [`NAMED_CLAIMS`], keyed by its place.
+    Named {
+        map: &'static Mapping,
+        off: usize,
+        len: usize,
+    },
 }
 
 /// This process's mapping of a large segment, shared by its local handles.
@@ -322,6 +332,27 @@ impl Drop for Large {
             arena.large.remove(&id);
         }
     }
+}
+
+/// The claims of the storages of directory objects in this process, keyed by
+/// (mapping address, payload offset). A directory's mapping is never unmapped, so
+/// a key names one object for the life of the process; entries whose handles all
+/// dropped are pruned when a new one is added. A forked child inherits the map
+/// with the `Arc`s its handles hold, so it keeps one claim word per object too.
+static NAMED_CLAIMS: Mutex<BTreeMap<(usize, usize), Weak<Claims>>> = Mutex::new(BTreeMap::new());
+
+/// The one `Claims` of the directory object at `off` of `map` in this process.
+fn named_claims(map: &'static Mapping, off: usize) -> Arc<Claims> {
+    // Poisoned only by a panic between lookup and insert: the map is intact.
+    let mut claims = NAMED_CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (map.addr(), off);
+    if let Some(c) = claims.get(&key).and_then(Weak::upgrade) {
+        return c;
+    }
+    claims.retain(|_, w| w.strong_count() > 0);
+    let c = Arc::new(Claims::default());
+    claims.insert(key, Arc::downgrade(&c));
+    c
 }
 
 /// This process's hold on an arena block: one shared count, released when the last
@@ -466,6 +497,15 @@ impl Block {
         })
     }
 
+    /// The object at `off` of a directory's mapping (`shm::directory`): its
+    /// payload starts at `off`; the directory vouches that the bytes are the
+    /// object's for the life of the segment.
+    pub(crate) fn named(map: &'static Mapping, off: usize, len: usize) -> Block {
+        Block {
+            place: Place::Named { map, off, len },
+        }
+    }
+
     /// The block as a token, for `export`: its descriptor goes into the export's
     /// list (once per file).
     pub(crate) fn token(&self) -> Result<BlockToken> {
@@ -498,6 +538,11 @@ impl Block {
                     size: large.seg.payload_size(),
                 })
             }
+            Place::Named { .. } => Err(Error::InvalidArgument(
+                "an object of a Directory travels by name: pass the directory's name and the \
+                 object's, and open_in there"
+                    .into(),
+            )),
         }
     }
 
@@ -644,6 +689,7 @@ impl Block {
         match &self.place {
             Place::Arena(held) => (MIN_BLOCK << held.class) - BLOCK_HEADER,
             Place::Large(large) => large.seg.payload_size() as usize,
+            Place::Named { len, .. } => *len,
         }
     }
 
@@ -653,6 +699,7 @@ impl Block {
         let cell = match &self.place {
             Place::Arena(held) => &held.claims,
             Place::Large(large) => &large.claims,
+            Place::Named { map, off, .. } => return named_claims(map, *off),
         };
         Arc::clone(cell.get_or_init(Arc::default))
     }
@@ -663,6 +710,7 @@ impl Block {
         match &self.place {
             Place::Arena(held) => held.chunk,
             Place::Large(large) => large.seg.map(),
+            Place::Named { map, .. } => map,
         }
     }
 
@@ -675,6 +723,7 @@ impl Block {
         match &self.place {
             Place::Arena(held) => Some(held.chunk),
             Place::Large(_) => None,
+            Place::Named { map, .. } => Some(map),
         }
     }
 
@@ -691,6 +740,7 @@ impl Block {
         match &self.place {
             Place::Arena(held) => held.off as usize + BLOCK_HEADER,
             Place::Large(_) => HEADER_SIZE,
+            Place::Named { off, .. } => *off,
         }
     }
 
@@ -701,7 +751,7 @@ impl Block {
     pub fn refcount(&self) -> u32 {
         match &self.place {
             Place::Arena(held) => holders(held.chunk, held.off).load(Ordering::Relaxed),
-            Place::Large(_) => 1,
+            Place::Large(_) | Place::Named { .. } => 1,
         }
     }
 }

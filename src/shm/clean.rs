@@ -116,7 +116,8 @@ pub const RECORD_PREFIX: &str = "mp-owner-";
 pub struct SegmentInfo {
     /// The segment's name (the file name in `/dev/shm`; attach with it).
     pub name: String,
-    /// What it holds (always [`Kind::SharedMemory`]: only those have names).
+    /// What it holds: [`Kind::SharedMemory`], or [`Kind::Directory`] for a
+    /// directory of named objects (`crate::named`).
     pub kind: Kind,
     /// The segment file's size in bytes (0 when it is gone).
     pub file_size: u64,
@@ -335,15 +336,34 @@ fn status_of(creator: Liveness, inode: u64, mapped: Option<&HashMap<u64, u32>>) 
 fn info(r: Record, mapped: Option<&HashMap<u64, u32>>) -> SegmentInfo {
     let present = segment_file(&r.name).filter(|&(inode, _)| inode == r.header.data_inode);
     let status = status_of(creator_liveness(&r.header), r.header.data_inode, mapped);
+    // A directory of named objects carries its own header (kind 4): say so.
+    let kind = match present.and_then(|_| file_kind(&r.name)) {
+        Some(Kind::Directory) => Kind::Directory,
+        _ => r.header.kind,
+    };
     SegmentInfo {
         name: r.name,
-        kind: r.header.kind,
+        kind,
         file_size: present.map_or(0, |(_, len)| len),
         file_present: present.is_some(),
         record: r.file,
         creator_pid: r.header.creator_pid,
         status,
     }
+}
+
+/// The kind in the header at the start of `/dev/shm/<name>`, if it has one (read
+/// with `read(2)`, never mapped; a named SharedMemory has none).
+fn file_kind(name: &str) -> Option<Kind> {
+    let mut f: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(format!("{SHM_DIR}/{name}"))
+        .ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut head = [0u8; HEADER_SIZE];
+    f.read_exact(&mut head).ok()?;
+    Header::parse(&head, name, len).ok().map(|h| h.kind)
 }
 
 fn records() -> Result<Vec<Record>> {

@@ -8,7 +8,7 @@
 //!                            sees it sees the whole header
 //!      8    4 version        layout version, currently 2
 //!     12    4 kind           1 arena chunk, 2 SharedMemory owner record,
-//!                            3 large block
+//!                            3 large block, 4 directory of named objects
 //!     16    8 size           payload bytes after the header
 //!     24    4 creator pid
 //!     28    4 reserved       0
@@ -56,6 +56,8 @@ pub enum Kind {
     SharedMemory = 2,
     /// One large object (an Array too big for an arena block).
     Large = 3,
+    /// A named segment holding a directory of named objects (`shm::directory`).
+    Directory = 4,
 }
 
 impl Kind {
@@ -64,6 +66,7 @@ impl Kind {
             1 => Some(Kind::Arena),
             2 => Some(Kind::SharedMemory),
             3 => Some(Kind::Large),
+            4 => Some(Kind::Directory),
             _ => None,
         }
     }
@@ -74,6 +77,7 @@ impl Kind {
             Kind::Arena => "arena chunk",
             Kind::SharedMemory => "SharedMemory",
             Kind::Large => "large block",
+            Kind::Directory => "directory",
         }
     }
 }

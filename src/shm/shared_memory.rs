@@ -93,6 +93,64 @@ pub(crate) fn inode(fd: impl AsFd) -> io::Result<u64> {
     Ok(rustix::fs::fstat(fd)?.st_ino)
 }
 
+/// Opens the existing file `/dev/shm/<name>` (`name` normalized) for a handle that
+/// maps it, with the checks every named segment gets: a missing file is
+/// [`Error::NotFound`]; one owned by another user, or that other users may open
+/// (mode other than 0600-like), is [`Error::Permission`]; a symbolic link, a
+/// directory or a FIFO is [`Error::Foreign`]. Returns the descriptor and its
+/// `fstat`.
+pub(crate) fn open_checked(name: &str) -> Result<(OwnedFd, rustix::fs::Stat)> {
+    let fd = mem::shm_open(name).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::NotFound {
+            name: name.to_string(),
+        },
+        _ if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) => Error::Foreign {
+            name: name.to_string(),
+            reason: "a symbolic link or a directory, not a segment".to_string(),
+        },
+        io::ErrorKind::PermissionDenied => Error::Permission {
+            name: name.to_string(),
+            reason: "permission denied: it belongs to another user".to_string(),
+        },
+        _ => Error::io(format!("opening shared memory {name:?}"), e),
+    })?;
+    let st = check_file(&fd, name)?;
+    Ok((fd, st))
+}
+
+/// The checks of [`open_checked`] on an open file `fd` named `name`: this
+/// user's, no group or other mode bits, a regular file. Returns its `fstat`.
+pub(crate) fn check_file(fd: &OwnedFd, name: &str) -> Result<rustix::fs::Stat> {
+    let st = rustix::fs::fstat(fd)
+        .map_err(|e| Error::io(format!("reading the size of {name:?}"), io::Error::from(e)))?;
+    if st.st_uid != mem::euid() {
+        return Err(Error::Permission {
+            name: name.to_string(),
+            reason: format!(
+                "it belongs to uid {}, not to this user ({})",
+                st.st_uid,
+                mem::euid()
+            ),
+        });
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Permission {
+            name: name.to_string(),
+            reason: format!(
+                "its mode {mode:o} lets other users in; shared memory segments are 0600"
+            ),
+        });
+    }
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(Error::Foreign {
+            name: name.to_string(),
+            reason: "not a regular file (a FIFO or a device?)".to_string(),
+        });
+    }
+    Ok(st)
+}
+
 /// A named shared memory segment (a file in `/dev/shm`), as in Python.
 ///
 /// Created exclusively (an existing name is [`Error::AlreadyExists`]) with mode
@@ -261,21 +319,7 @@ impl SharedMemory {
     /// ```
     pub fn attach(name: &str) -> Result<SharedMemory> {
         let name = segment::normalize_name(name)?;
-        let foreign = |reason: String| Error::Foreign {
-            name: name.clone(),
-            reason,
-        };
-        let fd = mem::shm_open(&name).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::NotFound { name: name.clone() },
-            _ if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) => {
-                foreign("a symbolic link or a directory, not a segment".to_string())
-            }
-            io::ErrorKind::PermissionDenied => Error::Permission {
-                name: name.clone(),
-                reason: "permission denied: it belongs to another user".to_string(),
-            },
-            _ => Error::io(format!("opening shared memory {name:?}"), e),
-        })?;
+        let (fd, _) = open_checked(&name)?;
         SharedMemory::from_open(fd, name)
     }
 
@@ -287,32 +331,7 @@ impl SharedMemory {
             name: name.clone(),
             reason,
         };
-        let st = rustix::fs::fstat(&fd)
-            .map_err(|e| Error::io(format!("reading the size of {name:?}"), io::Error::from(e)))?;
-        if st.st_uid != mem::euid() {
-            return Err(Error::Permission {
-                name: name.clone(),
-                reason: format!(
-                    "it belongs to uid {}, not to this user ({})",
-                    st.st_uid,
-                    mem::euid()
-                ),
-            });
-        }
-        let mode = st.st_mode & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(Error::Permission {
-                name: name.clone(),
-                reason: format!(
-                    "its mode {mode:o} lets other users in; shared memory segments are 0600"
-                ),
-            });
-        }
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(foreign(
-                "not a regular file (a FIFO or a device?)".to_string(),
-            ));
-        }
+        let st = check_file(&fd, &name)?;
         let len = st.st_size as u64;
         if len == 0 {
             return Err(foreign(

@@ -65,7 +65,9 @@
 //! that hold (`arena`'s registry of `Weak` holds, and of large segments by
 //! inode). So a guard on the original and one on an imported handle in one
 //! thread exclude each other exactly as two clones' do. (One storage per
-//! allocation: `Storage::alloc` always allocates its own.)
+//! allocation: `Storage::alloc` always allocates its own.) A directory's object
+//! (`Value::open_in` and friends, `crate::named`) has no hold: its claims live in
+//! a registry keyed by its place, which every handle opened by name shares.
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -234,6 +236,20 @@ impl<T: Pod> Storage<T> {
             _t: PhantomData,
         };
         Ok((storage, head_at))
+    }
+
+    /// The storage of `len` elements at `offset` of a directory object's `block`
+    /// (opened or created by name), with this process's one `Claims` word for
+    /// that object: every handle to those elements in this process shares it,
+    /// however many times the name is opened (`Block::claims`).
+    pub(crate) fn named(block: Block, offset: usize, len: usize) -> Storage<T> {
+        Storage {
+            claims: block.claims(),
+            block,
+            offset,
+            len,
+            _t: PhantomData,
+        }
     }
 
     /// The storage as a token (the `Elements` of `crate::token`'s format).

@@ -220,8 +220,26 @@ impl Barrier {
                 max: i32::MAX as u128,
             });
         }
+        let block = Block::alloc(Barrier::bytes(parties))?;
+        Ok(Barrier::in_block(block, parties, true))
+    }
+
+    /// Bytes of a barrier of `parties` (1..=i32::MAX) parties.
+    pub(crate) fn bytes(parties: usize) -> usize {
+        SLOTS_AT + 4 * parties.min(MAX_TRACKED)
+    }
+
+    /// The parties word of a barrier laid out at `offset` of `map` (what an
+    /// opener reads to know the layout).
+    pub(crate) fn parties_at(map: &Mapping, offset: usize) -> u32 {
+        map.atomic_u32(offset + 28).load(Ordering::Acquire)
+    }
+
+    /// The barrier of `parties` parties at the payload of `block` (at least
+    /// [`bytes`](Self::bytes)`(parties)` bytes); `init` writes a fresh one's
+    /// parties word, else it is an existing one's.
+    pub(crate) fn in_block(block: Block, parties: usize, init: bool) -> Barrier {
         let tracked = parties.min(MAX_TRACKED);
-        let block = Block::alloc(SLOTS_AT + 4 * tracked)?;
         let map = block.arena_map();
         let base = block.offset();
         let b = Barrier {
@@ -234,8 +252,10 @@ impl Barrier {
             spin: AdaptiveSpin::new(),
             _block: block,
         };
-        b.word(28).store(parties as u32, Ordering::Release);
-        Ok(b)
+        if init {
+            b.word(28).store(parties as u32, Ordering::Release);
+        }
+        b
     }
 
     /// Sets the action, run by the last process to arrive in each round before the

@@ -83,8 +83,8 @@ impl Event {
         Ok(Event::in_block(Block::alloc(4)?))
     }
 
-    /// The Event whose word starts the payload of the arena `block`.
-    fn in_block(block: Block) -> Event {
+    /// The Event whose word is the payload of `block` (all-zero: clear).
+    pub(crate) fn in_block(block: Block) -> Event {
         let map = block.arena_map();
         Event {
             word: map.atomic_u32(block.offset()),

@@ -116,12 +116,20 @@ impl Core {
                 max: VALUE_MAX as u128,
             });
         }
-        let block = Block::alloc(16)?;
-        let core = Core::in_block(block, bounded);
-        core.value.store(value, Ordering::Relaxed);
-        core.bound
-            .store(if bounded { value } else { VALUE_MAX }, Ordering::Release);
-        Ok(core)
+        Ok(Core::in_block(Block::alloc(16)?, bounded).init(Some(value)))
+    }
+
+    /// Writes a fresh semaphore's `value` and bound (`None`: an existing one,
+    /// left as it is).
+    fn init(self, value: Option<u32>) -> Core {
+        if let Some(value) = value {
+            self.value.store(value, Ordering::Relaxed);
+            self.bound.store(
+                if self.bounded { value } else { VALUE_MAX },
+                Ordering::Release,
+            );
+        }
+        self
     }
 
     #[inline]
@@ -421,6 +429,16 @@ impl Semaphore {
     }
 }
 
+impl Semaphore {
+    /// The semaphore at the payload of `block` (16 bytes): `init` gives a fresh
+    /// one's value (checked by the caller against [`VALUE_MAX`]), `None` opens one.
+    pub(crate) fn in_block(block: Block, init: Option<u32>) -> Semaphore {
+        Semaphore {
+            core: Core::in_block(block, false).init(init),
+        }
+    }
+}
+
 common_api!(Semaphore, "let sem = multiproc::Semaphore::new(1)?;");
 
 /// A semaphore that refuses to be released above its initial value: Python's
@@ -453,6 +471,14 @@ impl BoundedSemaphore {
         Ok(BoundedSemaphore {
             core: Core::new(value, true)?,
         })
+    }
+
+    /// The bounded semaphore at the payload of `block` (16 bytes): `init` gives a
+    /// fresh one's value and bound, `None` opens one.
+    pub(crate) fn in_block(block: Block, init: Option<u32>) -> BoundedSemaphore {
+        BoundedSemaphore {
+            core: Core::in_block(block, true).init(init),
+        }
     }
 
     /// The bound: the initial value, which the value never exceeds.
