@@ -252,10 +252,15 @@ pub(crate) fn get_one_with(
                 t.add(Who::Me, 1);
             }
         });
-        ring.unlock_consumer();
         if let Some(n) = got {
+            ring.unlock_consumer();
             return take(&small[..n]);
         }
+        // Nothing small there at once: the general way, keeping the lock.
+        let r = Wait::new(block, timeout, what)
+            .and_then(|wait| with_scratch(|buf| get_held(h, &wait, 1, buf, |b| take(b))));
+        ring.unlock_consumer();
+        return r.map(|_| ());
     }
     with_scratch(|buf| get_with(h, block, timeout, 1, what, buf, |b| take(b))).map(|_| ())
 }
@@ -269,13 +274,12 @@ pub(crate) fn get_with(
     max: usize,
     what: &'static str,
     out: &mut Vec<u8>,
-    mut each: impl FnMut(&mut Vec<u8>) -> Result<()>,
+    each: impl FnMut(&mut Vec<u8>) -> Result<()>,
 ) -> Result<usize> {
     if h.is_closed() {
         return Err(Error::Closed(what));
     }
     let wait = Wait::new(block, timeout, what)?;
-    let later = Wait::new(false, None, what)?;
     let ring = &*h.ring;
     if !lock_consumer(ring, &wait) {
         return Err(if block {
@@ -284,6 +288,21 @@ pub(crate) fn get_with(
             Error::Empty
         });
     }
+    let r = get_held(h, &wait, max, out, each);
+    ring.unlock_consumer();
+    r
+}
+
+/// [`get_with`]'s work once the consumer lock is held (the caller releases it).
+fn get_held(
+    h: &Holder,
+    wait: &Wait,
+    max: usize,
+    out: &mut Vec<u8>,
+    mut each: impl FnMut(&mut Vec<u8>) -> Result<()>,
+) -> Result<usize> {
+    let ring = &*h.ring;
+    let later = Wait::new(false, None, wait.what)?;
     // A JoinableQueue counts the task as the message leaves the ring (see
     // `joinable_queue`).
     let tasks = h.joinable.then(|| ring.table(Role::Tasks));
@@ -293,24 +312,20 @@ pub(crate) fn get_with(
         }
     };
     let mut n = 0;
-    let r = loop {
+    loop {
         if n == max {
             break Ok(n);
         }
         let first = n == 0;
-        match ring.get_locked(out, &mut on_take, if first { &wait } else { &later }) {
+        match ring.get_locked(out, &mut on_take, if first { wait } else { &later }) {
             Ok(()) => {
                 n += 1;
-                if let Err(e) = each(out) {
-                    break Err(e);
-                }
+                each(out)?;
             }
             Err(Error::Empty | Error::Disconnected(_)) if !first => break Ok(n),
             Err(e) => break Err(e),
         }
-    };
-    ring.unlock_consumer();
-    r
+    }
 }
 
 macro_rules! producer_api {
