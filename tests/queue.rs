@@ -726,3 +726,34 @@ fn children_forked_from_several_threads_at_once_all_start() {
     got.sort_unstable();
     assert_eq!(got, (0..40).collect::<Vec<_>>());
 }
+
+/// Typed gets of small messages take them through a buffer on the stack, and of
+/// anything else the general way: here both kinds interleave, with messages of a
+/// few bytes between messages carried in pieces of 16 bytes (each piece smaller
+/// than that stack buffer, so only the frame kind tells them apart), and every
+/// message must arrive whole, in order, and once.
+#[test]
+fn typed_gets_of_small_and_pieced_messages_interleaved_arrive_whole() {
+    let q = Queue::<Vec<u8>>::with_bounds(0, 64).unwrap();
+    let tx = q.sender();
+    let sizes = [3usize, 100, 0, 500, 7, 129, 40, 1, 2000, 5];
+    let msg = |i: usize, n: usize| (0..n).map(|j| (i * 31 + j) as u8).collect::<Vec<u8>>();
+    let kid = spawn(move || {
+        for round in 0..20 {
+            for (i, &n) in sizes.iter().enumerate() {
+                tx.put(&msg(round * 100 + i, n), None).unwrap();
+            }
+        }
+    });
+    for round in 0..20 {
+        for (i, &n) in sizes.iter().enumerate() {
+            assert_eq!(
+                q.get(T).unwrap(),
+                msg(round * 100 + i, n),
+                "round {round}, message {i}"
+            );
+        }
+    }
+    join_ok(kid);
+    assert!(q.empty());
+}

@@ -52,6 +52,7 @@ use super::holder::{Holder, Roles};
 use super::ring::{Ring, Role, Wait};
 use super::roles::Who;
 use crate::error::{Error, Result};
+use crate::sys::time::Deadline;
 
 /// How long a `*_nowait` call waits for a lock whose holder is busy copying (not
 /// sleeping) before it answers `Full` / `Empty`.
@@ -195,6 +196,75 @@ pub(crate) fn put_with(
     r
 }
 
+/// Puts one encoded message: the path of every single put. Not generic, so that it
+/// is compiled once, in this crate, with the ring's steps inlined into it (a
+/// generic caller would be compiled in the user's crate, calling each step out of
+/// line).
+pub(crate) fn put_one(
+    h: &Holder,
+    block: bool,
+    timeout: Option<Duration>,
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<()> {
+    put_with(h, block, timeout, what, |put| put(bytes))
+}
+
+/// Gets one message into `out`: the path of every single get, not generic for the
+/// reason given at [`put_one`].
+pub(crate) fn get_one(
+    h: &Holder,
+    block: bool,
+    timeout: Option<Duration>,
+    what: &'static str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    get_with(h, block, timeout, 1, what, out, |_| Ok(())).map(|_| ())
+}
+
+/// Messages at most this long are taken into a buffer on the stack by a typed get
+/// (no thread-local scratch buffer, no allocation).
+const SMALL: usize = 128;
+
+/// Gets one message and hands its bytes to `take` (a typed get decodes there):
+/// a message of at most [`SMALL`] bytes that is there at once goes through a
+/// buffer on the stack, anything else through [`get_with`]. Not generic, for the
+/// reason given at [`put_one`].
+pub(crate) fn get_one_with(
+    h: &Holder,
+    block: bool,
+    timeout: Option<Duration>,
+    what: &'static str,
+    take: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    if h.is_closed() {
+        return Err(Error::Closed(what));
+    }
+    // A timeout too large for the clock is refused even when not needed, as on
+    // the general path (and before any message is taken).
+    Deadline::check(timeout)?;
+    let ring = &*h.ring;
+    if ring.lock_consumer_free() {
+        let mut small = [0u8; SMALL];
+        let tasks = h.joinable.then(|| ring.table(Role::Tasks));
+        let got = ring.take_small(&mut small, &mut || {
+            if let Some(t) = tasks {
+                t.add(Who::Me, 1);
+            }
+        });
+        if let Some(n) = got {
+            ring.unlock_consumer();
+            return take(&small[..n]);
+        }
+        // Nothing small there at once: the general way, keeping the lock.
+        let r = Wait::new(block, timeout, what)
+            .and_then(|wait| with_scratch(|buf| get_held(h, &wait, 1, buf, |b| take(b))));
+        ring.unlock_consumer();
+        return r.map(|_| ());
+    }
+    with_scratch(|buf| get_with(h, block, timeout, 1, what, buf, |b| take(b))).map(|_| ())
+}
+
 /// Gets up to `max` messages (at least one, waiting for it when `block`), handing
 /// each to `each`, under one hold of the consumer lock; returns how many.
 pub(crate) fn get_with(
@@ -204,13 +274,12 @@ pub(crate) fn get_with(
     max: usize,
     what: &'static str,
     out: &mut Vec<u8>,
-    mut each: impl FnMut(&mut Vec<u8>) -> Result<()>,
+    each: impl FnMut(&mut Vec<u8>) -> Result<()>,
 ) -> Result<usize> {
     if h.is_closed() {
         return Err(Error::Closed(what));
     }
     let wait = Wait::new(block, timeout, what)?;
-    let later = Wait::new(false, None, what)?;
     let ring = &*h.ring;
     if !lock_consumer(ring, &wait) {
         return Err(if block {
@@ -219,6 +288,21 @@ pub(crate) fn get_with(
             Error::Empty
         });
     }
+    let r = get_held(h, &wait, max, out, each);
+    ring.unlock_consumer();
+    r
+}
+
+/// [`get_with`]'s work once the consumer lock is held (the caller releases it).
+fn get_held(
+    h: &Holder,
+    wait: &Wait,
+    max: usize,
+    out: &mut Vec<u8>,
+    mut each: impl FnMut(&mut Vec<u8>) -> Result<()>,
+) -> Result<usize> {
+    let ring = &*h.ring;
+    let later = Wait::new(false, None, wait.what)?;
     // A JoinableQueue counts the task as the message leaves the ring (see
     // `joinable_queue`).
     let tasks = h.joinable.then(|| ring.table(Role::Tasks));
@@ -228,24 +312,20 @@ pub(crate) fn get_with(
         }
     };
     let mut n = 0;
-    let r = loop {
+    loop {
         if n == max {
             break Ok(n);
         }
         let first = n == 0;
-        match ring.get_locked(out, &mut on_take, if first { &wait } else { &later }) {
+        match ring.get_locked(out, &mut on_take, if first { wait } else { &later }) {
             Ok(()) => {
                 n += 1;
-                if let Err(e) = each(out) {
-                    break Err(e);
-                }
+                each(out)?;
             }
             Err(Error::Empty | Error::Disconnected(_)) if !first => break Ok(n),
             Err(e) => break Err(e),
         }
-    };
-    ring.unlock_consumer();
-    r
+    }
 }
 
 macro_rules! producer_api {
@@ -269,7 +349,7 @@ macro_rules! producer_api {
             /// ```
             pub fn put(&self, msg: &T, timeout: Option<Duration>) -> Result<()> {
                 with_encoded(msg, |bytes| {
-                    put_with(&self.holder, true, timeout, "Queue.put", |put| put(bytes))
+                    put_one(&self.holder, true, timeout, "Queue.put", bytes)
                 })
             }
 
@@ -283,11 +363,8 @@ macro_rules! producer_api {
             /// # Ok::<(), multiproc::Error>(())
             /// ```
             pub fn put_nowait(&self, msg: &T) -> Result<()> {
-                with_scratch(|buf| {
-                    encode(msg, buf)?;
-                    put_with(&self.holder, false, None, "Queue.put_nowait", |put| {
-                        put(buf)
-                    })
+                with_encoded(msg, |bytes| {
+                    put_one(&self.holder, false, None, "Queue.put_nowait", bytes)
                 })
             }
 
@@ -325,9 +402,7 @@ macro_rules! producer_api {
             /// # Ok::<(), multiproc::Error>(())
             /// ```
             pub fn put_bytes(&self, bytes: &[u8], timeout: Option<Duration>) -> Result<()> {
-                put_with(&self.holder, true, timeout, "Queue.put_bytes", |put| {
-                    put(bytes)
-                })
+                put_one(&self.holder, true, timeout, "Queue.put_bytes", bytes)
             }
 
             /// `put_bytes` if there is room now, else [`Error::Full`].
@@ -339,9 +414,7 @@ macro_rules! producer_api {
             /// # Ok::<(), multiproc::Error>(())
             /// ```
             pub fn put_bytes_nowait(&self, bytes: &[u8]) -> Result<()> {
-                put_with(&self.holder, false, None, "Queue.put_bytes_nowait", |put| {
-                    put(bytes)
-                })
+                put_one(&self.holder, false, None, "Queue.put_bytes_nowait", bytes)
             }
         }
     };
@@ -389,14 +462,12 @@ macro_rules! consumer_api {
                 timeout: Option<Duration>,
                 what: &'static str,
             ) -> Result<T> {
-                with_scratch(|buf| {
-                    let mut msg = None;
-                    get_with(&self.holder, block, timeout, 1, what, buf, |b| {
-                        msg = Some(decode(b)?);
-                        Ok(())
-                    })?;
-                    msg.ok_or(Error::Empty)
-                })
+                let mut msg = None;
+                get_one_with(&self.holder, block, timeout, what, &mut |b| {
+                    msg = Some(decode(b)?);
+                    Ok(())
+                })?;
+                msg.ok_or(Error::Empty)
             }
 
             /// Takes up to `max` messages: waits at most `timeout` for the first,
@@ -456,14 +527,12 @@ macro_rules! consumer_api {
             /// ```
             pub fn get_bytes_nowait(&self) -> Result<Vec<u8>> {
                 let mut out = Vec::new();
-                get_with(
+                get_one(
                     &self.holder,
                     false,
                     None,
-                    1,
                     "Queue.get_bytes_nowait",
                     &mut out,
-                    |_| Ok(()),
                 )?;
                 Ok(out)
             }
@@ -484,15 +553,7 @@ macro_rules! consumer_api {
                 out: &mut Vec<u8>,
                 timeout: Option<Duration>,
             ) -> Result<usize> {
-                get_with(
-                    &self.holder,
-                    true,
-                    timeout,
-                    1,
-                    "Queue.get_bytes",
-                    out,
-                    |_| Ok(()),
-                )?;
+                get_one(&self.holder, true, timeout, "Queue.get_bytes", out)?;
                 Ok(out.len())
             }
         }

@@ -356,6 +356,7 @@ impl Ring {
     }
 
     /// One of the three role tables.
+    #[inline]
     pub(crate) fn table(&self, role: Role) -> Table<'_> {
         Table {
             map: self.block.map(),
@@ -426,6 +427,7 @@ impl Ring {
 
     // ---- copies -------------------------------------------------------------
 
+    #[inline]
     fn write_at(&self, p: u64, bytes: &[u8]) {
         let i = p & (self.cap - 1);
         let first = (bytes.len() as u64).min(self.cap - i) as usize;
@@ -437,6 +439,7 @@ impl Ring {
         }
     }
 
+    #[inline]
     fn read_at(&self, p: u64, out: &mut [u8]) {
         let i = p & (self.cap - 1);
         let first = (out.len() as u64).min(self.cap - i) as usize;
@@ -449,6 +452,7 @@ impl Ring {
         }
     }
 
+    #[inline]
     fn header_at(&self, p: u64) -> &AtomicU64 {
         let map = self.block.map();
         map.atomic_u64(self.block.offset() + DATA + (p & (self.cap - 1)) as usize)
@@ -466,6 +470,7 @@ impl Ring {
     }
 
     /// Takes the producer lock if it is free (or its holder died) now.
+    #[inline]
     pub(crate) fn try_lock_producer(&self) -> bool {
         let lock = self.plock;
         taken(lock.try_lock(ident::process()), &lock, || {
@@ -484,6 +489,7 @@ impl Ring {
         self.u32(C_SLEEPING).load(Ordering::Relaxed) != 0
     }
 
+    #[inline]
     pub(crate) fn unlock_producer(&self) {
         self.plock.unlock();
     }
@@ -514,8 +520,18 @@ impl Ring {
         // The first publisher after the consumer went to sleep clears the flag and
         // wakes it; the next ones see no sleeper (it sets the flag again before
         // it sleeps again) and make no system call.
-        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
-            let seq = self.u32(ITEMS_SEQ);
+        if flag.load(Ordering::SeqCst) != 0 {
+            self.wake_one(flag, ITEMS_SEQ);
+        }
+    }
+
+    /// Clears a side's sleeper flag and, if this call cleared it, bumps the side's
+    /// sequence word and wakes its sleeper (out of line: rarely anybody sleeps).
+    #[cold]
+    #[inline(never)]
+    fn wake_one(&self, flag: &AtomicU32, seq: usize) {
+        if flag.swap(0, Ordering::SeqCst) != 0 {
+            let seq = self.u32(seq);
             seq.fetch_add(1, Ordering::SeqCst);
             futex::wake(seq, 1);
         }
@@ -523,16 +539,11 @@ impl Ring {
 
     /// Puts one message (holding `plock`): whole when its frame fits in the byte
     /// bound, else in pieces.
+    #[inline]
     pub(crate) fn put_locked(&self, msg: &[u8], wait: &Wait) -> Result<()> {
         let len = msg.len() as u64;
-        if len > u32::MAX as u64 {
-            return Err(Error::SizeOverflow {
-                what: "queue message",
-                requested: len as u128,
-                max: u32::MAX as u128,
-            });
-        }
         let need = frame_bytes(len);
+        // `limit <= MAX_CAP < u32::MAX`: a whole frame's length fits its header.
         if need <= self.limit {
             let t = self.wait_space(need, true, wait, false)?;
             let p = pos(t);
@@ -541,6 +552,20 @@ impl Ring {
                 .store(((FIRST | LAST) as u64) << 32 | len, Ordering::Relaxed);
             self.publish(advance(t, need, 1));
             return Ok(());
+        }
+        self.put_pieces(msg, wait)
+    }
+
+    /// Puts a message larger than the byte bound in pieces (holding `plock`).
+    #[inline(never)]
+    fn put_pieces(&self, msg: &[u8], wait: &Wait) -> Result<()> {
+        let len = msg.len() as u64;
+        if len > u32::MAX as u64 {
+            return Err(Error::SizeOverflow {
+                what: "queue message",
+                requested: len as u128,
+                max: u32::MAX as u128,
+            });
         }
         // In pieces: the first waits like a whole message (and for the message
         // bound); each piece leaves room for an ABORT.
@@ -583,13 +608,27 @@ impl Ring {
     /// message) fit; returns `tail`. `mid` = in the middle of a pieced message,
     /// where a timeout still applies (the pieces are then aborted) but a
     /// disconnection is not looked for.
+    #[inline]
     fn wait_space(&self, need: u64, one_more: bool, wait: &Wait, mid: bool) -> Result<u64> {
         let t = self.u64(TAIL).load(Ordering::Relaxed);
-        let cached = self.u64(CACHED_HEAD);
-        let h = cached.load(Ordering::Relaxed);
+        let h = self.u64(CACHED_HEAD).load(Ordering::Relaxed);
         if self.fits(t, h, need, one_more) && self.sane(t, h) {
             return Ok(t);
         }
+        self.wait_space_slow(t, need, one_more, wait, mid)
+    }
+
+    /// `wait_space` when the cached `head` shows no room: reads `head`, then waits.
+    #[inline(never)]
+    fn wait_space_slow(
+        &self,
+        t: u64,
+        need: u64,
+        one_more: bool,
+        wait: &Wait,
+        mid: bool,
+    ) -> Result<u64> {
+        let cached = self.u64(CACHED_HEAD);
         let h = self.u64(HEAD).load(Ordering::Acquire);
         cached.store(h, Ordering::Relaxed);
         if !self.sane(t, h) {
@@ -652,6 +691,7 @@ impl Ring {
         })
     }
 
+    #[inline]
     pub(crate) fn try_lock_consumer(&self) -> bool {
         let lock = self.clock;
         taken(lock.try_lock(ident::process()), &lock, || {
@@ -659,6 +699,18 @@ impl Ring {
         })
     }
 
+    /// Takes the consumer lock if it is free now: one compare-exchange, no look
+    /// for a dead holder (the fast path of a get; `try_lock_consumer` and
+    /// `lock_consumer` do that look).
+    #[inline]
+    pub(crate) fn lock_consumer_free(&self) -> bool {
+        let lock = self.clock;
+        taken(lock.try_exchange(ident::process()).ok(), &lock, || {
+            self.repair_consumer()
+        })
+    }
+
+    #[inline]
     pub(crate) fn unlock_consumer(&self) {
         self.clock.unlock();
     }
@@ -674,16 +726,50 @@ impl Ring {
     fn consume(&self, h: u64) {
         self.u64(HEAD).store(h, Ordering::SeqCst);
         let flag = self.u32(P_SLEEPING);
-        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
-            let seq = self.u32(SPACE_SEQ);
-            seq.fetch_add(1, Ordering::SeqCst);
-            futex::wake(seq, 1);
+        if flag.load(Ordering::SeqCst) != 0 {
+            self.wake_one(flag, SPACE_SEQ);
         }
+    }
+
+    /// Takes the next message into `buf` when it is published now, whole (not in
+    /// pieces) and at most `buf.len()` bytes long; returns its length. Holding
+    /// `clock`, at the start of a get (no message being pieced). `None` for
+    /// anything else (nothing published, a piece, an `ABORT`, a longer message, a
+    /// word that does not look sane): the caller then goes the general way
+    /// ([`get_locked`](Self::get_locked)), which takes, waits for or reports it.
+    /// Takes a message exactly as `take_frame` would: `on_take`, then one store
+    /// of `head`.
+    #[inline]
+    pub(crate) fn take_small(&self, buf: &mut [u8], on_take: &mut dyn FnMut()) -> Option<usize> {
+        let h = self.u64(HEAD).load(Ordering::Relaxed);
+        let cached = self.u64(CACHED_TAIL);
+        let mut t = cached.load(Ordering::Relaxed);
+        if pos(t) == pos(h) || !self.sane(t, h) {
+            t = self.u64(TAIL).load(Ordering::Acquire);
+            cached.store(t, Ordering::Relaxed);
+            if pos(t) == pos(h) || !self.sane(t, h) {
+                return None;
+            }
+        }
+        let avail = pos(t).wrapping_sub(pos(h)) & POS_MASK;
+        let p = pos(h);
+        let header = self.header_at(p).load(Ordering::Relaxed);
+        let (kind, len) = ((header >> 32) as u32, header as u32 as u64);
+        let bytes = frame_bytes(len);
+        if kind != FIRST | LAST || len > buf.len() as u64 || bytes > avail {
+            return None;
+        }
+        let out = &mut buf[..len as usize];
+        self.read_at(p + HEADER, out);
+        on_take();
+        self.consume(advance(h, bytes, 1));
+        Some(len as usize)
     }
 
     /// Takes one whole message into `out` (cleared first), holding `clock`.
     /// `on_take` runs just before the store of `head` that takes the message out
     /// of the ring (a JoinableQueue counts its task there).
+    #[inline]
     pub(crate) fn get_locked(
         &self,
         out: &mut Vec<u8>,
@@ -790,6 +876,7 @@ impl Ring {
 
     /// Waits (holding `clock`) for a frame to be published. `piecing`: the
     /// producer writing the rest is checked every slice, and repaired when dead.
+    #[inline(never)]
     fn wait_items(&self, piecing: bool, wait: &Wait) -> Result<()> {
         let head = pos(self.u64(HEAD).load(Ordering::Relaxed));
         let tail = self.u64(TAIL);
@@ -884,6 +971,7 @@ fn now_ns() -> u64 {
 /// Whether a side's lock was taken (`how` from `lock`/`try_lock`); after a dead
 /// holder, `repair` puts the side's state right before the lock is declared
 /// consistent again.
+#[inline]
 fn taken(how: Option<Acquired>, lock: &RawLock, repair: impl FnOnce()) -> bool {
     match how {
         None => false,
