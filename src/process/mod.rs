@@ -4,6 +4,7 @@
 //! started it and which of its children still run.
 
 mod current;
+mod foreign_fork;
 #[allow(clippy::module_inception)]
 pub mod process;
 mod registry;
@@ -11,4 +12,5 @@ mod registry;
 pub use current::{
     ActiveChild, CurrentProcess, ParentProcess, active_children, current_process, parent_process,
 };
+pub use foreign_fork::ForeignFork;
 pub use process::Process;
