@@ -744,6 +744,109 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A handle was serialized or deserialized outside
+    /// [`token::export`](crate::token::export) / [`token::import`](crate::token::import):
+    /// its shared memory needs descriptors that only those carry.
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let err = serde_json::to_string(&lock).unwrap_err();
+    /// assert!(err.to_string().contains("multiproc::token::export"));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("a multiproc handle can only be {op} as a token: {hint}")]
+    TokenOutside {
+        /// "serialized" or "deserialized".
+        op: &'static str,
+        /// What to call instead.
+        hint: &'static str,
+    },
+
+    /// A token that cannot be what it claims to be (forged or corrupt): wrong
+    /// inode, offset out of range, bad descriptor index, bad bytes.
+    ///
+    /// ```
+    /// let e = multiproc::Error::BadToken { what: "Lock", reason: "x".into() };
+    /// assert!(e.to_string().contains("Lock"));
+    /// ```
+    #[error("invalid {what} token: {reason}")]
+    BadToken {
+        /// The object kind the token was read as.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A token imported as another kind of object than it was exported as.
+    ///
+    /// ```
+    /// let e = multiproc::Error::TokenKind { expected: "Barrier", found: "Lock".into() };
+    /// assert!(e.to_string().contains("Barrier"));
+    /// ```
+    #[error(
+        "the token holds a {found}, not a {expected}: import it as the type it was exported as"
+    )]
+    TokenKind {
+        /// The type asked for.
+        expected: &'static str,
+        /// What the token holds.
+        found: String,
+    },
+
+    /// A token written by another token format version.
+    ///
+    /// ```
+    /// let e = multiproc::Error::TokenVersion { found: 9, expected: 1 };
+    /// assert!(e.to_string().contains("version 9"));
+    /// ```
+    #[error(
+        "token format version {found}, this build reads version {expected}: export and import with the same multiproc version"
+    )]
+    TokenVersion {
+        /// The version in the token.
+        found: u16,
+        /// The version this build writes and reads.
+        expected: u16,
+    },
+
+    /// The object a token names was freed (its memory possibly reused) before the
+    /// token was imported.
+    ///
+    /// ```
+    /// let e = multiproc::Error::StaleToken { what: "Lock" };
+    /// assert!(e.to_string().contains("keep a handle alive"));
+    /// ```
+    #[error(
+        "the object was freed before the token was imported ({what}): keep a handle alive in the sending process until the receiver has it"
+    )]
+    StaleToken {
+        /// The object kind.
+        what: &'static str,
+    },
+
+    /// An object (or a part of it) that cannot travel to another process.
+    ///
+    /// ```
+    /// let e = multiproc::Error::NotTransferable { what: "Pool", reason: "x" };
+    /// assert!(e.to_string().contains("Pool"));
+    /// ```
+    #[error("{what} cannot be exported: {reason}")]
+    NotTransferable {
+        /// The object.
+        what: &'static str,
+        /// Why, and what to do instead.
+        reason: &'static str,
+    },
+
+    /// The token bytes could not be encoded or decoded (postcard's message).
+    ///
+    /// ```
+    /// let e = multiproc::Error::TokenEncoding("unexpected end".into());
+    /// assert!(e.to_string().contains("unexpected end"));
+    /// ```
+    #[error("token bytes: {0}")]
+    TokenEncoding(String),
+
     /// A system call failed.
     #[error("{context}: {source}")]
     Io {

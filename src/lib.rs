@@ -54,6 +54,7 @@ pub mod process;
 pub mod shm;
 pub mod sync;
 pub(crate) mod sys;
+pub mod token;
 
 pub use error::{Error, Result};
 /// Python's `multiprocessing.connection`: [`Connection`], [`wait`](connection::wait).

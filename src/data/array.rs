@@ -564,3 +564,52 @@ impl<T: Pod> ArrayChunk<T> {
         self.part.as_mut_slice()
     }
 }
+
+/// A Array travels as a token ([`crate::token`]) with its lock; the element type
+/// is checked on import (size, alignment and a fingerprint of its name). An
+/// imported handle shares the claims of this process's other handles to it: a
+/// guard on one makes a guard on the other [`Error::InUse`](crate::Error::InUse).
+impl<T: Pod> serde::Serialize for Array<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::Array, || {
+            Ok((self.storage.token()?, &self.lock))
+        })
+    }
+}
+
+impl<'de, T: Pod> serde::Deserialize<'de> for Array<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::Array,
+            |(t, lock): (crate::shm::storage::ElementsToken, RLock)| {
+                Ok(Array {
+                    storage: Storage::from_token(&t, "Array")?,
+                    lock,
+                })
+            },
+        )
+    }
+}
+
+/// A RawArray travels as a token ([`crate::token`]); the element type is checked on
+/// import (size, alignment and a fingerprint of its name).
+impl<T: Pod> serde::Serialize for RawArray<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::RawArray, || self.storage.token())
+    }
+}
+
+impl<'de, T: Pod> serde::Deserialize<'de> for RawArray<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::RawArray,
+            |t: crate::shm::storage::ElementsToken| {
+                Ok(RawArray {
+                    storage: Storage::from_token(&t, "RawArray")?,
+                })
+            },
+        )
+    }
+}

@@ -712,3 +712,52 @@ impl<T: AtomicInt> RawValue<T> {
         }
     }
 }
+
+/// A Value travels as a token ([`crate::token`]) with its lock; the element type
+/// is checked on import (size, alignment and a fingerprint of its name). An
+/// imported handle shares the claims of this process's other handles to it: a
+/// guard on one makes a guard on the other [`Error::InUse`](crate::Error::InUse).
+impl<T: Pod> serde::Serialize for Value<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::Value, || {
+            Ok((self.storage.token()?, &self.lock))
+        })
+    }
+}
+
+impl<'de, T: Pod> serde::Deserialize<'de> for Value<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::Value,
+            |(t, lock): (crate::shm::storage::ElementsToken, RLock)| {
+                Ok(Value {
+                    storage: Storage::from_token(&t, "Value")?,
+                    lock,
+                })
+            },
+        )
+    }
+}
+
+/// A RawValue travels as a token ([`crate::token`]); the element type is checked on
+/// import (size, alignment and a fingerprint of its name).
+impl<T: Pod> serde::Serialize for RawValue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::RawValue, || self.storage.token())
+    }
+}
+
+impl<'de, T: Pod> serde::Deserialize<'de> for RawValue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::RawValue,
+            |t: crate::shm::storage::ElementsToken| {
+                Ok(RawValue {
+                    storage: Storage::from_token(&t, "RawValue")?,
+                })
+            },
+        )
+    }
+}

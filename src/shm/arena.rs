@@ -17,7 +17,7 @@
 //!  0  u32  holders: processes holding the block (not handles), 0 while free
 //!  4  u32  size class (informative: a process frees with the class it allocated)
 //!  8  u32  next free block (while on a free list)
-//! 12  u32  reserved
+//! 12  u32  generation: bumped by every allocation of the block (tokens)
 //! 16       payload, 16-byte aligned, zeroed on allocation
 //! ```
 //! ## Invariants
@@ -58,6 +58,27 @@
 //!   boundary inside a free block's payload can still corrupt that memory; what is
 //!   checked is what a block header lets a reader check.
 //!
+//! - **Generations tell allocations apart** (what makes a token of a freed block
+//!   fail instead of naming its next object). The allocator owns a block it popped
+//!   or carved (holders 0, off every list) and bumps its generation *before* its
+//!   claim (holders 0 -> 1, Release). An importer that is not holding the block
+//!   adds a hold only to a live block (holders n > 0 -> n + 1, Acquire) and then
+//!   reads the generation. Its compare-exchange reads a value of the release
+//!   sequence headed by the current allocation's claim (every later change of the
+//!   word is a read-modify-write), so it sees that allocation's bump; and no later
+//!   bump can happen while it holds (that needs holders 0). So the generation it
+//!   reads is the current allocation's: equal to the token's means the token's
+//!   object (up to 2^32 reuses of one block between export and import).
+//! - **One hold per process, also for imports.** The registry keeps a `Weak` of
+//!   each `Held`; an import of a block this process holds clones that hold. A
+//!   `Held` whose last handle is dropping (its `Weak` no longer upgrades, its drop
+//!   waits for the lock) has its count taken over by the import, which replaces the
+//!   entry; a `Held` releases on drop only if the entry is still its own.
+//! - **Imported chunks join the list.** A token's chunk that this process does not
+//!   map yet (found by inode) is mapped after its header is checked and is never
+//!   unmapped, as the chunks it allocated. Large segments are deduplicated by
+//!   inode while one handle to them lives (the registry `ARENA.large`).
+//!
 //! Lock order (process-local): `stdout` → `stderr` → `ARENA` → `sys::inherit`'s
 //! registry → `process::registry::REGISTRY` (the last in `process`).
 //! `Process::start` holds them all across `fork`, so no other thread holds one at
@@ -65,12 +86,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use serde::{Deserialize, Serialize};
 
 use super::header::{HEADER_SIZE, Kind};
 use super::segment::Segment;
+use super::storage::Claims;
 use crate::error::{Error, Result};
 use crate::sys::mem::Mapping;
+use crate::sys::transfer;
 
 const CHUNK_PAYLOAD: u64 = (1 << 20) - HEADER_SIZE as u64;
 const CHUNK_LEN: u64 = 1 << 20;
@@ -95,12 +120,17 @@ struct Arena {
     chunks: Vec<&'static Segment>,
     /// The registry: every block this process holds (one shared count each), keyed
     /// by (chunk address, block offset), with the chunk and the block's class.
-    held: BTreeMap<(usize, u32), (&'static Mapping, u8)>,
+    /// and the hold itself (which all local handles share, and imports find).
+    held: BTreeMap<(usize, u32), (&'static Mapping, u8, Weak<Held>)>,
+    /// Large segments this process maps, by (device, inode), so that an import of
+    /// one finds the handles (and the claims) this process already has.
+    large: BTreeMap<(u64, u64), Weak<Large>>,
 }
 
 static ARENA: Mutex<Arena> = Mutex::new(Arena {
     chunks: Vec::new(),
     held: BTreeMap::new(),
+    large: BTreeMap::new(),
 });
 
 fn arena() -> MutexGuard<'static, Arena> {
@@ -122,6 +152,26 @@ fn head(chunk: &'static Mapping, class: usize) -> &'static AtomicU64 {
 
 fn holders(chunk: &'static Mapping, off: u32) -> &'static AtomicU32 {
     chunk.atomic_u32(off as usize)
+}
+
+fn generation(chunk: &'static Mapping, off: u32) -> &'static AtomicU32 {
+    chunk.atomic_u32(off as usize + 12)
+}
+
+/// Claims a block this allocator owns (popped or freshly carved, holders 0): bumps
+/// its generation and writes its class *before* holders 0 -> 1 (Release), so that
+/// whoever adds a hold later (Acquire) sees both (see the module invariants).
+fn claim(chunk: &'static Mapping, off: u32, class: usize) -> bool {
+    let h = holders(chunk, off);
+    if h.load(Ordering::Relaxed) != 0 {
+        return false; // a forged list or bump over a live block
+    }
+    generation(chunk, off).fetch_add(1, Ordering::Relaxed);
+    chunk
+        .atomic_u32(off as usize + 4)
+        .store(class as u32, Ordering::Relaxed);
+    h.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
 }
 
 /// End of the carved part of `chunk`, or `None` if the bump word is not a block
@@ -209,20 +259,13 @@ fn bump(chunk: &'static Mapping, size: u64) -> Option<u32> {
 fn take_from(chunk: &'static Mapping, class: usize) -> Option<u32> {
     if let Some(off) = pop(chunk, class) {
         let class_ok = chunk.atomic_u32(off as usize + 4).load(Ordering::Relaxed) == class as u32;
-        if class_ok
-            && holders(chunk, off)
-                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
+        if class_ok && claim(chunk, off, class) {
             return Some(off);
         }
     }
     let off = bump(chunk, (MIN_BLOCK << class) as u64)?;
     // Freshly carved memory is zero; anything else is a forged bump over live blocks.
-    holders(chunk, off)
-        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
-        .then_some(off)
+    claim(chunk, off, class).then_some(off)
 }
 
 /// Drops one hold of this process on a block: the last holder anywhere pushes it
@@ -255,7 +298,30 @@ pub struct Block {
 #[derive(Debug, Clone)]
 enum Place {
     Arena(Arc<Held>),
-    Large(Arc<Segment>),
+    Large(Arc<Large>),
+}
+
+/// This process's mapping of a large segment, shared by its local handles.
+#[derive(Debug)]
+struct Large {
+    seg: Segment,
+    /// The claims of the storage in it (made on first use).
+    claims: OnceLock<Arc<Claims>>,
+}
+
+impl Drop for Large {
+    fn drop(&mut self) {
+        let mut arena = arena();
+        let id = self.seg.id();
+        // Only its own entry: an import may have replaced a dying one.
+        if arena
+            .large
+            .get(&id)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), self))
+        {
+            arena.large.remove(&id);
+        }
+    }
 }
 
 /// This process's hold on an arena block: one shared count, released when the last
@@ -267,16 +333,73 @@ struct Held {
     /// The class this process allocated the block with: `Drop` trusts this, not the
     /// shared class word.
     class: u8,
+    /// The claims of the storage in the block, if it holds one (made on first use):
+    /// one per block per process, so that imported handles share them.
+    claims: OnceLock<Arc<Claims>>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         let mut arena = arena();
-        // Not registered only in a child that already released everything before
-        // `_exit` (no drop can run after that) — so this never double-releases.
-        if arena.held.remove(&(self.chunk.addr(), self.off)).is_some() {
+        let key = (self.chunk.addr(), self.off);
+        // Released only through its own entry. No entry: a child that already
+        // released everything before `_exit` (no drop can run after that). Another
+        // `Held`'s entry: an import took this one's count over while it was
+        // dropping. Either way this never double-releases.
+        if arena
+            .held
+            .get(&key)
+            .is_some_and(|e| std::ptr::eq(e.2.as_ptr(), self))
+        {
+            arena.held.remove(&key);
             release(self.chunk, self.off, self.class as usize);
         }
+    }
+}
+
+/// A block as written in a token (see `crate::token` for the byte layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum BlockToken {
+    /// An arena block.
+    Arena {
+        /// Index of the chunk's descriptor in the export.
+        fd: u32,
+        /// The chunk's inode, checked against the descriptor's.
+        inode: u64,
+        /// The block's offset in the chunk (its header).
+        off: u32,
+        /// The block's generation when exported.
+        generation: u32,
+        /// The block's size class.
+        class: u8,
+    },
+    /// A large segment: the descriptor is the segment.
+    Large {
+        /// Index of the segment's descriptor in the export.
+        fd: u32,
+        /// The segment's inode.
+        inode: u64,
+        /// The payload size in its header.
+        size: u64,
+    },
+}
+
+fn bad(what: &'static str, reason: String) -> Error {
+    Error::BadToken { what, reason }
+}
+
+/// Drops a hold the import added to a block that is not the token's (stale or
+/// forged): released with the class its allocator wrote, or, if that word is not
+/// a class, only decremented while others still hold it (else the block is lost,
+/// never pushed to a wrong list).
+fn take_back_import(chunk: &'static Mapping, off: u32) {
+    let class = chunk.atomic_u32(off as usize + 4).load(Ordering::Relaxed) as usize;
+    if class < CLASSES && is_block(chunk, off, class) {
+        release(chunk, off, class);
+    } else {
+        let _ = holders(chunk, off).fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+            (n > 1).then(|| n - 1)
+        });
     }
 }
 
@@ -289,8 +412,13 @@ impl Block {
             });
         }
         if size > MAX_SMALL {
+            let large = Arc::new(Large {
+                seg: Segment::anonymous(Kind::Large, size as u64)?,
+                claims: OnceLock::new(),
+            });
+            arena().large.insert(large.seg.id(), Arc::downgrade(&large));
             return Ok(Block {
-                place: Place::Large(Arc::new(Segment::anonymous(Kind::Large, size as u64)?)),
+                place: Place::Large(large),
             });
         }
         let class = class_of(size);
@@ -314,7 +442,16 @@ impl Block {
         };
         // Claimed (holders 1) and registered under the lock: a fork after this
         // counts the child in.
-        arena.held.insert((chunk.addr(), off), (chunk, class as u8));
+        let held = Arc::new(Held {
+            chunk,
+            off,
+            class: class as u8,
+            claims: OnceLock::new(),
+        });
+        arena.held.insert(
+            (chunk.addr(), off),
+            (chunk, class as u8, Arc::downgrade(&held)),
+        );
         drop(arena);
         let block_len = MIN_BLOCK << class;
         // Zero the payload (a reused block holds its last user's bytes): every
@@ -324,16 +461,200 @@ impl Block {
             off as usize + BLOCK_HEADER,
             &zeros[..(block_len - BLOCK_HEADER) / 8],
         );
-        chunk
-            .atomic_u32(off as usize + 4)
-            .store(class as u32, Ordering::Relaxed);
         Ok(Block {
-            place: Place::Arena(Arc::new(Held {
-                chunk,
-                off,
-                class: class as u8,
-            })),
+            place: Place::Arena(held),
         })
+    }
+
+    /// The block as a token, for `export`: its descriptor goes into the export's
+    /// list (once per file).
+    pub(crate) fn token(&self) -> Result<BlockToken> {
+        match &self.place {
+            Place::Arena(held) => {
+                let seg = {
+                    let arena = arena();
+                    arena
+                        .chunks
+                        .iter()
+                        .copied()
+                        .find(|seg| seg.map().addr() == held.chunk.addr())
+                        .expect("every chunk a block is in is on the list")
+                };
+                let (dev, inode) = seg.id();
+                Ok(BlockToken::Arena {
+                    fd: transfer::add_fd((dev, inode), seg.fd())?,
+                    inode,
+                    off: held.off,
+                    // Stable: this process holds the block, so it is not reallocated.
+                    generation: generation(held.chunk, held.off).load(Ordering::Relaxed),
+                    class: held.class,
+                })
+            }
+            Place::Large(large) => {
+                let (dev, inode) = large.seg.id();
+                Ok(BlockToken::Large {
+                    fd: transfer::add_fd((dev, inode), large.seg.fd())?,
+                    inode,
+                    size: large.seg.payload_size(),
+                })
+            }
+        }
+    }
+
+    /// The block a token names, for `import` (`what`: the object, for errors). See
+    /// the module invariants: a chunk already mapped is reused, a block already held
+    /// shares its hold, otherwise a hold is added to a live block of the token's
+    /// generation only.
+    pub(crate) fn from_token(token: &BlockToken, what: &'static str) -> Result<Block> {
+        match *token {
+            BlockToken::Arena {
+                fd,
+                inode,
+                off,
+                generation: gen_at_export,
+                class,
+            } => {
+                let class = class as usize;
+                if class >= CLASSES {
+                    return Err(bad(
+                        what,
+                        format!("size class {class} (at most {})", CLASSES - 1),
+                    ));
+                }
+                let fd = transfer::take_fd(fd, what)?;
+                let id = transfer::file_id(&fd)
+                    .map_err(|e| Error::io("fstat on a received descriptor", e))?;
+                if id.1 != inode {
+                    return Err(bad(
+                        what,
+                        format!("the descriptor is inode {}, the token names {inode}", id.1),
+                    ));
+                }
+                let mut arena = arena();
+                let chunk = match arena.chunks.iter().find(|seg| seg.id() == id) {
+                    Some(seg) => seg.map(),
+                    None => {
+                        let seg = Segment::from_fd(fd, Kind::Arena, Some(CHUNK_PAYLOAD))?;
+                        if seg.map().len() < CHUNK_LEN as usize {
+                            return Err(bad(what, "the chunk's file is short".to_string()));
+                        }
+                        let seg: &'static Segment = Box::leak(Box::new(seg));
+                        arena.chunks.push(seg);
+                        seg.map()
+                    }
+                };
+                if !is_block(chunk, off, class) {
+                    return Err(bad(
+                        what,
+                        format!("offset {off} is not a block of class {class} in its chunk"),
+                    ));
+                }
+                let key = (chunk.addr(), off);
+                let stale = || Error::StaleToken { what };
+                let mut replace = false;
+                if let Some((_, my_class, weak)) = arena.held.get(&key) {
+                    // This process holds the block: its allocation is current, and
+                    // its generation stable while the lock is held.
+                    if generation(chunk, off).load(Ordering::Relaxed) != gen_at_export {
+                        return Err(stale());
+                    }
+                    if *my_class as usize != class {
+                        return Err(bad(what, format!("class {class}, the block is {my_class}")));
+                    }
+                    if let Some(held) = weak.upgrade() {
+                        return Ok(Block {
+                            place: Place::Arena(held),
+                        });
+                    }
+                    // Its last handle is dropping (waiting for this lock): take its
+                    // count over (it will find the entry is not its own).
+                    replace = true;
+                }
+                if !replace {
+                    let added = holders(chunk, off).fetch_update(
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                        |n| (n > 0 && n < MAX_HOLDERS).then_some(n + 1),
+                    );
+                    match added {
+                        Err(0) => return Err(stale()),
+                        Err(_) => return Err(Error::HoldersOverflow { max: MAX_HOLDERS }),
+                        Ok(_) => {}
+                    }
+                    let now = generation(chunk, off).load(Ordering::Relaxed);
+                    let word = chunk.atomic_u32(off as usize + 4).load(Ordering::Relaxed);
+                    if now != gen_at_export || word as usize != class {
+                        take_back_import(chunk, off);
+                        return Err(if now != gen_at_export {
+                            stale()
+                        } else {
+                            bad(what, format!("class {class}, the block is {word}"))
+                        });
+                    }
+                }
+                let held = Arc::new(Held {
+                    chunk,
+                    off,
+                    class: class as u8,
+                    claims: OnceLock::new(),
+                });
+                arena
+                    .held
+                    .insert(key, (chunk, class as u8, Arc::downgrade(&held)));
+                Ok(Block {
+                    place: Place::Arena(held),
+                })
+            }
+            BlockToken::Large { fd, inode, size } => {
+                let fd = transfer::take_fd(fd, what)?;
+                let id = transfer::file_id(&fd)
+                    .map_err(|e| Error::io("fstat on a received descriptor", e))?;
+                if id.1 != inode {
+                    return Err(bad(
+                        what,
+                        format!("the descriptor is inode {}, the token names {inode}", id.1),
+                    ));
+                }
+                let mut arena = arena();
+                if let Some(large) = arena.large.get(&id).and_then(Weak::upgrade) {
+                    if large.seg.payload_size() != size {
+                        return Err(bad(
+                            what,
+                            format!("size {size}, the segment's is {}", large.seg.payload_size()),
+                        ));
+                    }
+                    return Ok(Block {
+                        place: Place::Large(large),
+                    });
+                }
+                let large = Arc::new(Large {
+                    seg: Segment::from_fd(fd, Kind::Large, Some(size))?,
+                    claims: OnceLock::new(),
+                });
+                arena.large.insert(id, Arc::downgrade(&large));
+                Ok(Block {
+                    place: Place::Large(large),
+                })
+            }
+        }
+    }
+
+    /// Payload bytes of the allocation (what follows [`offset`](Self::offset)).
+    pub(crate) fn len(&self) -> usize {
+        match &self.place {
+            Place::Arena(held) => (MIN_BLOCK << held.class) - BLOCK_HEADER,
+            Place::Large(large) => large.seg.payload_size() as usize,
+        }
+    }
+
+    /// This process's claims on the storage in the allocation: one per allocation
+    /// per process, shared by every handle to it here, imported ones included.
+    pub(crate) fn claims(&self) -> Arc<Claims> {
+        let cell = match &self.place {
+            Place::Arena(held) => &held.claims,
+            Place::Large(large) => &large.claims,
+        };
+        Arc::clone(cell.get_or_init(Arc::default))
     }
 
     /// The mapping the allocation lives in.
@@ -341,7 +662,7 @@ impl Block {
     pub fn map(&self) -> &Mapping {
         match &self.place {
             Place::Arena(held) => held.chunk,
-            Place::Large(seg) => seg.map(),
+            Place::Large(large) => large.seg.map(),
         }
     }
 
@@ -417,7 +738,7 @@ impl ForkGuard {
     /// ([`Error::HoldersOverflow`]) if one would pass [`MAX_HOLDERS`], taking back
     /// the holds already added.
     pub(crate) fn add_child_holds(&mut self) -> Result<()> {
-        for (done, (&(_, off), &(chunk, _))) in self.arena.held.iter().enumerate() {
+        for (done, (&(_, off), &(chunk, _, _))) in self.arena.held.iter().enumerate() {
             let added =
                 holders(chunk, off).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                     (n < MAX_HOLDERS).then_some(n + 1)
@@ -440,7 +761,7 @@ impl ForkGuard {
     }
 
     fn take_back(&self, count: usize) {
-        for (&(_, off), &(chunk, _)) in self.arena.held.iter().take(count) {
+        for (&(_, off), &(chunk, _, _)) in self.arena.held.iter().take(count) {
             let _ = holders(chunk, off)
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
@@ -459,7 +780,7 @@ pub(crate) fn release_all_before_exit(threads: usize) -> usize {
     let mut arena = arena();
     let held = std::mem::take(&mut arena.held);
     let n = held.len();
-    for (&(_, off), &(chunk, class)) in held.iter() {
+    for (&(_, off), &(chunk, class, _)) in held.iter() {
         release(chunk, off, class as usize);
     }
     // The process exits next: freeing the map's nodes would only make the kernel

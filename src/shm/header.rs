@@ -119,7 +119,6 @@ impl Header {
         b
     }
 
-    #[cfg(test)]
     /// Reads and checks the header of segment `name` (`file_len` is its size).
     ///
     /// A mapping whose creator has not written the magic yet (or that is not a

@@ -26,7 +26,8 @@ pub struct Segment {
     map: Mapping,
     // Held so that the object stays open for descriptor passing to spawned children.
     _fd: OwnedFd,
-    #[cfg_attr(not(test), allow(dead_code))] // read by the tests
+    /// (device, inode) of the memfd: its identity across processes (tokens).
+    id: (u64, u64),
     header: Header,
 }
 
@@ -109,11 +110,67 @@ impl Segment {
             Mapping::new(&fd, total).map_err(|e| Error::io(format!("mapping {total} bytes"), e))?;
         let header = creator_header(kind, size);
         header.write(&map);
+        let id = crate::sys::transfer::file_id(&fd)
+            .map_err(|e| Error::io("reading a new memfd's inode", e))?;
         Ok(Segment {
             map,
             _fd: fd,
+            id,
             header,
         })
+    }
+
+    /// Maps the segment behind a received descriptor `fd` (a token's), checking
+    /// its header as on attach: magic, version, `kind`, and a file at least as long
+    /// as the header says. `exact`: the payload size it must have.
+    pub(crate) fn from_fd(fd: OwnedFd, kind: Kind, exact: Option<u64>) -> Result<Segment> {
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("fstat on a received segment", e))?;
+        let file_len = st.st_size as u64;
+        let name = format!("received {}", kind.name());
+        if file_len < HEADER_SIZE as u64 || file_len > isize::MAX as u64 {
+            return Err(Error::Foreign {
+                name,
+                reason: format!("a file of {file_len} bytes"),
+            });
+        }
+        let map = Mapping::new(&fd, file_len as usize)
+            .map_err(|e| Error::io(format!("mapping a received {}", kind.name()), e))?;
+        let header = Header::read(&map, &name, file_len)?;
+        if header.kind != kind {
+            return Err(Error::KindMismatch {
+                name,
+                found: header.kind.name().to_string(),
+                expected: kind.name().to_string(),
+            });
+        }
+        if exact.is_some_and(|size| size != header.size) {
+            return Err(Error::Foreign {
+                name,
+                reason: format!("payload of {} bytes, expected {exact:?}", header.size),
+            });
+        }
+        Ok(Segment {
+            map,
+            _fd: fd,
+            id: (st.st_dev, st.st_ino),
+            header,
+        })
+    }
+
+    /// (device, inode) of the segment's file.
+    pub(crate) fn id(&self) -> (u64, u64) {
+        self.id
+    }
+
+    /// The segment's descriptor (for tokens).
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self._fd.as_fd()
+    }
+
+    /// The payload size (from the header).
+    pub(crate) fn payload_size(&self) -> u64 {
+        self.header.size
     }
 
     /// The mapping (header included).

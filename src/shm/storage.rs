@@ -57,10 +57,15 @@
 //! so it is not undefined behaviour in this process; it can make a reader see a
 //! mix of old and new elements, as in C.
 //!
-//! Handles made later from a token or a name (a process that did not inherit its
-//! handles) must find the existing `Claims` of that storage in the process; that
-//! lookup belongs with tokens and is not needed while handles only arrive by clone
-//! and fork.
+//! Handles made later from a token (a process that did not inherit its handles,
+//! or this one importing its own export) find the existing `Claims` of that
+//! storage in the process: the claims live with the process's one hold on the
+//! allocation (`Block::claims`: an arena block's `Held`, a large segment's
+//! mapping), and an import of an allocation this process already holds shares
+//! that hold (`arena`'s registry of `Weak` holds, and of large segments by
+//! inode). So a guard on the original and one on an imported handle in one
+//! thread exclude each other exactly as two clones' do. (One storage per
+//! allocation: `Storage::alloc` always allocates its own.)
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -78,7 +83,7 @@ const CHUNKED: usize = 1 << (usize::BITS - 2);
 
 /// The process-local claim word of one storage (see the module docs).
 #[derive(Debug, Default)]
-struct Claims(AtomicUsize);
+pub(crate) struct Claims(AtomicUsize);
 
 fn in_use(what: &'static str, state: usize) -> Error {
     let (by, hint) = if state == EXCLUSIVE {
@@ -149,6 +154,17 @@ impl Drop for CopyClaim<'_> {
     }
 }
 
+/// A storage in a token (see `crate::token`).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ElementsToken {
+    block: crate::shm::arena::BlockToken,
+    at: u64,
+    len: u64,
+    size: u32,
+    align: u32,
+    fingerprint: u64,
+}
+
 /// `len` elements of `T` in shared memory: the block, where the first one is, and
 /// this process's claims on them.
 #[derive(Debug)]
@@ -211,13 +227,64 @@ impl<T: Pod> Storage<T> {
             (block, base, None)
         };
         let storage = Storage {
+            claims: block.claims(),
             block,
             offset,
             len,
-            claims: Arc::default(),
             _t: PhantomData,
         };
         Ok((storage, head_at))
+    }
+
+    /// The storage as a token (the `Elements` of `crate::token`'s format).
+    pub(crate) fn token(&self) -> Result<ElementsToken> {
+        Ok(ElementsToken {
+            block: self.block.token()?,
+            at: (self.offset - self.block.offset()) as u64,
+            len: self.len as u64,
+            size: std::mem::size_of::<T>() as u32,
+            align: std::mem::align_of::<T>() as u32,
+            fingerprint: crate::token::fingerprint::<T>(),
+        })
+    }
+
+    /// The storage a token names, its element type and range checked. It shares
+    /// the claims of every other handle to it in this process (they live with the
+    /// block's hold, which an import shares: see `arena`).
+    pub(crate) fn from_token(t: &ElementsToken, what: &'static str) -> Result<Storage<T>> {
+        let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
+        if (t.size as usize, t.align as usize, t.fingerprint)
+            != (size, align, crate::token::fingerprint::<T>())
+        {
+            return Err(Error::TokenKind {
+                expected: std::any::type_name::<T>(),
+                found: format!(
+                    "elements of another type ({} bytes, alignment {}, fingerprint {:#x})",
+                    t.size, t.align, t.fingerprint
+                ),
+            });
+        }
+        let block = Block::from_token(&t.block, what)?;
+        let bad = |reason: String| Error::BadToken { what, reason };
+        let at = usize::try_from(t.at).map_err(|_| bad(format!("offset {}", t.at)))?;
+        let len = usize::try_from(t.len).map_err(|_| bad(format!("length {}", t.len)))?;
+        let end = len
+            .checked_mul(size)
+            .and_then(|b| b.checked_add(at))
+            .filter(|&end| end <= block.len());
+        if end.is_none() || (block.offset() + at) % align != 0 {
+            return Err(bad(format!(
+                "{len} elements of {size} bytes at {at} of a {}-byte block",
+                block.len()
+            )));
+        }
+        Ok(Storage {
+            claims: block.claims(),
+            offset: block.offset() + at,
+            block,
+            len,
+            _t: PhantomData,
+        })
     }
 
     /// The allocation the elements (and a reserved head) live in.

@@ -77,13 +77,17 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Event> {
-        let block = Block::alloc(4)?;
+        Ok(Event::in_block(Block::alloc(4)?))
+    }
+
+    /// The Event whose word starts the payload of the arena `block`.
+    fn in_block(block: Block) -> Event {
         let map = block.arena_map();
-        Ok(Event {
+        Event {
             word: map.atomic_u32(block.offset()),
             spin: AdaptiveSpin::new(),
             _block: block,
-        })
+        }
     }
 
     /// Whether the flag is set.
@@ -237,6 +241,30 @@ impl Event {
             }
             first = false;
         }
+    }
+}
+
+/// An Event travels as a token ([`crate::token`]).
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::Event, || {
+            crate::token::At::of(&self._block, self._block.offset())
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Event, D::Error> {
+        crate::token::deserialize(d, crate::token::Tag::Event, |at: crate::token::At| {
+            let (block, offset) = at.import(4, "Event")?;
+            if offset != block.offset() {
+                return Err(crate::Error::BadToken {
+                    what: "Event",
+                    reason: "an Event starts its block".into(),
+                });
+            }
+            Ok(Event::in_block(block))
+        })
     }
 }
 

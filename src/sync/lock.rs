@@ -370,3 +370,23 @@ impl Drop for LockGuard<'_> {
         self.lock.unlock();
     }
 }
+
+/// A Lock travels as a token ([`crate::token`]): exported handles and imported ones
+/// are the same lock.
+impl serde::Serialize for Lock {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::Lock, || {
+            let offset = self.holder as *const AtomicU32 as usize - self._block.map().addr() - 8;
+            crate::token::At::of(&self._block, offset)
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Lock {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Lock, D::Error> {
+        crate::token::deserialize(d, crate::token::Tag::Lock, |at: crate::token::At| {
+            let (block, offset) = at.import(raw_lock::SIZE, "Lock")?;
+            Ok(Lock::in_block(block, offset))
+        })
+    }
+}

@@ -493,3 +493,22 @@ impl Drop for RLockGuard<'_> {
         let _ = self.lock.release();
     }
 }
+
+/// An RLock travels as a token ([`crate::token`]).
+impl serde::Serialize for RLock {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::RLock, || {
+            let offset = self.levels as *const AtomicU64 as usize - self._block.map().addr() - 8;
+            crate::token::At::of(&self._block, offset)
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RLock {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<RLock, D::Error> {
+        crate::token::deserialize(d, crate::token::Tag::RLock, |at: crate::token::At| {
+            let (block, offset) = at.import(raw_lock::SIZE, "RLock")?;
+            Ok(RLock::in_block(block, offset))
+        })
+    }
+}

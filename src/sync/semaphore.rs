@@ -66,6 +66,48 @@ struct Core {
 }
 
 impl Core {
+    /// The core whose 16 bytes start the payload of the arena `block`.
+    fn in_block(block: Block, bounded: bool) -> Core {
+        let map = block.arena_map();
+        let off = block.offset();
+        Core {
+            value: map.atomic_u32(off),
+            waiters: map.atomic_u32(off + 4),
+            bound: map.atomic_u32(off + 8),
+            bounded,
+            spin: AdaptiveSpin::new(),
+            _block: block,
+        }
+    }
+
+    fn ser<S: serde::Serializer>(
+        &self,
+        s: S,
+        tag: crate::token::Tag,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, tag, || {
+            crate::token::At::of(&self._block, self._block.offset())
+        })
+    }
+
+    fn de<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        tag: crate::token::Tag,
+    ) -> std::result::Result<Core, D::Error> {
+        crate::token::deserialize(d, tag, |at: crate::token::At| {
+            let (block, offset) = at.import(16, tag.name())?;
+            if offset != block.offset() {
+                return Err(Error::BadToken {
+                    what: tag.name(),
+                    reason: "a semaphore starts its block".into(),
+                });
+            }
+            Ok(Core::in_block(
+                block,
+                tag == crate::token::Tag::BoundedSemaphore,
+            ))
+        })
+    }
     fn new(value: u32, bounded: bool) -> Result<Core> {
         if value > VALUE_MAX {
             return Err(Error::SizeOverflow {
@@ -75,16 +117,7 @@ impl Core {
             });
         }
         let block = Block::alloc(16)?;
-        let map = block.arena_map();
-        let off = block.offset();
-        let core = Core {
-            value: map.atomic_u32(off),
-            waiters: map.atomic_u32(off + 4),
-            bound: map.atomic_u32(off + 8),
-            bounded,
-            spin: AdaptiveSpin::new(),
-            _block: block,
-        };
+        let core = Core::in_block(block, bounded);
         core.value.store(value, Ordering::Relaxed);
         core.bound
             .store(if bounded { value } else { VALUE_MAX }, Ordering::Release);
@@ -432,6 +465,36 @@ common_api!(
     BoundedSemaphore,
     "let sem = multiproc::BoundedSemaphore::new(1)?;"
 );
+
+/// A Semaphore travels as a token ([`crate::token`]).
+impl serde::Serialize for Semaphore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.core.ser(s, crate::token::Tag::Semaphore)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Semaphore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Semaphore {
+            core: Core::de(d, crate::token::Tag::Semaphore)?,
+        })
+    }
+}
+
+/// A BoundedSemaphore travels as a token ([`crate::token`]); its bound is shared.
+impl serde::Serialize for BoundedSemaphore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.core.ser(s, crate::token::Tag::BoundedSemaphore)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BoundedSemaphore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(BoundedSemaphore {
+            core: Core::de(d, crate::token::Tag::BoundedSemaphore)?,
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {

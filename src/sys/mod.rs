@@ -25,3 +25,4 @@ pub mod mem;
 pub mod procfs;
 pub(crate) mod task;
 pub mod time;
+pub(crate) mod transfer;

@@ -1,0 +1,299 @@
+//! Tokens: handles exported and imported (`multiproc::token`), in one process and
+//! across processes that did not inherit them.
+
+mod common;
+
+use common::{T, join_ok, spawn};
+use multiproc::token::{self, Exported};
+use multiproc::{
+    Array, BoundedSemaphore, Error, Event, Lock, RLock, RawArray, RawValue, Semaphore,
+    TryLockError, Value,
+};
+use serde::{Deserialize, Serialize};
+
+/// The documented layout of a block in a token (`multiproc::token`'s format),
+/// mirrored here to read and forge tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+enum BlockT {
+    Arena {
+        fd: u32,
+        inode: u64,
+        off: u32,
+        generation: u32,
+        class: u8,
+    },
+    Large {
+        fd: u32,
+        inode: u64,
+        size: u64,
+    },
+}
+
+/// A Lock's token: version, tag, (block, at).
+type LockT = (u16, u16, (BlockT, u32));
+
+fn again(e: &Exported) -> Exported {
+    Exported {
+        bytes: e.bytes.clone(),
+        fds: e.fds.iter().map(|f| f.try_clone().unwrap()).collect(),
+    }
+}
+
+fn lock_token(e: &Exported) -> LockT {
+    postcard::from_bytes(&e.bytes).unwrap()
+}
+
+fn forged(e: &Exported, t: &LockT) -> Exported {
+    Exported {
+        bytes: postcard::to_stdvec(t).unwrap(),
+        fds: again(e).fds,
+    }
+}
+
+#[test]
+fn an_imported_lock_is_the_same_lock() {
+    let lock = Lock::new().unwrap();
+    let other: Lock = token::import(token::export(&lock).unwrap()).unwrap();
+    let g = lock.lock().unwrap();
+    assert!(other.try_lock().is_err(), "the imported lock is held");
+    drop(g);
+    let g = other.try_lock().unwrap();
+    assert!(lock.is_locked());
+    drop(g);
+    assert!(!lock.is_locked());
+}
+
+#[test]
+fn every_small_kind_round_trips_and_shares_state() {
+    let rlock = RLock::new().unwrap();
+    let sem = Semaphore::new(2).unwrap();
+    let bsem = BoundedSemaphore::new(1).unwrap();
+    let event = Event::new().unwrap();
+    let value = Value::new(7u32).unwrap();
+    let raw = RawValue::new(15u64).unwrap();
+    let array = Array::from_slice(&[1u16, 2, 3]).unwrap();
+    let big = RawArray::<u64>::new(100_000).unwrap(); // a large segment
+    let all = (&rlock, &sem, &bsem, &event, &value, &raw, &array, &big);
+    let e = token::export(&all).unwrap();
+    #[allow(clippy::type_complexity)]
+    let (rlock2, sem2, bsem2, event2, value2, raw2, array2, big2): (
+        RLock,
+        Semaphore,
+        BoundedSemaphore,
+        Event,
+        Value<u32>,
+        RawValue<u64>,
+        Array<u16>,
+        RawArray<u64>,
+    ) = token::import(e).unwrap();
+    let g = rlock.lock().unwrap();
+    assert!(rlock2.is_locked() && rlock2.is_owned());
+    drop(g);
+    assert!(!rlock2.is_locked());
+    let _p = sem2.try_lock().unwrap();
+    assert_eq!(sem.get_value(), 1);
+    assert_eq!(bsem2.bound(), 1);
+    assert!(matches!(bsem2.release(), Err(Error::OverRelease { .. })));
+    event2.set();
+    assert!(event.wait(T).unwrap());
+    value2.set(8).unwrap();
+    assert_eq!(value.get().unwrap(), 8);
+    let g = value.lock().unwrap();
+    assert!(
+        value2.get_lock().is_locked(),
+        "the lock travelled with the Value"
+    );
+    drop(g);
+    raw2.store(25);
+    assert_eq!(raw.load(), 25);
+    array2.set(2, 9).unwrap();
+    assert_eq!(array.to_vec().unwrap(), [1, 2, 9]);
+    big2.set(99_999, 42).unwrap();
+    assert_eq!(big.get(99_999).unwrap(), 42);
+}
+
+#[test]
+fn an_imported_value_shares_the_claims_of_the_original() {
+    let value = Value::new(1u64).unwrap();
+    let imported: Value<u64> = token::import(token::export(&value).unwrap()).unwrap();
+    let g = value.lock().unwrap();
+    // The lock is recursive and this thread holds it: only the claims refuse.
+    assert!(matches!(
+        imported.try_lock(),
+        Err(TryLockError::Invalid(Error::InUse { .. }))
+    ));
+    assert!(matches!(imported.get(), Err(Error::InUse { .. })));
+    drop(g);
+    assert_eq!(imported.get().unwrap(), 1);
+    // A large Array too (its segment is found by inode).
+    let array = Array::<u8>::new(1 << 20).unwrap();
+    let imported: Array<u8> = token::import(token::export(&array).unwrap()).unwrap();
+    let g = imported.lock().unwrap();
+    assert!(matches!(
+        array.try_lock(),
+        Err(TryLockError::Invalid(Error::InUse { .. }))
+    ));
+    assert!(matches!(array.to_vec(), Err(Error::InUse { .. })));
+    drop(g);
+    assert!(array.lock().is_ok());
+}
+
+#[test]
+fn a_token_of_a_freed_object_is_stale_even_when_its_block_is_reused() {
+    let lock = Lock::new().unwrap();
+    let e = token::export(&lock).unwrap();
+    let (_, _, (block, _)) = lock_token(&e);
+    drop(lock);
+    // Freed, not reused yet: no hold is added to a free block.
+    let r = token::import::<Lock>(again(&e));
+    assert!(matches!(r, Err(Error::StaleToken { .. })), "{r:?}");
+    // Allocate until the freed block is reused (the first allocation of its class
+    // normally takes it).
+    let mut news = Vec::new();
+    let reused = loop {
+        let new = Lock::new().unwrap();
+        let (_, _, (b, _)) = lock_token(&token::export(&new).unwrap());
+        let same = match (b, block) {
+            (
+                BlockT::Arena { inode, off, .. },
+                BlockT::Arena {
+                    inode: i0, off: o0, ..
+                },
+            ) => inode == i0 && off == o0,
+            _ => false,
+        };
+        if same {
+            break new;
+        }
+        news.push(new);
+        assert!(news.len() < 100_000, "the freed block was never reused");
+    };
+    let _g = reused.lock().unwrap();
+    let r = token::import::<Lock>(again(&e));
+    assert!(
+        matches!(r, Err(Error::StaleToken { .. })),
+        "a stale token named the new lock: {r:?}"
+    );
+    // Held by this process, imported from another token, it still works.
+    let ok: Lock = token::import(token::export(&reused).unwrap()).unwrap();
+    assert!(ok.is_locked());
+}
+
+#[test]
+fn forged_tokens_are_typed_errors() {
+    let lock = Lock::new().unwrap();
+    let e = token::export(&lock).unwrap();
+    let t = lock_token(&e);
+    let (v, tag, (block, at)) = t;
+    let BlockT::Arena {
+        fd,
+        inode,
+        off,
+        generation,
+        class,
+    } = block
+    else {
+        panic!("a Lock is an arena block")
+    };
+    let arena = |fd, inode, off, generation, class| BlockT::Arena {
+        fd,
+        inode,
+        off,
+        generation,
+        class,
+    };
+    let import = |t: LockT| token::import::<Lock>(forged(&e, &t));
+    // Another kind.
+    assert!(matches!(
+        token::import::<Event>(again(&e)),
+        Err(Error::TokenKind {
+            expected: "Event",
+            ..
+        })
+    ));
+    assert!(matches!(
+        import((v, 99, (block, at))),
+        Err(Error::TokenKind { .. })
+    ));
+    assert!(matches!(
+        import((v + 1, tag, (block, at))),
+        Err(Error::TokenVersion { .. })
+    ));
+    // Wrong inode, bad descriptor index, offsets out of range or off the grid.
+    assert!(matches!(
+        import((v, tag, (arena(fd, inode + 1, off, generation, class), at))),
+        Err(Error::BadToken { .. })
+    ));
+    assert!(matches!(
+        import((v, tag, (arena(fd + 5, inode, off, generation, class), at))),
+        Err(Error::BadToken { .. })
+    ));
+    for bad_off in [0, 8, off + 8, u32::MAX - 31, (1 << 20) - 32] {
+        let r = import((v, tag, (arena(fd, inode, bad_off, generation, class), at)));
+        assert!(matches!(r, Err(Error::BadToken { .. })), "{bad_off}: {r:?}");
+    }
+    for bad_at in [8, 16, 1 << 30] {
+        let r = import((v, tag, (arena(fd, inode, off, generation, class), bad_at)));
+        assert!(matches!(r, Err(Error::BadToken { .. })), "{bad_at}: {r:?}");
+    }
+    assert!(matches!(
+        import((v, tag, (arena(fd, inode, off, generation, 200), at))),
+        Err(Error::BadToken { .. })
+    ));
+    assert!(matches!(
+        import((
+            v,
+            tag,
+            (arena(fd, inode, off, generation.wrapping_add(1), class), at)
+        )),
+        Err(Error::StaleToken { .. })
+    ));
+    // A large-segment block where an arena block must be, and cut bytes.
+    let big = RawArray::<u8>::new(1 << 20).unwrap();
+    let eb = token::export(&big).unwrap();
+    let r = token::import::<RawArray<u16>>(again(&eb));
+    assert!(matches!(r, Err(Error::TokenKind { .. })), "{r:?}");
+    let r = token::import::<RawArray<i8>>(again(&eb));
+    assert!(matches!(r, Err(Error::TokenKind { .. })), "{r:?}");
+    let cut = Exported {
+        bytes: e.bytes[..e.bytes.len() - 2].to_vec(),
+        fds: again(&e).fds,
+    };
+    assert!(token::import::<Lock>(cut).is_err());
+    // None of it touched the lock.
+    assert!(!lock.is_locked());
+    let ok: Lock = token::import(again(&e)).unwrap();
+    let _g = ok.lock().unwrap();
+    assert!(lock.is_locked());
+}
+
+#[test]
+fn handles_refuse_plain_serializers() {
+    let lock = Lock::new().unwrap();
+    let err = serde_json::to_string(&lock).unwrap_err();
+    assert!(
+        err.to_string().contains("multiproc::token::export"),
+        "{err}"
+    );
+    assert!(postcard::to_stdvec(&lock).is_err());
+    let bytes = token::export(&lock).unwrap().bytes;
+    assert!(postcard::from_bytes::<Lock>(&bytes).is_err());
+    let value = Value::new(1u8).unwrap();
+    assert!(serde_json::to_string(&value).is_err());
+}
+
+#[test]
+fn a_forked_child_imports_a_token_and_its_lock_is_shared() {
+    let lock = Lock::new().unwrap();
+    let value = Value::new(0u32).unwrap();
+    let e = token::export(&(&lock, &value)).unwrap();
+    let (bytes, fds) = (e.bytes.clone(), again(&e).fds);
+    let child = spawn(move || {
+        let (l, v): (Lock, Value<u32>) = token::import(Exported { bytes, fds }).unwrap();
+        let _g = l.lock().unwrap();
+        v.set(5).unwrap();
+    });
+    join_ok(child);
+    assert_eq!(value.get().unwrap(), 5);
+    assert!(!lock.is_locked());
+}
