@@ -43,7 +43,7 @@ class _Base(_native.Queue):
     def __reduce__(self):
         return reduction.reduce_native(self)
 
-    def _reset(self):
+    def _after_import(self):
         _live.add(self)
 
 

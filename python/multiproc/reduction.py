@@ -1,10 +1,17 @@
-"""Pickling multiproc objects: through multiproc's tokens (bytes + descriptors).
+"""Pickling multiproc objects through multiproc's tokens (bytes + descriptors).
 
-A native object exports itself as ``(kind, bytes, fds)``; the descriptors travel
-wrapped in ``multiprocessing.reduction.DupFd``, so spawn and forkserver children
-get them through CPython's own ``duplicate_for_child``, and any other receiver (a
-Queue, a Pipe, a Pool task) through CPython's resource sharer. Unlike CPython's,
-these objects may be pickled at any time.
+A native object exports itself as ``(bytes, fds)`` (``multiproc::token::export``:
+one descriptor per shared-memory file it lives in). The descriptors travel wrapped
+in ``multiprocessing.reduction.DupFd``: spawn and forkserver children get them
+through CPython's own ``duplicate_for_child`` when the pickle is part of starting
+them; any other receiver (a Queue, a Pipe, a Pool task) through CPython's resource
+sharer. Unlike CPython's, these objects may be pickled at any time.
+
+A token does not keep its object alive: the sender must hold it until the
+receiver has unpickled it, or the import fails (``the object was freed before the
+token was imported``: never a wrong object). For a child being started, the
+object is kept alive by its ``Popen`` (CPython drops ``Process._args`` right after
+``start()``, before the child has unpickled them).
 """
 
 import os
@@ -12,15 +19,14 @@ import os
 from multiprocessing import context as _mpcontext
 from multiprocessing import reduction as _mpreduction
 
-from . import _native
 
-
-class _Fds:
-    """Descriptors exported for a child being spawned: kept open until the child has
-    them (its Popen object holds this), closed when it is collected."""
+class _Keep:
+    """What a child being spawned needs kept until it has it: descriptors (closed
+    when this is collected, with the child's Popen) and the exported objects."""
 
     def __init__(self):
         self.fds = []
+        self.objects = []
 
     def __del__(self):
         for fd in self.fds:
@@ -30,16 +36,19 @@ class _Fds:
                 pass
 
 
-def _dupfd(fd):
-    """``DupFd`` of a descriptor this module owns (``fd`` is closed or handed over)."""
-    popen = _mpcontext.get_spawning_popen()
-    if popen is not None:
-        # Spawn/forkserver: CPython passes the descriptor when it starts the child;
-        # it must stay open until then.
-        keep = getattr(popen, "_multiproc_fds", None)
-        if keep is None:
-            keep = _Fds()
-            popen._multiproc_fds = keep
+def _keep_for(popen):
+    keep = getattr(popen, "_multiproc_keep", None)
+    if keep is None:
+        keep = _Keep()
+        popen._multiproc_keep = keep
+    return keep
+
+
+def _dupfd(fd, keep):
+    """``DupFd`` of a descriptor this module owns (closed here or kept)."""
+    if keep is not None:
+        # Part of starting a spawn/forkserver child: CPython passes the descriptor
+        # when it starts the child, so it must stay open until then.
         keep.fds.append(fd)
         return _mpreduction.DupFd(fd)
     try:
@@ -48,16 +57,26 @@ def _dupfd(fd):
         os.close(fd)
 
 
-def reduce_native(obj):
-    exported = getattr(obj, "_export", None)
-    if exported is None:
-        raise TypeError(
-            f"{type(obj).__name__} cannot be pickled by this build of multiproc"
-        )
-    kind, data, fds, extra = exported()
-    return _rebuild, (type(obj), kind, data, [_dupfd(fd) for fd in fds], extra)
+def _native_base(cls):
+    for c in cls.__mro__:
+        if c.__module__ == "multiproc._native":
+            return c
+    raise TypeError(f"{cls!r} is not a multiproc object")
 
 
-def _rebuild(cls, kind, data, dupfds, extra):
+def reduce_native(obj, **kwargs):
+    data, fds = obj._export()
+    popen = _mpcontext.get_spawning_popen()
+    keep = _keep_for(popen) if popen is not None else None
+    if keep is not None:
+        keep.objects.append(obj)
+    return _rebuild, (type(obj), data, [_dupfd(fd, keep) for fd in fds], kwargs)
+
+
+def _rebuild(cls, data, dupfds, kwargs):
     fds = [d.detach() for d in dupfds]
-    return _native.import_object(cls, kind, data, fds, extra)
+    obj = _native_base(cls).__new__(cls, _token=(data, fds), **kwargs)
+    after = getattr(obj, "_after_import", None)
+    if after is not None:
+        after()
+    return obj

@@ -48,7 +48,7 @@ class Semaphore(_native.Semaphore):
     __slots__ = ()
 
     def __reduce__(self):
-        return reduction.reduce_native(self)
+        return reduction.reduce_native(self, bounded=self._bounded)
 
 
 class BoundedSemaphore(Semaphore):

@@ -15,13 +15,14 @@
 //!   (CPython's semaphores clamp it so); NaN is a `ValueError`.
 //! - Errors are CPython's exceptions (see [`errors`]).
 //!
-//! No `unsafe` here: shared memory is reached through multiproc's safe handles,
-//! and the bytes of `Value`/`Array` through Python's own `mmap` (see
-//! `multiproc/heap.py`).
+//! One `unsafe`, in `fds` (taking descriptors Python hands over); shared memory is
+//! reached through multiproc's safe handles, and the bytes of `Value`/`Array`
+//! through Python's own `mmap` (see `multiproc/heap.py`).
 
 use pyo3::prelude::*;
 
 mod errors;
+mod fds;
 mod queue;
 mod sync;
 mod wait;

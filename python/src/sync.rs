@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use crate::errors::{BrokenBarrierError, to_py, warn_owner_died};
+use crate::fds;
 use crate::wait::{sliced, timeout_of};
 
 /// Takes a lock-like object: first without waiting (holding the GIL: the
@@ -60,12 +61,24 @@ impl Lock {
 
 #[pymethods]
 impl Lock {
+    /// `Lock()`; `Lock.__new__(cls, _token=(bytes, fds))` imports a pickled one.
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        Ok(Lock {
-            inner: multiproc::Lock::new().map_err(to_py)?,
-        })
+    #[pyo3(signature = (*_args, _token = None, **_kwargs))]
+    fn new(
+        _args: &Bound<'_, PyTuple>,
+        _token: Option<(Vec<u8>, Vec<i32>)>,
+        _kwargs: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let inner = match _token {
+            Some(t) => fds::import(t)?,
+            None => multiproc::Lock::new().map_err(to_py)?,
+        };
+        Ok(Lock { inner })
+    }
+
+    /// The token of this object: `(bytes, fds)` (the caller owns the fds).
+    fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
+        fds::export(&self.inner)
     }
 
     /// `acquire(block=True, timeout=None)`: `True` once taken.
@@ -148,12 +161,24 @@ impl RLock {
 
 #[pymethods]
 impl RLock {
+    /// `RLock()`; `RLock.__new__(cls, _token=(bytes, fds))` imports a pickled one.
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        Ok(RLock {
-            inner: multiproc::RLock::new().map_err(to_py)?,
-        })
+    #[pyo3(signature = (*_args, _token = None, **_kwargs))]
+    fn new(
+        _args: &Bound<'_, PyTuple>,
+        _token: Option<(Vec<u8>, Vec<i32>)>,
+        _kwargs: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let inner = match _token {
+            Some(t) => fds::import(t)?,
+            None => multiproc::RLock::new().map_err(to_py)?,
+        };
+        Ok(RLock { inner })
+    }
+
+    /// The token of this object: `(bytes, fds)` (the caller owns the fds).
+    fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
+        fds::export(&self.inner)
     }
 
     #[pyo3(signature = (block = true, timeout = None))]
@@ -253,13 +278,22 @@ impl Semaphore {
 #[pymethods]
 impl Semaphore {
     #[new]
-    #[pyo3(signature = (value = 1, *_args, bounded = false, **_kwargs))]
+    #[pyo3(signature = (value = 1, *_args, bounded = false, _token = None, **_kwargs))]
     fn new(
         value: i64,
         _args: &Bound<'_, PyTuple>,
         bounded: bool,
+        _token: Option<(Vec<u8>, Vec<i32>)>,
         _kwargs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        if let Some(t) = _token {
+            let inner = if bounded {
+                Sem::Bounded(fds::import(t)?)
+            } else {
+                Sem::Plain(fds::import(t)?)
+            };
+            return Ok(Semaphore { inner });
+        }
         if value < 0 {
             return Err(PyValueError::new_err(
                 "semaphore initial value must be >= 0",
@@ -292,6 +326,13 @@ impl Semaphore {
         match &self.inner {
             Sem::Plain(s) => s.get_value(),
             Sem::Bounded(s) => s.get_value(),
+        }
+    }
+
+    fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
+        match &self.inner {
+            Sem::Plain(s) => fds::export(s),
+            Sem::Bounded(s) => fds::export(s),
         }
     }
 
@@ -330,12 +371,24 @@ pub(crate) struct Event {
 
 #[pymethods]
 impl Event {
+    /// `Event()`; `Event.__new__(cls, _token=(bytes, fds))` imports a pickled one.
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        Ok(Event {
-            inner: multiproc::Event::new().map_err(to_py)?,
-        })
+    #[pyo3(signature = (*_args, _token = None, **_kwargs))]
+    fn new(
+        _args: &Bound<'_, PyTuple>,
+        _token: Option<(Vec<u8>, Vec<i32>)>,
+        _kwargs: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let inner = match _token {
+            Some(t) => fds::import(t)?,
+            None => multiproc::Event::new().map_err(to_py)?,
+        };
+        Ok(Event { inner })
+    }
+
+    /// The token of this object: `(bytes, fds)` (the caller owns the fds).
+    fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
+        fds::export(&self.inner)
     }
 
     fn is_set(&self) -> bool {
