@@ -8,7 +8,10 @@ so an unpicklable object fails there, silently); the bytes are in the queue when
 its message; a consumer killed inside ``get`` loses at most the message it was taking.
 """
 
+import io
+import pickle
 import queue as _queue
+import threading
 import weakref
 
 from multiprocessing.reduction import ForkingPickler
@@ -22,8 +25,28 @@ Full = _queue.Full
 _loads = ForkingPickler.loads
 
 
-def _dumps(obj, _d=ForkingPickler.dumps):
-    return _d(obj).tobytes()
+class _Dumper(threading.local):
+    """One ForkingPickler per thread, reused: making one per message costs more
+    than pickling a small object."""
+
+    def __init__(self):
+        self.buf = io.BytesIO()
+        self.pickler = ForkingPickler(self.buf, pickle.HIGHEST_PROTOCOL)
+
+
+_dumper = _Dumper()
+
+
+def _dumps(obj):
+    d = _dumper
+    buf = d.buf
+    try:
+        d.pickler.dump(obj)
+        return buf.getvalue()
+    finally:
+        buf.seek(0)
+        buf.truncate()
+        d.pickler.clear_memo()
 
 # Every native queue of this process, to count a fork child as a holder of each.
 _live = weakref.WeakSet()

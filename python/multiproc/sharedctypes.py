@@ -9,6 +9,7 @@ CPython's, these objects pickle at any time (into a Queue, as a Pool argument).
 
 import ctypes
 
+from . import _native
 from . import heap as _heap
 
 typecode_to_type = {
@@ -167,16 +168,11 @@ class SynchronizedBase:
         return "<%s wrapper for %s>" % (type(self).__name__, self._obj)
 
 
-class Synchronized(SynchronizedBase):
-    @property
-    def value(self):
-        with self._lock:
-            return self._obj.value
+class Synchronized(_native.SynchronizedValue, SynchronizedBase):
+    """``.value``, ``get_lock()`` and ``get_obj()`` are native (one call each)."""
 
-    @value.setter
-    def value(self, value):
-        with self._lock:
-            self._obj.value = value
+    def __init__(self, obj, lock=None, ctx=None):
+        SynchronizedBase.__init__(self, obj, lock)
 
 
 class SynchronizedArray(SynchronizedBase):

@@ -66,6 +66,10 @@ class Event(_native.Event):
 
     __slots__ = ()
 
+    def __repr__(self):
+        state = "set" if self.is_set() else "unset"
+        return f"<{type(self).__qualname__} at {id(self):#x} {state}>"
+
     def __reduce__(self):
         return reduction.reduce_native(self)
 
@@ -104,6 +108,14 @@ class Condition(_native.Condition):
             self.wait(waittime)
             result = predicate()
         return result
+
+    # CPython's implementation counters, which the CPython test suite reads when
+    # present; multiproc has none (its waiters are a table in shared memory).
+    @property
+    def _sleeping_count(self):
+        raise NotImplementedError("multiproc's Condition has no sleeping count")
+
+    _woken_count = _wait_semaphore = _sleeping_count
 
     def notifyAll(self):
         return self.notify_all()

@@ -37,6 +37,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::Event>()?;
     m.add_class::<sync::Condition>()?;
     m.add_class::<sync::Barrier>()?;
+    m.add_class::<sync::SynchronizedValue>()?;
     m.add_class::<queue::Queue>()?;
     m.add_class::<queue::Connection>()?;
     m.add_class::<queue::SharedMemory>()?;

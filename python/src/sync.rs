@@ -686,3 +686,93 @@ pub(crate) fn after_fork_in_child() {
         p.child();
     }
 }
+
+/// The lock of a `Synchronized` wrapper: multiproc's `RLock` (the default, with
+/// a fast path) or any object with `acquire`/`release`.
+enum WrapperLock {
+    RLock(Py<RLock>),
+    Other,
+}
+
+/// `sharedctypes.Synchronized`'s core: `.value` of a ctypes object under its
+/// lock, in one native call (CPython's is a Python property around a `with`).
+/// When the calling thread already holds the RLock (inside `with
+/// v.get_lock():`) it reads and writes without touching the lock again, which
+/// is what a recursive acquire would allow anyway.
+#[pyclass(subclass, frozen, module = "multiproc._native")]
+pub(crate) struct SynchronizedValue {
+    obj: Py<PyAny>,
+    lock: Py<PyAny>,
+    kind: WrapperLock,
+}
+
+impl SynchronizedValue {
+    fn locked<T>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<T>,
+    ) -> PyResult<T> {
+        let obj = self.obj.bind(py);
+        match &self.kind {
+            WrapperLock::RLock(r) => {
+                let r = r.get();
+                if r.inner.is_owned() {
+                    return f(obj);
+                }
+                r.acquire(py, true, None)?;
+                let out = f(obj);
+                r.inner.release().map_err(to_py)?;
+                out
+            }
+            WrapperLock::Other => {
+                let lock = self.lock.bind(py);
+                lock.call_method0(pyo3::intern!(py, "acquire"))?;
+                let out = f(obj);
+                lock.call_method0(pyo3::intern!(py, "release"))?;
+                out
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl SynchronizedValue {
+    #[new]
+    #[pyo3(signature = (obj, lock, *_args, **_kwargs))]
+    fn new(
+        obj: &Bound<'_, PyAny>,
+        lock: &Bound<'_, PyAny>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyAny>>,
+    ) -> Self {
+        let kind = match lock.cast::<RLock>() {
+            Ok(r) => WrapperLock::RLock(r.clone().unbind()),
+            Err(_) => WrapperLock::Other,
+        };
+        SynchronizedValue {
+            obj: obj.clone().unbind(),
+            lock: lock.clone().unbind(),
+            kind,
+        }
+    }
+
+    #[getter]
+    fn value(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.locked(py, |o| {
+            o.getattr(pyo3::intern!(py, "value")).map(Bound::unbind)
+        })
+    }
+
+    #[setter]
+    fn set_value(&self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.locked(py, |o| o.setattr(pyo3::intern!(py, "value"), v))
+    }
+
+    fn get_lock(&self, py: Python<'_>) -> Py<PyAny> {
+        self.lock.clone_ref(py)
+    }
+
+    fn get_obj(&self, py: Python<'_>) -> Py<PyAny> {
+        self.obj.clone_ref(py)
+    }
+}
