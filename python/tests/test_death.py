@@ -100,11 +100,10 @@ def test_barrier_party_killed(ctx):
 
 def _flood(q, started):
     payload = b"x" * 1_500_000  # larger than the 1 MiB ring: put in pieces
+    started.set()
     i = 0
     while True:
         q.put((i, payload))
-        if i == 3:
-            started.set()
         i += 1
 
 
