@@ -67,11 +67,42 @@
 //! Payloads:
 //! ```text
 //! Lock, RLock              At
-//! Semaphore, Bounded...    At (the 16-byte core: value, waiters, bound)
-//! Event                    At (the 4-byte word)
+//! Semaphore, Bounded...    At (the 16-byte core: value, waiters, bound; at 0)
+//! Event                    At (the 4-byte word; at 0)
 //! Value, Array             Elements, RLock (a whole token, tag 2)
 //! RawValue, RawArray       Elements
+//! Condition                enum 0 Lock(token) | 1 RLock(token), fd u32, inode u64
+//!                          (the waiter table: a sealed memfd of 16 + 16 x 2^22
+//!                          bytes, checked)
+//! Barrier                  At (at 0; parties read from the block and checked to
+//!                          fit it), timeout Option<Duration> (secs u64, nanos u32)
+//! SharedMemory             fd u32, inode u64, name string (checked as on attach:
+//!                          this user's, mode 0600, a regular file)
+//! Queue, SimpleQueue,      Ring, fingerprint u64 (of the message type), joinable
+//! JoinableQueue, Sender,   bool (a Queue or SimpleQueue token must be false, a
+//! Receiver                 JoinableQueue's true)
+//!   Ring                   At (the control words, 64-aligned), Block (the data
+//!                          segment); capacity, byte bound and maxsize are read
+//!                          from the control words and checked as `new` makes them
+//! Connection               kind u8 (0 socket, 1 pipe read end, 2 pipe write end;
+//!                          checked against the descriptor's type), fd u32
 //! ```
+//! Descriptors are deduplicated by (device, inode, access): the two ends of one
+//! pipe share an inode and are passed as two descriptors.
+//!
+//! ## What an import means for each kind
+//! - Arena objects: one hold per process (an import into a process that holds the
+//!   block already shares that hold; otherwise it adds one, only to a live block
+//!   of the token's generation). The imported handle keeps the object alive as an
+//!   inherited one does; a Value/Array imported next to another handle shares its
+//!   claims (one guard at a time in this process).
+//! - Queues: the imported handle counts as a producer and/or consumer of the
+//!   importing process, exactly as a handle made there.
+//! - Connection: a duplicate of the descriptor; the exporting process keeps its
+//!   own, so the peer sees EOF only once both are closed (as CPython's `DupFd`).
+//! - SharedMemory: an attach by descriptor (works after `unlink`); unlink once,
+//!   from one process, as in CPython.
+//!
 //! Type names are what the compiler calls the type: tokens travel between
 //! processes of one build (a spawned child re-executes the same binary).
 
@@ -340,4 +371,109 @@ pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, b| {
             (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+
+    use super::*;
+    use crate::sys::fd::{inherited_test_fd, recv_with_fds, send_with_fds};
+    use crate::{Error, Lock, Queue, Sender, TryLockError, Value};
+
+    const CHILD: &str = "MULTIPROC_TOKEN_TEST_CHILD";
+    const BOUND: Duration = Duration::from_secs(30);
+    const NAME: &str = "token::tests::a_process_that_inherited_nothing_imports_over_a_socket";
+
+    /// The re-executed test binary's side: it inherited nothing (exec), gets the
+    /// tokens and their descriptors over the socket, and uses them with the parent.
+    fn child(raw: i32) {
+        let sock = inherited_test_fd(raw);
+        let (bytes, fds) = recv_with_fds(sock.as_fd()).unwrap();
+        let (lock, value, tx): (Lock, Value<u32>, Sender<String>) =
+            import(Exported { bytes, fds }).unwrap();
+        let _held = lock.lock().unwrap();
+        value.set(42).unwrap();
+        tx.put(&"locked".to_string(), Some(BOUND)).unwrap();
+        // Step 2: write once more (the parent dropped its own Value meanwhile).
+        let mut b = [0u8; 1];
+        let n = rustix::io::read(&sock, &mut b).unwrap();
+        assert_eq!(n, 1, "the parent went away");
+        value.set(43).unwrap();
+        tx.put(&"written".to_string(), Some(BOUND)).unwrap();
+        // Hold everything until killed (or the parent goes: EOF).
+        let _ = rustix::io::read(&sock, &mut b);
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn a_process_that_inherited_nothing_imports_over_a_socket() {
+        if let Ok(raw) = std::env::var(CHILD) {
+            return child(raw.parse().unwrap());
+        }
+        let lock = Lock::new().unwrap();
+        let value = Value::new(0u32).unwrap();
+        let q = Queue::<String>::new().unwrap();
+        let rx = q.receiver();
+        let exported = export(&(&lock, &value, q.sender())).unwrap();
+        let (mine, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        // The child's end survives exec (and only it).
+        rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty()).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, theirs.as_raw_fd().to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(theirs);
+        let borrowed: Vec<_> = exported.fds.iter().map(|f| f.as_fd()).collect();
+        send_with_fds(mine.as_fd(), &exported.bytes, &borrowed).unwrap();
+        drop(exported);
+        assert_eq!(rx.get(Some(BOUND)).unwrap(), "locked");
+        // The imported lock is the lock, the imported value the value.
+        assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+        assert_eq!(value.get().unwrap(), 42);
+        // The child's imported Sender counts as a producer: with the parent's own
+        // producer gone, an empty queue times out instead of disconnecting.
+        drop(q);
+        assert!(matches!(
+            rx.get(Some(Duration::from_millis(50))),
+            Err(Error::Timeout { .. })
+        ));
+        // The child's imported Value holds its block: dropping the parent's last
+        // handle does not free it, so a new Value never shares its memory.
+        drop(value);
+        let fresh = Value::new(0u32).unwrap();
+        rustix::io::write(&mine, b"w").unwrap();
+        assert_eq!(rx.get(Some(BOUND)).unwrap(), "written");
+        assert_eq!(
+            fresh.get().unwrap(),
+            0,
+            "the freed block was reused under the child"
+        );
+        // SIGKILL the importer holding the Lock: the parent gets it with OwnerDied,
+        // and the queue disconnects (its only producer died).
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        match lock.try_lock_for(BOUND) {
+            Err(TryLockError::OwnerDied(_)) => {}
+            other => panic!("expected OwnerDied, got {other:?}"),
+        }
+        assert!(matches!(rx.get(Some(BOUND)), Err(Error::Disconnected(_))));
+        let mut out = String::new();
+        let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+        assert!(!out.contains("panicked"), "the child failed:\n{out}");
+    }
 }

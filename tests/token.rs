@@ -149,25 +149,7 @@ fn a_token_of_a_freed_object_is_stale_even_when_its_block_is_reused() {
     assert!(matches!(r, Err(Error::StaleToken { .. })), "{r:?}");
     // Allocate until the freed block is reused (the first allocation of its class
     // normally takes it).
-    let mut news = Vec::new();
-    let reused = loop {
-        let new = Lock::new().unwrap();
-        let (_, _, (b, _)) = lock_token(&token::export(&new).unwrap());
-        let same = match (b, block) {
-            (
-                BlockT::Arena { inode, off, .. },
-                BlockT::Arena {
-                    inode: i0, off: o0, ..
-                },
-            ) => inode == i0 && off == o0,
-            _ => false,
-        };
-        if same {
-            break new;
-        }
-        news.push(new);
-        assert!(news.len() < 100_000, "the freed block was never reused");
-    };
+    let (reused, _others) = lock_in(block);
     let _g = reused.lock().unwrap();
     let r = token::import::<Lock>(again(&e));
     assert!(
@@ -296,4 +278,161 @@ fn a_forked_child_imports_a_token_and_its_lock_is_shared() {
     join_ok(child);
     assert_eq!(value.get().unwrap(), 5);
     assert!(!lock.is_locked());
+}
+
+#[test]
+fn a_condition_and_a_barrier_travel() {
+    use multiproc::{Barrier, Condition};
+    let cond = Condition::new().unwrap();
+    let flag = RawValue::new(0u32).unwrap();
+    let e = token::export(&(&cond, &flag)).unwrap();
+    let (bytes, fds) = (e.bytes.clone(), again(&e).fds);
+    let g = cond.lock().unwrap();
+    let child = spawn(move || {
+        // The child imports rather than using its inherited copies.
+        let (c, f): (Condition, RawValue<u32>) = token::import(Exported { bytes, fds }).unwrap();
+        let _g = c.lock().unwrap();
+        f.store(1);
+        c.notify_all().unwrap();
+    });
+    assert!(cond.wait_for(|| flag.load() == 1, T).unwrap());
+    drop(g);
+    join_ok(child);
+    // A Barrier travels with its timeout, not with an action.
+    let b = Barrier::new(2)
+        .unwrap()
+        .with_timeout(std::time::Duration::from_secs(20));
+    let b2: Barrier = token::import(token::export(&b).unwrap()).unwrap();
+    assert_eq!(b2.parties(), 2);
+    let t = std::thread::spawn(move || b2.wait(None).unwrap());
+    b.wait(None).unwrap();
+    t.join().unwrap();
+    let with_action = Barrier::new(1).unwrap().with_action(|| {});
+    let r = token::export(&with_action);
+    assert!(matches!(r, Err(Error::NotTransferable { .. })), "{r:?}");
+    // Imported as the wrong kind: typed.
+    let r = token::import::<Barrier>(token::export(&cond).unwrap());
+    assert!(matches!(r, Err(Error::TokenKind { .. })), "{r:?}");
+}
+
+#[test]
+fn queues_travel_with_their_roles_and_message_type() {
+    use multiproc::{JoinableQueue, Queue, Receiver, Sender, SimpleQueue};
+    let q = Queue::<String>::new().unwrap();
+    let (tx, rx): (Sender<String>, Receiver<String>) =
+        token::import(token::export(&(q.sender(), q.receiver())).unwrap()).unwrap();
+    tx.put(&"a".into(), T).unwrap();
+    assert_eq!(q.get(T).unwrap(), "a");
+    q.put(&"b".into(), T).unwrap();
+    assert_eq!(rx.get(T).unwrap(), "b");
+    // The imported Sender is a producer: the last producer's drop disconnects.
+    drop(q);
+    drop(tx);
+    assert!(matches!(rx.get(T), Err(Error::Disconnected(_))));
+    // Message types and queue kinds are checked.
+    let q = Queue::<u32>::new().unwrap();
+    let r = token::import::<Queue<u64>>(token::export(&q).unwrap());
+    assert!(matches!(r, Err(Error::TokenKind { .. })), "{r:?}");
+    let r = token::import::<Sender<u32>>(token::export(&q).unwrap());
+    assert!(matches!(r, Err(Error::TokenKind { .. })), "{r:?}");
+    let closed = q.sender();
+    closed.close();
+    assert!(matches!(token::export(&closed), Err(Error::Closed(_))));
+    let jq = JoinableQueue::<u8>::new().unwrap();
+    let r = token::import::<Queue<u8>>(token::export(&jq).unwrap());
+    assert!(matches!(r, Err(Error::TokenKind { .. })), "{r:?}");
+    let jq2: JoinableQueue<u8> = token::import(token::export(&jq).unwrap()).unwrap();
+    jq.put(&1, T).unwrap();
+    assert_eq!(jq2.get(T).unwrap(), 1);
+    jq2.task_done().unwrap();
+    jq.join(T).unwrap();
+    let sq = SimpleQueue::<u8>::new().unwrap();
+    let sq2: SimpleQueue<u8> = token::import(token::export(&sq).unwrap()).unwrap();
+    sq2.put(&9).unwrap();
+    assert_eq!(sq.get().unwrap(), 9);
+}
+
+#[test]
+fn a_connection_and_a_shared_memory_travel() {
+    use multiproc::{Connection, Pipe, SharedMemory};
+    let (a, b) = Pipe(true).unwrap();
+    let b2: Connection = token::import(token::export(&b).unwrap()).unwrap();
+    drop(b);
+    a.send(&5u32).unwrap();
+    assert_eq!(b2.recv::<u32>().unwrap(), 5);
+    drop(b2); // every holder of the end is gone: EOF
+    assert!(matches!(a.recv::<u32>(), Err(Error::Eof)));
+    let (r, w) = Pipe(false).unwrap();
+    let (r2, w2): (Connection, Connection) =
+        token::import(token::export(&(&r, &w)).unwrap()).unwrap();
+    w2.send_bytes(b"x", 0, None).unwrap();
+    assert_eq!(r2.recv_bytes(None).unwrap(), b"x");
+    let mut closed = r;
+    closed.close();
+    assert!(matches!(
+        token::export(&closed),
+        Err(Error::ConnectionClosed { .. })
+    ));
+    let shm = SharedMemory::create(16).unwrap();
+    shm.write_at(0, b"hi").unwrap();
+    let e = token::export(&shm).unwrap();
+    shm.unlink().unwrap(); // the descriptor travels, not the name
+    let shm2: SharedMemory = token::import(e).unwrap();
+    assert_eq!(shm2.name(), shm.name());
+    let mut two = [0u8; 2];
+    shm2.read_at(0, &mut two).unwrap();
+    assert_eq!(&two, b"hi");
+    assert!(matches!(shm2.unlink(), Err(Error::NotFound { .. })));
+}
+
+/// Allocates Locks until one sits in `block` (the freed block of a token).
+fn lock_in(block: BlockT) -> (Lock, Vec<Lock>) {
+    let mut others = Vec::new();
+    loop {
+        let new = Lock::new().unwrap();
+        let (_, _, (b, _)) = lock_token(&token::export(&new).unwrap());
+        let same = match (b, block) {
+            (
+                BlockT::Arena { inode, off, .. },
+                BlockT::Arena {
+                    inode: i0, off: o0, ..
+                },
+            ) => inode == i0 && off == o0,
+            _ => false,
+        };
+        if same {
+            return (new, others);
+        }
+        others.push(new);
+        assert!(others.len() < 100_000, "the freed block was never reused");
+    }
+}
+
+#[test]
+fn a_stale_token_of_a_block_another_process_reused_is_refused() {
+    let (ready, done) = (Event::new().unwrap(), Event::new().unwrap());
+    let lock = Lock::new().unwrap();
+    let e = token::export(&lock).unwrap();
+    let (_, _, (block, _)) = lock_token(&e);
+    drop(lock); // freed: this process holds the block no more
+    let (r, d) = (ready.clone(), done.clone());
+    let child = spawn(move || {
+        // The free lists are shared: the child reuses the block for its own lock.
+        let (mine, _others) = lock_in(block);
+        let _g = mine.lock().unwrap();
+        r.set();
+        assert!(d.wait(T).unwrap());
+        assert!(mine.is_locked());
+    });
+    assert!(ready.wait(T).unwrap());
+    // The block is live (the child holds it) but of another generation.
+    let r = token::import::<Lock>(again(&e));
+    assert!(
+        matches!(r, Err(Error::StaleToken { .. })),
+        "a stale token named another process's new lock: {r:?}"
+    );
+    done.set();
+    join_ok(child);
+    let r = token::import::<Lock>(again(&e));
+    assert!(matches!(r, Err(Error::StaleToken { .. })), "{r:?}");
 }

@@ -56,6 +56,9 @@ use crate::sync::{RLock, RLockGuard};
 /// assert_eq!(arr.to_vec()?, vec![3, 3, 3, 3, 3]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct Array<T> {
     storage: Storage<T>,
@@ -357,6 +360,9 @@ impl<T> ArrayGuard<'_, T> {
 /// assert_eq!(a.to_vec()?, vec![9, 2, 3]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct RawArray<T> {
     storage: Storage<T>,

@@ -50,6 +50,9 @@ use crate::sync::{RLock, RLockGuard};
 /// assert_eq!(counter.get()?, 4000);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct Value<T> {
     storage: Storage<T>,
@@ -360,6 +363,9 @@ impl<T> ValueGuard<'_, T> {
 /// assert_eq!(v.load(), 10);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct RawValue<T> {
     storage: Storage<T>,

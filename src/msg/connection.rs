@@ -65,7 +65,7 @@ const RESERVE_AHEAD: usize = 16 * 1024 * 1024;
 const SMALL: usize = 8192;
 
 /// What the descriptor is, which decides how it is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Kind {
     /// A Unix stream socket (duplex Pipe): written with `sendmsg(MSG_NOSIGNAL)`.
     Socket,
@@ -128,6 +128,9 @@ struct ReadState {
 /// assert!(matches!(parent.recv::<u64>(), Err(Error::Eof))); // the child is gone
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token (a duplicate of its descriptor): see
+/// [`token::export`](crate::token::export).
 pub struct Connection {
     open: Option<Open>,
     kind: Kind,
@@ -856,6 +859,62 @@ fn reserve(v: &mut Vec<u8>, more: usize, size: usize) -> Result<()> {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A Connection travels as a token ([`crate::token`]): its kind and its
+/// descriptor, duplicated (as CPython's `DupFd` when it pickles one for a spawned
+/// child). The sending process keeps its own end open: the peer sees EOF once
+/// every process holding the end (the importer included) closed it or died.
+/// Refused: a closed connection ([`Error::ConnectionClosed`]), and one holding
+/// received bytes not read yet ([`Error::NotTransferable`]: the importer would
+/// miss them).
+impl serde::Serialize for Connection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::Connection, || {
+            let open = self
+                .open
+                .as_ref()
+                .ok_or(Error::ConnectionClosed { op: "export" })?;
+            if self.has_buffered() {
+                return Err(Error::NotTransferable {
+                    what: "a Connection with received bytes not read yet",
+                    reason: "recv the buffered messages first (the importer would miss them)",
+                });
+            }
+            let id = crate::sys::transfer::file_id(&open.fd)
+                .map_err(|e| Error::io("fstat on a Connection", e))?;
+            Ok((
+                self.kind,
+                crate::sys::transfer::add_fd_as(id, self.kind as u32 + 1, open.fd.as_fd())?,
+            ))
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Connection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::Connection,
+            |(kind, fd): (Kind, u32)| {
+                let fd = crate::sys::transfer::take_fd(fd, "Connection")?;
+                let st = rustix::fs::fstat(&fd)
+                    .map_err(|e| Error::io("fstat on a received Connection", e))?;
+                let ty = rustix::fs::FileType::from_raw_mode(st.st_mode);
+                let want = match kind {
+                    Kind::Socket => rustix::fs::FileType::Socket,
+                    Kind::PipeReader | Kind::PipeWriter => rustix::fs::FileType::Fifo,
+                };
+                if ty != want {
+                    return Err(Error::BadToken {
+                        what: "Connection",
+                        reason: format!("a {kind:?} end whose descriptor is a {ty:?}"),
+                    });
+                }
+                Ok(Connection::from_fd(fd, kind))
+            },
+        )
     }
 }
 

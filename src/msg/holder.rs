@@ -115,3 +115,59 @@ impl Drop for Holder {
         self.close();
     }
 }
+
+/// A queue handle in a token (see `crate::token`): the ring, the message type's
+/// fingerprint, and whether it is a JoinableQueue's.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct QueueToken {
+    ring: super::ring::RingToken,
+    fingerprint: u64,
+    joinable: bool,
+}
+
+impl Holder {
+    /// This handle as a token for messages of type `T`; a closed handle refuses.
+    pub(crate) fn token<T>(&self) -> crate::Result<QueueToken> {
+        if self.is_closed() {
+            return Err(crate::Error::Closed("export"));
+        }
+        Ok(QueueToken {
+            ring: self.ring.token()?,
+            fingerprint: crate::token::fingerprint::<T>(),
+            joinable: self.joinable,
+        })
+    }
+
+    /// A new hold with `roles` on the queue a token names: it counts for this
+    /// process exactly as a handle made here or inherited does. `joinable`: what
+    /// the handle type requires (`None`: either, as a Sender or Receiver).
+    pub(crate) fn from_token<T>(
+        t: &QueueToken,
+        roles: Roles,
+        joinable: Option<bool>,
+        what: &'static str,
+    ) -> crate::Result<Holder> {
+        if t.fingerprint != crate::token::fingerprint::<T>() {
+            return Err(crate::Error::TokenKind {
+                expected: std::any::type_name::<T>(),
+                found: format!(
+                    "a queue of another message type (fingerprint {:#x})",
+                    t.fingerprint
+                ),
+            });
+        }
+        if joinable.is_some_and(|j| j != t.joinable) {
+            return Err(crate::Error::TokenKind {
+                expected: what,
+                found: if t.joinable {
+                    "a JoinableQueue"
+                } else {
+                    "a Queue"
+                }
+                .to_string(),
+            });
+        }
+        let ring = super::ring::Ring::from_token(&t.ring, what)?;
+        Ok(Holder::new(Arc::new(ring), roles, t.joinable))
+    }
+}

@@ -88,6 +88,9 @@ pub(crate) fn task_done(h: &Holder) -> Result<()> {
 /// p.join(Some(Duration::from_secs(10)))?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 pub struct JoinableQueue<T> {
     holder: Holder,
     _msg: PhantomData<fn(T) -> T>,
@@ -251,3 +254,29 @@ common_api!(
     JoinableQueue,
     "let q = multiproc::JoinableQueue::<u32>::new()?;\nlet h = q.clone();"
 );
+
+/// A JoinableQueue travels as a token ([`crate::token`]); the message type is
+/// checked on import. The imported handle counts as a producer and consumer of
+/// the importing process exactly as an inherited one.
+impl<T> serde::Serialize for JoinableQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::JoinableQueue, || {
+            self.holder.token::<T>()
+        })
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::JoinableQueue,
+            |t: super::holder::QueueToken| {
+                Ok(JoinableQueue {
+                    holder: Holder::from_token::<T>(&t, Roles::BOTH, Some(true), "JoinableQueue")?,
+                    _msg: PhantomData,
+                })
+            },
+        )
+    }
+}

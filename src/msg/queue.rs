@@ -623,6 +623,9 @@ macro_rules! common_api {
 /// child.join(Some(Duration::from_secs(10)))?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 pub struct Queue<T> {
     pub(crate) holder: Holder,
     pub(crate) _msg: PhantomData<fn(T) -> T>,
@@ -641,6 +644,9 @@ pub struct Queue<T> {
 /// assert!(matches!(rx.get(None), Err(multiproc::Error::Disconnected(_))));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 pub struct Sender<T> {
     pub(crate) holder: Holder,
     pub(crate) _msg: PhantomData<fn(T) -> T>,
@@ -658,6 +664,9 @@ pub struct Sender<T> {
 /// assert!(matches!(tx.put(&2, None), Err(multiproc::Error::Disconnected(_))));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 pub struct Receiver<T> {
     pub(crate) holder: Holder,
     pub(crate) _msg: PhantomData<fn(T) -> T>,
@@ -810,3 +819,45 @@ common_api!(
     Receiver,
     "let q = multiproc::Queue::<u32>::new()?;\nlet h = q.receiver();"
 );
+
+macro_rules! queue_token {
+    ($ty:ident, $tag:ident, $roles:expr, $joinable:expr) => {
+        /// Travels as a token ([`crate::token`]); the message type is checked on
+        /// import (a fingerprint of its name). The imported handle counts as a
+        /// producer/consumer of the importing process exactly as an inherited one.
+        impl<T> serde::Serialize for $ty<T> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                crate::token::serialize(s, crate::token::Tag::$tag, || self.holder.token::<T>())
+            }
+        }
+
+        impl<'de, T> serde::Deserialize<'de> for $ty<T> {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                crate::token::deserialize(
+                    d,
+                    crate::token::Tag::$tag,
+                    |t: super::holder::QueueToken| {
+                        Ok($ty {
+                            holder: Holder::from_token::<T>(
+                                &t,
+                                $roles,
+                                $joinable,
+                                stringify!($ty),
+                            )?,
+                            _msg: PhantomData,
+                        })
+                    },
+                )
+            }
+        }
+    };
+}
+
+queue_token!(Queue, Queue, Roles::BOTH, Some(false));
+queue_token!(Sender, Sender, Roles::PRODUCER, None);
+queue_token!(Receiver, Receiver, Roles::CONSUMER, None);

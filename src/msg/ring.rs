@@ -849,3 +849,64 @@ fn taken(how: Option<Acquired>, lock: &RawLock, repair: impl FnOnce()) -> bool {
         }
     }
 }
+
+/// A ring in a token (see `crate::token`): its control words (a 64-aligned
+/// `At` in an arena block) and its data segment.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RingToken {
+    ctl: crate::token::At,
+    data: crate::shm::arena::BlockToken,
+}
+
+impl Ring {
+    /// The ring as a token.
+    pub(crate) fn token(&self) -> Result<RingToken> {
+        Ok(RingToken {
+            ctl: crate::token::At::of(&self._ctl_block, self.ctl)?,
+            data: self.block.token()?,
+        })
+    }
+
+    /// The ring a token names. The config (capacity, byte bound, maxsize) is read
+    /// from its control words once, as a forked child inherits it, and checked to
+    /// be one `new` can make: a forged one is refused, never trusted for sizes.
+    pub(crate) fn from_token(t: &RingToken, what: &'static str) -> Result<Ring> {
+        let (ctl_block, ctl) = t.ctl.import(CONTROL_BYTES, what)?;
+        let ctl_map = ctl_block.arena_map();
+        let block = Block::from_token(&t.data, what)?;
+        let bad = |reason: String| Error::BadToken { what, reason };
+        if ctl % 64 != 0 {
+            return Err(bad(format!("control words at {ctl}, not 64-aligned")));
+        }
+        let word = |off: usize| ctl_map.atomic_u64(ctl + off).load(Ordering::Acquire);
+        let (maxsize, limit, cap) = (word(MAXSIZE), word(LIMIT), word(CAP));
+        let ok = cap.is_power_of_two()
+            && (MIN_CAP..=MAX_CAP.next_power_of_two()).contains(&cap)
+            && (MIN_CAP..=cap.min(MAX_CAP)).contains(&limit)
+            && maxsize <= COUNT_MASK / 2
+            && (DATA as u64)
+                .checked_add(cap)
+                .is_some_and(|n| n <= block.len() as u64);
+        if !ok {
+            return Err(bad(format!(
+                "ring of {cap} bytes, bound {limit}, maxsize {maxsize} in a {}-byte segment",
+                block.len()
+            )));
+        }
+        Ok(Ring {
+            _ctl_block: ctl_block,
+            ctl_map,
+            ctl,
+            block,
+            plock: RawLock::at(ctl_map, ctl + PLOCK),
+            clock: RawLock::at(ctl_map, ctl + CLOCK),
+            cap,
+            limit,
+            maxsize,
+            piece: ((limit / 4) & !7).max(8),
+            p_spin: AdaptiveSpin::new(),
+            c_spin: AdaptiveSpin::new(),
+            last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+        })
+    }
+}

@@ -21,6 +21,9 @@ use crate::error::Result;
 /// p.join(Some(Duration::from_secs(10)))?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 pub struct SimpleQueue<T> {
     inner: Queue<T>,
 }
@@ -105,5 +108,36 @@ impl<T> std::fmt::Debug for SimpleQueue<T> {
         f.debug_struct("SimpleQueue")
             .field("empty", &self.empty())
             .finish()
+    }
+}
+
+/// A SimpleQueue travels as a token ([`crate::token`]), as a [`Queue`] does.
+impl<T> serde::Serialize for SimpleQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::SimpleQueue, || {
+            self.inner.holder.token::<T>()
+        })
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for SimpleQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::SimpleQueue,
+            |t: super::holder::QueueToken| {
+                Ok(SimpleQueue {
+                    inner: Queue {
+                        holder: super::holder::Holder::from_token::<T>(
+                            &t,
+                            super::holder::Roles::BOTH,
+                            Some(false),
+                            "SimpleQueue",
+                        )?,
+                        _msg: std::marker::PhantomData,
+                    },
+                })
+            },
+        )
     }
 }

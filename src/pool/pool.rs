@@ -323,6 +323,10 @@ impl PoolBuilder {
 /// assert_eq!(pool.map(square, 0..10)?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// A Pool does not travel: it has no token ([`token::export`](crate::token::export)
+/// does not take it), since its workers are this process's children and its
+/// tasks are this process's functions. Give other processes a Queue instead.
 pub struct Pool {
     shared: Arc<Shared>,
     manager: Mutex<Option<JoinHandle<()>>>,

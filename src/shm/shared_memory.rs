@@ -137,6 +137,9 @@ pub(crate) fn inode(fd: impl AsFd) -> io::Result<u64> {
 /// shm.unlink()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token (its descriptor and name): see
+/// [`token::export`](crate::token::export).
 #[derive(Debug)]
 pub struct SharedMemory {
     // Invariant: `map` maps the first `size` bytes of the file `fd`, whose size
@@ -273,6 +276,17 @@ impl SharedMemory {
             },
             _ => Error::io(format!("opening shared memory {name:?}"), e),
         })?;
+        SharedMemory::from_open(fd, name)
+    }
+
+    /// The handle over an open segment file `fd` named `name` (normalized), with
+    /// the checks of [`attach`](Self::attach): this user's, mode 0600, a regular
+    /// file, not empty.
+    fn from_open(fd: OwnedFd, name: String) -> Result<SharedMemory> {
+        let foreign = |reason: String| Error::Foreign {
+            name: name.clone(),
+            reason,
+        };
         let st = rustix::fs::fstat(&fd)
             .map_err(|e| Error::io(format!("reading the size of {name:?}"), io::Error::from(e)))?;
         if st.st_uid != mem::euid() {
@@ -523,5 +537,46 @@ impl SharedMemory {
         });
         clean::remove_record(&self.name, self.inode);
         unlinked
+    }
+}
+
+/// A SharedMemory travels as a token ([`crate::token`]): the segment's descriptor
+/// (never its name: the import works even after `unlink`) and its name, so that
+/// [`name`](SharedMemory::name) answers and [`unlink`](SharedMemory::unlink)
+/// works there. The imported handle is an attach, as CPython's unpickled one:
+/// closing it unmaps it only; unlink it once, from one process.
+impl serde::Serialize for SharedMemory {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::SharedMemory, || {
+            use std::os::fd::AsFd;
+            let id = crate::sys::transfer::file_id(&self.fd)
+                .map_err(|e| Error::io("fstat on a SharedMemory", e))?;
+            let fd = crate::sys::transfer::add_fd(id, self.fd.as_fd())?;
+            Ok((fd, self.inode, self.name.as_str()))
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SharedMemory {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::SharedMemory,
+            |(fd, inode, name): (u32, u64, String)| {
+                let name = segment::normalize_name(&name)?;
+                let fd = crate::sys::transfer::take_fd(fd, "SharedMemory")?;
+                let shm = SharedMemory::from_open(fd, name)?;
+                if shm.inode != inode {
+                    return Err(Error::BadToken {
+                        what: "SharedMemory",
+                        reason: format!(
+                            "the descriptor is inode {}, the token names {inode}",
+                            shm.inode
+                        ),
+                    });
+                }
+                Ok(shm)
+            },
+        )
     }
 }

@@ -141,6 +141,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// assert_eq!(child.join(None)?, Some(0));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token with its timeout; a Barrier with an action does not (the closure cannot travel): see
+/// [`token::export`](crate::token::export).
 #[derive(Clone)]
 pub struct Barrier {
     lock: RawLock,
@@ -667,6 +670,56 @@ impl Barrier {
 }
 
 const _: () = assert!(SLOTS_AT >= 32 && raw_lock::SIZE == 16);
+
+/// A Barrier travels as a token ([`crate::token`]) with its default timeout. Its
+/// action cannot: a closure has no bytes, so a Barrier with an action fails to
+/// export ([`Error::NotTransferable`]); export one without an action and let the
+/// process that has the closure set it (CPython pickles the action instead, which
+/// a Rust closure cannot be). Any one process's action runs: the last to arrive.
+impl serde::Serialize for Barrier {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::Barrier, || {
+            if self.action.is_some() {
+                return Err(Error::NotTransferable {
+                    what: "a Barrier with an action",
+                    reason: "the action is a closure, which cannot cross into another process; export a clone made before with_action, and set the action in the importing process",
+                });
+            }
+            Ok((crate::token::At::of(&self._block, self.base)?, self.timeout))
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Barrier {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::Barrier,
+            |(at, timeout): (crate::token::At, Option<Duration>)| {
+                let (block, base) = at.import(SLOTS_AT, "Barrier")?;
+                let map = block.arena_map();
+                let parties = map.atomic_u32(base + 28).load(Ordering::Acquire) as usize;
+                let tracked = parties.min(MAX_TRACKED);
+                if parties == 0 || base != block.offset() || SLOTS_AT + 4 * tracked > block.len() {
+                    return Err(Error::BadToken {
+                        what: "Barrier",
+                        reason: format!("{parties} parties in a {}-byte block", block.len()),
+                    });
+                }
+                Ok(Barrier {
+                    lock: RawLock::at(map, base),
+                    map,
+                    base,
+                    tracked,
+                    action: None,
+                    timeout,
+                    spin: AdaptiveSpin::new(),
+                    _block: block,
+                })
+            },
+        )
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -113,7 +113,7 @@ const WAITING: u32 = 1;
 const NOTIFIED: u32 = 2;
 const STATE_MASK: u32 = 3;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Inner {
     Lock(Lock),
     RLock(RLock),
@@ -144,12 +144,18 @@ enum Inner {
 /// assert_eq!(child.join(None)?, Some(0));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token (its lock and its waiter table go with it): see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct Condition {
     inner: Inner,
     // The waiter table (see the module): a memfd mapping of its own, shared with
-    // forked children; its descriptor is closed once mapped (no fd per Condition).
+    // forked children.
     table: Arc<Mapping>,
+    // Its descriptor, kept for tokens (the one thing an import needs): one open
+    // file per Condition, shared by its clones.
+    table_fd: Arc<std::os::fd::OwnedFd>,
 }
 
 /// Holds one level of a [`Condition`]'s lock; releases it when dropped.
@@ -265,11 +271,10 @@ impl Condition {
             .map_err(|e| Error::io("creating a Condition's waiter table (memfd)", e))?;
         let table = Mapping::new(&fd, len)
             .map_err(|e| Error::io("mapping a Condition's waiter table", e))?;
-        // The mapping keeps the memory: the descriptor is not needed any more.
-        drop(fd);
         Ok(Condition {
             inner,
             table: Arc::new(table),
+            table_fd: Arc::new(fd),
         })
     }
 
@@ -878,6 +883,60 @@ impl Condition {
     /// ```
     pub fn notify_all(&self) -> Result<()> {
         self.notify(usize::MAX)
+    }
+}
+
+/// A Condition travels as a token ([`crate::token`]): its lock (a whole Lock or
+/// RLock token) and its waiter table's descriptor. Imported, it is the same
+/// condition: a notify in one process wakes a waiter in the other.
+impl serde::Serialize for Condition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::token::serialize(s, crate::token::Tag::Condition, || {
+            use std::os::fd::AsFd;
+            let id = crate::sys::transfer::file_id(&*self.table_fd)
+                .map_err(|e| Error::io("fstat on a Condition's waiter table", e))?;
+            let fd = crate::sys::transfer::add_fd(id, self.table_fd.as_fd())?;
+            Ok((&self.inner, fd, id.1))
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::token::deserialize(
+            d,
+            crate::token::Tag::Condition,
+            |(inner, fd, inode): (Inner, u32, u64)| {
+                let bad = |reason: String| Error::BadToken {
+                    what: "Condition",
+                    reason,
+                };
+                let fd = crate::sys::transfer::take_fd(fd, "Condition")?;
+                let st = rustix::fs::fstat(&fd)
+                    .map_err(|e| Error::io("fstat on a received waiter table", e))?;
+                let len = HEADER + SLOT * MAX_WAITERS;
+                if st.st_ino != inode || st.st_size as u64 != len as u64 {
+                    return Err(bad(format!(
+                        "the waiter table is inode {} of {} bytes, expected inode {inode} of {len}",
+                        st.st_ino, st.st_size
+                    )));
+                }
+                // A table that could shrink would fault (SIGBUS) under its mappings:
+                // only the sealed memfds that `build` makes are accepted.
+                let seals = rustix::fs::fcntl_get_seals(&fd)
+                    .map_err(|_| bad("the waiter table is not a sealed memfd".into()))?;
+                if !seals.contains(rustix::fs::SealFlags::SHRINK) {
+                    return Err(bad("the waiter table can shrink (not sealed)".into()));
+                }
+                let table = Mapping::new(&fd, len)
+                    .map_err(|e| Error::io("mapping a received Condition's waiter table", e))?;
+                Ok(Condition {
+                    inner,
+                    table: Arc::new(table),
+                    table_fd: Arc::new(fd),
+                })
+            },
+        )
     }
 }
 

@@ -60,6 +60,9 @@ const GEN_MASK: u32 = !(SET | WAITERS);
 /// assert_eq!(waiter.join(None)?, Some(0));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct Event {
     word: &'static AtomicU32,

@@ -40,6 +40,9 @@ use crate::sys::time::Deadline;
 /// assert_eq!(total.load(), 2000);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct Lock {
     raw: RawLock,

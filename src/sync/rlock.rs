@@ -27,6 +27,9 @@ use crate::sys::time::Deadline;
 /// assert!(!rlock.is_locked());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct RLock {
     raw: RawLock,

@@ -397,6 +397,9 @@ macro_rules! common_api {
 /// assert_eq!(child.join(None)?, Some(0));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct Semaphore {
     core: Core,
@@ -431,6 +434,9 @@ common_api!(Semaphore, "let sem = multiproc::Semaphore::new(1)?;");
 /// assert_eq!(sem.get_value(), 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Travels to a process that did not inherit it as a token: see
+/// [`token::export`](crate::token::export).
 #[derive(Debug, Clone)]
 pub struct BoundedSemaphore {
     core: Core,

@@ -7,9 +7,12 @@
 //!   (Rust binaries do; C hosts, Python and tests with their own runtime may not).
 //! - [`deaden_inherited`]: in a forked child, replace the child's copy of a
 //!   descriptor it did not capture by a dead socket, keeping the number occupied.
+//! - [`send_with_fds`] / [`recv_with_fds`]: one message of bytes and descriptors
+//!   over a Unix stream socket (`SCM_RIGHTS`), how exported tokens reach a process
+//!   that did not inherit them.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
 
@@ -87,6 +90,151 @@ pub(crate) fn deaden_inherited(raw: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// The most descriptors one `sendmsg` carries (the kernel's `SCM_MAX_FD`).
+#[cfg_attr(not(test), allow(dead_code))]
+const FDS_PER_MSG: usize = 253;
+
+// The spawn start method sends its arguments with these; until then only tests do.
+
+/// Sends `bytes` and `fds` over the Unix stream socket `sock` as one message for
+/// [`recv_with_fds`].
+///
+/// Wire format: a 12-byte header (u64 byte count, u32 descriptor count,
+/// native-endian) sent with the first batch of up to 253 descriptors as
+/// `SCM_RIGHTS`; then one byte per further batch, carrying it; then the bytes.
+/// Writes use `MSG_NOSIGNAL`: a gone peer is `EPIPE`, never `SIGPIPE`.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    let count = u32::try_from(fds.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"))?;
+    let mut header = [0u8; 12];
+    header[..8].copy_from_slice(&(bytes.len() as u64).to_ne_bytes());
+    header[8..].copy_from_slice(&count.to_ne_bytes());
+    let mut batches = fds.chunks(FDS_PER_MSG);
+    let mut first = true;
+    loop {
+        let batch = batches.next().unwrap_or(&[]);
+        if batch.is_empty() && !first {
+            break;
+        }
+        let mut space =
+            vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MSG))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !batch.is_empty() && !control.push(SendAncillaryMessage::ScmRights(batch)) {
+            return Err(io::Error::other("ancillary buffer too small"));
+        }
+        let data: &[u8] = if first { &header } else { &[0] };
+        let mut sent = sendmsg(
+            sock,
+            &[IoSlice::new(data)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )?;
+        // The descriptors went with the first byte; the rest is plain data.
+        while sent < data.len() {
+            sent += rustix::net::send(sock, &data[sent..], SendFlags::NOSIGNAL)?;
+        }
+        first = false;
+    }
+    let mut sent = 0;
+    while sent < bytes.len() {
+        sent += rustix::net::send(sock, &bytes[sent..], SendFlags::NOSIGNAL)?;
+    }
+    Ok(())
+}
+
+/// Receives one message that [`send_with_fds`] sent: its bytes and descriptors
+/// (close-on-exec). End of file before the message is complete, more
+/// descriptors than announced, or truncated ancillary data are errors (any
+/// descriptors received are closed).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut header = [0u8; 12];
+    let mut fds = Vec::new();
+    recv_exact(sock, &mut header, &mut fds)?;
+    let len = u64::from_ne_bytes(header[..8].try_into().expect("8 bytes"));
+    let count = u32::from_ne_bytes(header[8..].try_into().expect("4 bytes")) as usize;
+    while fds.len() < count {
+        recv_exact(sock, &mut [0u8; 1], &mut fds)?;
+    }
+    if fds.len() != count {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} descriptors received, {count} announced", fds.len()),
+        ));
+    }
+    let len = usize::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "message too long"))?;
+    let mut bytes = vec![0u8; len];
+    recv_exact(sock, &mut bytes, &mut fds)?;
+    if fds.len() != count {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "descriptors came with the message bytes",
+        ));
+    }
+    Ok((bytes, fds))
+}
+
+/// Fills `buf` from `sock`, appending the descriptors that come with it.
+#[cfg_attr(not(test), allow(dead_code))]
+fn recv_exact(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<()> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
+    let mut got = 0;
+    while got < buf.len() {
+        let mut space =
+            vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MSG))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let msg = recvmsg(
+            sock,
+            &mut [io::IoSliceMut::new(&mut buf[got..])],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )?;
+        for m in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(received) = m {
+                fds.extend(received);
+            }
+        }
+        if msg.flags.contains(ReturnFlags::CTRUNC) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "descriptors were cut (ancillary data truncated)",
+            ));
+        }
+        if msg.bytes == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the socket mid-message",
+            ));
+        }
+        got += msg.bytes;
+    }
+    Ok(())
+}
+
+/// Test support: the descriptor a parent test left open in this re-executed test
+/// process under number `raw` (it names it in an environment variable).
+#[cfg(test)]
+pub(crate) fn inherited_test_fd(raw: RawFd) -> OwnedFd {
+    // Check that the number is open before taking ownership of it.
+    rustix::io::fcntl_getfd(
+        // SAFETY: only borrowed for this one call, which fails harmlessly (EBADF)
+        // if the number is not open.
+        unsafe { BorrowedFd::borrow_raw(raw) },
+    )
+    .expect("the parent test left the socket open");
+    // SAFETY: the parent test created this descriptor for this process, left it
+    // open across exec and named it only to us; nothing else in this process
+    // owns or closes it.
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
+}
+
 /// Test support: runs `f` in a child process where `SIGPIPE` has its default
 /// action (terminate), as in a C host or a Python interpreter, and asserts the child
 /// exited normally: a `SIGPIPE` raised by `f` would end it with -13. The
@@ -138,5 +286,49 @@ mod tests {
         deaden_inherited(w.as_raw_fd()).unwrap();
         let err = writev_no_sigpipe(w.as_fd(), &[IoSlice::new(b"x")]).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+    }
+
+    #[test]
+    fn bytes_and_many_descriptors_cross_a_socket() {
+        let (a, b) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        // More than one batch of descriptors, and more bytes than one send.
+        let files: Vec<OwnedFd> = (0..300)
+            .map(|_| crate::sys::mem::memfd("t", 8).unwrap())
+            .collect();
+        let ids: Vec<_> = files
+            .iter()
+            .map(|f| crate::sys::transfer::file_id(f).unwrap())
+            .collect();
+        let bytes: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+        let sender = {
+            let bytes = bytes.clone();
+            std::thread::spawn(move || {
+                let borrowed: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+                send_with_fds(a.as_fd(), &bytes, &borrowed).unwrap();
+                a
+            })
+        };
+        let (got, fds) = recv_with_fds(b.as_fd()).unwrap();
+        let a = sender.join().unwrap();
+        assert_eq!(got, bytes);
+        let got_ids: Vec<_> = fds
+            .iter()
+            .map(|f| crate::sys::transfer::file_id(f).unwrap())
+            .collect();
+        assert_eq!(got_ids, ids, "the same files, in order");
+        // An empty message; then a peer gone mid-message is an error.
+        send_with_fds(b.as_fd(), &[], &[]).unwrap();
+        let (none, nofd) = recv_with_fds(a.as_fd()).unwrap();
+        assert!(none.is_empty() && nofd.is_empty());
+        rustix::net::send(b.as_fd(), &[1, 2, 3], rustix::net::SendFlags::NOSIGNAL).unwrap();
+        drop(b);
+        let err = recv_with_fds(a.as_fd()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -32,7 +32,9 @@ enum State {
     Idle,
     Exporting {
         fds: Vec<OwnedFd>,
-        seen: HashMap<(u64, u64), u32>,
+        /// (device, inode, access) -> index: the two ends of a pipe are one inode
+        /// opened two ways, so the access is part of what tells files apart.
+        seen: HashMap<((u64, u64), u32), u32>,
     },
     Importing {
         fds: Vec<OwnedFd>,
@@ -144,6 +146,13 @@ pub(crate) fn file_id(fd: impl AsFd) -> std::io::Result<(u64, u64)> {
 /// Adds the descriptor of file `id` to the export (a close-on-exec duplicate, once
 /// per distinct file) and returns its index.
 pub(crate) fn add_fd(id: (u64, u64), fd: BorrowedFd<'_>) -> Result<u32> {
+    add_fd_as(id, 0, fd)
+}
+
+/// [`add_fd`] for a file that may be open in several ways (`access` tells them
+/// apart: a pipe's read end and write end share their inode).
+pub(crate) fn add_fd_as(id: (u64, u64), access: u32, fd: BorrowedFd<'_>) -> Result<u32> {
+    let id = (id, access);
     COLLECTOR.with(|c| {
         let mut c = c.borrow_mut();
         let State::Exporting { fds, seen } = &mut c.state else {
