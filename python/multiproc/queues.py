@@ -64,7 +64,7 @@ class _Base(_native.Queue):
         _live.add(self)
 
     def __reduce__(self):
-        return reduction.reduce_native(self)
+        return reduction.reduce_native(self, maxsize=self._maxsize, joinable=self._joinable)
 
     def _after_import(self):
         _live.add(self)

@@ -88,7 +88,8 @@ class Condition(_native.Condition):
         pass
 
     def __reduce__(self):
-        return reduction.reduce_native(self)
+        # The lock travels as its own object, so the child's `_lock` is a Lock too.
+        return reduction.reduce_native(self, lock=self._lock)
 
     def wait_for(self, predicate, timeout=None):
         """Waits until ``predicate()`` is true (CPython's loop); returns its last value."""
@@ -126,9 +127,11 @@ class Condition(_native.Condition):
 
 class Barrier(_native.Barrier):
     """``multiprocessing.Barrier(parties, action=None, timeout=None)``: a timeout, an
-    ``abort()`` or a party's death breaks it with ``threading.BrokenBarrierError``."""
+    ``abort()`` or a party's death breaks it with ``threading.BrokenBarrierError``.
+    The action travels pickled (as CPython's does), beside the barrier's token."""
 
     __slots__ = ()
 
     def __reduce__(self):
-        return reduction.reduce_native(self)
+        return reduction.reduce_native(self, parties=self.parties, action=self._action,
+                                       timeout=self._timeout)

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::{Empty, Full, to_py};
+use crate::fds;
 use crate::wait::{sliced, timeout_of};
 
 enum Q {
@@ -40,9 +41,17 @@ impl Queue {
     /// `Queue(maxsize=0, joinable=False)`: `maxsize` messages at most (0: bound
     /// only by the 1 MiB ring).
     #[new]
-    #[pyo3(signature = (maxsize = 0, joinable = false))]
-    fn new(maxsize: i64, joinable: bool) -> PyResult<Self> {
+    #[pyo3(signature = (maxsize = 0, joinable = false, *, _token = None))]
+    fn new(maxsize: i64, joinable: bool, _token: Option<(Vec<u8>, Vec<i32>)>) -> PyResult<Self> {
         let m = maxsize.max(0) as usize;
+        if let Some(t) = _token {
+            let inner = if joinable {
+                Q::Joinable(fds::import(t)?)
+            } else {
+                Q::Plain(fds::import(t)?)
+            };
+            return Ok(Queue { inner, maxsize: m });
+        }
         let inner = if joinable {
             Q::Joinable(multiproc::JoinableQueue::with_maxsize(m).map_err(to_py)?)
         } else {
@@ -54,6 +63,15 @@ impl Queue {
     #[getter]
     fn _maxsize(&self) -> usize {
         self.maxsize
+    }
+
+    #[getter]
+    fn _joinable(&self) -> bool {
+        matches!(self.inner, Q::Joinable(_))
+    }
+
+    fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
+        on!(&self.inner, q => fds::export(q))
     }
 
     /// `put(data, block=True, timeout=None)`: `queue.Full` if no room came.
@@ -215,10 +233,27 @@ impl Connection {
     /// `Connection(_from=end)`: moves the end out of `end` (which is left
     /// closed) into a new object of this (sub)class.
     #[new]
-    #[pyo3(signature = (*, _from))]
-    fn new(_from: &Bound<'_, Connection>) -> PyResult<Self> {
-        let inner = _from.borrow_mut().inner.take();
+    #[pyo3(signature = (*, _from = None, _token = None))]
+    fn new(
+        _from: Option<&Bound<'_, Connection>>,
+        _token: Option<(Vec<u8>, Vec<i32>)>,
+    ) -> PyResult<Self> {
+        if let Some(t) = _token {
+            return Ok(Connection {
+                inner: Some(fds::import(t)?),
+            });
+        }
+        let Some(src) = _from else {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "Connection objects come from Pipe()",
+            ));
+        };
+        let inner = src.borrow_mut().inner.take();
         Ok(Connection { inner })
+    }
+
+    fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
+        fds::export(self.c()?)
     }
 
     /// `send_bytes(buf, offset=0, size=None)` of a `bytes` (the Python layer

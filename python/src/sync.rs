@@ -439,7 +439,15 @@ impl Condition {
     /// `Condition(lock)`: `lock` is a multiproc `Lock` or `RLock` (the Python
     /// layer makes an `RLock` when given `None`).
     #[new]
-    fn new(lock: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (lock, *, _token = None))]
+    fn new(lock: &Bound<'_, PyAny>, _token: Option<(Vec<u8>, Vec<i32>)>) -> PyResult<Self> {
+        if let Some(t) = _token {
+            // `lock` is the Python object of the same lock, unpickled beside it.
+            return Ok(Condition {
+                inner: fds::import(t)?,
+                lock: lock.clone().unbind(),
+            });
+        }
         let inner = if let Ok(l) = lock.cast::<Lock>() {
             multiproc::Condition::with_lock(l.get().inner.clone())
         } else if let Ok(r) = lock.cast::<RLock>() {
@@ -458,6 +466,10 @@ impl Condition {
     #[getter]
     fn _lock(&self, py: Python<'_>) -> Py<PyAny> {
         self.lock.clone_ref(py)
+    }
+
+    fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
+        fds::export(&self.inner)
     }
 
     #[pyo3(signature = (block = true, timeout = None))]
@@ -566,47 +578,71 @@ thread_local! {
 #[pyclass(subclass, frozen, module = "multiproc._native")]
 pub(crate) struct Barrier {
     inner: multiproc::Barrier,
+    /// The same barrier without the action (what travels: an action is a
+    /// closure; the Python action is pickled beside the token).
+    plain: multiproc::Barrier,
     action: Option<Py<PyAny>>,
     timeout: Option<f64>,
+}
+
+fn with_py_action(b: multiproc::Barrier, action: &Py<PyAny>) -> multiproc::Barrier {
+    let a = Arc::new(Mutex::new(Python::attach(|py| action.clone_ref(py))));
+    b.with_action(move || {
+        let failed = Python::attach(|py| {
+            let f = a.lock().unwrap_or_else(|e| e.into_inner()).clone_ref(py);
+            match f.call0(py) {
+                Ok(_) => false,
+                Err(e) => {
+                    ACTION_ERROR.with(|s| *s.borrow_mut() = Some(e));
+                    true
+                }
+            }
+        });
+        if failed {
+            // The Rust barrier breaks on a panicking action; the Python
+            // exception is raised by the `wait` that ran it.
+            std::panic::resume_unwind(Box::new("the barrier action raised"));
+        }
+    })
 }
 
 #[pymethods]
 impl Barrier {
     #[new]
-    #[pyo3(signature = (parties, action = None, timeout = None))]
-    fn new(parties: i64, action: Option<Py<PyAny>>, timeout: Option<f64>) -> PyResult<Self> {
-        if parties < 1 {
-            return Err(PyValueError::new_err("parties must be > 0"));
-        }
-        let mut b = multiproc::Barrier::new(parties as usize).map_err(to_py)?;
-        if let Some(t) = timeout_of(timeout)? {
-            b = b.with_timeout(t);
-        }
-        if let Some(a) = &action {
-            let a = Arc::new(Mutex::new(Python::attach(|py| a.clone_ref(py))));
-            b = b.with_action(move || {
-                let failed = Python::attach(|py| {
-                    let f = a.lock().unwrap_or_else(|e| e.into_inner()).clone_ref(py);
-                    match f.call0(py) {
-                        Ok(_) => false,
-                        Err(e) => {
-                            ACTION_ERROR.with(|s| *s.borrow_mut() = Some(e));
-                            true
-                        }
-                    }
-                });
-                if failed {
-                    // The Rust barrier breaks on a panicking action; the Python
-                    // exception is raised by the `wait` below.
-                    std::panic::resume_unwind(Box::new("the barrier action raised"));
+    #[pyo3(signature = (parties, action = None, timeout = None, *, _token = None))]
+    fn new(
+        parties: i64,
+        action: Option<Py<PyAny>>,
+        timeout: Option<f64>,
+        _token: Option<(Vec<u8>, Vec<i32>)>,
+    ) -> PyResult<Self> {
+        let plain = match _token {
+            Some(t) => fds::import(t)?,
+            None => {
+                if parties < 1 {
+                    return Err(PyValueError::new_err("parties must be > 0"));
                 }
-            });
-        }
+                let mut b = multiproc::Barrier::new(parties as usize).map_err(to_py)?;
+                if let Some(t) = timeout_of(timeout)? {
+                    b = b.with_timeout(t);
+                }
+                b
+            }
+        };
+        let inner = match &action {
+            Some(a) => with_py_action(plain.clone(), a),
+            None => plain.clone(),
+        };
         Ok(Barrier {
-            inner: b,
+            inner,
+            plain,
             action,
             timeout,
         })
+    }
+
+    fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
+        fds::export(&self.plain)
     }
 
     /// `wait(timeout=None)`: the arrival index (0 .. parties-1). A timeout, an
