@@ -519,9 +519,10 @@ impl Condition {
     }
 
     /// `wait(timeout=None)`: releases the lock, waits for a notification, takes
-    /// the lock back; `False` on timeout. Waits in slices so Ctrl-C interrupts
-    /// it: a slice that passes is a spurious wake-up (allowed by the contract),
-    /// and between slices the lock is held, so no notification can be missed.
+    /// the lock back; `False` on timeout. One wait, not sliced: a slice that
+    /// timed out while a `notify` ran would take the lock back after it and miss
+    /// the notification (found by CPython's `test_notify_all`), so this wait is
+    /// not interruptible by Ctrl-C until it returns.
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         if !self.inner.is_owned() {
@@ -531,21 +532,14 @@ impl Condition {
         }
         let timeout = timeout_of(timeout)?;
         let c = &self.inner;
-        let mut died = false;
-        let r = sliced(py, timeout, |s| match c.wait(Some(s)) {
-            Ok(true) => Ok(Some(())),
-            Ok(false) if s.is_zero() => Ok(None),
-            Ok(false) => Ok(None),
+        match py.detach(|| c.wait(timeout)) {
+            Ok(notified) => Ok(notified),
             Err(multiproc::Error::OwnerDied) => {
-                died = true;
-                Ok(Some(()))
+                warn_owner_died(py, "Condition", || self.inner.release())?;
+                Ok(true)
             }
-            Err(e) => Err(e),
-        })?;
-        if died {
-            warn_owner_died(py, "Condition", || self.inner.release())?;
+            Err(e) => Err(to_py(e)),
         }
-        Ok(r.is_some())
     }
 
     #[pyo3(signature = (n = 1))]
