@@ -5,6 +5,7 @@
 //! started it and which of its children still run.
 
 mod current;
+mod foreign_fork;
 #[allow(clippy::module_inception)]
 pub mod process;
 pub(crate) mod registry;
@@ -12,4 +13,5 @@ pub(crate) mod registry;
 pub use current::{
     ActiveChild, CurrentProcess, ParentProcess, active_children, current_process, parent_process,
 };
+pub use foreign_fork::ForeignFork;
 pub use process::Process;

@@ -1,0 +1,372 @@
+"""The primitives between real processes, under every start method."""
+
+import ctypes
+import queue
+import threading
+
+import pytest
+
+import multiproc
+from conftest import T, join_ok, start
+
+
+# --- children (module level: spawn children import them) --------------------
+
+def _hold_then_release(lock, held, go):
+    lock.acquire()
+    held.set()
+    go.wait(T)
+    lock.release()
+
+
+def _try_lock(lock, out):
+    out.put(lock.acquire(timeout=0))
+
+
+def _counter(v, n):
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+
+def _array_double(a):
+    with a.get_lock():
+        for i in range(len(a)):
+            a[i] = a[i] * 2
+
+
+def _raw_array_fill(a, x):
+    for i in range(len(a)):
+        a[i] = x
+
+
+def _sem_worker(sem, inside, peak, lock, n):
+    for _ in range(n):
+        with sem:
+            with lock:
+                inside.value += 1
+                peak.value = max(peak.value, inside.value)
+            with lock:
+                inside.value -= 1
+
+
+def _set_event(e):
+    e.set()
+
+
+def _condition_consumer(cond, items, out):
+    with cond:
+        ok = cond.wait_for(lambda: items.value > 0, T)
+        out.put(ok and items.value)
+
+
+def _barrier_party(b, out):
+    out.put(b.wait(T))
+
+
+def _producer(q, lo, hi):
+    for i in range(lo, hi):
+        q.put(("item", i))
+
+
+def _joinable_consumer(q, n):
+    for _ in range(n):
+        q.get(timeout=T)
+        q.task_done()
+
+
+def _pipe_echo(conn, other=None):
+    if other is not None:
+        other.close()  # as in CPython: a forked child holds both ends
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        conn.send(("echo", msg))
+        conn.send_bytes(b"raw:" + repr(msg).encode())
+
+
+def _shm_write(name):
+    from multiproc import shared_memory
+    s = shared_memory.SharedMemory(name=name)
+    s.buf[:5] = b"hello"
+    s.close()
+
+
+# --- tests -------------------------------------------------------------------
+
+def test_lock_blocks_across_processes(ctx):
+    lock, held, go, out = ctx.Lock(), ctx.Event(), ctx.Event(), ctx.Queue()
+    p = start(ctx, _hold_then_release, lock, held, go)
+    assert held.wait(T)
+    assert lock.acquire(timeout=0.05) is False
+    q = start(ctx, _try_lock, lock, out)
+    assert out.get(timeout=T) is False
+    join_ok(q)
+    go.set()
+    assert lock.acquire(timeout=T) is True
+    lock.release()
+    join_ok(p)
+
+
+def test_lock_python_semantics():
+    lock = multiproc.Lock()
+    assert lock.acquire() is True
+    assert lock.acquire(False) is False
+    assert lock.acquire(True, -1) is False      # negative: as 0, as CPython's SemLock
+    assert lock.acquire(timeout=0.01) is False
+    lock.release()
+    with pytest.raises(ValueError):
+        lock.release()
+    with lock:
+        assert lock.acquire(False) is False
+    assert lock.acquire(False)
+    lock.release()
+    assert lock.owner_died is False
+
+
+def test_rlock_semantics():
+    r = multiproc.RLock()
+    with r:
+        with r:
+            assert r._is_owned()
+    assert not r._is_owned()
+    with pytest.raises(AssertionError):
+        r.release()
+    r.acquire()
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(r.acquire(timeout=0.01)))
+    t.start()
+    t.join(T)
+    assert seen == [False]
+    r.release()
+
+
+def test_value_counter(ctx):
+    v = ctx.Value("i", 0)
+    ps = [start(ctx, _counter, v, 2000) for _ in range(4)]
+    join_ok(*ps)
+    assert v.value == 8000
+
+
+def test_value_types_and_lock_argument():
+    assert multiproc.Value("d", 1.5).value == 1.5
+    assert multiproc.Value(ctypes.c_long, 7).value == 7
+    raw = multiproc.Value("i", 3, lock=False)
+    assert isinstance(raw, ctypes.c_int) and raw.value == 3
+    lock = multiproc.Lock()
+    v = multiproc.Value("i", 1, lock=lock)
+    assert v.get_lock() is lock
+    with pytest.raises(AttributeError):
+        multiproc.Value("i", 1, lock=42)
+    assert isinstance(multiproc.RawValue("b", 5), ctypes.c_byte)
+    s = multiproc.Array("c", b"abc")
+    assert s.value == b"abc"
+    s.value = b"xy"
+    assert s.raw[:2] == b"xy"
+
+
+def test_array_shared_and_sliced(ctx):
+    a = ctx.Array("i", range(10))
+    assert len(a) == 10 and a[:3] == [0, 1, 2] and a[-1] == 9
+    join_ok(start(ctx, _array_double, a))
+    assert a[:] == [2 * i for i in range(10)]
+    a[2:4] = [100, 101]
+    assert a[1:5] == [2, 100, 101, 8]
+    raw = ctx.RawArray("d", 5)
+    join_ok(start(ctx, _raw_array_fill, raw, 2.5))
+    assert list(raw) == [2.5] * 5
+
+
+def test_numpy_frombuffer_shares_memory(ctx):
+    np = pytest.importorskip("numpy")
+    a = ctx.Array("d", 100)
+    view = np.frombuffer(a.get_obj(), dtype=np.float64)
+    view[:] = np.arange(100)
+    join_ok(start(ctx, _array_double, a))
+    assert view[99] == 198.0 and a[50] == 100.0
+
+
+def test_semaphore_bounds_concurrency(ctx):
+    sem, lock = ctx.Semaphore(2), ctx.Lock()
+    inside, peak = ctx.RawValue("i", 0), ctx.RawValue("i", 0)
+    ps = [start(ctx, _sem_worker, sem, inside, peak, lock, 200) for _ in range(4)]
+    join_ok(*ps)
+    assert 1 <= peak.value <= 2
+    assert sem.get_value() == 2
+
+
+def test_bounded_semaphore_over_release():
+    s = multiproc.BoundedSemaphore(2)
+    assert s.acquire() and s.acquire() and not s.acquire(timeout=0.01)
+    s.release()
+    s.release()
+    with pytest.raises(ValueError):
+        s.release()
+    with pytest.raises(ValueError):
+        multiproc.Semaphore(-1)
+
+
+def test_event_across_processes(ctx):
+    e = ctx.Event()
+    assert e.wait(0.01) is False and e.wait(-1) is False
+    join_ok(start(ctx, _set_event, e))
+    assert e.wait(T) is True and e.is_set()
+    e.clear()
+    assert not e.is_set()
+
+
+def test_condition_across_processes(ctx):
+    cond, items, out = ctx.Condition(), ctx.RawValue("i", 0), ctx.Queue()
+    p = start(ctx, _condition_consumer, cond, items, out)
+    with cond:
+        items.value = 3
+        cond.notify()
+    assert out.get(timeout=T) == 3
+    join_ok(p)
+
+
+def test_condition_errors():
+    c = multiproc.Condition(multiproc.Lock())
+    with pytest.raises(AssertionError):
+        c.wait(0.01)
+    with pytest.raises(AssertionError):
+        c.notify()
+    with c:
+        assert c.wait(0.01) is False
+        assert c.wait_for(lambda: False, 0.01) is False
+
+
+def test_barrier_across_processes(ctx):
+    b, out = ctx.Barrier(3), ctx.Queue()
+    ps = [start(ctx, _barrier_party, b, out) for _ in range(2)]
+    me = b.wait(T)
+    got = sorted([me, out.get(timeout=T), out.get(timeout=T)])
+    assert got == [0, 1, 2]
+    join_ok(*ps)
+
+
+def test_barrier_timeout_breaks():
+    b = multiproc.Barrier(2)
+    with pytest.raises(threading.BrokenBarrierError):
+        b.wait(0.05)
+    assert b.broken
+    b.reset()
+    assert not b.broken
+    b.abort()
+    with pytest.raises(threading.BrokenBarrierError):
+        b.wait(T)
+
+
+def test_barrier_action_and_its_exception():
+    runs = []
+    b = multiproc.Barrier(1, action=lambda: runs.append(1))
+    assert b.wait() == 0 and runs == [1]
+
+    def bad():
+        raise ZeroDivisionError("in the action")
+
+    b = multiproc.Barrier(1, action=bad)
+    with pytest.raises(ZeroDivisionError):
+        b.wait(T)
+    assert b.broken
+
+
+def test_queue_producers(ctx):
+    q = ctx.Queue()
+    ps = [start(ctx, _producer, q, k * 100, (k + 1) * 100) for k in range(3)]
+    got = sorted(q.get(timeout=T)[1] for _ in range(300))
+    assert got == list(range(300))
+    join_ok(*ps)
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.01)
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+
+
+def test_queue_maxsize_full():
+    q = multiproc.Queue(2)
+    q.put(1)
+    q.put(2)
+    assert q.full() and q.qsize() == 2
+    with pytest.raises(queue.Full):
+        q.put(3, timeout=0.01)
+    with pytest.raises(queue.Full):
+        q.put_nowait(3)
+    assert q.get() == 1
+
+
+def test_joinable_queue(ctx):
+    q = ctx.JoinableQueue()
+    for i in range(20):
+        q.put(i)
+    p = start(ctx, _joinable_consumer, q, 20)
+    q.join()
+    join_ok(p)
+    with pytest.raises(ValueError):
+        q.task_done()
+
+
+def test_simple_queue(ctx):
+    q = ctx.SimpleQueue()
+    assert q.empty()
+    join_ok(start(ctx, _producer, q, 0, 5))
+    assert [q.get()[1] for _ in range(5)] == list(range(5))
+    assert q.empty()
+
+
+def test_pipe(ctx):
+    a, b = ctx.Pipe()
+    p = start(ctx, _pipe_echo, b, a if ctx.get_start_method() == "fork" else None)
+    b.close()
+    for msg in [1, "two", {"three": [3]}, b"x" * 100_000]:
+        a.send(msg)
+        assert a.poll(T)
+        assert a.recv() == ("echo", msg)
+        assert a.recv_bytes() == b"raw:" + repr(msg).encode()
+    a.close()
+    join_ok(p)
+
+
+def test_pipe_bytes_api():
+    r, w = multiproc.Pipe(False)
+    assert r.readable and not r.writable and w.writable
+    w.send_bytes(b"0123456789", 2, 3)
+    assert r.recv_bytes() == b"234"
+    w.send_bytes(bytearray(b"abc"))
+    buf = bytearray(10)
+    assert r.recv_bytes_into(buf, 1) == 3 and buf[1:4] == b"abc"
+    w.send_bytes(b"toolong")
+    with pytest.raises(multiproc.BufferTooShort):
+        r.recv_bytes_into(bytearray(2))
+    assert r.poll(0) is False
+    w.close()
+    with pytest.raises(EOFError):
+        r.recv_bytes()
+
+
+def test_shared_memory(ctx):
+    from multiproc import shared_memory
+    s = shared_memory.SharedMemory(create=True, size=64)
+    try:
+        join_ok(start(ctx, _shm_write, s.name))
+        assert bytes(s.buf[:5]) == b"hello" and s.size == 64
+        from multiprocessing import shared_memory as cpython
+        c = cpython.SharedMemory(name=s.name)
+        assert bytes(c.buf[:5]) == b"hello"
+        c.close()
+    finally:
+        s.close()
+        s.unlink()
+
+
+def test_context_names():
+    for name in ["Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition",
+                 "Barrier", "Queue", "SimpleQueue", "JoinableQueue", "Pipe", "Value",
+                 "Array", "RawValue", "RawArray", "Process", "Pool",
+                 "current_process", "cpu_count", "active_children", "get_context"]:
+        assert hasattr(multiproc, name), name
+        assert hasattr(multiproc.get_context("spawn"), name), name
+    assert multiproc.get_context("spawn").get_start_method() == "spawn"
+    assert multiproc.cpu_count() >= 1
