@@ -44,210 +44,145 @@ fn acquire_with(
     Ok(sliced(py, timeout, |slice| Ok(wait(slice)?.then_some(())))?.is_some())
 }
 
-/// Python's `multiprocessing.Lock`.
-#[pyclass(subclass, frozen, module = "multiproc._native")]
-pub(crate) struct Lock {
-    pub(crate) inner: multiproc::Lock,
-}
-
-impl Lock {
-    fn after(&self, py: Python<'_>) -> PyResult<()> {
-        if self.inner.is_consistent() {
-            return Ok(());
+/// A lock class (`Lock`, `RLock`): the struct, its owner-death check and every
+/// method the two share, plus the `extra` methods of one of them (one macro, so
+/// the two classes cannot drift apart; PyO3 allows one `#[pymethods]` block per
+/// class without its `multiple-pymethods` feature).
+macro_rules! lock_class {
+    ($(#[$doc:meta])* $name:ident, $rust:ty, { $($extra:tt)* }) => {
+        $(#[$doc])*
+        #[pyclass(subclass, frozen, module = "multiproc._native")]
+        pub(crate) struct $name {
+            pub(crate) inner: $rust,
         }
-        warn_owner_died(py, "Lock", || self.inner.release())
-    }
-}
 
-#[pymethods]
-impl Lock {
-    /// `Lock()`; `Lock.__new__(cls, _token=(bytes, fds))` imports a pickled one.
-    #[new]
-    #[pyo3(signature = (*_args, _token = None, **_kwargs))]
-    fn new(
-        _args: &Bound<'_, PyTuple>,
-        _token: Option<(Vec<u8>, Vec<i32>)>,
-        _kwargs: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let inner = match _token {
-            Some(t) => fds::import(t)?,
-            None => multiproc::Lock::new().map_err(to_py)?,
-        };
-        Ok(Lock { inner })
-    }
-
-    /// The token of this object: `(bytes, fds)` (the caller owns the fds).
-    fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
-        fds::export(&self.inner)
-    }
-
-    /// `acquire(block=True, timeout=None)`: `True` once taken.
-    #[pyo3(signature = (block = true, timeout = None))]
-    fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<bool> {
-        let l = &self.inner;
-        let got = acquire_with(
-            py,
-            block,
-            timeout,
-            || l.acquire(false, None),
-            |s| l.acquire(true, Some(s)),
-        )?;
-        if got {
-            self.after(py)?;
-        }
-        Ok(got)
-    }
-
-    fn release(&self) -> PyResult<()> {
-        self.inner.release().map_err(to_py)
-    }
-
-    fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
-        self.acquire(py, true, None)
-    }
-
-    fn __exit__(
-        &self,
-        _t: &Bound<'_, PyAny>,
-        _v: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        self.inner.release().map_err(to_py)
-    }
-
-    /// Whether the lock was taken from a process that died holding it and not
-    /// yet marked consistent.
-    #[getter]
-    fn owner_died(&self) -> bool {
-        !self.inner.is_consistent()
-    }
-
-    /// Says the data the lock guards was repaired after an owner's death.
-    fn mark_consistent(&self) {
-        self.inner.mark_consistent()
-    }
-
-    /// Whether some thread of some process holds it.
-    fn _is_locked(&self) -> bool {
-        self.inner.is_locked()
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "<multiproc.Lock({})>",
-            if self.inner.is_locked() {
-                "locked"
-            } else {
-                "unlocked"
+        impl $name {
+            fn after(&self, py: Python<'_>) -> PyResult<()> {
+                if self.inner.is_consistent() {
+                    return Ok(());
+                }
+                warn_owner_died(py, stringify!($name), || self.inner.release())
             }
-        )
-    }
-}
-
-/// Python's `multiprocessing.RLock`.
-#[pyclass(subclass, frozen, module = "multiproc._native")]
-pub(crate) struct RLock {
-    pub(crate) inner: multiproc::RLock,
-}
-
-impl RLock {
-    fn after(&self, py: Python<'_>) -> PyResult<()> {
-        if self.inner.is_consistent() {
-            return Ok(());
         }
-        warn_owner_died(py, "RLock", || self.inner.release())
-    }
+
+        #[pymethods]
+        impl $name {
+            /// `Lock()` / `RLock()`; `__new__(cls, _token=(bytes, fds))` imports a
+            /// pickled one.
+            #[new]
+            #[pyo3(signature = (*_args, _token = None, **_kwargs))]
+            fn new(
+                _args: &Bound<'_, PyTuple>,
+                _token: Option<(Vec<u8>, Vec<i32>)>,
+                _kwargs: Option<&Bound<'_, PyAny>>,
+            ) -> PyResult<Self> {
+                let inner = match _token {
+                    Some(t) => fds::import(t)?,
+                    None => <$rust>::new().map_err(to_py)?,
+                };
+                Ok($name { inner })
+            }
+
+            /// The token of this object: `(bytes, fds)` (the caller owns the fds).
+            fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
+                fds::export(&self.inner)
+            }
+
+            /// `acquire(block=True, timeout=None)`: `True` once taken.
+            #[pyo3(signature = (block = true, timeout = None))]
+            fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<bool> {
+                let l = &self.inner;
+                let got = acquire_with(
+                    py,
+                    block,
+                    timeout,
+                    || l.acquire(false, None),
+                    |s| l.acquire(true, Some(s)),
+                )?;
+                if got {
+                    self.after(py)?;
+                }
+                Ok(got)
+            }
+
+            fn release(&self) -> PyResult<()> {
+                self.inner.release().map_err(to_py)
+            }
+
+            fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
+                self.acquire(py, true, None)
+            }
+
+            fn __exit__(
+                &self,
+                _t: &Bound<'_, PyAny>,
+                _v: &Bound<'_, PyAny>,
+                _tb: &Bound<'_, PyAny>,
+            ) -> PyResult<()> {
+                self.inner.release().map_err(to_py)
+            }
+
+            /// Whether the lock was taken from a process that died holding it and
+            /// not yet marked consistent.
+            #[getter]
+            fn owner_died(&self) -> bool {
+                !self.inner.is_consistent()
+            }
+
+            /// Says the data the lock guards was repaired after an owner's death.
+            fn mark_consistent(&self) {
+                self.inner.mark_consistent()
+            }
+
+            /// Whether some thread of some process holds it.
+            fn _is_locked(&self) -> bool {
+                self.inner.is_locked()
+            }
+
+            $($extra)*
+        }
+    };
 }
 
-#[pymethods]
-impl RLock {
-    /// `RLock()`; `RLock.__new__(cls, _token=(bytes, fds))` imports a pickled one.
-    #[new]
-    #[pyo3(signature = (*_args, _token = None, **_kwargs))]
-    fn new(
-        _args: &Bound<'_, PyTuple>,
-        _token: Option<(Vec<u8>, Vec<i32>)>,
-        _kwargs: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let inner = match _token {
-            Some(t) => fds::import(t)?,
-            None => multiproc::RLock::new().map_err(to_py)?,
-        };
-        Ok(RLock { inner })
-    }
-
-    /// The token of this object: `(bytes, fds)` (the caller owns the fds).
-    fn _export(&self) -> PyResult<(Vec<u8>, Vec<i32>)> {
-        fds::export(&self.inner)
-    }
-
-    #[pyo3(signature = (block = true, timeout = None))]
-    fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<bool> {
-        let l = &self.inner;
-        let got = acquire_with(
-            py,
-            block,
-            timeout,
-            || l.acquire(false, None),
-            |s| l.acquire(true, Some(s)),
-        )?;
-        if got {
-            self.after(py)?;
-        }
-        Ok(got)
-    }
-
-    fn release(&self) -> PyResult<()> {
-        self.inner.release().map_err(to_py)
-    }
-
-    fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
-        self.acquire(py, true, None)
-    }
-
-    fn __exit__(
-        &self,
-        _t: &Bound<'_, PyAny>,
-        _v: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        self.inner.release().map_err(to_py)
-    }
-
-    #[getter]
-    fn owner_died(&self) -> bool {
-        !self.inner.is_consistent()
-    }
-
-    fn mark_consistent(&self) {
-        self.inner.mark_consistent()
-    }
-
-    /// Whether the calling thread holds it (CPython's `_is_owned`).
-    fn _is_owned(&self) -> bool {
-        self.inner.is_owned()
-    }
-
-    fn _is_locked(&self) -> bool {
-        self.inner.is_locked()
-    }
-
-    fn _recursion_count(&self) -> u32 {
-        if self.inner.is_owned() {
-            self.inner.recursion_count()
-        } else {
-            0
+lock_class!(
+    /// Python's `multiprocessing.Lock`.
+    Lock,
+    multiproc::Lock,
+    {
+        fn __repr__(&self) -> String {
+            let state = if self.inner.is_locked() { "locked" } else { "unlocked" };
+            format!("<multiproc.Lock({state})>")
         }
     }
+);
 
-    fn __repr__(&self) -> String {
-        format!(
-            "<multiproc.RLock(owned={}, count={})>",
-            self.inner.is_owned(),
-            self._recursion_count()
-        )
+lock_class!(
+    /// Python's `multiprocessing.RLock`.
+    RLock,
+    multiproc::RLock,
+    {
+        /// Whether the calling thread holds it (CPython's `_is_owned`).
+        fn _is_owned(&self) -> bool {
+            self.inner.is_owned()
+        }
+
+        fn _recursion_count(&self) -> u32 {
+            if self.inner.is_owned() {
+                self.inner.recursion_count()
+            } else {
+                0
+            }
+        }
+
+        fn __repr__(&self) -> String {
+            format!(
+                "<multiproc.RLock(owned={}, count={})>",
+                self.inner.is_owned(),
+                self._recursion_count()
+            )
+        }
     }
-}
+);
 
 enum Sem {
     Plain(multiproc::Semaphore),
