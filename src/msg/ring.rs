@@ -515,13 +515,20 @@ impl Ring {
     /// Stores `tail` and wakes a sleeping consumer. Holding `plock`.
     #[inline]
     fn publish(&self, t: u64) {
-        self.u64(TAIL).store(t, Ordering::SeqCst);
-        let flag = self.u32(C_SLEEPING);
-        // The first publisher after the consumer went to sleep clears the flag and
-        // wakes it; the next ones see no sleeper (it sets the flag again before
-        // it sleeps again) and make no system call.
+        self.store_and_wake(TAIL, t, C_SLEEPING, ITEMS_SEQ);
+    }
+
+    /// Stores a side's position word (SeqCst) and, if the other side's sleeper
+    /// flag is set, wakes it: the waker's half of the sleeper protocol (module
+    /// docs). The first store after the other side went to sleep clears the flag
+    /// and wakes it; the next ones see no sleeper (it sets the flag again before
+    /// it sleeps again) and make no system call.
+    #[inline]
+    fn store_and_wake(&self, word: usize, value: u64, flag: usize, seq: usize) {
+        self.u64(word).store(value, Ordering::SeqCst);
+        let flag = self.u32(flag);
         if flag.load(Ordering::SeqCst) != 0 {
-            self.wake_one(flag, ITEMS_SEQ);
+            self.wake_one(flag, seq);
         }
     }
 
@@ -724,11 +731,7 @@ impl Ring {
     /// Stores `head` and wakes a sleeping producer. Holding `clock`.
     #[inline]
     fn consume(&self, h: u64) {
-        self.u64(HEAD).store(h, Ordering::SeqCst);
-        let flag = self.u32(P_SLEEPING);
-        if flag.load(Ordering::SeqCst) != 0 {
-            self.wake_one(flag, SPACE_SEQ);
-        }
+        self.store_and_wake(HEAD, h, P_SLEEPING, SPACE_SEQ);
     }
 
     /// Takes the next message into `buf` when it is published now, whole (not in

@@ -469,6 +469,21 @@ fn task_entry<F: crate::sys::task::FnPtr>(
     Ok(Entry::Exec { token })
 }
 
+/// The entry of a `map`-family task (`fn(T) -> R` over items `T`: map, map_async,
+/// imap, imap_unordered) for workers started by `method`.
+fn map_entry<T, R>(method: StartMethod, f: fn(T) -> R) -> Result<Entry>
+where
+    T: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    task_entry(
+        method,
+        worker::map_trampoline::<T, R> as Trampoline,
+        worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
+        f,
+    )
+}
+
 impl Pool {
     /// [`Error::PoolState`] in a process other than the pool's creator.
     fn check_creator(&self, op: &'static str) -> Result<()> {
@@ -655,12 +670,7 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = task_entry(
-            self.method,
-            worker::map_trampoline::<T, R> as Trampoline,
-            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
-            f,
-        )?;
+        let entry = map_entry(self.method, f)?;
         let job = self.submit("apply_async", "apply", entry, vec![arg], Some(1))?;
         Ok(AsyncResult::new(job, decode_one::<R>))
     }
@@ -739,12 +749,7 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = task_entry(
-            self.method,
-            worker::map_trampoline::<T, R> as Trampoline,
-            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
-            f,
-        )?;
+        let entry = map_entry(self.method, f)?;
         let items: Vec<T> = items.into_iter().collect();
         let job = self.submit("map_async", "map", entry, items, chunksize)?;
         Ok(AsyncResult::new(job, decode_all::<R>))
@@ -788,12 +793,7 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = task_entry(
-            self.method,
-            worker::map_trampoline::<T, R> as Trampoline,
-            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
-            f,
-        )?;
+        let entry = map_entry(self.method, f)?;
         self.lazy("imap", "imap", entry, items, chunksize, true)
     }
 
@@ -822,12 +822,7 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let entry = task_entry(
-            self.method,
-            worker::map_trampoline::<T, R> as Trampoline,
-            worker::map_exec_trampoline::<T, R> as worker::ExecTrampoline,
-            f,
-        )?;
+        let entry = map_entry(self.method, f)?;
         self.lazy(
             "imap_unordered",
             "imap_unordered",
