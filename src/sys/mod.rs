@@ -17,9 +17,12 @@
 //!   to spawned children as checked offsets in the executable.
 //! - `exec`: a fresh image of this executable with one descriptor inherited
 //!   (the spawn start method).
+//! - `alarm`: a thread that wakes a futex word when a watched process exits, so
+//!   that long waits need not wake up to look.
 //! - `fd`: pipe writes that cannot raise `SIGPIPE`, and the dead descriptor put in
 //!   place of a connection end a forked child did not capture.
 
+pub(crate) mod alarm;
 pub(crate) mod exec;
 pub(crate) mod fd;
 pub mod fork;
