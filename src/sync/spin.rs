@@ -78,11 +78,33 @@ pub(crate) const QUICK_YIELDS: u32 = 2;
 /// answered, instead of after the busy process's time slices.
 pub(crate) const YIELD_SLOW: Duration = Duration::from_micros(50);
 
-/// The CPUs this thread may run on now (one system call; not cached, since the
-/// affinity can change and a forked child inherits a cache with the old one).
-/// Called only on the way to a sleep, where it costs little beside a futex wait.
+/// How many calls of [`cores`] one reading of the affinity serves.
+const CORES_REFRESH: u32 = 256;
+
+/// The CPUs this thread may run on (the count of its affinity mask). Read by a
+/// system call, then cached per thread for [`CORES_REFRESH`] calls: on one CPU,
+/// where every wait ends in a yield hand-off, the system call was a sixth of the
+/// hand-off. The cache is refilled in a forked child (by the fork generation)
+/// and after those calls, so a changed affinity is seen within them; a stale
+/// count only picks yield or sleep for those waits, both correct.
 fn cores() -> usize {
-    rustix::thread::sched_getaffinity(None).map_or(usize::MAX, |set| set.count() as usize)
+    use std::cell::Cell;
+    thread_local! {
+        // (fork generation, calls left, cores)
+        static CACHE: Cell<(u32, u32, usize)> = const { Cell::new((0, 0, 0)) };
+    }
+    let generation = crate::sys::fork::generation();
+    CACHE.with(|c| {
+        let (g, left, n) = c.get();
+        if g == generation && left > 0 {
+            c.set((g, left - 1, n));
+            return n;
+        }
+        let n =
+            rustix::thread::sched_getaffinity(None).map_or(usize::MAX, |set| set.count() as usize);
+        c.set((generation, CORES_REFRESH - 1, n));
+        n
+    })
 }
 
 /// Yields this core while `ready()` is false, as long as the yields run other
