@@ -698,11 +698,14 @@ impl Barrier {
                 return false;
             }
             // Armed: tell arrivals and registrations to wake this sleeper, so that
-            // it watches them too (see ANNOUNCE).
-            let _held = self.hold();
-            let r = self.reason().load(Ordering::Relaxed);
-            if self.current() == w && r & ANNOUNCE == 0 {
-                self.reason().store(r | ANNOUNCE, Ordering::Relaxed);
+            // it watches them too (see ANNOUNCE). The flag only changes under the
+            // lock; once set this round, later looks need not take it.
+            if self.reason().load(Ordering::Relaxed) & ANNOUNCE == 0 {
+                let _held = self.hold();
+                let r = self.reason().load(Ordering::Relaxed);
+                if self.current() == w && r & ANNOUNCE == 0 {
+                    self.reason().store(r | ANNOUNCE, Ordering::Relaxed);
+                }
             }
             return self.current() == w;
         };

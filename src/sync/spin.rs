@@ -46,6 +46,9 @@
 //! [`YIELD_TIME`] at most, so a long wait still sleeps on the futex, and the
 //! owner checks of the sleeping loop follow within that bound.
 //!
+//! Confined to one CPU, a wait does not spin at all (nor probe): its partner
+//! cannot run while it spins, so it goes straight to the yield phase.
+//!
 //! The budget is process-local (a field of the handle, not shared memory): it
 //! describes how this process and its partners are scheduled, and costs no shared
 //! cache line. Relaxed atomics only: it is a hint, races merely blur it.
@@ -183,7 +186,19 @@ impl AdaptiveSpin {
     /// CPUs this thread may run on, one of them waits for a core, maybe this one:
     /// a failed spin then ends with the yield phase ([`yield_until`]).
     #[inline]
-    pub(crate) fn spin(&self, mut ready: impl FnMut() -> bool, processes: usize) -> bool {
+    pub(crate) fn spin(&self, ready: impl FnMut() -> bool, processes: usize) -> bool {
+        self.spin_on(cores(), ready, processes)
+    }
+
+    /// [`spin`](Self::spin) for a thread that may run on `cores` CPUs.
+    #[inline]
+    fn spin_on(&self, cores: usize, mut ready: impl FnMut() -> bool, processes: usize) -> bool {
+        if cores == 1 {
+            // Confined to one CPU, the partner cannot run while this thread spins
+            // (nor during a probe): hand the core over at once. The budget is left
+            // as it is, for when the affinity widens again.
+            return ready() || (processes > 1 && yield_until(ready));
+        }
         if self.until_probe.load(Ordering::Relaxed) == 0 {
             return self.probe(ready);
         }
@@ -200,7 +215,7 @@ impl AdaptiveSpin {
             return true;
         }
         self.failed();
-        processes > cores() && yield_until(ready)
+        processes > cores && yield_until(ready)
     }
 
     #[cold]
@@ -275,14 +290,16 @@ mod tests {
     #[test]
     fn shrinks_on_failure_grows_back_on_late_answers_and_success() {
         let s = AdaptiveSpin::new();
+        // On two CPUs (whatever this test runs on): on one, a wait skips the spin.
         for _ in 0..10 {
-            assert!(!s.spin(|| false, 1));
+            assert!(!s.spin_on(2, || false, 1));
         }
         assert_eq!(s.limit(), MIN);
         s.answered_late();
         assert_eq!(s.limit(), 2 * MIN);
         let mut n = 0;
-        assert!(s.spin(
+        assert!(s.spin_on(
+            2,
             || {
                 n += 1;
                 n > 3
@@ -291,6 +308,17 @@ mod tests {
         ));
         assert!(s.limit() >= MIN && s.limit() <= MAX);
         assert_eq!(s.clone().limit(), s.limit());
+    }
+
+    #[test]
+    fn on_one_cpu_a_wait_yields_without_spinning() {
+        let s = AdaptiveSpin::new();
+        assert!(s.spin_on(1, || true, 2));
+        // Never ready: the yield phase ends on its own; the budget is untouched
+        // (no spin ran, so none failed).
+        assert!(!s.spin_on(1, || false, 2));
+        assert_eq!(s.limit(), MAX);
+        assert!(!s.spin_on(1, || false, 1), "alone: nobody to yield to");
     }
 }
 
