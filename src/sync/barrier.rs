@@ -71,7 +71,7 @@
 //! arrived parties form a ring, so as long as one lives, some live party watches a
 //! dead one; the `register()`ed processes are split among the sleepers the same
 //! way (with up to `Watcher::CAPACITY` to watch, each sleeper checks them all).
-//! After ten slices the slice grows to 100 ms (`watch_slice`). A death breaks the
+//! After ten slices the slice grows to 100 ms (`spin::sleep_slice`). A death breaks the
 //! barrier ("a party died") within about one slice. A party that dies before
 //! arriving is noticed only if it registered.
 //!
@@ -93,7 +93,7 @@ use std::time::{Duration, Instant};
 
 use super::ident;
 use super::raw_lock::{self, Acquired, OWNER_CHECK_INTERVAL, RawLock};
-use super::spin::AdaptiveSpin;
+use super::spin::{self, AdaptiveSpin};
 use crate::error::{Error, Result};
 use crate::shm::arena::{Block, MAX_SMALL};
 use crate::sys::futex;
@@ -151,14 +151,6 @@ fn reason_text(code: u32) -> &'static str {
         RESET => "reset",
         _ => "broken",
     }
-}
-
-/// The sleep slice of a party that has watched `tick` slices already: the owner-check
-/// interval for the first ten (a death early in a wait, the common case in a
-/// crash, is seen within 20 ms), then growing to five times it, so that a long
-/// wait wakes ten times a second, not fifty (a death is still seen within 100 ms).
-fn watch_slice(tick: usize) -> Duration {
-    OWNER_CHECK_INTERVAL * (1 + (tick / 10).min(4) as u32)
 }
 
 type Action = Arc<dyn Fn() + Send + Sync + 'static>;
@@ -574,7 +566,7 @@ impl Barrier {
                     now.iter().all(|o| watcher.armed().contains(o)) && !watcher.any_gone(&now)
                 })
             } else {
-                self.sleep(w, deadline, watch_slice(tick), false, || true)
+                self.sleep(w, deadline, spin::sleep_slice(tick), false, || true)
             };
             if !slept {
                 tick = tick.wrapping_add(1);

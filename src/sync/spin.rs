@@ -56,6 +56,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::raw_lock::OWNER_CHECK_INTERVAL;
+
 /// The most iterations one spin takes (a `pause` is 10 to 70 cycles by CPU).
 pub(crate) const MAX: u32 = 200;
 /// The fewest: a partner on the other core that is already answering is caught
@@ -80,6 +82,17 @@ pub(crate) const QUICK_YIELDS: u32 = 2;
 /// lets the kernel's wake-up preemption bring this waiter back as soon as it is
 /// answered, instead of after the busy process's time slices.
 pub(crate) const YIELD_SLOW: Duration = Duration::from_micros(50);
+
+/// The futex sleep slice of a waiter that has slept `tick` slices already in this
+/// wait, when its slices serve to look for what no wake-up reports (a dead party
+/// or owner, a wake-up lost with a process killed between its store and its wake
+/// call): the owner-check interval for the first ten (what goes wrong early in a
+/// wait, the common case in a crash, is seen within 20 ms), then growing to five
+/// times it, so that a long wait wakes ten times a second, not fifty (and is
+/// still looked at within 100 ms).
+pub(crate) fn sleep_slice(tick: usize) -> Duration {
+    OWNER_CHECK_INTERVAL * (1 + (tick / 10).min(4) as u32)
+}
 
 /// How many calls of [`cores`] one reading of the affinity serves.
 const CORES_REFRESH: u32 = 256;
@@ -308,6 +321,15 @@ mod tests {
         ));
         assert!(s.limit() >= MIN && s.limit() <= MAX);
         assert_eq!(s.clone().limit(), s.limit());
+    }
+
+    #[test]
+    fn sleep_slices_grow_from_the_owner_check_interval_to_five_times_it() {
+        assert_eq!(sleep_slice(0), OWNER_CHECK_INTERVAL);
+        assert_eq!(sleep_slice(9), OWNER_CHECK_INTERVAL);
+        assert_eq!(sleep_slice(10), 2 * OWNER_CHECK_INTERVAL);
+        assert_eq!(sleep_slice(40), 5 * OWNER_CHECK_INTERVAL);
+        assert_eq!(sleep_slice(usize::MAX), 5 * OWNER_CHECK_INTERVAL);
     }
 
     #[test]
