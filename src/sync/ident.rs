@@ -300,8 +300,7 @@ pub fn is_process_gone(owner: u32) -> bool {
 /// them fires, so that the waiter can sleep without timed slices.
 #[derive(Debug, Default)]
 pub(crate) struct Watcher {
-    // Declared first so that it is dropped first: the alarm borrows the pidfds
-    // of `known`, which are never removed before the watcher drops.
+    // The alarm keeps its own copies of the pidfds it armed.
     alarm: Option<Alarm>,
     no_alarm: bool,
     armed: Vec<u32>,

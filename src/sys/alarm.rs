@@ -82,9 +82,9 @@ static TABLE: [Slot; SLOTS] = [EMPTY; SLOTS];
 pub(crate) struct Alarm {
     set: BorrowedFd<'static>,
     slot: usize,
-    /// The pidfds armed, as raw numbers: the caller keeps them open until this
-    /// alarm is dropped (see [`Alarm::arm`]).
-    armed: Vec<i32>,
+    /// Copies of the pidfds armed: owned here, so that each stays open until it
+    /// has been removed from the set.
+    armed: Vec<OwnedFd>,
 }
 
 impl Alarm {
@@ -111,25 +111,25 @@ impl Alarm {
     }
 
     /// Fires this alarm when the process of `pidfd` exits; false if it could not
-    /// be armed. `pidfd` must stay open until the alarm is dropped (the caller's
-    /// watcher owns it and outlives its alarm).
+    /// be armed. The alarm keeps a copy of the descriptor (one `fcntl`), so the
+    /// caller may close its own at any time.
     pub(crate) fn arm(&mut self, pidfd: BorrowedFd<'_>) -> bool {
+        let Ok(copy) = rustix::io::fcntl_dupfd_cloexec(pidfd, 0) else {
+            return false;
+        };
         let data = epoll::EventData::new_u64(self.slot as u64);
         let flags = epoll::EventFlags::IN | epoll::EventFlags::ONESHOT;
-        if epoll::add(self.set, pidfd, data, flags).is_err() {
+        if epoll::add(self.set, &copy, data, flags).is_err() {
             return false;
         }
-        self.armed.push(std::os::fd::AsRawFd::as_raw_fd(&pidfd));
+        self.armed.push(copy);
         true
     }
 }
 
 impl Drop for Alarm {
     fn drop(&mut self) {
-        for &fd in &self.armed {
-            // SAFETY: the caller keeps every armed pidfd open until this drop
-            // (see `arm`), so the number still names that pidfd.
-            let pidfd = unsafe { BorrowedFd::borrow_raw(fd) };
+        for pidfd in &self.armed {
             // Fails only if the set no longer has it, which changes nothing.
             let _ = epoll::delete(self.set, pidfd);
         }
