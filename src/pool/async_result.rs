@@ -316,6 +316,52 @@ pub(crate) fn decode_all<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<Ve
     Ok(out)
 }
 
+/// The result of a job read in chunk order by the caller that waits on it (the
+/// blocking `Pool::map` and `starmap`, whose job notifies at each resolution):
+/// each chunk's results are decoded, and its bytes freed, as soon as it and the
+/// chunks before it are done, while later chunks still run, instead of all at
+/// the end while the workers sit idle. The same value and errors as waiting for
+/// the job to be ready, then [`decode_all`]: a failed task's error comes first
+/// (the first in the order they ended), then the first chunk that does not
+/// decode.
+pub(crate) fn collect_in_order<R: DeserializeOwned>(job: &Job) -> Result<Vec<R>> {
+    let (total, chunks) = {
+        let s = job.lock();
+        (s.ranges.last().map_or(0, |r| r.end), s.slots.len())
+    };
+    let mut out = Vec::with_capacity(total);
+    let mut next = 0usize;
+    let mut undecodable: Option<Error> = None;
+    loop {
+        let done = |s: &Slots, i: usize| matches!(s.slots.get(i), Some(Slot::Done(_)));
+        let (mut s, _) = job.wait_until(None, |s| ready(s) || done(s, next));
+        if s.failed > 0 {
+            return Err(first_failure(job, &s).expect("a failed slot is found"));
+        }
+        let mut taken = Vec::new();
+        while done(&s, next) {
+            let bytes = match std::mem::replace(&mut s.slots[next], Slot::Taken) {
+                Slot::Done(bytes) => bytes,
+                _ => unreachable!("`done` saw it done"),
+            };
+            taken.push((next, s.ranges[next].clone(), bytes));
+            next += 1;
+        }
+        drop(s);
+        for (i, r, bytes) in taken {
+            if undecodable.is_none() {
+                match decode_chunk::<R>(job, i, &r, &bytes) {
+                    Ok(v) => out.extend(v),
+                    Err(e) => undecodable = Some(e),
+                }
+            }
+        }
+        if next == chunks {
+            return undecodable.map_or(Ok(out), Err);
+        }
+    }
+}
+
 pub(crate) fn decode_one<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<R> {
     let mut v = decode_all::<R>(job, s)?;
     v.pop().ok_or_else(|| Error::PoolBroken {

@@ -45,7 +45,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::async_result::{
-    AsyncResult, Failure, Fed, Feed, IMapIterator, Job, decode_all, decode_one,
+    AsyncResult, Failure, Fed, Feed, IMapIterator, Job, collect_in_order, decode_all, decode_one,
 };
 use super::star::StarFn;
 use super::worker::{self, Entry, FromWorker, Initializer, Outcome, ToWorkerRef, Trampoline};
@@ -556,6 +556,7 @@ impl Pool {
         entry: Entry,
         items: Vec<T>,
         chunksize: Option<usize>,
+        notify_each: bool,
     ) -> Result<Arc<Job>> {
         self.check_creator(op)?;
         let chunksize = match chunksize {
@@ -563,7 +564,7 @@ impl Pool {
             Some(n) => n,
             None => {
                 let probe = &items[..items.len().min(CHUNK_PROBE_ITEMS)];
-                let probe_bytes = postcard::to_stdvec(probe).map_or(0, |v| v.len());
+                let probe_bytes = super::codec::encode(probe).map_or(0, |v| v.len());
                 auto_chunksize(items.len(), self.processes, probe.len(), probe_bytes)
             }
         };
@@ -572,8 +573,8 @@ impl Pool {
             .map(|s| s..(s + chunksize).min(items.len()))
             .collect();
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        // Not read slot by slot (only the lazy imap jobs are).
-        let job = Arc::new(Job::new(id, kind, ranges.clone(), false));
+        // `notify_each`: read slot by slot as it resolves (see `collect_in_order`).
+        let job = Arc::new(Job::new(id, kind, ranges.clone(), notify_each));
         // Registered as feeding from the first batch to the last, so that a pool
         // closed meanwhile still runs the whole job (it was accepted).
         let mut feeding: Option<Feeding> = None;
@@ -583,7 +584,7 @@ impl Pool {
         let mut batch: Vec<Task> = Vec::new();
         let mut batch_bytes = 0usize;
         for (chunk, r) in ranges.iter().enumerate() {
-            let args = postcard::to_stdvec(&items[r.clone()]).map_err(|e| Error::Codec {
+            let args = super::codec::encode(&items[r.clone()]).map_err(|e| Error::Codec {
                 op,
                 what: "serialize the items",
                 reason: e.to_string(),
@@ -671,7 +672,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let entry = map_entry(self.method, f)?;
-        let job = self.submit("apply_async", "apply", entry, vec![arg], Some(1))?;
+        let job = self.submit("apply_async", "apply", entry, vec![arg], Some(1), false)?;
         Ok(AsyncResult::new(job, decode_one::<R>))
     }
 
@@ -695,7 +696,7 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.map_async(f, items, None)?.get(None)
+        self.map_collect(f, items, None)
     }
 
     /// [`map`](Self::map) with chunks of `chunksize` items.
@@ -720,7 +721,25 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.map_async(f, items, Some(chunksize))?.get(None)
+        self.map_collect(f, items, Some(chunksize))
+    }
+
+    /// The blocking map: its results decoded as they come (see
+    /// `collect_in_order`).
+    fn map_collect<T, R>(
+        &self,
+        f: fn(T) -> R,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let entry = map_entry(self.method, f)?;
+        let items: Vec<T> = items.into_iter().collect();
+        let job = self.submit("map", "map", entry, items, chunksize, true)?;
+        collect_in_order(&job)
     }
 
     /// Queues a [`map`](Self::map) and returns its [`AsyncResult`] at once
@@ -751,7 +770,7 @@ impl Pool {
     {
         let entry = map_entry(self.method, f)?;
         let items: Vec<T> = items.into_iter().collect();
-        let job = self.submit("map_async", "map", entry, items, chunksize)?;
+        let job = self.submit("map_async", "map", entry, items, chunksize, false)?;
         Ok(AsyncResult::new(job, decode_all::<R>))
     }
 
@@ -906,7 +925,20 @@ impl Pool {
         f: F,
         items: impl IntoIterator<Item = F::Args>,
     ) -> Result<Vec<F::Output>> {
-        self.starmap_async(f, items, None)?.get(None)
+        let entry = self.star_entry(f)?;
+        let items: Vec<F::Args> = items.into_iter().collect();
+        let job = self.submit("starmap", "starmap", entry, items, None, true)?;
+        collect_in_order(&job)
+    }
+
+    /// The entry of a `starmap` task of `f`.
+    fn star_entry<F: StarFn>(&self, f: F) -> Result<Entry> {
+        task_entry(
+            self.method,
+            worker::star_trampoline::<F> as Trampoline,
+            worker::star_exec_trampoline::<F> as worker::ExecTrampoline,
+            f,
+        )
     }
 
     /// Queues a [`starmap`](Self::starmap) and returns its [`AsyncResult`]
@@ -930,14 +962,9 @@ impl Pool {
         items: impl IntoIterator<Item = F::Args>,
         chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<F::Output>>> {
-        let entry = task_entry(
-            self.method,
-            worker::star_trampoline::<F> as Trampoline,
-            worker::star_exec_trampoline::<F> as worker::ExecTrampoline,
-            f,
-        )?;
+        let entry = self.star_entry(f)?;
         let items: Vec<F::Args> = items.into_iter().collect();
-        let job = self.submit("starmap_async", "starmap", entry, items, chunksize)?;
+        let job = self.submit("starmap_async", "starmap", entry, items, chunksize, false)?;
         Ok(AsyncResult::new(job, decode_all::<F::Output>))
     }
 
@@ -1148,7 +1175,7 @@ impl<I: Iterator<Item: Serialize>> Feed for LazyFeed<I> {
         if chunk.is_empty() {
             return self.failed.take().map_or(Fed::End, Fed::Failed);
         }
-        let args = match postcard::to_stdvec(&chunk) {
+        let args = match super::codec::encode(&chunk) {
             Ok(a) => a,
             Err(e) => {
                 return Fed::Failed(Error::Codec {

@@ -69,6 +69,7 @@ pub(crate) enum ToWorkerRef<'a> {
         job: u64,
         chunk: u32,
         entry: Entry,
+        #[serde(with = "super::codec::as_bytes")]
         args: &'a [u8],
     },
     /// Exit (the pool is closing and has no more tasks).
@@ -83,6 +84,7 @@ pub(crate) enum ToWorker {
         job: u64,
         chunk: u32,
         entry: Entry,
+        #[serde(with = "super::codec::as_bytes")]
         args: Vec<u8>,
     },
     Stop,
@@ -106,7 +108,7 @@ pub(crate) enum FromWorker {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Outcome {
     /// The results, a postcard `Vec<R>`, one per item.
-    Ok(Vec<u8>),
+    Ok(#[serde(with = "super::codec::as_bytes")] Vec<u8>),
     /// Item `index` of the chunk panicked (the rest of the chunk was not run).
     Panicked { index: u64, message: String },
     /// The worker could not run the task: why.
@@ -144,7 +146,7 @@ fn run_items<I: DeserializeOwned, R: Serialize>(
             }
         }
     }
-    match postcard::to_stdvec(&out) {
+    match super::codec::encode(&out) {
         Ok(bytes) => Outcome::Ok(bytes),
         Err(e) => Outcome::Refused(format!("could not encode the task's results: {e}")),
     }
