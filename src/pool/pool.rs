@@ -48,7 +48,7 @@ use super::async_result::{
     AsyncResult, Failure, Fed, Feed, IMapIterator, Job, collect_in_order, decode_all, decode_one,
 };
 use super::star::StarFn;
-use super::worker::{self, Entry, FromWorker, Initializer, Outcome, ToWorkerRef, Trampoline};
+use super::worker::{self, Entry, FromWorker, Init, InitFn, Outcome, ToWorkerRef, Trampoline};
 use crate::connection::{Waitable, wait};
 use crate::error::{Error, Result};
 use crate::msg::{Connection, Pipe};
@@ -129,7 +129,7 @@ impl Shared {
 #[derive(Clone)]
 struct Config {
     processes: usize,
-    initializer: Option<Initializer>,
+    initializer: Option<Init>,
     maxtasksperchild: Option<usize>,
     retries: u32,
     method: StartMethod,
@@ -154,7 +154,7 @@ struct Config {
 #[derive(Clone, Default)]
 pub struct PoolBuilder {
     processes: Option<usize>,
-    initializer: Option<Initializer>,
+    initializer: Option<Init>,
     maxtasksperchild: Option<usize>,
     retries: u32,
     method: Option<StartMethod>,
@@ -192,7 +192,9 @@ impl PoolBuilder {
     /// forkserver each worker is a new image of this executable (the binary calls
     /// [`spawn::init`](crate::spawn::init) first in `main`): its connection to the
     /// pool travels as a token and each task's function as an offset checked
-    /// against the executable; an initializer is then refused by `build`.
+    /// against the executable. An initializer closure is then refused by `build`:
+    /// give a plain function and its arguments to
+    /// [`initializer_fn`](Self::initializer_fn) instead.
     ///
     /// ```
     /// use multiproc::{Pool, StartMethod};
@@ -227,7 +229,54 @@ impl PoolBuilder {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn initializer(mut self, init: impl Fn() + Send + Sync + 'static) -> PoolBuilder {
-        self.initializer = Some(Arc::new(init));
+        self.initializer = Some(Init::Closure(Arc::new(init)));
+        self
+    }
+
+    /// A plain function each worker runs once, as `f(args)`, when it starts and
+    /// before its first task, under every start method (Python's `initializer`
+    /// and `initargs`, a function found by name); replaces an
+    /// [`initializer`](Self::initializer) closure. As with tasks, `f` must be a
+    /// plain `fn` of this program (no captures): under spawn and forkserver it
+    /// travels as its offset in the executable, checked against the worker's
+    /// executable and its type, and `args` travel through serde, so shared objects
+    /// ([`Value`](crate::Value), [`Queue`](crate::Queue), ...) go as tokens. Each
+    /// worker gets its own copy of `args` (replacements from
+    /// [`maxtasksperchild`](Self::maxtasksperchild) too).
+    ///
+    /// A worker that cannot run it (an executable or type that does not match,
+    /// arguments that do not import) fails to start: `build` returns
+    /// [`Error::Start`] with the reason. If `f` panics, the pool breaks, as with a
+    /// closure: unfinished and later tasks fail with [`Error::PoolBroken`] naming
+    /// the worker and the panic's message, no worker is started again, and
+    /// `close`/`join`/`terminate` work as usual (CPython starts a new worker
+    /// forever, each failing the same way, and the pool's calls never return).
+    ///
+    /// ```
+    /// use multiproc::{Pool, Value};
+    /// static LEVEL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    /// fn setup((level, started): (u32, Value<u32>)) {
+    ///     LEVEL.store(level, std::sync::atomic::Ordering::Relaxed);
+    ///     *started.lock().unwrap() += 1;
+    /// }
+    /// fn level(_: u8) -> u32 { LEVEL.load(std::sync::atomic::Ordering::Relaxed) }
+    ///
+    /// let started = Value::<u32>::new(0)?;
+    /// let pool = Pool::builder()
+    ///     .processes(2)
+    ///     .initializer_fn(setup, (3, started.clone()))
+    ///     .build()?;
+    /// assert_eq!(pool.map(level, [0, 0, 0])?, [3, 3, 3]);
+    /// pool.close();
+    /// assert!(pool.join(Some(std::time::Duration::from_secs(30)))?);
+    /// assert_eq!(started.get()?, 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn initializer_fn<A>(mut self, f: fn(A), args: A) -> PoolBuilder
+    where
+        A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.initializer = Some(Init::Named(Arc::new(InitFn { f, args })));
         self
     }
 
@@ -266,7 +315,11 @@ impl PoolBuilder {
     ///
     /// [`Error::ZeroSize`] for 0 processes or a `maxtasksperchild` of 0;
     /// [`Error::Io`] if a pipe, fork or thread cannot be made;
-    /// [`Error::ProcessState`] in a daemon process (daemons have no children).
+    /// [`Error::ProcessState`] in a daemon process (daemons have no children);
+    /// [`Error::StartMethod`] for an initializer closure under spawn or
+    /// forkserver, or a binary that did not call [`spawn::init`](crate::spawn::init);
+    /// [`Error::Start`] if a spawn or forkserver worker refused to start (its
+    /// initializer or arguments do not resolve in it).
     ///
     /// ```
     /// assert!(multiproc::Pool::builder().processes(0).build().is_err());
@@ -287,9 +340,10 @@ impl PoolBuilder {
             });
         }
         let method = self.method.unwrap_or(StartMethod::Fork);
-        if method != StartMethod::Fork && self.initializer.is_some() {
+        if method != StartMethod::Fork && matches!(self.initializer, Some(Init::Closure(_))) {
             return Err(Error::StartMethod(format!(
-                "a Pool initializer is a closure, which cannot cross an exec: {method} workers take none"
+                "a Pool initializer closure cannot cross an exec into {method} workers: \
+                 give a plain fn and its arguments to PoolBuilder::initializer_fn instead"
             )));
         }
         let config = Config {
@@ -350,9 +404,11 @@ impl PoolBuilder {
 /// worker is a fork of this process, and the task travels as the function's
 /// address with a check that the worker shares this program image. This is
 /// Python's "the function must be picklable" (a module-level function). Items
-/// and results travel through serde (postcard). For per-worker state, use the
-/// [`initializer`](PoolBuilder::initializer) (a closure, copied by the fork) and
-/// statics, or shared objects.
+/// and results travel through serde (postcard). For per-worker state, use an
+/// initializer and statics, or shared objects: a closure
+/// ([`initializer`](PoolBuilder::initializer), copied by the fork) or, under
+/// every start method, a plain function and its arguments
+/// ([`initializer_fn`](PoolBuilder::initializer_fn)).
 ///
 /// **Chunks.** `map`-like calls split the items into chunks (tasks) of
 /// `chunksize` items (by default as CPython, about four chunks per worker, but
@@ -1258,23 +1314,35 @@ impl Manager {
     /// Forks a worker.
     fn spawn(&mut self) -> Result<Worker> {
         let (ours, theirs) = Pipe(true)?;
-        let init = self.config.initializer.clone();
         let max = self.config.maxtasksperchild;
         self.started += 1;
-        let mut process = match self.config.method {
-            StartMethod::Fork => Process::new(move || worker::run(theirs, init, max))
-                .with_name(format!("ForkPoolWorker-{}", self.started)),
-            m => Process::entry(worker::exec_worker, (theirs, max))
-                .with_start_method(m)
-                .with_name(format!(
-                    "{}PoolWorker-{}",
-                    if m == StartMethod::Spawn {
-                        "Spawn"
-                    } else {
-                        "Forkserver"
-                    },
-                    self.started
-                )),
+        let mut process = match (self.config.method, &self.config.initializer) {
+            (StartMethod::Fork, init) => {
+                let init = match init {
+                    None => None,
+                    Some(Init::Closure(c)) => Some(Arc::clone(c)),
+                    Some(Init::Named(n)) => Some(n.closure()),
+                };
+                Process::new(move || {
+                    worker::run(theirs, init.map(|i| Box::new(move || i()) as _), max)
+                })
+                .with_name(format!("ForkPoolWorker-{}", self.started))
+            }
+            (m, init) => match init {
+                Some(Init::Named(n)) => Process::from_call(n.worker_call(theirs, max)),
+                // (`build` refuses a closure for these methods.)
+                _ => Process::entry(worker::exec_worker, (theirs, max)),
+            }
+            .with_start_method(m)
+            .with_name(format!(
+                "{}PoolWorker-{}",
+                if m == StartMethod::Spawn {
+                    "Spawn"
+                } else {
+                    "Forkserver"
+                },
+                self.started
+            )),
         }
         .daemon(true);
         process.start()?;
@@ -1563,6 +1631,32 @@ impl Drop for Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn no_setup(_: u32) {}
+
+    /// A by-name initializer a worker cannot resolve (here: a forged type) fails
+    /// the worker's start, so `build` returns the reason instead of a pool whose
+    /// calls would hang or fail later.
+    #[test]
+    fn an_initializer_fn_a_worker_cannot_resolve_fails_build() {
+        crate::spawn::init();
+        for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+            crate::spawn::launch::FORGE.with(|f| f.set(2));
+            let r = Pool::builder()
+                .processes(1)
+                .start_method(method)
+                .initializer_fn(no_setup, 5)
+                .build();
+            crate::spawn::launch::FORGE.with(|f| f.set(0));
+            match r {
+                Err(Error::Start { reason, .. }) => assert!(
+                    reason.contains("Pool initializer") && reason.contains("type fingerprint"),
+                    "{method}: {reason}"
+                ),
+                other => panic!("{method}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn the_default_chunk_size_is_cpythons_capped_by_bytes() {
