@@ -629,7 +629,7 @@ impl Pool {
         entry: Entry,
         items: Vec<T>,
         chunksize: Option<usize>,
-        notify_each: bool,
+        collect: bool,
     ) -> Result<Arc<Job>> {
         self.check_creator(op)?;
         let chunksize = match chunksize {
@@ -645,8 +645,13 @@ impl Pool {
             .map(|s| s..(s + chunksize).min(items.len()))
             .collect();
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        // `notify_each`: read slot by slot as it resolves (see `collect_in_order`).
-        let job = Arc::new(Job::new(id, kind, ranges.clone(), notify_each));
+        // `collect`: read in order as it resolves, by `collect_in_order`.
+        let every = if collect {
+            Job::collect_every(ranges.len())
+        } else {
+            0
+        };
+        let job = Arc::new(Job::new(id, kind, ranges.clone(), every));
         // Registered as feeding from the first batch to the last, so that a pool
         // closed meanwhile still runs the whole job (it was accepted).
         let mut feeding: Option<Feeding> = None;
@@ -949,7 +954,7 @@ impl Pool {
             None => 1,
         };
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        let job = Arc::new(Job::new(id, kind, Vec::new(), true));
+        let job = Arc::new(Job::new(id, kind, Vec::new(), 1));
         {
             let mut core = self.shared.lock();
             accepting(&core, op)?;
