@@ -509,7 +509,9 @@ fn probe<T: Serialize>(items: &[T]) -> (usize, usize) {
 /// sockets in many blocking rounds (a 1 MB message against a buffer of about
 /// 200 KB) while the other side may be descheduled, are never sent ahead, and
 /// leave a worker idle for up to a whole chunk at the end. Chunks this small are
-/// sent ahead, so the round trips per chunk cost no worker time.
+/// sent ahead, so the round trips per chunk cost no worker time — if they are
+/// this small: sized on S7's first items (smaller than the rest, see [`probe`])
+/// they took twice the cap, and every chunk waited for its round trip.
 fn auto_chunksize(len: usize, processes: usize, probe_len: usize, probe_bytes: usize) -> usize {
     let per = processes * 4;
     let (q, r) = (len / per, len % per);
