@@ -74,3 +74,127 @@ fn a_killed_forkserver_worker_is_replaced() {
     let r = pool.apply_async(square, 5).unwrap();
     assert_eq!(r.get(Some(Duration::from_secs(30))).unwrap(), 25);
 }
+
+/// What the initializer stored in this worker: how many times it ran here, and
+/// the arguments it was given.
+static INIT_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static INIT_ARGS: std::sync::OnceLock<(String, u32)> = std::sync::OnceLock::new();
+
+fn setup((name, level, started): (String, u32, multiproc::Value<u32>)) {
+    INIT_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _ = INIT_ARGS.set((name, level));
+    *started.lock().unwrap() += 1;
+}
+
+/// A task that reports what the initializer left in its worker.
+fn what_init_left(_: u8) -> (u32, Option<(String, u32)>, u32) {
+    (
+        INIT_RUNS.load(std::sync::atomic::Ordering::SeqCst),
+        INIT_ARGS.get().cloned(),
+        std::process::id(),
+    )
+}
+
+#[test]
+fn an_initializer_fn_runs_once_in_every_worker_before_its_first_task() {
+    multiproc::spawn::init();
+    for method in [
+        StartMethod::Spawn,
+        StartMethod::Forkserver,
+        StartMethod::Fork,
+    ] {
+        let started = multiproc::Value::<u32>::new(0).unwrap();
+        // Two tasks per worker: the twelve tasks need at least six workers, four
+        // of them replacements.
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .maxtasksperchild(2)
+            .initializer_fn(setup, ("config".to_string(), 7, started.clone()))
+            .build()
+            .unwrap();
+        let got = pool.map_chunked(what_init_left, vec![0u8; 12], 1).unwrap();
+        let want = Some(("config".to_string(), 7));
+        for (runs, args, pid) in &got {
+            assert_eq!(
+                (*runs, args),
+                (1, &want),
+                "{method}: worker {pid} ran its initializer once, with its arguments, before the task"
+            );
+        }
+        let mut pids: Vec<u32> = got.iter().map(|g| g.2).collect();
+        pids.sort();
+        pids.dedup();
+        assert!(
+            pids.len() >= 6,
+            "{method}: replacement workers ran tasks: {pids:?}"
+        );
+        pool.close();
+        assert!(pool.join(Some(BOUND)).unwrap(), "{method}");
+        // Every worker started, replacements included, ran it (some may have
+        // started after the last task was taken, and run none).
+        let n = started.get().unwrap();
+        assert!(
+            n as usize >= pids.len(),
+            "{method}: {n} runs for {} workers",
+            pids.len()
+        );
+        assert_eq!(
+            INIT_RUNS.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "{method}: not in the pool's process"
+        );
+    }
+}
+
+fn refuse_setup(why: String) {
+    panic!("{why}");
+}
+
+#[test]
+fn a_panicking_initializer_fn_breaks_the_pool_with_its_message() {
+    multiproc::spawn::init();
+    for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .initializer_fn(refuse_setup, "no config file".to_string())
+            .build()
+            .unwrap();
+        let r = pool.apply_async(square, 2).unwrap();
+        match r.get(Some(BOUND)) {
+            Err(Error::PoolBroken { reason }) => {
+                assert!(
+                    reason.contains("initializer panicked") && reason.contains("no config file"),
+                    "{method}: {reason}"
+                )
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        // No worker is started again (CPython would start one after another).
+        common::poll_until("the broken pool's workers gone", || {
+            pool.worker_pids().is_empty()
+        });
+        assert!(matches!(
+            pool.map(square, 0..4),
+            Err(Error::PoolBroken { .. })
+        ));
+        pool.close();
+        assert!(pool.join(Some(BOUND)).unwrap(), "{method}");
+    }
+}
+
+#[test]
+fn an_initializer_closure_is_refused_under_spawn_with_the_way_out() {
+    multiproc::spawn::init();
+    for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+        match Pool::builder()
+            .start_method(method)
+            .initializer(|| {})
+            .build()
+        {
+            Err(Error::StartMethod(why)) => assert!(why.contains("initializer_fn"), "{why}"),
+            other => panic!("{method}: {other:?}"),
+        }
+    }
+}

@@ -71,27 +71,29 @@ pub(crate) struct Job {
     pub(crate) id: u64,
     /// The call, for messages ("map", "apply"...).
     pub(crate) kind: &'static str,
-    /// Wake the waiters at every resolution (an [`IMapIterator`] waits for one
-    /// slot); otherwise only when the job becomes ready (an [`AsyncResult`] waits
-    /// for that alone): a `map` of n tasks then wakes its caller once, not n times.
-    notify_each: bool,
+    /// Wake the waiters at every `notify_every`-th resolution, and when the job
+    /// becomes ready; 0: only then. An [`IMapIterator`] waits for one slot (1); an
+    /// [`AsyncResult`] waits for readiness alone (0: a `map_async` of n tasks
+    /// wakes its caller once, not n times); [`collect_in_order`] decodes as chunks
+    /// come, woken a bounded number of times ([`Job::collect_every`]).
+    notify_every: usize,
     state: Mutex<Slots>,
     cond: Condvar,
 }
 
 impl Job {
-    /// `notify_each`: see the field.
+    /// `notify_every`: see the field.
     pub(crate) fn new(
         id: u64,
         kind: &'static str,
         ranges: Vec<Range<usize>>,
-        notify_each: bool,
+        notify_every: usize,
     ) -> Job {
         let slots = ranges.iter().map(|_| Slot::Pending).collect();
         Job {
             id,
             kind,
-            notify_each,
+            notify_every,
             state: Mutex::new(Slots {
                 ranges,
                 slots,
@@ -107,6 +109,14 @@ impl Job {
         // Every change is one assignment plus counters: a panic elsewhere cannot
         // leave them inconsistent, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `notify_every` of a job of `chunks` chunks read by
+    /// [`collect_in_order`]: its caller wakes about 32 times, not once per chunk
+    /// (each wake-up is a context switch; with a chunk per item, one per item
+    /// would cost more than the decoding it overlaps).
+    pub(crate) fn collect_every(chunks: usize) -> usize {
+        (chunks / 32).max(1)
     }
 
     /// Adds a pending chunk of items `range` (a lazy `imap` grows its job as it
@@ -150,7 +160,8 @@ impl Job {
         s.failed += usize::from(failed);
         s.resolved += 1;
         s.order.push(chunk);
-        let wake = self.notify_each || (ready(&s) && !was_ready);
+        let wake = (ready(&s) && !was_ready)
+            || (self.notify_every > 0 && s.resolved % self.notify_every == 0);
         drop(s);
         if wake {
             self.cond.notify_all();
@@ -314,6 +325,53 @@ pub(crate) fn decode_all<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<Ve
         }
     }
     Ok(out)
+}
+
+/// The result of a job read in chunk order by the caller that waits on it (the
+/// blocking `Pool::map` and `starmap`, whose job notifies every
+/// [`Job::collect_every`] resolutions):
+/// each chunk's results are decoded, and its bytes freed, as soon as it and the
+/// chunks before it are done, while later chunks still run, instead of all at
+/// the end while the workers sit idle. The same value and errors as waiting for
+/// the job to be ready, then [`decode_all`]: a failed task's error comes first
+/// (the first in the order they ended), then the first chunk that does not
+/// decode.
+pub(crate) fn collect_in_order<R: DeserializeOwned>(job: &Job) -> Result<Vec<R>> {
+    let (total, chunks) = {
+        let s = job.lock();
+        (s.ranges.last().map_or(0, |r| r.end), s.slots.len())
+    };
+    let mut out = Vec::with_capacity(total);
+    let mut next = 0usize;
+    let mut undecodable: Option<Error> = None;
+    loop {
+        let done = |s: &Slots, i: usize| matches!(s.slots.get(i), Some(Slot::Done(_)));
+        let (mut s, _) = job.wait_until(None, |s| ready(s) || done(s, next));
+        if s.failed > 0 {
+            return Err(first_failure(job, &s).expect("a failed slot is found"));
+        }
+        let mut taken = Vec::new();
+        while done(&s, next) {
+            let bytes = match std::mem::replace(&mut s.slots[next], Slot::Taken) {
+                Slot::Done(bytes) => bytes,
+                _ => unreachable!("`done` saw it done"),
+            };
+            taken.push((next, s.ranges[next].clone(), bytes));
+            next += 1;
+        }
+        drop(s);
+        for (i, r, bytes) in taken {
+            if undecodable.is_none() {
+                match decode_chunk::<R>(job, i, &r, &bytes) {
+                    Ok(v) => out.extend(v),
+                    Err(e) => undecodable = Some(e),
+                }
+            }
+        }
+        if next == chunks {
+            return undecodable.map_or(Ok(out), Err);
+        }
+    }
 }
 
 pub(crate) fn decode_one<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<R> {

@@ -2,6 +2,7 @@
 //! `multiprocessing.Pool`), where a worker's death fails only the task it held.
 
 mod async_result;
+mod codec;
 #[allow(clippy::module_inception)]
 mod pool;
 mod star;

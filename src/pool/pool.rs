@@ -45,10 +45,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::async_result::{
-    AsyncResult, Failure, Fed, Feed, IMapIterator, Job, decode_all, decode_one,
+    AsyncResult, Failure, Fed, Feed, IMapIterator, Job, collect_in_order, decode_all, decode_one,
 };
 use super::star::StarFn;
-use super::worker::{self, Entry, FromWorker, Initializer, Outcome, ToWorkerRef, Trampoline};
+use super::worker::{self, Entry, FromWorker, Init, InitFn, Outcome, ToWorkerRef, Trampoline};
 use crate::connection::{Waitable, wait};
 use crate::error::{Error, Result};
 use crate::msg::{Connection, Pipe};
@@ -129,7 +129,7 @@ impl Shared {
 #[derive(Clone)]
 struct Config {
     processes: usize,
-    initializer: Option<Initializer>,
+    initializer: Option<Init>,
     maxtasksperchild: Option<usize>,
     retries: u32,
     method: StartMethod,
@@ -154,7 +154,7 @@ struct Config {
 #[derive(Clone, Default)]
 pub struct PoolBuilder {
     processes: Option<usize>,
-    initializer: Option<Initializer>,
+    initializer: Option<Init>,
     maxtasksperchild: Option<usize>,
     retries: u32,
     method: Option<StartMethod>,
@@ -192,7 +192,9 @@ impl PoolBuilder {
     /// forkserver each worker is a new image of this executable (the binary calls
     /// [`spawn::init`](crate::spawn::init) first in `main`): its connection to the
     /// pool travels as a token and each task's function as an offset checked
-    /// against the executable; an initializer is then refused by `build`.
+    /// against the executable. An initializer closure is then refused by `build`:
+    /// give a plain function and its arguments to
+    /// [`initializer_fn`](Self::initializer_fn) instead.
     ///
     /// ```
     /// use multiproc::{Pool, StartMethod};
@@ -227,7 +229,54 @@ impl PoolBuilder {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn initializer(mut self, init: impl Fn() + Send + Sync + 'static) -> PoolBuilder {
-        self.initializer = Some(Arc::new(init));
+        self.initializer = Some(Init::Closure(Arc::new(init)));
+        self
+    }
+
+    /// A plain function each worker runs once, as `f(args)`, when it starts and
+    /// before its first task, under every start method (Python's `initializer`
+    /// and `initargs`, a function found by name); replaces an
+    /// [`initializer`](Self::initializer) closure. As with tasks, `f` must be a
+    /// plain `fn` of this program (no captures): under spawn and forkserver it
+    /// travels as its offset in the executable, checked against the worker's
+    /// executable and its type, and `args` travel through serde, so shared objects
+    /// ([`Value`](crate::Value), [`Queue`](crate::Queue), ...) go as tokens. Each
+    /// worker gets its own copy of `args` (replacements from
+    /// [`maxtasksperchild`](Self::maxtasksperchild) too).
+    ///
+    /// A worker that cannot run it (an executable or type that does not match,
+    /// arguments that do not import) fails to start: `build` returns
+    /// [`Error::Start`] with the reason. If `f` panics, the pool breaks, as with a
+    /// closure: unfinished and later tasks fail with [`Error::PoolBroken`] naming
+    /// the worker and the panic's message, no worker is started again, and
+    /// `close`/`join`/`terminate` work as usual (CPython starts a new worker
+    /// forever, each failing the same way, and the pool's calls never return).
+    ///
+    /// ```
+    /// use multiproc::{Pool, Value};
+    /// static LEVEL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    /// fn setup((level, started): (u32, Value<u32>)) {
+    ///     LEVEL.store(level, std::sync::atomic::Ordering::Relaxed);
+    ///     *started.lock().unwrap() += 1;
+    /// }
+    /// fn level(_: u8) -> u32 { LEVEL.load(std::sync::atomic::Ordering::Relaxed) }
+    ///
+    /// let started = Value::<u32>::new(0)?;
+    /// let pool = Pool::builder()
+    ///     .processes(2)
+    ///     .initializer_fn(setup, (3, started.clone()))
+    ///     .build()?;
+    /// assert_eq!(pool.map(level, [0, 0, 0])?, [3, 3, 3]);
+    /// pool.close();
+    /// assert!(pool.join(Some(std::time::Duration::from_secs(30)))?);
+    /// assert_eq!(started.get()?, 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn initializer_fn<A>(mut self, f: fn(A), args: A) -> PoolBuilder
+    where
+        A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.initializer = Some(Init::Named(Arc::new(InitFn { f, args })));
         self
     }
 
@@ -266,7 +315,11 @@ impl PoolBuilder {
     ///
     /// [`Error::ZeroSize`] for 0 processes or a `maxtasksperchild` of 0;
     /// [`Error::Io`] if a pipe, fork or thread cannot be made;
-    /// [`Error::ProcessState`] in a daemon process (daemons have no children).
+    /// [`Error::ProcessState`] in a daemon process (daemons have no children);
+    /// [`Error::StartMethod`] for an initializer closure under spawn or
+    /// forkserver, or a binary that did not call [`spawn::init`](crate::spawn::init);
+    /// [`Error::Start`] if a spawn or forkserver worker refused to start (its
+    /// initializer or arguments do not resolve in it).
     ///
     /// ```
     /// assert!(multiproc::Pool::builder().processes(0).build().is_err());
@@ -287,9 +340,10 @@ impl PoolBuilder {
             });
         }
         let method = self.method.unwrap_or(StartMethod::Fork);
-        if method != StartMethod::Fork && self.initializer.is_some() {
+        if method != StartMethod::Fork && matches!(self.initializer, Some(Init::Closure(_))) {
             return Err(Error::StartMethod(format!(
-                "a Pool initializer is a closure, which cannot cross an exec: {method} workers take none"
+                "a Pool initializer closure cannot cross an exec into {method} workers: \
+                 give a plain fn and its arguments to PoolBuilder::initializer_fn instead"
             )));
         }
         let config = Config {
@@ -350,9 +404,11 @@ impl PoolBuilder {
 /// worker is a fork of this process, and the task travels as the function's
 /// address with a check that the worker shares this program image. This is
 /// Python's "the function must be picklable" (a module-level function). Items
-/// and results travel through serde (postcard). For per-worker state, use the
-/// [`initializer`](PoolBuilder::initializer) (a closure, copied by the fork) and
-/// statics, or shared objects.
+/// and results travel through serde (postcard). For per-worker state, use an
+/// initializer and statics, or shared objects: a closure
+/// ([`initializer`](PoolBuilder::initializer), copied by the fork) or, under
+/// every start method, a plain function and its arguments
+/// ([`initializer_fn`](PoolBuilder::initializer_fn)).
 ///
 /// **Chunks.** `map`-like calls split the items into chunks (tasks) of
 /// `chunksize` items (by default as CPython, about four chunks per worker, but
@@ -429,15 +485,33 @@ fn accepting(core: &Core, op: &'static str) -> Result<()> {
 /// Items serialized to estimate the size of an item (see [`auto_chunksize`]).
 const CHUNK_PROBE_ITEMS: usize = 64;
 
+/// The probe of [`auto_chunksize`]: up to [`CHUNK_PROBE_ITEMS`] items spread
+/// evenly over `items`, and the bytes they take serialized. Not the first ones:
+/// they may be smaller than the rest (S7's first 64 items take 2 bytes each,
+/// most others 4, and chunks sized on the first were twice the size that is
+/// sent ahead).
+fn probe<T: Serialize>(items: &[T]) -> (usize, usize) {
+    let n = items.len().min(CHUNK_PROBE_ITEMS);
+    if n == 0 {
+        return (0, 0);
+    }
+    let stride = items.len() / n;
+    let sample: Vec<&T> = (0..n).map(|i| &items[i * stride]).collect();
+    (n, super::codec::encode(&sample).map_or(0, |v| v.len()))
+}
+
 /// The default chunk size: CPython's (about four chunks per worker), but no
 /// bigger than a chunk of about [`AHEAD_MAX_BYTES`] serialized, estimated from
-/// `probe_len` items that took `probe_bytes`. Measured on S7 (1,000,000 items of
+/// `probe_len` items that took `probe_bytes` (see [`probe`]), with an eighth
+/// more for items bigger than the probe's. Measured on S7 (1,000,000 items of
 /// 1 us, 2 workers, a busy machine): 8 chunks of 125,000 items ran at 0.87x the
 /// sequential speed, chunks of 2,048 at 1.67x — big chunks go through the
 /// sockets in many blocking rounds (a 1 MB message against a buffer of about
 /// 200 KB) while the other side may be descheduled, are never sent ahead, and
 /// leave a worker idle for up to a whole chunk at the end. Chunks this small are
-/// sent ahead, so the round trips per chunk cost no worker time.
+/// sent ahead, so the round trips per chunk cost no worker time — if they are
+/// this small: sized on S7's first items (smaller than the rest, see [`probe`])
+/// they took twice the cap, and every chunk waited for its round trip.
 fn auto_chunksize(len: usize, processes: usize, probe_len: usize, probe_bytes: usize) -> usize {
     let per = processes * 4;
     let (q, r) = (len / per, len % per);
@@ -445,10 +519,11 @@ fn auto_chunksize(len: usize, processes: usize, probe_len: usize, probe_bytes: u
     if probe_len == 0 || probe_bytes == 0 {
         return cpython;
     }
-    // Items per chunk of AHEAD_MAX_BYTES (rounding the item size up).
-    let per_item = probe_bytes.div_ceil(probe_len);
-    // (A little room for the slice's length prefix.)
-    cpython.min(((AHEAD_MAX_BYTES - 16) / per_item).max(1))
+    // Items per chunk of AHEAD_MAX_BYTES (less a little room for the slice's
+    // length prefix), at 9/8 of the probe's mean size.
+    let room = (AHEAD_MAX_BYTES - 16) as u128 * probe_len as u128 * 8;
+    let per_chunk = room / (probe_bytes as u128 * 9);
+    cpython.min(usize::try_from(per_chunk).unwrap_or(usize::MAX).max(1))
 }
 
 /// The entry of a task for workers started by `method`.
@@ -556,15 +631,15 @@ impl Pool {
         entry: Entry,
         items: Vec<T>,
         chunksize: Option<usize>,
+        collect: bool,
     ) -> Result<Arc<Job>> {
         self.check_creator(op)?;
         let chunksize = match chunksize {
             Some(0) => return Err(Error::ZeroSize { what: "chunksize" }),
             Some(n) => n,
             None => {
-                let probe = &items[..items.len().min(CHUNK_PROBE_ITEMS)];
-                let probe_bytes = postcard::to_stdvec(probe).map_or(0, |v| v.len());
-                auto_chunksize(items.len(), self.processes, probe.len(), probe_bytes)
+                let (probe_len, probe_bytes) = probe(&items);
+                auto_chunksize(items.len(), self.processes, probe_len, probe_bytes)
             }
         };
         let ranges: Vec<_> = (0..items.len())
@@ -572,8 +647,13 @@ impl Pool {
             .map(|s| s..(s + chunksize).min(items.len()))
             .collect();
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        // Not read slot by slot (only the lazy imap jobs are).
-        let job = Arc::new(Job::new(id, kind, ranges.clone(), false));
+        // `collect`: read in order as it resolves, by `collect_in_order`.
+        let every = if collect {
+            Job::collect_every(ranges.len())
+        } else {
+            0
+        };
+        let job = Arc::new(Job::new(id, kind, ranges.clone(), every));
         // Registered as feeding from the first batch to the last, so that a pool
         // closed meanwhile still runs the whole job (it was accepted).
         let mut feeding: Option<Feeding> = None;
@@ -583,7 +663,7 @@ impl Pool {
         let mut batch: Vec<Task> = Vec::new();
         let mut batch_bytes = 0usize;
         for (chunk, r) in ranges.iter().enumerate() {
-            let args = postcard::to_stdvec(&items[r.clone()]).map_err(|e| Error::Codec {
+            let args = super::codec::encode(&items[r.clone()]).map_err(|e| Error::Codec {
                 op,
                 what: "serialize the items",
                 reason: e.to_string(),
@@ -671,7 +751,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let entry = map_entry(self.method, f)?;
-        let job = self.submit("apply_async", "apply", entry, vec![arg], Some(1))?;
+        let job = self.submit("apply_async", "apply", entry, vec![arg], Some(1), false)?;
         Ok(AsyncResult::new(job, decode_one::<R>))
     }
 
@@ -695,7 +775,7 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.map_async(f, items, None)?.get(None)
+        self.map_collect(f, items, None)
     }
 
     /// [`map`](Self::map) with chunks of `chunksize` items.
@@ -720,7 +800,25 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.map_async(f, items, Some(chunksize))?.get(None)
+        self.map_collect(f, items, Some(chunksize))
+    }
+
+    /// The blocking map: its results decoded as they come (see
+    /// `collect_in_order`).
+    fn map_collect<T, R>(
+        &self,
+        f: fn(T) -> R,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let entry = map_entry(self.method, f)?;
+        let items: Vec<T> = items.into_iter().collect();
+        let job = self.submit("map", "map", entry, items, chunksize, true)?;
+        collect_in_order(&job)
     }
 
     /// Queues a [`map`](Self::map) and returns its [`AsyncResult`] at once
@@ -751,7 +849,7 @@ impl Pool {
     {
         let entry = map_entry(self.method, f)?;
         let items: Vec<T> = items.into_iter().collect();
-        let job = self.submit("map_async", "map", entry, items, chunksize)?;
+        let job = self.submit("map_async", "map", entry, items, chunksize, false)?;
         Ok(AsyncResult::new(job, decode_all::<R>))
     }
 
@@ -858,7 +956,7 @@ impl Pool {
             None => 1,
         };
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        let job = Arc::new(Job::new(id, kind, Vec::new(), true));
+        let job = Arc::new(Job::new(id, kind, Vec::new(), 1));
         {
             let mut core = self.shared.lock();
             accepting(&core, op)?;
@@ -906,7 +1004,20 @@ impl Pool {
         f: F,
         items: impl IntoIterator<Item = F::Args>,
     ) -> Result<Vec<F::Output>> {
-        self.starmap_async(f, items, None)?.get(None)
+        let entry = self.star_entry(f)?;
+        let items: Vec<F::Args> = items.into_iter().collect();
+        let job = self.submit("starmap", "starmap", entry, items, None, true)?;
+        collect_in_order(&job)
+    }
+
+    /// The entry of a `starmap` task of `f`.
+    fn star_entry<F: StarFn>(&self, f: F) -> Result<Entry> {
+        task_entry(
+            self.method,
+            worker::star_trampoline::<F> as Trampoline,
+            worker::star_exec_trampoline::<F> as worker::ExecTrampoline,
+            f,
+        )
     }
 
     /// Queues a [`starmap`](Self::starmap) and returns its [`AsyncResult`]
@@ -930,14 +1041,9 @@ impl Pool {
         items: impl IntoIterator<Item = F::Args>,
         chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<F::Output>>> {
-        let entry = task_entry(
-            self.method,
-            worker::star_trampoline::<F> as Trampoline,
-            worker::star_exec_trampoline::<F> as worker::ExecTrampoline,
-            f,
-        )?;
+        let entry = self.star_entry(f)?;
         let items: Vec<F::Args> = items.into_iter().collect();
-        let job = self.submit("starmap_async", "starmap", entry, items, chunksize)?;
+        let job = self.submit("starmap_async", "starmap", entry, items, chunksize, false)?;
         Ok(AsyncResult::new(job, decode_all::<F::Output>))
     }
 
@@ -1148,7 +1254,7 @@ impl<I: Iterator<Item: Serialize>> Feed for LazyFeed<I> {
         if chunk.is_empty() {
             return self.failed.take().map_or(Fed::End, Fed::Failed);
         }
-        let args = match postcard::to_stdvec(&chunk) {
+        let args = match super::codec::encode(&chunk) {
             Ok(a) => a,
             Err(e) => {
                 return Fed::Failed(Error::Codec {
@@ -1231,23 +1337,35 @@ impl Manager {
     /// Forks a worker.
     fn spawn(&mut self) -> Result<Worker> {
         let (ours, theirs) = Pipe(true)?;
-        let init = self.config.initializer.clone();
         let max = self.config.maxtasksperchild;
         self.started += 1;
-        let mut process = match self.config.method {
-            StartMethod::Fork => Process::new(move || worker::run(theirs, init, max))
-                .with_name(format!("ForkPoolWorker-{}", self.started)),
-            m => Process::entry(worker::exec_worker, (theirs, max))
-                .with_start_method(m)
-                .with_name(format!(
-                    "{}PoolWorker-{}",
-                    if m == StartMethod::Spawn {
-                        "Spawn"
-                    } else {
-                        "Forkserver"
-                    },
-                    self.started
-                )),
+        let mut process = match (self.config.method, &self.config.initializer) {
+            (StartMethod::Fork, init) => {
+                let init = match init {
+                    None => None,
+                    Some(Init::Closure(c)) => Some(Arc::clone(c)),
+                    Some(Init::Named(n)) => Some(n.closure()),
+                };
+                Process::new(move || {
+                    worker::run(theirs, init.map(|i| Box::new(move || i()) as _), max)
+                })
+                .with_name(format!("ForkPoolWorker-{}", self.started))
+            }
+            (m, init) => match init {
+                Some(Init::Named(n)) => Process::from_call(n.worker_call(theirs, max)),
+                // (`build` refuses a closure for these methods.)
+                _ => Process::entry(worker::exec_worker, (theirs, max)),
+            }
+            .with_start_method(m)
+            .with_name(format!(
+                "{}PoolWorker-{}",
+                if m == StartMethod::Spawn {
+                    "Spawn"
+                } else {
+                    "Forkserver"
+                },
+                self.started
+            )),
         }
         .daemon(true);
         process.start()?;
@@ -1537,16 +1655,62 @@ impl Drop for Manager {
 mod tests {
     use super::*;
 
+    /// Items whose first ones are small: the probe spreads over them all, so the
+    /// default chunks stay small enough to be sent ahead.
+    #[test]
+    fn default_chunks_fit_the_send_ahead_cap_when_the_first_items_are_small() {
+        let items: Vec<u64> = (0..200_000u64)
+            .map(|i| if i < 1_000 { i % 100 } else { 1 << 30 })
+            .collect();
+        let (n, bytes) = probe(&items);
+        assert_eq!(n, CHUNK_PROBE_ITEMS);
+        let cs = auto_chunksize(items.len(), 2, n, bytes);
+        for chunk in items.chunks(cs) {
+            let len = super::super::codec::encode(chunk).unwrap().len();
+            assert!(
+                len <= AHEAD_MAX_BYTES,
+                "a chunk of {cs} items takes {len} bytes"
+            );
+        }
+    }
+
+    fn no_setup(_: u32) {}
+
+    /// A by-name initializer a worker cannot resolve (here: a forged type) fails
+    /// the worker's start, so `build` returns the reason instead of a pool whose
+    /// calls would hang or fail later.
+    #[test]
+    fn an_initializer_fn_a_worker_cannot_resolve_fails_build() {
+        crate::spawn::init();
+        for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+            crate::spawn::launch::FORGE.with(|f| f.set(2));
+            let r = Pool::builder()
+                .processes(1)
+                .start_method(method)
+                .initializer_fn(no_setup, 5)
+                .build();
+            crate::spawn::launch::FORGE.with(|f| f.set(0));
+            match r {
+                Err(Error::Start { reason, .. }) => assert!(
+                    reason.contains("Pool initializer") && reason.contains("type fingerprint"),
+                    "{method}: {reason}"
+                ),
+                other => panic!("{method}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn the_default_chunk_size_is_cpythons_capped_by_bytes() {
         // Small items: CPython's, about four chunks per worker.
         assert_eq!(auto_chunksize(20_000, 2, 64, 64), 2_500);
         assert_eq!(auto_chunksize(7, 2, 7, 7), 1);
         assert_eq!(auto_chunksize(0, 2, 0, 0), 1);
-        // Big chunks: capped so that a chunk is sent ahead.
+        // Big chunks: capped so that a chunk is sent ahead, with room for items
+        // bigger than the probe's.
         let cs = auto_chunksize(1_000_000, 2, 64, 64 * 8);
-        assert_eq!(cs, (AHEAD_MAX_BYTES - 16) / 8);
-        assert!(cs * 8 + 16 <= AHEAD_MAX_BYTES);
+        assert_eq!(cs, (AHEAD_MAX_BYTES - 16) * 8 / (8 * 9));
+        assert!(cs * 9 + 16 <= AHEAD_MAX_BYTES);
         // An item bigger than the cap: one per chunk.
         assert_eq!(auto_chunksize(100, 2, 1, 1 << 20), 1);
     }

@@ -26,10 +26,112 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::msg::Connection;
+use crate::spawn::wire::{self, Call, Exported};
 use crate::sys::task::{EntryToken, FnToken};
 
-/// The initializer a worker runs once, before its first task.
+/// The initializer closure a forked worker runs once, before its first task.
 pub(crate) type Initializer = Arc<dyn Fn() + Send + Sync + 'static>;
+
+/// A pool's initializer, as its builder was given it.
+#[derive(Clone)]
+pub(crate) enum Init {
+    /// A closure ([`PoolBuilder::initializer`](crate::PoolBuilder::initializer)):
+    /// fork only, copied into each worker by the fork.
+    Closure(Initializer),
+    /// A plain function and serde arguments
+    /// ([`PoolBuilder::initializer_fn`](crate::PoolBuilder::initializer_fn)):
+    /// every start method.
+    Named(Arc<dyn NamedInit>),
+}
+
+/// A by-name initializer, its argument type erased.
+pub(crate) trait NamedInit: Send + Sync {
+    /// The call, for a forked worker.
+    fn closure(&self) -> Initializer;
+    /// The whole worker process (its initializer, then its loop on `conn`), for a
+    /// worker started by spawn or forkserver.
+    fn worker_call(&self, conn: Connection, maxtasks: Option<usize>) -> Box<dyn Call>;
+}
+
+/// `f(args)`, a by-name initializer.
+pub(crate) struct InitFn<A> {
+    pub(crate) f: fn(A),
+    pub(crate) args: A,
+}
+
+impl<A> NamedInit for InitFn<A>
+where
+    A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn closure(&self) -> Initializer {
+        let (f, args) = (self.f, self.args.clone());
+        Arc::new(move || f(args.clone()))
+    }
+
+    fn worker_call(&self, conn: Connection, maxtasks: Option<usize>) -> Box<dyn Call> {
+        Box::new(InitWorker {
+            init: self.f,
+            args: self.args.clone(),
+            conn,
+            maxtasks,
+        })
+    }
+}
+
+/// The process of a worker with a by-name initializer, started by spawn or
+/// forkserver. Its entry token names the initializer itself, run through
+/// [`init_worker_trampoline`]: the child resolves the initializer (checked
+/// against the executable and its type, as any spawn entry) and imports its
+/// arguments before it says it is ready, so an initializer it cannot run fails
+/// the worker's start (`PoolBuilder::build`'s error), never a task.
+struct InitWorker<A> {
+    init: fn(A),
+    args: A,
+    conn: Connection,
+    maxtasks: Option<usize>,
+}
+
+impl<A> Call for InitWorker<A>
+where
+    A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn token(&self) -> std::io::Result<EntryToken> {
+        EntryToken::of(init_worker_trampoline::<A> as wire::Trampoline, self.init)
+    }
+
+    fn export(&self) -> crate::Result<Exported> {
+        crate::token::export(&(&self.conn, self.maxtasks, &self.args))
+    }
+
+    fn into_closure(self: Box<Self>) -> Box<dyn FnOnce() + Send> {
+        let InitWorker {
+            init,
+            args,
+            conn,
+            maxtasks,
+        } = *self;
+        Box::new(move || run(conn, Some(Box::new(move || init(args))), maxtasks))
+    }
+}
+
+/// In a worker started by spawn or forkserver: resolves the initializer `token`
+/// names and imports the worker's connection, `maxtasksperchild` and the
+/// initializer's arguments; the worker then runs [`run`] with them.
+fn init_worker_trampoline<A: DeserializeOwned + 'static>(
+    token: EntryToken,
+    exported: Exported,
+) -> std::result::Result<Box<dyn FnOnce()>, String> {
+    let init = token
+        .func::<fn(A)>()
+        .map_err(|why| format!("the Pool initializer: {why}"))?;
+    let (conn, maxtasks, args): (Connection, Option<usize>, A) = crate::token::import(exported)
+        .map_err(|e| {
+            format!("importing the Pool worker's connection and initializer arguments: {e}")
+        })?;
+    Ok(Box::new(move || {
+        run(conn, Some(Box::new(move || init(args))), maxtasks)
+    }))
+}
 
 /// How a worker finds the code of a task. With fork, a function's address (see
 /// `sys::task`); a spawn start method would add a variant naming a registered
@@ -69,6 +171,7 @@ pub(crate) enum ToWorkerRef<'a> {
         job: u64,
         chunk: u32,
         entry: Entry,
+        #[serde(with = "super::codec::as_bytes")]
         args: &'a [u8],
     },
     /// Exit (the pool is closing and has no more tasks).
@@ -83,6 +186,7 @@ pub(crate) enum ToWorker {
         job: u64,
         chunk: u32,
         entry: Entry,
+        #[serde(with = "super::codec::as_bytes")]
         args: Vec<u8>,
     },
     Stop,
@@ -106,7 +210,7 @@ pub(crate) enum FromWorker {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Outcome {
     /// The results, a postcard `Vec<R>`, one per item.
-    Ok(Vec<u8>),
+    Ok(#[serde(with = "super::codec::as_bytes")] Vec<u8>),
     /// Item `index` of the chunk panicked (the rest of the chunk was not run).
     Panicked { index: u64, message: String },
     /// The worker could not run the task: why.
@@ -144,7 +248,7 @@ fn run_items<I: DeserializeOwned, R: Serialize>(
             }
         }
     }
-    match postcard::to_stdvec(&out) {
+    match super::codec::encode(&out) {
         Ok(bytes) => Outcome::Ok(bytes),
         Err(e) => Outcome::Refused(format!("could not encode the task's results: {e}")),
     }
@@ -201,18 +305,18 @@ pub(crate) fn star_exec_trampoline<F: super::star::StarFn>(
     }
 }
 
-/// The entry of a worker started by spawn or forkserver: its connection to the
-/// pool (a token) and `maxtasksperchild` (no initializer: a closure cannot cross
-/// an exec).
+/// The entry of a worker started by spawn or forkserver with no initializer: its
+/// connection to the pool (a token) and `maxtasksperchild` (with a by-name
+/// initializer, the worker is an [`InitWorker`] instead).
 pub(crate) fn exec_worker((conn, maxtasks): (Connection, Option<usize>)) {
     run(conn, None, maxtasks);
 }
 
 /// A worker process's whole life: the initializer, then tasks until `Stop`, the
 /// pool's end of file, or `maxtasks` tasks.
-pub(crate) fn run(conn: Connection, init: Option<Initializer>, maxtasks: Option<usize>) {
+pub(crate) fn run(conn: Connection, init: Option<Box<dyn FnOnce()>>, maxtasks: Option<usize>) {
     if let Some(init) = init {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| init())) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(init)) {
             let _ = conn.send(&FromWorker::InitPanicked(panic_message(&*p)));
             return;
         }

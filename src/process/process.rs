@@ -186,6 +186,14 @@ impl Process {
         Process::with_target(Target::Entry(Box::new(EntryCall { f, args })), method)
     }
 
+    /// A process running `call` (a pool worker with a by-name initializer: an
+    /// entry whose arguments are not one plain function's), by the default start
+    /// method.
+    pub(crate) fn from_call(call: Box<dyn Call>) -> Process {
+        let method = crate::spawn::get_start_method();
+        Process::with_target(Target::Entry(call), method)
+    }
+
     /// Sets the start method (builder style; set before `start`). A process made
     /// by [`new`](Self::new) runs a closure and can only be forked: its `start`
     /// refuses any other method with [`Error::ProcessState`].
