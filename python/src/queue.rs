@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::{Empty, Full, to_py};
 use crate::fds;
@@ -27,6 +28,67 @@ macro_rules! on {
 /// Messages bigger than this are put in one wait (no slices): a message in
 /// pieces that timed out would start again from its first piece.
 const SLICED_PUT_MAX: usize = 64 << 10;
+
+/// The pickle protocol of every message (CPython's Queue uses its default, 4 or 5
+/// by version; 5 is the newest 3.11 reads).
+const PROTOCOL: u8 = 5;
+
+/// How many objects [`plain`] looks at before it gives up (the general pickler
+/// then takes the message: only slower, never wrong).
+const PLAIN_BUDGET: u32 = 64;
+
+/// Whether pickling `obj` cannot consult a dispatch table: it is made only of
+/// `None`, `bool`, `int`, `float`, `str`, `bytes` (exact types) in exact tuples,
+/// lists and dicts, at most [`PLAIN_BUDGET`] objects in all. The C pickler saves
+/// those types itself, before any reducer lookup, so `pickle.dumps` gives the
+/// very bytes `ForkingPickler` would (its table only matters for other types).
+fn plain(obj: &Bound<'_, PyAny>, budget: &mut u32) -> bool {
+    if *budget == 0 {
+        return false;
+    }
+    *budget -= 1;
+    if obj.is_none()
+        || obj.is_exact_instance_of::<PyInt>()
+        || obj.is_exact_instance_of::<PyString>()
+        || obj.is_exact_instance_of::<PyFloat>()
+        || obj.is_exact_instance_of::<PyBytes>()
+        || obj.is_exact_instance_of::<PyBool>()
+    {
+        return true;
+    }
+    if let Ok(t) = obj.cast_exact::<PyTuple>() {
+        return t.iter().all(|o| plain(&o, budget));
+    }
+    if let Ok(l) = obj.cast_exact::<PyList>() {
+        return l.iter().all(|o| plain(&o, budget));
+    }
+    if let Ok(d) = obj.cast_exact::<PyDict>() {
+        return d.iter().all(|(k, v)| plain(&k, budget) && plain(&v, budget));
+    }
+    false
+}
+
+/// The message of `obj`: `pickle.dumps(obj, 5)` (one C call) when [`plain`],
+/// else `multiproc.queues._dumps` (the `ForkingPickler` of this thread, which
+/// sees every `copyreg` and `ForkingPickler.register` reducer).
+fn dumps<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static GENERAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = obj.py();
+    let mut budget = PLAIN_BUDGET;
+    let out = if plain(obj, &mut budget) {
+        DUMPS.import(py, "pickle", "dumps")?.call1((obj, PROTOCOL))?
+    } else {
+        GENERAL.import(py, "multiproc.queues", "_dumps")?.call1((obj,))?
+    };
+    Ok(out.cast_into::<PyBytes>()?)
+}
+
+/// The object of a message: `pickle.loads` (what `ForkingPickler.loads` is).
+fn loads<'py>(data: &Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyAny>> {
+    static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    LOADS.import(data.py(), "pickle", "loads")?.call1((data,))
+}
 
 /// A queue of byte strings in shared memory (multiproc's ring): both a producer
 /// and a consumer, as every CPython `Queue` is.
@@ -74,9 +136,53 @@ impl Queue {
         on!(&self.inner, q => fds::export(q))
     }
 
-    /// `put(data, block=True, timeout=None)`: `queue.Full` if no room came.
+    /// `put(obj, block=True, timeout=None)`: pickles `obj` (see [`dumps`]) and
+    /// puts it; `queue.Full` if no room came. One native call: the bytes go to
+    /// the ring straight from the pickle's `bytes` object.
+    #[pyo3(signature = (obj, block = true, timeout = None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        obj: &Bound<'_, PyAny>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let data = dumps(obj)?;
+        self._put_bytes(py, data.as_bytes(), block, timeout)
+    }
+
+    /// `put_nowait(obj)`: `put(obj, False)`.
+    fn put_nowait(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.put(py, obj, false, None)
+    }
+
+    /// `get(block=True, timeout=None)`: the next object (unpickled here);
+    /// `queue.Empty` if none came.
+    #[pyo3(signature = (block = true, timeout = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        loads(&self._get_bytes(py, block, timeout)?)
+    }
+
+    /// `get_nowait()`: `get(False)`.
+    fn get_nowait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.get(py, false, None)
+    }
+
+    /// `_put_bytes(data, block=True, timeout=None)`: puts a message already
+    /// pickled; `queue.Full` if no room came.
     #[pyo3(signature = (data, block = true, timeout = None))]
-    fn put(&self, py: Python<'_>, data: &[u8], block: bool, timeout: Option<f64>) -> PyResult<()> {
+    fn _put_bytes(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
         match on!(&self.inner, q => q.put_bytes_nowait(data)) {
             Ok(()) => return Ok(()),
             Err(multiproc::Error::Full | multiproc::Error::Disconnected(_)) => {}
@@ -108,10 +214,10 @@ impl Queue {
         r.ok_or_else(|| Full::new_err(()))
     }
 
-    /// `get(block=True, timeout=None)`: the next message's bytes; `queue.Empty`
-    /// if none came.
+    /// `_get_bytes(block=True, timeout=None)`: the next message's bytes (not
+    /// unpickled); `queue.Empty` if none came.
     #[pyo3(signature = (block = true, timeout = None))]
-    fn get<'py>(
+    fn _get_bytes<'py>(
         &self,
         py: Python<'py>,
         block: bool,
