@@ -69,6 +69,40 @@ def _producer(q, lo, hi):
         q.put(("item", i))
 
 
+def _echo(inq, outq, n):
+    for _ in range(n):
+        outq.put(inq.get(timeout=T))
+
+
+def _set_raw(inq, done):
+    raw = inq.get(timeout=T)
+    raw.value = 42
+    done.set()
+
+
+class Registered:
+    """Pickled through a reducer registered with ForkingPickler at test time."""
+
+
+class Plainish:
+    def __init__(self, tag):
+        self.tag = tag
+
+    def __eq__(self, other):
+        return type(other) is Plainish and other.tag == self.tag
+
+
+class PutsWhilePickled:
+    """Its reduction puts another object into a queue (pickling inside pickling)."""
+
+    def __init__(self, q):
+        self.q = q
+
+    def __reduce__(self):
+        self.q.put(Plainish("inner"))
+        return (str, ("outer",))
+
+
 def _joinable_consumer(q, n):
     for _ in range(n):
         q.get(timeout=T)
@@ -283,6 +317,74 @@ def test_queue_producers(ctx):
         q.get(timeout=0.01)
     with pytest.raises(queue.Empty):
         q.get_nowait()
+
+
+# Plain data (the native put's pickle.dumps), objects the general pickler takes,
+# and mixtures; each goes to a child and back.
+_MESSAGES = [
+    None, True, 0, -1, 2**100, 1.5, "x", "\u00e9" * 10, b"", b"\0" * 300,
+    (1, "x"), [1, [2, [3, [4]]]], {"k": [1.0, None], 2: (b"v",)}, (),
+    list(range(200)),  # past the plain budget: the general pickler
+    Plainish(1), [Plainish(2), "a"], {"k": Plainish(3)}, 1j, {1, 2}, frozenset("ab"),
+]
+
+
+def test_queue_messages_round_trip(ctx):
+    msgs = list(_MESSAGES)
+    shared = [1]
+    msgs.append((shared, shared))  # the memo: one list, twice
+    inq, outq = ctx.Queue(), ctx.Queue()
+    p = start(ctx, _echo, inq, outq, len(msgs))
+    for m in msgs:
+        inq.put(m)
+    got = [outq.get(timeout=T) for _ in msgs]
+    join_ok(p)
+    assert got == msgs
+    assert got[-1][0] is got[-1][1]
+    with pytest.raises(TypeError):
+        inq.put(threading.Lock())  # unpicklable: fails in put, nothing is queued
+    assert inq.empty()
+
+
+def test_queue_plain_pickles_are_forkingpicklers():
+    # The premise of the native put's plain path: for these types pickle.dumps
+    # writes what ForkingPickler writes.
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    for m in _MESSAGES[:14]:
+        assert pickle.dumps(m, 5) == bytes(ForkingPickler.dumps(m, 5))
+
+
+def test_queue_uses_reducers_registered_after_import(ctx):
+    # ForkingPickler.register and copyreg.pickle after the queue module made its
+    # pickler (RawValue registers its type when the first one is made).
+    from multiprocessing.reduction import ForkingPickler
+
+    ForkingPickler.register(Registered, lambda obj: (str, ("reduced",)))
+    try:
+        inq, outq, done = ctx.Queue(), ctx.Queue(), ctx.Event()
+        p = start(ctx, _echo, inq, outq, 2)
+        inq.put(Registered())
+        inq.put([Registered(), 1])
+        assert outq.get(timeout=T) == "reduced"
+        assert outq.get(timeout=T) == ["reduced", 1]
+        join_ok(p)
+    finally:
+        del ForkingPickler._extra_reducers[Registered]
+    raw = multiproc.RawValue(ctypes.c_int, 5)
+    p = start(ctx, _set_raw, inq, done)
+    inq.put(raw)
+    assert done.wait(T)
+    join_ok(p)
+    assert raw.value == 42  # the child's write: the queue carried shared memory
+
+
+def test_queue_put_inside_pickling():
+    inner, outer = multiproc.Queue(), multiproc.Queue()
+    outer.put(PutsWhilePickled(inner))
+    assert outer.get(timeout=T) == "outer"
+    assert inner.get(timeout=T) == Plainish("inner")
 
 
 def test_queue_maxsize_full():
