@@ -29,59 +29,272 @@ macro_rules! on {
 /// pieces that timed out would start again from its first piece.
 const SLICED_PUT_MAX: usize = 64 << 10;
 
-/// The pickle protocol of every message (CPython's Queue uses its default, 4 or 5
-/// by version; 5 is the newest 3.11 reads).
-const PROTOCOL: u8 = 5;
-
-/// How many objects [`plain`] looks at before it gives up (the general pickler
-/// then takes the message: only slower, never wrong).
+/// How many objects the plain encoder takes in one message before it gives up
+/// (the general pickler then takes it: only slower, never wrong).
 const PLAIN_BUDGET: u32 = 64;
+/// The longest message the plain encoder writes: one pickle frame (CPython
+/// writes bigger payloads in several frames).
+const PLAIN_MAX: usize = 60_000;
 
-/// Whether pickling `obj` cannot consult a dispatch table: it is made only of
-/// `None`, `bool`, `int`, `float`, `str`, `bytes` (exact types) in exact tuples,
-/// lists and dicts, at most [`PLAIN_BUDGET`] objects in all. The C pickler saves
-/// those types itself, before any reducer lookup, so `pickle.dumps` gives the
-/// very bytes `ForkingPickler` would (its table only matters for other types).
-fn plain(obj: &Bound<'_, PyAny>, budget: &mut u32) -> bool {
-    if *budget == 0 {
-        return false;
-    }
-    *budget -= 1;
-    if obj.is_none()
-        || obj.is_exact_instance_of::<PyInt>()
-        || obj.is_exact_instance_of::<PyString>()
-        || obj.is_exact_instance_of::<PyFloat>()
-        || obj.is_exact_instance_of::<PyBytes>()
-        || obj.is_exact_instance_of::<PyBool>()
-    {
-        return true;
-    }
-    if let Ok(t) = obj.cast_exact::<PyTuple>() {
-        return t.iter().all(|o| plain(&o, budget));
-    }
-    if let Ok(l) = obj.cast_exact::<PyList>() {
-        return l.iter().all(|o| plain(&o, budget));
-    }
-    if let Ok(d) = obj.cast_exact::<PyDict>() {
-        return d.iter().all(|(k, v)| plain(&k, budget) && plain(&v, budget));
-    }
-    false
+/// The pickle opcodes (protocol 5) the plain encoder writes.
+mod op {
+    pub(super) const PROTO: u8 = 0x80;
+    pub(super) const FRAME: u8 = 0x95;
+    pub(super) const STOP: u8 = b'.';
+    pub(super) const NONE: u8 = b'N';
+    pub(super) const NEWTRUE: u8 = 0x88;
+    pub(super) const NEWFALSE: u8 = 0x89;
+    pub(super) const BININT1: u8 = b'K';
+    pub(super) const BININT2: u8 = b'M';
+    pub(super) const BININT: u8 = b'J';
+    pub(super) const LONG1: u8 = 0x8a;
+    pub(super) const BINFLOAT: u8 = b'G';
+    pub(super) const SHORT_BINUNICODE: u8 = 0x8c;
+    pub(super) const BINUNICODE: u8 = b'X';
+    pub(super) const SHORT_BINBYTES: u8 = b'C';
+    pub(super) const BINBYTES: u8 = b'B';
+    pub(super) const MEMOIZE: u8 = 0x94;
+    pub(super) const MARK: u8 = b'(';
+    pub(super) const EMPTY_TUPLE: u8 = b')';
+    pub(super) const TUPLE: u8 = b't';
+    pub(super) const TUPLE1: u8 = 0x85;
+    pub(super) const EMPTY_LIST: u8 = b']';
+    pub(super) const APPEND: u8 = b'a';
+    pub(super) const APPENDS: u8 = b'e';
+    pub(super) const EMPTY_DICT: u8 = b'}';
+    pub(super) const SETITEM: u8 = b's';
+    pub(super) const SETITEMS: u8 = b'u';
 }
 
-/// The message of `obj`: `pickle.dumps(obj, 5)` (one C call) when [`plain`],
-/// else `multiproc.queues._dumps` (the `ForkingPickler` of this thread, which
-/// sees every `copyreg` and `ForkingPickler.register` reducer).
-fn dumps<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The plain encoder: writes the pickle `pickle.dumps(obj, 5)` writes, byte for
+/// byte, for messages made only of `None`, `bool`, `int` (64-bit), `float`,
+/// `str`, `bytes` (exact types) in exact tuples, lists and dicts, each of the
+/// str, bytes and containers appearing once (a repeated one is a memo reference
+/// in a pickle: left to the pickler). For those types the C pickler consults no
+/// dispatch table, so this is also what `ForkingPickler` writes; anything else
+/// (or more than [`PLAIN_BUDGET`] objects, or [`PLAIN_MAX`] bytes) is not plain
+/// and goes to the pickler. No Python code runs while it encodes.
+struct Plain<'a> {
+    out: &'a mut Vec<u8>,
+    budget: u32,
+    /// The memoized objects written so far (by address, while they are alive).
+    seen: Vec<usize>,
+}
+
+impl Plain<'_> {
+    /// Encodes `obj` as a whole pickle into `out` (cleared first); `false` (and
+    /// `out` meaningless) if it is not plain.
+    fn encode(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        out.extend_from_slice(&[op::PROTO, 5, op::FRAME, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut p = Plain {
+            out,
+            budget: PLAIN_BUDGET,
+            seen: Vec::new(),
+        };
+        if !p.save(obj) || p.out.len() >= PLAIN_MAX {
+            return false;
+        }
+        out.push(op::STOP);
+        // The frame header holds the payload's length; CPython leaves it out
+        // when the payload is under 4 bytes.
+        let payload = out.len() - 11;
+        if payload >= 4 {
+            out[3..11].copy_from_slice(&(payload as u64).to_le_bytes());
+        } else {
+            out.drain(2..11);
+        }
+        true
+    }
+
+    fn memoized(&mut self, obj: &Bound<'_, PyAny>) -> bool {
+        let at = obj.as_ptr() as usize;
+        if self.seen.contains(&at) {
+            return false;
+        }
+        self.seen.push(at);
+        true
+    }
+
+    fn sized(&mut self, short: u8, long: u8, data: &[u8]) {
+        match u8::try_from(data.len()) {
+            Ok(n) => self.out.extend_from_slice(&[short, n]),
+            Err(_) => {
+                self.out.push(long);
+                self.out
+                    .extend_from_slice(&(data.len() as u32).to_le_bytes());
+            }
+        }
+        self.out.extend_from_slice(data);
+        self.out.push(op::MEMOIZE);
+    }
+
+    fn int(&mut self, x: i64) {
+        if let Ok(b) = u8::try_from(x) {
+            self.out.extend_from_slice(&[op::BININT1, b]);
+        } else if let Ok(h) = u16::try_from(x) {
+            self.out.push(op::BININT2);
+            self.out.extend_from_slice(&h.to_le_bytes());
+        } else if let Ok(w) = i32::try_from(x) {
+            self.out.push(op::BININT);
+            self.out.extend_from_slice(&w.to_le_bytes());
+        } else {
+            // Two's complement, little-endian, in as few bytes as keep the sign.
+            let bytes = x.to_le_bytes();
+            let mut n = 8;
+            while n > 1 {
+                let (top, next) = (bytes[n - 1], bytes[n - 2]);
+                if (top == 0 && next & 0x80 == 0) || (top == 0xff && next & 0x80 != 0) {
+                    n -= 1;
+                } else {
+                    break;
+                }
+            }
+            self.out.extend_from_slice(&[op::LONG1, n as u8]);
+            self.out.extend_from_slice(&bytes[..n]);
+        }
+    }
+
+    /// Writes the items of a list or dict batch (CPython: one item alone with
+    /// APPEND/SETITEM, else MARK ... APPENDS/SETITEMS; batches of 1000, more
+    /// than the budget allows).
+    fn batch(
+        &mut self,
+        n: usize,
+        one: u8,
+        many: u8,
+        items: impl FnOnce(&mut Self) -> bool,
+    ) -> bool {
+        if n == 0 {
+            return true;
+        }
+        if n > 1 {
+            self.out.push(op::MARK);
+        }
+        if !items(self) {
+            return false;
+        }
+        self.out.push(if n == 1 { one } else { many });
+        true
+    }
+
+    fn save(&mut self, obj: &Bound<'_, PyAny>) -> bool {
+        if self.budget == 0 || self.out.len() >= PLAIN_MAX {
+            return false;
+        }
+        self.budget -= 1;
+        if obj.is_none() {
+            self.out.push(op::NONE);
+        } else if obj.is_exact_instance_of::<PyBool>() {
+            self.out.push(if obj.is_truthy().unwrap_or(false) {
+                op::NEWTRUE
+            } else {
+                op::NEWFALSE
+            });
+        } else if obj.is_exact_instance_of::<PyInt>() {
+            let Ok(x) = obj.extract::<i64>() else {
+                return false;
+            };
+            self.int(x);
+        } else if obj.is_exact_instance_of::<PyFloat>() {
+            let Ok(x) = obj.extract::<f64>() else {
+                return false;
+            };
+            self.out.push(op::BINFLOAT);
+            self.out.extend_from_slice(&x.to_be_bytes());
+        } else if let Ok(s) = obj.cast_exact::<PyString>() {
+            // A str with lone surrogates has no UTF-8: the pickler's case.
+            let Ok(text) = s.to_str() else {
+                return false;
+            };
+            if !self.memoized(obj) {
+                return false;
+            }
+            self.sized(op::SHORT_BINUNICODE, op::BINUNICODE, text.as_bytes());
+        } else if let Ok(b) = obj.cast_exact::<PyBytes>() {
+            if !self.memoized(obj) {
+                return false;
+            }
+            self.sized(op::SHORT_BINBYTES, op::BINBYTES, b.as_bytes());
+        } else if let Ok(t) = obj.cast_exact::<PyTuple>() {
+            let n = t.len();
+            if n == 0 {
+                self.out.push(op::EMPTY_TUPLE);
+                return true;
+            }
+            if !self.memoized(obj) {
+                return false;
+            }
+            if n > 3 {
+                self.out.push(op::MARK);
+            }
+            if !t.iter().all(|o| self.save(&o)) {
+                return false;
+            }
+            self.out.push(if n > 3 {
+                op::TUPLE
+            } else {
+                op::TUPLE1 + n as u8 - 1
+            });
+            self.out.push(op::MEMOIZE);
+        } else if let Ok(l) = obj.cast_exact::<PyList>() {
+            if !self.memoized(obj) {
+                return false;
+            }
+            self.out.extend_from_slice(&[op::EMPTY_LIST, op::MEMOIZE]);
+            return self.batch(l.len(), op::APPEND, op::APPENDS, |p| {
+                l.iter().all(|o| p.save(&o))
+            });
+        } else if let Ok(d) = obj.cast_exact::<PyDict>() {
+            if !self.memoized(obj) {
+                return false;
+            }
+            self.out.extend_from_slice(&[op::EMPTY_DICT, op::MEMOIZE]);
+            return self.batch(d.len(), op::SETITEM, op::SETITEMS, |p| {
+                d.iter().all(|(k, v)| p.save(&k) && p.save(&v))
+            });
+        } else {
+            return false;
+        }
+        true
+    }
+}
+
+thread_local! {
+    /// The plain encoder's buffer (taken out while in use, so a signal handler
+    /// that puts while a put waits gets a buffer of its own).
+    static PLAIN_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Calls `f` with the message of `obj`: the plain encoder's bytes when it is
+/// plain (no Python object made), else `multiproc.queues._dumps(obj)`'s (the
+/// `ForkingPickler` of this thread, which sees every `copyreg` and
+/// `ForkingPickler.register` reducer).
+fn with_message<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<R>) -> PyResult<R> {
     static GENERAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let py = obj.py();
-    let mut budget = PLAIN_BUDGET;
-    let out = if plain(obj, &mut budget) {
-        DUMPS.import(py, "pickle", "dumps")?.call1((obj, PROTOCOL))?
+    let mut buf = PLAIN_BUF.with(|b| b.take());
+    let r = if Plain::encode(obj, &mut buf) {
+        f(&buf)
     } else {
-        GENERAL.import(py, "multiproc.queues", "_dumps")?.call1((obj,))?
+        let py = obj.py();
+        let data = GENERAL
+            .import(py, "multiproc.queues", "_dumps")?
+            .call1((obj,))?
+            .cast_into::<PyBytes>()?;
+        f(data.as_bytes())
     };
-    Ok(out.cast_into::<PyBytes>()?)
+    if buf.capacity() <= 4 * PLAIN_MAX {
+        PLAIN_BUF.with(|b| b.set(buf));
+    }
+    r
+}
+
+/// `_plain_dumps(obj)`: the plain encoder's pickle of `obj`, `None` if it is not
+/// plain (for the tests, which compare it with `pickle.dumps(obj, 5)`).
+#[pyfunction]
+pub(crate) fn _plain_dumps<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+    let mut buf = Vec::new();
+    Plain::encode(obj, &mut buf).then(|| PyBytes::new(obj.py(), &buf))
 }
 
 /// The object of a message: `pickle.loads` (what `ForkingPickler.loads` is).
@@ -147,8 +360,7 @@ impl Queue {
         block: bool,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let data = dumps(obj)?;
-        self._put_bytes(py, data.as_bytes(), block, timeout)
+        with_message(obj, |data| self._put_bytes(py, data, block, timeout))
     }
 
     /// `put_nowait(obj)`: `put(obj, False)`.

@@ -184,6 +184,37 @@ def test_value_counter(ctx):
     assert v.value == 8000
 
 
+class _Index:
+    def __index__(self):
+        return 7
+
+
+def _set_or_error(obj, x):
+    try:
+        obj.value = x
+    except Exception as e:  # noqa: BLE001 - the exception's type is compared
+        return type(e)
+    got = obj.value
+    return ("nan",) if got != got else (type(got), got)
+
+
+def test_value_matches_ctypes():
+    # The native .value reads and writes the bytes itself for plain numbers:
+    # every value must come out as ctypes stores it (wrapping, rounding, errors).
+    from multiproc.sharedctypes import typecode_to_type
+
+    values = [0, 1, -1, 127, 128, -128, -129, 255, 256, 2**15, -2**15 - 1, 2**16,
+              2**31 - 1, 2**31, -2**31, -2**31 - 1, 2**32, 2**63 - 1, 2**63, -2**63,
+              -2**63 - 1, 2**64, 2**100, True, False, 1.5, -0.0, 1e300, -1e-300,
+              float("inf"), float("nan"), _Index(), "x", None]
+    for code in "bBhHiIlLqQfd":
+        for x in values:
+            v = multiproc.Value(code, 0)
+            ref = typecode_to_type[code]()
+            assert _set_or_error(v, x) == _set_or_error(ref, x), (code, x)
+            assert bytes(v.get_obj()) == bytes(ref), (code, x)
+
+
 def test_value_types_and_lock_argument():
     assert multiproc.Value("d", 1.5).value == 1.5
     assert multiproc.Value(ctypes.c_long, 7).value == 7
@@ -346,14 +377,42 @@ def test_queue_messages_round_trip(ctx):
     assert inq.empty()
 
 
-def test_queue_plain_pickles_are_forkingpicklers():
-    # The premise of the native put's plain path: for these types pickle.dumps
-    # writes what ForkingPickler writes.
+def _plain_samples():
+    ints = [0, 1, 255, 256, 65535, 65536, -1, -128, -129, -256, 2**31 - 1, 2**31,
+            -2**31, -2**31 - 1, 2**32 - 1, 2**32, -2**32, 2**39, -2**39, 2**40 - 1,
+            2**63 - 1, -2**63, 2**47, -2**47 - 1]
+    yield from ints
+    yield from [None, True, False, 0.0, -0.0, 1.5, float("inf"), float("nan"), 1e-310]
+    yield from ["", "x", "\u00e9", "\U0001f600" * 3, "y" * 255, "z" * 256, "w" * 50000]
+    yield from [b"", b"\0", b"b" * 255, b"c" * 256, b"d" * 50000]
+    yield from [(), (1,), (1, "x"), (1, 2, 3), (1, 2, 3, 4), ((), ((),)), [], [1],
+                [1, 2], list(range(63)), {}, {"a": 1},  # 64 objects: the budget
+                {"a": [1, {"b": (2.5, None)}], 3: b"v"}, [[], {}, ()], (ints[:10], "s")]
+
+
+def _not_plain_samples():
+    x = [1]
+    yield from [(x, x), ("s", "s"), [b"q", b"q"]]  # repeated: memo references
+    yield from [2**64, -2**64, 2**100, 1j, {1}, frozenset(), bytearray(b"x"),
+                type("S", (str,), {})("s"), "\ud800", [Plainish(1)], int,
+                list(range(64)), "w" * 70000, b"d" * 70000, [1, 2**64]]
+
+
+def test_queue_plain_encoder_writes_what_pickle_writes():
+    # The native put writes the pickle of plain data itself: byte for byte
+    # pickle.dumps(obj, 5), which is also ForkingPickler's for these types; for
+    # anything else it answers None (and the pickler takes the message).
     import pickle
     from multiprocessing.reduction import ForkingPickler
 
-    for m in _MESSAGES[:14]:
-        assert pickle.dumps(m, 5) == bytes(ForkingPickler.dumps(m, 5))
+    from multiproc import _native
+
+    for m in _plain_samples():
+        got = _native._plain_dumps(m)
+        assert got == pickle.dumps(m, 5), m
+        assert got == bytes(ForkingPickler.dumps(m, 5)), m
+    for m in _not_plain_samples():
+        assert _native._plain_dumps(m) is None, m
 
 
 def test_queue_uses_reducers_registered_after_import(ctx):
