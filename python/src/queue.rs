@@ -297,6 +297,221 @@ pub(crate) fn _plain_dumps<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, Py
     Plain::encode(obj, &mut buf).then(|| PyBytes::new(obj.py(), &buf))
 }
 
+/// An item of the plain decoder's stack.
+enum Item<'py> {
+    Obj(Bound<'py, PyAny>),
+    Mark,
+}
+
+/// The plain decoder: reads the pickles the plain encoder writes (protocol 5,
+/// one frame or none, the opcodes of [`op`]; no memo references) and makes
+/// the objects `pickle.loads` would. Anything else, malformed or not, is `None`:
+/// `pickle.loads` then reads it (and raises what it raises). No Python code runs
+/// while it decodes (it builds only str, bytes, int, float and containers of
+/// them, whose hashes are built-in).
+struct PlainReader<'a, 'py> {
+    py: Python<'py>,
+    b: &'a [u8],
+    at: usize,
+    stack: Vec<Item<'py>>,
+}
+
+impl<'a, 'py> PlainReader<'a, 'py> {
+    fn decode(py: Python<'py>, b: &'a [u8]) -> Option<Bound<'py, PyAny>> {
+        let mut r = PlainReader {
+            py,
+            b,
+            at: 0,
+            stack: Vec::new(),
+        };
+        if r.take(2)? != [op::PROTO, 5] {
+            return None;
+        }
+        if r.b.get(2) == Some(&op::FRAME) {
+            r.at = 3;
+            let len = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+            if len != (b.len() - 11) as u64 {
+                return None;
+            }
+        }
+        r.run()
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn push(&mut self, o: Bound<'py, PyAny>) {
+        self.stack.push(Item::Obj(o));
+    }
+
+    fn pop(&mut self) -> Option<Bound<'py, PyAny>> {
+        match self.stack.pop()? {
+            Item::Obj(o) => Some(o),
+            Item::Mark => None,
+        }
+    }
+
+    /// The objects above the topmost mark (which goes too).
+    fn pop_mark(&mut self) -> Option<Vec<Bound<'py, PyAny>>> {
+        let at = self.stack.iter().rposition(|i| matches!(i, Item::Mark))?;
+        let items = self.stack.split_off(at + 1);
+        self.stack.pop();
+        items
+            .into_iter()
+            .map(|i| match i {
+                Item::Obj(o) => Some(o),
+                Item::Mark => None,
+            })
+            .collect()
+    }
+
+    fn top(&self) -> Option<&Bound<'py, PyAny>> {
+        match self.stack.last()? {
+            Item::Obj(o) => Some(o),
+            Item::Mark => None,
+        }
+    }
+
+    fn sized(&mut self, long: bool) -> Option<&'a [u8]> {
+        let n = if long {
+            u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize
+        } else {
+            usize::from(self.byte()?)
+        };
+        self.take(n)
+    }
+
+    fn run(mut self) -> Option<Bound<'py, PyAny>> {
+        let py = self.py;
+        loop {
+            let code = self.byte()?;
+            match code {
+                op::STOP => {
+                    let done = self.at == self.b.len() && self.stack.len() == 1;
+                    return if done { self.pop() } else { None };
+                }
+                op::MEMOIZE => {
+                    self.top()?;
+                }
+                op::NONE => self.push(py.None().into_bound(py)),
+                op::NEWTRUE => self.push(PyBool::new(py, true).to_owned().into_any()),
+                op::NEWFALSE => self.push(PyBool::new(py, false).to_owned().into_any()),
+                op::BININT1 => {
+                    let v = self.byte()?;
+                    self.push(v.into_pyobject(py).ok()?.into_any());
+                }
+                op::BININT2 => {
+                    let v = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
+                    self.push(v.into_pyobject(py).ok()?.into_any());
+                }
+                op::BININT => {
+                    let v = i32::from_le_bytes(self.take(4)?.try_into().ok()?);
+                    self.push(v.into_pyobject(py).ok()?.into_any());
+                }
+                op::LONG1 => {
+                    let n = usize::from(self.byte()?);
+                    if n > 8 {
+                        return None;
+                    }
+                    let bytes = self.take(n)?;
+                    let fill = if bytes.last().is_some_and(|b| b & 0x80 != 0) {
+                        0xff
+                    } else {
+                        0
+                    };
+                    let mut all = [fill; 8];
+                    all[..n].copy_from_slice(bytes);
+                    let v = i64::from_le_bytes(all);
+                    self.push(v.into_pyobject(py).ok()?.into_any());
+                }
+                op::BINFLOAT => {
+                    let v = f64::from_be_bytes(self.take(8)?.try_into().ok()?);
+                    self.push(PyFloat::new(py, v).into_any());
+                }
+                op::SHORT_BINUNICODE | op::BINUNICODE => {
+                    let raw = self.sized(code == op::BINUNICODE)?;
+                    // Surrogates (pickle's "surrogatepass") are not UTF-8: not plain.
+                    let text = std::str::from_utf8(raw).ok()?;
+                    self.push(PyString::new(py, text).into_any());
+                }
+                op::SHORT_BINBYTES | op::BINBYTES => {
+                    let raw = self.sized(code == op::BINBYTES)?;
+                    self.push(PyBytes::new(py, raw).into_any());
+                }
+                op::MARK => self.stack.push(Item::Mark),
+                op::EMPTY_TUPLE => self.push(PyTuple::empty(py).into_any()),
+                op::TUPLE1 | 0x86 | 0x87 => {
+                    let n = usize::from(code - op::TUPLE1) + 1;
+                    let at = self.stack.len().checked_sub(n)?;
+                    let items = self
+                        .stack
+                        .split_off(at)
+                        .into_iter()
+                        .map(|i| match i {
+                            Item::Obj(o) => Some(o),
+                            Item::Mark => None,
+                        })
+                        .collect::<Option<Vec<_>>>()?;
+                    self.push(PyTuple::new(py, items).ok()?.into_any());
+                }
+                op::TUPLE => {
+                    let items = self.pop_mark()?;
+                    self.push(PyTuple::new(py, items).ok()?.into_any());
+                }
+                op::EMPTY_LIST => self.push(PyList::empty(py).into_any()),
+                op::APPEND => {
+                    let v = self.pop()?;
+                    self.top()?.cast_exact::<PyList>().ok()?.append(v).ok()?;
+                }
+                op::APPENDS => {
+                    let items = self.pop_mark()?;
+                    let list = self.top()?.cast_exact::<PyList>().ok()?;
+                    for v in items {
+                        list.append(v).ok()?;
+                    }
+                }
+                op::EMPTY_DICT => self.push(PyDict::new(py).into_any()),
+                op::SETITEM => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.top()?
+                        .cast_exact::<PyDict>()
+                        .ok()?
+                        .set_item(k, v)
+                        .ok()?;
+                }
+                op::SETITEMS => {
+                    let items = self.pop_mark()?;
+                    if items.len() % 2 != 0 {
+                        return None;
+                    }
+                    let dict = self.top()?.cast_exact::<PyDict>().ok()?;
+                    let mut it = items.into_iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        dict.set_item(k, v).ok()?;
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// `_plain_loads(data)`: the plain decoder's object of `data`, `None` if it
+/// leaves `data` to `pickle.loads` (for the tests; a pickle of `None` is not
+/// told apart from that, which they do not need).
+#[pyfunction]
+pub(crate) fn _plain_loads<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
+    PlainReader::decode(py, data)
+}
+
 /// The object of a message: `pickle.loads` (what `ForkingPickler.loads` is).
 fn loads<'py>(data: &Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyAny>> {
     static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -309,6 +524,33 @@ fn loads<'py>(data: &Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyAny>> {
 pub(crate) struct Queue {
     inner: Q,
     maxsize: usize,
+}
+
+impl Queue {
+    /// The next message's bytes; `queue.Empty` if none came.
+    fn message(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Vec<u8>> {
+        match on!(&self.inner, q => q.get_bytes_nowait()) {
+            Ok(v) => return Ok(v),
+            Err(multiproc::Error::Empty | multiproc::Error::Disconnected(_)) => {}
+            Err(e) => return Err(to_py(e)),
+        }
+        let t = timeout_of(timeout)?;
+        if !block || t == Some(Duration::ZERO) {
+            return Err(Empty::new_err(()));
+        }
+        let q = &self.inner;
+        let r = sliced(py, t, |s| match on!(q, q => q.get_bytes(Some(s))) {
+            Ok(v) => Ok(Some(v)),
+            Err(multiproc::Error::Timeout { .. }) => Ok(None),
+            // Every producer gone: this process may still put (see `put`).
+            Err(multiproc::Error::Disconnected(_)) => {
+                std::thread::sleep(s);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        })?;
+        r.ok_or_else(|| Empty::new_err(()))
+    }
 }
 
 #[pymethods]
@@ -377,7 +619,11 @@ impl Queue {
         block: bool,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        loads(&self._get_bytes(py, block, timeout)?)
+        let msg = self.message(py, block, timeout)?;
+        match PlainReader::decode(py, &msg) {
+            Some(obj) => Ok(obj),
+            None => loads(&PyBytes::new(py, &msg)),
+        }
     }
 
     /// `get_nowait()`: `get(False)`.
@@ -435,30 +681,7 @@ impl Queue {
         block: bool,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        match on!(&self.inner, q => q.get_bytes_nowait()) {
-            Ok(v) => return Ok(PyBytes::new(py, &v)),
-            Err(multiproc::Error::Empty | multiproc::Error::Disconnected(_)) => {}
-            Err(e) => return Err(to_py(e)),
-        }
-        let t = timeout_of(timeout)?;
-        if !block || t == Some(Duration::ZERO) {
-            return Err(Empty::new_err(()));
-        }
-        let q = &self.inner;
-        let r = sliced(py, t, |s| match on!(q, q => q.get_bytes(Some(s))) {
-            Ok(v) => Ok(Some(v)),
-            Err(multiproc::Error::Timeout { .. }) => Ok(None),
-            // Every producer gone: this process may still put (see `put`).
-            Err(multiproc::Error::Disconnected(_)) => {
-                std::thread::sleep(s);
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        })?;
-        match r {
-            Some(v) => Ok(PyBytes::new(py, &v)),
-            None => Err(Empty::new_err(())),
-        }
+        Ok(PyBytes::new(py, &self.message(py, block, timeout)?))
     }
 
     fn qsize(&self) -> usize {

@@ -84,6 +84,10 @@ class Registered:
     """Pickled through a reducer registered with ForkingPickler at test time."""
 
 
+class _Str(str):
+    """A str subclass: not plain data."""
+
+
 class Plainish:
     def __init__(self, tag):
         self.tag = tag
@@ -394,7 +398,7 @@ def _not_plain_samples():
     x = [1]
     yield from [(x, x), ("s", "s"), [b"q", b"q"]]  # repeated: memo references
     yield from [2**64, -2**64, 2**100, 1j, {1}, frozenset(), bytearray(b"x"),
-                type("S", (str,), {})("s"), "\ud800", [Plainish(1)], int,
+                _Str("s"), "\ud800", [Plainish(1)], int,
                 list(range(64)), "w" * 70000, b"d" * 70000, [1, 2**64]]
 
 
@@ -413,6 +417,41 @@ def test_queue_plain_encoder_writes_what_pickle_writes():
         assert got == bytes(ForkingPickler.dumps(m, 5)), m
     for m in _not_plain_samples():
         assert _native._plain_dumps(m) is None, m
+
+
+def test_queue_plain_decoder_reads_what_pickle_reads():
+    # The native get reads plain pickles itself, else leaves them to
+    # pickle.loads: whatever it reads (also from damaged bytes) must be what
+    # pickle.loads makes of them (compared by their pickles: types, nan, -0.0).
+    import pickle
+    import random
+
+    from multiproc import _native
+
+    rng = random.Random(13)
+    for m in list(_plain_samples()) + list(_not_plain_samples()):
+        for data in [pickle.dumps(m, 5), pickle.dumps(m, 4)]:
+            got = _native._plain_loads(data)
+            if data[1] == 5 and _native._plain_dumps(m) is not None:
+                assert pickle.dumps(got, 5) == pickle.dumps(m, 5), m
+            if got is not None:
+                assert pickle.dumps(got, 5) == pickle.dumps(pickle.loads(data), 5), m
+            if len(data) > 70_000:
+                continue
+            for _ in range(30):
+                bad = bytearray(data)
+                i = rng.randrange(len(bad))
+                what = rng.randrange(3)
+                if what == 0:
+                    bad[i] = rng.randrange(256)
+                elif what == 1:
+                    del bad[i:]
+                else:
+                    bad.insert(i, rng.randrange(256))
+                got = _native._plain_loads(bytes(bad))
+                if got is None:
+                    continue
+                assert pickle.dumps(got, 5) == pickle.dumps(pickle.loads(bytes(bad)), 5)
 
 
 def test_queue_uses_reducers_registered_after_import(ctx):
