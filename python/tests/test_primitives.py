@@ -203,8 +203,9 @@ def _set_or_error(obj, x):
 
 
 def test_value_matches_ctypes():
-    # The native .value reads and writes the bytes itself for plain numbers:
-    # every value must come out as ctypes stores it (wrapping, rounding, errors).
+    # The native .value getter and setter (one call, under the lock): every value
+    # must come out as ctypes stores it (wrapping, rounding, errors), for every
+    # typecode (a guard for any shortcut past the ctypes attribute).
     from multiproc.sharedctypes import typecode_to_type
 
     values = [0, 1, -1, 127, 128, -128, -129, 255, 256, 2**15, -2**15 - 1, 2**16,
