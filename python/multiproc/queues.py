@@ -8,6 +8,8 @@ so an unpicklable object fails there, silently); the bytes are in the queue when
 its message; a consumer killed inside ``get`` loses at most the message it was taking.
 """
 
+import collections
+import copyreg
 import io
 import pickle
 import queue as _queue
@@ -22,23 +24,38 @@ from . import reduction
 Empty = _queue.Empty
 Full = _queue.Full
 
+#: What ``get`` unpickles with (``ForkingPickler.loads`` is ``pickle.loads``).
 _loads = ForkingPickler.loads
 
 
 class _Dumper(threading.local):
-    """One ForkingPickler per thread, reused: making one per message costs more
-    than pickling a small object."""
+    """One pickler per thread, reused: making a ``ForkingPickler`` per message (as
+    CPython does) costs more than pickling a small object. Its dispatch table is
+    a live view of ``ForkingPickler``'s (``ForkingPickler.register``, then
+    ``copyreg``), so a reducer registered after the pickler was made is used too
+    (a ``ForkingPickler`` copies both tables when it is made)."""
 
     def __init__(self):
         self.buf = io.BytesIO()
         self.pickler = ForkingPickler(self.buf, pickle.HIGHEST_PROTOCOL)
+        self.pickler.dispatch_table = collections.ChainMap(
+            ForkingPickler._extra_reducers, copyreg.dispatch_table)
+        self.busy = False
 
 
 _dumper = _Dumper()
 
 
 def _dumps(obj):
+    """The message of ``obj`` (``bytes``): what ``Queue.put`` sends for an object
+    that is not plain data (plain data, the native ``put`` pickles with
+    ``pickle.dumps``: the same bytes, faster)."""
     d = _dumper
+    if d.busy:
+        # Pickling inside pickling (a reducer that puts into a queue): the
+        # thread's pickler is mid-message.
+        return bytes(ForkingPickler.dumps(obj, pickle.HIGHEST_PROTOCOL))
+    d.busy = True
     buf = d.buf
     try:
         d.pickler.dump(obj)
@@ -47,6 +64,7 @@ def _dumps(obj):
         buf.seek(0)
         buf.truncate()
         d.pickler.clear_memo()
+        d.busy = False
 
 # Every native queue of this process, to count a fork child as a holder of each.
 _live = weakref.WeakSet()
@@ -71,24 +89,13 @@ class _Base(_native.Queue):
 
 
 class Queue(_Base):
-    """``multiprocessing.Queue(maxsize=0)``."""
+    """``multiprocessing.Queue(maxsize=0)``. ``put``, ``get``, ``put_nowait`` and
+    ``get_nowait`` are native: one call each, pickling included."""
 
     __slots__ = ()
 
     def __new__(cls, maxsize=0, *, ctx=None):
         return super().__new__(cls, maxsize, False)
-
-    def put(self, obj, block=True, timeout=None):
-        _native.Queue.put(self, _dumps(obj), block, timeout)
-
-    def get(self, block=True, timeout=None):
-        return _loads(_native.Queue.get(self, block, timeout))
-
-    def put_nowait(self, obj):
-        return self.put(obj, False)
-
-    def get_nowait(self):
-        return self.get(False)
 
     def join_thread(self):
         """Nothing to join: there is no feeder thread."""
@@ -112,10 +119,6 @@ class JoinableQueue(_Base):
     def __new__(cls, maxsize=0, *, ctx=None):
         return super().__new__(cls, maxsize, True)
 
-    put = Queue.put
-    get = Queue.get
-    put_nowait = Queue.put_nowait
-    get_nowait = Queue.get_nowait
     join_thread = Queue.join_thread
     cancel_join_thread = Queue.cancel_join_thread
     close = Queue.close
@@ -133,10 +136,10 @@ class SimpleQueue(_Base):
         return super().__new__(cls, 0, False)
 
     def put(self, obj):
-        _native.Queue.put(self, _dumps(obj), True, None)
+        _native.Queue.put(self, obj, True, None)
 
     def get(self):
-        return _loads(_native.Queue.get(self, True, None))
+        return _native.Queue.get(self, True, None)
 
     def close(self):
         """Nothing to release early; the ring is freed with its last holder."""

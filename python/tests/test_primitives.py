@@ -69,6 +69,44 @@ def _producer(q, lo, hi):
         q.put(("item", i))
 
 
+def _echo(inq, outq, n):
+    for _ in range(n):
+        outq.put(inq.get(timeout=T))
+
+
+def _set_raw(inq, done):
+    raw = inq.get(timeout=T)
+    raw.value = 42
+    done.set()
+
+
+class Registered:
+    """Pickled through a reducer registered with ForkingPickler at test time."""
+
+
+class _Str(str):
+    """A str subclass: not plain data."""
+
+
+class Plainish:
+    def __init__(self, tag):
+        self.tag = tag
+
+    def __eq__(self, other):
+        return type(other) is Plainish and other.tag == self.tag
+
+
+class PutsWhilePickled:
+    """Its reduction puts another object into a queue (pickling inside pickling)."""
+
+    def __init__(self, q):
+        self.q = q
+
+    def __reduce__(self):
+        self.q.put(Plainish("inner"))
+        return (str, ("outer",))
+
+
 def _joinable_consumer(q, n):
     for _ in range(n):
         q.get(timeout=T)
@@ -148,6 +186,38 @@ def test_value_counter(ctx):
     ps = [start(ctx, _counter, v, 2000) for _ in range(4)]
     join_ok(*ps)
     assert v.value == 8000
+
+
+class _Index:
+    def __index__(self):
+        return 7
+
+
+def _set_or_error(obj, x):
+    try:
+        obj.value = x
+    except Exception as e:  # noqa: BLE001 - the exception's type is compared
+        return type(e)
+    got = obj.value
+    return ("nan",) if got != got else (type(got), got)
+
+
+def test_value_matches_ctypes():
+    # The native .value getter and setter (one call, under the lock): every value
+    # must come out as ctypes stores it (wrapping, rounding, errors), for every
+    # typecode (a guard for any shortcut past the ctypes attribute).
+    from multiproc.sharedctypes import typecode_to_type
+
+    values = [0, 1, -1, 127, 128, -128, -129, 255, 256, 2**15, -2**15 - 1, 2**16,
+              2**31 - 1, 2**31, -2**31, -2**31 - 1, 2**32, 2**63 - 1, 2**63, -2**63,
+              -2**63 - 1, 2**64, 2**100, True, False, 1.5, -0.0, 1e300, -1e-300,
+              float("inf"), float("nan"), _Index(), "x", None]
+    for code in "bBhHiIlLqQfd":
+        for x in values:
+            v = multiproc.Value(code, 0)
+            ref = typecode_to_type[code]()
+            assert _set_or_error(v, x) == _set_or_error(ref, x), (code, x)
+            assert bytes(v.get_obj()) == bytes(ref), (code, x)
 
 
 def test_value_types_and_lock_argument():
@@ -283,6 +353,137 @@ def test_queue_producers(ctx):
         q.get(timeout=0.01)
     with pytest.raises(queue.Empty):
         q.get_nowait()
+
+
+# Plain data (the native put's pickle.dumps), objects the general pickler takes,
+# and mixtures; each goes to a child and back.
+_MESSAGES = [
+    None, True, 0, -1, 2**100, 1.5, "x", "\u00e9" * 10, b"", b"\0" * 300,
+    (1, "x"), [1, [2, [3, [4]]]], {"k": [1.0, None], 2: (b"v",)}, (),
+    list(range(200)),  # past the plain budget: the general pickler
+    Plainish(1), [Plainish(2), "a"], {"k": Plainish(3)}, 1j, {1, 2}, frozenset("ab"),
+]
+
+
+def test_queue_messages_round_trip(ctx):
+    msgs = list(_MESSAGES)
+    shared = [1]
+    msgs.append((shared, shared))  # the memo: one list, twice
+    inq, outq = ctx.Queue(), ctx.Queue()
+    p = start(ctx, _echo, inq, outq, len(msgs))
+    for m in msgs:
+        inq.put(m)
+    got = [outq.get(timeout=T) for _ in msgs]
+    join_ok(p)
+    assert got == msgs
+    assert got[-1][0] is got[-1][1]
+    with pytest.raises(TypeError):
+        inq.put(threading.Lock())  # unpicklable: fails in put, nothing is queued
+    assert inq.empty()
+
+
+def _plain_samples():
+    ints = [0, 1, 255, 256, 65535, 65536, -1, -128, -129, -256, 2**31 - 1, 2**31,
+            -2**31, -2**31 - 1, 2**32 - 1, 2**32, -2**32, 2**39, -2**39, 2**40 - 1,
+            2**63 - 1, -2**63, 2**47, -2**47 - 1]
+    yield from ints
+    yield from [None, True, False, 0.0, -0.0, 1.5, float("inf"), float("nan"), 1e-310]
+    yield from ["", "x", "\u00e9", "\U0001f600" * 3, "y" * 255, "z" * 256, "w" * 50000]
+    yield from [b"", b"\0", b"b" * 255, b"c" * 256, b"d" * 50000]
+    yield from [(), (1,), (1, "x"), (1, 2, 3), (1, 2, 3, 4), ((), ((),)), [], [1],
+                [1, 2], list(range(63)), {}, {"a": 1},  # 64 objects: the budget
+                {"a": [1, {"b": (2.5, None)}], 3: b"v"}, [[], {}, ()], (ints[:10], "s")]
+
+
+def _not_plain_samples():
+    x = [1]
+    yield from [(x, x), ("s", "s"), [b"q", b"q"]]  # repeated: memo references
+    yield from [2**64, -2**64, 2**100, 1j, {1}, frozenset(), bytearray(b"x"),
+                _Str("s"), "\ud800", [Plainish(1)], int,
+                list(range(64)), "w" * 70000, b"d" * 70000, [1, 2**64]]
+
+
+def test_queue_plain_encoder_writes_what_pickle_writes():
+    # The native put writes the pickle of plain data itself: byte for byte
+    # pickle.dumps(obj, 5), which is also ForkingPickler's for these types; for
+    # anything else it answers None (and the pickler takes the message).
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    from multiproc import _native
+
+    for m in _plain_samples():
+        got = _native._plain_dumps(m)
+        assert got == pickle.dumps(m, 5), m
+        assert got == bytes(ForkingPickler.dumps(m, 5)), m
+    for m in _not_plain_samples():
+        assert _native._plain_dumps(m) is None, m
+
+
+def test_queue_plain_decoder_reads_what_pickle_reads():
+    # The native get reads plain pickles itself, else leaves them to
+    # pickle.loads: whatever it reads (also from damaged bytes) must be what
+    # pickle.loads makes of them (compared by their pickles: types, nan, -0.0).
+    import pickle
+    import random
+
+    from multiproc import _native
+
+    rng = random.Random(13)
+    for m in list(_plain_samples()) + list(_not_plain_samples()):
+        for data in [pickle.dumps(m, 5), pickle.dumps(m, 4)]:
+            got = _native._plain_loads(data)
+            if data[1] == 5 and _native._plain_dumps(m) is not None:
+                assert pickle.dumps(got, 5) == pickle.dumps(m, 5), m
+            if got is not None:
+                assert pickle.dumps(got, 5) == pickle.dumps(pickle.loads(data), 5), m
+            if len(data) > 70_000:
+                continue
+            for _ in range(30):
+                bad = bytearray(data)
+                i = rng.randrange(len(bad))
+                what = rng.randrange(3)
+                if what == 0:
+                    bad[i] = rng.randrange(256)
+                elif what == 1:
+                    del bad[i:]
+                else:
+                    bad.insert(i, rng.randrange(256))
+                got = _native._plain_loads(bytes(bad))
+                if got is None:
+                    continue
+                assert pickle.dumps(got, 5) == pickle.dumps(pickle.loads(bytes(bad)), 5)
+
+
+def test_queue_uses_reducers_registered_after_import(ctx):
+    # ForkingPickler.register and copyreg.pickle after the queue module made its
+    # pickler (RawValue registers its type when the first one is made).
+    from multiprocessing.reduction import ForkingPickler
+
+    ForkingPickler.register(Registered, lambda obj: (str, ("reduced",)))
+    try:
+        inq, outq, done = ctx.Queue(), ctx.Queue(), ctx.Event()
+        p = start(ctx, _echo, inq, outq, 2)
+        inq.put(Registered())
+        inq.put([Registered(), 1])
+        assert outq.get(timeout=T) == "reduced"
+        assert outq.get(timeout=T) == ["reduced", 1]
+        join_ok(p)
+    finally:
+        del ForkingPickler._extra_reducers[Registered]
+    raw = multiproc.RawValue(ctypes.c_int, 5)
+    p = start(ctx, _set_raw, inq, done)
+    inq.put(raw)
+    assert done.wait(T)
+    join_ok(p)
+    assert raw.value == 42  # the child's write: the queue carried shared memory
+
+
+def test_queue_put_inside_pickling():
+    inner, outer = multiproc.Queue(), multiproc.Queue()
+    outer.put(PutsWhilePickled(inner))
+    assert outer.get(timeout=T) == "outer"
+    assert inner.get(timeout=T) == Plainish("inner")
 
 
 def test_queue_maxsize_full():
