@@ -23,6 +23,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod fds;
+mod pickle;
 mod queue;
 mod sync;
 mod wait;
@@ -42,8 +43,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::Connection>()?;
     m.add_class::<queue::SharedMemory>()?;
     m.add_function(wrap_pyfunction!(queue::pipe, m)?)?;
-    m.add_function(wrap_pyfunction!(queue::_plain_dumps, m)?)?;
-    m.add_function(wrap_pyfunction!(queue::_plain_loads, m)?)?;
+    m.add_function(wrap_pyfunction!(pickle::_plain_dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(pickle::_plain_loads, m)?)?;
     m.add_function(wrap_pyfunction!(sync::before_fork, m)?)?;
     m.add_function(wrap_pyfunction!(sync::after_fork_in_parent, m)?)?;
     m.add_function(wrap_pyfunction!(sync::after_fork_in_child, m)?)?;
