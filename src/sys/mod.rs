@@ -17,6 +17,8 @@
 //!   to spawned children as checked offsets in the executable.
 //! - `exec`: a fresh image of this executable with one descriptor inherited
 //!   (the spawn start method).
+//! - `signal` (tests only): a handler installed as CPython's are (no
+//!   `SA_RESTART`), to interrupt the interruptible waits.
 //! - `fd`: pipe writes that cannot raise `SIGPIPE`, and the dead descriptor put in
 //!   place of a connection end a forked child did not capture.
 
@@ -27,6 +29,8 @@ pub mod futex;
 pub(crate) mod inherit;
 pub mod mem;
 pub mod procfs;
+#[cfg(test)]
+pub(crate) mod signal;
 pub(crate) mod task;
 pub mod time;
 pub(crate) mod transfer;
