@@ -14,6 +14,24 @@ import multiproc
 from conftest import T, join_ok, start
 
 
+@pytest.fixture
+def started(ctx):
+    """Starts children for a test and kills those still running at its end (a
+    failed test must not leave a child blocked forever: the interpreter's exit
+    would join it)."""
+    procs = []
+
+    def start_one(target, *args):
+        procs.append(start(ctx, target, *args))
+        return procs[-1]
+
+    yield start_one
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+        p.join(T)
+
+
 def _raise_once():
     """SIGINT raises KeyboardInterrupt the first time only (the default handler
     raises it every time): the parent may send it again while this process is
@@ -79,9 +97,9 @@ def _all_inside_wait(cond, ready, n):
 
 
 @pytest.mark.parametrize("lock", ["rlock", "lock"])
-def test_sigint_interrupts_condition_wait(ctx, lock):
+def test_sigint_interrupts_condition_wait(ctx, started, lock):
     cond, ready, out = _make_condition(ctx, lock), ctx.Queue(), ctx.Queue()
-    p = start(ctx, _cond_waiter, cond, ready, out, True)
+    p = started(_cond_waiter, cond, ready, out, True)
     _all_inside_wait(cond, ready, 1)
     cond.release()
     # The lock was taken back before the KeyboardInterrupt, and released after.
@@ -93,15 +111,15 @@ def test_sigint_interrupts_condition_wait(ctx, lock):
 
 
 @pytest.mark.parametrize("order", ["interrupt_first", "racing"])
-def test_notify_all_racing_interrupts_loses_no_wakeup(ctx, order):
+def test_notify_all_racing_interrupts_loses_no_wakeup(ctx, started, order):
     """Two waiters are interrupted, two are not; `notify_all` either follows the
     interrupts or races them (sent while the interrupted ones are waking). Every
     waiter that was not interrupted is notified."""
     cond, ready = ctx.Condition(), ctx.Queue()
-    hit = [(ctx.Queue(), None) for _ in range(2)]
-    plain = [(ctx.Queue(), None) for _ in range(2)]
-    hit = [(q, start(ctx, _cond_waiter, cond, ready, q, True)) for q, _ in hit]
-    plain = [(q, start(ctx, _cond_waiter, cond, ready, q, False)) for q, _ in plain]
+    hit = [(q, started(_cond_waiter, cond, ready, q, True))
+           for q in (ctx.Queue(), ctx.Queue())]
+    plain = [(q, started(_cond_waiter, cond, ready, q, False))
+             for q in (ctx.Queue(), ctx.Queue())]
     _all_inside_wait(cond, ready, 4)
     if order == "interrupt_first":
         cond.release()
@@ -128,21 +146,21 @@ def _party(barrier, out, interruptible):
     if interruptible:
         _raise_once()
     try:
-        out.put(("passed", barrier.wait()))
-    except threading.BrokenBarrierError:
-        out.put(("broken",))
+        out.put(("passed", barrier.wait(None if interruptible else T * 2)))
+    except threading.BrokenBarrierError as e:
+        out.put(("broken", "aborted" in str(e)))
     except KeyboardInterrupt:
         out.put(("interrupted", barrier.broken))
 
 
-def test_sigint_interrupts_barrier_wait_and_breaks_it(ctx):
+def test_sigint_interrupts_barrier_wait_and_breaks_it(ctx, started):
     b = ctx.Barrier(3)
     a_out, other_out = ctx.Queue(), ctx.Queue()
-    a = start(ctx, _party, b, a_out, True)
-    other = start(ctx, _party, b, other_out, False)
+    a = started(_party, b, a_out, True)
+    other = started(_party, b, other_out, False)
     _until("both parties inside wait()", lambda: b.n_waiting == 2)
     assert _interrupt(a, a_out) == ("interrupted", True)
-    assert other_out.get(timeout=T) == ("broken",)
+    assert other_out.get(timeout=T * 3) == ("broken", True)  # aborted, not timed out
     join_ok(a, other)
     assert b.broken
     b.reset()

@@ -908,14 +908,14 @@ mod tests {
                 calls2.set(calls2.get() + 1);
                 true
             };
-            let r = b2.wait_interruptible(None, &mut check);
+            let r = b2.wait_interruptible(Some(BOUND * 2), &mut check);
             assert!(matches!(r, Err(Error::Interrupted { .. })), "{r:?}");
         });
         poll_until("A arrived", || b.n_waiting() == 1);
         until_asleep(a.pid().unwrap());
         let b3 = b.clone();
         let other = spawn(move || {
-            let r = b3.wait(None);
+            let r = b3.wait(Some(BOUND * 2));
             assert!(matches!(r, Err(Error::BrokenBarrier("aborted"))), "{r:?}");
         });
         poll_until("the other arrived", || b.n_waiting() == 2);

@@ -1158,7 +1158,7 @@ mod tests {
                 calls2.set(calls2.get() + 1);
                 true
             };
-            let r = c2.wait_interruptible(None, &mut check);
+            let r = c2.wait_interruptible(Some(BOUND * 2), &mut check);
             assert!(matches!(r, Err(Error::Interrupted { .. })), "{r:?}");
             assert!(c2.is_owned(), "the lock was not taken back");
             assert!(signal::CAUGHT.load(Ordering::SeqCst) >= 1);
@@ -1223,7 +1223,7 @@ mod tests {
                 assert!(go2.wait(Some(BOUND)).unwrap());
                 true
             };
-            let r = c2.wait_interruptible(None, &mut check);
+            let r = c2.wait_interruptible(Some(BOUND * 2), &mut check);
             assert!(matches!(r, Err(Error::Interrupted { .. })), "{r:?}");
             assert!(c2.is_owned());
         });
