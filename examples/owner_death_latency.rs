@@ -8,7 +8,10 @@
 //! - *late acquirer*: the holder is killed and reaped first, then a process calls
 //!   `lock()` (it sleeps one slice, then checks the owner);
 //! - *barrier party*: a process sits in `Barrier::wait` beside another; the time
-//!   from the SIGKILL of one to `BrokenBarrier` in the other.
+//!   from the SIGKILL of one to `BrokenBarrier` in the other, killed within the
+//!   first 20 ms of the wait (the survivor still sleeps in timed slices);
+//! - *barrier, armed*: the same, killed 30 to 50 ms into the wait, when the
+//!   survivor sleeps armed (woken by its death alarm, see `sync::barrier`).
 //!
 //! Times come from `CLOCK_MONOTONIC`, which all processes share.
 //!
@@ -94,7 +97,7 @@ fn late_acquirer() -> multiproc::Result<u64> {
 
 /// One barrier run: nanoseconds from the kill of a waiting party to the other
 /// party's `BrokenBarrier`.
-fn barrier_party() -> multiproc::Result<u64> {
+fn barrier_party(armed: bool) -> multiproc::Result<u64> {
     let barrier = Barrier::new(3)?;
     let b = barrier.clone();
     let mut victim = Process::new(move || {
@@ -113,7 +116,8 @@ fn barrier_party() -> multiproc::Result<u64> {
     while barrier.n_waiting() < 2 && std::time::Instant::now() < until {
         std::thread::yield_now();
     }
-    std::thread::sleep(Duration::from_micros(now_ns() % 20_000));
+    let base = if armed { 30_000 } else { 0 };
+    std::thread::sleep(Duration::from_micros(base + now_ns() % 20_000));
     let killed_at = now_ns();
     victim.kill()?;
     victim.join(Some(BOUND))?;
@@ -160,7 +164,13 @@ fn main() -> multiproc::Result<()> {
     report(
         "barrier party",
         (0..runs)
-            .map(|_| barrier_party())
+            .map(|_| barrier_party(false))
+            .collect::<multiproc::Result<_>>()?,
+    );
+    report(
+        "barrier, armed",
+        (0..runs)
+            .map(|_| barrier_party(true))
             .collect::<multiproc::Result<_>>()?,
     );
     Ok(())

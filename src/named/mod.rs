@@ -242,10 +242,16 @@ impl ObjectKind {
     /// old program never misreads a new object.
     ///
     /// ```
-    /// assert_eq!(multiproc::named::ObjectKind::Lock.version(), 1);
+    /// use multiproc::named::ObjectKind;
+    /// assert_eq!(ObjectKind::Lock.version(), 1);
+    /// assert_eq!(ObjectKind::Barrier.version(), 2);
     /// ```
     pub fn version(self) -> u32 {
-        1
+        match self {
+            // 2: the reason word also holds the ANNOUNCE flag of armed sleepers.
+            ObjectKind::Barrier => 2,
+            _ => 1,
+        }
     }
 }
 

@@ -41,30 +41,59 @@
 //!   released".
 //!
 //! ## Death of a process
-//! Sleepers wake at every owner-check interval (20 ms; after ten slices the slice grows
-//! to 100 ms, see `watch_slice`). Party i checks the slot of party
-//! (i + 1) mod count with `ident::is_process_gone`: the arrived parties form a ring, so as
-//! long as one lives, some live party watches a dead one, and each sleeper reads
-//! `/proc` once per slice — or rather polls a pidfd it opened on that party at its
-//! first check (`ident::Watcher`), which costs a fraction of a `/proc` read. The `register()`ed processes are split among the
-//! sleepers the same way. A death breaks the barrier ("a party died") within about
-//! one slice. A party that dies before arriving is noticed only if it registered.
+//! A sleeper looks for the dead between sleeps, in two regimes:
+//!
+//! - **Sliced** (the first 20 ms of a wait): it sleeps in owner-check slices and,
+//!   after each, checks the lock's owner and the other parties (below). Short
+//!   waits, the common case when parties arrive within microseconds, never pay for
+//!   more than that.
+//! - **Armed** (after the first slice; from the start when this process's previous
+//!   wait on the barrier slept longer than a slice): it checks every arrived party
+//!   and every `register()`ed process once (`/proc` at the first check of each,
+//!   then a poll of a pidfd, `ident::Watcher`), hands their pidfds to this
+//!   process's alarm thread (`sys::alarm`), and sleeps in slices of
+//!   `ARMED_SLICE` (5 s). When one of them dies, the alarm thread clears
+//!   SLEEPERS and wakes the word; the sleeper wakes, sees the death and breaks the
+//!   round. Waiting costs nothing while nobody dies: one wake-up when released
+//!   (a timed slice costs a timer wake-up, tens of microseconds of CPU here, and
+//!   polling every 20 ms burned 1 to 2 ms of CPU per second of waiting).
+//!
+//!   An armed sleeper sets `ANNOUNCE` beside the reason. While it is set, an
+//!   arrival and a registration wake the sleepers (clearing SLEEPERS first), so
+//!   the armed ones look again and watch the newcomer too. A sleeper sets SLEEPERS,
+//!   then looks (its pidfds, and whether the parties it watches are still all
+//!   there are), then sleeps while SLEEPERS is still set: a death or an
+//!   arrival after the look clears it, so the sleep does not start or is woken.
+//!   When more than `Watcher::CAPACITY` processes would need watching, or no
+//!   alarm can be had (no epoll, no thread), the sleeper stays sliced.
+//!
+//! In the sliced regime, party i checks the slot of party (i + 1) mod count: the
+//! arrived parties form a ring, so as long as one lives, some live party watches a
+//! dead one; the `register()`ed processes are split among the sleepers the same
+//! way (with up to `Watcher::CAPACITY` to watch, each sleeper checks them all).
+//! After ten slices the slice grows to 100 ms (`spin::sleep_slice`). A death breaks the
+//! barrier ("a party died") within about one slice. A party that dies before
+//! arriving is noticed only if it registered.
+//!
 //! Death of the internal lock's holder is recovered by the RawLock and breaks the
-//! barrier too; sleepers also check the lock's owner every slice, since a process
-//! killed holding it may have left no slot to watch (killed while releasing a
-//! round, after clearing the slots but before the word moved on; or inside
-//! `abort`, `reset`, `register`): the first sleeper to see it gone takes the lock,
-//! which recovers it and breaks the round ("a party died"). Parties beyond the first [`MAX_TRACKED`] arrivals of a round have
-//! no slot: their death is not noticed (use a timeout).
+//! barrier too; sleepers also check the lock's owner after every sleep, since a
+//! process killed holding it may have left no slot to watch (killed while
+//! releasing a round, after clearing the slots but before the word moved on; or
+//! inside `abort`, `reset`, `register`): the first sleeper to see it gone takes the
+//! lock, which recovers it and breaks the round ("a party died"). An armed sleeper
+//! sees this only at the end of its slice, unless the dead holder was a party or
+//! registered (then its alarm fires), or another party arrives (its `hold`
+//! recovers the lock). Parties beyond the first [`MAX_TRACKED`] arrivals of a
+//! round have no slot: their death is not noticed (use a timeout).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use super::ident;
 use super::raw_lock::{self, Acquired, OWNER_CHECK_INTERVAL, RawLock};
-use super::spin::AdaptiveSpin;
+use super::spin::{self, AdaptiveSpin};
 use crate::error::{Error, Result};
 use crate::shm::arena::{Block, MAX_SMALL};
 use crate::sys::futex;
@@ -98,8 +127,23 @@ const DIED: u32 = 3;
 const ACTION_FAILED: u32 = 4;
 const RESET: u32 = 5;
 
+/// A flag beside the reason, in the same word: some sleeper of this round is
+/// armed (sleeps long, woken by its alarm), so an arrival or a registration must
+/// wake the sleepers to have them watch the newcomer too. Cleared with the round.
+const ANNOUNCE: u32 = 1 << 8;
+const REASON_MASK: u32 = 0xff;
+
+/// How long an armed sleeper sleeps between checks: its alarm wakes it when a
+/// party or a registered process dies, and arrivals and registrations wake it
+/// (see [`ANNOUNCE`]); this slice only bounds what no alarm covers: a process that
+/// is neither a party nor registered, killed while it held the internal lock
+/// (inside `abort`, `reset` or `register`), is noticed within it (or at once by
+/// the next arrival, whose lock recovers). Long enough that a waiter blocked for
+/// seconds wakes once, when it is released.
+const ARMED_SLICE: Duration = Duration::from_secs(5);
+
 fn reason_text(code: u32) -> &'static str {
-    match code {
+    match code & REASON_MASK {
         ABORTED => "aborted",
         TIMED_OUT => "timed out",
         DIED => "a party died",
@@ -107,14 +151,6 @@ fn reason_text(code: u32) -> &'static str {
         RESET => "reset",
         _ => "broken",
     }
-}
-
-/// The sleep slice of a party that has watched `tick` slices already: the owner-check
-/// interval for the first ten (a death early in a wait, the common case in a
-/// crash, is seen within 20 ms), then growing to five times it, so that a long
-/// wait wakes ten times a second, not fifty (a death is still seen within 100 ms).
-fn watch_slice(tick: usize) -> Duration {
-    OWNER_CHECK_INTERVAL * (1 + (tick / 10).min(4) as u32)
 }
 
 type Action = Arc<dyn Fn() + Send + Sync + 'static>;
@@ -175,6 +211,14 @@ pub struct Barrier {
     timeout: Option<Duration>,
     // Process-local: how long this handle spins before sleeping (see `sync::spin`).
     spin: AdaptiveSpin,
+    // How long an armed sleeper sleeps ([`ARMED_SLICE`]; tests lengthen it to show
+    // that the alarms, not the slice, wake the sleepers).
+    armed_slice: Duration,
+    // Process-local: whether this process's last wait on this barrier slept for
+    // longer than a slice; the next one then arms its alarms at once rather than
+    // after a first timed slice (whose timer wake-up costs more than the rest of
+    // a long wait). Shared by the clones of this process.
+    long: Arc<AtomicBool>,
     _block: Block,
 }
 
@@ -261,6 +305,8 @@ impl Barrier {
             action: None,
             timeout: None,
             spin: AdaptiveSpin::new(),
+            armed_slice: ARMED_SLICE,
+            long: Arc::default(),
             _block: block,
         };
         if init {
@@ -365,6 +411,10 @@ impl Barrier {
     /// Starts the next round, empty (lock held).
     fn next_round(&self, w: u32) {
         self.count().store(0, Ordering::Relaxed);
+        let r = self.reason().load(Ordering::Relaxed);
+        if r & ANNOUNCE != 0 {
+            self.reason().store(r & !ANNOUNCE, Ordering::Relaxed);
+        }
         for i in 0..self.tracked {
             self.slot(i).store(0, Ordering::Relaxed);
         }
@@ -491,7 +541,7 @@ impl Barrier {
                         self.next_round(w);
                     } else {
                         self.lock.unlock();
-                        let slept = self.sleep(w, deadline, OWNER_CHECK_INTERVAL);
+                        let slept = self.sleep(w, deadline, OWNER_CHECK_INTERVAL, true, || true);
                         // The guard `held` still owns the one release.
                         std::mem::forget(self.hold());
                         if stop(slept) {
@@ -531,12 +581,23 @@ impl Barrier {
             self.next_round(w);
             return Ok(index);
         }
+        let announce = self.reason().load(Ordering::Relaxed) & ANNOUNCE != 0;
         drop(held);
+        if announce {
+            self.announce();
+        }
         let mut tick = 0usize;
         let mut watcher = ident::Watcher::default();
+        let mut armed = false;
+        // When this wait first went to sleep (the spin failed).
+        let mut slept_at: Option<Instant> = None;
         loop {
             let now = self.current();
             if now & !STATE_MASK != w & !STATE_MASK {
+                let long = slept_at.is_some_and(|t| t.elapsed() >= OWNER_CHECK_INTERVAL);
+                if self.long.load(Ordering::Relaxed) != long {
+                    self.long.store(long, Ordering::Relaxed);
+                }
                 return Ok(index); // released
             }
             if now != w {
@@ -550,7 +611,29 @@ impl Barrier {
                 }
                 continue;
             }
-            let slept = self.sleep(w, deadline, watch_slice(tick));
+            if slept_at.is_none() {
+                // The first sleep: spin, then (when the last wait here was long)
+                // arm the alarms at once; else a first timed slice follows.
+                if self.spin.spin(|| self.current() != w, self.parties()) {
+                    continue;
+                }
+                slept_at = Some(Instant::now());
+                if self.long.load(Ordering::Relaxed) {
+                    armed = self.watch(w, index, me, tick, &mut watcher);
+                    continue;
+                }
+            }
+            let slept = if armed {
+                // Set SLEEPERS, then look: a death or an arrival after the look
+                // clears SLEEPERS (the alarm thread, `announce`), so the futex
+                // sleep that follows does not start or is woken.
+                self.sleep(w, deadline, self.armed_slice, false, || {
+                    let now = self.suspects(me);
+                    now.iter().all(|o| watcher.armed().contains(o)) && !watcher.any_gone(&now)
+                })
+            } else {
+                self.sleep(w, deadline, spin::sleep_slice(tick), false, || true)
+            };
             if stop(slept) {
                 let _held = self.hold();
                 let now = self.current();
@@ -567,34 +650,74 @@ impl Barrier {
             }
             if slept != Slept::Changed {
                 tick = tick.wrapping_add(1);
-                self.watch(w, index, me, tick, &mut watcher);
+                armed = self.watch(w, index, me, tick, &mut watcher);
             }
         }
     }
 
+    /// Wakes the sleepers so that the armed ones look again (a party arrived or
+    /// a process registered): clears SLEEPERS first, as the alarm thread does, so
+    /// that a sleeper between its look and its sleep does not sleep.
+    fn announce(&self) {
+        if self.state().fetch_and(!SLEEPERS, Ordering::AcqRel) & SLEEPERS != 0 {
+            futex::wake_all(self.state());
+        }
+    }
+
+    /// The processes an armed sleeper watches, in a fixed order: the arrived
+    /// parties of this round and the registered processes, but itself.
+    fn suspects(&self, me: u32) -> Vec<u32> {
+        let count = (self.count().load(Ordering::Acquire) as usize).min(self.tracked);
+        let mut all = Vec::new();
+        let arrived = (0..count).map(|i| self.slot(i));
+        for word in arrived.chain((0..REGISTRY).map(|i| self.registry(i))) {
+            let o = word.load(Ordering::Relaxed);
+            if o != 0 && o != me && !all.contains(&o) {
+                all.push(o);
+            }
+        }
+        all
+    }
+
     /// Sleeps one slice while the word is `w`; returns whether the word changed
-    /// (else the slice or the deadline ran out, or a signal cut it short).
-    fn sleep(&self, w: u32, deadline: Deadline, slice: Duration) -> Slept {
+    /// (else the slice or the deadline ran out, `still` said not to sleep, or a
+    /// signal cut the sleep short).
+    /// `still` runs after SLEEPERS is set and before the futex sleep.
+    fn sleep(
+        &self,
+        w: u32,
+        deadline: Deadline,
+        slice: Duration,
+        spin: bool,
+        still: impl FnOnce() -> bool,
+    ) -> Slept {
         // The other parties often arrive within microseconds on the other core; when
         // they do not (more parties than cores), the adaptive budget shrinks.
         // With more parties than cores, a failed spin hands this core over for a
         // bounded time (see `spin::yield_until`): a party that has not arrived
         // may be waiting for it, and a futex wake-up of a halted vCPU costs tens
         // of microseconds, a yield to a runnable party a context switch.
-        if self.spin.spin(|| self.current() != w, self.parties()) {
+        // Only before the first sleep of a wait: after a slice ran out, an answer in
+        // the next microseconds is no likelier than in any others, and the spin
+        // (up to 10 us of pauses) would cost a sleeper more than its wake-up.
+        if spin && self.spin.spin(|| self.current() != w, self.parties()) {
             return Slept::Changed;
         }
         // Announce the sleep; fails (and returns) if the word moved on meanwhile.
         if self
             .state()
-            .compare_exchange(w, w | SLEEPERS, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(w, w | SLEEPERS, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
             && self.current() != w
         {
             self.spin.answered_late();
             return Slept::Changed;
         }
-        let woke = futex::wait(self.state(), w | SLEEPERS, Some(deadline.slice(slice)));
+        let woke = if still() {
+            futex::wait(self.state(), w | SLEEPERS, Some(deadline.slice(slice)))
+        } else {
+            futex::Wake::Woken
+        };
         if self.current() != w {
             Slept::Changed
         } else if woke == futex::Wake::Interrupted {
@@ -604,36 +727,71 @@ impl Barrier {
         }
     }
 
-    /// Between slices: checks the next party in the ring and a share of the
-    /// registered processes; breaks the round if one is gone.
-    fn watch(&self, w: u32, index: usize, me: u32, tick: usize, watcher: &mut ident::Watcher) {
-        let count = (self.count().load(Ordering::Relaxed) as usize).clamp(1, self.tracked);
-        let mut suspects = Vec::new();
-        let next = self.slot((index + 1) % count).load(Ordering::Relaxed);
-        if next != 0 && next != me {
-            suspects.push(next);
-        }
-        let mut j = (index + tick) % count;
-        while j < REGISTRY {
-            let r = self.registry(j).load(Ordering::Relaxed);
-            if r != 0 && r != me {
-                suspects.push(r);
-            }
-            j += count;
-        }
+    /// Between slices: checks the other parties and the registered processes;
+    /// breaks the round if one is gone. Returns whether the caller may sleep
+    /// armed: every one of them is watched by an alarm.
+    ///
+    /// When the watcher can hold them all, all are checked (after the first
+    /// check, a poll of a pidfd each) and armed; else, as before alarms, the next
+    /// party in the ring and a share of the registered processes, in slices.
+    fn watch(
+        &self,
+        w: u32,
+        index: usize,
+        me: u32,
+        tick: usize,
+        watcher: &mut ident::Watcher,
+    ) -> bool {
         let lock_owner = self.lock.owner();
         if lock_owner != 0 && lock_owner != me && ident::is_process_gone(lock_owner) {
             // Killed holding the internal lock: taking it recovers it and breaks
             // the round (see `hold`); the caller then sees the word changed.
             drop(self.hold());
-            return;
+            return false;
         }
-        let Some(dead) = suspects.into_iter().find(|&o| watcher.is_process_gone(o)) else {
-            return;
+        let all = self.suspects(me);
+        let suspects = if all.len() <= ident::Watcher::CAPACITY {
+            all.clone()
+        } else {
+            let count = (self.count().load(Ordering::Relaxed) as usize).clamp(1, self.tracked);
+            let mut share = Vec::new();
+            let next = self.slot((index + 1) % count).load(Ordering::Relaxed);
+            if next != 0 && next != me {
+                share.push(next);
+            }
+            let mut j = (index + tick) % count;
+            while j < REGISTRY {
+                let r = self.registry(j).load(Ordering::Relaxed);
+                if r != 0 && r != me {
+                    share.push(r);
+                }
+                j += count;
+            }
+            share
+        };
+        let Some(dead) = suspects
+            .iter()
+            .copied()
+            .find(|&o| watcher.is_process_gone(o))
+        else {
+            if all.len() > ident::Watcher::CAPACITY || !watcher.arm(&all, self.state(), SLEEPERS) {
+                return false;
+            }
+            // Armed: tell arrivals and registrations to wake this sleeper, so that
+            // it watches them too (see ANNOUNCE). The flag only changes under the
+            // lock; once set this round, later looks need not take it.
+            if self.reason().load(Ordering::Relaxed) & ANNOUNCE == 0 {
+                let _held = self.hold();
+                let r = self.reason().load(Ordering::Relaxed);
+                if self.current() == w && r & ANNOUNCE == 0 {
+                    self.reason().store(r | ANNOUNCE, Ordering::Relaxed);
+                }
+            }
+            return self.current() == w;
         };
         let _held = self.hold();
         if self.current() != w {
-            return;
+            return false;
         }
         // Forget the dead: its arrival (so a reset can complete) or registration.
         for i in 0..self.tracked {
@@ -649,6 +807,7 @@ impl Barrier {
                     .compare_exchange(dead, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
         self.set_broken(w, DIED);
+        false
     }
 
     /// Python's `abort()`: breaks the barrier; current and future waiters get
@@ -746,7 +905,7 @@ impl Barrier {
     /// ```
     pub fn register(&self) -> Result<()> {
         let me = ident::process();
-        let _held = self.hold();
+        let held = self.hold();
         if (0..REGISTRY).any(|i| self.registry(i).load(Ordering::Relaxed) == me) {
             return Ok(());
         }
@@ -754,6 +913,11 @@ impl Barrier {
             let r = self.registry(i).load(Ordering::Relaxed);
             if r == 0 || ident::is_process_gone(r) {
                 self.registry(i).store(me, Ordering::Relaxed);
+                let announce = self.reason().load(Ordering::Relaxed) & ANNOUNCE != 0;
+                drop(held);
+                if announce {
+                    self.announce();
+                }
                 return Ok(());
             }
         }
@@ -828,6 +992,8 @@ impl<'de> serde::Deserialize<'de> for Barrier {
                     action: None,
                     timeout,
                     spin: AdaptiveSpin::new(),
+                    armed_slice: ARMED_SLICE,
+                    long: Arc::default(),
                     _block: block,
                 })
             },
@@ -892,6 +1058,37 @@ mod tests {
         assert_eq!(b.lock.try_lock(ghost()), Some(Acquired::Clean));
         assert_eq!(join(p), Some(0), "the sleeper did not break the barrier");
         assert!(b.broken());
+    }
+    /// A sleeper that waited past its first slice is armed: it sleeps without
+    /// timed slices (here 10 minutes, past every bound of this test), woken by an
+    /// arrival (which it then watches too) and by its alarm when that party dies.
+    /// Without the arrival's announce or the alarm's wake, it would sleep on and
+    /// the join would time out.
+    #[test]
+    fn an_armed_sleeper_is_woken_by_an_arrival_and_by_its_death() {
+        let mut b = Barrier::new(3).unwrap();
+        b.armed_slice = Duration::from_secs(600);
+        let a = sleeper(&b);
+        poll_until("the first party armed", || {
+            b.reason().load(Ordering::Relaxed) & ANNOUNCE != 0
+        });
+        let b2 = b.clone();
+        let second = spawn(move || {
+            let _ = b2.wait(None);
+        });
+        poll_until("the second party arrived", || b.n_waiting() == 2);
+        // The second sleeps after its announce woke the first, which then looks,
+        // arms an alarm on the second and sleeps again: kill only then, so that
+        // only the alarm can tell it.
+        until_asleep(second.pid().unwrap());
+        until_asleep(a.pid().unwrap());
+        second.kill().unwrap();
+        assert_eq!(join(second), Some(-9));
+        assert_eq!(join(a), Some(0), "the armed sleeper missed the death");
+        assert!(b.broken());
+        // The round's announce flag does not outlive the round.
+        b.reset();
+        assert_eq!(b.reason().load(Ordering::Relaxed) & ANNOUNCE, 0);
     }
 
     /// A party asleep in `wait_interruptible` gets SIGUSR1 (handler without

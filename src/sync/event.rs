@@ -26,15 +26,15 @@
 //!
 //! So setting an Event nobody waits for costs one compare-exchange. There is no
 //! internal lock, so a process killed anywhere in these calls leaves the Event
-//! working; and sleepers sleep at most the owner-check interval (20 ms) per slice and look
-//! at the word again, so a setter killed between its store and its wake delays
-//! them by at most one slice, not forever.
+//! working; and sleepers sleep in bounded slices (the owner-check interval, 20 ms,
+//! for the first ten, then growing to 100 ms: `spin::sleep_slice`) and look at the
+//! word again, so a setter killed between its store and its wake delays them by at
+//! most one slice, not forever.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::raw_lock::OWNER_CHECK_INTERVAL;
-use super::spin::AdaptiveSpin;
+use super::spin::{self, AdaptiveSpin};
 use crate::error::Result;
 use crate::shm::arena::Block;
 use crate::sys::futex;
@@ -214,6 +214,7 @@ impl Event {
         }
         let deadline = Deadline::after(timeout)?;
         let mut first = true;
+        let mut tick = 0;
         loop {
             let w = self.word.load(Ordering::Acquire);
             if w & SET != 0 {
@@ -238,11 +239,12 @@ impl Event {
             }
             // One slice at most: a setter killed between its store and its wake
             // (or any lost wake) costs this sleeper one slice, not forever.
-            let slice = Some(deadline.slice(OWNER_CHECK_INTERVAL));
+            let slice = Some(deadline.slice(spin::sleep_slice(tick)));
             if futex::wait(self.word, w | WAITERS, slice) == futex::Wake::Changed && first {
                 self.spin.answered_late();
             }
             first = false;
+            tick += 1;
         }
     }
 }

@@ -36,10 +36,11 @@
 //! [`prime`] computes both identities now, while `/proc` can be read (at the start of
 //! a child process, before the user's code can exhaust the fd table).
 
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::sys::alarm::Alarm;
 use crate::sys::fork;
 use crate::sys::procfs::{self, Probe};
 
@@ -293,14 +294,23 @@ pub fn is_process_gone(owner: u32) -> bool {
 /// "gone". A failed open (the fd limit, say) or a failed poll falls back to the
 /// `/proc` check: Unknown is not dead. At most [`Watcher::CAPACITY`] pidfds are
 /// kept; they close with the watcher, at the end of the wait.
+///
+/// [`arm`](Watcher::arm) goes further: it hands the pidfds to this process's
+/// alarm thread (`sys::alarm`), which wakes the waiter's futex word when one of
+/// them fires, so that the waiter can sleep without timed slices.
 #[derive(Debug, Default)]
 pub(crate) struct Watcher {
+    // Declared first so that it is dropped first: the alarm borrows the pidfds
+    // of `known`, which are never removed before the watcher drops.
+    alarm: Option<Alarm>,
+    no_alarm: bool,
+    armed: Vec<u32>,
     known: Vec<(u32, OwnedFd)>,
 }
 
 impl Watcher {
     /// Most pidfds one watcher keeps open.
-    pub(crate) const CAPACITY: usize = 8;
+    pub(crate) const CAPACITY: usize = 64;
 
     /// [`is_process_gone`], answered by a poll of a cached pidfd when it can be.
     pub(crate) fn is_process_gone(&mut self, owner: u32) -> bool {
@@ -315,6 +325,49 @@ impl Watcher {
             }
         }
         gone
+    }
+
+    /// Arms an alarm on each of `owners` (each already found alive by
+    /// [`is_process_gone`](Self::is_process_gone)): when one exits, the alarm
+    /// thread clears the bits `clear` in `word` and wakes its sleepers. True if
+    /// every one of them is armed (now or before); false if one could not be (no
+    /// pidfd kept for it, no alarm in this process): the caller keeps its slices.
+    /// The word and the bits must be the same at every call on one watcher.
+    pub(crate) fn arm(&mut self, owners: &[u32], word: &'static AtomicU32, clear: u32) -> bool {
+        for &owner in owners {
+            if self.armed.contains(&owner) {
+                continue;
+            }
+            let Some((_, fd)) = self.known.iter().find(|(o, _)| *o == owner) else {
+                return false;
+            };
+            if self.alarm.is_none() && !self.no_alarm {
+                self.alarm = Alarm::new(word, clear);
+                self.no_alarm = self.alarm.is_none();
+            }
+            let Some(alarm) = self.alarm.as_mut() else {
+                return false;
+            };
+            if !alarm.arm(fd.as_fd()) {
+                return false;
+            }
+            self.armed.push(owner);
+        }
+        true
+    }
+
+    /// Whether one of `owners` whose pidfd this watcher keeps has exited (a poll
+    /// of each; a poll that fails says nothing).
+    pub(crate) fn any_gone(&self, owners: &[u32]) -> bool {
+        self.known
+            .iter()
+            .filter(|(o, _)| owners.contains(o))
+            .any(|(_, fd)| procfs::pidfd_exited(fd) == Some(true))
+    }
+
+    /// The owners armed so far.
+    pub(crate) fn armed(&self) -> &[u32] {
+        &self.armed
     }
 }
 

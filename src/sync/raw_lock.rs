@@ -25,7 +25,9 @@
 //!
 //! ## Owner death: the mechanism and its trade-offs
 //! Waiters never sleep unbounded: they sleep on the futex in slices of
-//! [`OWNER_CHECK_INTERVAL`], and when a slice ends with the lock still held by the
+//! [`OWNER_CHECK_INTERVAL`] (growing to five times it after the first ten, so that
+//! a wait for a lock held for seconds wakes ten times a second, not fifty: see
+//! `spin::sleep_slice`), and when a slice ends with the lock still held by the
 //! same word, they ask `/proc` whether the owner still runs (pid *and* start-time tag,
 //! so a reused pid does not pass for the dead owner). If it does not, one waiter wins
 //! a compare-exchange `dead -> me | CONTENDED`, sets INCONSISTENT, and returns
@@ -36,7 +38,8 @@
 //! polls several locks in turn. A
 //! blocking acquire makes that same rate-limited check before its first sleep, so a
 //! process that comes to an already dead owner's lock usually takes it at once.
-//! Detection therefore takes at most one slice plus a read of `/proc`, while the
+//! Detection therefore takes at most one slice (20 ms, or 100 ms once a wait has
+//! lasted 200 ms) plus a read of `/proc`, while the
 //! uncontended path stays a single compare-exchange, cheaper than a robust pthread
 //! mutex (whose kernel robust list must also be updated on every acquire and
 //! release) and free of glibc's per-thread robust list, which multiproc could not
@@ -297,6 +300,8 @@ impl RawLock {
             }
         }
         let mut next_check = Instant::now() + OWNER_CHECK_INTERVAL;
+        // Slices slept so far: they grow after the first ten (`spin::sleep_slice`).
+        let mut tick = 0;
         loop {
             if w == 0 {
                 // Free: take it, marked contended since others may sleep.
@@ -327,14 +332,15 @@ impl RawLock {
                 w |= CONTENDED;
             }
             let expired = deadline.expired();
+            let slice = spin::sleep_slice(tick);
             let timed_out = expired
-                || futex::wait(self.word, w, Some(deadline.slice(OWNER_CHECK_INTERVAL)))
-                    == futex::Wake::TimedOut;
+                || futex::wait(self.word, w, Some(deadline.slice(slice))) == futex::Wake::TimedOut;
             // Check the owner when a slice ended, and also when wakes keep coming
             // without the word changing (EINTR from a signal every few ms would
             // otherwise end every slice early and the owner would never be checked).
             if timed_out || Instant::now() >= next_check {
-                next_check = Instant::now() + OWNER_CHECK_INTERVAL;
+                next_check = Instant::now() + slice;
+                tick += 1;
                 if self.word.load(Ordering::Relaxed) == w
                     && self.kind.is_gone(w)
                     && self

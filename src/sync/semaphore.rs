@@ -27,8 +27,9 @@
 //! There is no internal lock, so a process killed anywhere in these calls leaves
 //! the semaphore working. A releaser killed between its compare-exchange and its
 //! wake (or a woken sleeper killed before it took the permit) leaves a permit
-//! nobody is woken for: sleepers sleep at most the owner-check interval (20 ms) per slice
-//! and look at `value` again, so that costs them one slice, not forever; and the
+//! nobody is woken for: sleepers sleep in bounded slices (20 ms for the first ten,
+//! then growing to 100 ms: `spin::sleep_slice`) and look at `value` again, so that
+//! costs them one slice, not forever; and the
 //! next release wakes them anyway (`waiters` still counts them). A process killed while holding a permit keeps it (as in
 //! Python: a semaphore has no owner). One killed while sleeping leaves `waiters`
 //! one too high for good, which only costs later releases a needless wake call.
@@ -37,8 +38,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::owner_died::{LockResult, TryLockError, TryLockResult};
-use super::raw_lock::OWNER_CHECK_INTERVAL;
-use super::spin::AdaptiveSpin;
+use super::spin::{self, AdaptiveSpin};
 use crate::error::{Error, Result};
 use crate::shm::arena::Block;
 use crate::sys::futex;
@@ -161,6 +161,7 @@ impl Core {
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut first = true;
+        let mut tick = 0;
         let got = loop {
             // SeqCst pairs with the releaser's add-then-read of `waiters`.
             if self.value.load(Ordering::SeqCst) > 0 && self.try_take() {
@@ -175,7 +176,8 @@ impl Core {
             }
             // One slice at most: a permit whose wake was lost (releaser killed
             // before its wake call) is found at the next look.
-            futex::wait(self.value, 0, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
+            futex::wait(self.value, 0, Some(deadline.slice(spin::sleep_slice(tick))));
+            tick += 1;
         };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         got

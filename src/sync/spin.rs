@@ -46,12 +46,17 @@
 //! [`YIELD_TIME`] at most, so a long wait still sleeps on the futex, and the
 //! owner checks of the sleeping loop follow within that bound.
 //!
+//! Confined to one CPU, a wait does not spin at all (nor probe): its partner
+//! cannot run while it spins, so it goes straight to the yield phase.
+//!
 //! The budget is process-local (a field of the handle, not shared memory): it
 //! describes how this process and its partners are scheduled, and costs no shared
 //! cache line. Relaxed atomics only: it is a hint, races merely blur it.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use super::raw_lock::OWNER_CHECK_INTERVAL;
 
 /// The most iterations one spin takes (a `pause` is 10 to 70 cycles by CPU).
 pub(crate) const MAX: u32 = 200;
@@ -78,11 +83,44 @@ pub(crate) const QUICK_YIELDS: u32 = 2;
 /// answered, instead of after the busy process's time slices.
 pub(crate) const YIELD_SLOW: Duration = Duration::from_micros(50);
 
-/// The CPUs this thread may run on now (one system call; not cached, since the
-/// affinity can change and a forked child inherits a cache with the old one).
-/// Called only on the way to a sleep, where it costs little beside a futex wait.
+/// The futex sleep slice of a waiter that has slept `tick` slices already in this
+/// wait, when its slices serve to look for what no wake-up reports (a dead party
+/// or owner, a wake-up lost with a process killed between its store and its wake
+/// call): the owner-check interval for the first ten (what goes wrong early in a
+/// wait, the common case in a crash, is seen within 20 ms), then growing to five
+/// times it, so that a long wait wakes ten times a second, not fifty (and is
+/// still looked at within 100 ms).
+pub(crate) fn sleep_slice(tick: usize) -> Duration {
+    OWNER_CHECK_INTERVAL * (1 + (tick / 10).min(4) as u32)
+}
+
+/// How many calls of [`cores`] one reading of the affinity serves.
+const CORES_REFRESH: u32 = 256;
+
+/// The CPUs this thread may run on (the count of its affinity mask). Read by a
+/// system call, then cached per thread for [`CORES_REFRESH`] calls: on one CPU,
+/// where every wait ends in a yield hand-off, the system call was a sixth of the
+/// hand-off. The cache is refilled in a forked child (by the fork generation)
+/// and after those calls, so a changed affinity is seen within them; a stale
+/// count only picks yield or sleep for those waits, both correct.
 fn cores() -> usize {
-    rustix::thread::sched_getaffinity(None).map_or(usize::MAX, |set| set.count() as usize)
+    use std::cell::Cell;
+    thread_local! {
+        // (fork generation, calls left, cores)
+        static CACHE: Cell<(u32, u32, usize)> = const { Cell::new((0, 0, 0)) };
+    }
+    let generation = crate::sys::fork::generation();
+    CACHE.with(|c| {
+        let (g, left, n) = c.get();
+        if g == generation && left > 0 {
+            c.set((g, left - 1, n));
+            return n;
+        }
+        let n =
+            rustix::thread::sched_getaffinity(None).map_or(usize::MAX, |set| set.count() as usize);
+        c.set((generation, CORES_REFRESH - 1, n));
+        n
+    })
 }
 
 /// Yields this core while `ready()` is false, as long as the yields run other
@@ -161,7 +199,19 @@ impl AdaptiveSpin {
     /// CPUs this thread may run on, one of them waits for a core, maybe this one:
     /// a failed spin then ends with the yield phase ([`yield_until`]).
     #[inline]
-    pub(crate) fn spin(&self, mut ready: impl FnMut() -> bool, processes: usize) -> bool {
+    pub(crate) fn spin(&self, ready: impl FnMut() -> bool, processes: usize) -> bool {
+        self.spin_on(cores(), ready, processes)
+    }
+
+    /// [`spin`](Self::spin) for a thread that may run on `cores` CPUs.
+    #[inline]
+    fn spin_on(&self, cores: usize, mut ready: impl FnMut() -> bool, processes: usize) -> bool {
+        if cores == 1 {
+            // Confined to one CPU, the partner cannot run while this thread spins
+            // (nor during a probe): hand the core over at once. The budget is left
+            // as it is, for when the affinity widens again.
+            return ready() || (processes > 1 && yield_until(ready));
+        }
         if self.until_probe.load(Ordering::Relaxed) == 0 {
             return self.probe(ready);
         }
@@ -178,7 +228,7 @@ impl AdaptiveSpin {
             return true;
         }
         self.failed();
-        processes > cores() && yield_until(ready)
+        processes > cores && yield_until(ready)
     }
 
     #[cold]
@@ -253,14 +303,16 @@ mod tests {
     #[test]
     fn shrinks_on_failure_grows_back_on_late_answers_and_success() {
         let s = AdaptiveSpin::new();
+        // On two CPUs (whatever this test runs on): on one, a wait skips the spin.
         for _ in 0..10 {
-            assert!(!s.spin(|| false, 1));
+            assert!(!s.spin_on(2, || false, 1));
         }
         assert_eq!(s.limit(), MIN);
         s.answered_late();
         assert_eq!(s.limit(), 2 * MIN);
         let mut n = 0;
-        assert!(s.spin(
+        assert!(s.spin_on(
+            2,
             || {
                 n += 1;
                 n > 3
@@ -269,6 +321,26 @@ mod tests {
         ));
         assert!(s.limit() >= MIN && s.limit() <= MAX);
         assert_eq!(s.clone().limit(), s.limit());
+    }
+
+    #[test]
+    fn sleep_slices_grow_from_the_owner_check_interval_to_five_times_it() {
+        assert_eq!(sleep_slice(0), OWNER_CHECK_INTERVAL);
+        assert_eq!(sleep_slice(9), OWNER_CHECK_INTERVAL);
+        assert_eq!(sleep_slice(10), 2 * OWNER_CHECK_INTERVAL);
+        assert_eq!(sleep_slice(40), 5 * OWNER_CHECK_INTERVAL);
+        assert_eq!(sleep_slice(usize::MAX), 5 * OWNER_CHECK_INTERVAL);
+    }
+
+    #[test]
+    fn on_one_cpu_a_wait_yields_without_spinning() {
+        let s = AdaptiveSpin::new();
+        assert!(s.spin_on(1, || true, 2));
+        // Never ready: the yield phase ends on its own; the budget is untouched
+        // (no spin ran, so none failed).
+        assert!(!s.spin_on(1, || false, 2));
+        assert_eq!(s.limit(), MAX);
+        assert!(!s.spin_on(1, || false, 1), "alone: nobody to yield to");
     }
 }
 

@@ -17,11 +17,14 @@
 //!   to spawned children as checked offsets in the executable.
 //! - `exec`: a fresh image of this executable with one descriptor inherited
 //!   (the spawn start method).
+//! - `alarm`: a thread that wakes a futex word when a watched process exits, so
+//!   that long waits need not wake up to look.
 //! - `signal` (tests only): a handler installed as CPython's are (no
 //!   `SA_RESTART`), to interrupt the interruptible waits.
 //! - `fd`: pipe writes that cannot raise `SIGPIPE`, and the dead descriptor put in
 //!   place of a connection end a forked child did not capture.
 
+pub(crate) mod alarm;
 pub(crate) mod exec;
 pub(crate) mod fd;
 pub mod fork;
