@@ -279,6 +279,25 @@ pub enum Error {
         message: String,
     },
 
+    /// An interruptible wait ([`Condition::wait_interruptible`](crate::Condition::wait_interruptible),
+    /// [`Barrier::wait_interruptible`](crate::Barrier::wait_interruptible)) ended
+    /// because a signal interrupted it and its check then asked it to stop. The
+    /// wait left cleanly: a Condition's lock is held again (a notification that
+    /// had just chosen this waiter went on to another), and a Barrier is broken
+    /// (`"aborted"`) for the other parties of the round.
+    ///
+    /// ```
+    /// let e = multiproc::Error::Interrupted { what: "Condition::wait_interruptible" };
+    /// assert!(e.to_string().contains("interrupted by a signal"));
+    /// ```
+    #[error(
+        "{what} was interrupted by a signal and its check asked it to stop: handle what the signal asked for, then wait again if needed"
+    )]
+    Interrupted {
+        /// The wait that was interrupted.
+        what: &'static str,
+    },
+
     /// An operation on a Process in the wrong state.
     #[error("process {name:?}: {reason}")]
     ProcessState {

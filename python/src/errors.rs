@@ -1,8 +1,8 @@
 //! multiproc's errors as the exceptions CPython's `multiprocessing` raises.
 
 use pyo3::exceptions::{
-    PyAssertionError, PyBrokenPipeError, PyEOFError, PyOSError, PyRuntimeError, PyRuntimeWarning,
-    PyValueError,
+    PyAssertionError, PyBrokenPipeError, PyEOFError, PyKeyboardInterrupt, PyOSError,
+    PyRuntimeError, PyRuntimeWarning, PyValueError,
 };
 use pyo3::prelude::*;
 
@@ -52,6 +52,9 @@ pub(crate) fn to_py(e: multiproc::Error) -> PyErr {
         E::MessageTooLong { .. } | E::ConnectionBroken { .. } => PyOSError::new_err(msg),
         E::TasksAbandoned { count } => TasksAbandonedError::new_err((msg, count)),
         E::Io { .. } => PyOSError::new_err(msg),
+        // The waits' checks keep the handlers' own exception and raise that; this
+        // is only a fallback.
+        E::Interrupted { .. } => PyKeyboardInterrupt::new_err(msg),
         _ => PyRuntimeError::new_err(msg),
     }
 }

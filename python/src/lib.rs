@@ -11,6 +11,14 @@
 //!   GIL (`py.detach`) and waits in slices of [`SLICE`]; between slices it takes
 //!   the GIL back and runs `py.check_signals()`, so Ctrl-C (KeyboardInterrupt)
 //!   interrupts it as it does CPython's, within one slice.
+//! - Two waits cannot be sliced: `Condition.wait` (a slice that timed out while a
+//!   `notify` ran would miss it) and `Barrier.wait` (a party would leave its
+//!   round). They wait in one piece with multiproc's `wait_interruptible`: a
+//!   signal cuts the futex wait short (EINTR; CPython installs its handlers
+//!   without `SA_RESTART`), and the check (`wait::signal_raised`) takes the GIL
+//!   and runs `py.check_signals()`. Its KeyboardInterrupt ends the wait cleanly
+//!   (the Condition's lock taken back, a notification that had chosen the waiter
+//!   passed on; the Barrier broken for the other parties) and is then raised.
 //! - Timeouts are float seconds; `None` waits forever; a negative timeout is 0
 //!   (CPython's semaphores clamp it so); NaN is a `ValueError`.
 //! - Errors are CPython's exceptions (see [`errors`]).

@@ -20,7 +20,7 @@ use pyo3::types::PyTuple;
 
 use crate::errors::{BrokenBarrierError, to_py, warn_owner_died};
 use crate::fds;
-use crate::wait::{sliced, timeout_of};
+use crate::wait::{signal_raised, sliced, timeout_of};
 
 /// Takes a lock-like object: first without waiting (holding the GIL: the
 /// uncontended path costs no GIL switch), then in slices.
@@ -456,8 +456,11 @@ impl Condition {
     /// `wait(timeout=None)`: releases the lock, waits for a notification, takes
     /// the lock back; `False` on timeout. One wait, not sliced: a slice that
     /// timed out while a `notify` ran would take the lock back after it and miss
-    /// the notification (found by CPython's `test_notify_all`), so this wait is
-    /// not interruptible by Ctrl-C until it returns.
+    /// the notification (found by CPython's `test_notify_all`). Ctrl-C still
+    /// interrupts it: the signal cuts the futex wait short (EINTR), the Python
+    /// handlers run (`wait::signal_raised`), and their KeyboardInterrupt ends the
+    /// wait as a timeout would, the lock taken back (as CPython's `finally`);
+    /// a notification that had just chosen this waiter goes on to another.
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         if !self.inner.is_owned() {
@@ -467,7 +470,12 @@ impl Condition {
         }
         let timeout = timeout_of(timeout)?;
         let c = &self.inner;
-        match py.detach(|| c.wait(timeout)) {
+        let mut raised = None;
+        let r = py.detach(|| c.wait_interruptible(timeout, &mut || signal_raised(&mut raised)));
+        if let Some(e) = raised {
+            return Err(e); // the lock is held again: `with` releases it
+        }
+        match r {
             Ok(notified) => Ok(notified),
             Err(multiproc::Error::OwnerDied) => {
                 warn_owner_died(py, "Condition", || self.inner.release())?;
@@ -576,12 +584,24 @@ impl Barrier {
 
     /// `wait(timeout=None)`: the arrival index (0 .. parties-1). A timeout, an
     /// `abort()` or a party's death breaks the barrier:
-    /// `threading.BrokenBarrierError`.
+    /// `threading.BrokenBarrierError`. One wait, not sliced (a party that left
+    /// the round between slices would not be one that stays); Ctrl-C still
+    /// interrupts it: the signal cuts the futex wait short (EINTR), the Python
+    /// handlers run (`wait::signal_raised`), and their KeyboardInterrupt breaks
+    /// the barrier (as `abort()`: the others get BrokenBarrierError) and ends
+    /// this party's wait.
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<usize> {
         let t = timeout_of(timeout)?;
         let b = &self.inner;
-        let r = py.detach(|| b.wait(t));
+        let mut raised = None;
+        let r = py.detach(|| b.wait_interruptible(t, &mut || signal_raised(&mut raised)));
+        if let Some(e) = raised {
+            // Also when the round was released just before: the party got
+            // through, and the exception is raised at once, as CPython would
+            // right after its wait returned.
+            return Err(e);
+        }
         match r {
             Ok(i) => Ok(i),
             Err(multiproc::Error::BarrierActionPanicked { .. }) => Err(ACTION_ERROR

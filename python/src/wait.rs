@@ -1,4 +1,5 @@
-//! Timeouts from Python and sliced, interruptible waits.
+//! Timeouts from Python, sliced interruptible waits, and the signal check of the
+//! waits that cannot be sliced.
 
 use std::time::{Duration, Instant};
 
@@ -48,5 +49,21 @@ pub(crate) fn sliced<T: Send>(
             return Ok(None);
         }
         py.check_signals()?;
+    }
+}
+
+/// The `check` of multiproc's interruptible waits (`Condition::wait_interruptible`,
+/// `Barrier::wait_interruptible`), which run it after a signal interrupted their
+/// futex wait (CPython installs its handlers without `SA_RESTART`): takes the GIL
+/// back and runs the Python signal handlers. An exception they raise (Ctrl-C's
+/// KeyboardInterrupt) is kept in `raised`, for the caller to raise once the wait
+/// has ended cleanly, and stops the wait (true).
+pub(crate) fn signal_raised(raised: &mut Option<PyErr>) -> bool {
+    match Python::attach(|py| py.check_signals()) {
+        Ok(()) => false,
+        Err(e) => {
+            *raised = Some(e);
+            true
+        }
     }
 }

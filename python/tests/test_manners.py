@@ -62,8 +62,8 @@ def _make(ctx, kind):
         return ctx.Pipe()
 
 
-# Not "condition": Condition.wait is one unsliced wait (see its docs), and
-# Barrier.wait likewise.
+# Not "condition": Condition.wait is one unsliced wait, and Barrier.wait likewise;
+# a signal interrupts them through EINTR (test_interrupt.py tests them).
 @pytest.mark.parametrize("kind", ["lock", "rlock", "semaphore", "event",
                                   "queue", "joinable", "pipe"])
 def test_sigint_interrupts_a_blocked_child(ctx, kind):

@@ -155,6 +155,17 @@ fn reason_text(code: u32) -> &'static str {
 
 type Action = Arc<dyn Fn() + Send + Sync + 'static>;
 
+/// How one slice of a party's sleep (`Barrier::sleep`) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slept {
+    /// The word changed (released, broken or reset).
+    Changed,
+    /// The slice or the deadline ran out, or a spurious wake.
+    Unchanged,
+    /// A signal handler cut the futex wait short (`EINTR`), the word unchanged.
+    Interrupted,
+}
+
 /// The message of a panic payload: what `panic!` was given (a `&str` or a
 /// `String`), else a placeholder.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -462,6 +473,54 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> Result<usize> {
+        self.wait_checked(timeout, None)
+    }
+
+    /// [`wait`](Self::wait) that a signal can end: after every futex wait that a
+    /// signal handler interrupted (`EINTR`), `check` runs in the waiting party,
+    /// internal lock not held; when it returns true, the wait ends with
+    /// [`Error::Interrupted`], cleanly: the party breaks the barrier (as
+    /// [`abort`](Self::abort): the other parties of the round get
+    /// [`Error::BrokenBarrier`]`("aborted")`) and leaves it. If the round was
+    /// released first, the result is `Ok(index)` (the party got through); a party
+    /// interrupted before it arrived (waiting for a [`reset`](Self::reset) to
+    /// finish) breaks nothing. When `check` returns false, the wait goes on, the
+    /// party still arrived. Otherwise as `wait`.
+    ///
+    /// This is how the Python package lets Ctrl-C interrupt `Barrier.wait`:
+    /// CPython's handlers are installed without `SA_RESTART`, its `check`
+    /// takes the GIL and runs the Python signal handlers. A signal that arrives
+    /// while the party is not asleep in the futex (between two slices) interrupts
+    /// nothing; as with CPython's own lock waits, the next signal does.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Barrier, Error};
+    /// let b = Barrier::new(1)?;
+    /// let mut check = || true;
+    /// assert_eq!(b.wait_interruptible(None, &mut check)?, 0); // the last party
+    /// let b = Barrier::new(2)?;
+    /// // Without a signal, `check` never runs: this wait times out as `wait` does.
+    /// let r = b.wait_interruptible(Some(Duration::from_millis(5)), &mut check);
+    /// assert!(matches!(r, Err(Error::BrokenBarrier("timed out"))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_interruptible(
+        &self,
+        timeout: Option<Duration>,
+        check: &mut dyn FnMut() -> bool,
+    ) -> Result<usize> {
+        self.wait_checked(timeout, Some(check))
+    }
+
+    /// `wait`, with `check` run after every interrupted futex wait (none: `wait`).
+    fn wait_checked(
+        &self,
+        timeout: Option<Duration>,
+        mut check: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<usize> {
+        let mut stop =
+            |slept: Slept| slept == Slept::Interrupted && check.as_mut().is_some_and(|c| c());
         let deadline = Deadline::after(timeout.or(self.timeout))?;
         let me = ident::process();
         let parties = self.parties();
@@ -482,9 +541,16 @@ impl Barrier {
                         self.next_round(w);
                     } else {
                         self.lock.unlock();
-                        self.sleep(w, deadline, OWNER_CHECK_INTERVAL, true, || true);
+                        let slept = self.sleep(w, deadline, OWNER_CHECK_INTERVAL, true, || true);
                         // The guard `held` still owns the one release.
                         std::mem::forget(self.hold());
+                        if stop(slept) {
+                            // Interrupted before even arriving: breaks nothing.
+                            drop(held);
+                            return Err(Error::Interrupted {
+                                what: "Barrier::wait_interruptible",
+                            });
+                        }
                         if deadline.expired() && self.current() == w {
                             // Timed out before even arriving: breaks nothing.
                             drop(held);
@@ -568,7 +634,21 @@ impl Barrier {
             } else {
                 self.sleep(w, deadline, spin::sleep_slice(tick), false, || true)
             };
-            if !slept {
+            if stop(slept) {
+                let _held = self.hold();
+                let now = self.current();
+                if now & !STATE_MASK != w & !STATE_MASK {
+                    return Ok(index); // released before the stop
+                }
+                if now == w {
+                    self.set_broken(w, ABORTED);
+                }
+                let _ = self.leave_broken(w, index);
+                return Err(Error::Interrupted {
+                    what: "Barrier::wait_interruptible",
+                });
+            }
+            if slept != Slept::Changed {
                 tick = tick.wrapping_add(1);
                 armed = self.watch(w, index, me, tick, &mut watcher);
             }
@@ -600,7 +680,8 @@ impl Barrier {
     }
 
     /// Sleeps one slice while the word is `w`; returns whether the word changed
-    /// (false: the slice or the deadline ran out, or `still` said not to sleep).
+    /// (else the slice or the deadline ran out, `still` said not to sleep, or a
+    /// signal cut the sleep short).
     /// `still` runs after SLEEPERS is set and before the futex sleep.
     fn sleep(
         &self,
@@ -609,7 +690,7 @@ impl Barrier {
         slice: Duration,
         spin: bool,
         still: impl FnOnce() -> bool,
-    ) -> bool {
+    ) -> Slept {
         // The other parties often arrive within microseconds on the other core; when
         // they do not (more parties than cores), the adaptive budget shrinks.
         // With more parties than cores, a failed spin hands this core over for a
@@ -620,7 +701,7 @@ impl Barrier {
         // the next microseconds is no likelier than in any others, and the spin
         // (up to 10 us of pauses) would cost a sleeper more than its wake-up.
         if spin && self.spin.spin(|| self.current() != w, self.parties()) {
-            return true;
+            return Slept::Changed;
         }
         // Announce the sleep; fails (and returns) if the word moved on meanwhile.
         if self
@@ -630,13 +711,20 @@ impl Barrier {
             && self.current() != w
         {
             self.spin.answered_late();
-            return true;
+            return Slept::Changed;
         }
-        if !still() {
-            return self.current() != w;
+        let woke = if still() {
+            futex::wait(self.state(), w | SLEEPERS, Some(deadline.slice(slice)))
+        } else {
+            futex::Wake::Woken
+        };
+        if self.current() != w {
+            Slept::Changed
+        } else if woke == futex::Wake::Interrupted {
+            Slept::Interrupted
+        } else {
+            Slept::Unchanged
         }
-        futex::wait(self.state(), w | SLEEPERS, Some(deadline.slice(slice)));
-        self.current() != w
     }
 
     /// Between slices: checks the other parties and the registered processes;
@@ -916,7 +1004,10 @@ impl<'de> serde::Deserialize<'de> for Barrier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::spin::test_procs::{join, poll_until, spawn, until_asleep};
+    use crate::sync::spin::test_procs::{
+        BOUND, interrupt_until, join, poll_until, spawn, until_asleep,
+    };
+    use crate::sys::signal;
 
     /// The owner word of a process that is gone: this process's pid with another
     /// start time (what a dead owner looks like once its pid is reused).
@@ -998,5 +1089,71 @@ mod tests {
         // The round's announce flag does not outlive the round.
         b.reset();
         assert_eq!(b.reason().load(Ordering::Relaxed) & ANNOUNCE, 0);
+    }
+
+    /// A party asleep in `wait_interruptible` gets SIGUSR1 (handler without
+    /// SA_RESTART) and its check says stop: it breaks the barrier (as `abort`)
+    /// and leaves; the other party gets BrokenBarrier("aborted").
+    #[test]
+    fn an_interrupted_party_breaks_the_barrier_and_leaves() {
+        let b = Barrier::new(3).unwrap();
+        let calls = crate::RawValue::new(0u32).unwrap();
+        let (b2, calls2) = (b.clone(), calls.clone());
+        let a = spawn(move || {
+            signal::interrupt_with(libc::SIGUSR1);
+            let mut check = || {
+                calls2.set(calls2.get() + 1);
+                true
+            };
+            let r = b2.wait_interruptible(Some(BOUND * 2), &mut check);
+            assert!(matches!(r, Err(Error::Interrupted { .. })), "{r:?}");
+        });
+        poll_until("A arrived", || b.n_waiting() == 1);
+        until_asleep(a.pid().unwrap());
+        let b3 = b.clone();
+        let other = spawn(move || {
+            let r = b3.wait(Some(BOUND * 2));
+            assert!(matches!(r, Err(Error::BrokenBarrier("aborted"))), "{r:?}");
+        });
+        poll_until("the other arrived", || b.n_waiting() == 2);
+        until_asleep(other.pid().unwrap());
+        interrupt_until(a.pid().unwrap(), "A's check", || calls.get() > 0);
+        assert_eq!(join(a), Some(0));
+        assert_eq!(
+            join(other),
+            Some(0),
+            "the other party did not see the barrier broken"
+        );
+        assert_eq!(calls.get(), 1, "the check ran again after it said stop");
+        assert!(b.broken());
+        assert_eq!(
+            b.count().load(Ordering::Relaxed),
+            0,
+            "a party did not leave"
+        );
+    }
+
+    /// A check that says "go on" keeps the party in the round: the round is
+    /// released when the last party arrives.
+    #[test]
+    fn a_party_whose_check_says_go_on_stays_in_the_round() {
+        let b = Barrier::new(2).unwrap();
+        let calls = crate::RawValue::new(0u32).unwrap();
+        let (b2, calls2) = (b.clone(), calls.clone());
+        let a = spawn(move || {
+            signal::interrupt_with(libc::SIGUSR1);
+            let mut check = || {
+                calls2.set(calls2.get() + 1);
+                false
+            };
+            assert_eq!(b2.wait_interruptible(Some(BOUND), &mut check).unwrap(), 0);
+        });
+        poll_until("A arrived", || b.n_waiting() == 1);
+        until_asleep(a.pid().unwrap());
+        interrupt_until(a.pid().unwrap(), "A's check", || calls.get() > 0);
+        assert_eq!(b.n_waiting(), 1, "A left the round");
+        assert_eq!(b.wait(Some(BOUND)).unwrap(), 1);
+        assert_eq!(join(a), Some(0));
+        assert!(!b.broken());
     }
 }

@@ -27,11 +27,14 @@
 //! compare-exchange on a reused slot fails)
 //! - `FREE`: unused. Becomes `WAITING` only by a waiter registering under the lock.
 //! - `WAITING`: its owner sleeps on `state`. Becomes `NOTIFIED` (notify, under the
-//!   lock; or a re-delivery, see below), or `FREE` by its owner timing out.
+//!   lock; or a re-delivery, see below), or `FREE` by its owner timing out (or
+//!   being interrupted: `wait_interruptible`).
 //! - `NOTIFIED`: its owner was chosen by a notify; the owner re-takes the lock and
 //!   then frees the slot. Every change is one compare-exchange on `state`, so a
 //!   notifier and a timing-out waiter agree on the outcome: `wait` returns `true`
-//!   exactly when its slot was notified.
+//!   exactly when its slot was notified. An owner interrupted just as it was
+//!   chosen frees the slot at once and re-delivers the notification, as for a
+//!   dead owner (below), so the others do not lose it.
 //!
 //! Invariants: slots change from FREE to WAITING only under the condition's lock
 //! (so registrations never race), and `ticket`, `owner` are written before the
@@ -612,16 +615,61 @@ impl Condition {
         }
         self.registered().fetch_sub(1, Ordering::Relaxed);
         if s & STATE_MASK == NOTIFIED {
-            while let Some((j, sj)) = self.oldest_waiting(Some(horizon)) {
-                let owner = self.slot(j).owner.load(Ordering::Relaxed);
-                if ident::is_gone(owner) {
-                    self.reclaim(j, sj);
-                } else if self.deliver(j, sj, horizon) {
-                    return true;
-                }
-            }
+            self.redeliver(horizon);
         }
         true
+    }
+
+    /// Gives a notification sent at `horizon` that its waiter did not take (it
+    /// died, or was interrupted) to the oldest live waiter that was already
+    /// waiting then; with none left, it is dropped, as a notify with no waiter.
+    fn redeliver(&self, horizon: u32) {
+        while let Some((j, sj)) = self.oldest_waiting(Some(horizon)) {
+            let owner = self.slot(j).owner.load(Ordering::Relaxed);
+            if ident::is_gone(owner) {
+                self.reclaim(j, sj);
+            } else if self.deliver(j, sj, horizon) {
+                return;
+            }
+        }
+    }
+
+    /// Frees the calling waiter's slot `i` (its registration `mine`) as a timeout
+    /// does: true if it was still WAITING; false if a notify chose it first (then
+    /// it is NOTIFIED and still this waiter's to free).
+    fn leave(&self, i: usize, mine: u32) -> bool {
+        match self.slot(i).state.compare_exchange(
+            mine,
+            mine & !STATE_MASK,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                self.registered().fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Frees the calling waiter's NOTIFIED slot `i` (registration `mine`) without
+    /// taking its notification (the waiter was interrupted): it is re-delivered as
+    /// a dead waiter's would be. A deliverer that has not written the horizon
+    /// yet (it is between its two steps, or died there) leaves `next_ticket` as
+    /// the horizon: a possible extra wake-up of a later waiter, never a lost one
+    /// (the oldest waiter is served first, and those waiting at notify time are
+    /// older than the rest).
+    fn hand_on(&self, i: usize, mine: u32) {
+        let slot = self.slot(i);
+        let ticket = slot.ticket.load(Ordering::Relaxed);
+        let mut horizon = slot.horizon.load(Ordering::Acquire);
+        if horizon == ticket {
+            horizon = self.next_ticket().load(Ordering::Relaxed);
+        }
+        slot.state
+            .store((mine & !STATE_MASK) | FREE, Ordering::Release);
+        self.registered().fetch_sub(1, Ordering::Relaxed);
+        self.redeliver(horizon);
     }
 
     /// The WAITING slot with the oldest ticket (before `horizon`, if given).
@@ -736,11 +784,62 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.check_owned("Condition::wait")?;
+        self.wait_checked(timeout, None)
+    }
+
+    /// [`wait`](Self::wait) that a signal can end: after every futex wait that a
+    /// signal handler interrupted (`EINTR`), `check` runs in the waiting thread,
+    /// lock not held; when it returns true, the wait ends with
+    /// [`Error::Interrupted`], cleanly: the waiter leaves its slot as a timeout
+    /// does, except that a notification which had just chosen it goes on to the
+    /// oldest other waiter that was waiting when it was sent (it is not lost for
+    /// them), and the lock is taken back (all levels of an RLock), as CPython's
+    /// `Condition.wait` does in its `finally`. When `check` returns false, the
+    /// wait goes on, still registered (its place in the FIFO order kept).
+    /// Otherwise as `wait`; `Interrupted` is returned even if the lock's previous
+    /// owner died meanwhile (`is_consistent()` still says so).
+    ///
+    /// This is how the Python package lets Ctrl-C interrupt `Condition.wait`:
+    /// CPython's handlers are installed without `SA_RESTART`, its `check`
+    /// takes the GIL and runs the Python signal handlers. A signal that arrives
+    /// while the waiter is between two futex waits (a few microseconds every
+    /// slice) interrupts nothing; as with CPython's own lock waits, the next
+    /// signal does.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cond = multiproc::Condition::new()?;
+    /// let _g = cond.lock().unwrap();
+    /// // Without a signal, `check` never runs: this wait times out as `wait` does.
+    /// let mut check = || true;
+    /// assert!(!cond.wait_interruptible(Some(Duration::from_millis(5)), &mut check)?);
+    /// assert!(cond.is_owned());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_interruptible(
+        &self,
+        timeout: Option<Duration>,
+        check: &mut dyn FnMut() -> bool,
+    ) -> Result<bool> {
+        self.wait_checked(timeout, Some(check))
+    }
+
+    /// `wait`, with `check` run after every interrupted futex wait (none: `wait`).
+    fn wait_checked(
+        &self,
+        timeout: Option<Duration>,
+        mut check: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<bool> {
+        let what = if check.is_some() {
+            "Condition::wait_interruptible"
+        } else {
+            "Condition::wait"
+        };
+        self.check_owned(what)?;
         if let Inner::RLock(r) = &self.inner {
             // Waiting releases every level: refused while a Value or Array guard
             // holds one (its `&mut` would outlive the lock).
-            r.check_unpinned("Condition::wait")?;
+            r.check_unpinned(what)?;
         }
         let deadline = Deadline::after(timeout)?;
         let (i, mine) = self.register()?;
@@ -750,32 +849,33 @@ impl Condition {
         // When the dead waiters' notifications were last checked: every elapsed
         // slice, however often signals cut the futex wait short.
         let mut checked = std::time::Instant::now();
+        // Some(notified), or None: interrupted (the slot is left, see below).
         let notified = loop {
             let s = slot.state.load(Ordering::Acquire);
             if s != mine {
-                break true; // NOTIFIED: only a notify (or re-delivery) changes it
+                break Some(true); // NOTIFIED: only a notify (or re-delivery) changes it
             }
             if deadline.expired() {
-                match slot.state.compare_exchange(
-                    mine,
-                    mine & !STATE_MASK,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => {
-                        self.registered().fetch_sub(1, Ordering::Relaxed);
-                        break false;
-                    }
-                    Err(_) => break true,
-                }
+                // Notified just as the timeout hit: the notification is taken.
+                break Some(!self.leave(i, mine));
             }
             let woke = futex::wait(slot.state, mine, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
+            if woke == futex::Wake::Interrupted && check.as_mut().is_some_and(|c| c()) {
+                // Notified just as the check said stop: not taken, passed on.
+                if !self.leave(i, mine) {
+                    self.hand_on(i, mine);
+                }
+                break None;
+            }
             if woke == futex::Wake::TimedOut || checked.elapsed() >= OWNER_CHECK_INTERVAL {
                 self.check_notified_slots(i, &mut watch);
                 checked = std::time::Instant::now();
             }
         };
         let how = self.relock(count);
+        let Some(notified) = notified else {
+            return Err(Error::Interrupted { what });
+        };
         if notified {
             // Ours until we free it: only we touch a NOTIFIED slot of a live owner.
             slot.state
@@ -943,7 +1043,10 @@ impl<'de> serde::Deserialize<'de> for Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::spin::test_procs::{BOUND, join, poll_until, spawn, until_asleep};
+    use crate::sync::spin::test_procs::{
+        BOUND, interrupt_until, join, poll_until, spawn, until_asleep,
+    };
+    use crate::sys::signal;
 
     /// The slots in state `want`, as (index, state).
     fn slots_in(c: &Condition, want: u32) -> Vec<(usize, u32)> {
@@ -1038,5 +1141,111 @@ mod tests {
             assert_eq!(join(w), Some(0));
         }
         assert_eq!(code, Some(0), "B never got the dead A's notification");
+    }
+
+    /// An interruptible waiter, asleep, gets SIGUSR1 (its handler installed
+    /// without SA_RESTART) and its check says stop: the wait ends with
+    /// `Interrupted`, lock held, its slot left as a timeout leaves it.
+    #[test]
+    fn an_interrupted_wait_leaves_its_slot_and_holds_the_lock() {
+        let c = Condition::new().unwrap();
+        let calls = crate::RawValue::new(0u32).unwrap();
+        let (c2, calls2) = (c.clone(), calls.clone());
+        let p = spawn(move || {
+            signal::interrupt_with(libc::SIGUSR1);
+            let _g = c2.lock().unwrap();
+            let mut check = || {
+                calls2.set(calls2.get() + 1);
+                true
+            };
+            let r = c2.wait_interruptible(Some(BOUND * 2), &mut check);
+            assert!(matches!(r, Err(Error::Interrupted { .. })), "{r:?}");
+            assert!(c2.is_owned(), "the lock was not taken back");
+            assert!(signal::CAUGHT.load(Ordering::SeqCst) >= 1);
+        });
+        poll_until("the waiter registered", || slots_in(&c, WAITING).len() == 1);
+        until_asleep(p.pid().unwrap());
+        interrupt_until(p.pid().unwrap(), "the check", || calls.get() > 0);
+        assert_eq!(join(p), Some(0));
+        assert_eq!(calls.get(), 1, "the check ran again after it said stop");
+        assert!(slots_in(&c, WAITING).is_empty() && slots_in(&c, NOTIFIED).is_empty());
+        assert_eq!(c.registered().load(Ordering::Relaxed), 0);
+        drop(c.try_lock().expect("the child released the lock"));
+    }
+
+    /// A check that says "go on" keeps the waiter registered: a notify sent after
+    /// the interruption still reaches it.
+    #[test]
+    fn a_check_that_says_go_on_keeps_the_registration() {
+        let c = Condition::new().unwrap();
+        let calls = crate::RawValue::new(0u32).unwrap();
+        let (c2, calls2) = (c.clone(), calls.clone());
+        let p = spawn(move || {
+            signal::interrupt_with(libc::SIGUSR1);
+            let _g = c2.lock().unwrap();
+            let mut check = || {
+                calls2.set(calls2.get() + 1);
+                false
+            };
+            assert!(
+                c2.wait_interruptible(Some(BOUND), &mut check).unwrap(),
+                "not notified"
+            );
+        });
+        poll_until("the waiter registered", || slots_in(&c, WAITING).len() == 1);
+        until_asleep(p.pid().unwrap());
+        interrupt_until(p.pid().unwrap(), "the check", || calls.get() > 0);
+        assert_eq!(
+            slots_in(&c, WAITING).len(),
+            1,
+            "the interrupted waiter left"
+        );
+        {
+            let _g = c.lock().unwrap();
+            c.notify(1).unwrap();
+        }
+        assert_eq!(join(p), Some(0));
+    }
+
+    /// `notify(1)` chooses the oldest waiter A while A's check runs (a signal
+    /// interrupted it); the check then says stop. A's notification must go to
+    /// the other waiter B, not be lost with A.
+    #[test]
+    fn a_notification_that_chose_an_interrupted_waiter_goes_on_to_the_next() {
+        let c = Condition::new().unwrap();
+        let (asked, go) = (crate::Event::new().unwrap(), crate::Event::new().unwrap());
+        let (c2, asked2, go2) = (c.clone(), asked.clone(), go.clone());
+        let a = spawn(move || {
+            signal::interrupt_with(libc::SIGUSR1);
+            let _g = c2.lock().unwrap();
+            let mut check = || {
+                asked2.set();
+                assert!(go2.wait(Some(BOUND)).unwrap());
+                true
+            };
+            let r = c2.wait_interruptible(Some(BOUND * 2), &mut check);
+            assert!(matches!(r, Err(Error::Interrupted { .. })), "{r:?}");
+            assert!(c2.is_owned());
+        });
+        poll_until("A registered", || slots_in(&c, WAITING).len() == 1);
+        until_asleep(a.pid().unwrap());
+        let (ai, _) = slots_in(&c, WAITING)[0];
+        // B's wait ends well before its join's bound: not notified fails it.
+        let b = waiter(&c, 2, Some(BOUND / 2));
+        interrupt_until(a.pid().unwrap(), "A's check", || asked.is_set());
+        {
+            let _g = c.lock().unwrap();
+            c.notify(1).unwrap();
+            assert_eq!(slots_in(&c, NOTIFIED).len(), 1);
+            assert_eq!(
+                slots_in(&c, NOTIFIED)[0].0,
+                ai,
+                "notify(1) did not choose A"
+            );
+        }
+        go.set();
+        assert_eq!(join(a), Some(0));
+        assert_eq!(join(b), Some(0), "B never got the notification A passed on");
+        assert_eq!(c.registered().load(Ordering::Relaxed), 0);
     }
 }

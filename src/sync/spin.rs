@@ -379,6 +379,26 @@ pub(crate) mod test_procs {
         });
     }
 
+    /// Sends `SIGUSR1` to process `pid` until `done()` (within [`BOUND`]). A
+    /// signal that lands while the target is not asleep in a futex (between two
+    /// slices) interrupts no wait, so it is sent again after a while.
+    pub(crate) fn interrupt_until(pid: u32, what: &str, mut done: impl FnMut() -> bool) {
+        use rustix::process::{Pid, Signal, kill_process};
+        let end = Instant::now() + BOUND;
+        let pid = Pid::from_raw(pid as i32).expect("a started child has a pid");
+        loop {
+            kill_process(pid, Signal::USR1).expect("kill(SIGUSR1)");
+            let again = Instant::now() + Duration::from_millis(100);
+            while Instant::now() < again {
+                if done() {
+                    return;
+                }
+                std::thread::yield_now();
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+        }
+    }
+
     /// Joins `p` within [`BOUND`] (killing it if it is still running then) and
     /// returns its exit code (`None`: it did not finish in time).
     pub(crate) fn join(mut p: Process) -> Option<i32> {

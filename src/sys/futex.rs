@@ -14,8 +14,14 @@ use rustix::thread::futex;
 /// Why [`wait`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
-    /// Woken by [`wake`], by a signal, or spuriously: re-check the word.
+    /// Woken by [`wake`], or spuriously: re-check the word.
     Woken,
+    /// A signal handler ran (`EINTR`): re-check the word, and whatever the
+    /// handler may have asked for (the interruptible waits call their check).
+    /// Every multiproc wait has a timeout slice, so a handler interrupts it even
+    /// when installed with `SA_RESTART` (Linux restarts an interrupted futex
+    /// wait only when it has no timeout).
+    Interrupted,
     /// The word did not hold the expected value when the call was made.
     Changed,
     /// The timeout passed.
@@ -36,7 +42,8 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Wake 
         Ok(()) => Wake::Woken,
         Err(Errno::AGAIN) => Wake::Changed,
         Err(Errno::TIMEDOUT) => Wake::TimedOut,
-        // EINTR: a signal arrived; the caller re-checks its condition.
+        Err(Errno::INTR) => Wake::Interrupted,
+        // Any other error (none is expected for a valid word): re-check.
         Err(_) => Wake::Woken,
     }
 }

@@ -19,6 +19,8 @@
 //!   (the spawn start method).
 //! - `alarm`: a thread that wakes a futex word when a watched process exits, so
 //!   that long waits need not wake up to look.
+//! - `signal` (tests only): a handler installed as CPython's are (no
+//!   `SA_RESTART`), to interrupt the interruptible waits.
 //! - `fd`: pipe writes that cannot raise `SIGPIPE`, and the dead descriptor put in
 //!   place of a connection end a forked child did not capture.
 
@@ -30,6 +32,8 @@ pub mod futex;
 pub(crate) mod inherit;
 pub mod mem;
 pub mod procfs;
+#[cfg(test)]
+pub(crate) mod signal;
 pub(crate) mod task;
 pub mod time;
 pub(crate) mod transfer;
