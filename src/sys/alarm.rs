@@ -185,12 +185,26 @@ fn set() -> Option<BorrowedFd<'static>> {
     }
 }
 
-/// Starts the thread that serves `fd`; if it cannot start, disables alarms.
+/// Starts the thread that serves `fd`, with every signal blocked (it inherits the
+/// mask in force while it is made): a signal sent to the process (Ctrl-C's
+/// SIGINT, say) must go to a thread that handles it, never to this one. If the
+/// thread cannot start, disables alarms.
 fn spawn(fd: i32, generation: u64) {
+    // SAFETY: `sigfillset` and `pthread_sigmask` only write the two local sets and
+    // this thread's signal mask, which is restored right after the spawn.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    };
     let started = std::thread::Builder::new()
         .name("multiproc-alarm".into())
         .stack_size(64 * 1024)
         .spawn(move || run(fd, generation));
+    // SAFETY: as above; `old` is the mask this thread had.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     if started.is_err() {
         disable(fd, generation);
     }
@@ -283,5 +297,21 @@ mod tests {
         drop(alarm);
         assert_eq!(TABLE[slot].state.load(Ordering::Acquire), FREE);
         assert_eq!(join(child), Some(-9));
+        // The thread blocks SIGINT (and every other signal): Ctrl-C must reach a
+        // thread that handles it.
+        let blocked = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| t.ok())
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "multiproc-alarm")
+            })
+            .and_then(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("SigBlk:"))?.to_string();
+                u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).ok()
+            })
+            .expect("the alarm thread and its signal mask");
+        assert_ne!(blocked & (1 << (libc::SIGINT - 1)), 0, "SIGINT blocked");
     }
 }
