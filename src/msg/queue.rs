@@ -24,7 +24,9 @@
 //! ## Messages
 //! Typed messages go through serde in postcard's compact format (`put(&msg)`,
 //! `get()`); raw bytes go as they are (`put_bytes`, `get_bytes`), copied once each
-//! way. A message larger than the queue's byte bound is carried whole, in pieces
+//! way; plain-old-data values (`T: bytemuck::Pod`) go as their bytes, with no
+//! serde (`put_pod`, `get_pod`; for a byte array those bytes are also its postcard
+//! encoding, so either pair reads the other's). A message larger than the queue's byte bound is carried whole, in pieces
 //! (a `get` that has begun such a message finishes it, past its timeout, while its
 //! producer lives).
 //!
