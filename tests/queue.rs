@@ -757,3 +757,125 @@ fn typed_gets_of_small_and_pieced_messages_interleaved_arrive_whole() {
     join_ok(kid);
     assert!(q.empty());
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Sample {
+    id: u64,
+    pair: [u32; 2],
+    x: f64,
+}
+
+#[test]
+fn pod_messages_cross_processes_and_byte_arrays_meet_serde() {
+    const N: u64 = 1000;
+    let q = Queue::<Sample>::new().unwrap();
+    let bytes = Queue::<[u8; 8]>::new().unwrap();
+    let (tx, btx) = (q.sender(), bytes.clone());
+    let p = spawn(move || {
+        for i in 0..N {
+            let s = Sample {
+                id: i,
+                pair: [i as u32, !(i as u32)],
+                x: i as f64 / 3.0,
+            };
+            tx.put_pod(&s, T).unwrap();
+        }
+        // A byte array's raw bytes are its postcard encoding: each path reads the
+        // other's.
+        btx.put_pod(&[1, 2, 3, 4, 5, 6, 7, 8], T).unwrap();
+        btx.put(&[8, 7, 6, 5, 4, 3, 2, 1], T).unwrap();
+    });
+    let rx = q.receiver();
+    for i in 0..N {
+        let s = rx.get_pod(T).unwrap();
+        assert_eq!(
+            s,
+            Sample {
+                id: i,
+                pair: [i as u32, !(i as u32)],
+                x: i as f64 / 3.0,
+            }
+        );
+    }
+    assert_eq!(bytes.get(T).unwrap(), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(bytes.get_pod(T).unwrap(), [8, 7, 6, 5, 4, 3, 2, 1]);
+    join_ok(p);
+    // A message of another length is refused as a Codec error, and taken.
+    bytes.put_bytes(&[0; 5], None).unwrap();
+    assert!(matches!(bytes.get_pod(T), Err(Error::Codec { .. })));
+    assert!(bytes.empty());
+}
+
+/// A 4 KiB plain-old-data message: words `id << 48 | seq << 16 | i`, the last one
+/// their checksum (as `whole` checks).
+fn pod_msg(id: u64, seq: u64) -> [u64; 512] {
+    let mut m = [0u64; 512];
+    for (i, w) in m.iter_mut().enumerate().take(511) {
+        *w = id << 48 | seq << 16 | i as u64;
+    }
+    m[511] = m[..511]
+        .iter()
+        .fold(0u64, |a, x| a.wrapping_add(x.wrapping_mul(31)));
+    m
+}
+
+#[test]
+fn producers_killed_inside_put_pod_leave_no_half_message() {
+    const KILLS: u64 = 12;
+    let before = names_before();
+    let mut pids = HashSet::from([std::process::id()]);
+    // 2 KiB of ring: every 4 KiB message goes in pieces.
+    let q = Queue::<[u64; 512]>::with_bounds(0, 2048).unwrap();
+    let rx = q.receiver();
+    let mut rng = 0x9e37_79b9u64;
+    for k in 0..KILLS {
+        let done = RawValue::<u64>::new(0).unwrap();
+        let (tx, d) = (q.sender(), done.clone());
+        let mut p = Process::new(move || {
+            for seq in 0.. {
+                tx.put_pod(&pod_msg(k, seq), LONG).unwrap();
+                d.fetch_add(1);
+            }
+        });
+        p.start().unwrap();
+        pids.insert(p.pid().unwrap());
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let target = 1 + rng % 8;
+        let mut next = 0u64;
+        let mut take = |m: [u64; 512]| {
+            assert!(whole(&m), "a half or torn message");
+            assert_eq!((m[0] >> 48, m[0] >> 16 & 0xffff_ffff), (k, next));
+            next += 1;
+        };
+        let deadline = Instant::now() + BOUND;
+        while done.get() < target {
+            assert!(Instant::now() < deadline, "the producer made no progress");
+            if let Ok(m) = rx.get_pod(Some(Duration::from_millis(1))) {
+                take(m);
+            }
+        }
+        p.kill().unwrap();
+        assert_eq!(p.join(Some(BOUND)).unwrap(), Some(-9));
+        let put = done.get();
+        loop {
+            match rx.get_pod(Some(Duration::from_millis(1))) {
+                Ok(m) => take(m),
+                Err(Error::Timeout { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            next == put || next == put + 1,
+            "producer {k}: {put} puts returned, {next} messages arrived"
+        );
+    }
+    // Still usable (a 4 KiB message needs a consumer while it is put in pieces).
+    let tx = q.sender();
+    let p = spawn(move || tx.put_pod(&pod_msg(99, 0), T).unwrap());
+    assert_eq!(rx.get_pod(T).unwrap(), pod_msg(99, 0));
+    join_ok(p);
+    nothing_new_in_dev_shm(&before, &pids);
+}

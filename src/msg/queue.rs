@@ -24,7 +24,9 @@
 //! ## Messages
 //! Typed messages go through serde in postcard's compact format (`put(&msg)`,
 //! `get()`); raw bytes go as they are (`put_bytes`, `get_bytes`), copied once each
-//! way. A message larger than the queue's byte bound is carried whole, in pieces
+//! way; plain-old-data values (`T: bytemuck::Pod`) go as their bytes, with no
+//! serde (`put_pod`, `get_pod`; for a byte array those bytes are also its postcard
+//! encoding, so either pair reads the other's). A message larger than the queue's byte bound is carried whole, in pieces
 //! (a `get` that has begun such a message finishes it, past its timeout, while its
 //! producer lives).
 //!
@@ -123,6 +125,23 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         )));
     }
     Ok(msg)
+}
+
+/// A `T` copied from a message's bytes (`get_pod`): exactly `size_of::<T>()` of
+/// them, read unaligned (a message's bytes sit at any offset).
+fn pod_from<T: bytemuck::Pod>(bytes: &[u8]) -> Result<T> {
+    if bytes.len() != std::mem::size_of::<T>() {
+        return Err(Error::Codec {
+            op: "get",
+            what: "read the message as the plain-old-data type asked for",
+            reason: format!(
+                "the message has {} bytes, the type {} (put it with put_pod, or get it with get)",
+                bytes.len(),
+                std::mem::size_of::<T>()
+            ),
+        });
+    }
+    Ok(bytemuck::pod_read_unaligned(bytes))
 }
 
 /// Takes the producer lock for a put; false at the deadline, or, when it may not
@@ -560,6 +579,72 @@ macro_rules! consumer_api {
     };
 }
 
+/// The plain-old-data path: a `T: Pod` (bytemuck) copied as its bytes, with no
+/// serde on either side. Its bytes are postcard's encoding when `T` is a byte
+/// array (`[u8; N]`), so `put_pod` and `get` (or `put` and `get_pod`) agree
+/// there; for other types pair `put_pod` with `get_pod`.
+macro_rules! pod_producer_api {
+    ($ty:ident, $setup:literal) => {
+        impl<T: bytemuck::Pod> $ty<T> {
+            /// Puts `msg` as its raw bytes (`size_of::<T>()` of them, no serde),
+            /// waiting at most `timeout` for room; read it back with
+            /// [`get_pod`](Queue::get_pod). For a byte array (`[u8; N]`) these
+            /// bytes are also postcard's encoding, so `get` reads it too.
+            ///
+            /// [`Error::Timeout`] when no room came in time, [`Error::Disconnected`]
+            /// when it would wait and every consumer is gone.
+            ///
+            /// ```
+            #[doc = $setup]
+            /// h.put_pod(&7, None)?;
+            /// assert_eq!(q.get_pod(None)?, 7);
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn put_pod(&self, msg: &T, timeout: Option<Duration>) -> Result<()> {
+                put_one(
+                    &self.holder,
+                    true,
+                    timeout,
+                    "Queue.put_pod",
+                    bytemuck::bytes_of(msg),
+                )
+            }
+        }
+    };
+}
+
+macro_rules! pod_consumer_api {
+    ($ty:ident, $setup:literal) => {
+        impl<T: bytemuck::Pod> $ty<T> {
+            /// Takes the oldest message as a `T` copied from its raw bytes (no
+            /// serde), waiting at most `timeout`: the other end of
+            /// [`put_pod`](Queue::put_pod), and of `put` for a byte array
+            /// (`[u8; N]`, whose postcard encoding is its bytes).
+            ///
+            /// [`Error::Codec`] (the message is taken) when its length is not
+            /// `size_of::<T>()`; [`Error::Timeout`], [`Error::Disconnected`] as
+            /// for `get`.
+            ///
+            /// ```
+            #[doc = $setup]
+            /// q.put_pod(&5, None)?;
+            /// assert_eq!(h.get_pod(None)?, 5);
+            /// q.put_bytes(&[1, 2], None)?; // 2 bytes, not a u32's 4
+            /// assert!(matches!(h.get_pod(None), Err(multiproc::Error::Codec { .. })));
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn get_pod(&self, timeout: Option<Duration>) -> Result<T> {
+                let mut msg = None;
+                get_one_with(&self.holder, true, timeout, "Queue.get_pod", &mut |b| {
+                    msg = Some(pod_from(b)?);
+                    Ok(())
+                })?;
+                msg.ok_or(Error::Empty)
+            }
+        }
+    };
+}
+
 macro_rules! common_api {
     ($ty:ident, $setup:literal) => {
         impl<T> $ty<T> {
@@ -877,6 +962,23 @@ consumer_api!(
     "let q = multiproc::Queue::<u32>::new()?;\nlet h = q.receiver();"
 );
 common_api!(
+    Receiver,
+    "let q = multiproc::Queue::<u32>::new()?;\nlet h = q.receiver();"
+);
+
+pod_producer_api!(
+    Queue,
+    "let q = multiproc::Queue::<u32>::new()?;\nlet h = q.clone();"
+);
+pod_consumer_api!(
+    Queue,
+    "let q = multiproc::Queue::<u32>::new()?;\nlet h = q.clone();"
+);
+pod_producer_api!(
+    Sender,
+    "let q = multiproc::Queue::<u32>::new()?;\nlet h = q.sender();"
+);
+pod_consumer_api!(
     Receiver,
     "let q = multiproc::Queue::<u32>::new()?;\nlet h = q.receiver();"
 );

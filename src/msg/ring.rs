@@ -9,12 +9,14 @@
 //! control block
 //!    0 config     u64 cap (ring bytes, a power of two), u64 limit (bytes that may
 //!                 be buffered, <= cap), u64 maxsize (messages, 0 = no bound)
-//!   64 producers  RawLock plock (16) | u64 tail @80 | u32 p_partial @88 |
-//!                 u64 cached_head @96
+//!   64 producers  u64 tail @80 | u32 p_partial @88 | u64 cached_head @96
 //!  128 consumers  RawLock clock (16) | u64 head @144 | u64 cached_tail @152
 //!  192 items      u32 items_seq | u32 c_sleeping      (consumers' futex)
 //!  256 space      u32 space_seq | u32 p_sleeping      (producers' futex)
 //!  320 tasks      u32 done_seq | u32 joiners | u32 overflow words of the 3 tables
+//!  384 plock      RawLock plock (16): apart from `tail`, which consumers read while
+//!                 they wait, so that the producer's unlock does not have to win
+//!                 the line back from them after each publication
 //! data segment
 //!    0 tables     producers, consumers, tasks (`roles`, 512 bytes each)
 //! 2048 data       `cap` bytes of frames
@@ -55,12 +57,16 @@
 //!   a message whose consumer died): so a dead producer leaves no half message
 //!   visible, and a dead consumer loses at most the message it was taking.
 //! - **Sleepers.** Only a lock holder sleeps on its side's futex, so one flag says
-//!   whether it sleeps: it stores the flag (SeqCst), reads the sequence word, looks
-//!   at the other side's position word (SeqCst), and sleeps only if nothing
-//!   changed; the other side stores its position word (SeqCst), then reads the
-//!   flag and, if set, bumps the sequence and wakes. Either the sleeper sees the
-//!   change or the waker sees the flag: no lost wake-up, and no system call while
-//!   nobody sleeps. A lock taken with `OwnerDied` clears its side's flag (the dead
+//!   whether it sleeps: it stores the flag (SeqCst), runs a heavy barrier
+//!   (`sys::membarrier`) when the store set it, reads the sequence word, looks at
+//!   the other side's position word (SeqCst), and sleeps only if nothing changed;
+//!   the other side stores its position word, then reads the flag and, if set,
+//!   bumps the sequence and wakes. The waker's store and load are a release store
+//!   and a plain load in a process registered for the heavy barrier (no fence per
+//!   message: the sleeper's barrier splits them), SeqCst in any other. Either the
+//!   sleeper sees the change or the waker sees the flag: no lost wake-up, and no
+//!   system call while nobody sleeps (if the heavy barrier fails, the sleeper
+//!   looks again every [`UNCOVERED_SLICE`]). A lock taken with `OwnerDied` clears its side's flag (the dead
 //!   sleeper's). Sleeps last at most a slice ([`OWNER_CHECK_INTERVAL`]), after
 //!   which deaths are looked for: the other side's role holders (Disconnected) and,
 //!   for a consumer waiting on a piece, the producer that was writing it.
@@ -71,7 +77,7 @@
 //! Written by hand: this ring is the product (no crate offers a multi-process ring
 //! that survives a SIGKILL of any party).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
 use std::time::{Duration, Instant};
 
 use super::roles::{TABLE_BYTES, Table};
@@ -82,12 +88,13 @@ use crate::sync::raw_lock::{Acquired, OWNER_CHECK_INTERVAL, RawLock};
 use crate::sync::spin::AdaptiveSpin;
 use crate::sys::futex;
 use crate::sys::mem::Mapping;
+use crate::sys::membarrier;
 use crate::sys::time::Deadline;
 
 const CAP: usize = 0;
 const LIMIT: usize = 8;
 const MAXSIZE: usize = 16;
-const PLOCK: usize = 64;
+const PLOCK: usize = 384;
 const TAIL: usize = 80;
 const P_PARTIAL: usize = 88;
 const CACHED_HEAD: usize = 96;
@@ -101,7 +108,7 @@ const P_SLEEPING: usize = 260;
 pub(crate) const DONE_SEQ: usize = 320;
 pub(crate) const JOINERS: usize = 324;
 const OVERFLOWS: usize = 328;
-const CONTROL_BYTES: usize = 384;
+const CONTROL_BYTES: usize = 448;
 const TABLES: usize = 0;
 const DATA: usize = 2048;
 
@@ -117,6 +124,9 @@ const HEADER: u64 = 8;
 const BACKOFF: u32 = 1;
 /// Yields of the CPU before a waiter sleeps (see `yield_until`).
 const YIELDS: u32 = 8;
+/// How long a waiter whose heavy barrier failed sleeps between looks (a light
+/// waker's wake-up may then be missed; see `arm_sleep`).
+const UNCOVERED_SLICE: Duration = Duration::from_millis(1);
 
 /// The ring bytes of a queue created without a byte bound: large enough that
 /// producers rarely wait, small enough to cost little (memfd pages are allocated
@@ -523,11 +533,23 @@ impl Ring {
     /// docs). The first store after the other side went to sleep clears the flag
     /// and wakes it; the next ones see no sleeper (it sets the flag again before
     /// it sleeps again) and make no system call.
+    ///
+    /// In a process registered for `membarrier` (nearly always) the pair is a
+    /// release store and a plain load, ordered only against the compiler: the
+    /// sleeper's heavy barrier orders them (`arm_sleep`), so a publication costs
+    /// no fence. Otherwise both are SeqCst, as the sleeper's flag store and load.
     #[inline]
     fn store_and_wake(&self, word: usize, value: u64, flag: usize, seq: usize) {
-        self.u64(word).store(value, Ordering::SeqCst);
         let flag = self.u32(flag);
-        if flag.load(Ordering::SeqCst) != 0 {
+        let sleeping = if membarrier::light() {
+            self.u64(word).store(value, Ordering::Release);
+            compiler_fence(Ordering::SeqCst);
+            flag.load(Ordering::Relaxed)
+        } else {
+            self.u64(word).store(value, Ordering::SeqCst);
+            flag.load(Ordering::SeqCst)
+        };
+        if sleeping != 0 {
             self.wake_one(flag, seq);
         }
     }
@@ -662,9 +684,10 @@ impl Ring {
         let deadline = wait.deadline();
         let flag = self.u32(P_SLEEPING);
         let seq = self.u32(SPACE_SEQ);
+        let mut covered = None;
         let result = loop {
-            // Set at every round: a consumer's wake clears it.
-            flag.store(1, Ordering::SeqCst);
+            // Armed at every round: a consumer's wake clears the flag.
+            let slice = arm_sleep(flag, &mut covered);
             let s = seq.load(Ordering::SeqCst);
             let h = head.load(Ordering::SeqCst);
             if self.fits(t, h, need, one_more) {
@@ -677,7 +700,7 @@ impl Ring {
             if deadline.expired() {
                 break Err(wait.timed_out());
             }
-            futex::wait(seq, s, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
+            futex::wait(seq, s, Some(deadline.slice(slice)));
         };
         flag.store(0, Ordering::Relaxed);
         result
@@ -902,9 +925,10 @@ impl Ring {
         let flag = self.u32(C_SLEEPING);
         let seq = self.u32(ITEMS_SEQ);
         let mut next_check = Instant::now() + OWNER_CHECK_INTERVAL;
+        let mut covered = None;
         let result = loop {
-            // Set at every round: a producer's wake clears it.
-            flag.store(1, Ordering::SeqCst);
+            // Armed at every round: a producer's wake clears the flag.
+            let slice = arm_sleep(flag, &mut covered);
             let s = seq.load(Ordering::SeqCst);
             if pos(tail.load(Ordering::SeqCst)) != head {
                 break Ok(());
@@ -919,7 +943,7 @@ impl Ring {
             if deadline.expired() {
                 break Err(wait.timed_out());
             }
-            futex::wait(seq, s, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
+            futex::wait(seq, s, Some(deadline.slice(slice)));
             if piecing && Instant::now() >= next_check {
                 next_check = Instant::now() + OWNER_CHECK_INTERVAL;
                 // The piece writer holds `plock`: taking it means it died (repaired
@@ -931,6 +955,24 @@ impl Ring {
         };
         flag.store(0, Ordering::Relaxed);
         result
+    }
+}
+
+/// The sleeper's half of the handshake with `store_and_wake`: sets the sleeper
+/// flag (SeqCst) and, when this round set it (a wake cleared it, or this is the
+/// first round), runs the heavy barrier that orders it against the light wakers
+/// (`sys::membarrier`). Returns the slice to sleep: [`OWNER_CHECK_INTERVAL`], or
+/// [`UNCOVERED_SLICE`] when the barrier failed and a light waker's wake-up could
+/// be missed (the wait then looks again soon). `covered` keeps the last barrier's
+/// answer: while the flag stays set, that barrier still orders every waker.
+fn arm_sleep(flag: &AtomicU32, covered: &mut Option<bool>) -> Duration {
+    if flag.swap(1, Ordering::SeqCst) == 0 || covered.is_none() {
+        *covered = Some(membarrier::heavy());
+    }
+    if *covered == Some(true) {
+        OWNER_CHECK_INTERVAL
+    } else {
+        UNCOVERED_SLICE
     }
 }
 
@@ -1045,5 +1087,82 @@ impl Ring {
             c_spin: AdaptiveSpin::new(),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Process, Queue};
+
+    const PATIENCE: Option<Duration> = Some(Duration::from_secs(30));
+
+    /// Polls `ready` until it holds; false after 30 s.
+    fn poll(mut ready: impl FnMut() -> bool) -> bool {
+        let deadline = Deadline::after(PATIENCE).unwrap();
+        while !ready() {
+            if deadline.expired() {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    /// Which way the other side sleeps in the handshake test.
+    fn woken_by_the_waker(consumer_sleeps: bool) {
+        let q = Queue::<u64>::with_maxsize(1).unwrap();
+        if !consumer_sleeps {
+            q.put(&1, None).unwrap();
+        }
+        let h = q.clone();
+        let mut child = Process::new(move || {
+            if consumer_sleeps {
+                assert_eq!(h.get(PATIENCE).unwrap(), 7);
+            } else {
+                h.put(&7, PATIENCE).unwrap();
+            }
+        });
+        child.start().unwrap();
+        let ring = &*q.holder.ring;
+        let (flag, seq) = if consumer_sleeps {
+            (C_SLEEPING, ITEMS_SEQ)
+        } else {
+            (P_SLEEPING, SPACE_SEQ)
+        };
+        assert!(
+            poll(|| ring.u32(flag).load(Ordering::SeqCst) != 0),
+            "the child never went to sleep"
+        );
+        let before = ring.u32(seq).load(Ordering::SeqCst);
+        if consumer_sleeps {
+            q.put(&7, None).unwrap();
+        } else {
+            assert_eq!(q.get(None).unwrap(), 1);
+        }
+        // The publication saw the sleeper's flag: it bumped the sequence (and woke
+        // the futex) instead of leaving the sleeper to its slice.
+        assert_ne!(
+            ring.u32(seq).load(Ordering::SeqCst),
+            before,
+            "the waker did not wake the sleeper"
+        );
+        child.join(PATIENCE).unwrap();
+        assert_eq!(child.exitcode(), Some(0));
+        if !consumer_sleeps {
+            assert_eq!(q.get(None).unwrap(), 7);
+        }
+    }
+
+    #[test]
+    fn a_publication_wakes_a_consumer_asleep_in_another_process() {
+        woken_by_the_waker(true);
+    }
+
+    #[test]
+    fn a_get_wakes_a_producer_asleep_on_a_full_queue_in_another_process() {
+        woken_by_the_waker(false);
     }
 }

@@ -245,11 +245,14 @@ impl ObjectKind {
     /// use multiproc::named::ObjectKind;
     /// assert_eq!(ObjectKind::Lock.version(), 1);
     /// assert_eq!(ObjectKind::Barrier.version(), 2);
+    /// assert_eq!(ObjectKind::Queue.version(), 2);
     /// ```
     pub fn version(self) -> u32 {
         match self {
             // 2: the reason word also holds the ANNOUNCE flag of armed sleepers.
             ObjectKind::Barrier => 2,
+            // 2: the producer lock moved to its own cache line (offset 384).
+            ObjectKind::Queue => 2,
             _ => 1,
         }
     }

@@ -10,6 +10,8 @@
 //!   per-process caches notice they are in a new child.
 //! - `inherit`: which handles a forked child captured, so that inherited copies
 //!   it never uses do not count (a fork handshake run by `Process::start`).
+//! - `membarrier`: asymmetric fences between processes (a frequent side that
+//!   orders only against the compiler, a rare side that pays a system call).
 //! - [`procfs`]: who is alive, read from `/proc` (pid and start time, so that a
 //!   reused pid is not mistaken for the process that died).
 //! - [`time`]: deadlines on the monotonic clock.
@@ -31,6 +33,7 @@ pub mod fork;
 pub mod futex;
 pub(crate) mod inherit;
 pub mod mem;
+pub(crate) mod membarrier;
 pub mod procfs;
 #[cfg(test)]
 pub(crate) mod signal;

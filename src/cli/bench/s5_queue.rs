@@ -5,6 +5,8 @@
 //!
 //! The batched run moves the same 8-byte messages with `put_many` / `get_many`
 //! (64 a call); crossbeam-channel, which has no batch calls, is shown one by one.
+//! The Pod run moves them with `put_pod` / `get_pod` (their bytes copied, no
+//! serde); the goal stays on the serde run.
 //!
 //! Every run times the whole transfer in the parent: from a Barrier that releases
 //! every party to the last child's exit. 8-byte messages are typed (`[u8; 8]`
@@ -22,7 +24,7 @@ use super::{Ctx, Goal, Scenario, join_all};
 pub const SCENARIO: Scenario = Scenario {
     id: "S5",
     title: "Queue throughput between processes: 1->1 with 8 B and 4 KiB messages, 4->4 with 8 B",
-    steps: 10,
+    steps: 11,
     run,
     python: python_script!("s5_queue.py"),
     goals: &[
@@ -62,6 +64,7 @@ const LARGE: &str = "1->1, 4 KiB messages";
 const LARGE_MB: &str = "1->1, 4 KiB messages, bytes";
 const MANY: &str = "4->4, 8 B messages";
 const BATCHED: &str = "1->1, 8 B messages, in batches of 64";
+const POD: &str = "1->1, 8 B messages, put_pod / get_pod";
 /// Messages per `put_many` / `get_many` in the batched run.
 const BATCH: usize = 64;
 const PATIENCE: Option<Duration> = Some(Duration::from_secs(60));
@@ -112,6 +115,35 @@ fn queue_small(
         let t = Instant::now();
         join_all(kids)?;
         out.push((per * producers as u64) as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(out)
+}
+
+/// Messages per second of 1->1 transfers of `total` 8-byte messages through the
+/// plain-old-data path (`put_pod` / `get_pod`: the bytes copied, no serde).
+fn queue_pod(total: u64, reps: usize) -> multiproc::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for _ in 0..reps {
+        let q = Queue::<[u8; 8]>::new()?;
+        let start = Barrier::new(3)?;
+        let (tx, b) = (q.sender(), start.clone());
+        let producer = spawn(move || {
+            b.wait(PATIENCE).expect("start");
+            for i in 0..total {
+                tx.put_pod(&i.to_le_bytes(), PATIENCE).expect("put");
+            }
+            tx.put_pod(&END, PATIENCE).expect("put");
+        })?;
+        let (rx, b) = (q.receiver(), start.clone());
+        let consumer = spawn(move || {
+            b.wait(PATIENCE).expect("start");
+            while rx.get_pod(PATIENCE).expect("get") != END {}
+        })?;
+        drop(q);
+        start.wait(PATIENCE)?;
+        let t = Instant::now();
+        join_all(vec![producer, consumer])?;
+        out.push(total as f64 / t.elapsed().as_secs_f64());
     }
     Ok(out)
 }
@@ -295,6 +327,9 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     ctx.step("multiproc Queue 1->1, 8 B, batches");
     let v = queue_batched(small, reps)?;
     ctx.record("multiproc", BATCHED, 2, "msg/s", &v);
+    ctx.step("multiproc Queue 1->1, 8 B, put_pod / get_pod");
+    let v = queue_pod(small, reps)?;
+    ctx.record("multiproc", POD, 2, "msg/s", &v);
     ctx.step("multiproc Queue 1->1, 4 KiB");
     let v = queue_large(large, reps)?;
     ctx.record("multiproc", LARGE, 2, "msg/s", &v);
@@ -315,6 +350,8 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     ctx.record("threads", SMALL, 2, "msg/s", &v);
     // crossbeam-channel has no batch calls: the same transfer, one by one.
     ctx.record("threads", BATCHED, 2, "msg/s", &v);
+    // Nor serde: its messages are always moved as they are.
+    ctx.record("threads", POD, 2, "msg/s", &v);
     ctx.step("threads: crossbeam-channel 1->1, 4 KiB");
     let v = threads(1, 1, large, reps, 256, [0u8; KIB4], [0xff; KIB4], |m| {
         m[0] == 0xff
