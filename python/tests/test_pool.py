@@ -6,6 +6,7 @@ import os
 import signal
 import struct
 import sys
+import threading
 
 import pytest
 
@@ -14,23 +15,73 @@ from multiproc.pool import MapResult, Pool
 from conftest import T
 
 
+def _shm():
+    # CPython's semaphores (sem.mp-*) live there for a moment while other programs
+    # on the machine create them; nothing here makes one.
+    return {n for n in os.listdir("/dev/shm") if not n.startswith("sem.mp-")}
+
+
 @pytest.fixture(autouse=True)
 def no_leaks():
-    before = set(os.listdir("/dev/shm"))
+    before = _shm()
     children = set(multiprocessing.active_children())
     yield
-    assert set(os.listdir("/dev/shm")) - before == set()
+    assert _shm() - before == set()
     assert set(multiprocessing.active_children()) - children == set()
+
+
+def bounded(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a thread: its result, or a failure after ``T``
+    seconds (a blocking call of the pool API never hangs a test)."""
+    out = []
+
+    def run():
+        try:
+            out.append((True, fn(*args, **kwargs)))
+        except BaseException as e:
+            out.append((False, e))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(T)
+    assert out, f"{fn!r} did not return within {T} s"
+    ok, value = out[0]
+    if ok:
+        return value
+    raise value
+
+
+class Bounded:
+    """A pool whose blocking calls (``apply``, ``map``, ``starmap``, ``terminate``,
+    the end of a ``with`` block) fail after ``T`` seconds instead of hanging."""
+
+    BLOCKING = {"apply", "map", "starmap", "terminate"}
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def __getattr__(self, name):
+        attr = getattr(self.pool, name)
+        if name in self.BLOCKING:
+            return lambda *a, **k: bounded(attr, *a, **k)
+        return attr
+
+    def __enter__(self):
+        self.pool.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        bounded(self.pool.__exit__, *exc)
 
 
 @pytest.fixture
 def pools(ctx):
-    """``make(n, ...)``: a pool of ``ctx`` that is terminated and joined after the
-    test even if it fails."""
+    """``make(n, ...)``: a (Bounded) pool of ``ctx`` that is terminated and joined
+    after the test even if it fails."""
     made = []
 
     def make(*args, **kwargs):
-        p = ctx.Pool(*args, **kwargs)
+        p = Bounded(ctx.Pool(*args, **kwargs))
         made.append(p)
         return p
 
@@ -140,10 +191,13 @@ def exit_with(code):
 
 def test_ctx_pool_is_multiprocs(ctx, pools):
     p = pools(2)
-    assert isinstance(p, Pool)
+    assert isinstance(p.pool, Pool)
     assert len(p._pool) == 2
     assert all(w.is_alive() for w in p._pool)
-    assert isinstance(multiproc.Pool(1), Pool)  # default context; collected below
+    d = multiproc.Pool(1)  # the default context
+    assert isinstance(d, Pool)
+    d.terminate()
+    assert d.join(T)
 
 
 def test_apply_and_apply_async(ctx, pools):
@@ -185,18 +239,18 @@ def test_map_family_in_order(ctx, pools):
 
 def test_imap_in_order_and_unordered_gets_all(ctx, pools):
     p = pools(3)
-    assert list(p.imap(sqr, range(50))) == [x * x for x in range(50)]
-    assert list(p.imap(sqr, range(50), chunksize=6)) == [x * x for x in range(50)]
-    assert list(p.imap(sqr, (x for x in range(20)))) == [x * x for x in range(20)]
-    assert sorted(p.imap_unordered(sqr, range(50))) == [x * x for x in range(50)]
-    assert sorted(p.imap_unordered(sqr, range(50), 5)) == [x * x for x in range(50)]
-    assert list(p.imap(sqr, [])) == [] and list(p.imap_unordered(sqr, [])) == []
+    assert bounded(list, p.imap(sqr, range(50))) == [x * x for x in range(50)]
+    assert bounded(list, p.imap(sqr, range(50), chunksize=6)) == [x * x for x in range(50)]
+    assert bounded(list, p.imap(sqr, (x for x in range(20)))) == [x * x for x in range(20)]
+    assert bounded(sorted, p.imap_unordered(sqr, range(50))) == [x * x for x in range(50)]
+    assert bounded(sorted, p.imap_unordered(sqr, range(50), 5)) == [x * x for x in range(50)]
+    assert bounded(list, p.imap(sqr, [])) == [] and bounded(list, p.imap_unordered(sqr, [])) == []
     it = p.imap(sqr, range(3))
     assert [it.next(T) for _ in range(3)] == [0, 1, 4]
     with pytest.raises(StopIteration):
         it.next(T)
     # A long input is read lazily, a bounded number of tasks ahead.
-    assert sum(p.imap_unordered(sqr, range(3000), 10)) == sum(x * x for x in range(3000))
+    assert bounded(sum, p.imap_unordered(sqr, range(3000), 10)) == sum(x * x for x in range(3000))
     closed_ok(p)
 
 
