@@ -42,6 +42,7 @@ import time
 import traceback
 import types
 import warnings
+import weakref
 from multiprocessing import TimeoutError
 from multiprocessing import get_context as _mp_get_context
 from multiprocessing import util as _util
@@ -67,6 +68,13 @@ _READ_MAX = 1 << 18
 TERMINATE_GRACE = 2.0
 
 _job_counter = itertools.count()
+# Every pool of this process: a forked worker closes all their parent-side
+# descriptors, so no worker keeps another's socket open after the parent died.
+_cores = weakref.WeakSet()
+# Held while a fork worker's list of those descriptors is made and it is started,
+# and while a pool closes one (a number closed and reused in between must not be
+# on the list: the child would close its own socket).
+_fds_lock = threading.Lock()
 _loads = ForkingPickler.loads
 
 
@@ -438,6 +446,7 @@ class _Core:
         self.thread = None
         self.fork = ctx.get_start_method() == "fork"
         self.names = itertools.count(1)
+        _cores.add(self)
 
     # -- called by the pool's methods (any thread) --
 
@@ -485,22 +494,24 @@ class _Core:
         a, b = socket.socketpair()
         fd = a.detach()
         theirs = _Connection(b.detach())  # CPython's: pickles for spawn/forkserver
-        close = []
-        if self.fork:
-            close = [self.wake_r, self.wake_w, self.sel.fileno(), fd]
-            for w in self.workers:
-                close += [w.fd, w.sentinel]
-        p = self.ctx.Process(
-            target=_worker,
-            args=(theirs, self.initializer, self.initargs, self.maxtasks, close),
-            name=f"multiproc.PoolWorker-{next(self.names)}", daemon=True)
-        try:
-            p.start()
-        except BaseException:
-            os.close(fd)
-            raise
-        finally:
-            theirs.close()
+        with _fds_lock:
+            close = []
+            if self.fork:
+                close = [fd]
+                for core in list(_cores):
+                    close += [core.wake_r, core.wake_w]
+                    close += [w.fd for w in list(core.workers)]
+            p = self.ctx.Process(
+                target=_worker,
+                args=(theirs, self.initializer, self.initargs, self.maxtasks, close),
+                name=f"multiproc.PoolWorker-{next(self.names)}", daemon=True)
+            try:
+                p.start()
+            except BaseException:
+                os.close(fd)
+                raise
+            finally:
+                theirs.close()
         os.set_blocking(fd, False)
         w = _Worker(p, fd)
         self.workers.append(w)
@@ -514,11 +525,12 @@ class _Core:
                 self.sel.unregister(fd)
             except (KeyError, ValueError):
                 pass
-        try:
-            os.close(w.fd)
-        except OSError:
-            pass
-        self.workers.remove(w)
+        with _fds_lock:
+            self.workers.remove(w)
+            try:
+                os.close(w.fd)
+            except OSError:
+                pass
 
     # -- the handler thread --
 
@@ -765,11 +777,13 @@ class _Core:
             w.proc.join()
             self._retire(w)
         self.sel.close()
-        for fd in (self.wake_r, self.wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        with _fds_lock:
+            _cores.discard(self)
+            for fd in (self.wake_r, self.wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     # -- close / terminate --
 

@@ -3,6 +3,7 @@ killed while it holds a task fails only that task (CPython's would hang)."""
 
 import multiprocessing
 import os
+import select
 import signal
 import struct
 import sys
@@ -483,3 +484,30 @@ def test_many_kills_in_a_row(ctx, pools):
             lost.get(T)
     assert len(p._pool) == 2
     closed_ok(p)
+
+
+def _two_pools_owner(q, method):
+    ctx = multiproc.get_context(method)
+    a, b = ctx.Pool(1), ctx.Pool(2)
+    try:
+        a.apply_async(exit_with, (1,)).get(T)  # a's replacement: forked after b
+    except multiproc.WorkerLostError:
+        pass
+    q.put([w.pid for w in a._pool + b._pool])
+    threading.Event().wait(T)  # killed here
+
+
+def test_workers_exit_when_the_parent_is_killed(ctx):
+    q = ctx.Queue()
+    owner = ctx.Process(target=_two_pools_owner, args=(q, ctx.get_start_method()))
+    owner.start()
+    pids = q.get(timeout=T)
+    fds = [os.pidfd_open(pid) for pid in pids]
+    try:
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.join(T)
+        for fd in fds:  # readable when the worker has exited
+            assert select.select([fd], [], [], T)[0], "a worker outlived its parent"
+    finally:
+        for fd in fds:
+            os.close(fd)
