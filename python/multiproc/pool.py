@@ -13,10 +13,15 @@ parent knows which task each worker holds:
   results as they come, and runs the callbacks (as CPython's result thread does);
 - a worker holds at most one task at a time, so when its sentinel fires the parent
   first takes every whole result the worker sent, throws away a half-sent one
-  (it only ever lived in that worker's socket), fails the task the worker still
-  held with :class:`WorkerLostError` (naming the pid, the signal or exit code and
-  the task), and starts a replacement (running the initializer); every other task
-  goes on;
+  (it only ever lived in that worker's socket), starts a replacement (running the
+  initializer), then fails the task the worker still held with
+  :class:`WorkerLostError` (naming the pid, the signal or exit code and the task);
+  every other task goes on;
+- a fork worker closes the parent-side descriptors of every pool of the parent, so
+  each worker's socket has one parent end: when the parent dies the workers read
+  EOF and exit;
+- ``imap``/``imap_unordered`` read their iterable in a feeder thread, a bounded
+  number of tasks ahead (CPython's reads it all at once);
 - ``terminate()`` ends the workers (SIGTERM, then SIGKILL after a grace period) and
   fails every unfinished result with :class:`PoolTerminatedError` (CPython's leaves
   them waiting forever).
