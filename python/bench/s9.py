@@ -10,6 +10,9 @@ Each figure is the median of --repeat runs (min and max in brackets). Rows:
            ns per step (wall time / (P*N)); also one process alone
   event    Event ping-pong between two processes, us per round trip
   queue    small objects (i, "x") from a child to the parent, ns per message
+  pool     Pool(2).map(trivial, range(N)) (default chunksize), ns per item; and
+           Pool(2).apply(trivial, (1,)) round trips, us per call (pool started
+           outside the timing)
 """
 
 import argparse
@@ -180,6 +183,32 @@ def zoo_queue_run(n):
     return dt / n
 
 
+# --- pool --------------------------------------------------------------------
+
+def _trivial(x):
+    return x
+
+
+def pool_map_run(mod, n):
+    with mod.get_context(CTX_METHOD).Pool(2) as pool:
+        pool.map(_trivial, range(100))  # both workers up
+        t0 = time.perf_counter_ns()
+        out = pool.map(_trivial, range(n))
+        dt = time.perf_counter_ns() - t0
+    assert out[-1] == n - 1
+    return dt / n
+
+
+def pool_apply_run(mod, n):
+    with mod.get_context(CTX_METHOD).Pool(2) as pool:
+        pool.map(_trivial, range(100))
+        t0 = time.perf_counter_ns()
+        for i in range(n):
+            assert pool.apply(_trivial, (i,)) == i
+        dt = time.perf_counter_ns() - t0
+    return dt / n / 1000
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -191,6 +220,8 @@ def main():
     n_count = 10_000 if q else 100_000
     n_event_mp, n_event_cp = (2_000, 200) if q else (20_000, 2_000)
     n_queue_mp, n_queue_cp = (20_000, 5_000) if q else (200_000, 50_000)
+    n_map = 20_000 if q else 1_000_000
+    n_apply = 200 if q else 5_000
 
     rows = []
 
@@ -226,6 +257,11 @@ def main():
     row("queue", "multiprocessing.Queue", timed(lambda: queue_run(multiprocessing, n_queue_cp), repeat), "ns")
     if zooparallel is not None:
         row("queue", "zooparallel.ZooQueue+pickle", timed(lambda: zoo_queue_run(n_queue_mp), repeat), "ns")
+
+    row("pool", "multiproc Pool.map", timed(lambda: pool_map_run(multiproc, n_map), repeat), "ns")
+    row("pool", "multiprocessing Pool.map", timed(lambda: pool_map_run(multiprocessing, n_map), repeat), "ns")
+    row("pool", "multiproc Pool.apply", timed(lambda: pool_apply_run(multiproc, n_apply), repeat), "us")
+    row("pool", "multiprocessing Pool.apply", timed(lambda: pool_apply_run(multiprocessing, n_apply), repeat), "us")
 
 
 if __name__ == "__main__":

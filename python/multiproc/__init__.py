@@ -3,9 +3,9 @@
 Change one import (``import multiproc as mp``, or ``ctx = multiproc.get_context(m)``)
 and ``Lock``, ``RLock``, ``Semaphore``, ``BoundedSemaphore``, ``Event``,
 ``Condition``, ``Barrier``, ``Value``, ``Array``, ``Queue``, ``SimpleQueue``,
-``JoinableQueue`` and ``Pipe`` become multiproc's: faster, and no process waits
-forever because another died. ``Process`` and ``Pool`` are CPython's (under
-fork, spawn and forkserver).
+``JoinableQueue``, ``Pipe`` and ``Pool`` become multiproc's: faster, and no process
+waits forever because another died (a pool worker's death fails only its task, with
+``WorkerLostError``). ``Process`` is CPython's (under fork, spawn and forkserver).
 """
 
 import multiprocessing as _mp
@@ -27,6 +27,8 @@ from .queues import JoinableQueue, Queue, SimpleQueue
 from .connection import Pipe
 from .sharedctypes import Array, RawArray, RawValue, Value
 from . import shared_memory
+from . import pool
+from .pool import PoolTerminatedError, WorkerLostError
 from . import queues as _queues
 
 TasksAbandonedError = _native.TasksAbandonedError
@@ -51,8 +53,8 @@ from multiprocessing import (  # noqa: E402
 __all__ = [
     "Array", "AuthenticationError", "Barrier", "BoundedSemaphore", "BufferTooShort",
     "Condition", "Event", "JoinableQueue", "Lock", "OwnerDiedWarning", "Pipe", "Pool",
-    "Process", "ProcessError", "Queue", "RLock", "RawArray", "RawValue", "Semaphore",
-    "SimpleQueue", "TasksAbandonedError", "TimeoutError", "Value", "active_children",
+    "PoolTerminatedError", "Process", "ProcessError", "Queue", "RLock", "RawArray", "RawValue", "Semaphore",
+    "SimpleQueue", "TasksAbandonedError", "TimeoutError", "Value", "WorkerLostError", "active_children",
     "allow_connection_pickling", "cpu_count", "current_process", "freeze_support",
     "get_all_start_methods", "get_context", "get_logger", "get_start_method",
     "log_to_stderr", "parent_process", "set_start_method", "shared_memory",
@@ -62,8 +64,10 @@ Process = _mp.Process
 
 
 def Pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None):
-    """CPython's ``multiprocessing.Pool`` (its default context)."""
-    return _mp.Pool(processes, initializer, initargs, maxtasksperchild)
+    """multiproc's :class:`multiproc.pool.Pool` in the default context (its start
+    method): CPython's API, and a worker's death fails only the task it held."""
+    return pool.Pool(processes, initializer, initargs, maxtasksperchild,
+                     context=get_context())
 
 
 def get_context(method=None):

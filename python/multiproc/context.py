@@ -1,14 +1,15 @@
 """Contexts: ``multiproc.get_context(method)`` in place of
 ``multiprocessing.get_context(method)``.
 
-A context gives multiproc's primitives, queues, pipes and shared ctypes, and the
-matching ``multiprocessing`` context's ``Process`` and ``Pool`` (CPython's Pool,
-with CPython's queues inside), so one changed line moves a program over.
+A context gives multiproc's primitives, queues, pipes, shared ctypes and ``Pool``
+(its workers started by this start method), and the matching ``multiprocessing``
+context's ``Process``, so one changed line moves a program over.
 """
 
 import multiprocessing as _mp
 
 from . import connection as _connection
+from . import pool as _pool
 from . import queues as _queues
 from . import sharedctypes as _sharedctypes
 from . import synchronize as _synchronize
@@ -43,7 +44,7 @@ class MultiprocContext:
         return MultiprocContext(method)
 
     def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
-        return self._mp.Pool(processes, initializer, initargs, maxtasksperchild)
+        return _pool.Pool(processes, initializer, initargs, maxtasksperchild, context=self)
 
     def Lock(self):
         return _synchronize.Lock()

@@ -20,7 +20,7 @@ base = pytest.importorskip("test._test_multiprocessing")
 
 CLASSES = ["_TestLock", "_TestSemaphore", "_TestCondition", "_TestEvent", "_TestBarrier",
            "_TestValue", "_TestArray", "_TestQueue", "_TestConnection", "_TestPoll",
-           "_TestPicklingConnections"]
+           "_TestPicklingConnections", "_TestPool"]
 
 # test name -> why it cannot pass against multiproc (see CPYTHON_SUITE.md).
 SKIP = {
@@ -35,6 +35,8 @@ SKIP = {
 # CPYTHON_SUITE.md); multiproc's own tests run under forkserver too.
 METHODS = [m for m in ("fork", "spawn")
            if m in multiprocessing.get_all_start_methods()]
+# Classes that also run under forkserver (they pass there).
+FORKSERVER_TOO = ["_TestPool"]
 
 
 def _mixin(method):
@@ -77,9 +79,11 @@ def _mixin(method):
 
 def _install():
     module = sys.modules[__name__]
-    for method in METHODS:
+    methods = METHODS + [m for m in ("forkserver",)
+                         if m in multiprocessing.get_all_start_methods()]
+    for method in methods:
         mixin = _mixin(method)
-        for name in CLASSES:
+        for name in CLASSES if method in METHODS else FORKSERVER_TOO:
             cls = getattr(base, name)
             if "processes" not in cls.ALLOWED_TYPES:
                 continue
