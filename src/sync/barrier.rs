@@ -612,13 +612,16 @@ impl Barrier {
                 continue;
             }
             if slept_at.is_none() {
-                // The first sleep: spin, then (when the last wait here was long)
-                // arm the alarms at once; else a first timed slice follows.
-                if self.spin.spin(|| self.current() != w, self.parties()) {
+                // The first sleep. When the last wait here was long, arm the
+                // alarms at once, without a spin (up to 10 us of pauses, likely
+                // wasted: if the others come soon after all, this costs one wake-up
+                // and clears the hint); else spin, then a first timed slice.
+                let long = self.long.load(Ordering::Relaxed);
+                if !long && self.spin.spin(|| self.current() != w, self.parties()) {
                     continue;
                 }
                 slept_at = Some(Instant::now());
-                if self.long.load(Ordering::Relaxed) {
+                if long {
                     armed = self.watch(w, index, me, tick, &mut watcher);
                     continue;
                 }
