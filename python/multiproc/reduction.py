@@ -19,6 +19,8 @@ import os
 from multiprocessing import context as _mpcontext
 from multiprocessing import reduction as _mpreduction
 
+from . import _native
+
 
 class _Keep:
     """What a child being spawned needs kept until it has it: descriptors (closed
@@ -70,6 +72,15 @@ def reduce_native(obj, **kwargs):
     keep = _keep_for(popen) if popen is not None else None
     if keep is not None:
         keep.objects.append(obj)
+        if isinstance(obj, _native.Connection):
+            # A connection's token is a copy of its socket: passed to a child being
+            # started, the copy would stay open here as long as the child's Popen,
+            # and the other end would never see EOF after the user closes this
+            # one (CPython's test_connection hung on that). Pass the connection's
+            # own descriptor instead, as CPython does: closing it closes it.
+            for fd in fds:
+                os.close(fd)
+            return _rebuild, (type(obj), data, [_mpreduction.DupFd(obj.fileno())], kwargs)
     return _rebuild, (type(obj), data, [_dupfd(fd, keep) for fd in fds], kwargs)
 
 

@@ -24,19 +24,13 @@ CLASSES = ["_TestLock", "_TestSemaphore", "_TestCondition", "_TestEvent", "_Test
 
 # test name -> why it cannot pass against multiproc (see CPYTHON_SUITE.md).
 SKIP = {
-    "_TestConnection.test_connection":
-        "hangs under spawn and forkserver (passes under fork): not yet understood",
     "_TestQueue.test_queue_feeder_donot_stop_onexc":
         "multiproc's put pickles at once and raises; CPython's feeder thread fails "
         "later and prints (there is no feeder thread)",
 }
 
-# forkserver: a test of the suite hangs under it (not yet found which; see
-# CPYTHON_SUITE.md); multiproc's own tests run under forkserver too.
-METHODS = [m for m in ("fork", "spawn")
+METHODS = [m for m in ("fork", "spawn", "forkserver")
            if m in multiprocessing.get_all_start_methods()]
-# Classes that also run under forkserver (they pass there).
-FORKSERVER_TOO = ["_TestPool"]
 
 
 def _mixin(method):
@@ -79,11 +73,9 @@ def _mixin(method):
 
 def _install():
     module = sys.modules[__name__]
-    methods = METHODS + [m for m in ("forkserver",)
-                         if m in multiprocessing.get_all_start_methods()]
-    for method in methods:
+    for method in METHODS:
         mixin = _mixin(method)
-        for name in CLASSES if method in METHODS else FORKSERVER_TOO:
+        for name in CLASSES:
             cls = getattr(base, name)
             if "processes" not in cls.ALLOWED_TYPES:
                 continue
