@@ -28,7 +28,7 @@ from .connection import Pipe
 from .sharedctypes import Array, RawArray, RawValue, Value
 from . import shared_memory
 from . import pool
-from .pool import PoolTerminatedError, WorkerLostError
+from .pool import PoolBrokenError, PoolTerminatedError, WorkerLostError
 from . import queues as _queues
 
 TasksAbandonedError = _native.TasksAbandonedError
@@ -53,7 +53,7 @@ from multiprocessing import (  # noqa: E402
 __all__ = [
     "Array", "AuthenticationError", "Barrier", "BoundedSemaphore", "BufferTooShort",
     "Condition", "Event", "JoinableQueue", "Lock", "OwnerDiedWarning", "Pipe", "Pool",
-    "PoolTerminatedError", "Process", "ProcessError", "Queue", "RLock", "RawArray", "RawValue", "Semaphore",
+    "PoolBrokenError", "PoolTerminatedError", "Process", "ProcessError", "Queue", "RLock", "RawArray", "RawValue", "Semaphore",
     "SimpleQueue", "TasksAbandonedError", "TimeoutError", "Value", "WorkerLostError", "active_children",
     "allow_connection_pickling", "cpu_count", "current_process", "freeze_support",
     "get_all_start_methods", "get_context", "get_logger", "get_start_method",

@@ -24,7 +24,12 @@ parent knows which task each worker holds:
   number of tasks ahead (CPython's reads it all at once);
 - ``terminate()`` ends the workers (SIGTERM, then SIGKILL after a grace period) and
   fails every unfinished result with :class:`PoolTerminatedError` (CPython's leaves
-  them waiting forever).
+  them waiting forever);
+- an initializer that raises breaks the pool: the worker sends the exception and
+  exits, no replacement is started, and every unfinished and later task fails with
+  :class:`PoolBrokenError` carrying it (CPython's pool starts new workers forever,
+  each failing the same way, and its tasks never finish), as the Rust pool's
+  ``PoolBroken``.
 
 Messages use CPython's ``Connection`` framing (4-byte big-endian length). A task is
 ``job, index`` (16 bytes) and the pickled ``(function, args, kwds)``; a result is
@@ -56,7 +61,7 @@ from multiprocessing.pool import ExceptionWithTraceback, MaybeEncodingError
 from multiprocessing.reduction import ForkingPickler
 
 __all__ = ["AsyncResult", "IMapIterator", "IMapUnorderedIterator", "MapResult", "Pool",
-           "PoolTerminatedError", "WorkerLostError"]
+           "PoolBrokenError", "PoolTerminatedError", "WorkerLostError"]
 
 # CPython's state names (its test suite sets ``pool._state`` to them).
 INIT = "INIT"
@@ -68,6 +73,7 @@ _HEAD = struct.Struct("!qq")     # job, index
 _LEN = struct.Struct("!i")       # CPython's frame length
 _LEN64 = struct.Struct("!Q")     # after a length of -1 (from 2 GiB)
 _STOP = -1                       # the job of the message that ends a worker
+_INIT_FAILED = -2                # the job of a worker's "my initializer raised"
 _READ_MAX = 1 << 18
 #: How long terminate() waits for SIGTERM to end a worker before SIGKILL.
 TERMINATE_GRACE = 2.0
@@ -115,6 +121,13 @@ class PoolTerminatedError(Exception):
     pool was garbage-collected while running) before this task's result came."""
 
 
+class PoolBrokenError(Exception):
+    """The pool's initializer raised in a worker: the pool starts no more workers,
+    and its unfinished and later tasks fail with this error (its ``__cause__`` is
+    the initializer's exception, with the worker's traceback). ``close()``,
+    ``join()`` and ``terminate()`` still work."""
+
+
 # --- worker side ----------------------------------------------------------------
 
 def _mapstar(func, chunk):
@@ -140,7 +153,18 @@ def _worker(conn, initializer, initargs, maxtasks, close_fds):
         except OSError:
             pass
     if initializer is not None:
-        initializer(*initargs)
+        try:
+            initializer(*initargs)
+        except BaseException as e:
+            # Tell the parent, which breaks the pool instead of starting another
+            # worker that would fail the same way; then exit as CPython's worker
+            # does (the traceback printed, exit code 1).
+            try:
+                conn.send_bytes(_result_frame(
+                    _INIT_FAILED, 0, False, ExceptionWithTraceback(e, e.__traceback__)))
+            except Exception:
+                pass
+            raise
     done = 0
     while maxtasks is None or done < maxtasks:
         try:
@@ -438,6 +462,7 @@ class _Core:
         self.lock = threading.RLock()
         self.room = threading.Condition(self.lock)  # imap feeders wait for room
         self.state = RUN
+        self.broken = None       # the PoolBrokenError once the initializer raised
         self.pending = collections.deque()
         self.cache = {}          # job -> result object
         self.feeders = 0         # imap feeders still iterating
@@ -469,6 +494,9 @@ class _Core:
         with self.lock:
             if self.state != RUN:
                 raise ValueError("Pool not running")
+            if self.broken is not None:
+                _fail(result, self.broken)
+                return
             self.cache[result._job] = result
             self.pending.extend(tasks)
             self.wake()
@@ -477,6 +505,9 @@ class _Core:
         with self.lock:
             if self.state != RUN:
                 raise ValueError("Pool not running")
+            if self.broken is not None:
+                _fail(result, self.broken)
+                return
             self.cache[result._job] = result
 
     def finish(self, result, done):
@@ -637,6 +668,9 @@ class _Core:
                 obj = _loads(view[_HEAD.size:])
         except Exception as e:
             obj = (False, MaybeEncodingError(e, "<a result that could not be unpickled>"))
+        if job == _INIT_FAILED:
+            self._break(w, obj[1])
+            return
         task = w.task
         if task is not None and task.job == job and task.index == i:
             w.task = None
@@ -673,7 +707,8 @@ class _Core:
         task = w.task
         self._retire(w)
         with self.lock:
-            replace = self.state == RUN or (self.state == CLOSE and self._work_left())
+            replace = self.broken is None and (
+                self.state == RUN or (self.state == CLOSE and self._work_left()))
         if replace:
             # Before the task fails: whoever sees the error finds the pool whole.
             self.start_worker()
@@ -695,6 +730,25 @@ class _Core:
                 pid=w.pid, exitcode=code, task=task.what)
             self.set_result(task.job, task.index, (False, err))
             task = err = None
+
+    def _break(self, w, cause):
+        """Worker `w`'s initializer raised `cause`: fail every unfinished task, and
+        every later one, with a PoolBrokenError (no worker is started again)."""
+        with self.lock:
+            first = self.broken is None
+            if first:
+                err = PoolBrokenError(
+                    f"the pool's initializer raised in worker pid {w.pid}: {cause!r}; "
+                    f"the pool starts no more workers and its tasks fail (fix the "
+                    f"initializer and make a new pool)")
+                err.__cause__ = cause
+                self.broken = err
+            results = list(self.cache.values())
+            self.cache.clear()
+            self.pending.clear()
+            self.room.notify_all()
+        for r in results:
+            _fail(r, self.broken)
 
     def _work_left(self):
         """Lock held."""
@@ -768,12 +822,7 @@ class _Core:
             "the end of its with block, or it was garbage-collected while running); "
             "use close() and join() to let the tasks finish")
         for r in results:
-            if isinstance(r, IMapIterator):
-                r._fail_rest(err)
-            elif isinstance(r, MapResult):
-                _fail_map(r, err)
-            else:
-                r._set(0, (False, err))
+            _fail(r, err)
         for w in list(self.workers):  # only after an error in the loop
             try:
                 w.proc.kill()
@@ -807,6 +856,16 @@ class _Core:
         t = self.thread
         if t is not None and t is not threading.current_thread():
             t.join()
+
+
+def _fail(r, err):
+    """Fails what is left of result `r` with `err`."""
+    if isinstance(r, IMapIterator):
+        r._fail_rest(err)
+    elif isinstance(r, MapResult):
+        _fail_map(r, err)
+    else:
+        r._set(0, (False, err))
 
 
 def _fail_map(r, err):
@@ -1068,8 +1127,8 @@ def _feed(pool, result, func, iterable, chunksize):
                 with core.lock:
                     while len(core.pending) >= limit and core.state != TERMINATE:
                         core.room.wait()
-                    if core.state == TERMINATE:
-                        return
+                    if core.state == TERMINATE or core.broken is not None:
+                        return  # its result has failed (terminate or _break)
                     core.pending.append(t)
                     core.wake()
                 t = None

@@ -352,6 +352,36 @@ def test_initializer_runs_in_each_worker_and_replacements(ctx, pools):
     closed_ok(p)
 
 
+def failing_init(q):
+    q.put(os.getpid())
+    raise RuntimeError("no database")
+
+
+def test_an_initializer_that_raises_breaks_the_pool(ctx, pools):
+    q = ctx.Queue()
+    p = pools(2, failing_init, (q,))
+    with pytest.raises(multiproc.PoolBrokenError) as e:
+        p.apply_async(pid).get(T)
+    assert "no database" in str(e.value)
+    assert isinstance(e.value.__cause__, RuntimeError)
+    # Later tasks fail at once, every method the same way.
+    with pytest.raises(multiproc.PoolBrokenError):
+        p.map(pid, range(10))
+    with pytest.raises(multiproc.PoolBrokenError):
+        list(p.imap(pid, range(10)))
+    p.close()
+    assert p.join(T), "the pool's workers did not exit"
+    # No worker was started again and again: at most the two of the start, each
+    # of which ran the initializer once.
+    started = []
+    while True:
+        try:
+            started.append(q.get(timeout=0))
+        except Exception:
+            break
+    assert 1 <= len(started) <= 2, started
+
+
 def test_maxtasksperchild(ctx, pools):
     p = pools(2, maxtasksperchild=3)
     rs = [p.apply_async(pid) for _ in range(20)]
