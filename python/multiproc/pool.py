@@ -492,23 +492,20 @@ class _Core:
     def submit(self, result, tasks):
         """Queue tasks (lock not held)."""
         with self.lock:
-            if self.state != RUN:
-                raise ValueError("Pool not running")
-            if self.broken is not None:
-                _fail(result, self.broken)
-                return
-            self.cache[result._job] = result
-            self.pending.extend(tasks)
-            self.wake()
+            if self.register(result):
+                self.pending.extend(tasks)
+                self.wake()
 
     def register(self, result):
+        """Takes `result` in; false if the pool is broken (it failed at once)."""
         with self.lock:
             if self.state != RUN:
                 raise ValueError("Pool not running")
             if self.broken is not None:
                 _fail(result, self.broken)
-                return
+                return False
             self.cache[result._job] = result
+            return True
 
     def finish(self, result, done):
         if done:

@@ -541,7 +541,11 @@ impl Barrier {
                         self.next_round(w);
                     } else {
                         self.lock.unlock();
-                        let slept = self.sleep(w, deadline, OWNER_CHECK_INTERVAL, true, || true);
+                        let slept = if self.spin.spin(|| self.current() != w, parties) {
+                            Slept::Changed
+                        } else {
+                            self.sleep(w, deadline, OWNER_CHECK_INTERVAL, || true)
+                        };
                         // The guard `held` still owns the one release.
                         std::mem::forget(self.hold());
                         if stop(slept) {
@@ -615,9 +619,19 @@ impl Barrier {
                 // The first sleep. When the last wait here was long, arm the
                 // alarms at once, without a spin (up to 10 us of pauses, likely
                 // wasted: if the others come soon after all, this costs one wake-up
-                // and clears the hint); else spin, then a first timed slice.
+                // and clears the hint); else spin, then a first timed slice. Only
+                // here: after a slice ran out, an answer in the next microseconds
+                // is no likelier than in any others.
+                //
+                // The other parties often arrive within microseconds on the other
+                // core; when they do not (more parties than cores), the adaptive
+                // budget shrinks, and a failed spin hands this core over for a
+                // bounded time (see `spin::yield_until`): a party that has not
+                // arrived may be waiting for it, and a futex wake-up of a halted
+                // vCPU costs tens of microseconds, a yield to a runnable party a
+                // context switch.
                 let long = self.long.load(Ordering::Relaxed);
-                if !long && self.spin.spin(|| self.current() != w, self.parties()) {
+                if !long && self.spin.spin(|| self.current() != w, parties) {
                     continue;
                 }
                 slept_at = Some(Instant::now());
@@ -630,12 +644,12 @@ impl Barrier {
                 // Set SLEEPERS, then look: a death or an arrival after the look
                 // clears SLEEPERS (the alarm thread, `announce`), so the futex
                 // sleep that follows does not start or is woken.
-                self.sleep(w, deadline, self.armed_slice, false, || {
+                self.sleep(w, deadline, self.armed_slice, || {
                     let now = self.suspects(me);
                     now.iter().all(|o| watcher.armed().contains(o)) && !watcher.any_gone(&now)
                 })
             } else {
-                self.sleep(w, deadline, spin::sleep_slice(tick), false, || true)
+                self.sleep(w, deadline, spin::sleep_slice(tick), || true)
             };
             if stop(slept) {
                 let _held = self.hold();
@@ -691,21 +705,8 @@ impl Barrier {
         w: u32,
         deadline: Deadline,
         slice: Duration,
-        spin: bool,
         still: impl FnOnce() -> bool,
     ) -> Slept {
-        // The other parties often arrive within microseconds on the other core; when
-        // they do not (more parties than cores), the adaptive budget shrinks.
-        // With more parties than cores, a failed spin hands this core over for a
-        // bounded time (see `spin::yield_until`): a party that has not arrived
-        // may be waiting for it, and a futex wake-up of a halted vCPU costs tens
-        // of microseconds, a yield to a runnable party a context switch.
-        // Only before the first sleep of a wait: after a slice ran out, an answer in
-        // the next microseconds is no likelier than in any others, and the spin
-        // (up to 10 us of pauses) would cost a sleeper more than its wake-up.
-        if spin && self.spin.spin(|| self.current() != w, self.parties()) {
-            return Slept::Changed;
-        }
         // Announce the sleep; fails (and returns) if the word moved on meanwhile.
         if self
             .state()
@@ -753,24 +754,26 @@ impl Barrier {
             return false;
         }
         let all = self.suspects(me);
-        let suspects = if all.len() <= ident::Watcher::CAPACITY {
-            all.clone()
+        let share;
+        let suspects: &[u32] = if all.len() <= ident::Watcher::CAPACITY {
+            &all
         } else {
             let count = (self.count().load(Ordering::Relaxed) as usize).clamp(1, self.tracked);
-            let mut share = Vec::new();
+            let mut mine = Vec::new();
             let next = self.slot((index + 1) % count).load(Ordering::Relaxed);
             if next != 0 && next != me {
-                share.push(next);
+                mine.push(next);
             }
             let mut j = (index + tick) % count;
             while j < REGISTRY {
                 let r = self.registry(j).load(Ordering::Relaxed);
                 if r != 0 && r != me {
-                    share.push(r);
+                    mine.push(r);
                 }
                 j += count;
             }
-            share
+            share = mine;
+            &share
         };
         let Some(dead) = suspects
             .iter()
