@@ -29,6 +29,20 @@ def _counter(v, n):
             v.value += 1
 
 
+def _contended_counter(v, lock, n, go):
+    # Every step contends with three other processes: the lock changes hands
+    # through the waiters' spin, yield and sleep paths. Each step also takes the
+    # lock a second time inside (recursion while others wait) and a plain
+    # Lock, so that both lock kinds' contended acquires run.
+    go.wait(T)
+    for _ in range(n):
+        with v.get_lock():
+            with v.get_lock():
+                v.value += 1
+        with lock:
+            pass
+
+
 def _array_double(a):
     with a.get_lock():
         for i in range(len(a)):
@@ -186,6 +200,17 @@ def test_value_counter(ctx):
     ps = [start(ctx, _counter, v, 2000) for _ in range(4)]
     join_ok(*ps)
     assert v.value == 8000
+
+
+def test_contended_counter_is_exact(ctx):
+    v = ctx.Value("i", 0)
+    lock = ctx.Lock()
+    go = ctx.Event()
+    ps = [start(ctx, _contended_counter, v, lock, 20_000, go) for _ in range(4)]
+    go.set()
+    join_ok(*ps)
+    assert v.value == 80_000
+    assert not v.get_lock()._is_owned() and not lock._is_locked()
 
 
 class _Index:

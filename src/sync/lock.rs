@@ -227,12 +227,14 @@ impl Lock {
     /// ```
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         let how = if block {
-            // A free lock needs no deadline: skip the clock read.
+            // A free lock needs no deadline: the clock is read only once the
+            // exchange failed (and the exchange is not tried twice).
             Deadline::check(timeout)?;
-            match self.take(None) {
-                Some(how) => Some(how),
-                None => self.take(Some(Deadline::after(timeout)?)),
+            let how = self.raw.lock_within(ident::process(), timeout)?;
+            if how.is_some() {
+                self.holder.store(ident::thread(), Ordering::Relaxed);
             }
+            how
         } else {
             self.take(None)
         };

@@ -21,7 +21,9 @@
 //! - `me`: held, no sleeper. `unlock` stores 0 and makes no system call.
 //! - `me | CONTENDED`: held, maybe sleepers. `unlock` stores 0 and wakes one.
 //!   A waiter sets CONTENDED before sleeping; a woken waiter takes the lock as
-//!   `me | CONTENDED`, since it cannot know whether others still sleep.
+//!   `me | CONTENDED`, since it cannot know whether others still sleep. A
+//!   waiter that has not slept (it spun or yielded) takes it as `me`, as the
+//!   fast path does: any sleeper the last release woke marks it again.
 //!
 //! ## Owner death: the mechanism and its trade-offs
 //! Waiters never sleep unbounded: they sleep on the futex in slices of
@@ -212,9 +214,11 @@ impl RawLock {
     }
 
     /// A failed `try_lock`: takes the lock over if the owner of `w` is gone and a
-    /// check of that owner is due for this thread.
+    /// check of that owner is due for this thread. For a caller whose own
+    /// exchange just failed with `w` (RLock), which need not try the exchange
+    /// again: each try takes the contended cache line from the holder.
     #[cold]
-    fn try_take_over(&self, me: u32, w: u32) -> Option<Acquired> {
+    pub(crate) fn try_take_over(&self, me: u32, w: u32) -> Option<Acquired> {
         if w == 0 {
             return None;
         }
@@ -262,22 +266,64 @@ impl RawLock {
         }
     }
 
-    /// Spins briefly while the lock is held by a running owner and no one sleeps.
-    fn spin(&self) -> u32 {
+    /// [`lock`](Self::lock) with the deadline `timeout` from now, read from the
+    /// clock only if the lock is not free (Python's `acquire(True, timeout)`).
+    /// `Err` if `timeout` is too large for the clock.
+    #[inline]
+    pub fn lock_within(
+        &self,
+        me: u32,
+        timeout: Option<Duration>,
+    ) -> crate::Result<Option<Acquired>> {
+        match self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(Some(self.after_acquire())),
+            Err(_) => Ok(self.lock_contended(me, Deadline::after(timeout)?)),
+        }
+    }
+
+    /// Spins briefly while the lock is held and no one sleeps, taking it (as the
+    /// fast path does) whenever it is seen free: `Ok` with the lock, or `Err`
+    /// with the word last seen once it is marked contended or the spin is spent.
+    ///
+    /// A lost race for a free lock goes on spinning: the holder that took it back
+    /// is running (it just released), so the lock will be free again soon; before,
+    /// the loser went on to announce itself and sleep, and every release after
+    /// that was a futex wake.
+    fn spin(&self, me: u32) -> Result<Acquired, u32> {
         let mut left = SPIN_LIMIT;
         loop {
             let w = self.word.load(Ordering::Relaxed);
-            if w == 0 || w & CONTENDED != 0 || left == 0 {
-                return w;
+            if w == 0 {
+                match self
+                    .word
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => return Ok(self.after_acquire()),
+                    Err(now) if now & CONTENDED != 0 => return Err(now),
+                    Err(_) => {}
+                }
+            } else if w & CONTENDED != 0 {
+                return Err(w);
+            }
+            if left == 0 {
+                return Err(self.word.load(Ordering::Relaxed));
             }
             std::hint::spin_loop();
             left -= 1;
         }
     }
 
+    /// The wait of [`lock`](Self::lock), for a caller whose own exchange just
+    /// failed (RLock): spin, yield, then sleep in slices until `deadline`.
     #[cold]
-    fn lock_contended(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
-        let mut w = self.spin();
+    pub(crate) fn lock_contended(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
+        let mut w = match self.spin(me) {
+            Ok(how) => return Some(how),
+            Err(w) => w,
+        };
         // Before sleeping, the rate-limited check of `try_lock`: a process that
         // comes to a lock whose owner is already dead takes it now, not after a
         // slice (at most one `/proc` read per interval per owner and thread).
@@ -302,15 +348,20 @@ impl RawLock {
         let mut next_check = Instant::now() + OWNER_CHECK_INTERVAL;
         // Slices slept so far: they grow after the first ten (`spin::sleep_slice`).
         let mut tick = 0;
+        // What a free lock is taken as: `me` until this waiter has slept, as on the
+        // fast path (it relied on no wake-up, and a sleeper that a release woke
+        // marks the lock contended again when it finds it held); `me | CONTENDED`
+        // once it has, since it cannot know whether others still sleep. Taking it
+        // contended after a mere spin made every release after a contended
+        // acquisition a futex wake with nobody to wake, and sent the next waiters
+        // past their spin (which stops at CONTENDED) into the yield phase.
+        let mut take_as = me;
         loop {
             if w == 0 {
-                // Free: take it, marked contended since others may sleep.
-                match self.word.compare_exchange(
-                    0,
-                    me | CONTENDED,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                ) {
+                match self
+                    .word
+                    .compare_exchange(0, take_as, Ordering::Acquire, Ordering::Relaxed)
+                {
                     Ok(_) => return Some(self.after_acquire()),
                     Err(now) => {
                         w = now;
@@ -333,8 +384,10 @@ impl RawLock {
             }
             let expired = deadline.expired();
             let slice = spin::sleep_slice(tick);
-            let timed_out = expired
-                || futex::wait(self.word, w, Some(deadline.slice(slice))) == futex::Wake::TimedOut;
+            let timed_out = expired || {
+                take_as = me | CONTENDED;
+                futex::wait(self.word, w, Some(deadline.slice(slice))) == futex::Wake::TimedOut
+            };
             // Check the owner when a slice ended, and also when wakes keep coming
             // without the word changing (EINTR from a signal every few ms would
             // otherwise end every slice early and the owner would never be checked).
@@ -460,6 +513,42 @@ mod tests {
         // Held by a live owner (this process): never taken over.
         assert_eq!(raw.try_lock(me), None);
         raw.mark_consistent();
+        raw.unlock();
+    }
+
+    #[test]
+    fn a_waiter_that_never_slept_takes_the_lock_as_the_fast_path_does() {
+        // Not marked contended: its release then makes no futex wake, and the next
+        // waiters' spins (which stop at CONTENDED) still run.
+        let (raw, _block) = fresh();
+        let me = ident::process();
+        let deadline = Deadline::after(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(raw.lock_contended(me, deadline), Some(Acquired::Clean));
+        assert_eq!(raw.word.load(Ordering::Relaxed), me);
+        assert_eq!(raw.unlock(), me);
+    }
+
+    #[test]
+    fn a_waiter_that_slept_takes_the_lock_marked_contended() {
+        // It cannot know whether others still sleep, so its release must wake one.
+        let (raw, _block) = fresh();
+        let me = ident::process();
+        assert_eq!(raw.try_lock(me), Some(Acquired::Clean));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let deadline = Deadline::after(Some(Duration::from_secs(20))).unwrap();
+                raw.lock(me, deadline)
+            });
+            // CONTENDED is set by the waiter only just before its futex sleep.
+            let end = Instant::now() + Duration::from_secs(20);
+            while raw.word.load(Ordering::Relaxed) & CONTENDED == 0 {
+                assert!(Instant::now() < end, "the waiter never announced its sleep");
+                std::thread::yield_now();
+            }
+            assert_eq!(raw.unlock(), me | CONTENDED);
+            assert_eq!(waiter.join().unwrap(), Some(Acquired::Clean));
+        });
+        assert_eq!(raw.word.load(Ordering::Relaxed), me | CONTENDED);
         raw.unlock();
     }
 

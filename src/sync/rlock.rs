@@ -134,6 +134,22 @@ impl RLock {
     /// Takes one level for the calling thread; `None` when the deadline passed.
     #[inline]
     fn take(&self, deadline: Option<Deadline>) -> Result<Option<Acquired>> {
+        self.take_with(|me, w| {
+            Ok(match deadline {
+                Some(d) => self.raw.lock_contended(me, d),
+                None => self.raw.try_take_over(me, w),
+            })
+        })
+    }
+
+    /// Takes one level for the calling thread: one exchange, and when another
+    /// holds the lock, `contended(me, word found)` (without a second exchange:
+    /// each try takes the contended cache line from the holder).
+    #[inline]
+    fn take_with(
+        &self,
+        contended: impl FnOnce(u32, u32) -> Result<Option<Acquired>>,
+    ) -> Result<Option<Acquired>> {
         let me = ident::thread();
         // The exchange first, the owner check only when it fails: a load of the
         // word before it would move the contended cache line twice.
@@ -147,10 +163,7 @@ impl RLock {
                 self.levels.store(join(count + 1, pins), Ordering::Relaxed);
                 return Ok(Some(Acquired::Clean));
             }
-            Err(_) => match deadline {
-                Some(d) => self.raw.lock(me, d),
-                None => self.raw.try_lock(me),
-            },
+            Err(w) => contended(me, w)?,
         };
         if how.is_some() {
             // A fresh acquisition: no guard of this process holds a level (it would
@@ -278,12 +291,10 @@ impl RLock {
     /// ```
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         let how = if block {
-            // A free (or already owned) lock needs no deadline: skip the clock read.
+            // A free (or already owned) lock needs no deadline: the clock is read
+            // only once the exchange failed.
             Deadline::check(timeout)?;
-            match self.take(None)? {
-                Some(how) => Some(how),
-                None => self.take(Some(Deadline::after(timeout)?))?,
-            }
+            self.take_with(|me, _| Ok(self.raw.lock_contended(me, Deadline::after(timeout)?)))?
         } else {
             self.take(None)?
         };
