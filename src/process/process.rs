@@ -412,6 +412,14 @@ impl Process {
             }
         };
         let mut reg = registry::registry();
+        // The child's record, built before the fork: the child allocates nothing.
+        let record = registry::ChildRecord {
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            daemon: self.daemon,
+            parent_name: reg.name().to_string(),
+            parent_pid: parent.as_raw_nonzero().get() as u32,
+        };
         if let Err(e) = blocks.add_child_holds() {
             drop((reg, handles, blocks, err, out));
             self.target = Some(Target::Closure(target));
@@ -426,13 +434,7 @@ impl Process {
             }
             Ok(Forked::Child) => {
                 let handles = handles.child();
-                reg.become_child(
-                    self.identity.clone(),
-                    &self.name,
-                    self.daemon,
-                    parent.as_raw_nonzero().get() as u32,
-                    parent_pidfd,
-                );
+                reg.become_child(record, parent_pidfd);
                 drop((reg, blocks, err, out));
                 // Before any user code: learn which inherited handles the closure
                 // captured, and let go of the others (see `sys::inherit`).
@@ -442,7 +444,7 @@ impl Process {
             Ok(Forked::Parent(pid)) => {
                 let handles = handles.parent();
                 drop((reg, blocks, err, out));
-                drop(parent_pidfd);
+                drop((parent_pidfd, record));
                 // The child holds its own copy of everything the closure captured
                 // (its shared blocks were counted for it above): drop the parent's,
                 // closing its files and releasing its handles, and tell the child
@@ -624,13 +626,18 @@ impl Process {
             State::Started(child) => Arc::clone(child),
         };
         self.check_creator("can only join a child process")?;
+        if let Some(code) = child.reaped() {
+            return Ok(Some(code));
+        }
         loop {
+            // A pidfd becomes readable when the process exits (at once if it has
+            // already): wait first, then reap, one `waitpid` per join.
+            let ready = registry::wait_readable(child.wait_fd(), deadline.remaining())?;
             if let Some(code) = self.poll()? {
                 return Ok(Some(code));
             }
-            // A pidfd becomes readable when the process exits.
-            if !registry::wait_readable(child.wait_fd(), deadline.remaining())? {
-                return self.poll();
+            if !ready {
+                return Ok(None);
             }
         }
     }

@@ -5,7 +5,6 @@
 //! owner by its pid (or tid) *and* its start time (field 22 of `/proc/<id>/stat`,
 //! clock ticks since boot), which no later process with the same pid can share.
 
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -49,28 +48,59 @@ pub enum Probe {
 /// went away between open and read) are [`Probe::Gone`]; `EINTR` is retried; every
 /// other failure is [`Probe::Unknown`].
 pub fn probe(id: u32) -> Probe {
-    let gone_or_unknown = |e: std::io::Error| match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ESRCH) => Probe::Gone,
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
+    let gone_or_unknown = |e: Errno| match e {
+        Errno::NOENT | Errno::SRCH => Probe::Gone,
         _ => Probe::Unknown,
     };
-    let mut file = loop {
-        match std::fs::File::open(format!("/proc/{id}/stat")) {
-            Ok(f) => break f,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    // The path is built on the stack and the file read with plain system calls:
+    // every forked child runs this once before its target (`ident::prime`), and
+    // a heap allocation there costs it a copy-on-write fault.
+    let mut path = [0u8; 32];
+    let path = stat_path(id, &mut path);
+    let fd = loop {
+        match rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+            Ok(fd) => break fd,
+            Err(Errno::INTR) => continue,
             Err(e) => return gone_or_unknown(e),
         }
     };
     let mut buf = [0u8; 1024];
     let mut len = 0;
-    while len < buf.len() {
-        match file.read(&mut buf[len..]) {
+    // The kernel writes the whole line in one read; it ends with a newline, so a
+    // second read (for end of file) is needed only if the first was cut short.
+    while len < buf.len() && !buf[..len].ends_with(b"\n") {
+        match rustix::io::read(&fd, &mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(Errno::INTR) => continue,
             Err(e) => return gone_or_unknown(e),
         }
     }
     parse_stat(&buf[..len]).map_or(Probe::Unknown, Probe::Found)
+}
+
+/// `/proc/<id>/stat` as a C string, written into `buf`.
+fn stat_path(id: u32, buf: &mut [u8; 32]) -> &std::ffi::CStr {
+    let mut digits = [0u8; 10];
+    let mut n = id;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let parts: [&[u8]; 4] = [b"/proc/", &digits[i..], b"/stat", b"\0"];
+    let mut len = 0;
+    for p in parts {
+        buf[len..len + p.len()].copy_from_slice(p);
+        len += p.len();
+    }
+    std::ffi::CStr::from_bytes_with_nul(&buf[..len]).expect("one nul, at the end")
 }
 
 /// Whether `/proc` speaks for this process's pid namespace: `/proc/self` names
@@ -185,6 +215,19 @@ pub fn current_process_start_time() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_paths_are_built_for_every_width_of_id() {
+        let mut buf = [0u8; 32];
+        for (id, want) in [
+            (0, "/proc/0/stat"),
+            (7, "/proc/7/stat"),
+            (4_194_304, "/proc/4194304/stat"),
+            (u32::MAX, "/proc/4294967295/stat"),
+        ] {
+            assert_eq!(stat_path(id, &mut buf).to_str().unwrap(), want);
+        }
+    }
 
     /// Regression: the "does /proc answer" probe cached `false` for the life of the
     /// process when it first ran during a transient failure; and a cached `true`
