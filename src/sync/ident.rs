@@ -214,6 +214,21 @@ pub fn prime() {
     let _ = thread();
 }
 
+/// [`prime`] in a forked child that knows its start time already (its parent
+/// bracketed the fork with clock readings: `procfs::start_ticks_between`): the
+/// same final words, with no `/proc` read (a fresh child's first read of `/proc`
+/// costs it about 25 us here: path lookup, the kernel's formatting, and faults
+/// on the code it runs). Call it only with the start time `/proc` would show.
+pub(crate) fn prime_started_at(start_time: u64) {
+    let generation = fork::generation();
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    let w = word(pid, Some(start_time));
+    PROCESS.store((generation as u64) << 32 | w as u64, Ordering::Relaxed);
+    // A forked child's one thread is its main thread (tid == pid): it takes the
+    // process's word.
+    let _ = thread();
+}
+
 /// Whether `owner` names the calling process: its owner word, or its pid with
 /// [`TAG_UNKNOWN`] (what it was called before its start time could be read).
 pub fn is_this_process(owner: u32) -> bool {

@@ -103,6 +103,35 @@ fn stat_path(id: u32, buf: &mut [u8; 32]) -> &std::ffi::CStr {
     std::ffi::CStr::from_bytes_with_nul(&buf[..len]).expect("one nul, at the end")
 }
 
+/// A reading of `CLOCK_BOOTTIME` in nanoseconds (through the vDSO: no system
+/// call): the clock a task's start time (field 22 of `/proc/<pid>/stat`) is
+/// taken from, at its fork.
+pub(crate) fn boottime_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The start time `/proc/<pid>/stat` shows for a process forked after the
+/// reading `before` and before the reading `after` of [`boottime_ns`], when the
+/// two fall in the same clock tick (`ticks_per_second`, the kernel's `USER_HZ`);
+/// `None` otherwise (then read `/proc`).
+///
+/// The kernel stamps a new task with `ktime_get_boottime_ns()` inside `fork`
+/// (`start_boottime`), and `/proc` shows it as `ns / (10^9 / USER_HZ)` ticks,
+/// rounded down, for a reader in the same time namespace (the child reading
+/// itself, as `/proc/self/stat` would). The vDSO's `CLOCK_BOOTTIME` is the same
+/// clock: `before <= start <= after`, so if both readings round to the same
+/// tick, so does the start. A fork that straddles a tick boundary (about 1 in
+/// 100 on this path) gets `None`.
+pub(crate) fn start_ticks_between(before: u64, after: u64, ticks_per_second: u64) -> Option<u64> {
+    const NS: u64 = 1_000_000_000;
+    if ticks_per_second == 0 || NS % ticks_per_second != 0 || after < before {
+        return None;
+    }
+    let ns_per_tick = NS / ticks_per_second;
+    (before / ns_per_tick == after / ns_per_tick).then_some(before / ns_per_tick)
+}
+
 /// Whether `/proc` speaks for this process's pid namespace: `/proc/self` names
 /// this very pid and its `stat` reads. Only then does "no `/proc/<pid>`" mean "no
 /// such process": without a mounted `/proc`, or with one of another pid namespace
@@ -215,6 +244,25 @@ pub fn current_process_start_time() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_time_is_known_only_when_both_readings_share_a_tick() {
+        let tick = 10_000_000; // 100 ticks per second
+        assert_eq!(start_ticks_between(5 * tick, 5 * tick, 100), Some(5));
+        assert_eq!(
+            start_ticks_between(5 * tick + 1, 6 * tick - 1, 100),
+            Some(5)
+        );
+        assert_eq!(start_ticks_between(6 * tick - 1, 6 * tick, 100), None);
+        assert_eq!(start_ticks_between(6 * tick, 6 * tick - 1, 100), None);
+        assert_eq!(start_ticks_between(0, 0, 0), None);
+        assert_eq!(start_ticks_between(0, 0, 7), None); // 10^9 not a multiple of 7
+        // This process's own start time was stamped before any reading now.
+        let now = boottime_ns();
+        let me = read_process_start_time().unwrap();
+        let tps = rustix::param::clock_ticks_per_second();
+        assert!(me <= now / (1_000_000_000 / tps));
+    }
 
     #[test]
     fn stat_paths_are_built_for_every_width_of_id() {
