@@ -412,11 +412,23 @@ impl Process {
             }
         };
         let mut reg = registry::registry();
+        // The child's record, built before the fork: the child allocates nothing.
+        let record = registry::ChildRecord {
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            daemon: self.daemon,
+            parent_name: reg.name().to_string(),
+            parent_pid: parent.as_raw_nonzero().get() as u32,
+        };
         if let Err(e) = blocks.add_child_holds() {
             drop((reg, handles, blocks, err, out));
             self.target = Some(Target::Closure(target));
             return Err(e);
         }
+        // Bracket the fork with clock readings: the child can then know its start
+        // time (its identity) without reading `/proc` (see `run_child`).
+        let ticks_per_second = rustix::param::clock_ticks_per_second();
+        let before = crate::sys::procfs::boottime_ns();
         match fork::fork() {
             Err(e) => {
                 blocks.fork_failed();
@@ -425,24 +437,23 @@ impl Process {
                 Err(Error::io(format!("forking process {:?}", self.name), e))
             }
             Ok(Forked::Child) => {
-                let handles = handles.child();
-                reg.become_child(
-                    self.identity.clone(),
-                    &self.name,
-                    self.daemon,
-                    parent.as_raw_nonzero().get() as u32,
-                    parent_pidfd,
+                let started = crate::sys::procfs::start_ticks_between(
+                    before,
+                    crate::sys::procfs::boottime_ns(),
+                    ticks_per_second,
                 );
+                let handles = handles.child();
+                reg.become_child(record, parent_pidfd);
                 drop((reg, blocks, err, out));
                 // Before any user code: learn which inherited handles the closure
                 // captured, and let go of the others (see `sys::inherit`).
                 inherit::adopt(handles);
-                self.run_child(target)
+                self.run_child(target, started)
             }
             Ok(Forked::Parent(pid)) => {
                 let handles = handles.parent();
                 drop((reg, blocks, err, out));
-                drop(parent_pidfd);
+                drop((parent_pidfd, record));
                 // The child holds its own copy of everything the closure captured
                 // (its shared blocks were counted for it above): drop the parent's,
                 // closing its files and releasing its handles, and tell the child
@@ -513,10 +524,16 @@ impl Process {
         }
     }
 
-    fn run_child(&self, target: Box<dyn FnOnce() + Send + 'static>) -> ! {
-        // Read this process's identity now, while nothing of the user's code has
-        // used up descriptors, so locks it takes carry its final owner word.
-        crate::sync::ident::prime();
+    /// The child's side of `start`. `started`: this process's start time in
+    /// clock ticks if the fork's clock readings tell it, `None` if not.
+    fn run_child(&self, target: Box<dyn FnOnce() + Send + 'static>, started: Option<u64>) -> ! {
+        // Know this process's identity now, while nothing of the user's code has
+        // used up descriptors, so locks it takes carry its final owner word:
+        // from the fork's clock readings, or else from `/proc`.
+        match started {
+            Some(ticks) => crate::sync::ident::prime_started_at(ticks),
+            None => crate::sync::ident::prime(),
+        }
         let watcher = self.daemon.then(ParentWatcher::start);
         let code = match catch_unwind(AssertUnwindSafe(target)) {
             Ok(()) => 0,
@@ -624,13 +641,18 @@ impl Process {
             State::Started(child) => Arc::clone(child),
         };
         self.check_creator("can only join a child process")?;
+        if let Some(code) = child.reaped() {
+            return Ok(Some(code));
+        }
         loop {
+            // A pidfd becomes readable when the process exits (at once if it has
+            // already): wait first, then reap, one `waitpid` per join.
+            let ready = registry::wait_readable(child.wait_fd(), deadline.remaining())?;
             if let Some(code) = self.poll()? {
                 return Ok(Some(code));
             }
-            // A pidfd becomes readable when the process exits.
-            if !registry::wait_readable(child.wait_fd(), deadline.remaining())? {
-                return self.poll();
+            if !ready {
+                return Ok(None);
             }
         }
     }
@@ -912,6 +934,37 @@ mod tests {
     use crate::shm::arena::Block;
 
     const BOUND: Duration = Duration::from_secs(30);
+
+    /// A forked child's identity (taken from the fork's clock readings when they
+    /// share a tick) is the word `/proc` gives for it: what every other process
+    /// checking it as a lock owner computes. A wrong start time would make it
+    /// look dead (its pid reused) to them.
+    #[test]
+    fn a_forked_child_names_itself_as_proc_names_it() {
+        use crate::RawValue;
+        use crate::sync::ident;
+        for _ in 0..50 {
+            let word = RawValue::<u32>::new(0).unwrap();
+            let (ready, go) = (Event::new().unwrap(), Event::new().unwrap());
+            let (w, r, g) = (word.clone(), ready.clone(), go.clone());
+            let mut p = Process::new(move || {
+                w.set(ident::process());
+                r.set();
+                assert!(g.wait(Some(BOUND)).unwrap());
+            });
+            p.start().unwrap();
+            assert!(ready.wait(Some(BOUND)).unwrap());
+            let seen = ident::process_of(p.pid().unwrap());
+            go.set();
+            assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+            assert_ne!(seen >> 22 & 0x1ff, ident::TAG_UNKNOWN, "/proc was readable");
+            assert_eq!(
+                word.get(),
+                seen,
+                "the child's own word differs from /proc's"
+            );
+        }
+    }
 
     /// A daemon releases its holds on the parent's shared blocks when its closure
     /// returns, as any child does (its parent-watcher thread does not count as a

@@ -80,6 +80,11 @@ impl Child {
         }
     }
 
+    /// The exit code if the child was reaped already (no system call).
+    pub(crate) fn reaped(&self) -> Option<i32> {
+        *self.code.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Reaps the child if it has exited, without waiting: its exit code, or `None`
     /// while it runs. Only the process that forked it may call this (its
     /// `Process` checks): in another process the `code` lock may be a copy taken
@@ -148,6 +153,16 @@ pub(crate) struct Registry {
     pub(crate) children: Vec<Arc<Child>>,
 }
 
+/// What a child's [`Registry`] becomes ([`Registry::become_child`]).
+#[derive(Debug)]
+pub(crate) struct ChildRecord {
+    pub(crate) identity: Vec<u32>,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) parent_name: String,
+    pub(crate) parent_pid: u32,
+}
+
 /// The registry. Held across every fork by `Process::start` (see the lock order).
 pub(crate) static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     identity: Vec::new(),
@@ -190,19 +205,21 @@ impl Registry {
     }
 
     /// In a child just forked (the lock held across the fork): the child's own
-    /// record. `parent_pidfd` is the parent's `self_pidfd`, inherited.
-    pub(crate) fn become_child(
-        &mut self,
-        identity: Vec<u32>,
-        name: &str,
-        daemon: bool,
-        parent_pid: u32,
-        parent_pidfd: Arc<OwnedFd>,
-    ) {
-        let parent_name = self.name().to_string();
+    /// record, from values the parent built before the fork ([`ChildRecord`]:
+    /// allocating here would make the child copy the heap pages the allocator
+    /// writes, a copy-on-write fault each). `parent_pidfd` is the parent's
+    /// `self_pidfd`, inherited.
+    pub(crate) fn become_child(&mut self, record: ChildRecord, parent_pidfd: Arc<OwnedFd>) {
+        let ChildRecord {
+            identity,
+            name,
+            daemon,
+            parent_name,
+            parent_pid,
+        } = record;
         self.identity = identity;
         self.next = 1;
-        self.name = Some(name.to_string());
+        self.name = Some(name);
         self.daemon = daemon;
         self.parent = Some(Parent {
             name: parent_name,

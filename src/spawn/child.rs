@@ -79,15 +79,15 @@ pub(crate) fn run(sock: OwnedFd) -> ! {
     {
         let mut reg = crate::process::registry::registry();
         reg.become_child(
-            request.identity.clone(),
-            &request.name,
-            request.daemon,
-            request.parent_pid,
+            crate::process::registry::ChildRecord {
+                identity: request.identity.clone(),
+                name: request.name.clone(),
+                daemon: request.daemon,
+                parent_name: request.parent_name.clone(),
+                parent_pid: request.parent_pid,
+            },
             Arc::new(parent_pidfd),
         );
-        if let Some(p) = reg.parent.as_mut() {
-            p.name = request.parent_name.clone();
-        }
     }
     let trampoline = match request.entry.trampoline::<Trampoline>() {
         Ok(t) => t,

@@ -104,12 +104,15 @@ fn now_ns() -> u64 {
 /// The identity of `id` from the cache `slot`, reading the start time with `read`
 /// when the cache holds no final word and a read is due; see the module
 /// documentation for the states. Only a successful read is cached as final.
+/// `now_ns` is called only when a provisional word is involved: the first read
+/// in a fresh child (the common case) needs no clock, whose first use in a
+/// process image also sets up rustix's vDSO lookup (a `prctl` and page faults).
 fn identity(
     slot: &AtomicU64,
     retry: &AtomicU64,
     generation: u32,
     id: u32,
-    now_ns: u64,
+    now_ns: impl Fn() -> u64,
     read: impl FnOnce() -> Option<u64>,
 ) -> u32 {
     let v = slot.load(Ordering::Relaxed);
@@ -117,7 +120,7 @@ fn identity(
         return w;
     }
     let provisional = (v >> 32) as u32 == generation && v as u32 != 0;
-    if provisional && now_ns < retry.load(Ordering::Relaxed) {
+    if provisional && now_ns() < retry.load(Ordering::Relaxed) {
         return v as u32;
     }
     match read() {
@@ -128,7 +131,7 @@ fn identity(
         }
         None => {
             let w = word(id, None);
-            retry.store(now_ns + RETRY.as_nanos() as u64, Ordering::Relaxed);
+            retry.store(now_ns() + RETRY.as_nanos() as u64, Ordering::Relaxed);
             // Never over a final word another thread stored meanwhile.
             let _ = slot.compare_exchange(
                 v,
@@ -159,7 +162,7 @@ fn process_slow() -> u32 {
         &PROCESS_RETRY,
         fork::generation(),
         pid,
-        now_ns(),
+        now_ns,
         procfs::read_process_start_time,
     )
 }
@@ -197,7 +200,7 @@ fn thread_slow(slot: &AtomicU64) -> u32 {
             retry,
             fork::generation(),
             tid,
-            now_ns(),
+            now_ns,
             procfs::read_thread_start_time,
         )
     })
@@ -208,6 +211,21 @@ fn thread_slow(slot: &AtomicU64) -> u32 {
 /// is final before the user can exhaust the fd table.
 pub fn prime() {
     let _ = process();
+    let _ = thread();
+}
+
+/// [`prime`] in a forked child that knows its start time already (its parent
+/// bracketed the fork with clock readings: `procfs::start_ticks_between`): the
+/// same final words, with no `/proc` read (a fresh child's first read of `/proc`
+/// costs it about 25 us here: path lookup, the kernel's formatting, and faults
+/// on the code it runs). Call it only with the start time `/proc` would show.
+pub(crate) fn prime_started_at(start_time: u64) {
+    let generation = fork::generation();
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    let w = word(pid, Some(start_time));
+    PROCESS.store((generation as u64) << 32 | w as u64, Ordering::Relaxed);
+    // A forked child's one thread is its main thread (tid == pid): it takes the
+    // process's word.
     let _ = thread();
 }
 
@@ -583,23 +601,35 @@ mod tests {
         let step = RETRY.as_nanos() as u64;
         let generation = 5;
         let t0 = 1_000_000;
-        let provisional = identity(&slot, &retry, generation, 77, t0, || read(None));
+        let provisional = identity(&slot, &retry, generation, 77, || t0, || read(None));
         assert_eq!(provisional, word(77, None));
         assert!(cached(slot.load(Ordering::Relaxed), generation).is_none());
         // Before RETRY: the same provisional word, no read.
-        let again = identity(&slot, &retry, generation, 77, t0 + step - 1, || {
-            read(Some(1))
-        });
+        let again = identity(
+            &slot,
+            &retry,
+            generation,
+            77,
+            || t0 + step - 1,
+            || read(Some(1)),
+        );
         assert_eq!((again, reads.get()), (provisional, 1));
         // After RETRY: read again; still failing, still provisional.
-        let again = identity(&slot, &retry, generation, 77, t0 + step, || read(None));
+        let again = identity(&slot, &retry, generation, 77, || t0 + step, || read(None));
         assert_eq!((again, reads.get()), (provisional, 2));
         // The read works: the final word, cached, never read again.
         let t1 = t0 + 2 * step;
-        let fin = identity(&slot, &retry, generation, 77, t1, || read(Some(1234)));
+        let fin = identity(&slot, &retry, generation, 77, || t1, || read(Some(1234)));
         assert_eq!(fin, word(77, Some(1234)));
         assert_eq!(cached(slot.load(Ordering::Relaxed), generation), Some(fin));
-        let same = identity(&slot, &retry, generation, 77, t1 + 9 * step, || read(None));
+        let same = identity(
+            &slot,
+            &retry,
+            generation,
+            77,
+            || t1 + 9 * step,
+            || read(None),
+        );
         assert_eq!((same, reads.get()), (fin, 3));
         // Locks taken under the provisional word are still the owner's own.
         assert!(is_this(provisional, fin));
@@ -607,7 +637,7 @@ mod tests {
         assert!(!is_this(word(78, None), fin));
         assert!(!is_this(word(77, Some(987_654)), fin) || tag_of(987_654) == tag_of(1234));
         // A forked child (next generation) computes its own.
-        let child = identity(&slot, &retry, generation + 1, 78, t1, || read(Some(99)));
+        let child = identity(&slot, &retry, generation + 1, 78, || t1, || read(Some(99)));
         assert_eq!(child, word(78, Some(99)));
     }
 

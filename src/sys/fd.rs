@@ -100,7 +100,7 @@ const FDS_PER_MSG: usize = 253;
 /// Wire format: a 12-byte header (u64 byte count, u32 descriptor count,
 /// native-endian) sent with the first batch of up to 253 descriptors as
 /// `SCM_RIGHTS`; then one byte per further batch, carrying it; then the bytes.
-/// Writes use `MSG_NOSIGNAL`: a gone peer is `EPIPE`, never `SIGPIPE`.
+/// Up to 253 descriptors, the whole message goes in one `sendmsg`. Writes use `MSG_NOSIGNAL`: a gone peer is `EPIPE`, never `SIGPIPE`.
 pub(crate) fn send_with_fds(
     sock: BorrowedFd<'_>,
     bytes: &[u8],
@@ -112,6 +112,34 @@ pub(crate) fn send_with_fds(
     let mut header = [0u8; 12];
     header[..8].copy_from_slice(&(bytes.len() as u64).to_ne_bytes());
     header[8..].copy_from_slice(&count.to_ne_bytes());
+    if fds.len() <= FDS_PER_MSG {
+        // The usual message: header, descriptors and bytes in one `sendmsg` (the
+        // same bytes on the wire as below), so the peer is woken once, by a whole
+        // message.
+        let mut space =
+            vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::other("ancillary buffer too small"));
+        }
+        let total = header.len() + bytes.len();
+        let mut sent = sendmsg(
+            sock,
+            &[IoSlice::new(&header), IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )?;
+        // The descriptors went with the first byte; the rest is plain data.
+        while sent < total {
+            let rest = if sent < header.len() {
+                &header[sent..]
+            } else {
+                &bytes[sent - header.len()..]
+            };
+            sent += rustix::net::send(sock, rest, SendFlags::NOSIGNAL)?;
+        }
+        return Ok(());
+    }
     let mut batches = fds.chunks(FDS_PER_MSG);
     let mut first = true;
     loop {
@@ -281,6 +309,54 @@ mod tests {
         deaden_inherited(w.as_raw_fd()).unwrap();
         let err = writev_no_sigpipe(w.as_fd(), &[IoSlice::new(b"x")]).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+    }
+
+    /// The one-`sendmsg` path (up to 253 descriptors): bytes larger than the
+    /// socket's buffer (the rest goes by `send`), then a second message right
+    /// behind it, each received whole with its own descriptors.
+    #[test]
+    fn messages_with_few_descriptors_cross_whole_and_back_to_back() {
+        let (a, b) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let files: Vec<OwnedFd> = (0..3)
+            .map(|_| crate::sys::mem::memfd("t", 8).unwrap())
+            .collect();
+        let ids: Vec<_> = files
+            .iter()
+            .map(|f| crate::sys::transfer::file_id(f).unwrap())
+            .collect();
+        // A bug that loses bytes fails the test instead of hanging it.
+        rustix::net::sockopt::set_socket_timeout(
+            &b,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(std::time::Duration::from_secs(30)),
+        )
+        .unwrap();
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7) as u8).collect();
+        let sender = {
+            let big = big.clone();
+            std::thread::spawn(move || {
+                send_with_fds(a.as_fd(), &big, &[files[0].as_fd(), files[1].as_fd()]).unwrap();
+                send_with_fds(a.as_fd(), b"second", &[files[2].as_fd()]).unwrap();
+                send_with_fds(a.as_fd(), b"third, no descriptor", &[]).unwrap();
+                a
+            })
+        };
+        let id = |f: &OwnedFd| crate::sys::transfer::file_id(f).unwrap();
+        let (got, fds) = recv_with_fds(b.as_fd()).unwrap();
+        assert_eq!(got, big);
+        assert_eq!(fds.iter().map(id).collect::<Vec<_>>(), ids[..2]);
+        let (got, fds) = recv_with_fds(b.as_fd()).unwrap();
+        assert_eq!(got, b"second");
+        assert_eq!(fds.iter().map(id).collect::<Vec<_>>(), ids[2..]);
+        let (got, fds) = recv_with_fds(b.as_fd()).unwrap();
+        assert_eq!((&got[..], fds.len()), (&b"third, no descriptor"[..], 0));
+        drop(sender.join().unwrap());
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! owner by its pid (or tid) *and* its start time (field 22 of `/proc/<id>/stat`,
 //! clock ticks since boot), which no later process with the same pid can share.
 
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -49,28 +48,88 @@ pub enum Probe {
 /// went away between open and read) are [`Probe::Gone`]; `EINTR` is retried; every
 /// other failure is [`Probe::Unknown`].
 pub fn probe(id: u32) -> Probe {
-    let gone_or_unknown = |e: std::io::Error| match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ESRCH) => Probe::Gone,
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
+    let gone_or_unknown = |e: Errno| match e {
+        Errno::NOENT | Errno::SRCH => Probe::Gone,
         _ => Probe::Unknown,
     };
-    let mut file = loop {
-        match std::fs::File::open(format!("/proc/{id}/stat")) {
-            Ok(f) => break f,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    // The path is built on the stack and the file read with plain system calls:
+    // every forked child runs this once before its target (`ident::prime`), and
+    // a heap allocation there costs it a copy-on-write fault.
+    let mut path = [0u8; 32];
+    let path = stat_path(id, &mut path);
+    let fd = loop {
+        match rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+            Ok(fd) => break fd,
+            Err(Errno::INTR) => continue,
             Err(e) => return gone_or_unknown(e),
         }
     };
     let mut buf = [0u8; 1024];
     let mut len = 0;
-    while len < buf.len() {
-        match file.read(&mut buf[len..]) {
+    // The kernel writes the whole line in one read; it ends with a newline, so a
+    // second read (for end of file) is needed only if the first was cut short.
+    while len < buf.len() && !buf[..len].ends_with(b"\n") {
+        match rustix::io::read(&fd, &mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(Errno::INTR) => continue,
             Err(e) => return gone_or_unknown(e),
         }
     }
     parse_stat(&buf[..len]).map_or(Probe::Unknown, Probe::Found)
+}
+
+/// `/proc/<id>/stat` as a C string, written into `buf`.
+fn stat_path(id: u32, buf: &mut [u8; 32]) -> &std::ffi::CStr {
+    let mut digits = [0u8; 10];
+    let mut n = id;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let parts: [&[u8]; 4] = [b"/proc/", &digits[i..], b"/stat", b"\0"];
+    let mut len = 0;
+    for p in parts {
+        buf[len..len + p.len()].copy_from_slice(p);
+        len += p.len();
+    }
+    std::ffi::CStr::from_bytes_with_nul(&buf[..len]).expect("one nul, at the end")
+}
+
+/// A reading of `CLOCK_BOOTTIME` in nanoseconds (through the vDSO: no system
+/// call): the clock a task's start time (field 22 of `/proc/<pid>/stat`) is
+/// taken from, at its fork.
+pub(crate) fn boottime_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The start time `/proc/<pid>/stat` shows for a process forked after the
+/// reading `before` and before the reading `after` of [`boottime_ns`], when the
+/// two fall in the same clock tick (`ticks_per_second`, the kernel's `USER_HZ`);
+/// `None` otherwise (then read `/proc`).
+///
+/// The kernel stamps a new task with `ktime_get_boottime_ns()` inside `fork`
+/// (`start_boottime`), and `/proc` shows it as `ns / (10^9 / USER_HZ)` ticks,
+/// rounded down, for a reader in the same time namespace (the child reading
+/// itself, as `/proc/self/stat` would). The vDSO's `CLOCK_BOOTTIME` is the same
+/// clock: `before <= start <= after`, so if both readings round to the same
+/// tick, so does the start. A fork that straddles a tick boundary (about 1 in
+/// 100 on this path) gets `None`.
+pub(crate) fn start_ticks_between(before: u64, after: u64, ticks_per_second: u64) -> Option<u64> {
+    const NS: u64 = 1_000_000_000;
+    if ticks_per_second == 0 || NS % ticks_per_second != 0 || after < before {
+        return None;
+    }
+    let ns_per_tick = NS / ticks_per_second;
+    (before / ns_per_tick == after / ns_per_tick).then_some(before / ns_per_tick)
 }
 
 /// Whether `/proc` speaks for this process's pid namespace: `/proc/self` names
@@ -185,6 +244,38 @@ pub fn current_process_start_time() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_time_is_known_only_when_both_readings_share_a_tick() {
+        let tick = 10_000_000; // 100 ticks per second
+        assert_eq!(start_ticks_between(5 * tick, 5 * tick, 100), Some(5));
+        assert_eq!(
+            start_ticks_between(5 * tick + 1, 6 * tick - 1, 100),
+            Some(5)
+        );
+        assert_eq!(start_ticks_between(6 * tick - 1, 6 * tick, 100), None);
+        assert_eq!(start_ticks_between(6 * tick, 6 * tick - 1, 100), None);
+        assert_eq!(start_ticks_between(0, 0, 0), None);
+        assert_eq!(start_ticks_between(0, 0, 7), None); // 10^9 not a multiple of 7
+        // This process's own start time was stamped before any reading now.
+        let now = boottime_ns();
+        let me = read_process_start_time().unwrap();
+        let tps = rustix::param::clock_ticks_per_second();
+        assert!(me <= now / (1_000_000_000 / tps));
+    }
+
+    #[test]
+    fn stat_paths_are_built_for_every_width_of_id() {
+        let mut buf = [0u8; 32];
+        for (id, want) in [
+            (0, "/proc/0/stat"),
+            (7, "/proc/7/stat"),
+            (4_194_304, "/proc/4194304/stat"),
+            (u32::MAX, "/proc/4294967295/stat"),
+        ] {
+            assert_eq!(stat_path(id, &mut buf).to_str().unwrap(), want);
+        }
+    }
 
     /// Regression: the "does /proc answer" probe cached `false` for the life of the
     /// process when it first ran during a transient failure; and a cached `true`
