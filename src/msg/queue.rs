@@ -54,6 +54,7 @@ use super::holder::{Holder, Roles};
 use super::ring::{Ring, Role, Wait};
 use super::roles::Who;
 use crate::error::{Error, Result};
+use crate::sync::biased::Hold;
 use crate::sys::time::Deadline;
 
 /// How long a `*_nowait` call waits for a lock whose holder is busy copying (not
@@ -147,39 +148,45 @@ fn pod_from<T: bytemuck::Pod>(bytes: &[u8]) -> Result<T> {
 /// Takes the producer lock for a put; false at the deadline, or, when it may not
 /// block, when the holder sleeps on a full queue (or stays busy past
 /// [`NOWAIT_PATIENCE`]).
-fn lock_producer(ring: &Ring, wait: &Wait) -> bool {
-    if ring.try_lock_producer() {
-        return true;
+#[inline]
+fn lock_producer(ring: &Ring, wait: &Wait) -> Option<Hold> {
+    if let Some(hold) = ring.try_lock_producer() {
+        return Some(hold);
     }
+    lock_producer_slow(ring, wait)
+}
+
+#[inline(never)]
+fn lock_producer_slow(ring: &Ring, wait: &Wait) -> Option<Hold> {
     if wait.block {
         return ring.lock_producer(wait.deadline());
     }
     let give_up = Instant::now() + NOWAIT_PATIENCE;
     loop {
-        if ring.try_lock_producer() {
-            return true;
+        if let Some(hold) = ring.try_lock_producer() {
+            return Some(hold);
         }
         if ring.producer_sleeping() || Instant::now() >= give_up {
-            return false;
+            return None;
         }
         std::thread::yield_now();
     }
 }
 
-fn lock_consumer(ring: &Ring, wait: &Wait) -> bool {
-    if ring.try_lock_consumer() {
-        return true;
+fn lock_consumer(ring: &Ring, wait: &Wait) -> Option<Hold> {
+    if let Some(hold) = ring.try_lock_consumer() {
+        return Some(hold);
     }
     if wait.block {
         return ring.lock_consumer(wait.deadline());
     }
     let give_up = Instant::now() + NOWAIT_PATIENCE;
     loop {
-        if ring.try_lock_consumer() {
-            return true;
+        if let Some(hold) = ring.try_lock_consumer() {
+            return Some(hold);
         }
         if ring.consumer_sleeping() || Instant::now() >= give_up {
-            return false;
+            return None;
         }
         std::thread::yield_now();
     }
@@ -207,11 +214,11 @@ pub(crate) fn put_with(
             "put: every consumer of the queue is gone (dropped, closed or dead)",
         ));
     }
-    if !lock_producer(ring, &wait) {
+    let Some(hold) = lock_producer(ring, &wait) else {
         return Err(if block { wait.timed_out() } else { Error::Full });
-    }
+    };
     let r = each(&mut |bytes| ring.put_locked(bytes, &wait));
-    ring.unlock_producer();
+    ring.unlock_producer(hold);
     r
 }
 
@@ -263,7 +270,7 @@ pub(crate) fn get_one_with(
     // the general path (and before any message is taken).
     Deadline::check(timeout)?;
     let ring = &*h.ring;
-    if ring.lock_consumer_free() {
+    if let Some(hold) = ring.lock_consumer_free() {
         let mut small = [0u8; SMALL];
         let tasks = h.joinable.then(|| ring.table(Role::Tasks));
         let got = ring.take_small(&mut small, &mut || {
@@ -272,13 +279,13 @@ pub(crate) fn get_one_with(
             }
         });
         if let Some(n) = got {
-            ring.unlock_consumer();
+            ring.unlock_consumer(hold);
             return take(&small[..n]);
         }
         // Nothing small there at once: the general way, keeping the lock.
         let r = Wait::new(block, timeout, what)
             .and_then(|wait| with_scratch(|buf| get_held(h, &wait, 1, buf, |b| take(b))));
-        ring.unlock_consumer();
+        ring.unlock_consumer(hold);
         return r.map(|_| ());
     }
     with_scratch(|buf| get_with(h, block, timeout, 1, what, buf, |b| take(b))).map(|_| ())
@@ -300,15 +307,15 @@ pub(crate) fn get_with(
     }
     let wait = Wait::new(block, timeout, what)?;
     let ring = &*h.ring;
-    if !lock_consumer(ring, &wait) {
+    let Some(hold) = lock_consumer(ring, &wait) else {
         return Err(if block {
             wait.timed_out()
         } else {
             Error::Empty
         });
-    }
+    };
     let r = get_held(h, &wait, max, out, each);
-    ring.unlock_consumer();
+    ring.unlock_consumer(hold);
     r
 }
 

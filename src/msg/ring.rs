@@ -10,13 +10,14 @@
 //!    0 config     u64 cap (ring bytes, a power of two), u64 limit (bytes that may
 //!                 be buffered, <= cap), u64 maxsize (messages, 0 = no bound)
 //!   64 producers  u64 tail @80 | u32 p_partial @88 | u64 cached_head @96
-//!  128 consumers  RawLock clock (16) | u64 head @144 | u64 cached_tail @152
+//!  128 consumers  u64 head @144 | u64 cached_tail @152
 //!  192 items      u32 items_seq | u32 c_sleeping      (consumers' futex)
 //!  256 space      u32 space_seq | u32 p_sleeping      (producers' futex)
 //!  320 tasks      u32 done_seq | u32 joiners | u32 overflow words of the 3 tables
-//!  384 plock      RawLock plock (16): apart from `tail`, which consumers read while
-//!                 they wait, so that the producer's unlock does not have to win
-//!                 the line back from them after each publication
+//!  384 plock      BiasedLock plock (64): apart from `tail`, which consumers read
+//!                 while they wait, so that the producer's lock words never have
+//!                 to be won back from them
+//!  448 clock      BiasedLock clock (64)
 //! data segment
 //!    0 tables     producers, consumers, tasks (`roles`, 512 bytes each)
 //! 2048 data       `cap` bytes of frames
@@ -35,7 +36,13 @@
 //! pieced is abandoned: its producer died or timed out), and nothing else.
 //!
 //! ## Invariants
-//! - **One lock per side.** Only the holder of `plock` writes past `tail` and
+//! - **One lock per side**, each a `sync::biased::BiasedLock`: a lone producer
+//!   (consumer) thread keeps its side's lock between calls and enters and leaves
+//!   it with plain stores; a second one revokes that bias (a heavy barrier, once)
+//!   and the lock works as a raw lock from then on. Whatever the states, one
+//!   thread at a time is inside, and a holder killed inside passes the lock on
+//!   with `OwnerDied` (killed idle, it passes it on Clean).
+//! - **Side state.** Only the holder of `plock` writes past `tail` and
 //!   stores `tail`, `p_partial`, `cached_head`, `p_sleeping`; only the holder of
 //!   `clock` reads frames and stores `head`, `cached_tail`, `c_sleeping`. Producers
 //!   never take `clock`; a consumer may take `plock` while holding `clock` (to
@@ -83,8 +90,8 @@ use std::time::{Duration, Instant};
 use super::roles::{TABLE_BYTES, Table};
 use crate::error::{Error, Result};
 use crate::shm::arena::{Block, MAX_SMALL};
-use crate::sync::ident;
-use crate::sync::raw_lock::{Acquired, OWNER_CHECK_INTERVAL, RawLock};
+use crate::sync::biased::{self, BiasedLock, Hold};
+use crate::sync::raw_lock::{Acquired, OWNER_CHECK_INTERVAL};
 use crate::sync::spin::AdaptiveSpin;
 use crate::sys::futex;
 use crate::sys::mem::Mapping;
@@ -98,7 +105,7 @@ const PLOCK: usize = 384;
 const TAIL: usize = 80;
 const P_PARTIAL: usize = 88;
 const CACHED_HEAD: usize = 96;
-const CLOCK: usize = 128;
+const CLOCK: usize = 448;
 const HEAD: usize = 144;
 const CACHED_TAIL: usize = 152;
 const ITEMS_SEQ: usize = 192;
@@ -108,7 +115,8 @@ const P_SLEEPING: usize = 260;
 pub(crate) const DONE_SEQ: usize = 320;
 pub(crate) const JOINERS: usize = 324;
 const OVERFLOWS: usize = 328;
-const CONTROL_BYTES: usize = 448;
+const CONTROL_BYTES: usize = 512;
+const _: () = assert!(PLOCK + biased::SIZE <= CLOCK && CLOCK + biased::SIZE <= CONTROL_BYTES);
 const TABLES: usize = 0;
 const DATA: usize = 2048;
 
@@ -178,8 +186,8 @@ pub(crate) struct Ring {
     ctl: usize,
     /// The role tables and the frames: a segment of its own.
     block: Block,
-    plock: RawLock,
-    clock: RawLock,
+    plock: BiasedLock,
+    clock: BiasedLock,
     cap: u64,
     limit: u64,
     maxsize: u64,
@@ -331,8 +339,8 @@ impl Ring {
             ctl_map,
             ctl,
             block,
-            plock: RawLock::at(ctl_map, ctl + PLOCK),
-            clock: RawLock::at(ctl_map, ctl + CLOCK),
+            plock: BiasedLock::at(ctl_map, ctl + PLOCK),
+            clock: BiasedLock::at(ctl_map, ctl + CLOCK),
             cap,
             limit,
             maxsize,
@@ -472,20 +480,16 @@ impl Ring {
 
     /// Takes the producer lock (repairing after a dead holder); false at the
     /// deadline.
-    pub(crate) fn lock_producer(&self, deadline: Deadline) -> bool {
+    pub(crate) fn lock_producer(&self, deadline: Deadline) -> Option<Hold> {
         let lock = self.plock;
-        taken(lock.lock(ident::process(), deadline), &lock, || {
-            self.repair_producer()
-        })
+        taken(lock.lock(deadline), &lock, || self.repair_producer())
     }
 
-    /// Takes the producer lock if it is free (or its holder died) now.
+    /// Takes the producer lock if no one is inside it (or its holder died) now.
     #[inline]
-    pub(crate) fn try_lock_producer(&self) -> bool {
+    pub(crate) fn try_lock_producer(&self) -> Option<Hold> {
         let lock = self.plock;
-        taken(lock.try_lock(ident::process()), &lock, || {
-            self.repair_producer()
-        })
+        taken(lock.try_lock(), &lock, || self.repair_producer())
     }
 
     /// Whether the producer lock's holder sleeps waiting for room (the queue is
@@ -500,8 +504,8 @@ impl Ring {
     }
 
     #[inline]
-    pub(crate) fn unlock_producer(&self) {
-        self.plock.unlock();
+    pub(crate) fn unlock_producer(&self, hold: Hold) {
+        self.plock.unlock(hold);
     }
 
     /// After a producer died holding the lock: it slept no more, and a message it
@@ -714,35 +718,30 @@ impl Ring {
 
     /// Takes the consumer lock (clearing a dead holder's sleeper flag); false at
     /// the deadline.
-    pub(crate) fn lock_consumer(&self, deadline: Deadline) -> bool {
+    pub(crate) fn lock_consumer(&self, deadline: Deadline) -> Option<Hold> {
         let lock = self.clock;
-        taken(lock.lock(ident::process(), deadline), &lock, || {
-            self.repair_consumer()
-        })
+        taken(lock.lock(deadline), &lock, || self.repair_consumer())
     }
 
     #[inline]
-    pub(crate) fn try_lock_consumer(&self) -> bool {
+    pub(crate) fn try_lock_consumer(&self) -> Option<Hold> {
         let lock = self.clock;
-        taken(lock.try_lock(ident::process()), &lock, || {
-            self.repair_consumer()
-        })
+        taken(lock.try_lock(), &lock, || self.repair_consumer())
     }
 
-    /// Takes the consumer lock if it is free now: one compare-exchange, no look
-    /// for a dead holder (the fast path of a get; `try_lock_consumer` and
-    /// `lock_consumer` do that look).
+    /// Takes the consumer lock under this thread's bias, or if it is free now:
+    /// plain stores or one compare-exchange, no revocation and no look for a dead
+    /// holder (the fast path of a get; `try_lock_consumer` and `lock_consumer` do
+    /// those).
     #[inline]
-    pub(crate) fn lock_consumer_free(&self) -> bool {
+    pub(crate) fn lock_consumer_free(&self) -> Option<Hold> {
         let lock = self.clock;
-        taken(lock.try_exchange(ident::process()).ok(), &lock, || {
-            self.repair_consumer()
-        })
+        taken(lock.try_free(), &lock, || self.repair_consumer())
     }
 
     #[inline]
-    pub(crate) fn unlock_consumer(&self) {
-        self.clock.unlock();
+    pub(crate) fn unlock_consumer(&self, hold: Hold) {
+        self.clock.unlock(hold);
     }
 
     /// After a consumer died holding the lock: nothing to undo (head moves by one
@@ -948,8 +947,8 @@ impl Ring {
                 next_check = Instant::now() + OWNER_CHECK_INTERVAL;
                 // The piece writer holds `plock`: taking it means it died (repaired
                 // on the way) or finished; either way let it go at once.
-                if self.try_lock_producer() {
-                    self.unlock_producer();
+                if let Some(hold) = self.try_lock_producer() {
+                    self.unlock_producer(hold);
                 }
             }
         };
@@ -1013,18 +1012,18 @@ fn now_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
 }
 
-/// Whether a side's lock was taken (`how` from `lock`/`try_lock`); after a dead
-/// holder, `repair` puts the side's state right before the lock is declared
-/// consistent again.
+/// How a side's lock is held, if it was taken (`got` from `lock`/`try_lock`);
+/// after a dead holder, `repair` puts the side's state right before the lock is
+/// declared consistent again.
 #[inline]
-fn taken(how: Option<Acquired>, lock: &RawLock, repair: impl FnOnce()) -> bool {
-    match how {
-        None => false,
-        Some(Acquired::Clean) => true,
-        Some(Acquired::OwnerDied) => {
+fn taken(got: Option<(Acquired, Hold)>, lock: &BiasedLock, repair: impl FnOnce()) -> Option<Hold> {
+    match got {
+        None => None,
+        Some((Acquired::Clean, hold)) => Some(hold),
+        Some((Acquired::OwnerDied, hold)) => {
             repair();
             lock.mark_consistent();
-            true
+            Some(hold)
         }
     }
 }
@@ -1077,8 +1076,8 @@ impl Ring {
             ctl_map,
             ctl,
             block,
-            plock: RawLock::at(ctl_map, ctl + PLOCK),
-            clock: RawLock::at(ctl_map, ctl + CLOCK),
+            plock: BiasedLock::at(ctl_map, ctl + PLOCK),
+            clock: BiasedLock::at(ctl_map, ctl + CLOCK),
             cap,
             limit,
             maxsize,

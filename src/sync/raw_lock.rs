@@ -258,7 +258,26 @@ impl RawLock {
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
         {
             Ok(_) => Some(self.after_acquire()),
-            Err(_) => self.lock_contended(me, deadline),
+            Err(_) => self.lock_contended(me, deadline, &|| false),
+        }
+    }
+
+    /// [`lock`](Self::lock), except that a waiter about to sleep first asks `stop`
+    /// and returns `None` when it says so (after announcing itself with CONTENDED:
+    /// a caller whose `stop` reads a word that others store before they look at
+    /// this lock's word gets a Dekker handshake; see `biased`).
+    pub(crate) fn lock_unless(
+        &self,
+        me: u32,
+        deadline: Deadline,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Acquired> {
+        match self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Some(self.after_acquire()),
+            Err(_) => self.lock_contended(me, deadline, stop),
         }
     }
 
@@ -276,7 +295,12 @@ impl RawLock {
     }
 
     #[cold]
-    fn lock_contended(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
+    fn lock_contended(
+        &self,
+        me: u32,
+        deadline: Deadline,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Acquired> {
         let mut w = self.spin();
         // Before sleeping, the rate-limited check of `try_lock`: a process that
         // comes to a lock whose owner is already dead takes it now, not after a
@@ -331,6 +355,9 @@ impl RawLock {
                 }
                 w |= CONTENDED;
             }
+            if stop() {
+                return None;
+            }
             let expired = deadline.expired();
             let slice = spin::sleep_slice(tick);
             let timed_out = expired
@@ -384,6 +411,12 @@ impl RawLock {
     /// Whether no owner has died with the data inconsistent.
     pub fn is_consistent(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & INCONSISTENT == 0
+    }
+
+    /// Sets INCONSISTENT: a holder died inside (the biased lock's revoker, which
+    /// finds that out itself; call while holding the lock).
+    pub(crate) fn set_inconsistent(&self) {
+        self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
     }
 
     /// Clears INCONSISTENT (call while holding the lock, after repairing the data).
