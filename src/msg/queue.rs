@@ -233,6 +233,22 @@ pub(crate) fn put_one(
     what: &'static str,
     bytes: &[u8],
 ) -> Result<()> {
+    // The common case first: a small message, room at once, the lock ours or
+    // free. Its `Ok` is built here, not moved out of the general path's `Result`:
+    // moving that (96 bytes) copies it with 16-byte loads over the 8-byte store of
+    // its tag, a store-to-load forwarding failure that waits until every earlier
+    // store has left the store buffer, the frame's included (a fifth of a put by
+    // `perf annotate`).
+    let ring = &*h.ring;
+    if !h.is_closed() && Deadline::check(timeout).is_ok() && ring.table(Role::Consumer).any() {
+        if let Some(hold) = ring.try_lock_producer() {
+            let put = ring.put_now(bytes);
+            ring.unlock_producer(hold);
+            if put {
+                return Ok(());
+            }
+        }
+    }
     put_with(h, block, timeout, what, |put| put(bytes))
 }
 

@@ -445,7 +445,7 @@ impl Ring {
 
     // ---- copies -------------------------------------------------------------
 
-    #[inline]
+    #[inline(always)]
     fn write_at(&self, p: u64, bytes: &[u8]) {
         let i = p & (self.cap - 1);
         let first = (bytes.len() as u64).min(self.cap - i) as usize;
@@ -457,7 +457,7 @@ impl Ring {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn read_at(&self, p: u64, out: &mut [u8]) {
         let i = p & (self.cap - 1);
         let first = (out.len() as u64).min(self.cap - i) as usize;
@@ -481,15 +481,15 @@ impl Ring {
     /// Takes the producer lock (repairing after a dead holder); false at the
     /// deadline.
     pub(crate) fn lock_producer(&self, deadline: Deadline) -> Option<Hold> {
-        let lock = self.plock;
-        taken(lock.lock(deadline), &lock, || self.repair_producer())
+        let lock = &self.plock;
+        taken(lock.lock(deadline), lock, || self.repair_producer())
     }
 
     /// Takes the producer lock if no one is inside it (or its holder died) now.
     #[inline]
     pub(crate) fn try_lock_producer(&self) -> Option<Hold> {
-        let lock = self.plock;
-        taken(lock.try_lock(), &lock, || self.repair_producer())
+        let lock = &self.plock;
+        taken(lock.try_lock(), lock, || self.repair_producer())
     }
 
     /// Whether the producer lock's holder sleeps waiting for room (the queue is
@@ -542,7 +542,7 @@ impl Ring {
     /// release store and a plain load, ordered only against the compiler: the
     /// sleeper's heavy barrier orders them (`arm_sleep`), so a publication costs
     /// no fence. Otherwise both are SeqCst, as the sleeper's flag store and load.
-    #[inline]
+    #[inline(always)]
     fn store_and_wake(&self, word: usize, value: u64, flag: usize, seq: usize) {
         let flag = self.u32(flag);
         let sleeping = if membarrier::light() {
@@ -568,6 +568,26 @@ impl Ring {
             seq.fetch_add(1, Ordering::SeqCst);
             futex::wake(seq, 1);
         }
+    }
+
+    /// Puts one message whole if it fits now (holding `plock`); false if it would
+    /// wait, go in pieces, or the words do not look sane (the caller then goes
+    /// the general way, [`put_locked`](Self::put_locked), which waits or reports).
+    #[inline(always)]
+    pub(crate) fn put_now(&self, msg: &[u8]) -> bool {
+        let len = msg.len() as u64;
+        let need = frame_bytes(len);
+        let t = self.u64(TAIL).load(Ordering::Relaxed);
+        let h = self.u64(CACHED_HEAD).load(Ordering::Relaxed);
+        if need > self.limit || !self.fits(t, h, need, true) || !self.sane(t, h) {
+            return false;
+        }
+        let p = pos(t);
+        self.write_at(p + HEADER, msg);
+        self.header_at(p)
+            .store(((FIRST | LAST) as u64) << 32 | len, Ordering::Relaxed);
+        self.publish(advance(t, need, 1));
+        true
     }
 
     /// Puts one message (holding `plock`): whole when its frame fits in the byte
@@ -719,14 +739,14 @@ impl Ring {
     /// Takes the consumer lock (clearing a dead holder's sleeper flag); false at
     /// the deadline.
     pub(crate) fn lock_consumer(&self, deadline: Deadline) -> Option<Hold> {
-        let lock = self.clock;
-        taken(lock.lock(deadline), &lock, || self.repair_consumer())
+        let lock = &self.clock;
+        taken(lock.lock(deadline), lock, || self.repair_consumer())
     }
 
     #[inline]
     pub(crate) fn try_lock_consumer(&self) -> Option<Hold> {
-        let lock = self.clock;
-        taken(lock.try_lock(), &lock, || self.repair_consumer())
+        let lock = &self.clock;
+        taken(lock.try_lock(), lock, || self.repair_consumer())
     }
 
     /// Takes the consumer lock under this thread's bias, or if it is free now:
@@ -735,8 +755,8 @@ impl Ring {
     /// those).
     #[inline]
     pub(crate) fn lock_consumer_free(&self) -> Option<Hold> {
-        let lock = self.clock;
-        taken(lock.try_free(), &lock, || self.repair_consumer())
+        let lock = &self.clock;
+        taken(lock.try_free(), lock, || self.repair_consumer())
     }
 
     #[inline]
@@ -1163,5 +1183,47 @@ mod tests {
     #[test]
     fn a_get_wakes_a_producer_asleep_on_a_full_queue_in_another_process() {
         woken_by_the_waker(false);
+    }
+
+    /// A lone producer keeps its bias between puts; a second producer, while the
+    /// first lives idle and after it is SIGKILLed idle, puts at once (the bias
+    /// revoked), and every message arrives once, in order.
+    #[test]
+    fn a_second_producer_takes_over_an_idle_biased_producer_alive_or_killed() {
+        if !membarrier::light() {
+            return; // no bias without the heavy barrier
+        }
+        for kill in [false, true] {
+            let q = Queue::<u64>::new().unwrap();
+            let (ready, done) = (crate::Event::new().unwrap(), crate::Event::new().unwrap());
+            let (tx, r, d) = (q.sender(), ready.clone(), done.clone());
+            let mut child = Process::new(move || {
+                for i in 0..100 {
+                    tx.put(&i, PATIENCE).unwrap();
+                }
+                r.set();
+                assert!(d.wait(PATIENCE).unwrap());
+            });
+            child.start().unwrap();
+            assert!(ready.wait(PATIENCE).unwrap());
+            let ring = &*q.holder.ring;
+            assert!(
+                ring.plock.biased_to().is_some(),
+                "the lone producer is not biased"
+            );
+            if kill {
+                child.kill().unwrap();
+                assert_eq!(child.join(PATIENCE).unwrap(), Some(-9));
+            }
+            q.put(&100, PATIENCE).unwrap();
+            assert_eq!(ring.plock.biased_to(), None);
+            for i in 0..=100 {
+                assert_eq!(q.get(PATIENCE).unwrap(), i);
+            }
+            if !kill {
+                done.set();
+                assert_eq!(child.join(PATIENCE).unwrap(), Some(0));
+            }
+        }
     }
 }
