@@ -187,6 +187,13 @@ impl BiasedLock {
         if holder(b) != me || revoker(b) != 0 {
             return None;
         }
+        self.enter_as(b)
+    }
+
+    /// The entry's handshake, for a bias `b` read before (by [`enter`](Self::enter)):
+    /// inside if `bias` is still `b` after `busy` is stored.
+    #[inline(always)]
+    fn enter_as(&self, b: u64) -> Option<Hold> {
         let s = slot(b);
         let busy = self.busy[s];
         busy.store(1, Ordering::Relaxed);
@@ -728,5 +735,30 @@ mod tests {
             assert_eq!(child.join(PATIENCE).unwrap(), Some(0));
             assert_eq!(counter.get(), 4 * ADDS);
         }
+    }
+
+    /// The step the heavy barrier orders: a holder that read its bias before a
+    /// revoker marked it, and stores `busy` after, must see the mark and stay out
+    /// (its `busy` back to 0), whatever the interleaving (here: the mark lands
+    /// between the two, in one thread).
+    #[test]
+    fn an_entry_that_read_its_bias_before_a_revocation_stays_out() {
+        if !supported() {
+            return;
+        }
+        let (lock, _block) = fresh();
+        let (_, hold) = lock.lock(patience()).unwrap();
+        lock.unlock(hold); // biased to this thread
+        let b = lock.bias.load(Ordering::Acquire);
+        assert_eq!(holder(b), ident::thread());
+        let revoker_word = ident::process_of(1);
+        lock.bias
+            .store(with_revoker(b, revoker_word), Ordering::SeqCst);
+        assert_eq!(lock.enter_as(b), None, "entered a bias being revoked");
+        assert_eq!(lock.busy[slot(b)].load(Ordering::Acquire), 0);
+        // Undone, the bias is this thread's again.
+        lock.bias.store(b, Ordering::SeqCst);
+        let hold = lock.enter(ident::thread()).expect("the bias is ours again");
+        lock.unlock(hold);
     }
 }
