@@ -199,6 +199,19 @@ pub(crate) fn put_with(
     block: bool,
     timeout: Option<Duration>,
     what: &'static str,
+    each: impl FnMut(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+) -> Result<()> {
+    put_general(h, block, timeout, what, true, each)
+}
+
+/// [`put_with`]; `first_try`: try the lock once before the slow way (false when
+/// the caller just did).
+fn put_general(
+    h: &Holder,
+    block: bool,
+    timeout: Option<Duration>,
+    what: &'static str,
+    first_try: bool,
     mut each: impl FnMut(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
 ) -> Result<()> {
     if h.is_closed() {
@@ -214,7 +227,12 @@ pub(crate) fn put_with(
             "put: every consumer of the queue is gone (dropped, closed or dead)",
         ));
     }
-    let Some(hold) = lock_producer(ring, &wait) else {
+    let hold = if first_try {
+        lock_producer(ring, &wait)
+    } else {
+        lock_producer_slow(ring, &wait)
+    };
+    let Some(hold) = hold else {
         return Err(if block { wait.timed_out() } else { Error::Full });
     };
     let r = each(&mut |bytes| ring.put_locked(bytes, &wait));
@@ -240,16 +258,21 @@ pub(crate) fn put_one(
     // store has left the store buffer, the frame's included (a fifth of a put by
     // `perf annotate`).
     let ring = &*h.ring;
-    if !h.is_closed() && Deadline::check(timeout).is_ok() && ring.table(Role::Consumer).any() {
-        if let Some(hold) = ring.try_lock_producer() {
-            let put = ring.put_now(bytes);
-            ring.unlock_producer(hold);
-            if put {
-                return Ok(());
-            }
-        }
+    if h.is_closed() || Deadline::check(timeout).is_err() || !ring.table(Role::Consumer).any() {
+        return put_with(h, block, timeout, what, |put| put(bytes)); // says why
     }
-    put_with(h, block, timeout, what, |put| put(bytes))
+    let Some(hold) = ring.try_lock_producer() else {
+        // Contended: the slow way, without a second try of the lock's line.
+        return put_general(h, block, timeout, what, false, |put| put(bytes));
+    };
+    if ring.put_now(bytes) {
+        ring.unlock_producer(hold);
+        return Ok(());
+    }
+    // No room at once (or pieces): the general way, under the same hold.
+    let r = Wait::new(block, timeout, what).and_then(|wait| ring.put_locked(bytes, &wait));
+    ring.unlock_producer(hold);
+    r
 }
 
 /// Gets one message into `out`: the path of every single get, not generic for the

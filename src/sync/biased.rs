@@ -264,15 +264,17 @@ impl BiasedLock {
                 // it, or the raw lock's takeover did): the raw lock, in a bounded
                 // slice so that a bias granted meanwhile is seen; whoever takes the
                 // word with a bias still recorded finishes its revocation.
-                let how = match self.raw.try_exchange(me) {
-                    Ok(how) => Some(how),
-                    Err(_) if try_only => self.raw.try_lock(me),
+                // (Each begins with its compare-exchange: no other one first, a
+                // second transfer of a contended line.)
+                let how = if try_only {
+                    self.raw.try_lock(me)
+                } else {
                     // Asleep, it would miss a bias granted meanwhile: it looks at
                     // `bias` after announcing itself, the granter at `word` after
                     // storing the bias (`unlock_normal`), both with full fences.
-                    Err(_) => self.raw.lock_unless(me, deadline, &|| {
+                    self.raw.lock_unless(me, deadline, &|| {
                         b == 0 && self.bias.load(Ordering::SeqCst) != 0
-                    }),
+                    })
                 };
                 match how {
                     Some(how) => return Some((self.settle_held(me, how), Hold::Normal)),
