@@ -10,13 +10,14 @@
 //!    0 config     u64 cap (ring bytes, a power of two), u64 limit (bytes that may
 //!                 be buffered, <= cap), u64 maxsize (messages, 0 = no bound)
 //!   64 producers  u64 tail @80 | u32 p_partial @88 | u64 cached_head @96
-//!  128 consumers  RawLock clock (16) | u64 head @144 | u64 cached_tail @152
+//!  128 consumers  u64 head @144 | u64 cached_tail @152
 //!  192 items      u32 items_seq | u32 c_sleeping      (consumers' futex)
 //!  256 space      u32 space_seq | u32 p_sleeping      (producers' futex)
 //!  320 tasks      u32 done_seq | u32 joiners | u32 overflow words of the 3 tables
-//!  384 plock      RawLock plock (16): apart from `tail`, which consumers read while
-//!                 they wait, so that the producer's unlock does not have to win
-//!                 the line back from them after each publication
+//!  384 plock      BiasedLock plock (64): apart from `tail`, which consumers read
+//!                 while they wait, so that the producer's lock words never have
+//!                 to be won back from them
+//!  448 clock      BiasedLock clock (64)
 //! data segment
 //!    0 tables     producers, consumers, tasks (`roles`, 512 bytes each)
 //! 2048 data       `cap` bytes of frames
@@ -35,7 +36,13 @@
 //! pieced is abandoned: its producer died or timed out), and nothing else.
 //!
 //! ## Invariants
-//! - **One lock per side.** Only the holder of `plock` writes past `tail` and
+//! - **One lock per side**, each a `sync::biased::BiasedLock`: a lone producer
+//!   (consumer) thread keeps its side's lock between calls and enters and leaves
+//!   it with plain stores; a second one revokes that bias (a heavy barrier, once)
+//!   and the lock works as a raw lock from then on. Whatever the states, one
+//!   thread at a time is inside, and a holder killed inside passes the lock on
+//!   with `OwnerDied` (killed idle, it passes it on Clean).
+//! - **Side state.** Only the holder of `plock` writes past `tail` and
 //!   stores `tail`, `p_partial`, `cached_head`, `p_sleeping`; only the holder of
 //!   `clock` reads frames and stores `head`, `cached_tail`, `c_sleeping`. Producers
 //!   never take `clock`; a consumer may take `plock` while holding `clock` (to
@@ -83,8 +90,8 @@ use std::time::{Duration, Instant};
 use super::roles::{TABLE_BYTES, Table};
 use crate::error::{Error, Result};
 use crate::shm::arena::{Block, MAX_SMALL};
-use crate::sync::ident;
-use crate::sync::raw_lock::{Acquired, OWNER_CHECK_INTERVAL, RawLock};
+use crate::sync::biased::{self, BiasedLock, Hold};
+use crate::sync::raw_lock::{Acquired, OWNER_CHECK_INTERVAL};
 use crate::sync::spin::AdaptiveSpin;
 use crate::sys::futex;
 use crate::sys::mem::Mapping;
@@ -98,7 +105,7 @@ const PLOCK: usize = 384;
 const TAIL: usize = 80;
 const P_PARTIAL: usize = 88;
 const CACHED_HEAD: usize = 96;
-const CLOCK: usize = 128;
+const CLOCK: usize = 448;
 const HEAD: usize = 144;
 const CACHED_TAIL: usize = 152;
 const ITEMS_SEQ: usize = 192;
@@ -108,7 +115,8 @@ const P_SLEEPING: usize = 260;
 pub(crate) const DONE_SEQ: usize = 320;
 pub(crate) const JOINERS: usize = 324;
 const OVERFLOWS: usize = 328;
-const CONTROL_BYTES: usize = 448;
+const CONTROL_BYTES: usize = 512;
+const _: () = assert!(PLOCK + biased::SIZE <= CLOCK && CLOCK + biased::SIZE <= CONTROL_BYTES);
 const TABLES: usize = 0;
 const DATA: usize = 2048;
 
@@ -178,8 +186,8 @@ pub(crate) struct Ring {
     ctl: usize,
     /// The role tables and the frames: a segment of its own.
     block: Block,
-    plock: RawLock,
-    clock: RawLock,
+    plock: BiasedLock,
+    clock: BiasedLock,
     cap: u64,
     limit: u64,
     maxsize: u64,
@@ -331,8 +339,8 @@ impl Ring {
             ctl_map,
             ctl,
             block,
-            plock: RawLock::at(ctl_map, ctl + PLOCK),
-            clock: RawLock::at(ctl_map, ctl + CLOCK),
+            plock: BiasedLock::at(ctl_map, ctl + PLOCK),
+            clock: BiasedLock::at(ctl_map, ctl + CLOCK),
             cap,
             limit,
             maxsize,
@@ -437,7 +445,7 @@ impl Ring {
 
     // ---- copies -------------------------------------------------------------
 
-    #[inline]
+    #[inline(always)]
     fn write_at(&self, p: u64, bytes: &[u8]) {
         let i = p & (self.cap - 1);
         let first = (bytes.len() as u64).min(self.cap - i) as usize;
@@ -449,7 +457,7 @@ impl Ring {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn read_at(&self, p: u64, out: &mut [u8]) {
         let i = p & (self.cap - 1);
         let first = (out.len() as u64).min(self.cap - i) as usize;
@@ -472,20 +480,16 @@ impl Ring {
 
     /// Takes the producer lock (repairing after a dead holder); false at the
     /// deadline.
-    pub(crate) fn lock_producer(&self, deadline: Deadline) -> bool {
-        let lock = self.plock;
-        taken(lock.lock(ident::process(), deadline), &lock, || {
-            self.repair_producer()
-        })
+    pub(crate) fn lock_producer(&self, deadline: Deadline) -> Option<Hold> {
+        let lock = &self.plock;
+        taken(lock.lock(deadline), lock, || self.repair_producer())
     }
 
-    /// Takes the producer lock if it is free (or its holder died) now.
+    /// Takes the producer lock if no one is inside it (or its holder died) now.
     #[inline]
-    pub(crate) fn try_lock_producer(&self) -> bool {
-        let lock = self.plock;
-        taken(lock.try_lock(ident::process()), &lock, || {
-            self.repair_producer()
-        })
+    pub(crate) fn try_lock_producer(&self) -> Option<Hold> {
+        let lock = &self.plock;
+        taken(lock.try_lock(), lock, || self.repair_producer())
     }
 
     /// Whether the producer lock's holder sleeps waiting for room (the queue is
@@ -500,8 +504,8 @@ impl Ring {
     }
 
     #[inline]
-    pub(crate) fn unlock_producer(&self) {
-        self.plock.unlock();
+    pub(crate) fn unlock_producer(&self, hold: Hold) {
+        self.plock.unlock(hold);
     }
 
     /// After a producer died holding the lock: it slept no more, and a message it
@@ -538,7 +542,7 @@ impl Ring {
     /// release store and a plain load, ordered only against the compiler: the
     /// sleeper's heavy barrier orders them (`arm_sleep`), so a publication costs
     /// no fence. Otherwise both are SeqCst, as the sleeper's flag store and load.
-    #[inline]
+    #[inline(always)]
     fn store_and_wake(&self, word: usize, value: u64, flag: usize, seq: usize) {
         let flag = self.u32(flag);
         let sleeping = if membarrier::light() {
@@ -564,6 +568,26 @@ impl Ring {
             seq.fetch_add(1, Ordering::SeqCst);
             futex::wake(seq, 1);
         }
+    }
+
+    /// Puts one message whole if it fits now (holding `plock`); false if it would
+    /// wait, go in pieces, or the words do not look sane (the caller then goes
+    /// the general way, [`put_locked`](Self::put_locked), which waits or reports).
+    #[inline(always)]
+    pub(crate) fn put_now(&self, msg: &[u8]) -> bool {
+        let len = msg.len() as u64;
+        let need = frame_bytes(len);
+        let t = self.u64(TAIL).load(Ordering::Relaxed);
+        let h = self.u64(CACHED_HEAD).load(Ordering::Relaxed);
+        if need > self.limit || !self.fits(t, h, need, true) || !self.sane(t, h) {
+            return false;
+        }
+        let p = pos(t);
+        self.write_at(p + HEADER, msg);
+        self.header_at(p)
+            .store(((FIRST | LAST) as u64) << 32 | len, Ordering::Relaxed);
+        self.publish(advance(t, need, 1));
+        true
     }
 
     /// Puts one message (holding `plock`): whole when its frame fits in the byte
@@ -714,35 +738,30 @@ impl Ring {
 
     /// Takes the consumer lock (clearing a dead holder's sleeper flag); false at
     /// the deadline.
-    pub(crate) fn lock_consumer(&self, deadline: Deadline) -> bool {
-        let lock = self.clock;
-        taken(lock.lock(ident::process(), deadline), &lock, || {
-            self.repair_consumer()
-        })
+    pub(crate) fn lock_consumer(&self, deadline: Deadline) -> Option<Hold> {
+        let lock = &self.clock;
+        taken(lock.lock(deadline), lock, || self.repair_consumer())
     }
 
     #[inline]
-    pub(crate) fn try_lock_consumer(&self) -> bool {
-        let lock = self.clock;
-        taken(lock.try_lock(ident::process()), &lock, || {
-            self.repair_consumer()
-        })
+    pub(crate) fn try_lock_consumer(&self) -> Option<Hold> {
+        let lock = &self.clock;
+        taken(lock.try_lock(), lock, || self.repair_consumer())
     }
 
-    /// Takes the consumer lock if it is free now: one compare-exchange, no look
-    /// for a dead holder (the fast path of a get; `try_lock_consumer` and
-    /// `lock_consumer` do that look).
+    /// Takes the consumer lock under this thread's bias, or if it is free now:
+    /// plain stores or one compare-exchange, no revocation and no look for a dead
+    /// holder (the fast path of a get; `try_lock_consumer` and `lock_consumer` do
+    /// those).
     #[inline]
-    pub(crate) fn lock_consumer_free(&self) -> bool {
-        let lock = self.clock;
-        taken(lock.try_exchange(ident::process()).ok(), &lock, || {
-            self.repair_consumer()
-        })
+    pub(crate) fn lock_consumer_free(&self) -> Option<Hold> {
+        let lock = &self.clock;
+        taken(lock.try_free(), lock, || self.repair_consumer())
     }
 
     #[inline]
-    pub(crate) fn unlock_consumer(&self) {
-        self.clock.unlock();
+    pub(crate) fn unlock_consumer(&self, hold: Hold) {
+        self.clock.unlock(hold);
     }
 
     /// After a consumer died holding the lock: nothing to undo (head moves by one
@@ -948,8 +967,8 @@ impl Ring {
                 next_check = Instant::now() + OWNER_CHECK_INTERVAL;
                 // The piece writer holds `plock`: taking it means it died (repaired
                 // on the way) or finished; either way let it go at once.
-                if self.try_lock_producer() {
-                    self.unlock_producer();
+                if let Some(hold) = self.try_lock_producer() {
+                    self.unlock_producer(hold);
                 }
             }
         };
@@ -1013,18 +1032,18 @@ fn now_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
 }
 
-/// Whether a side's lock was taken (`how` from `lock`/`try_lock`); after a dead
-/// holder, `repair` puts the side's state right before the lock is declared
-/// consistent again.
+/// How a side's lock is held, if it was taken (`got` from `lock`/`try_lock`);
+/// after a dead holder, `repair` puts the side's state right before the lock is
+/// declared consistent again.
 #[inline]
-fn taken(how: Option<Acquired>, lock: &RawLock, repair: impl FnOnce()) -> bool {
-    match how {
-        None => false,
-        Some(Acquired::Clean) => true,
-        Some(Acquired::OwnerDied) => {
+fn taken(got: Option<(Acquired, Hold)>, lock: &BiasedLock, repair: impl FnOnce()) -> Option<Hold> {
+    match got {
+        None => None,
+        Some((Acquired::Clean, hold)) => Some(hold),
+        Some((Acquired::OwnerDied, hold)) => {
             repair();
             lock.mark_consistent();
-            true
+            Some(hold)
         }
     }
 }
@@ -1077,8 +1096,8 @@ impl Ring {
             ctl_map,
             ctl,
             block,
-            plock: RawLock::at(ctl_map, ctl + PLOCK),
-            clock: RawLock::at(ctl_map, ctl + CLOCK),
+            plock: BiasedLock::at(ctl_map, ctl + PLOCK),
+            clock: BiasedLock::at(ctl_map, ctl + CLOCK),
             cap,
             limit,
             maxsize,
@@ -1164,5 +1183,47 @@ mod tests {
     #[test]
     fn a_get_wakes_a_producer_asleep_on_a_full_queue_in_another_process() {
         woken_by_the_waker(false);
+    }
+
+    /// A lone producer keeps its bias between puts; a second producer, while the
+    /// first lives idle and after it is SIGKILLed idle, puts at once (the bias
+    /// revoked), and every message arrives once, in order.
+    #[test]
+    fn a_second_producer_takes_over_an_idle_biased_producer_alive_or_killed() {
+        if !membarrier::light() {
+            return; // no bias without the heavy barrier
+        }
+        for kill in [false, true] {
+            let q = Queue::<u64>::new().unwrap();
+            let (ready, done) = (crate::Event::new().unwrap(), crate::Event::new().unwrap());
+            let (tx, r, d) = (q.sender(), ready.clone(), done.clone());
+            let mut child = Process::new(move || {
+                for i in 0..100 {
+                    tx.put(&i, PATIENCE).unwrap();
+                }
+                r.set();
+                assert!(d.wait(PATIENCE).unwrap());
+            });
+            child.start().unwrap();
+            assert!(ready.wait(PATIENCE).unwrap());
+            let ring = &*q.holder.ring;
+            assert!(
+                ring.plock.biased_to().is_some(),
+                "the lone producer is not biased"
+            );
+            if kill {
+                child.kill().unwrap();
+                assert_eq!(child.join(PATIENCE).unwrap(), Some(-9));
+            }
+            q.put(&100, PATIENCE).unwrap();
+            assert_eq!(ring.plock.biased_to(), None);
+            for i in 0..=100 {
+                assert_eq!(q.get(PATIENCE).unwrap(), i);
+            }
+            if !kill {
+                done.set();
+                assert_eq!(child.join(PATIENCE).unwrap(), Some(0));
+            }
+        }
     }
 }

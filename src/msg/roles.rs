@@ -178,6 +178,7 @@ impl<'a> Table<'a> {
     }
 
     /// Whether any process holds a count, dead or alive (no `/proc` read).
+    #[inline]
     pub(crate) fn any(&self) -> bool {
         self.overflow().load(Ordering::Acquire) > 0
             || (0..SLOTS).any(|i| count_of(self.word(i).load(Ordering::Acquire)) > 0)

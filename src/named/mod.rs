@@ -245,14 +245,16 @@ impl ObjectKind {
     /// use multiproc::named::ObjectKind;
     /// assert_eq!(ObjectKind::Lock.version(), 1);
     /// assert_eq!(ObjectKind::Barrier.version(), 2);
-    /// assert_eq!(ObjectKind::Queue.version(), 2);
+    /// assert_eq!(ObjectKind::Queue.version(), 3);
     /// ```
     pub fn version(self) -> u32 {
         match self {
             // 2: the reason word also holds the ANNOUNCE flag of armed sleepers.
             ObjectKind::Barrier => 2,
             // 2: the producer lock moved to its own cache line (offset 384).
-            ObjectKind::Queue => 2,
+            // 3: both side locks are biased locks (64 bytes each, at 384 and
+            // 448, thread-owned words): the control block grew to 512 bytes.
+            ObjectKind::Queue => 3,
             _ => 1,
         }
     }

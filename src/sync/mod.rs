@@ -3,9 +3,10 @@
 //!
 //! All of them live in shared memory (arena blocks, so creating one costs no file
 //! descriptor) and wait on shared futexes. `raw_lock` is the single mutual-exclusion
-//! state machine underneath; `ident` names owners so that their death is noticed.
+//! state machine underneath (`biased` keeps one for a lone user between calls); `ident` names owners so that their death is noticed.
 
 pub mod barrier;
+pub(crate) mod biased;
 pub mod condition;
 pub mod event;
 pub(crate) mod ident;

@@ -266,6 +266,25 @@ impl RawLock {
         }
     }
 
+    /// [`lock`](Self::lock), except that a waiter about to sleep first asks `stop`
+    /// and returns `None` when it says so (after announcing itself with CONTENDED:
+    /// a caller whose `stop` reads a word that others store before they look at
+    /// this lock's word gets a Dekker handshake; see `biased`).
+    pub(crate) fn lock_unless(
+        &self,
+        me: u32,
+        deadline: Deadline,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Acquired> {
+        match self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Some(self.after_acquire()),
+            Err(_) => self.wait_contended(me, deadline, stop),
+        }
+    }
+
     /// [`lock`](Self::lock) with the deadline `timeout` from now, read from the
     /// clock only if the lock is not free (Python's `acquire(True, timeout)`).
     /// `Err` if `timeout` is too large for the clock.
@@ -320,6 +339,18 @@ impl RawLock {
     /// failed (RLock): spin, yield, then sleep in slices until `deadline`.
     #[cold]
     pub(crate) fn lock_contended(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
+        self.wait_contended(me, deadline, &|| false)
+    }
+
+    /// [`lock_contended`](Self::lock_contended), except that a waiter about to
+    /// sleep first asks `stop` (see [`lock_unless`](Self::lock_unless)).
+    #[cold]
+    fn wait_contended(
+        &self,
+        me: u32,
+        deadline: Deadline,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Acquired> {
         let mut w = match self.spin(me) {
             Ok(how) => return Some(how),
             Err(w) => w,
@@ -382,6 +413,9 @@ impl RawLock {
                 }
                 w |= CONTENDED;
             }
+            if stop() {
+                return None;
+            }
             let expired = deadline.expired();
             let slice = spin::sleep_slice(tick);
             let timed_out = expired || {
@@ -437,6 +471,12 @@ impl RawLock {
     /// Whether no owner has died with the data inconsistent.
     pub fn is_consistent(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & INCONSISTENT == 0
+    }
+
+    /// Sets INCONSISTENT: a holder died inside (the biased lock's revoker, which
+    /// finds that out itself; call while holding the lock).
+    pub(crate) fn set_inconsistent(&self) {
+        self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
     }
 
     /// Clears INCONSISTENT (call while holding the lock, after repairing the data).
