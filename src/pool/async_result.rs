@@ -9,7 +9,10 @@
 //! as its input is taken, and never loses one). Each slot is `Pending` until the
 //! pool's manager thread resolves it, exactly once, to `Done` (the postcard bytes
 //! of its `Vec<R>`) or `Failed`; `resolved` counts resolved slots, `failed` the
-//! failed ones, and `order` lists them in the order they were resolved. The
+//! failed ones, and `order` lists them in the order they were resolved. A `map`
+//! job whose chunks are cut as its items are serialized (`Job::open`) gains its
+//! chunks the same way and is `sealed` after the last: until then it is not
+//! ready, even with every chunk so far resolved. The
 //! caller only reads slots (an iterator may move bytes out of a slot it has
 //! passed: `Taken`). Every change is made under `state`'s lock and followed by
 //! `notify_all` on `cond` when a waiter may care: at every change for a job read
@@ -22,6 +25,7 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -64,6 +68,9 @@ pub(crate) struct Slots {
     /// Slots resolved to `Failed` (so that readiness is O(1), not a scan).
     pub(crate) failed: usize,
     pub(crate) order: Vec<usize>,
+    /// Every chunk is known (always, but for a job made by [`Job::open`] until
+    /// [`Job::seal`]).
+    pub(crate) sealed: bool,
 }
 
 /// One call's tasks (see the module's invariants).
@@ -76,7 +83,7 @@ pub(crate) struct Job {
     /// [`AsyncResult`] waits for readiness alone (0: a `map_async` of n tasks
     /// wakes its caller once, not n times); [`collect_in_order`] decodes as chunks
     /// come, woken a bounded number of times ([`Job::collect_every`]).
-    notify_every: usize,
+    notify_every: AtomicUsize,
     state: Mutex<Slots>,
     cond: Condvar,
 }
@@ -93,16 +100,42 @@ impl Job {
         Job {
             id,
             kind,
-            notify_every,
+            notify_every: AtomicUsize::new(notify_every),
             state: Mutex::new(Slots {
                 ranges,
                 slots,
                 resolved: 0,
                 failed: 0,
                 order: Vec::new(),
+                sealed: true,
             }),
             cond: Condvar::new(),
         }
+    }
+
+    /// A job with no chunk yet, that gains them by [`push_chunk`](Self::push_chunk)
+    /// and is not ready before [`seal`](Self::seal) (a `map` whose chunks are cut
+    /// as its items are serialized).
+    pub(crate) fn open(id: u64, kind: &'static str, notify_every: usize) -> Job {
+        let job = Job::new(id, kind, Vec::new(), notify_every);
+        job.lock().sealed = false;
+        job
+    }
+
+    /// Says that every chunk is pushed; wakes the waiters if that makes it ready.
+    pub(crate) fn seal(&self) {
+        let mut s = self.lock();
+        s.sealed = true;
+        let now_ready = ready(&s);
+        drop(s);
+        if now_ready {
+            self.cond.notify_all();
+        }
+    }
+
+    /// Sets `notify_every` (an open job learns its number of chunks as it goes).
+    pub(crate) fn set_notify_every(&self, every: usize) {
+        self.notify_every.store(every, Ordering::Relaxed);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Slots> {
@@ -160,8 +193,8 @@ impl Job {
         s.failed += usize::from(failed);
         s.resolved += 1;
         s.order.push(chunk);
-        let wake = (ready(&s) && !was_ready)
-            || (self.notify_every > 0 && s.resolved % self.notify_every == 0);
+        let every = self.notify_every.load(Ordering::Relaxed);
+        let wake = (ready(&s) && !was_ready) || (every > 0 && s.resolved % every == 0);
         drop(s);
         if wake {
             self.cond.notify_all();
@@ -241,10 +274,10 @@ fn deadline(timeout: Option<Duration>) -> Result<Option<Instant>> {
     }
 }
 
-/// Whether a job is ready: every chunk resolved, or one failed (then its result is
-/// that failure, as in CPython: a map fails at its first failed task).
+/// Whether a job is ready: every chunk known and resolved, or one failed (then its
+/// result is that failure, as in CPython: a map fails at its first failed task).
 fn ready(s: &Slots) -> bool {
-    s.resolved == s.slots.len() || s.failed > 0
+    (s.sealed && s.resolved == s.slots.len()) || s.failed > 0
 }
 
 /// The result of [`Pool::apply_async`](crate::Pool::apply_async) or
@@ -295,22 +328,84 @@ fn decode_chunk<R: DeserializeOwned>(
     r: &Range<usize>,
     bytes: &[u8],
 ) -> Result<Vec<R>> {
-    let v: Vec<R> = postcard::from_bytes(bytes).map_err(|e| Error::Codec {
-        op: "pool result",
-        what: "decode a task's results",
-        reason: format!("{} ({e})", job.describe(chunk, r)),
-    })?;
-    if v.len() != r.len() {
+    let mut v = Vec::new();
+    decode_chunk_into(job, chunk, r, bytes, &mut v)?;
+    Ok(v)
+}
+
+/// Decodes chunk `chunk`'s results (a postcard `Vec<R>` of `r.len()` items)
+/// onto the end of `out`, with no vector of its own in between (a `map` of
+/// 1,000,000 items would otherwise copy them all once more); on an error `out`
+/// is as it was.
+fn decode_chunk_into<R: DeserializeOwned>(
+    job: &Job,
+    chunk: usize,
+    r: &Range<usize>,
+    bytes: &[u8],
+    out: &mut Vec<R>,
+) -> Result<()> {
+    let before = out.len();
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let got = serde::de::DeserializeSeed::deserialize(Extend(out), &mut de);
+    let n = match got {
+        Ok(n) => n,
+        Err(e) => {
+            out.truncate(before);
+            return Err(Error::Codec {
+                op: "pool result",
+                what: "decode a task's results",
+                reason: format!("{} ({e})", job.describe(chunk, r)),
+            });
+        }
+    };
+    if n != r.len() {
+        out.truncate(before);
         return Err(Error::PoolBroken {
             reason: format!(
-                "{} came back with {} results for {} items",
+                "{} came back with {n} results for {} items",
                 job.describe(chunk, r),
-                v.len(),
                 r.len()
             ),
         });
     }
-    Ok(v)
+    Ok(())
+}
+
+/// A serde seed that deserializes a sequence onto the end of a vector and
+/// returns how many elements it added.
+struct Extend<'a, R>(&'a mut Vec<R>);
+
+impl<'de, R: serde::Deserialize<'de>> serde::de::DeserializeSeed<'de> for Extend<'_, R> {
+    type Value = usize;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<usize, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, R: serde::Deserialize<'de>> serde::de::Visitor<'de> for Extend<'_, R> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of results")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<usize, A::Error> {
+        // The length comes from the bytes: reserve no more than they can hold.
+        self.0.reserve(seq.size_hint().unwrap_or(0).min(1 << 16));
+        let mut n = 0;
+        while let Some(x) = seq.next_element::<R>()? {
+            self.0.push(x);
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 pub(crate) fn decode_all<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<Vec<R>> {
@@ -320,7 +415,7 @@ pub(crate) fn decode_all<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<Ve
     let mut out = Vec::with_capacity(s.ranges.last().map_or(0, |r| r.end));
     for (i, slot) in s.slots.iter().enumerate() {
         match slot {
-            Slot::Done(bytes) => out.extend(decode_chunk::<R>(job, i, &s.ranges[i], bytes)?),
+            Slot::Done(bytes) => decode_chunk_into::<R>(job, i, &s.ranges[i], bytes, &mut out)?,
             _ => unreachable!("a ready job without failures has every slot done"),
         }
     }
@@ -337,10 +432,7 @@ pub(crate) fn decode_all<R: DeserializeOwned>(job: &Job, s: &Slots) -> Result<Ve
 /// (the first in the order they ended), then the first chunk that does not
 /// decode.
 pub(crate) fn collect_in_order<R: DeserializeOwned>(job: &Job) -> Result<Vec<R>> {
-    let (total, chunks) = {
-        let s = job.lock();
-        (s.ranges.last().map_or(0, |r| r.end), s.slots.len())
-    };
+    let total = job.lock().ranges.last().map_or(0, |r| r.end);
     let mut out = Vec::with_capacity(total);
     let mut next = 0usize;
     let mut undecodable: Option<Error> = None;
@@ -359,16 +451,16 @@ pub(crate) fn collect_in_order<R: DeserializeOwned>(job: &Job) -> Result<Vec<R>>
             taken.push((next, s.ranges[next].clone(), bytes));
             next += 1;
         }
+        let all = s.sealed && next == s.slots.len();
         drop(s);
         for (i, r, bytes) in taken {
-            if undecodable.is_none() {
-                match decode_chunk::<R>(job, i, &r, &bytes) {
-                    Ok(v) => out.extend(v),
-                    Err(e) => undecodable = Some(e),
-                }
+            if undecodable.is_none()
+                && let Err(e) = decode_chunk_into::<R>(job, i, &r, &bytes, &mut out)
+            {
+                undecodable = Some(e);
             }
         }
-        if next == chunks {
+        if all {
             return undecodable.map_or(Ok(out), Err);
         }
     }
@@ -713,5 +805,53 @@ impl<R: DeserializeOwned> Iterator for IMapIterator<'_, R> {
                 (n, Some(n))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job whose chunks are still being cut is not ready, even with every chunk
+    /// so far done; sealing it makes it ready, and its results are in order.
+    #[test]
+    fn an_open_job_is_ready_only_once_sealed() {
+        let job = Arc::new(Job::open(1, "map", 1));
+        let c0 = job.push_chunk(0..2);
+        job.resolve(c0, Ok(postcard::to_stdvec(&vec![10u32, 11]).unwrap()));
+        let r = AsyncResult::new(Arc::clone(&job), decode_all::<u32>);
+        assert!(!r.ready());
+        assert!(!r.wait(Some(Duration::ZERO)).unwrap());
+        let c1 = job.push_chunk(2..3);
+        job.resolve(c1, Ok(postcard::to_stdvec(&vec![12u32]).unwrap()));
+        assert!(!r.ready());
+        job.seal();
+        assert!(r.ready());
+        assert_eq!(r.get(Some(Duration::ZERO)).unwrap(), [10, 11, 12]);
+        assert_eq!(collect_in_order::<u32>(&job).unwrap(), [10, 11, 12]);
+        // No chunk at all: ready once sealed, empty.
+        let empty = Job::open(2, "map", 1);
+        assert!(!ready(&empty.lock()));
+        empty.seal();
+        assert!(collect_in_order::<u32>(&empty).unwrap().is_empty());
+    }
+
+    /// Results decoded onto the end of the output: a chunk with the wrong number
+    /// of results, or bytes that do not decode, leave the output as it was.
+    #[test]
+    fn a_bad_chunk_leaves_the_output_as_it_was() {
+        let job = Job::new(1, "map", vec![0..2, 2..4], 0);
+        let mut out = vec![1u32];
+        let two = postcard::to_stdvec(&vec![2u32, 3]).unwrap();
+        decode_chunk_into(&job, 0, &(0..2), &two, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3]);
+        let three = postcard::to_stdvec(&vec![4u32, 5, 6]).unwrap();
+        let e = decode_chunk_into(&job, 1, &(2..4), &three, &mut out).unwrap_err();
+        assert!(matches!(e, Error::PoolBroken { .. }), "{e:?}");
+        assert_eq!(out, [1, 2, 3]);
+        let cut = &three[..three.len() - 1];
+        let e = decode_chunk_into(&job, 1, &(2..5), cut, &mut out).unwrap_err();
+        assert!(matches!(e, Error::Codec { .. }), "{e:?}");
+        assert_eq!(out, [1, 2, 3]);
     }
 }

@@ -54,6 +54,80 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u
     postcard::serialize_with_flavor(value, Output(Vec::new()))
 }
 
+/// Room for the longest length prefix of a postcard sequence (a varint `u64`).
+pub(crate) const PREFIX: usize = 10;
+
+/// A postcard `Vec<T>` written one item at a time, for items that come from an
+/// iterator (see `Pool::submit`): the items go after [`PREFIX`] bytes of room,
+/// and [`SeqWriter::finish`] writes the length into the end of that room. The
+/// encoding starts at the returned offset: the bytes from there are postcard's
+/// own for the `Vec<T>` of the items pushed.
+pub(crate) struct SeqWriter {
+    /// One serializer for all the items (not one per item: a sequence of many
+    /// small items would pay its set-up each time).
+    ser: postcard::Serializer<Output>,
+    count: usize,
+}
+
+impl SeqWriter {
+    /// An empty sequence, with room for `capacity` bytes of items.
+    pub(crate) fn new(capacity: usize) -> SeqWriter {
+        let mut buf = Vec::with_capacity(PREFIX + capacity);
+        buf.resize(PREFIX, 0);
+        SeqWriter {
+            ser: postcard::Serializer {
+                output: Output(buf),
+            },
+            count: 0,
+        }
+    }
+
+    /// Appends `item`.
+    #[inline]
+    pub(crate) fn push<T: Serialize>(&mut self, item: &T) -> postcard::Result<()> {
+        item.serialize(&mut self.ser)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Items pushed.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Bytes of items pushed.
+    pub(crate) fn item_bytes(&self) -> usize {
+        self.ser.output.0.len() - PREFIX
+    }
+
+    /// Takes the last item pushed out, as a new sequence of that one item (the
+    /// item that made this one too big starts the next). Needs two items or more.
+    pub(crate) fn split_last(&mut self, at: usize, capacity: usize) -> SeqWriter {
+        debug_assert!(self.count >= 2 && at >= PREFIX);
+        let buf = &mut self.ser.output.0;
+        let mut next = SeqWriter::new(capacity.max(buf.len() - at));
+        next.ser.output.0.extend_from_slice(&buf[at..]);
+        next.count = 1;
+        buf.truncate(at);
+        self.count -= 1;
+        next
+    }
+
+    /// The bytes and where the sequence starts in them.
+    pub(crate) fn finish(self) -> (Vec<u8>, usize) {
+        let len = encode(&(self.count as u64)).expect("a u64 always encodes");
+        let from = PREFIX - len.len();
+        let mut buf = self.ser.output.0;
+        buf[from..PREFIX].copy_from_slice(&len);
+        (buf, from)
+    }
+
+    /// The length of the buffer so far (where the next item will start).
+    pub(crate) fn end(&self) -> usize {
+        self.ser.output.0.len()
+    }
+}
+
 /// Serde `with` module for a byte payload (`Vec<u8>`, or `&[u8]` when only
 /// serialized): one byte string instead of a sequence of `u8` (see the module).
 pub(crate) mod as_bytes {
@@ -111,6 +185,35 @@ mod tests {
         n: u32,
         #[serde(with = "super::as_bytes")]
         payload: Vec<u8>,
+    }
+
+    /// A sequence written item by item is postcard's own `Vec<T>`, for lengths
+    /// whose prefix takes one, two and three bytes, and after a split.
+    #[test]
+    fn a_sequence_written_item_by_item_is_postcards_vec() {
+        for n in [0usize, 1, 127, 128, 16_383, 16_384, 20_000] {
+            let items: Vec<i64> = (0..n as i64).map(|x| x * 7 - 3).collect();
+            let mut w = super::SeqWriter::new(16);
+            for x in &items {
+                w.push(x).unwrap();
+            }
+            assert_eq!(w.count(), n);
+            let (bytes, from) = w.finish();
+            assert_eq!(
+                bytes[from..],
+                postcard::to_stdvec(&items).unwrap()[..],
+                "{n}"
+            );
+        }
+        let mut w = super::SeqWriter::new(0);
+        w.push(&1u32).unwrap();
+        let at = w.end();
+        w.push(&300u32).unwrap();
+        let next = w.split_last(at, 0);
+        let (a, fa) = w.finish();
+        let (b, fb) = next.finish();
+        assert_eq!(a[fa..], postcard::to_stdvec(&vec![1u32]).unwrap()[..]);
+        assert_eq!(b[fb..], postcard::to_stdvec(&vec![300u32]).unwrap()[..]);
     }
 
     /// Same bytes as postcard's own encoder and its sequence of `u8`, so both

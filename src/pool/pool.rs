@@ -76,9 +76,18 @@ struct Task {
     /// Its first item's index in the job.
     start: usize,
     entry: Entry,
+    /// The serialized items (a postcard `Vec`) are `args[from..]`.
     args: Vec<u8>,
+    from: usize,
     /// Times it was given to a worker that then died.
     attempts: u32,
+}
+
+impl Task {
+    /// Its serialized items.
+    fn args(&self) -> &[u8] {
+        &self.args[self.from..]
+    }
 }
 
 /// What the callers and the manager share, under one lock.
@@ -412,7 +421,8 @@ impl PoolBuilder {
 ///
 /// **Chunks.** `map`-like calls split the items into chunks (tasks) of
 /// `chunksize` items (by default as CPython, about four chunks per worker, but
-/// no chunk above about 16 KiB of serialized items: see `auto_chunksize`); a
+/// no chunk above about 16 KiB of serialized items, and smaller ones at the end
+/// of a job of many chunks, so that the workers end together: see `Chunker`); a
 /// worker runs one chunk at a time and sends back its results together, and a
 /// busy worker is sent its next small chunk ahead, so that it does not wait for
 /// the pool between chunks. [`imap`](Self::imap) takes its items lazily.
@@ -468,6 +478,66 @@ impl std::fmt::Debug for Pool {
 const SUBMIT_BATCH_BYTES: usize = 64 * 1024;
 const SUBMIT_BATCH_TASKS: usize = 256;
 
+/// A job's chunks as `Pool::submit` cuts them: pushed to the job, batched, and
+/// queued by [`Cut::flush`].
+struct Cut<'a> {
+    job: &'a Arc<Job>,
+    entry: Entry,
+    /// The next chunk's first item.
+    start: usize,
+    /// Chunks cut so far.
+    chunks: usize,
+    batch: Vec<Task>,
+    batch_bytes: usize,
+    feeding: Option<Feeding>,
+}
+
+impl Cut<'_> {
+    /// Adds `chunk` to the job and the batch.
+    fn push(&mut self, chunk: super::codec::SeqWriter) {
+        let n = chunk.count();
+        let (args, from) = chunk.finish();
+        let index = self.job.push_chunk(self.start..self.start + n);
+        self.batch_bytes += args.len() - from;
+        self.batch.push(Task {
+            job: Arc::clone(self.job),
+            chunk: index,
+            start: self.start,
+            entry: self.entry,
+            args,
+            from,
+            attempts: 0,
+        });
+        self.start += n;
+        self.chunks += 1;
+    }
+
+    /// Queues the batch, or fails its tasks if the pool was terminated meanwhile;
+    /// the first batch checks that the pool takes the job and registers it as
+    /// `feeding`.
+    fn flush(&mut self, pool: &Pool, op: &'static str) -> Result<()> {
+        let mut core = pool.shared.lock();
+        if self.feeding.is_none() {
+            accepting(&core, op)?;
+            core.feeding += 1;
+            self.feeding = Some(Feeding(Arc::clone(&pool.shared)));
+        }
+        if core.phase == Phase::Finished {
+            // Terminated meanwhile: the manager is gone, nothing would run them.
+            drop(core);
+            for t in self.batch.drain(..) {
+                t.job.resolve(t.chunk, Err(Failure::Terminated));
+            }
+        } else {
+            core.queue.extend(self.batch.drain(..));
+            drop(core);
+            pool.shared.wake();
+        }
+        self.batch_bytes = 0;
+        Ok(())
+    }
+}
+
 /// Whether the pool takes new calls: [`Error::PoolClosed`] or
 /// [`Error::PoolBroken`] if not.
 fn accepting(core: &Core, op: &'static str) -> Result<()> {
@@ -482,49 +552,140 @@ fn accepting(core: &Core, op: &'static str) -> Result<()> {
     }
 }
 
-/// Items serialized to estimate the size of an item (see [`auto_chunksize`]).
-const CHUNK_PROBE_ITEMS: usize = 64;
-
-/// The probe of [`auto_chunksize`]: up to [`CHUNK_PROBE_ITEMS`] items spread
-/// evenly over `items`, and the bytes they take serialized. Not the first ones:
-/// they may be smaller than the rest (S7's first 64 items take 2 bytes each,
-/// most others 4, and chunks sized on the first were twice the size that is
-/// sent ahead).
-fn probe<T: Serialize>(items: &[T]) -> (usize, usize) {
-    let n = items.len().min(CHUNK_PROBE_ITEMS);
-    if n == 0 {
-        return (0, 0);
-    }
-    let stride = items.len() / n;
-    let sample: Vec<&T> = (0..n).map(|i| &items[i * stride]).collect();
-    (n, super::codec::encode(&sample).map_or(0, |v| v.len()))
+/// Where a `map`'s items are cut into chunks (tasks), as they are serialized.
+///
+/// With a `chunksize`, every chunk has that many items (the last one fewer).
+/// By default, as CPython, about four chunks per worker, but a chunk of two items
+/// or more takes at most [`AHEAD_MAX_BYTES`] serialized, so that it can be sent
+/// ahead (the bytes are counted as the items are written: no estimate, so items
+/// bigger than the first ones do not make chunks too big to send ahead). Measured
+/// on S7 (1,000,000 items of 0.4 us, 2 workers, a busy machine): 8 chunks of
+/// 125,000 items ran at 0.87x the sequential speed, chunks of 2,048 at 1.67x —
+/// big chunks go through the sockets in many blocking rounds (a 1 MB message
+/// against a buffer of about 200 KB) while the other side may be descheduled, are
+/// never sent ahead, and leave a worker idle for up to a whole chunk at the end.
+///
+/// **Guided tail.** When the byte cap is what sizes the chunks (a job of many
+/// chunks), the last ones get smaller, as OpenMP's `guided` schedule: a chunk
+/// takes at most 1/(2 x workers) of the items left, but no fewer than
+/// 1/[`TAPER`] of a full chunk. The last chunk to end then runs about a quarter
+/// of a full chunk alone instead of up to a whole one, while the other workers
+/// wait, for a few more chunks (about 2 x workers x ln([`TAPER`])). Jobs cut by
+/// CPython's rule (few chunks, small items) keep its sizes.
+#[derive(Debug, Clone)]
+struct Chunker {
+    /// Items expected (the input's exact size).
+    len: usize,
+    processes: usize,
+    /// The `chunksize` given.
+    fixed: Option<usize>,
+    /// Items and bytes of items cut into chunks so far (the mean item size).
+    items: usize,
+    bytes: usize,
 }
 
-/// The default chunk size: CPython's (about four chunks per worker), but no
-/// bigger than a chunk of about [`AHEAD_MAX_BYTES`] serialized, estimated from
-/// `probe_len` items that took `probe_bytes` (see [`probe`]), with an eighth
-/// more for items bigger than the probe's. Measured on S7 (1,000,000 items of
-/// 1 us, 2 workers, a busy machine): 8 chunks of 125,000 items ran at 0.87x the
-/// sequential speed, chunks of 2,048 at 1.67x — big chunks go through the
-/// sockets in many blocking rounds (a 1 MB message against a buffer of about
-/// 200 KB) while the other side may be descheduled, are never sent ahead, and
-/// leave a worker idle for up to a whole chunk at the end. Chunks this small are
-/// sent ahead, so the round trips per chunk cost no worker time — if they are
-/// this small: sized on S7's first items (smaller than the rest, see [`probe`])
-/// they took twice the cap, and every chunk waited for its round trip.
-fn auto_chunksize(len: usize, processes: usize, probe_len: usize, probe_bytes: usize) -> usize {
-    let per = processes * 4;
-    let (q, r) = (len / per, len % per);
-    let cpython = (q + usize::from(r != 0)).max(1);
-    if probe_len == 0 || probe_bytes == 0 {
-        return cpython;
+/// The smallest chunk of the guided tail, as a fraction of a full chunk.
+const TAPER: usize = 4;
+
+impl Chunker {
+    fn new(len: usize, processes: usize, fixed: Option<usize>) -> Chunker {
+        Chunker {
+            len,
+            processes: processes.max(1),
+            fixed,
+            items: 0,
+            bytes: 0,
+        }
     }
-    // Items per chunk of AHEAD_MAX_BYTES (less a little room for the slice's
-    // length prefix), at 9/8 of the probe's mean size.
-    let room = (AHEAD_MAX_BYTES - 16) as u128 * probe_len as u128 * 8;
-    let per_chunk = room / (probe_bytes as u128 * 9);
-    cpython.min(usize::try_from(per_chunk).unwrap_or(usize::MAX).max(1))
+
+    /// CPython's default chunk size: about four chunks per worker.
+    fn cpython(&self) -> usize {
+        self.len.div_ceil(self.processes * 4).max(1)
+    }
+
+    /// The most items the chunk that starts at item `start` takes.
+    fn items_at(&self, start: usize) -> usize {
+        if let Some(n) = self.fixed {
+            return n;
+        }
+        let cpython = self.cpython();
+        if self.bytes == 0 {
+            return cpython;
+        }
+        // A full chunk at the mean item size so far.
+        let full = (AHEAD_PAYLOAD as u128 * self.items as u128 / self.bytes as u128).max(1);
+        let full = usize::try_from(full).unwrap_or(usize::MAX);
+        if full >= cpython {
+            return cpython; // cut by CPython's rule: no taper
+        }
+        let rest = self.len.saturating_sub(start);
+        rest.div_ceil(2 * self.processes)
+            .clamp((full / TAPER).max(1), full)
+    }
+
+    /// Whether a chunk whose items take `bytes` is too big for two items or more.
+    fn over_bytes(&self, bytes: usize) -> bool {
+        self.fixed.is_none() && bytes > AHEAD_PAYLOAD
+    }
+
+    /// Records a chunk cut of `items` items taking `bytes`.
+    fn cut(&mut self, items: usize, bytes: usize) {
+        self.items += items;
+        self.bytes += bytes;
+    }
 }
+
+/// Serializes `items` into chunks cut where `chunker` says, in order, and gives
+/// each to `sink` as it is cut (`codec` names a serialization error).
+fn cut_items<T: Serialize>(
+    items: impl Iterator<Item = T>,
+    chunker: &mut Chunker,
+    codec: impl Fn(postcard::Error) -> Error,
+    mut sink: impl FnMut(super::codec::SeqWriter) -> Result<()>,
+) -> Result<()> {
+    use super::codec::SeqWriter;
+    let room = if chunker.fixed.is_some() {
+        0
+    } else {
+        AHEAD_PAYLOAD
+    };
+    let mut chunk = SeqWriter::new(room);
+    let mut start = 0usize;
+    let mut limit = chunker.items_at(0);
+    for item in items {
+        let at = chunk.end();
+        chunk.push(&item).map_err(&codec)?;
+        let carry = if chunk.count() >= 2 && chunker.over_bytes(chunk.item_bytes()) {
+            // Too big: the item starts the next chunk.
+            chunk.split_last(at, room)
+        } else if chunk.count() >= limit {
+            SeqWriter::new(room)
+        } else {
+            continue;
+        };
+        let full = std::mem::replace(&mut chunk, carry);
+        chunker.cut(full.count(), full.item_bytes());
+        start += full.count();
+        sink(full)?;
+        limit = chunker.items_at(start);
+        if chunk.count() >= limit {
+            // A carried item alone makes a full chunk (a limit of one).
+            let full = std::mem::replace(&mut chunk, SeqWriter::new(room));
+            chunker.cut(full.count(), full.item_bytes());
+            start += full.count();
+            sink(full)?;
+            limit = chunker.items_at(start);
+        }
+    }
+    if chunk.count() > 0 {
+        chunker.cut(chunk.count(), chunk.item_bytes());
+        sink(chunk)?;
+    }
+    Ok(())
+}
+
+/// The bytes of items in a chunk sent ahead (its length prefix aside).
+const AHEAD_PAYLOAD: usize = AHEAD_MAX_BYTES - super::codec::PREFIX;
 
 /// The entry of a task for workers started by `method`.
 fn task_entry<F: crate::sys::task::FnPtr>(
@@ -620,89 +781,108 @@ impl Pool {
         self.shared.lock().pids.clone()
     }
 
-    /// Splits `items` into chunks and queues them as one job. The chunks are
-    /// queued in batches as they are serialized, so that the workers start on
-    /// the first while the caller serializes the rest (for a big `map`, the
-    /// serialization would otherwise all come before any work).
+    /// Cuts `items` into chunks (see [`Chunker`]) as it serializes them, and
+    /// queues them as one job. The chunks are queued in batches as they are cut,
+    /// the first ones at once, so that the workers start on the first while the
+    /// caller serializes the rest (for a big `map`, the serialization would
+    /// otherwise all come before any work). An input of exact size (a slice's
+    /// iterator, a range, a `Vec`) is taken item by item, never gathered into a
+    /// vector of its own (for S7's 1,000,000 items, 8 MB of fresh pages: about
+    /// 5 ms of page faults here before the first task could start); any other
+    /// input is gathered first, to know its length.
     fn submit<T: Serialize>(
         &self,
         op: &'static str,
         kind: &'static str,
         entry: Entry,
-        items: Vec<T>,
+        items: impl IntoIterator<Item = T>,
         chunksize: Option<usize>,
         collect: bool,
     ) -> Result<Arc<Job>> {
         self.check_creator(op)?;
-        let chunksize = match chunksize {
-            Some(0) => return Err(Error::ZeroSize { what: "chunksize" }),
-            Some(n) => n,
-            None => {
-                let (probe_len, probe_bytes) = probe(&items);
-                auto_chunksize(items.len(), self.processes, probe_len, probe_bytes)
+        if chunksize == Some(0) {
+            return Err(Error::ZeroSize { what: "chunksize" });
+        }
+        let items = items.into_iter();
+        match items.size_hint() {
+            (lo, Some(hi)) if lo == hi => {
+                self.submit_exact(op, kind, entry, items, lo, chunksize, collect)
             }
+            _ => {
+                let items: Vec<T> = items.collect();
+                let len = items.len();
+                self.submit_exact(op, kind, entry, items.into_iter(), len, chunksize, collect)
+            }
+        }
+    }
+
+    /// [`submit`](Self::submit) of an input of `len` items (if it says more or
+    /// fewer, only the chunk sizes suffer).
+    #[allow(clippy::too_many_arguments)]
+    fn submit_exact<T: Serialize>(
+        &self,
+        op: &'static str,
+        kind: &'static str,
+        entry: Entry,
+        items: impl Iterator<Item = T>,
+        len: usize,
+        chunksize: Option<usize>,
+        collect: bool,
+    ) -> Result<Arc<Job>> {
+        let codec = |e: postcard::Error| Error::Codec {
+            op,
+            what: "serialize the items",
+            reason: e.to_string(),
         };
-        let ranges: Vec<_> = (0..items.len())
-            .step_by(chunksize)
-            .map(|s| s..(s + chunksize).min(items.len()))
-            .collect();
+        let mut chunker = Chunker::new(len, self.processes, chunksize);
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        // `collect`: read in order as it resolves, by `collect_in_order`.
-        let every = if collect {
-            Job::collect_every(ranges.len())
-        } else {
-            0
-        };
-        let job = Arc::new(Job::new(id, kind, ranges.clone(), every));
-        // Registered as feeding from the first batch to the last, so that a pool
-        // closed meanwhile still runs the whole job (it was accepted).
-        let mut feeding: Option<Feeding> = None;
-        if ranges.is_empty() {
-            accepting(&self.shared.lock(), op)?;
-        }
-        let mut batch: Vec<Task> = Vec::new();
-        let mut batch_bytes = 0usize;
-        for (chunk, r) in ranges.iter().enumerate() {
-            let args = super::codec::encode(&items[r.clone()]).map_err(|e| Error::Codec {
-                op,
-                what: "serialize the items",
-                reason: e.to_string(),
-            })?;
-            batch_bytes += args.len();
-            batch.push(Task {
-                job: Arc::clone(&job),
-                chunk,
-                start: r.start,
-                entry,
-                args,
-                attempts: 0,
-            });
-            let last = chunk + 1 == ranges.len();
-            if !(last || batch_bytes >= SUBMIT_BATCH_BYTES || batch.len() >= SUBMIT_BATCH_TASKS) {
-                continue;
-            }
-            let mut core = self.shared.lock();
-            if feeding.is_none() {
-                accepting(&core, op)?;
-                if !last {
-                    core.feeding += 1;
-                    feeding = Some(Feeding(Arc::clone(&self.shared)));
-                }
-            }
-            if core.phase == Phase::Finished {
-                // Terminated meanwhile: the manager is gone, nothing would run them.
-                drop(core);
-                for t in batch.drain(..) {
-                    t.job.resolve(t.chunk, Err(Failure::Terminated));
-                }
+        // `collect`: read in order as it resolves, by `collect_in_order`, woken
+        // about 32 times (the number of chunks is known after the first).
+        let every = |chunks: usize| {
+            if collect {
+                Job::collect_every(chunks)
             } else {
-                core.queue.extend(batch.drain(..));
-                drop(core);
-                self.shared.wake();
+                0
             }
-            batch_bytes = 0;
+        };
+        let job = Arc::new(Job::open(
+            id,
+            kind,
+            every(chunksize.map_or(1, |c| len.div_ceil(c))),
+        ));
+        let mut cut = Cut {
+            job: &job,
+            entry,
+            start: 0,
+            chunks: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            // Registered as feeding from the first batch to the end, so that a
+            // pool closed meanwhile still runs the whole job (it was accepted).
+            feeding: None,
+        };
+        cut_items(items, &mut chunker, codec, |chunk| {
+            if cut.chunks == 0 && collect && chunksize.is_none() {
+                job.set_notify_every(every(len.div_ceil(chunk.count())));
+            }
+            cut.push(chunk);
+            // The first chunks go at once (one per worker), then in batches.
+            if cut.chunks <= self.processes
+                || cut.batch_bytes >= SUBMIT_BATCH_BYTES
+                || cut.batch.len() >= SUBMIT_BATCH_TASKS
+            {
+                cut.flush(self, op)?;
+            }
+            Ok(())
+        })?;
+        if cut.batch.is_empty() && cut.feeding.is_none() {
+            // No item: the call is still refused by a closed pool.
+            accepting(&self.shared.lock(), op)?;
+        } else if !cut.batch.is_empty() {
+            cut.flush(self, op)?;
         }
-        drop(feeding);
+        job.seal();
+        drop(cut);
         Ok(job)
     }
 
@@ -816,7 +996,6 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let entry = map_entry(self.method, f)?;
-        let items: Vec<T> = items.into_iter().collect();
         let job = self.submit("map", "map", entry, items, chunksize, true)?;
         collect_in_order(&job)
     }
@@ -848,7 +1027,6 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let entry = map_entry(self.method, f)?;
-        let items: Vec<T> = items.into_iter().collect();
         let job = self.submit("map_async", "map", entry, items, chunksize, false)?;
         Ok(AsyncResult::new(job, decode_all::<R>))
     }
@@ -1005,7 +1183,6 @@ impl Pool {
         items: impl IntoIterator<Item = F::Args>,
     ) -> Result<Vec<F::Output>> {
         let entry = self.star_entry(f)?;
-        let items: Vec<F::Args> = items.into_iter().collect();
         let job = self.submit("starmap", "starmap", entry, items, None, true)?;
         collect_in_order(&job)
     }
@@ -1042,7 +1219,6 @@ impl Pool {
         chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<F::Output>>> {
         let entry = self.star_entry(f)?;
-        let items: Vec<F::Args> = items.into_iter().collect();
         let job = self.submit("starmap_async", "starmap", entry, items, chunksize, false)?;
         Ok(AsyncResult::new(job, decode_all::<F::Output>))
     }
@@ -1273,6 +1449,7 @@ impl<I: Iterator<Item: Serialize>> Feed for LazyFeed<I> {
             start: range.start,
             entry: self.entry,
             args,
+            from: 0,
             attempts: 0,
         };
         let shared = &self.shared.0;
@@ -1319,7 +1496,7 @@ impl Worker {
     fn may_take(&self, held: usize, budget: Option<usize>, t: &Task) -> bool {
         !self.leaving
             && budget != Some(0)
-            && (held == 0 || (held < HELD_MAX && t.args.len() <= AHEAD_MAX_BYTES))
+            && (held == 0 || (held < HELD_MAX && t.args().len() <= AHEAD_MAX_BYTES))
     }
 }
 
@@ -1434,7 +1611,7 @@ impl Manager {
                     job: t.job.id,
                     chunk: t.chunk as u32,
                     entry: t.entry,
-                    args: &t.args,
+                    args: t.args(),
                 });
                 if let Some(b) = &mut w.budget {
                     *b -= 1;
@@ -1655,22 +1832,126 @@ impl Drop for Manager {
 mod tests {
     use super::*;
 
-    /// Items whose first ones are small: the probe spreads over them all, so the
-    /// default chunks stay small enough to be sent ahead.
+    /// The chunks `cut_items` makes of `items` for `processes` workers: each
+    /// chunk's items, decoded from its bytes, checked to be postcard's `Vec`.
+    fn chunks_of<T>(items: &[T], processes: usize, chunksize: Option<usize>) -> Vec<(Vec<T>, usize)>
+    where
+        T: Serialize + DeserializeOwned + Clone,
+    {
+        let mut chunker = Chunker::new(items.len(), processes, chunksize);
+        let mut out = Vec::new();
+        let codec = |e: postcard::Error| Error::Codec {
+            op: "test",
+            what: "serialize",
+            reason: e.to_string(),
+        };
+        cut_items(items.iter().cloned(), &mut chunker, codec, |chunk| {
+            let (bytes, from) = chunk.finish();
+            let v: Vec<T> = postcard::from_bytes(&bytes[from..]).unwrap();
+            out.push((v, bytes.len() - from));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// Every item once, in order, in chunks of at least one item.
+    fn assert_cover<T: PartialEq + std::fmt::Debug + Clone>(
+        items: &[T],
+        chunks: &[(Vec<T>, usize)],
+    ) {
+        assert!(chunks.iter().all(|(c, _)| !c.is_empty()));
+        let all: Vec<T> = chunks.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
+        assert_eq!(all, items);
+    }
+
+    /// S7's items: by default, chunks of two items or more fit the send-ahead cap
+    /// (the bytes are counted, so the small first items do not make them too
+    /// big), full ones fill most of it, and the last ones taper as `guided`:
+    /// never longer than the one before, down to a quarter of a full chunk.
     #[test]
-    fn default_chunks_fit_the_send_ahead_cap_when_the_first_items_are_small() {
+    fn default_chunks_fit_the_send_ahead_cap_and_taper_at_the_end() {
+        for len in [200_000usize, 200_001, 999_999] {
+            let items: Vec<i64> = (0..len as i64).map(|x| x * 7 - 3).collect();
+            let chunks = chunks_of(&items, 2, None);
+            assert_cover(&items, &chunks);
+            for (c, bytes) in &chunks {
+                assert!(
+                    c.len() == 1 || *bytes <= AHEAD_MAX_BYTES,
+                    "{} items, {bytes} B",
+                    c.len()
+                );
+            }
+            // Full chunks fill the cap (to within an item); after the last one,
+            // the tail.
+            let is_full = |b: usize| b + 16 > AHEAD_PAYLOAD;
+            let last_full = chunks.iter().rposition(|(_, b)| is_full(*b)).unwrap();
+            let full = chunks[last_full].0.len();
+            let tail: Vec<usize> = chunks[last_full + 1..]
+                .iter()
+                .map(|(c, _)| c.len())
+                .collect();
+            assert!(tail.len() >= 4, "{len}: no taper: {tail:?}");
+            assert!(tail.windows(2).all(|w| w[1] <= w[0]), "{len}: {tail:?}");
+            assert!(tail[0] < full, "{len}: {full} then {tail:?}");
+            // Down to about a quarter (the mean item size is the whole input's).
+            let smallest = tail[..tail.len() - 1].iter().min().unwrap();
+            assert!(
+                *smallest <= full / 3 && *smallest >= full / (TAPER + 1),
+                "{len}: {full} then {tail:?}"
+            );
+        }
+        // Items whose first ones are small (2 bytes, the rest 5): still within the cap.
         let items: Vec<u64> = (0..200_000u64)
             .map(|i| if i < 1_000 { i % 100 } else { 1 << 30 })
             .collect();
-        let (n, bytes) = probe(&items);
-        assert_eq!(n, CHUNK_PROBE_ITEMS);
-        let cs = auto_chunksize(items.len(), 2, n, bytes);
-        for chunk in items.chunks(cs) {
-            let len = super::super::codec::encode(chunk).unwrap().len();
-            assert!(
-                len <= AHEAD_MAX_BYTES,
-                "a chunk of {cs} items takes {len} bytes"
-            );
+        let chunks = chunks_of(&items, 2, None);
+        assert_cover(&items, &chunks);
+        assert!(
+            chunks
+                .iter()
+                .all(|(c, b)| c.len() == 1 || *b <= AHEAD_MAX_BYTES)
+        );
+    }
+
+    /// Few items: CPython's sizes, about four chunks per worker, no taper; an
+    /// item bigger than the cap goes alone; a chunksize given is kept exactly.
+    #[test]
+    fn small_jobs_get_cpythons_chunks_and_a_chunksize_is_kept() {
+        let items: Vec<u64> = (0..20_000).collect();
+        let sizes: Vec<usize> = chunks_of(&items, 2, None)
+            .iter()
+            .map(|(c, _)| c.len())
+            .collect();
+        assert_eq!(sizes, [2_500; 8]);
+        for len in [0usize, 1, 2, 7, 9] {
+            let items: Vec<u32> = (0..len as u32).collect();
+            let chunks = chunks_of(&items, 2, None);
+            assert_cover(&items, &chunks);
+            let cpython = len.div_ceil(8).max(1);
+            assert!(chunks.iter().all(|(c, _)| c.len() <= cpython), "{len}");
+            assert_eq!(chunks.len(), len.div_ceil(cpython), "{len}");
+        }
+        let big = vec![
+            vec![7u8; AHEAD_MAX_BYTES],
+            vec![1],
+            vec![2],
+            vec![9u8; AHEAD_MAX_BYTES * 2],
+        ];
+        let chunks = chunks_of(&big, 1, None);
+        assert_cover(&big, &chunks);
+        assert!(
+            chunks
+                .iter()
+                .all(|(c, b)| c.len() == 1 || *b <= AHEAD_MAX_BYTES)
+        );
+        let items: Vec<i64> = (0..100_000).collect();
+        for cs in [1usize, 3, 4_096, 30_000, 100_000, 200_000] {
+            let chunks = chunks_of(&items, 2, Some(cs));
+            assert_cover(&items, &chunks);
+            let (last, rest) = chunks.split_last().unwrap();
+            assert!(rest.iter().all(|(c, _)| c.len() == cs), "{cs}");
+            assert_eq!(last.0.len(), items.len() - cs * rest.len(), "{cs}");
         }
     }
 
@@ -1698,20 +1979,5 @@ mod tests {
                 other => panic!("{method}: {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn the_default_chunk_size_is_cpythons_capped_by_bytes() {
-        // Small items: CPython's, about four chunks per worker.
-        assert_eq!(auto_chunksize(20_000, 2, 64, 64), 2_500);
-        assert_eq!(auto_chunksize(7, 2, 7, 7), 1);
-        assert_eq!(auto_chunksize(0, 2, 0, 0), 1);
-        // Big chunks: capped so that a chunk is sent ahead, with room for items
-        // bigger than the probe's.
-        let cs = auto_chunksize(1_000_000, 2, 64, 64 * 8);
-        assert_eq!(cs, (AHEAD_MAX_BYTES - 16) * 8 / (8 * 9));
-        assert!(cs * 9 + 16 <= AHEAD_MAX_BYTES);
-        // An item bigger than the cap: one per chunk.
-        assert_eq!(auto_chunksize(100, 2, 1, 1 << 20), 1);
     }
 }
