@@ -342,3 +342,39 @@ fn children_start_while_the_parent_runs_several_threads() {
         t.join().unwrap();
     }
 }
+
+fn exits_with(code: i32) {
+    std::process::exit(code);
+}
+
+/// The entry of a spawned child that starts a grandchild by `method` and exits
+/// with the grandchild's exit code (a failed start: 100).
+fn starts_a_grandchild(method: String) {
+    let method: StartMethod = method.parse().expect("a start method name");
+    let mut p = get_context(method).process(exits_with, 7);
+    if p.start().is_err() {
+        std::process::exit(100);
+    }
+    let code = p
+        .join(Some(BOUND))
+        .expect("join")
+        .expect("within the bound");
+    std::process::exit(code);
+}
+
+#[test]
+fn a_spawned_child_starts_children_of_its_own_by_every_method() {
+    multiproc::spawn::init();
+    for outer in METHODS {
+        for inner in StartMethod::ALL {
+            let mut p = get_context(outer).process(starts_a_grandchild, inner.name().to_string());
+            p.start().unwrap();
+            // 7: the grandchild ran its entry (100: the child could not start it).
+            assert_eq!(
+                p.join(Some(BOUND)).unwrap(),
+                Some(7),
+                "{outer} then {inner}"
+            );
+        }
+    }
+}

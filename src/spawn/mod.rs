@@ -94,14 +94,8 @@ thread_local! {
 /// // ... the program
 /// ```
 pub fn init() {
-    if let Some(value) = std::env::var_os(wire::ENV) {
-        static TAKEN: std::sync::Once = std::sync::Once::new();
-        let mut first = false;
-        TAKEN.call_once(|| first = true);
-        if first {
-            child::become_inherited(&value.to_string_lossy());
-        }
-    }
+    // Noted first: a child started by spawn runs its entry inside this call, and
+    // the entry may start processes by spawn or forkserver itself (as in Python).
     let me = std::thread::current();
     match me.name() {
         Some(name) if name != "main" => {
@@ -109,6 +103,14 @@ pub fn init() {
             let _ = ANY_TEST.set(name.to_string());
         }
         _ => MAIN_INIT.store(true, Ordering::Relaxed),
+    }
+    if let Some(value) = std::env::var_os(wire::ENV) {
+        static TAKEN: std::sync::Once = std::sync::Once::new();
+        let mut first = false;
+        TAKEN.call_once(|| first = true);
+        if first {
+            child::become_inherited(&value.to_string_lossy());
+        }
     }
 }
 
