@@ -311,11 +311,8 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
     }
 
-    /// The one-`sendmsg` path (up to 253 descriptors): bytes larger than the
-    /// socket's buffer (the rest goes by `send`), then a second message right
-    /// behind it, each received whole with its own descriptors.
-    #[test]
-    fn messages_with_few_descriptors_cross_whole_and_back_to_back() {
+    /// A connected socket pair, `n` fresh memfds and their file identities.
+    fn pair_and_memfds(n: usize) -> (OwnedFd, OwnedFd, Vec<OwnedFd>, Vec<(u64, u64)>) {
         let (a, b) = socketpair(
             AddressFamily::UNIX,
             SocketType::STREAM,
@@ -323,13 +320,22 @@ mod tests {
             None,
         )
         .unwrap();
-        let files: Vec<OwnedFd> = (0..3)
+        let files: Vec<OwnedFd> = (0..n)
             .map(|_| crate::sys::mem::memfd("t", 8).unwrap())
             .collect();
-        let ids: Vec<_> = files
+        let ids = files
             .iter()
             .map(|f| crate::sys::transfer::file_id(f).unwrap())
             .collect();
+        (a, b, files, ids)
+    }
+
+    /// The one-`sendmsg` path (up to 253 descriptors): bytes larger than the
+    /// socket's buffer (the rest goes by `send`), then a second message right
+    /// behind it, each received whole with its own descriptors.
+    #[test]
+    fn messages_with_few_descriptors_cross_whole_and_back_to_back() {
+        let (a, b, files, ids) = pair_and_memfds(3);
         // A bug that loses bytes fails the test instead of hanging it.
         rustix::net::sockopt::set_socket_timeout(
             &b,
@@ -361,21 +367,8 @@ mod tests {
 
     #[test]
     fn bytes_and_many_descriptors_cross_a_socket() {
-        let (a, b) = socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
         // More than one batch of descriptors, and more bytes than one send.
-        let files: Vec<OwnedFd> = (0..300)
-            .map(|_| crate::sys::mem::memfd("t", 8).unwrap())
-            .collect();
-        let ids: Vec<_> = files
-            .iter()
-            .map(|f| crate::sys::transfer::file_id(f).unwrap())
-            .collect();
+        let (a, b, files, ids) = pair_and_memfds(300);
         let bytes: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
         let sender = {
             let bytes = bytes.clone();
