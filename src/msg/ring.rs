@@ -575,35 +575,38 @@ impl Ring {
     /// the general way, [`put_locked`](Self::put_locked), which waits or reports).
     #[inline(always)]
     pub(crate) fn put_now(&self, msg: &[u8]) -> bool {
-        let len = msg.len() as u64;
-        let need = frame_bytes(len);
+        let need = frame_bytes(msg.len() as u64);
         let t = self.u64(TAIL).load(Ordering::Relaxed);
         let h = self.u64(CACHED_HEAD).load(Ordering::Relaxed);
         if need > self.limit || !self.fits(t, h, need, true) || !self.sane(t, h) {
             return false;
         }
+        self.write_whole(t, msg, need);
+        true
+    }
+
+    /// Writes `msg` as one whole frame of `need` bytes at `tail` = `t` and
+    /// publishes it (holding `plock`, the room already known).
+    #[inline(always)]
+    fn write_whole(&self, t: u64, msg: &[u8], need: u64) {
         let p = pos(t);
         self.write_at(p + HEADER, msg);
-        self.header_at(p)
-            .store(((FIRST | LAST) as u64) << 32 | len, Ordering::Relaxed);
+        self.header_at(p).store(
+            ((FIRST | LAST) as u64) << 32 | msg.len() as u64,
+            Ordering::Relaxed,
+        );
         self.publish(advance(t, need, 1));
-        true
     }
 
     /// Puts one message (holding `plock`): whole when its frame fits in the byte
     /// bound, else in pieces.
     #[inline]
     pub(crate) fn put_locked(&self, msg: &[u8], wait: &Wait) -> Result<()> {
-        let len = msg.len() as u64;
-        let need = frame_bytes(len);
+        let need = frame_bytes(msg.len() as u64);
         // `limit <= MAX_CAP < u32::MAX`: a whole frame's length fits its header.
         if need <= self.limit {
             let t = self.wait_space(need, true, wait, false)?;
-            let p = pos(t);
-            self.write_at(p + HEADER, msg);
-            self.header_at(p)
-                .store(((FIRST | LAST) as u64) << 32 | len, Ordering::Relaxed);
-            self.publish(advance(t, need, 1));
+            self.write_whole(t, msg, need);
             return Ok(());
         }
         self.put_pieces(msg, wait)

@@ -230,7 +230,11 @@ impl Lock {
             // A free lock needs no deadline: the clock is read only once the
             // exchange failed (and the exchange is not tried twice).
             Deadline::check(timeout)?;
-            let how = self.raw.lock_within(ident::process(), timeout)?;
+            let me = ident::process();
+            let how = match self.raw.try_exchange(me) {
+                Ok(how) => Some(how),
+                Err(_) => self.raw.lock_contended(me, Deadline::after(timeout)?),
+            };
             if how.is_some() {
                 self.holder.store(ident::thread(), Ordering::Relaxed);
             }

@@ -189,19 +189,18 @@ impl RawLock {
     /// almost every time.
     #[inline]
     pub fn try_lock(&self, me: u32) -> Option<Acquired> {
-        match self
-            .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
-            Ok(_) => Some(self.after_acquire()),
+        match self.try_exchange(me) {
+            Ok(how) => Some(how),
             Err(w) => self.try_take_over(me, w),
         }
     }
 
     /// One compare-exchange `0 -> me`: `Ok` with the lock, or `Err` with the word
-    /// found (nothing else is tried). For RLock, which must tell "held by me" from
-    /// "held by another" without a load of the word before the exchange: under
-    /// contention that load would cost a second transfer of the cache line.
+    /// found (nothing else is tried). Every way of taking the lock begins with it.
+    /// RLock calls it directly to tell "held by me" from "held by another" without
+    /// a load of the word before the exchange (under contention that load would
+    /// cost a second transfer of the cache line), and `Lock::acquire` to read the
+    /// clock for its deadline only once the exchange failed.
     #[inline]
     pub fn try_exchange(&self, me: u32) -> Result<Acquired, u32> {
         match self
@@ -257,11 +256,8 @@ impl RawLock {
     /// A child process sleeps on the lock until the parent releases it:
     #[inline]
     pub fn lock(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
-        match self
-            .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
-            Ok(_) => Some(self.after_acquire()),
+        match self.try_exchange(me) {
+            Ok(how) => Some(how),
             Err(_) => self.lock_contended(me, deadline),
         }
     }
@@ -276,30 +272,9 @@ impl RawLock {
         deadline: Deadline,
         stop: &dyn Fn() -> bool,
     ) -> Option<Acquired> {
-        match self
-            .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
-            Ok(_) => Some(self.after_acquire()),
+        match self.try_exchange(me) {
+            Ok(how) => Some(how),
             Err(_) => self.wait_contended(me, deadline, stop),
-        }
-    }
-
-    /// [`lock`](Self::lock) with the deadline `timeout` from now, read from the
-    /// clock only if the lock is not free (Python's `acquire(True, timeout)`).
-    /// `Err` if `timeout` is too large for the clock.
-    #[inline]
-    pub fn lock_within(
-        &self,
-        me: u32,
-        timeout: Option<Duration>,
-    ) -> crate::Result<Option<Acquired>> {
-        match self
-            .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
-            Ok(_) => Ok(Some(self.after_acquire())),
-            Err(_) => Ok(self.lock_contended(me, Deadline::after(timeout)?)),
         }
     }
 
@@ -336,7 +311,8 @@ impl RawLock {
     }
 
     /// The wait of [`lock`](Self::lock), for a caller whose own exchange just
-    /// failed (RLock): spin, yield, then sleep in slices until `deadline`.
+    /// failed (RLock, `Lock::acquire`): spin, yield, then sleep in slices until
+    /// `deadline`.
     #[cold]
     pub(crate) fn lock_contended(&self, me: u32, deadline: Deadline) -> Option<Acquired> {
         self.wait_contended(me, deadline, &|| false)
@@ -437,7 +413,7 @@ impl RawLock {
                 {
                     // Set only by the winner, while it holds the lock: a loser must
                     // not set it after the winner repaired and released.
-                    self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
+                    self.set_inconsistent();
                     return Some(Acquired::OwnerDied);
                 }
                 if deadline.expired() {
@@ -473,8 +449,8 @@ impl RawLock {
         self.flags.load(Ordering::Relaxed) & INCONSISTENT == 0
     }
 
-    /// Sets INCONSISTENT: a holder died inside (the biased lock's revoker, which
-    /// finds that out itself; call while holding the lock).
+    /// Sets INCONSISTENT: a holder died inside (call while holding the lock; the
+    /// biased lock's revoker calls it too, when it finds the holder died inside).
     pub(crate) fn set_inconsistent(&self) {
         self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
     }
