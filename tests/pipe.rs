@@ -171,7 +171,7 @@ fn a_writer_killed_mid_message_gives_a_cut_not_half_a_message() {
 
 #[test]
 fn writers_killed_at_random_points_never_deliver_half_a_message() {
-    let shm_before = common::dev_shm();
+    let shm_before = common::multiproc_shm();
     let mut rng = Rng::new();
     let (mut cuts, mut eofs) = (0, 0);
     for round in 0..40 {
@@ -227,7 +227,11 @@ fn writers_killed_at_random_points_never_deliver_half_a_message() {
         cuts > 0,
         "no kill landed inside a message: the test did not test"
     );
-    assert_eq!(common::dev_shm(), shm_before, "nothing new in /dev/shm");
+    assert_eq!(
+        common::multiproc_shm(),
+        shm_before,
+        "nothing new in /dev/shm"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{BOUND, T, dev_shm};
+use common::{BOUND, T, multiproc_shm};
 use multiproc::{Error, Event, Pool, Value};
 
 fn square(x: u64) -> u64 {
@@ -702,7 +702,7 @@ fn close_lets_queued_tasks_finish_and_join_is_bounded() {
 #[test]
 fn drop_leaves_no_worker_and_nothing_in_dev_shm() {
     let _w = watchdog();
-    let before = dev_shm();
+    let before = multiproc_shm();
     let pool = Pool::builder()
         .processes(3)
         .maxtasksperchild(3)
@@ -719,7 +719,7 @@ fn drop_leaves_no_worker_and_nothing_in_dev_shm() {
         assert!(gone(p), "worker {p} is gone");
     }
     assert!(matches!(busy.get(T), Err(Error::PoolTerminated { .. })));
-    assert_eq!(dev_shm(), before);
+    assert_eq!(multiproc_shm(), before);
 }
 
 #[test]

@@ -49,6 +49,16 @@ pub fn poll_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// multiproc's entries of /dev/shm (the `mp-` prefix of docs/LAYOUT.md), sorted: what a test checks
+/// for leaks. Other programs' entries (CPython's `sem.mp-*` semaphores among them,
+/// made by whatever else runs on the machine) come and go on their own.
+pub fn multiproc_shm() -> Vec<String> {
+    dev_shm()
+        .into_iter()
+        .filter(|n| n.starts_with("mp-"))
+        .collect()
+}
+
 /// Entries of /dev/shm, sorted.
 pub fn dev_shm() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
