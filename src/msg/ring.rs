@@ -50,6 +50,8 @@
 //! - **Publish by one store.** A producer copies a frame into the free space, then
 //!   stores `tail` (release): before that store the frame does not exist for any
 //!   consumer, so a producer killed mid-copy leaves nothing half written. A
+//!   payload of [`STREAM_MIN`] bytes or more may be copied with non-temporal
+//!   stores (see `CopyChoice`), which an `sfence` orders before that store. A
 //!   consumer copies a frame out, then stores `head`: killed before that store, the
 //!   frame is still there for the next consumer (nothing lost); after it, only the
 //!   message it was taking is lost.
@@ -132,6 +134,91 @@ const HEADER: u64 = 8;
 const BACKOFF: u32 = 1;
 /// Yields of the CPU before a waiter sleeps (see `yield_until`).
 const YIELDS: u32 = 8;
+/// Payloads of at least this many bytes are copied into the ring with
+/// non-temporal stores (`Mapping::stream_bytes`): they do not wait to own lines
+/// that the consumer read a lap ago, which costs most when the two processes run
+/// on far-apart cores.
+const STREAM_MIN: usize = 2048;
+/// One large copy in this many is timed, with the stores [`CopyChoice`] picks...
+const COPY_SAMPLE: u32 = 32;
+/// ...and one in this many with the other kind, to see whether it became the
+/// cheaper (seldom: a copy with the wrong kind costs up to a few microseconds).
+const COPY_PROBE: u32 = 256;
+/// Where in each [`COPY_PROBE`] copies the probe falls (between two samples).
+const PROBE_AT: u32 = COPY_PROBE / 2 + COPY_SAMPLE / 2;
+
+/// Which stores a producer copies large payloads with, learned from what they
+/// cost in this process (process-local, like `AdaptiveSpin`; a hint, races among
+/// a process's threads merely blur it).
+///
+/// Plain stores must own each line before writing it; the ring's lines were last
+/// read by the consumer, so each line's ownership comes from the consumer's
+/// cache. How long that takes depends on where the virtual machine's vCPUs sit on
+/// the host, and changes while a program runs: with the two vCPUs near (a
+/// core-to-core round trip of 70-100 ns) a 4 KiB plain copy is fast; far apart
+/// (350-400 ns) it is several times slower, and a 1->1 stream of 4 KiB messages
+/// fell from about 2M to 0.4M msg/s. Non-temporal stores do not wait for the line
+/// (1.6-1.9M msg/s far, about 2M near), but send it to memory: when both
+/// processes share one CPU (a loaded machine), where plain stores hit this core's
+/// own cache, they cost the consumer a read from memory (2.6M -> 1.6M msg/s). So
+/// neither is right everywhere: each copy uses non-temporal stores when the
+/// timed samples show them at least 1.5x cheaper per byte than plain ones.
+#[derive(Debug)]
+struct CopyChoice {
+    /// Large copies so far (mod 2^32).
+    n: AtomicU32,
+    /// Smoothed ns per KiB of the timed plain and non-temporal copies (0: none yet).
+    plain: AtomicU32,
+    stream: AtomicU32,
+}
+
+impl CopyChoice {
+    const fn new() -> CopyChoice {
+        CopyChoice {
+            n: AtomicU32::new(0),
+            plain: AtomicU32::new(0),
+            stream: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether this copy streams, and whether it is timed.
+    #[inline]
+    fn pick(&self) -> (bool, bool) {
+        let n = self.n.load(Ordering::Relaxed);
+        self.n.store(n.wrapping_add(1), Ordering::Relaxed);
+        let streams = self.streams();
+        if n % COPY_SAMPLE == 0 {
+            (streams, true)
+        } else if n % COPY_PROBE == PROBE_AT {
+            (!streams, true)
+        } else {
+            (streams, false)
+        }
+    }
+
+    /// Whether the samples show non-temporal stores clearly cheaper.
+    fn streams(&self) -> bool {
+        let plain = self.plain.load(Ordering::Relaxed);
+        let stream = self.stream.load(Ordering::Relaxed);
+        stream != 0 && stream.saturating_mul(3) < plain.saturating_mul(2)
+    }
+
+    /// Folds in a timed copy of `bytes` bytes. A sample is clamped to 8x the
+    /// smoothed figure, so that one copy interrupted by the kernel moves it little.
+    fn timed(&self, stream: bool, took: Duration, bytes: usize) {
+        let per_kib = (took.as_nanos().saturating_mul(1024) / bytes.max(1) as u128)
+            .clamp(1, u32::MAX as u128 / 8) as u32;
+        let avg = if stream { &self.stream } else { &self.plain };
+        let old = avg.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            per_kib
+        } else {
+            (old * 3 + per_kib.min(old.saturating_mul(8))) / 4
+        };
+        avg.store(new.max(1), Ordering::Relaxed);
+    }
+}
+
 /// How long a waiter whose heavy barrier failed sleeps between looks (a light
 /// waker's wake-up may then be missed; see `arm_sleep`).
 const UNCOVERED_SLICE: Duration = Duration::from_millis(1);
@@ -196,6 +283,8 @@ pub(crate) struct Ring {
     // Process-local: how long waits spin before sleeping.
     p_spin: AdaptiveSpin,
     c_spin: AdaptiveSpin,
+    /// Process-local: which stores large payloads are copied with.
+    copy: CopyChoice,
     /// Monotonic ns of this process's last look at `/proc` for dead holders of
     /// each role (one per role, so that a waiting put and a waiting get in two
     /// threads of one process never take each other's turn).
@@ -347,6 +436,7 @@ impl Ring {
             piece: ((limit / 4) & !7).max(8),
             p_spin: AdaptiveSpin::new(),
             c_spin: AdaptiveSpin::new(),
+            copy: CopyChoice::new(),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         };
         if init {
@@ -451,9 +541,37 @@ impl Ring {
         let first = (bytes.len() as u64).min(self.cap - i) as usize;
         let map = self.block.map();
         let base = self.block.offset() + DATA;
+        if bytes.len() >= STREAM_MIN {
+            self.write_large(base, i as usize, first, bytes);
+            return;
+        }
         map.write_bytes(base + i as usize, &bytes[..first]);
         if first < bytes.len() {
             map.write_bytes(base, &bytes[first..]);
+        }
+    }
+
+    /// `write_at` of a large payload, with the stores that `copy` picks: plain, or
+    /// non-temporal and fenced before the publication that follows (see
+    /// `Mapping::stream_bytes`); a few copies are timed for it.
+    #[inline(never)]
+    fn write_large(&self, base: usize, i: usize, first: usize, bytes: &[u8]) {
+        let map = self.block.map();
+        let (stream, timed) = self.copy.pick();
+        let start = timed.then(Instant::now);
+        if stream {
+            map.stream_bytes(base + i, &bytes[..first]);
+            if first < bytes.len() {
+                map.stream_bytes(base, &bytes[first..]);
+            }
+        } else {
+            map.write_bytes(base + i, &bytes[..first]);
+            if first < bytes.len() {
+                map.write_bytes(base, &bytes[first..]);
+            }
+        }
+        if let Some(start) = start {
+            self.copy.timed(stream, start.elapsed(), bytes.len());
         }
     }
 
@@ -1107,6 +1225,7 @@ impl Ring {
             piece: ((limit / 4) & !7).max(8),
             p_spin: AdaptiveSpin::new(),
             c_spin: AdaptiveSpin::new(),
+            copy: CopyChoice::new(),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         })
     }
@@ -1186,6 +1305,65 @@ mod tests {
     #[test]
     fn a_get_wakes_a_producer_asleep_on_a_full_queue_in_another_process() {
         woken_by_the_waker(false);
+    }
+
+    /// The copy choice: the kind it picks is timed once in `COPY_SAMPLE` copies and
+    /// the other once in `COPY_PROBE`; it streams only while streaming's smoothed
+    /// cost per byte is under two thirds of the plain one, and follows a change.
+    #[test]
+    fn the_copy_choice_streams_only_when_streaming_is_clearly_cheaper() {
+        let c = CopyChoice::new();
+        let picks: Vec<(bool, bool)> = (0..COPY_PROBE).map(|_| c.pick()).collect();
+        assert_eq!(picks[0], (false, true), "the first copy is plain, timed");
+        let timed = picks.iter().filter(|p| p.1).count() as u32;
+        assert_eq!(timed, COPY_PROBE / COPY_SAMPLE + 1);
+        assert_eq!(picks[PROBE_AT as usize], (true, true), "the probe streams");
+        assert!(!c.streams(), "nothing known of streaming yet");
+        let us = Duration::from_micros;
+        c.timed(false, us(2), 4096);
+        c.timed(true, us(1), 4096);
+        assert!(c.streams(), "2x cheaper");
+        for _ in 0..20 {
+            c.timed(true, Duration::from_nanos(1400), 4096);
+        }
+        assert!(!c.streams(), "0.7x of plain is not cheap enough");
+        for _ in 0..20 {
+            c.timed(false, us(8), 4096);
+        }
+        assert!(c.streams(), "plain became slow");
+        // One sample far off (a copy interrupted) moves the average little.
+        let before = c.plain.load(Ordering::Relaxed);
+        c.timed(false, Duration::from_millis(50), 4096);
+        assert!(c.plain.load(Ordering::Relaxed) <= before * 3);
+    }
+
+    /// Messages of every size around the streaming threshold, put by a child in
+    /// another process through a small ring (so that they wrap around its end),
+    /// with both kinds of copy (the probe takes the other kind): each arrives
+    /// whole and in order.
+    #[test]
+    fn large_messages_arrive_whole_with_either_kind_of_copy() {
+        let q = Queue::<()>::with_bounds(0, 16 * 1024).unwrap();
+        let sizes: Vec<usize> = (0..600).map(|i| STREAM_MIN - 9 + (i * 13) % 5000).collect();
+        let body = |i: usize, n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|k| (k as u32 * 31 + i as u32 * 7) as u8)
+                .collect()
+        };
+        let (tx, sz) = (q.sender(), sizes.clone());
+        let mut child = Process::new(move || {
+            for (i, &n) in sz.iter().enumerate() {
+                tx.put_bytes(&body(i, n), PATIENCE).unwrap();
+            }
+        });
+        child.start().unwrap();
+        let mut buf = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            assert_eq!(q.get_bytes_into(&mut buf, PATIENCE).unwrap(), n);
+            assert!(buf == body(i, n), "message {i} of {n} bytes is not whole");
+        }
+        child.join(PATIENCE).unwrap();
+        assert_eq!(child.exitcode(), Some(0));
     }
 
     /// A lone producer keeps its bias between puts; a second producer, while the
