@@ -86,7 +86,7 @@
 //! Written by hand: this ring is the product (no crate offers a multi-process ring
 //! that survives a SIGKILL of any party).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, compiler_fence};
 use std::time::{Duration, Instant};
 
 use super::roles::{TABLE_BYTES, Table};
@@ -139,6 +139,16 @@ const YIELDS: u32 = 8;
 /// that the consumer read a lap ago, which costs most when the two processes run
 /// on far-apart cores.
 const STREAM_MIN: usize = 2048;
+/// How many times cheaper per byte than plain stores non-temporal ones must be
+/// timed for a producer to use them: the copy's cost is the producer's, but
+/// streamed lines cost the consumer a read from memory, so a small gain is not
+/// worth it. Measured (ns per KiB, plain / non-temporal): vCPUs near 135-150 / 50-85
+/// (about 2x: plain gives the better throughput, 2.3-2.9M vs 1.4-1.9M msg/s),
+/// far about 550 / 125 (4-5x: non-temporal, 1.6M vs 0.45M), one CPU 40-55 / 65-80.
+const STREAM_GAIN: u32 = 3;
+/// Contended waits for a side lock between two counts of the queue's users
+/// (`Ring::yield_if_crowded`).
+const CROWD_REFRESH: u32 = 256;
 /// One large copy in this many is timed, with the stores [`CopyChoice`] picks...
 const COPY_SAMPLE: u32 = 32;
 /// ...and one in this many with the other kind, to see whether it became the
@@ -162,7 +172,7 @@ const PROBE_AT: u32 = COPY_PROBE / 2 + COPY_SAMPLE / 2;
 /// processes share one CPU (a loaded machine), where plain stores hit this core's
 /// own cache, they cost the consumer a read from memory (2.6M -> 1.6M msg/s). So
 /// neither is right everywhere: each copy uses non-temporal stores when the
-/// timed samples show them at least 1.5x cheaper per byte than plain ones.
+/// timed samples show them [`STREAM_GAIN`] times cheaper per byte than plain ones.
 #[derive(Debug)]
 struct CopyChoice {
     /// Large copies so far (mod 2^32).
@@ -200,7 +210,7 @@ impl CopyChoice {
     fn streams(&self) -> bool {
         let plain = self.plain.load(Ordering::Relaxed);
         let stream = self.stream.load(Ordering::Relaxed);
-        stream != 0 && stream.saturating_mul(3) < plain.saturating_mul(2)
+        stream != 0 && stream.saturating_mul(STREAM_GAIN) < plain
     }
 
     /// Folds in a timed copy of `bytes` bytes. A sample is clamped to 8x the
@@ -285,6 +295,10 @@ pub(crate) struct Ring {
     c_spin: AdaptiveSpin,
     /// Process-local: which stores large payloads are copied with.
     copy: CopyChoice,
+    /// Process-local: whether more processes use the queue than this thread has
+    /// CPUs, and how many contended waits may go before that is counted again.
+    crowded: AtomicBool,
+    crowd_left: AtomicU32,
     /// Monotonic ns of this process's last look at `/proc` for dead holders of
     /// each role (one per role, so that a waiting put and a waiting get in two
     /// threads of one process never take each other's turn).
@@ -437,6 +451,8 @@ impl Ring {
             p_spin: AdaptiveSpin::new(),
             c_spin: AdaptiveSpin::new(),
             copy: CopyChoice::new(),
+            crowded: AtomicBool::new(false),
+            crowd_left: AtomicU32::new(0),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         };
         if init {
@@ -512,6 +528,37 @@ impl Ring {
         }
         last.store(now, Ordering::Relaxed);
         true
+    }
+
+    /// Before a blocking wait for a side lock that another thread holds: yields
+    /// this CPU once when the processes that use the queue (producers and
+    /// consumers) outnumber this thread's CPUs.
+    ///
+    /// Oversubscribed (4 producers and 4 consumers on 2 CPUs), the lock's holder
+    /// usually runs on the other CPU and releases within a spin, so two producers
+    /// (or two consumers) that the scheduler runs at the same time would pass the
+    /// lock back and forth at the price of a cache-line transfer per message,
+    /// while the other side's processes, which could use this CPU, wait for it.
+    /// The yield hands the CPU to one of them (measured, 4->4 8-byte messages:
+    /// about 1.25e7 -> 1.7e7 msg/s). Not oversubscribed, a waiter keeps its CPU
+    /// and spins as before. The count is read again every [`CROWD_REFRESH`]
+    /// calls (process-local, a hint).
+    #[inline(never)]
+    pub(crate) fn yield_if_crowded(&self) {
+        let left = self.crowd_left.load(Ordering::Relaxed);
+        let crowded = if left == 0 {
+            let users = self.table(Role::Producer).holders() + self.table(Role::Consumer).holders();
+            let crowded = users > crate::sync::spin::cores();
+            self.crowded.store(crowded, Ordering::Relaxed);
+            self.crowd_left.store(CROWD_REFRESH, Ordering::Relaxed);
+            crowded
+        } else {
+            self.crowd_left.store(left - 1, Ordering::Relaxed);
+            self.crowded.load(Ordering::Relaxed)
+        };
+        if crowded {
+            std::thread::yield_now();
+        }
     }
 
     /// Whether every holder of `role` is gone: none holds it, or (when `slow`, or
@@ -1226,6 +1273,8 @@ impl Ring {
             p_spin: AdaptiveSpin::new(),
             c_spin: AdaptiveSpin::new(),
             copy: CopyChoice::new(),
+            crowded: AtomicBool::new(false),
+            crowd_left: AtomicU32::new(0),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         })
     }
@@ -1309,7 +1358,7 @@ mod tests {
 
     /// The copy choice: the kind it picks is timed once in `COPY_SAMPLE` copies and
     /// the other once in `COPY_PROBE`; it streams only while streaming's smoothed
-    /// cost per byte is under two thirds of the plain one, and follows a change.
+    /// cost per byte is under a `STREAM_GAIN`th of the plain one, and follows a change.
     #[test]
     fn the_copy_choice_streams_only_when_streaming_is_clearly_cheaper() {
         let c = CopyChoice::new();
@@ -1320,15 +1369,15 @@ mod tests {
         assert_eq!(picks[PROBE_AT as usize], (true, true), "the probe streams");
         assert!(!c.streams(), "nothing known of streaming yet");
         let us = Duration::from_micros;
-        c.timed(false, us(2), 4096);
+        c.timed(false, us(4), 4096);
         c.timed(true, us(1), 4096);
-        assert!(c.streams(), "2x cheaper");
+        assert!(c.streams(), "4x cheaper");
         for _ in 0..20 {
-            c.timed(true, Duration::from_nanos(1400), 4096);
+            c.timed(true, us(2), 4096);
         }
-        assert!(!c.streams(), "0.7x of plain is not cheap enough");
+        assert!(!c.streams(), "2x cheaper is not enough");
         for _ in 0..20 {
-            c.timed(false, us(8), 4096);
+            c.timed(false, us(10), 4096);
         }
         assert!(c.streams(), "plain became slow");
         // One sample far off (a copy interrupted) moves the average little.
@@ -1364,6 +1413,35 @@ mod tests {
         }
         child.join(PATIENCE).unwrap();
         assert_eq!(child.exitcode(), Some(0));
+    }
+
+    /// The queue's users are counted per process (a parent holding both roles and
+    /// three children holding a producer handle each: 4 producers, 1 consumer),
+    /// and a contended wait yields exactly when they outnumber this thread's CPUs.
+    #[test]
+    fn a_contended_wait_yields_when_the_queue_has_more_processes_than_cpus() {
+        let q = Queue::<u64>::new().unwrap();
+        let done = crate::Event::new().unwrap();
+        let mut kids = Vec::new();
+        for _ in 0..3 {
+            let (tx, d) = (q.sender(), done.clone());
+            let mut child = Process::new(move || {
+                assert!(d.wait(PATIENCE).unwrap());
+                drop(tx);
+            });
+            child.start().unwrap();
+            kids.push(child);
+        }
+        let ring = &*q.holder.ring;
+        assert_eq!(ring.table(Role::Producer).holders(), 4);
+        assert_eq!(ring.table(Role::Consumer).holders(), 1);
+        ring.yield_if_crowded();
+        let crowded = 5 > crate::sync::spin::cores();
+        assert_eq!(ring.crowded.load(Ordering::Relaxed), crowded);
+        done.set();
+        for mut k in kids {
+            assert_eq!(k.join(PATIENCE).unwrap(), Some(0));
+        }
     }
 
     /// A lone producer keeps its bias between puts; a second producer, while the
