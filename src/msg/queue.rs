@@ -159,6 +159,7 @@ fn lock_producer(ring: &Ring, wait: &Wait) -> Option<Hold> {
 #[inline(never)]
 fn lock_producer_slow(ring: &Ring, wait: &Wait) -> Option<Hold> {
     if wait.block {
+        ring.yield_if_crowded();
         return ring.lock_producer(wait.deadline());
     }
     let give_up = Instant::now() + NOWAIT_PATIENCE;
@@ -178,6 +179,7 @@ fn lock_consumer(ring: &Ring, wait: &Wait) -> Option<Hold> {
         return Some(hold);
     }
     if wait.block {
+        ring.yield_if_crowded();
         return ring.lock_consumer(wait.deadline());
     }
     let give_up = Instant::now() + NOWAIT_PATIENCE;

@@ -50,6 +50,8 @@
 //! - **Publish by one store.** A producer copies a frame into the free space, then
 //!   stores `tail` (release): before that store the frame does not exist for any
 //!   consumer, so a producer killed mid-copy leaves nothing half written. A
+//!   payload of [`STREAM_MIN`] bytes or more may be copied with non-temporal
+//!   stores (see `CopyChoice`), which an `sfence` orders before that store. A
 //!   consumer copies a frame out, then stores `head`: killed before that store, the
 //!   frame is still there for the next consumer (nothing lost); after it, only the
 //!   message it was taking is lost.
@@ -84,7 +86,7 @@
 //! Written by hand: this ring is the product (no crate offers a multi-process ring
 //! that survives a SIGKILL of any party).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, compiler_fence};
 use std::time::{Duration, Instant};
 
 use super::roles::{TABLE_BYTES, Table};
@@ -132,6 +134,101 @@ const HEADER: u64 = 8;
 const BACKOFF: u32 = 1;
 /// Yields of the CPU before a waiter sleeps (see `yield_until`).
 const YIELDS: u32 = 8;
+/// Payloads of at least this many bytes are copied into the ring with
+/// non-temporal stores (`Mapping::stream_bytes`): they do not wait to own lines
+/// that the consumer read a lap ago, which costs most when the two processes run
+/// on far-apart cores.
+const STREAM_MIN: usize = 2048;
+/// How many times cheaper per byte than plain stores non-temporal ones must be
+/// timed for a producer to use them: the copy's cost is the producer's, but
+/// streamed lines cost the consumer a read from memory, so a small gain is not
+/// worth it. Measured (ns per KiB, plain / non-temporal): vCPUs near 135-150 / 50-85
+/// (about 2x: plain gives the better throughput, 2.3-2.9M vs 1.4-1.9M msg/s),
+/// far about 550 / 125 (4-5x: non-temporal, 1.6M vs 0.45M), one CPU 40-55 / 65-80.
+const STREAM_GAIN: u32 = 3;
+/// Contended waits for a side lock between two counts of the queue's users
+/// (`Ring::yield_if_crowded`).
+const CROWD_REFRESH: u32 = 256;
+/// One large copy in this many is timed, with the stores [`CopyChoice`] picks...
+const COPY_SAMPLE: u32 = 32;
+/// ...and one in this many with the other kind, to see whether it became the
+/// cheaper (seldom: a copy with the wrong kind costs up to a few microseconds).
+const COPY_PROBE: u32 = 256;
+/// Where in each [`COPY_PROBE`] copies the probe falls (between two samples).
+const PROBE_AT: u32 = COPY_PROBE / 2 + COPY_SAMPLE / 2;
+
+/// Which stores a producer copies large payloads with, learned from what they
+/// cost in this process (process-local, like `AdaptiveSpin`; a hint, races among
+/// a process's threads merely blur it).
+///
+/// Plain stores must own each line before writing it; the ring's lines were last
+/// read by the consumer, so each line's ownership comes from the consumer's
+/// cache. How long that takes depends on where the virtual machine's vCPUs sit on
+/// the host, and changes while a program runs: with the two vCPUs near (a
+/// core-to-core round trip of 70-100 ns) a 4 KiB plain copy is fast; far apart
+/// (350-400 ns) it is several times slower, and a 1->1 stream of 4 KiB messages
+/// fell from about 2M to 0.4M msg/s. Non-temporal stores do not wait for the line
+/// (1.6-1.9M msg/s far, about 2M near), but send it to memory: when both
+/// processes share one CPU (a loaded machine), where plain stores hit this core's
+/// own cache, they cost the consumer a read from memory (2.6M -> 1.6M msg/s). So
+/// neither is right everywhere: each copy uses non-temporal stores when the
+/// timed samples show them [`STREAM_GAIN`] times cheaper per byte than plain ones.
+#[derive(Debug)]
+struct CopyChoice {
+    /// Large copies so far (mod 2^32).
+    n: AtomicU32,
+    /// Smoothed ns per KiB of the timed plain and non-temporal copies (0: none yet).
+    plain: AtomicU32,
+    stream: AtomicU32,
+}
+
+impl CopyChoice {
+    const fn new() -> CopyChoice {
+        CopyChoice {
+            n: AtomicU32::new(0),
+            plain: AtomicU32::new(0),
+            stream: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether this copy streams, and whether it is timed.
+    #[inline]
+    fn pick(&self) -> (bool, bool) {
+        let n = self.n.load(Ordering::Relaxed);
+        self.n.store(n.wrapping_add(1), Ordering::Relaxed);
+        let streams = self.streams();
+        if n % COPY_SAMPLE == 0 {
+            (streams, true)
+        } else if n % COPY_PROBE == PROBE_AT {
+            (!streams, true)
+        } else {
+            (streams, false)
+        }
+    }
+
+    /// Whether the samples show non-temporal stores clearly cheaper.
+    fn streams(&self) -> bool {
+        let plain = self.plain.load(Ordering::Relaxed);
+        let stream = self.stream.load(Ordering::Relaxed);
+        stream != 0 && stream.saturating_mul(STREAM_GAIN) < plain
+    }
+
+    /// Folds in a timed copy of `bytes` bytes. A sample is clamped to 8x the
+    /// smoothed figure, so that one copy interrupted by the kernel moves it little.
+    fn timed(&self, stream: bool, took: Duration, bytes: usize) {
+        let per_kib = (took.as_nanos().saturating_mul(1024) / bytes.max(1) as u128)
+            .clamp(1, u32::MAX as u128 / 8) as u32;
+        let avg = if stream { &self.stream } else { &self.plain };
+        let old = avg.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            per_kib
+        } else {
+            (old * 3 + per_kib.min(old.saturating_mul(8))) / 4
+        };
+        avg.store(new.max(1), Ordering::Relaxed);
+    }
+}
+
 /// How long a waiter whose heavy barrier failed sleeps between looks (a light
 /// waker's wake-up may then be missed; see `arm_sleep`).
 const UNCOVERED_SLICE: Duration = Duration::from_millis(1);
@@ -196,6 +293,12 @@ pub(crate) struct Ring {
     // Process-local: how long waits spin before sleeping.
     p_spin: AdaptiveSpin,
     c_spin: AdaptiveSpin,
+    /// Process-local: which stores large payloads are copied with.
+    copy: CopyChoice,
+    /// Process-local: whether more processes use the queue than this thread has
+    /// CPUs, and how many contended waits may go before that is counted again.
+    crowded: AtomicBool,
+    crowd_left: AtomicU32,
     /// Monotonic ns of this process's last look at `/proc` for dead holders of
     /// each role (one per role, so that a waiting put and a waiting get in two
     /// threads of one process never take each other's turn).
@@ -347,6 +450,9 @@ impl Ring {
             piece: ((limit / 4) & !7).max(8),
             p_spin: AdaptiveSpin::new(),
             c_spin: AdaptiveSpin::new(),
+            copy: CopyChoice::new(),
+            crowded: AtomicBool::new(false),
+            crowd_left: AtomicU32::new(0),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         };
         if init {
@@ -424,6 +530,37 @@ impl Ring {
         true
     }
 
+    /// Before a blocking wait for a side lock that another thread holds: yields
+    /// this CPU once when the processes that use the queue (producers and
+    /// consumers) outnumber this thread's CPUs.
+    ///
+    /// Oversubscribed (4 producers and 4 consumers on 2 CPUs), the lock's holder
+    /// usually runs on the other CPU and releases within a spin, so two producers
+    /// (or two consumers) that the scheduler runs at the same time would pass the
+    /// lock back and forth at the price of a cache-line transfer per message,
+    /// while the other side's processes, which could use this CPU, wait for it.
+    /// The yield hands the CPU to one of them (measured, 4->4 8-byte messages:
+    /// about 1.25e7 -> 1.7e7 msg/s). Not oversubscribed, a waiter keeps its CPU
+    /// and spins as before. The count is read again every [`CROWD_REFRESH`]
+    /// calls (process-local, a hint).
+    #[inline(never)]
+    pub(crate) fn yield_if_crowded(&self) {
+        let left = self.crowd_left.load(Ordering::Relaxed);
+        let crowded = if left == 0 {
+            let users = self.table(Role::Producer).holders() + self.table(Role::Consumer).holders();
+            let crowded = users > crate::sync::spin::cores();
+            self.crowded.store(crowded, Ordering::Relaxed);
+            self.crowd_left.store(CROWD_REFRESH, Ordering::Relaxed);
+            crowded
+        } else {
+            self.crowd_left.store(left - 1, Ordering::Relaxed);
+            self.crowded.load(Ordering::Relaxed)
+        };
+        if crowded {
+            std::thread::yield_now();
+        }
+    }
+
     /// Whether every holder of `role` is gone: none holds it, or (when `slow`, or
     /// a check is due) every holder is dead.
     pub(crate) fn gone(&self, role: Role, slow: bool) -> bool {
@@ -451,9 +588,37 @@ impl Ring {
         let first = (bytes.len() as u64).min(self.cap - i) as usize;
         let map = self.block.map();
         let base = self.block.offset() + DATA;
+        if bytes.len() >= STREAM_MIN {
+            self.write_large(base, i as usize, first, bytes);
+            return;
+        }
         map.write_bytes(base + i as usize, &bytes[..first]);
         if first < bytes.len() {
             map.write_bytes(base, &bytes[first..]);
+        }
+    }
+
+    /// `write_at` of a large payload, with the stores that `copy` picks: plain, or
+    /// non-temporal and fenced before the publication that follows (see
+    /// `Mapping::stream_bytes`); a few copies are timed for it.
+    #[inline(never)]
+    fn write_large(&self, base: usize, i: usize, first: usize, bytes: &[u8]) {
+        let map = self.block.map();
+        let (stream, timed) = self.copy.pick();
+        let start = timed.then(Instant::now);
+        if stream {
+            map.stream_bytes(base + i, &bytes[..first]);
+            if first < bytes.len() {
+                map.stream_bytes(base, &bytes[first..]);
+            }
+        } else {
+            map.write_bytes(base + i, &bytes[..first]);
+            if first < bytes.len() {
+                map.write_bytes(base, &bytes[first..]);
+            }
+        }
+        if let Some(start) = start {
+            self.copy.timed(stream, start.elapsed(), bytes.len());
         }
     }
 
@@ -1107,6 +1272,9 @@ impl Ring {
             piece: ((limit / 4) & !7).max(8),
             p_spin: AdaptiveSpin::new(),
             c_spin: AdaptiveSpin::new(),
+            copy: CopyChoice::new(),
+            crowded: AtomicBool::new(false),
+            crowd_left: AtomicU32::new(0),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         })
     }
@@ -1186,6 +1354,94 @@ mod tests {
     #[test]
     fn a_get_wakes_a_producer_asleep_on_a_full_queue_in_another_process() {
         woken_by_the_waker(false);
+    }
+
+    /// The copy choice: the kind it picks is timed once in `COPY_SAMPLE` copies and
+    /// the other once in `COPY_PROBE`; it streams only while streaming's smoothed
+    /// cost per byte is under a `STREAM_GAIN`th of the plain one, and follows a change.
+    #[test]
+    fn the_copy_choice_streams_only_when_streaming_is_clearly_cheaper() {
+        let c = CopyChoice::new();
+        let picks: Vec<(bool, bool)> = (0..COPY_PROBE).map(|_| c.pick()).collect();
+        assert_eq!(picks[0], (false, true), "the first copy is plain, timed");
+        let timed = picks.iter().filter(|p| p.1).count() as u32;
+        assert_eq!(timed, COPY_PROBE / COPY_SAMPLE + 1);
+        assert_eq!(picks[PROBE_AT as usize], (true, true), "the probe streams");
+        assert!(!c.streams(), "nothing known of streaming yet");
+        let us = Duration::from_micros;
+        c.timed(false, us(4), 4096);
+        c.timed(true, us(1), 4096);
+        assert!(c.streams(), "4x cheaper");
+        for _ in 0..20 {
+            c.timed(true, us(2), 4096);
+        }
+        assert!(!c.streams(), "2x cheaper is not enough");
+        for _ in 0..20 {
+            c.timed(false, us(10), 4096);
+        }
+        assert!(c.streams(), "plain became slow");
+        // One sample far off (a copy interrupted) moves the average little.
+        let before = c.plain.load(Ordering::Relaxed);
+        c.timed(false, Duration::from_millis(50), 4096);
+        assert!(c.plain.load(Ordering::Relaxed) <= before * 3);
+    }
+
+    /// Messages of every size around the streaming threshold, put by a child in
+    /// another process through a small ring (so that they wrap around its end),
+    /// with both kinds of copy (the probe takes the other kind): each arrives
+    /// whole and in order.
+    #[test]
+    fn large_messages_arrive_whole_with_either_kind_of_copy() {
+        let q = Queue::<()>::with_bounds(0, 16 * 1024).unwrap();
+        let sizes: Vec<usize> = (0..600).map(|i| STREAM_MIN - 9 + (i * 13) % 5000).collect();
+        let body = |i: usize, n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|k| (k as u32 * 31 + i as u32 * 7) as u8)
+                .collect()
+        };
+        let (tx, sz) = (q.sender(), sizes.clone());
+        let mut child = Process::new(move || {
+            for (i, &n) in sz.iter().enumerate() {
+                tx.put_bytes(&body(i, n), PATIENCE).unwrap();
+            }
+        });
+        child.start().unwrap();
+        let mut buf = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            assert_eq!(q.get_bytes_into(&mut buf, PATIENCE).unwrap(), n);
+            assert!(buf == body(i, n), "message {i} of {n} bytes is not whole");
+        }
+        child.join(PATIENCE).unwrap();
+        assert_eq!(child.exitcode(), Some(0));
+    }
+
+    /// The queue's users are counted per process (a parent holding both roles and
+    /// three children holding a producer handle each: 4 producers, 1 consumer),
+    /// and a contended wait yields exactly when they outnumber this thread's CPUs.
+    #[test]
+    fn a_contended_wait_yields_when_the_queue_has_more_processes_than_cpus() {
+        let q = Queue::<u64>::new().unwrap();
+        let done = crate::Event::new().unwrap();
+        let mut kids = Vec::new();
+        for _ in 0..3 {
+            let (tx, d) = (q.sender(), done.clone());
+            let mut child = Process::new(move || {
+                assert!(d.wait(PATIENCE).unwrap());
+                drop(tx);
+            });
+            child.start().unwrap();
+            kids.push(child);
+        }
+        let ring = &*q.holder.ring;
+        assert_eq!(ring.table(Role::Producer).holders(), 4);
+        assert_eq!(ring.table(Role::Consumer).holders(), 1);
+        ring.yield_if_crowded();
+        let crowded = 5 > crate::sync::spin::cores();
+        assert_eq!(ring.crowded.load(Ordering::Relaxed), crowded);
+        done.set();
+        for mut k in kids {
+            assert_eq!(k.join(PATIENCE).unwrap(), Some(0));
+        }
     }
 
     /// A lone producer keeps its bias between puts; a second producer, while the

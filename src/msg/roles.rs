@@ -197,6 +197,15 @@ impl<'a> Table<'a> {
         })
     }
 
+    /// How many processes hold a count, dead or alive (no `/proc` read); a full
+    /// table's overflow counts as one more than the table holds.
+    pub(crate) fn holders(&self) -> usize {
+        let slots = (0..SLOTS)
+            .filter(|&i| count_of(self.word(i).load(Ordering::Relaxed)) > 0)
+            .count();
+        slots + usize::from(self.overflow().load(Ordering::Relaxed) > 0)
+    }
+
     /// The sum of the counts of processes that are not gone (overflow included).
     pub(crate) fn alive_total(&self) -> u64 {
         let mut total = self.overflow().load(Ordering::Acquire) as u64;

@@ -103,7 +103,7 @@ const CORES_REFRESH: u32 = 256;
 /// hand-off. The cache is refilled in a forked child (by the fork generation)
 /// and after those calls, so a changed affinity is seen within them; a stale
 /// count only picks yield or sleep for those waits, both correct.
-fn cores() -> usize {
+pub(crate) fn cores() -> usize {
     use std::cell::Cell;
     thread_local! {
         // (fork generation, calls left, cores)
