@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use super::wire::{self, Exported, Reply, Request, Trampoline};
-use crate::process::process::{ParentWatcher, thread_count, thread_count_except};
+use crate::process::process::{ParentWatcher, alone_before_exit};
 use crate::shm::arena;
 use crate::sys::fd::send_with_fds;
 use crate::sys::fork;
@@ -123,9 +123,6 @@ pub(crate) fn run(sock: OwnedFd) -> ! {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let stopped = watcher.map(|w| w.stop());
-    arena::release_all_before_exit(|| match stopped {
-        Some(w) => thread_count_except(w),
-        None => thread_count(),
-    });
+    arena::release_all_before_exit(|| alone_before_exit(stopped));
     fork::exit_now(code)
 }

@@ -66,6 +66,33 @@ pub(crate) fn fork() -> std::io::Result<Forked> {
     }
 }
 
+/// Whether the calling process has a single thread: `Some(true)` if so,
+/// `Some(false)` if it has others, `None` if the kernel would not say.
+///
+/// One system call and no allocation, so that a forked child can ask just before
+/// `_exit` without copying heap pages (a count of `/proc/self/task` opens a
+/// directory, allocates its buffers and took about a fifth of an empty child's
+/// time). `unshare(CLONE_THREAD)` changes nothing: the kernel implements the flag
+/// only as a check, and fails it with `EINVAL` when the thread group has another
+/// thread (`check_unshare_flags`, `thread_group_empty`). A thread that has exited
+/// but is not yet released still counts: the answer errs towards "others". Any
+/// other error (a seccomp filter refusing `unshare`, say) is `None`.
+pub(crate) fn single_threaded() -> Option<bool> {
+    // SAFETY: `unshare` with `CLONE_THREAD` alone unshares nothing (neither the
+    // descriptor table nor any namespace): it only checks that the caller is the
+    // sole thread of its group, so no other thread's view of this process changes.
+    let r = unsafe {
+        rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::from_bits_retain(
+            libc::CLONE_THREAD as u32,
+        ))
+    };
+    match r {
+        Ok(()) => Some(true),
+        Err(rustix::io::Errno::INVAL) => Some(false),
+        Err(_) => None,
+    }
+}
+
 /// Ends the calling process at once with `code`, running no destructors, `atexit`
 /// handlers or stdio flushes (flush what you wrote first).
 pub fn exit_now(code: i32) -> ! {
@@ -112,6 +139,34 @@ mod examples {
         assert_ne!(seen.get(), parent); // a new process, a new generation
         assert_eq!(generation(), parent);
         Ok(())
+    }
+
+    /// One thread, then two: the kernel's answer follows, in a forked child
+    /// (the test process itself has libtest's threads).
+    #[test]
+    fn single_threaded_tells_one_thread_from_several() {
+        use crate::sys::fork::single_threaded;
+        use crate::{Process, RawValue};
+        use std::time::Duration;
+        let seen = RawValue::new(0u32).unwrap();
+        let s = seen.clone();
+        let mut p = Process::new(move || {
+            let alone = single_threaded();
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let t = std::thread::spawn(move || {
+                let _ = rx.recv();
+            });
+            let two = single_threaded();
+            drop(tx);
+            t.join().unwrap();
+            s.set(match (alone, two) {
+                (Some(true), Some(false)) => 1,
+                _ => 2,
+            });
+        });
+        p.start().unwrap();
+        assert_eq!(p.join(Some(Duration::from_secs(30))).unwrap(), Some(0));
+        assert_eq!(seen.get(), 1, "alone, then not alone");
     }
 
     #[test]
