@@ -247,6 +247,10 @@ pub(super) fn serve(control: OwnedFd) -> ! {
         },
         _ => fork::exit_now(2),
     };
+    // Read once here, so that every child inherits it: each child checks its
+    // entry against this executable's identity (a `stat` of `/proc/self/exe`).
+    let _ = crate::sys::task::exe_id();
+    let ticks_per_second = rustix::param::clock_ticks_per_second();
     let mut kids: Vec<Kid> = Vec::new();
     loop {
         let mut pfds = Vec::with_capacity(kids.len() + 2);
@@ -296,7 +300,9 @@ pub(super) fn serve(control: OwnedFd) -> ! {
             let status = fds.pop().expect("two");
             let conn = fds.pop().expect("two");
             // A sibling when the system allows (the requester's own child: no
-            // relay), else a child of the server.
+            // relay), else a child of the server. Clock readings bracket the fork:
+            // the child then knows its start time without reading `/proc`.
+            let before = crate::sys::procfs::boottime_ns();
             let forked = match fork::fork_sibling() {
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
                     fork::fork().map(|f| (f, None))
@@ -313,9 +319,14 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                 }
                 Ok((Forked::Child, _)) => {
                     // The server's descriptors are not the child's business.
+                    let started = crate::sys::procfs::start_ticks_between(
+                        before,
+                        crate::sys::procfs::boottime_ns(),
+                        ticks_per_second,
+                    );
                     drop((control, starter, status));
                     drop(kids);
-                    super::child::run(conn)
+                    super::child::run(conn, started)
                 }
                 Ok((Forked::Parent(pid), Some(pidfd))) => {
                     // The requester's own child: its pidfd and pid are all it
@@ -352,6 +363,47 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::sync::ident;
+    use crate::{Event, RawValue, StartMethod, get_context};
+
+    const BOUND: Duration = Duration::from_secs(30);
+
+    fn report((word, ready, go): (RawValue<u32>, Event, Event)) {
+        word.set(ident::process());
+        ready.set();
+        assert!(go.wait(Some(BOUND)).unwrap());
+    }
+
+    /// A forkserver child's identity, taken from the server's clock readings
+    /// around the fork, is the word `/proc` gives for it (what every other
+    /// process checking it as a lock owner computes).
+    #[test]
+    fn a_forkserver_child_names_itself_as_proc_names_it() {
+        crate::spawn::init();
+        for _ in 0..20 {
+            let word = RawValue::<u32>::new(0).unwrap();
+            let (ready, go) = (Event::new().unwrap(), Event::new().unwrap());
+            let mut p = get_context(StartMethod::Forkserver)
+                .process(report, (word.clone(), ready.clone(), go.clone()));
+            p.start().unwrap();
+            assert!(ready.wait(Some(BOUND)).unwrap());
+            let seen = ident::process_of(p.pid().unwrap());
+            go.set();
+            assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+            assert_ne!(seen >> 22 & 0x1ff, ident::TAG_UNKNOWN, "/proc was readable");
+            assert_eq!(
+                word.get(),
+                seen,
+                "the child's own word differs from /proc's"
+            );
         }
     }
 }
