@@ -39,9 +39,10 @@
 //! exit reaches the requester with no hand-off through the server: one
 //! cross-process wake-up fewer per start and join, and the exit codes of running
 //! children survive the server's death. Where that fork is not available (see
-//! `fork_sibling`: a kernel without `PR_GET_TID_ADDRESS` or `clone3`), the
-//! server forks as usual, reaps the child and relays its exit code
-//! (`Forked { own: false }`, then `Exited`).
+//! `fork_sibling`: a server that is not single-threaded, as under libtest, where
+//! it runs in a test's thread; a kernel without `PR_GET_TID_ADDRESS` or
+//! `clone3`), the server forks as usual, reaps the child and relays its exit
+//! code (`Forked { own: false }`, then `Exited`).
 //!
 //! # Lifetime
 //!
@@ -338,6 +339,7 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                         &[pidfd.as_fd()],
                     );
                 }
+                // Forked the usual way (`fork_sibling` always gives a pidfd).
                 Ok((Forked::Parent(pid), None)) => {
                     drop(conn);
                     match pidfd_open(Pid::from_raw(pid).expect("positive"), PidfdFlags::empty()) {

@@ -99,7 +99,8 @@ struct CloneArgs {
 /// resetting its internal locks (malloc's, stdio's, the loader's) and running
 /// the `pthread_atfork` handlers. Hence only for a single-threaded caller that
 /// holds none of those locks (the forkserver, between requests): refused with
-/// `Unsupported` if another thread exists. Also `Unsupported` when the kernel
+/// `Unsupported` if another thread exists. In the parent the pidfd is always
+/// `Some`. Also `Unsupported` when the kernel
 /// does not give the tid word's address (`PR_GET_TID_ADDRESS` needs
 /// `CONFIG_CHECKPOINT_RESTORE`) or refuses `clone3` (before Linux 5.3, some
 /// seccomp filters): the caller then forks the usual way.
@@ -185,10 +186,19 @@ pub(crate) fn fork_sibling() -> std::io::Result<(Forked, Option<std::os::fd::Own
             Ok((Forked::Child, None))
         }
         pid => {
-            // SAFETY: with `CLONE_PIDFD` the kernel stored a new descriptor,
-            // owned by nobody else, into `pidfd`.
-            let fd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
-            Ok((Forked::Parent(pid as i32), fd))
+            let pid = pid as i32;
+            let fd = if pidfd >= 0 {
+                // SAFETY: with `CLONE_PIDFD` the kernel stored a new descriptor,
+                // owned by nobody else, into `pidfd`.
+                unsafe { OwnedFd::from_raw_fd(pidfd) }
+            } else {
+                // Not expected (the kernel sets it whenever the call succeeds);
+                // the child cannot be reaped by anyone but our parent yet.
+                let raw =
+                    rustix::process::Pid::from_raw(pid).expect("clone3 returns a positive pid");
+                rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())?
+            };
+            Ok((Forked::Parent(pid), Some(fd)))
         }
     }
 }
