@@ -97,9 +97,13 @@ struct CloneArgs {
 /// generation bumped), plus `CLONE_PARENT`; glibc has no call for that, so it is
 /// `clone3` made here. What glibc's `fork` does besides, and this does not:
 /// resetting its internal locks (malloc's, stdio's, the loader's) and running
-/// the `pthread_atfork` handlers. Hence only for a single-threaded caller that
-/// holds none of those locks (the forkserver, between requests): refused with
-/// `Unsupported` if another thread exists. In the parent the pidfd is always
+/// the `pthread_atfork` handlers of other libraries (glibc itself resets those
+/// locks only when the caller has several threads). Hence only for a
+/// single-threaded caller that holds none of those locks and has run no code
+/// that registers such handlers (the forkserver, between requests: it runs
+/// nothing but `spawn::init`, the first line of `main`, and its loop, so only a
+/// handler registered by a static constructor before `main` is skipped in its
+/// children): refused with `Unsupported` if another thread exists. In the parent the pidfd is always
 /// `Some`. Also `Unsupported` when the kernel
 /// does not give the tid word's address (`PR_GET_TID_ADDRESS` needs
 /// `CONFIG_CHECKPOINT_RESTORE`) or refuses `clone3` (before Linux 5.3, some
