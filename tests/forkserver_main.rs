@@ -144,13 +144,46 @@ fn the_servers_death_loses_nothing() {
     );
 }
 
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// A pool of forkserver workers (the requester's own children) maps, and a
+/// killed worker is seen through its sentinel and replaced.
+fn a_pool_of_forkserver_workers_survives_a_kill() {
+    let pool = multiproc::Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Forkserver)
+        .build()
+        .unwrap();
+    let pids = pool.worker_pids();
+    assert!(
+        pids.iter().all(|p| children().contains(p)),
+        "the workers are this process's own children"
+    );
+    assert_eq!(
+        pool.map(square, (1..=100u64).collect::<Vec<_>>()).unwrap(),
+        (1..=100u64).map(|x| x * x).collect::<Vec<_>>()
+    );
+    rustix::process::kill_process(Pid::from_raw(pids[0] as i32).unwrap(), Signal::KILL).unwrap();
+    common::poll_until("a replacement worker", || {
+        !pool.worker_pids().contains(&pids[0])
+    });
+    let r = pool.apply_async(square, 5).unwrap();
+    assert_eq!(r.get(Some(BOUND)).unwrap(), 25);
+}
+
 fn main() {
     multiproc::spawn::init();
     let before = common::dev_shm();
     let me = getpid();
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         ("exit_codes_and_parent", exit_codes_and_parent),
         ("signals_and_sentinel", signals_and_sentinel),
+        (
+            "a_pool_of_forkserver_workers_survives_a_kill",
+            a_pool_of_forkserver_workers_survives_a_kill,
+        ),
         (
             "the_servers_death_loses_nothing",
             the_servers_death_loses_nothing,
