@@ -112,6 +112,22 @@ impl std::fmt::Debug for Process {
     }
 }
 
+/// Whether the calling thread is the only thread of this process, for a child
+/// about to `_exit` (see `arena::release_all_before_exit`); `stopped` is the tid
+/// of the parent watcher just stopped and joined, if any, which may still be
+/// leaving the kernel and must not count. Asks the kernel in one system call
+/// ([`fork::single_threaded`]); counts `/proc/self/task` only when that cannot
+/// tell, or when the only other thread may be the stopped watcher. Anything
+/// unknown is "not alone": the holds are then kept.
+pub(crate) fn alone_before_exit(stopped: Option<i32>) -> bool {
+    match (fork::single_threaded(), stopped) {
+        (Some(true), _) => true,
+        (Some(false), None) => false,
+        (_, Some(w)) => thread_count_except(w) == 1,
+        (None, None) => thread_count() == 1,
+    }
+}
+
 /// Threads in this process (0 if /proc cannot tell: then the caller assumes many).
 pub(crate) fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
@@ -561,11 +577,8 @@ impl Process {
         // The handles still alive here (the parent's, copied by fork) never drop:
         // release this process's holds on their blocks, unless another thread of
         // this child could still be using them (the stopped watcher used none).
-        // The threads are counted only if some hold is left.
-        arena::release_all_before_exit(|| match stopped {
-            Some(w) => thread_count_except(w),
-            None => thread_count(),
-        });
+        // The threads are asked about only if some hold is left.
+        arena::release_all_before_exit(|| alone_before_exit(stopped));
         fork::exit_now(code)
     }
 

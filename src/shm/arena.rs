@@ -819,14 +819,14 @@ impl ForkGuard {
 }
 
 /// Releases every hold of this process, for a child about to `_exit`: its handles
-/// will never drop. Only when the process has a single thread (`threads` is the
-/// count the caller read): a thread still running could use a released block after
-/// another process reused it, so a multi-threaded child keeps its holds (leaks them
-/// until the chunk dies). Returns how many holds were released.
-pub(crate) fn release_all_before_exit(threads: impl FnOnce() -> usize) -> usize {
-    // Nothing held: no need to count the threads (a read of `/proc`, the most of
-    // an empty child's own time).
-    if arena().held.is_empty() || threads() != 1 {
+/// will never drop. Only when the process has a single thread (`alone` says
+/// whether the caller's thread is the only one): a thread still running could use
+/// a released block after another process reused it, so a multi-threaded child
+/// keeps its holds (leaks them until the chunk dies). Returns how many holds were
+/// released.
+pub(crate) fn release_all_before_exit(alone: impl FnOnce() -> bool) -> usize {
+    // Nothing held: no need to ask about threads.
+    if arena().held.is_empty() || !alone() {
         return 0;
     }
     let mut arena = arena();

@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use super::wire::{self, Exported, Reply, Request, Trampoline};
-use crate::process::process::{ParentWatcher, thread_count, thread_count_except};
+use crate::process::process::{ParentWatcher, alone_before_exit};
 use crate::shm::arena;
 use crate::sys::fd::send_with_fds;
 use crate::sys::fork;
@@ -41,15 +41,18 @@ pub(super) fn become_inherited(value: &str) {
         return;
     };
     match role {
-        "child" => run(sock),
+        "child" => run(sock, None),
         "server" => super::server::serve(sock),
         _ => fail(format!("unknown role {role:?}")),
     }
 }
 
 /// Runs the child on its socket `sock` (spawn: inherited through exec;
-/// forkserver: received by the server, which forked this process). Never returns.
-pub(crate) fn run(sock: OwnedFd) -> ! {
+/// forkserver: received by the server, which forked this process). `started`:
+/// this process's start time in clock ticks when the fork's clock readings tell
+/// it (forkserver; see `procfs::start_ticks_between`), else `None` (`/proc` is
+/// read). Never returns.
+pub(crate) fn run(sock: OwnedFd, started: Option<u64>) -> ! {
     let refuse = |why: String| -> ! {
         let reply = postcard::to_allocvec(&Reply::Refused(why)).unwrap_or_default();
         let _ = send_with_fds(sock.as_fd(), &reply, &[]);
@@ -101,7 +104,10 @@ pub(crate) fn run(sock: OwnedFd) -> ! {
         Ok(c) => c,
         Err(why) => refuse(why),
     };
-    crate::sync::ident::prime();
+    match started {
+        Some(ticks) => crate::sync::ident::prime_started_at(ticks),
+        None => crate::sync::ident::prime(),
+    }
     let watcher = request.daemon.then(ParentWatcher::start);
     // Ready: the parent may let go of the arguments now.
     let ready = postcard::to_allocvec(&Reply::Ready).expect("a unit variant serializes");
@@ -123,9 +129,6 @@ pub(crate) fn run(sock: OwnedFd) -> ! {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let stopped = watcher.map(|w| w.stop());
-    arena::release_all_before_exit(|| match stopped {
-        Some(w) => thread_count_except(w),
-        None => thread_count(),
-    });
+    arena::release_all_before_exit(|| alone_before_exit(stopped));
     fork::exit_now(code)
 }

@@ -210,7 +210,9 @@ pub(crate) fn forkserver(launch: &Launch<'_>) -> Result<Started> {
         forked.pidfd,
         launch.name.to_string(),
         launch.daemon,
-        Reaper::Relay(forked.status),
+        // The server's own child (no sibling fork on this system): it relays
+        // the exit; else this process's own child, waited for as any.
+        forked.status.map_or(Reaper::Wait, Reaper::Relay),
     ));
     Ok((child, refused))
 }

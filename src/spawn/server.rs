@@ -24,17 +24,31 @@
 //! Status socket (stream, one per child), server → requester:
 //! 1. [`FromServer::Forked`] with the child's pid; descriptor: a pidfd of the
 //!    child (for `sentinel`, `kill`, `is_alive`), or [`FromServer::Failed`];
-//! 2. [`FromServer::Exited`] with the exit code (Python's convention) once the
-//!    server has reaped the child.
+//! 2. only if `Forked` said `own: false`: [`FromServer::Exited`] with the exit
+//!    code (Python's convention) once the server has reaped the child.
 //!
 //! The requester then talks to the child on its socket exactly as spawn does
 //! (`wire`): request, `Ready`, and the child runs the entry.
+//!
+//! # Whose child
+//!
+//! The server forks each child as its own sibling (`CLONE_PARENT`, see
+//! `sys::fork::fork_sibling`): the child's parent is the starter, the only
+//! process that sends requests. The requester then waits for it itself
+//! (`waitpid` on its pid, as for fork and spawn; `Forked { own: true }`), and its
+//! exit reaches the requester with no hand-off through the server: one
+//! cross-process wake-up fewer per start and join, and the exit codes of running
+//! children survive the server's death. Where that fork is not available (see
+//! `fork_sibling`: a server that is not single-threaded, as under libtest, where
+//! it runs in a test's thread; a kernel without `PR_GET_TID_ADDRESS` or
+//! `clone3`), the server forks as usual, reaps the child and relays its exit
+//! code (`Forked { own: false }`, then `Exited`).
 //!
 //! # Lifetime
 //!
 //! The server polls the starter's pidfd and exits as soon as the starter has
 //! ended (or when the control socket reaches end of file), leaving nothing:
-//! it holds no shared memory and no name. Its children live on as any orphans,
+//! it holds no shared memory and no name. The children live on as any orphans,
 //! except daemons, which watch their requester's pidfd themselves and die with it.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -62,8 +76,9 @@ pub(crate) enum ToServer {
 /// Server → requester, on a status socket.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum FromServer {
-    /// Forked; the child's pidfd attached.
-    Forked { pid: i32 },
+    /// Forked; the child's pidfd attached. `own`: the child is the requester's
+    /// own child (it waits for it); otherwise the server's (it relays the exit).
+    Forked { pid: i32, own: bool },
     /// Not forked: why.
     Failed(String),
     /// The child was reaped: its exit code (`-signal` if killed).
@@ -140,8 +155,9 @@ pub(crate) struct ForkedChild {
     pub(crate) pidfd: OwnedFd,
     /// This process's end of the child's `wire` socket.
     pub(crate) conn: OwnedFd,
-    /// The status socket, where [`FromServer::Exited`] will come.
-    pub(crate) status: OwnedFd,
+    /// `None` if the child is this process's own (wait for it); else the status
+    /// socket, where [`FromServer::Exited`] will come.
+    pub(crate) status: Option<OwnedFd>,
 }
 
 /// Has the server (started now if this process has none running) fork a child.
@@ -184,11 +200,11 @@ pub(crate) fn fork_child(send: impl FnOnce(BorrowedFd<'_>)) -> Result<ForkedChil
     send(conn.as_fd());
     match wire::recv(status.as_fd()) {
         Ok(Some((bytes, mut fds))) => match postcard::from_bytes::<FromServer>(&bytes) {
-            Ok(FromServer::Forked { pid }) if fds.len() == 1 => Ok(ForkedChild {
+            Ok(FromServer::Forked { pid, own }) if fds.len() == 1 => Ok(ForkedChild {
                 pid,
                 pidfd: fds.remove(0),
                 conn,
-                status,
+                status: (!own).then_some(status),
             }),
             Ok(FromServer::Failed(why)) => Err(format!("the forkserver could not fork: {why}")),
             Ok(other) => Err(format!("unexpected message from the forkserver: {other:?}")),
@@ -232,6 +248,10 @@ pub(super) fn serve(control: OwnedFd) -> ! {
         },
         _ => fork::exit_now(2),
     };
+    // Read once here, so that every child inherits it: each child checks its
+    // entry against this executable's identity (a `stat` of `/proc/self/exe`).
+    let _ = crate::sys::task::exe_id();
+    let ticks_per_second = rustix::param::clock_ticks_per_second();
     let mut kids: Vec<Kid> = Vec::new();
     loop {
         let mut pfds = Vec::with_capacity(kids.len() + 2);
@@ -280,7 +300,17 @@ pub(super) fn serve(control: OwnedFd) -> ! {
             }
             let status = fds.pop().expect("two");
             let conn = fds.pop().expect("two");
-            match fork::fork() {
+            // A sibling when the system allows (the requester's own child: no
+            // relay), else a child of the server. Clock readings bracket the fork:
+            // the child then knows its start time without reading `/proc`.
+            let before = crate::sys::procfs::boottime_ns();
+            let forked = match fork::fork_sibling() {
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    fork::fork().map(|f| (f, None))
+                }
+                other => other,
+            };
+            match forked {
                 Err(e) => {
                     let _ = send_with_fds(
                         status.as_fd(),
@@ -288,19 +318,35 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                         &[],
                     );
                 }
-                Ok(Forked::Child) => {
+                Ok((Forked::Child, _)) => {
                     // The server's descriptors are not the child's business.
+                    let started = crate::sys::procfs::start_ticks_between(
+                        before,
+                        crate::sys::procfs::boottime_ns(),
+                        ticks_per_second,
+                    );
                     drop((control, starter, status));
                     drop(kids);
-                    super::child::run(conn)
+                    super::child::run(conn, started)
                 }
-                Ok(Forked::Parent(pid)) => {
+                Ok((Forked::Parent(pid), Some(pidfd))) => {
+                    // The requester's own child: its pidfd and pid are all it
+                    // needs from the server.
+                    drop(conn);
+                    let _ = send_with_fds(
+                        status.as_fd(),
+                        &encode(&FromServer::Forked { pid, own: true }),
+                        &[pidfd.as_fd()],
+                    );
+                }
+                // Forked the usual way (`fork_sibling` always gives a pidfd).
+                Ok((Forked::Parent(pid), None)) => {
                     drop(conn);
                     match pidfd_open(Pid::from_raw(pid).expect("positive"), PidfdFlags::empty()) {
                         Ok(pidfd) => {
                             let _ = send_with_fds(
                                 status.as_fd(),
-                                &encode(&FromServer::Forked { pid }),
+                                &encode(&FromServer::Forked { pid, own: false }),
                                 &[pidfd.as_fd()],
                             );
                             kids.push(Kid { pid, pidfd, status });
@@ -319,6 +365,47 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::sync::ident;
+    use crate::{Event, RawValue, StartMethod, get_context};
+
+    const BOUND: Duration = Duration::from_secs(30);
+
+    fn report((word, ready, go): (RawValue<u32>, Event, Event)) {
+        word.set(ident::process());
+        ready.set();
+        assert!(go.wait(Some(BOUND)).unwrap());
+    }
+
+    /// A forkserver child's identity, taken from the server's clock readings
+    /// around the fork, is the word `/proc` gives for it (what every other
+    /// process checking it as a lock owner computes).
+    #[test]
+    fn a_forkserver_child_names_itself_as_proc_names_it() {
+        crate::spawn::init();
+        for _ in 0..20 {
+            let word = RawValue::<u32>::new(0).unwrap();
+            let (ready, go) = (Event::new().unwrap(), Event::new().unwrap());
+            let mut p = get_context(StartMethod::Forkserver)
+                .process(report, (word.clone(), ready.clone(), go.clone()));
+            p.start().unwrap();
+            assert!(ready.wait(Some(BOUND)).unwrap());
+            let seen = ident::process_of(p.pid().unwrap());
+            go.set();
+            assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+            assert_ne!(seen >> 22 & 0x1ff, ident::TAG_UNKNOWN, "/proc was readable");
+            assert_eq!(
+                word.get(),
+                seen,
+                "the child's own word differs from /proc's"
+            );
         }
     }
 }

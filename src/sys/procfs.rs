@@ -106,6 +106,7 @@ fn stat_path(id: u32, buf: &mut [u8; 32]) -> &std::ffi::CStr {
 /// A reading of `CLOCK_BOOTTIME` in nanoseconds (through the vDSO: no system
 /// call): the clock a task's start time (field 22 of `/proc/<pid>/stat`) is
 /// taken from, at its fork.
+#[inline]
 pub(crate) fn boottime_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
@@ -123,6 +124,7 @@ pub(crate) fn boottime_ns() -> u64 {
 /// clock: `before <= start <= after`, so if both readings round to the same
 /// tick, so does the start. A fork that straddles a tick boundary (about 1 in
 /// 100 on this path) gets `None`.
+#[inline]
 pub(crate) fn start_ticks_between(before: u64, after: u64, ticks_per_second: u64) -> Option<u64> {
     const NS: u64 = 1_000_000_000;
     if ticks_per_second == 0 || NS % ticks_per_second != 0 || after < before {

@@ -1,0 +1,204 @@
+//! The forkserver of a program whose `main` calls `spawn::init` first, as a
+//! program's does (`harness = false`: under libtest the server would run in a
+//! test thread beside libtest's main thread, and fork its children as its own).
+//! Such a server is single-threaded and forks each child as the requester's own
+//! (`CLONE_PARENT`): this process waits for them itself, so their exit codes and
+//! signals, their sentinels, and the server's own death are checked here.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use common::BOUND;
+use multiproc::{Event, StartMethod, get_context};
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::process::{Pid, PidfdFlags, Signal, getpid, pidfd_open};
+
+fn exits_with(code: i32) {
+    std::process::exit(code)
+}
+
+fn boom(_: ()) {
+    panic!("on purpose");
+}
+
+/// Exits 0 if this process's parent is `pid` (the requester, not the server).
+fn parent_is(pid: u32) {
+    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32);
+    if parent != Some(pid) {
+        std::process::exit(4);
+    }
+}
+
+fn waits(go: Event) {
+    assert!(go.wait(Some(BOUND)).unwrap());
+}
+
+/// Readable within [`BOUND`].
+fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let t = rustix::time::Timespec {
+        tv_sec: BOUND.as_secs() as i64,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&t)), Ok(1))
+}
+
+/// This process's children (all started from the main thread).
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn exit_codes_and_parent() {
+    let ctx = get_context(StartMethod::Forkserver);
+    let mut p = ctx.process(exits_with, 7);
+    p.start().unwrap();
+    assert_eq!(p.join(Some(BOUND)).unwrap(), Some(7));
+    assert_eq!(p.exitcode(), Some(7));
+    assert!(!p.is_alive());
+    let mut p = ctx.process(boom, ());
+    p.start().unwrap();
+    assert_eq!(
+        p.join(Some(BOUND)).unwrap(),
+        Some(1),
+        "a panic exits with 1"
+    );
+    let mut p = ctx.process(parent_is, std::process::id());
+    p.start().unwrap();
+    assert!(
+        children().contains(&p.pid().unwrap()),
+        "the child is this process's own"
+    );
+    assert_eq!(
+        p.join(Some(BOUND)).unwrap(),
+        Some(0),
+        "its parent is the requester"
+    );
+}
+
+fn signals_and_sentinel() {
+    let ctx = get_context(StartMethod::Forkserver);
+    let never = Event::new().unwrap();
+    let mut p = ctx.process(waits, never.clone());
+    p.start().unwrap();
+    assert!(p.is_alive());
+    assert_eq!(p.join(Some(Duration::from_millis(20))).unwrap(), None);
+    p.terminate().unwrap();
+    assert!(
+        readable(p.sentinel().unwrap()),
+        "the sentinel becomes readable"
+    );
+    assert_eq!(p.join(Some(BOUND)).unwrap(), Some(-15));
+    let mut q = ctx.process(waits, never.clone());
+    q.start().unwrap();
+    q.kill().unwrap();
+    assert_eq!(q.join(Some(BOUND)).unwrap(), Some(-9));
+    assert!(
+        readable(q.sentinel().unwrap()),
+        "and stays readable after the join"
+    );
+    q.close().unwrap();
+    assert!(
+        !multiproc::active_children()
+            .iter()
+            .any(|c| Some(c.pid()) == p.pid() || Some(c.pid()) == q.pid())
+    );
+}
+
+/// The server is killed while its child runs: the child's exit code still
+/// arrives (nothing relays it), and the next start starts a new server.
+fn the_servers_death_loses_nothing() {
+    let ctx = get_context(StartMethod::Forkserver);
+    let go = Event::new().unwrap();
+    let mut p = ctx.process(waits, go.clone());
+    p.start().unwrap();
+    let child = p.pid().unwrap();
+    let others: Vec<u32> = children().into_iter().filter(|&c| c != child).collect();
+    assert_eq!(others.len(), 1, "the other child is the server: {others:?}");
+    let server = Pid::from_raw(others[0] as i32).unwrap();
+    let server_fd = pidfd_open(server, PidfdFlags::empty()).unwrap();
+    rustix::process::pidfd_send_signal(&server_fd, Signal::KILL).unwrap();
+    assert!(readable(server_fd.as_fd()), "the server died");
+    go.set();
+    assert_eq!(
+        p.join(Some(BOUND)).unwrap(),
+        Some(0),
+        "the child's exit code survives the server"
+    );
+    let mut q = ctx.process(exits_with, 5);
+    q.start().unwrap();
+    assert_eq!(
+        q.join(Some(BOUND)).unwrap(),
+        Some(5),
+        "a new server forked it"
+    );
+    assert!(
+        !children().contains(&(server.as_raw_nonzero().get() as u32)),
+        "the dead server was reaped"
+    );
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// A pool of forkserver workers (the requester's own children) maps, and a
+/// killed worker is seen through its sentinel and replaced.
+fn a_pool_of_forkserver_workers_survives_a_kill() {
+    let pool = multiproc::Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Forkserver)
+        .build()
+        .unwrap();
+    let pids = pool.worker_pids();
+    assert!(
+        pids.iter().all(|p| children().contains(p)),
+        "the workers are this process's own children"
+    );
+    assert_eq!(
+        pool.map(square, (1..=100u64).collect::<Vec<_>>()).unwrap(),
+        (1..=100u64).map(|x| x * x).collect::<Vec<_>>()
+    );
+    rustix::process::kill_process(Pid::from_raw(pids[0] as i32).unwrap(), Signal::KILL).unwrap();
+    common::poll_until("a replacement worker", || {
+        !pool.worker_pids().contains(&pids[0])
+    });
+    let r = pool.apply_async(square, 5).unwrap();
+    assert_eq!(r.get(Some(BOUND)).unwrap(), 25);
+}
+
+fn main() {
+    multiproc::spawn::init();
+    let before = common::dev_shm();
+    let me = getpid();
+    let tests: [(&str, fn()); 4] = [
+        ("exit_codes_and_parent", exit_codes_and_parent),
+        ("signals_and_sentinel", signals_and_sentinel),
+        (
+            "a_pool_of_forkserver_workers_survives_a_kill",
+            a_pool_of_forkserver_workers_survives_a_kill,
+        ),
+        (
+            "the_servers_death_loses_nothing",
+            the_servers_death_loses_nothing,
+        ),
+    ];
+    for (name, test) in tests {
+        test();
+        assert_eq!(getpid(), me);
+        println!("test {name} ... ok");
+    }
+    let after = common::dev_shm();
+    let new: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert!(
+        new.iter().all(|n| !n.starts_with("multiproc")),
+        "left in /dev/shm: {new:?}"
+    );
+    println!("test result: ok. {} passed", tests.len());
+}
