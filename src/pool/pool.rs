@@ -864,6 +864,7 @@ impl Pool {
             AHEAD_PAYLOAD
         };
         let mut chunker = Chunker::new(len, self.processes, chunksize, cap);
+
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
         // `collect`: read in order as it resolves, by `collect_in_order`, woken
         // about 32 times (the number of chunks is known after the first).
@@ -895,10 +896,16 @@ impl Pool {
                 job.set_notify_every(every(len.div_ceil(chunk.count())));
             }
             cut.push(chunk);
-            // The first chunks go at once (one per worker), then in batches.
-            if cut.chunks <= self.processes
-                || cut.batch_bytes >= SUBMIT_BATCH_BYTES
-                || cut.batch.len() >= SUBMIT_BATCH_TASKS
+            // The first chunks go together, one per worker, as soon as they are
+            // cut, then in batches. Together: flushed one at a time, the
+            // manager woke for the first while this thread cut the second, and
+            // was woken again while this thread and the first worker held both
+            // CPUs (S7 on 2 CPUs: the second worker started about 2.5 ms after
+            // the first).
+            if cut.chunks == self.processes
+                || (cut.chunks > self.processes
+                    && (cut.batch_bytes >= SUBMIT_BATCH_BYTES
+                        || cut.batch.len() >= SUBMIT_BATCH_TASKS))
             {
                 cut.flush(self, op)?;
             }

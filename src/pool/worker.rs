@@ -49,8 +49,9 @@ use crate::sys::task::{EntryToken, FnToken};
 /// Areas of a worker's [`Slots`]: one per task it may hold (the pool's `HELD_MAX`).
 pub(crate) const SLOTS: usize = 2;
 
-/// Bytes of one slot: room for the items of a default chunk (16 KiB) and their
-/// results many times over. Pages are touched only as far as a task uses them.
+/// Bytes of one slot: room for the items of a default chunk (at most 128 KiB,
+/// see the pool's `Chunker`) and results up to four times as big. Pages are
+/// touched only as far as a task uses them.
 pub(crate) const SLOT_BYTES: usize = 512 * 1024;
 
 /// The shared areas of one forked worker and its pool (see the module). An
