@@ -6,9 +6,9 @@
 //!
 //! - [`encode`]: postcard writes each integer as a varint of 1 to 10 bytes with
 //!   one `extend_from_slice`, which its `Vec` output turns into a call of
-//!   `memcpy` per item; [`Output`] pushes writes this short one byte at a time
+//!   `memcpy` per item; [`Output`] copies writes this short byte by byte
 //!   (measured on 1,000,000 `i64` items in chunks of 4,000: 2.9 ms instead of
-//!   5.1 ms).
+//!   5.1 ms), through one `extend` of a known length (see `Output`).
 //! - [`as_bytes`]: serde sees a `Vec<u8>` field as a sequence, which postcard
 //!   reads and writes one element at a time (a visitor call per byte: a task's
 //!   16 KiB of items and its results crossed that way twice each). As a byte
@@ -29,9 +29,13 @@ impl postcard::ser_flavors::Flavor for Output {
     #[inline(always)]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         if data.len() <= SHORT {
-            for &b in data {
-                self.0.push(b);
-            }
+            // Through an iterator of known length (not the slice's own copy,
+            // which is a `memcpy` call): one capacity check, then a loop that
+            // keeps the length in a register until its end, where a `push` per
+            // byte stores and reloads it each time (measured on 1,000,000 `i64`
+            // in chunks of 36,000: items 4.0 -> 3.0 ms, S7's results 6.2 -> 5.1 ms).
+            #[allow(clippy::map_clone)]
+            self.0.extend(data.iter().map(|&b| b));
         } else {
             self.0.extend_from_slice(data);
         }
