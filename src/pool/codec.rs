@@ -132,6 +132,55 @@ impl SeqWriter {
     }
 }
 
+/// A postcard `Vec<T>` of a length known in advance (a worker's results, one per
+/// item of its chunk), written one item at a time after its length: the bytes
+/// come out with no room to cut off before them (a [`SeqWriter`]'s room for the
+/// prefix cost a move of all the results).
+pub(crate) struct ExactSeq {
+    ser: postcard::Serializer<Output>,
+    /// The length written first, and the bytes it took.
+    len: usize,
+    prefix: usize,
+    count: usize,
+}
+
+impl ExactSeq {
+    /// A sequence that should get `len` items, with room for `capacity` bytes.
+    pub(crate) fn new(len: usize, capacity: usize) -> ExactSeq {
+        let head = encode(&(len as u64)).expect("a u64 always encodes");
+        let mut buf = Vec::with_capacity(head.len() + capacity);
+        buf.extend_from_slice(&head);
+        ExactSeq {
+            ser: postcard::Serializer {
+                output: Output(buf),
+            },
+            len,
+            prefix: head.len(),
+            count: 0,
+        }
+    }
+
+    /// Appends `item`.
+    #[inline]
+    pub(crate) fn push<T: Serialize>(&mut self, item: &T) -> postcard::Result<()> {
+        item.serialize(&mut self.ser)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The bytes: postcard's `Vec<T>` of the items pushed (if they were not `len`,
+    /// the prefix is written again).
+    pub(crate) fn finish(self) -> Vec<u8> {
+        let buf = self.ser.output.0;
+        if self.count == self.len {
+            return buf;
+        }
+        let mut fixed = encode(&(self.count as u64)).expect("a u64 always encodes");
+        fixed.extend_from_slice(&buf[self.prefix..]);
+        fixed
+    }
+}
+
 /// Serde `with` module for a byte payload (`Vec<u8>`, or `&[u8]` when only
 /// serialized): one byte string instead of a sequence of `u8` (see the module).
 pub(crate) mod as_bytes {
@@ -218,6 +267,24 @@ mod tests {
         let (b, fb) = next.finish();
         assert_eq!(a[fa..], postcard::to_stdvec(&vec![1u32]).unwrap()[..]);
         assert_eq!(b[fb..], postcard::to_stdvec(&vec![300u32]).unwrap()[..]);
+    }
+
+    /// A sequence of known length is postcard's own `Vec`, also when it gets
+    /// fewer or more items than announced.
+    #[test]
+    fn an_exact_sequence_is_postcards_vec_whatever_it_gets() {
+        for (announced, n) in [(0usize, 0usize), (5, 5), (200, 200), (200, 100), (3, 300)] {
+            let items: Vec<i64> = (0..n as i64).map(|x| x * x - 7).collect();
+            let mut w = super::ExactSeq::new(announced, 8);
+            for x in &items {
+                w.push(x).unwrap();
+            }
+            assert_eq!(
+                w.finish(),
+                postcard::to_stdvec(&items).unwrap(),
+                "{announced} {n}"
+            );
+        }
     }
 
     /// Same bytes as postcard's own encoder and its sequence of `u8`, so both

@@ -355,8 +355,10 @@ impl<'de, I: DeserializeOwned, R: Serialize, F: FnMut(I) -> R> serde::de::Visito
     fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<Outcome, A::Error> {
         // Room for results the size of the items in memory (bounded: the length
         // comes from the bytes).
-        let n = seq.size_hint().unwrap_or(0).min(1 << 16);
-        let mut out = super::codec::SeqWriter::new(n * std::mem::size_of::<R>().clamp(1, 16));
+        // (postcard's hint is the sequence's length)
+        let len = seq.size_hint().unwrap_or(0);
+        let n = len.min(1 << 16);
+        let mut out = super::codec::ExactSeq::new(len, n * std::mem::size_of::<R>().clamp(1, 16));
         let mut index = 0u64;
         while let Some(item) = seq.next_element::<I>()? {
             match catch_unwind(AssertUnwindSafe(|| (self.call)(item))) {
@@ -376,9 +378,7 @@ impl<'de, I: DeserializeOwned, R: Serialize, F: FnMut(I) -> R> serde::de::Visito
             }
             index += 1;
         }
-        let (mut bytes, from) = out.finish();
-        bytes.drain(..from);
-        Ok(Outcome::Ok(bytes))
+        Ok(Outcome::Ok(out.finish()))
     }
 }
 
