@@ -699,6 +699,86 @@ fn close_lets_queued_tasks_finish_and_join_is_bounded() {
     assert!(pool.worker_pids().is_empty());
 }
 
+/// Mappings of forked workers' task slots (`worker::Slots`, a memfd) in this
+/// process.
+fn slot_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:multiproc-pool-slots"))
+        .count()
+}
+
+static MID_CHUNK: OnceLock<Holder> = OnceLock::new();
+
+fn hold_700(x: u32) -> u32 {
+    if x == 700 {
+        MID_CHUNK.get().unwrap().hold();
+    }
+    x * 3
+}
+
+/// Forked workers' chunks travel through shared slots: one memfd mapping per
+/// live worker in the pool's process. A worker SIGKILLed in the middle of a
+/// chunk of 1,000 items fails that chunk only, and its mapping goes with it: after
+/// every kill, as many mappings as live workers; after the drop, none; nothing in
+/// /dev/shm. Run in a child, so that other tests' pools do not count.
+#[test]
+fn slots_go_with_their_workers_also_killed_mid_chunk() {
+    let _w = watchdog();
+    let holder = MID_CHUNK.get_or_init(Holder::new);
+    let shm_before = dev_shm();
+    let child = common::spawn(move || {
+        let before = slot_mappings();
+        let pool = Pool::new(2).unwrap();
+        assert_eq!(slot_mappings(), before + 2, "one slot mapping per worker");
+        for round in 0..6 {
+            let r = pool.map_async(hold_700, 0..3_000u32, Some(1_000)).unwrap();
+            let pid = holder.kill_holder();
+            match r.get(T) {
+                Err(Error::WorkerLost { pid: p, task, .. }) => {
+                    assert_eq!(p, pid, "round {round}");
+                    assert!(task.contains("items 0..1000"), "round {round}: {task}");
+                }
+                other => panic!("round {round}: {other:?}"),
+            }
+            assert_eq!(slot_mappings(), before + 2, "round {round}");
+            // The pool is whole: a map through the replacements' slots.
+            let got = pool.map(square, 0..20_000u64).unwrap();
+            assert!(got.iter().enumerate().all(|(i, &y)| y == square(i as u64)));
+        }
+        // Chunks whose items sit in different slots of one worker, many times.
+        let one = Pool::new(1).unwrap();
+        let got = one.map_chunked(negate, 0..50_000i64, 7).unwrap();
+        assert_eq!(got, (0..50_000).map(negate).collect::<Vec<_>>());
+        assert_eq!(slot_mappings(), before + 3);
+        drop(one);
+        drop(pool);
+        assert_eq!(slot_mappings(), before, "the slots went with the pool");
+    });
+    common::join_ok(child);
+    assert_eq!(dev_shm(), shm_before);
+}
+
+fn echo(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+
+/// Items and results too big for a slot (512 KiB) go through the socket, beside
+/// chunks that use the slots, in both orders.
+#[test]
+fn items_and_results_too_big_for_a_slot_go_through_the_socket() {
+    let _w = watchdog();
+    let pool = Pool::new(2).unwrap();
+    let items: Vec<Vec<u8>> = [10usize, 700_000, 3, 1 << 20, 600_000, 0]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| vec![i as u8; n])
+        .collect();
+    assert_eq!(pool.map(echo, items.clone()).unwrap(), items);
+    assert_eq!(pool.map_chunked(echo, items.clone(), 2).unwrap(), items);
+}
+
 #[test]
 fn drop_leaves_no_worker_and_nothing_in_dev_shm() {
     let _w = watchdog();

@@ -6,9 +6,9 @@
 //!
 //! - [`encode`]: postcard writes each integer as a varint of 1 to 10 bytes with
 //!   one `extend_from_slice`, which its `Vec` output turns into a call of
-//!   `memcpy` per item; [`Output`] pushes writes this short one byte at a time
+//!   `memcpy` per item; [`Output`] copies writes this short byte by byte
 //!   (measured on 1,000,000 `i64` items in chunks of 4,000: 2.9 ms instead of
-//!   5.1 ms).
+//!   5.1 ms), through one `extend` of a known length (see `Output`).
 //! - [`as_bytes`]: serde sees a `Vec<u8>` field as a sequence, which postcard
 //!   reads and writes one element at a time (a visitor call per byte: a task's
 //!   16 KiB of items and its results crossed that way twice each). As a byte
@@ -29,9 +29,13 @@ impl postcard::ser_flavors::Flavor for Output {
     #[inline(always)]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         if data.len() <= SHORT {
-            for &b in data {
-                self.0.push(b);
-            }
+            // Through an iterator of known length (not the slice's own copy,
+            // which is a `memcpy` call): one capacity check, then a loop that
+            // keeps the length in a register until its end, where a `push` per
+            // byte stores and reloads it each time (measured on 1,000,000 `i64`
+            // in chunks of 36,000: items 4.0 -> 3.0 ms, S7's results 6.2 -> 5.1 ms).
+            #[allow(clippy::map_clone)]
+            self.0.extend(data.iter().map(|&b| b));
         } else {
             self.0.extend_from_slice(data);
         }
@@ -128,6 +132,55 @@ impl SeqWriter {
     }
 }
 
+/// A postcard `Vec<T>` of a length known in advance (a worker's results, one per
+/// item of its chunk), written one item at a time after its length: the bytes
+/// come out with no room to cut off before them (a [`SeqWriter`]'s room for the
+/// prefix cost a move of all the results).
+pub(crate) struct ExactSeq {
+    ser: postcard::Serializer<Output>,
+    /// The length written first, and the bytes it took.
+    len: usize,
+    prefix: usize,
+    count: usize,
+}
+
+impl ExactSeq {
+    /// A sequence that should get `len` items, with room for `capacity` bytes.
+    pub(crate) fn new(len: usize, capacity: usize) -> ExactSeq {
+        let head = encode(&(len as u64)).expect("a u64 always encodes");
+        let mut buf = Vec::with_capacity(head.len() + capacity);
+        buf.extend_from_slice(&head);
+        ExactSeq {
+            ser: postcard::Serializer {
+                output: Output(buf),
+            },
+            len,
+            prefix: head.len(),
+            count: 0,
+        }
+    }
+
+    /// Appends `item`.
+    #[inline]
+    pub(crate) fn push<T: Serialize>(&mut self, item: &T) -> postcard::Result<()> {
+        item.serialize(&mut self.ser)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The bytes: postcard's `Vec<T>` of the items pushed (if they were not `len`,
+    /// the prefix is written again).
+    pub(crate) fn finish(self) -> Vec<u8> {
+        let buf = self.ser.output.0;
+        if self.count == self.len {
+            return buf;
+        }
+        let mut fixed = encode(&(self.count as u64)).expect("a u64 always encodes");
+        fixed.extend_from_slice(&buf[self.prefix..]);
+        fixed
+    }
+}
+
 /// Serde `with` module for a byte payload (`Vec<u8>`, or `&[u8]` when only
 /// serialized): one byte string instead of a sequence of `u8` (see the module).
 pub(crate) mod as_bytes {
@@ -214,6 +267,24 @@ mod tests {
         let (b, fb) = next.finish();
         assert_eq!(a[fa..], postcard::to_stdvec(&vec![1u32]).unwrap()[..]);
         assert_eq!(b[fb..], postcard::to_stdvec(&vec![300u32]).unwrap()[..]);
+    }
+
+    /// A sequence of known length is postcard's own `Vec`, also when it gets
+    /// fewer or more items than announced.
+    #[test]
+    fn an_exact_sequence_is_postcards_vec_whatever_it_gets() {
+        for (announced, n) in [(0usize, 0usize), (5, 5), (200, 200), (200, 100), (3, 300)] {
+            let items: Vec<i64> = (0..n as i64).map(|x| x * x - 7).collect();
+            let mut w = super::ExactSeq::new(announced, 8);
+            for x in &items {
+                w.push(x).unwrap();
+            }
+            assert_eq!(
+                w.finish(),
+                postcard::to_stdvec(&items).unwrap(),
+                "{announced} {n}"
+            );
+        }
     }
 
     /// Same bytes as postcard's own encoder and its sequence of `u8`, so both

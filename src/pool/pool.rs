@@ -4,7 +4,10 @@
 //!
 //! # Design
 //!
-//! Each worker is a daemon [`Process`] with its own duplex [`Connection`]. A
+//! Each worker is a daemon [`Process`] with its own duplex [`Connection`] (and,
+//! when forked, two shared-memory slots through which its tasks' items and
+//! results travel, the connection carrying a few bytes per task: see
+//! `worker::Slots`). A
 //! manager thread in the pool's process owns the workers and gives each at most
 //! two tasks (chunks of items) at a time — the one it runs and a small one sent
 //! ahead, so that it goes on without waiting for the manager — and knows exactly
@@ -48,7 +51,9 @@ use super::async_result::{
     AsyncResult, Failure, Fed, Feed, IMapIterator, Job, collect_in_order, decode_all, decode_one,
 };
 use super::star::StarFn;
-use super::worker::{self, Entry, FromWorker, Init, InitFn, Outcome, ToWorkerRef, Trampoline};
+use super::worker::{
+    self, ArgsRef, Entry, FromWorker, Init, InitFn, Outcome, Slots, ToWorkerRef, Trampoline,
+};
 use crate::connection::{Waitable, wait};
 use crate::error::{Error, Result};
 use crate::msg::{Connection, Pipe};
@@ -81,6 +86,8 @@ struct Task {
     from: usize,
     /// Times it was given to a worker that then died.
     attempts: u32,
+    /// Its slot in the worker that holds it (see `worker::Slots`), if any.
+    slot: Option<u8>,
 }
 
 impl Task {
@@ -421,7 +428,8 @@ impl PoolBuilder {
 ///
 /// **Chunks.** `map`-like calls split the items into chunks (tasks) of
 /// `chunksize` items (by default as CPython, about four chunks per worker, but
-/// no chunk above about 16 KiB of serialized items, and smaller ones at the end
+/// no chunk above about 128 KiB of serialized items — 16 KiB for spawn and
+/// forkserver workers — and smaller ones at the end
 /// of a job of many chunks, so that the workers end together: see `Chunker`); a
 /// worker runs one chunk at a time and sends back its results together, and a
 /// busy worker is sent its next small chunk ahead, so that it does not wait for
@@ -507,6 +515,7 @@ impl Cut<'_> {
             args,
             from,
             attempts: 0,
+            slot: None,
         });
         self.start += n;
         self.chunks += 1;
@@ -556,9 +565,14 @@ fn accepting(core: &Core, op: &'static str) -> Result<()> {
 ///
 /// With a `chunksize`, every chunk has that many items (the last one fewer).
 /// By default, as CPython, about four chunks per worker, but a chunk of two items
-/// or more takes at most [`AHEAD_MAX_BYTES`] serialized, so that it can be sent
+/// or more takes at most a cap of bytes serialized, so that it can be sent
 /// ahead (the bytes are counted as the items are written: no estimate, so items
-/// bigger than the first ones do not make chunks too big to send ahead). Measured
+/// bigger than the first ones do not make chunks too big to send ahead). The cap
+/// is [`AHEAD_MAX_BYTES`] for workers fed through their sockets, and
+/// [`SLOT_CHUNK_BYTES`] for forked workers, whose chunks go through their slots
+/// (see `worker::Slots`): a chunk in a slot is sent ahead as a message of a few
+/// bytes, whatever its size, and fewer chunks are fewer wake-ups of the manager
+/// and the workers. Measured
 /// on S7 (1,000,000 items of 0.4 us, 2 workers, a busy machine): 8 chunks of
 /// 125,000 items ran at 0.87x the sequential speed, chunks of 2,048 at 1.67x —
 /// big chunks go through the sockets in many blocking rounds (a 1 MB message
@@ -567,11 +581,12 @@ fn accepting(core: &Core, op: &'static str) -> Result<()> {
 ///
 /// **Guided tail.** When the byte cap is what sizes the chunks (a job of many
 /// chunks), the last ones get smaller, as OpenMP's `guided` schedule: a chunk
-/// takes at most 1/(2 x workers) of the items left, but no fewer than
-/// 1/[`TAPER`] of a full chunk. The last chunk to end then runs about a quarter
-/// of a full chunk alone instead of up to a whole one, while the other workers
-/// wait, for a few more chunks (about 2 x workers x ln([`TAPER`])). Jobs cut by
-/// CPython's rule (few chunks, small items) keep its sizes.
+/// takes at most 1/(2 x workers) of the items left, but no fewer than the items
+/// of [`TAIL_BYTES`] (a quarter of a chunk sent through a socket, 1/32 of one
+/// in a slot). The last chunk to end then runs that little alone instead of up
+/// to a whole chunk, while the other workers wait, for a few more chunks (about
+/// 2 x workers x ln(cap / [`TAIL_BYTES`])). Jobs cut by CPython's rule (few
+/// chunks, small items) keep its sizes.
 #[derive(Debug, Clone)]
 struct Chunker {
     /// Items expected (the input's exact size).
@@ -582,19 +597,28 @@ struct Chunker {
     /// Items and bytes of items cut into chunks so far (the mean item size).
     items: usize,
     bytes: usize,
+    /// The most bytes of items in a chunk of two items or more.
+    cap: usize,
 }
 
-/// The smallest chunk of the guided tail, as a fraction of a full chunk.
-const TAPER: usize = 4;
+/// The bytes of items of the smallest chunk of the guided tail.
+const TAIL_BYTES: usize = 4 * 1024;
+
+/// The bytes of items in a default chunk for forked workers (through their
+/// slots; see `Chunker`). Measured on S7 (1,000,000 items of 0.4 us, 2 workers):
+/// the parent's CPU per map fell from about 22 ms at 16 KiB to about 15 ms.
+const SLOT_CHUNK_BYTES: usize = 128 * 1024;
 
 impl Chunker {
-    fn new(len: usize, processes: usize, fixed: Option<usize>) -> Chunker {
+    /// `cap`: the most bytes of items in a default chunk of two items or more.
+    fn new(len: usize, processes: usize, fixed: Option<usize>, cap: usize) -> Chunker {
         Chunker {
             len,
             processes: processes.max(1),
             fixed,
             items: 0,
             bytes: 0,
+            cap,
         }
     }
 
@@ -613,19 +637,19 @@ impl Chunker {
             return cpython;
         }
         // A full chunk at the mean item size so far.
-        let full = (AHEAD_PAYLOAD as u128 * self.items as u128 / self.bytes as u128).max(1);
+        let full = (self.cap as u128 * self.items as u128 / self.bytes as u128).max(1);
         let full = usize::try_from(full).unwrap_or(usize::MAX);
         if full >= cpython {
             return cpython; // cut by CPython's rule: no taper
         }
         let rest = self.len.saturating_sub(start);
         rest.div_ceil(2 * self.processes)
-            .clamp((full / TAPER).max(1), full)
+            .clamp((full * TAIL_BYTES / self.cap).max(1), full)
     }
 
     /// Whether a chunk whose items take `bytes` is too big for two items or more.
     fn over_bytes(&self, bytes: usize) -> bool {
-        self.fixed.is_none() && bytes > AHEAD_PAYLOAD
+        self.fixed.is_none() && bytes > self.cap
     }
 
     /// Records a chunk cut of `items` items taking `bytes`.
@@ -647,7 +671,7 @@ fn cut_items<T: Serialize>(
     let room = if chunker.fixed.is_some() {
         0
     } else {
-        AHEAD_PAYLOAD
+        chunker.cap
     };
     let mut chunk = SeqWriter::new(room);
     let mut start = 0usize;
@@ -834,7 +858,13 @@ impl Pool {
             what: "serialize the items",
             reason: e.to_string(),
         };
-        let mut chunker = Chunker::new(len, self.processes, chunksize);
+        let cap = if self.method == StartMethod::Fork {
+            SLOT_CHUNK_BYTES
+        } else {
+            AHEAD_PAYLOAD
+        };
+        let mut chunker = Chunker::new(len, self.processes, chunksize, cap);
+
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
         // `collect`: read in order as it resolves, by `collect_in_order`, woken
         // about 32 times (the number of chunks is known after the first).
@@ -866,10 +896,16 @@ impl Pool {
                 job.set_notify_every(every(len.div_ceil(chunk.count())));
             }
             cut.push(chunk);
-            // The first chunks go at once (one per worker), then in batches.
-            if cut.chunks <= self.processes
-                || cut.batch_bytes >= SUBMIT_BATCH_BYTES
-                || cut.batch.len() >= SUBMIT_BATCH_TASKS
+            // The first chunks go together, one per worker, as soon as they are
+            // cut, then in batches. Together: flushed one at a time, the
+            // manager woke for the first while this thread cut the second, and
+            // was woken again while this thread and the first worker held both
+            // CPUs (S7 on 2 CPUs: the second worker started about 2.5 ms after
+            // the first).
+            if cut.chunks == self.processes
+                || (cut.chunks > self.processes
+                    && (cut.batch_bytes >= SUBMIT_BATCH_BYTES
+                        || cut.batch.len() >= SUBMIT_BATCH_TASKS))
             {
                 cut.flush(self, op)?;
             }
@@ -1451,6 +1487,7 @@ impl<I: Iterator<Item: Serialize>> Feed for LazyFeed<I> {
             args,
             from: 0,
             attempts: 0,
+            slot: None,
         };
         let shared = &self.shared.0;
         let mut core = shared.lock();
@@ -1481,6 +1518,9 @@ struct Worker {
     /// only after it has sent the `Done` of the one before, so when it dies with
     /// all its messages read, only the first can have been started.
     held: VecDeque<Task>,
+    /// The areas it shares with the pool (forked workers): a held task's items
+    /// and results go through its slot when they fit.
+    slots: Option<Slots>,
     /// Tasks it may still be sent: `maxtasksperchild` minus those sent (`None`:
     /// unlimited). It exits right after its last one, so it is never sent a task
     /// it will not run.
@@ -1496,7 +1536,41 @@ impl Worker {
     fn may_take(&self, held: usize, budget: Option<usize>, t: &Task) -> bool {
         !self.leaving
             && budget != Some(0)
-            && (held == 0 || (held < HELD_MAX && t.args().len() <= AHEAD_MAX_BYTES))
+            && (held == 0 || (held < HELD_MAX && self.sends_small(t)))
+    }
+
+    /// Whether sending `t` never blocks: its items go in a slot (the message is a
+    /// few bytes) or are at most [`AHEAD_MAX_BYTES`].
+    fn sends_small(&self, t: &Task) -> bool {
+        let len = t.args().len();
+        (self.slots.is_some() && Slots::fits(len)) || len <= AHEAD_MAX_BYTES
+    }
+
+    /// Sends it `t` (through a free slot when it has one and the items fit) and
+    /// holds `t`. A send that fails means the worker is gone: the task stays held,
+    /// and its end of file buries the worker.
+    fn send(&mut self, mut t: Task) {
+        t.slot = self.slots.as_ref().and_then(|_| {
+            (0..worker::SLOTS as u8).find(|s| !self.held.iter().any(|h| h.slot == Some(*s)))
+        });
+        let args = match (&self.slots, t.slot) {
+            (Some(slots), Some(slot)) if Slots::fits(t.args().len()) => {
+                slots.write(slot, t.args());
+                ArgsRef::InSlot(t.args().len() as u32)
+            }
+            _ => ArgsRef::Inline(t.args()),
+        };
+        let _ = self.conn.send(&ToWorkerRef::Run {
+            job: t.job.id,
+            chunk: t.chunk as u32,
+            entry: t.entry,
+            slot: t.slot,
+            args,
+        });
+        if let Some(b) = &mut self.budget {
+            *b -= 1;
+        }
+        self.held.push_back(t);
     }
 }
 
@@ -1516,6 +1590,7 @@ impl Manager {
         let (ours, theirs) = Pipe(true)?;
         let max = self.config.maxtasksperchild;
         self.started += 1;
+        let mut slots = None;
         let mut process = match (self.config.method, &self.config.initializer) {
             (StartMethod::Fork, init) => {
                 let init = match init {
@@ -1523,8 +1598,17 @@ impl Manager {
                     Some(Init::Closure(c)) => Some(Arc::clone(c)),
                     Some(Init::Named(n)) => Some(n.closure()),
                 };
+                // Mapped before the fork: the worker inherits the mapping.
+                let theirs_slots = Slots::new()
+                    .map_err(|e| Error::io("Pool: creating a worker's task slots", e))?;
+                slots = Some(theirs_slots.clone());
                 Process::new(move || {
-                    worker::run(theirs, init.map(|i| Box::new(move || i()) as _), max)
+                    worker::run(
+                        theirs,
+                        init.map(|i| Box::new(move || i()) as _),
+                        max,
+                        Some(theirs_slots),
+                    )
                 })
                 .with_name(format!("ForkPoolWorker-{}", self.started))
             }
@@ -1550,6 +1634,7 @@ impl Manager {
             process,
             conn: ours,
             held: VecDeque::with_capacity(HELD_MAX),
+            slots,
             budget: max,
             leaving: false,
         })
@@ -1603,20 +1688,9 @@ impl Manager {
                 core.phase == Phase::Closed && core.queue.is_empty() && core.feeding == 0
             };
             // 2. Hand them out (in the order assigned: a worker's first task
-            // before its second). A send that fails means the worker is gone: the
-            // task stays held, and its end of file below buries the worker.
+            // before its second; see `Worker::send`).
             for (i, t) in assigned {
-                let w = &mut self.workers[i];
-                let _ = w.conn.send(&ToWorkerRef::Run {
-                    job: t.job.id,
-                    chunk: t.chunk as u32,
-                    entry: t.entry,
-                    args: t.args(),
-                });
-                if let Some(b) = &mut w.budget {
-                    *b -= 1;
-                }
-                w.held.push_back(t);
+                self.workers[i].send(t);
             }
             if closing {
                 for w in &mut self.workers {
@@ -1726,6 +1800,20 @@ impl Manager {
                 let Some(t) = w.held.pop_front() else { return };
                 let result = match outcome {
                     Outcome::Ok(bytes) => Ok(bytes),
+                    Outcome::InSlot(len) => {
+                        let mut bytes = Vec::new();
+                        match (&w.slots, t.slot) {
+                            (Some(slots), Some(slot))
+                                if slots.read(slot, len as usize, &mut bytes).is_some() =>
+                            {
+                                Ok(bytes)
+                            }
+                            _ => Err(Failure::Refused(format!(
+                                "worker {} said its {len} bytes of results were in a slot it does not have",
+                                w.process.pid().unwrap_or(0)
+                            ))),
+                        }
+                    }
                     Outcome::Panicked { index, message } => Err(Failure::Panicked {
                         item: t.start + index as usize,
                         message,
@@ -1792,6 +1880,9 @@ impl Manager {
             }
         }
         self.publish_pids();
+        // Its slots go now: a caller woken by `WorkerLost` finds only the live
+        // workers' slots mapped.
+        drop(w);
         if let Some((t, failure)) = lost {
             t.job.resolve(t.chunk, Err(failure));
         }
@@ -1838,7 +1929,20 @@ mod tests {
     where
         T: Serialize + DeserializeOwned + Clone,
     {
-        let mut chunker = Chunker::new(items.len(), processes, chunksize);
+        chunks_capped(items, processes, chunksize, AHEAD_PAYLOAD)
+    }
+
+    /// [`chunks_of`] with default chunks of at most `cap` bytes.
+    fn chunks_capped<T>(
+        items: &[T],
+        processes: usize,
+        chunksize: Option<usize>,
+        cap: usize,
+    ) -> Vec<(Vec<T>, usize)>
+    where
+        T: Serialize + DeserializeOwned + Clone,
+    {
+        let mut chunker = Chunker::new(items.len(), processes, chunksize, cap);
         let mut out = Vec::new();
         let codec = |e: postcard::Error| Error::Codec {
             op: "test",
@@ -1865,26 +1969,36 @@ mod tests {
         assert_eq!(all, items);
     }
 
-    /// S7's items: by default, chunks of two items or more fit the send-ahead cap
-    /// (the bytes are counted, so the small first items do not make them too
-    /// big), full ones fill most of it, and the last ones taper as `guided`:
-    /// never longer than the one before, down to a quarter of a full chunk.
+    /// S7's items: by default, chunks of two items or more fit the cap (the
+    /// bytes are counted, so the small first items do not make them too big),
+    /// full ones fill most of it, and the last ones taper as `guided`: never
+    /// longer than the one before, down to about [`TAIL_BYTES`] of items. For
+    /// both caps: the socket's send-ahead one and the slots' one.
     #[test]
-    fn default_chunks_fit_the_send_ahead_cap_and_taper_at_the_end() {
-        for len in [200_000usize, 200_001, 999_999] {
+    fn default_chunks_fit_the_cap_and_taper_at_the_end() {
+        for (cap, len) in [
+            (AHEAD_PAYLOAD, 200_000usize),
+            (AHEAD_PAYLOAD, 200_001),
+            (AHEAD_PAYLOAD, 999_999),
+            (SLOT_CHUNK_BYTES, 999_999),
+            (SLOT_CHUNK_BYTES, 1_000_000),
+        ] {
+            assert!(worker::Slots::fits(
+                SLOT_CHUNK_BYTES + super::super::codec::PREFIX
+            ));
             let items: Vec<i64> = (0..len as i64).map(|x| x * 7 - 3).collect();
-            let chunks = chunks_of(&items, 2, None);
+            let chunks = chunks_capped(&items, 2, None, cap);
             assert_cover(&items, &chunks);
             for (c, bytes) in &chunks {
                 assert!(
-                    c.len() == 1 || *bytes <= AHEAD_MAX_BYTES,
+                    c.len() == 1 || *bytes <= cap + super::super::codec::PREFIX,
                     "{} items, {bytes} B",
                     c.len()
                 );
             }
             // Full chunks fill the cap (to within an item); after the last one,
             // the tail.
-            let is_full = |b: usize| b + 16 > AHEAD_PAYLOAD;
+            let is_full = |b: usize| b + 16 > cap;
             let last_full = chunks.iter().rposition(|(_, b)| is_full(*b)).unwrap();
             let full = chunks[last_full].0.len();
             let tail: Vec<usize> = chunks[last_full + 1..]
@@ -1894,10 +2008,11 @@ mod tests {
             assert!(tail.len() >= 4, "{len}: no taper: {tail:?}");
             assert!(tail.windows(2).all(|w| w[1] <= w[0]), "{len}: {tail:?}");
             assert!(tail[0] < full, "{len}: {full} then {tail:?}");
-            // Down to about a quarter (the mean item size is the whole input's).
+            // Down to about TAIL_BYTES (the mean item size is the whole input's).
             let smallest = tail[..tail.len() - 1].iter().min().unwrap();
+            let least = full * TAIL_BYTES / cap;
             assert!(
-                *smallest <= full / 3 && *smallest >= full / (TAPER + 1),
+                *smallest <= least * 4 / 3 && *smallest >= least * 4 / 5,
                 "{len}: {full} then {tail:?}"
             );
         }

@@ -18,6 +18,22 @@
 //!
 //! End of file on the connection in the worker means the pool is gone: the worker
 //! exits. End of file in the pool means the worker is gone (see `pool.rs`).
+//!
+//! # Slots (forked workers)
+//!
+//! A forked worker shares [`Slots`] with the pool: a memfd of [`SLOTS`] areas of
+//! [`SLOT_BYTES`], one per task it may hold, mapped before the fork. A task names
+//! its slot ([`ToWorkerRef::Run`]'s `slot`, never the slot of the other task the
+//! worker holds); its items go there instead of through the socket when they fit
+//! ([`ArgsRef::InSlot`]), and its results come back there when they fit
+//! ([`Outcome::InSlot`]), so that the socket carries only a few bytes per task:
+//! no kernel copies, no blocking rounds for big chunks. A slot has one user at a
+//! time: the pool writes the items before it sends the task and reads the
+//! results after the `Done` arrives; the worker reads the items (into its own
+//! memory) before it runs them and writes the results before it sends `Done`.
+//! The pool gives the slot to another task only after that `Done`, or after the
+//! worker is dead and reaped. The socket's send and receive order the writes.
+//! Items or results too big for a slot go through the socket as before.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -27,7 +43,54 @@ use serde::{Deserialize, Serialize};
 
 use crate::msg::Connection;
 use crate::spawn::wire::{self, Call, Exported};
+use crate::sys::mem::Mapping;
 use crate::sys::task::{EntryToken, FnToken};
+
+/// Areas of a worker's [`Slots`]: one per task it may hold (the pool's `HELD_MAX`).
+pub(crate) const SLOTS: usize = 2;
+
+/// Bytes of one slot: room for the items of a default chunk (at most 128 KiB,
+/// see the pool's `Chunker`) and results up to four times as big. Pages are
+/// touched only as far as a task uses them.
+pub(crate) const SLOT_BYTES: usize = 512 * 1024;
+
+/// The shared areas of one forked worker and its pool (see the module). An
+/// anonymous memfd, mapped before the fork: nothing in `/dev/shm`, and its memory
+/// goes with the last mapping (the pool drops its own when it buries the worker).
+#[derive(Clone)]
+pub(crate) struct Slots(Arc<Mapping>);
+
+impl Slots {
+    pub(crate) fn new() -> std::io::Result<Slots> {
+        let len = SLOTS * SLOT_BYTES;
+        let fd = crate::sys::mem::memfd("multiproc-pool-slots", len as u64)?;
+        // The mapping outlives the descriptor, which is closed here.
+        Ok(Slots(Arc::new(Mapping::new(&fd, len)?)))
+    }
+
+    /// Whether `len` bytes fit in a slot.
+    pub(crate) fn fits(len: usize) -> bool {
+        len <= SLOT_BYTES
+    }
+
+    /// Writes `bytes` (which fit) at the start of slot `slot`.
+    pub(crate) fn write(&self, slot: u8, bytes: &[u8]) {
+        debug_assert!(Self::fits(bytes.len()) && (slot as usize) < SLOTS);
+        self.0.write_bytes(slot as usize * SLOT_BYTES, bytes);
+    }
+
+    /// The first `len` bytes of slot `slot`, into `out` (resized to `len`), or
+    /// `None` for a slot or length out of range.
+    pub(crate) fn read(&self, slot: u8, len: usize, out: &mut Vec<u8>) -> Option<()> {
+        if (slot as usize) >= SLOTS || !Self::fits(len) {
+            return None;
+        }
+        out.clear();
+        out.resize(len, 0);
+        self.0.read_bytes(slot as usize * SLOT_BYTES, out);
+        Some(())
+    }
+}
 
 /// The initializer closure a forked worker runs once, before its first task.
 pub(crate) type Initializer = Arc<dyn Fn() + Send + Sync + 'static>;
@@ -110,7 +173,7 @@ where
             conn,
             maxtasks,
         } = *self;
-        Box::new(move || run(conn, Some(Box::new(move || init(args))), maxtasks))
+        Box::new(move || run(conn, Some(Box::new(move || init(args))), maxtasks, None))
     }
 }
 
@@ -129,7 +192,7 @@ fn init_worker_trampoline<A: DeserializeOwned + 'static>(
             format!("importing the Pool worker's connection and initializer arguments: {e}")
         })?;
     Ok(Box::new(move || {
-        run(conn, Some(Box::new(move || init(args))), maxtasks)
+        run(conn, Some(Box::new(move || init(args))), maxtasks, None)
     }))
 }
 
@@ -163,16 +226,33 @@ pub(crate) type ExecTrampoline = fn(EntryToken, Vec<u8>) -> Outcome;
 /// function on each (catching panics), serializes the results.
 pub(crate) type Trampoline = fn(FnToken, Vec<u8>) -> Outcome;
 
+/// Where a task's serialized items are (as the pool sends it, borrowed).
+#[derive(Serialize)]
+pub(crate) enum ArgsRef<'a> {
+    /// In the message.
+    Inline(#[serde(with = "super::codec::as_bytes")] &'a [u8]),
+    /// The first this many bytes of the task's slot.
+    InSlot(u32),
+}
+
+/// [`ArgsRef`] as the worker receives it (same encoding).
+#[derive(Deserialize)]
+pub(crate) enum Args {
+    Inline(#[serde(with = "super::codec::as_bytes")] Vec<u8>),
+    InSlot(u32),
+}
+
 /// What the pool sends (borrowing the arguments, which the pool keeps for a retry).
 #[derive(Serialize)]
 pub(crate) enum ToWorkerRef<'a> {
-    /// Run the task `(job, chunk)`.
+    /// Run the task `(job, chunk)`; `slot`: the task's slot (see the module), if
+    /// the worker has slots.
     Run {
         job: u64,
         chunk: u32,
         entry: Entry,
-        #[serde(with = "super::codec::as_bytes")]
-        args: &'a [u8],
+        slot: Option<u8>,
+        args: ArgsRef<'a>,
     },
     /// Exit (the pool is closing and has no more tasks).
     #[allow(dead_code)] // sent through `ToWorkerRef::Stop`, received as `ToWorker::Stop`
@@ -186,8 +266,8 @@ pub(crate) enum ToWorker {
         job: u64,
         chunk: u32,
         entry: Entry,
-        #[serde(with = "super::codec::as_bytes")]
-        args: Vec<u8>,
+        slot: Option<u8>,
+        args: Args,
     },
     Stop,
 }
@@ -211,6 +291,8 @@ pub(crate) enum FromWorker {
 pub(crate) enum Outcome {
     /// The results, a postcard `Vec<R>`, one per item.
     Ok(#[serde(with = "super::codec::as_bytes")] Vec<u8>),
+    /// As `Ok`, the results being the first this many bytes of the task's slot.
+    InSlot(u32),
     /// Item `index` of the chunk panicked (the rest of the chunk was not run).
     Panicked { index: u64, message: String },
     /// The worker could not run the task: why.
@@ -273,8 +355,10 @@ impl<'de, I: DeserializeOwned, R: Serialize, F: FnMut(I) -> R> serde::de::Visito
     fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<Outcome, A::Error> {
         // Room for results the size of the items in memory (bounded: the length
         // comes from the bytes).
-        let n = seq.size_hint().unwrap_or(0).min(1 << 16);
-        let mut out = super::codec::SeqWriter::new(n * std::mem::size_of::<R>().clamp(1, 16));
+        // (postcard's hint is the sequence's length)
+        let len = seq.size_hint().unwrap_or(0);
+        let n = len.min(1 << 16);
+        let mut out = super::codec::ExactSeq::new(len, n * std::mem::size_of::<R>().clamp(1, 16));
         let mut index = 0u64;
         while let Some(item) = seq.next_element::<I>()? {
             match catch_unwind(AssertUnwindSafe(|| (self.call)(item))) {
@@ -294,9 +378,7 @@ impl<'de, I: DeserializeOwned, R: Serialize, F: FnMut(I) -> R> serde::de::Visito
             }
             index += 1;
         }
-        let (mut bytes, from) = out.finish();
-        bytes.drain(..from);
-        Ok(Outcome::Ok(bytes))
+        Ok(Outcome::Ok(out.finish()))
     }
 }
 
@@ -355,12 +437,18 @@ pub(crate) fn star_exec_trampoline<F: super::star::StarFn>(
 /// connection to the pool (a token) and `maxtasksperchild` (with a by-name
 /// initializer, the worker is an [`InitWorker`] instead).
 pub(crate) fn exec_worker((conn, maxtasks): (Connection, Option<usize>)) {
-    run(conn, None, maxtasks);
+    run(conn, None, maxtasks, None);
 }
 
 /// A worker process's whole life: the initializer, then tasks until `Stop`, the
-/// pool's end of file, or `maxtasks` tasks.
-pub(crate) fn run(conn: Connection, init: Option<Box<dyn FnOnce()>>, maxtasks: Option<usize>) {
+/// pool's end of file, or `maxtasks` tasks. `slots`: the areas it shares with the
+/// pool (forked workers).
+pub(crate) fn run(
+    conn: Connection,
+    init: Option<Box<dyn FnOnce()>>,
+    maxtasks: Option<usize>,
+    slots: Option<Slots>,
+) {
     if let Some(init) = init {
         if let Err(p) = catch_unwind(AssertUnwindSafe(init)) {
             let _ = conn.send(&FromWorker::InitPanicked(panic_message(&*p)));
@@ -372,25 +460,45 @@ pub(crate) fn run(conn: Connection, init: Option<Box<dyn FnOnce()>>, maxtasks: O
         let Ok(msg) = conn.recv::<ToWorker>() else {
             return; // the pool is gone (or its message was cut): nothing to do
         };
-        let (job, chunk, entry, args) = match msg {
+        let (job, chunk, entry, slot, args) = match msg {
             ToWorker::Stop => return,
             ToWorker::Run {
                 job,
                 chunk,
                 entry,
+                slot,
                 args,
-            } => (job, chunk, entry, args),
+            } => (job, chunk, entry, slot, args),
         };
-        let outcome = match entry {
-            Entry::Fork { trampoline, func } => match trampoline.resolve::<Trampoline>() {
-                Some(t) => t(func, args),
-                None => refused_token(),
-            },
-            Entry::Exec { token } => match token.trampoline::<ExecTrampoline>() {
+        let args = match (args, slot, &slots) {
+            (Args::Inline(bytes), _, _) => Some(bytes),
+            (Args::InSlot(len), Some(slot), Some(slots)) => {
+                let mut items = Vec::new();
+                slots.read(slot, len as usize, &mut items).map(|()| items)
+            }
+            (Args::InSlot(_), _, _) => None,
+        };
+        let mut outcome = match (args, entry) {
+            (None, _) => {
+                Outcome::Refused("the task's items are in a slot this worker does not have".into())
+            }
+            (Some(args), Entry::Fork { trampoline, func }) => {
+                match trampoline.resolve::<Trampoline>() {
+                    Some(t) => t(func, args),
+                    None => refused_token(),
+                }
+            }
+            (Some(args), Entry::Exec { token }) => match token.trampoline::<ExecTrampoline>() {
                 Ok(t) => t(token, args),
                 Err(why) => Outcome::Refused(why),
             },
         };
+        if let (Outcome::Ok(bytes), Some(slot), Some(slots)) = (&outcome, slot, &slots) {
+            if Slots::fits(bytes.len()) {
+                slots.write(slot, bytes);
+                outcome = Outcome::InSlot(bytes.len() as u32);
+            }
+        }
         done += 1;
         let last = maxtasks.is_some_and(|m| done >= m);
         let reply = FromWorker::Done {
