@@ -727,7 +727,7 @@ fn hold_700(x: u32) -> u32 {
 fn slots_go_with_their_workers_also_killed_mid_chunk() {
     let _w = watchdog();
     let holder = MID_CHUNK.get_or_init(Holder::new);
-    let shm_before = dev_shm();
+    let shm_before = multiproc_shm();
     let child = common::spawn(move || {
         let before = slot_mappings();
         let pool = Pool::new(2).unwrap();
@@ -757,7 +757,7 @@ fn slots_go_with_their_workers_also_killed_mid_chunk() {
         assert_eq!(slot_mappings(), before, "the slots went with the pool");
     });
     common::join_ok(child);
-    assert_eq!(dev_shm(), shm_before);
+    assert_eq!(multiproc_shm(), shm_before);
 }
 
 fn echo(v: Vec<u8>) -> Vec<u8> {
