@@ -940,6 +940,43 @@ impl ParentWatcher {
     }
 }
 
+/// For the identity tests of every start method: what a started child does. It
+/// writes its own identity word, says so, and waits for the test to have read
+/// `/proc`.
+#[cfg(test)]
+pub(crate) fn report_identity(
+    (word, ready, go): (crate::RawValue<u32>, crate::Event, crate::Event),
+) {
+    word.set(crate::sync::ident::process());
+    ready.set();
+    assert!(go.wait(Some(Duration::from_secs(30))).unwrap());
+}
+
+/// Starts the child `make` builds (from the word, the ready and the go events it
+/// is to pass to [`report_identity`]) and checks that the identity it computed for
+/// itself is the one `/proc` gives for its pid.
+#[cfg(test)]
+pub(crate) fn assert_names_itself_as_proc_names_it(
+    make: impl FnOnce(crate::RawValue<u32>, crate::Event, crate::Event) -> Process,
+) {
+    use crate::sync::ident;
+    const BOUND: Duration = Duration::from_secs(30);
+    let word = crate::RawValue::<u32>::new(0).unwrap();
+    let (ready, go) = (crate::Event::new().unwrap(), crate::Event::new().unwrap());
+    let mut p = make(word.clone(), ready.clone(), go.clone());
+    p.start().unwrap();
+    assert!(ready.wait(Some(BOUND)).unwrap());
+    let seen = ident::process_of(p.pid().unwrap());
+    go.set();
+    assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+    assert_ne!(seen >> 22 & 0x1ff, ident::TAG_UNKNOWN, "/proc was readable");
+    assert_eq!(
+        word.get(),
+        seen,
+        "the child's own word differs from /proc's"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -954,28 +991,10 @@ mod tests {
     /// look dead (its pid reused) to them.
     #[test]
     fn a_forked_child_names_itself_as_proc_names_it() {
-        use crate::RawValue;
-        use crate::sync::ident;
         for _ in 0..50 {
-            let word = RawValue::<u32>::new(0).unwrap();
-            let (ready, go) = (Event::new().unwrap(), Event::new().unwrap());
-            let (w, r, g) = (word.clone(), ready.clone(), go.clone());
-            let mut p = Process::new(move || {
-                w.set(ident::process());
-                r.set();
-                assert!(g.wait(Some(BOUND)).unwrap());
+            assert_names_itself_as_proc_names_it(|w, r, g| {
+                Process::new(move || report_identity((w, r, g)))
             });
-            p.start().unwrap();
-            assert!(ready.wait(Some(BOUND)).unwrap());
-            let seen = ident::process_of(p.pid().unwrap());
-            go.set();
-            assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
-            assert_ne!(seen >> 22 & 0x1ff, ident::TAG_UNKNOWN, "/proc was readable");
-            assert_eq!(
-                word.get(),
-                seen,
-                "the child's own word differs from /proc's"
-            );
         }
     }
 

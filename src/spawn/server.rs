@@ -371,18 +371,8 @@ pub(super) fn serve(control: OwnedFd) -> ! {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use crate::sync::ident;
-    use crate::{Event, RawValue, StartMethod, get_context};
-
-    const BOUND: Duration = Duration::from_secs(30);
-
-    fn report((word, ready, go): (RawValue<u32>, Event, Event)) {
-        word.set(ident::process());
-        ready.set();
-        assert!(go.wait(Some(BOUND)).unwrap());
-    }
+    use crate::process::process::{assert_names_itself_as_proc_names_it, report_identity};
+    use crate::{StartMethod, get_context};
 
     /// A forkserver child's identity, taken from the server's clock readings
     /// around the fork, is the word `/proc` gives for it (what every other
@@ -391,21 +381,9 @@ mod tests {
     fn a_forkserver_child_names_itself_as_proc_names_it() {
         crate::spawn::init();
         for _ in 0..20 {
-            let word = RawValue::<u32>::new(0).unwrap();
-            let (ready, go) = (Event::new().unwrap(), Event::new().unwrap());
-            let mut p = get_context(StartMethod::Forkserver)
-                .process(report, (word.clone(), ready.clone(), go.clone()));
-            p.start().unwrap();
-            assert!(ready.wait(Some(BOUND)).unwrap());
-            let seen = ident::process_of(p.pid().unwrap());
-            go.set();
-            assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
-            assert_ne!(seen >> 22 & 0x1ff, ident::TAG_UNKNOWN, "/proc was readable");
-            assert_eq!(
-                word.get(),
-                seen,
-                "the child's own word differs from /proc's"
-            );
+            assert_names_itself_as_proc_names_it(|w, r, g| {
+                get_context(StartMethod::Forkserver).process(report_identity, (w, r, g))
+            });
         }
     }
 }
