@@ -61,24 +61,18 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u
 /// Room for the longest length prefix of a postcard sequence (a varint `u64`).
 pub(crate) const PREFIX: usize = 10;
 
-/// A postcard `Vec<T>` written one item at a time, for items that come from an
-/// iterator (see `Pool::submit`): the items go after [`PREFIX`] bytes of room,
-/// and [`SeqWriter::finish`] writes the length into the end of that room. The
-/// encoding starts at the returned offset: the bytes from there are postcard's
-/// own for the `Vec<T>` of the items pushed.
-pub(crate) struct SeqWriter {
-    /// One serializer for all the items (not one per item: a sequence of many
-    /// small items would pay its set-up each time).
+/// Items encoded one after another into one buffer, counted: what both sequence
+/// writers below share. One serializer for all the items (not one per item: a
+/// sequence of many small items would pay its set-up each time).
+struct Items {
     ser: postcard::Serializer<Output>,
     count: usize,
 }
 
-impl SeqWriter {
-    /// An empty sequence, with room for `capacity` bytes of items.
-    pub(crate) fn new(capacity: usize) -> SeqWriter {
-        let mut buf = Vec::with_capacity(PREFIX + capacity);
-        buf.resize(PREFIX, 0);
-        SeqWriter {
+impl Items {
+    /// No items yet; they go after what `buf` holds.
+    fn after(buf: Vec<u8>) -> Items {
+        Items {
             ser: postcard::Serializer {
                 output: Output(buf),
             },
@@ -88,47 +82,88 @@ impl SeqWriter {
 
     /// Appends `item`.
     #[inline]
-    pub(crate) fn push<T: Serialize>(&mut self, item: &T) -> postcard::Result<()> {
+    fn push<T: Serialize>(&mut self, item: &T) -> postcard::Result<()> {
         item.serialize(&mut self.ser)?;
         self.count += 1;
         Ok(())
     }
 
+    /// The buffer.
+    fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.ser.output.0
+    }
+
+    /// The buffer's length.
+    fn len(&self) -> usize {
+        self.ser.output.0.len()
+    }
+
+    /// The buffer, given back.
+    fn into_buf(self) -> Vec<u8> {
+        self.ser.output.0
+    }
+}
+
+/// A postcard `Vec<T>` written one item at a time, for items that come from an
+/// iterator (see `Pool::submit`): the items go after [`PREFIX`] bytes of room,
+/// and [`SeqWriter::finish`] writes the length into the end of that room. The
+/// encoding starts at the returned offset: the bytes from there are postcard's
+/// own for the `Vec<T>` of the items pushed.
+pub(crate) struct SeqWriter {
+    items: Items,
+}
+
+impl SeqWriter {
+    /// An empty sequence, with room for `capacity` bytes of items.
+    pub(crate) fn new(capacity: usize) -> SeqWriter {
+        let mut buf = Vec::with_capacity(PREFIX + capacity);
+        buf.resize(PREFIX, 0);
+        SeqWriter {
+            items: Items::after(buf),
+        }
+    }
+
+    /// Appends `item`.
+    #[inline]
+    pub(crate) fn push<T: Serialize>(&mut self, item: &T) -> postcard::Result<()> {
+        self.items.push(item)
+    }
+
     /// Items pushed.
     pub(crate) fn count(&self) -> usize {
-        self.count
+        self.items.count
     }
 
     /// Bytes of items pushed.
     pub(crate) fn item_bytes(&self) -> usize {
-        self.ser.output.0.len() - PREFIX
+        self.items.len() - PREFIX
     }
 
     /// Takes the last item pushed out, as a new sequence of that one item (the
     /// item that made this one too big starts the next). Needs two items or more.
     pub(crate) fn split_last(&mut self, at: usize, capacity: usize) -> SeqWriter {
-        debug_assert!(self.count >= 2 && at >= PREFIX);
-        let buf = &mut self.ser.output.0;
+        debug_assert!(self.items.count >= 2 && at >= PREFIX);
+        let buf = self.items.buf();
         let mut next = SeqWriter::new(capacity.max(buf.len() - at));
-        next.ser.output.0.extend_from_slice(&buf[at..]);
-        next.count = 1;
+        next.items.buf().extend_from_slice(&buf[at..]);
+        next.items.count = 1;
         buf.truncate(at);
-        self.count -= 1;
+        self.items.count -= 1;
         next
     }
 
     /// The bytes and where the sequence starts in them.
     pub(crate) fn finish(self) -> (Vec<u8>, usize) {
-        let len = encode(&(self.count as u64)).expect("a u64 always encodes");
+        let len = encode(&(self.items.count as u64)).expect("a u64 always encodes");
         let from = PREFIX - len.len();
-        let mut buf = self.ser.output.0;
+        let mut buf = self.items.into_buf();
         buf[from..PREFIX].copy_from_slice(&len);
         (buf, from)
     }
 
     /// The length of the buffer so far (where the next item will start).
     pub(crate) fn end(&self) -> usize {
-        self.ser.output.0.len()
+        self.items.len()
     }
 }
 
@@ -137,11 +172,10 @@ impl SeqWriter {
 /// come out with no room to cut off before them (a [`SeqWriter`]'s room for the
 /// prefix cost a move of all the results).
 pub(crate) struct ExactSeq {
-    ser: postcard::Serializer<Output>,
+    items: Items,
     /// The length written first, and the bytes it took.
     len: usize,
     prefix: usize,
-    count: usize,
 }
 
 impl ExactSeq {
@@ -151,31 +185,27 @@ impl ExactSeq {
         let mut buf = Vec::with_capacity(head.len() + capacity);
         buf.extend_from_slice(&head);
         ExactSeq {
-            ser: postcard::Serializer {
-                output: Output(buf),
-            },
+            items: Items::after(buf),
             len,
             prefix: head.len(),
-            count: 0,
         }
     }
 
     /// Appends `item`.
     #[inline]
     pub(crate) fn push<T: Serialize>(&mut self, item: &T) -> postcard::Result<()> {
-        item.serialize(&mut self.ser)?;
-        self.count += 1;
-        Ok(())
+        self.items.push(item)
     }
 
     /// The bytes: postcard's `Vec<T>` of the items pushed (if they were not `len`,
     /// the prefix is written again).
     pub(crate) fn finish(self) -> Vec<u8> {
-        let buf = self.ser.output.0;
-        if self.count == self.len {
+        let count = self.items.count;
+        let buf = self.items.into_buf();
+        if count == self.len {
             return buf;
         }
-        let mut fixed = encode(&(self.count as u64)).expect("a u64 always encodes");
+        let mut fixed = encode(&(count as u64)).expect("a u64 always encodes");
         fixed.extend_from_slice(&buf[self.prefix..]);
         fixed
     }
