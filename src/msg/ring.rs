@@ -606,16 +606,16 @@ impl Ring {
         let map = self.block.map();
         let (stream, timed) = self.copy.pick();
         let start = timed.then(Instant::now);
-        if stream {
-            map.stream_bytes(base + i, &bytes[..first]);
-            if first < bytes.len() {
-                map.stream_bytes(base, &bytes[first..]);
+        let copy = |at: usize, part: &[u8]| {
+            if stream {
+                map.stream_bytes(at, part)
+            } else {
+                map.write_bytes(at, part)
             }
-        } else {
-            map.write_bytes(base + i, &bytes[..first]);
-            if first < bytes.len() {
-                map.write_bytes(base, &bytes[first..]);
-            }
+        };
+        copy(base + i, &bytes[..first]);
+        if first < bytes.len() {
+            copy(base, &bytes[first..]);
         }
         if let Some(start) = start {
             self.copy.timed(stream, start.elapsed(), bytes.len());

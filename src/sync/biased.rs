@@ -586,6 +586,16 @@ mod tests {
         p
     }
 
+    /// A fresh lock and a [`child_holding`] it (`inside`, `still_biased`) that has
+    /// set its `ready` event: the lock, its block, the events, the child.
+    fn holder_ready(inside: bool, still_biased: bool) -> (BiasedLock, Block, [Event; 3], Process) {
+        let (lock, block) = fresh();
+        let ev = events();
+        let child = child_holding(lock, inside, still_biased, ev.clone());
+        assert!(ev[0].wait(PATIENCE).unwrap());
+        (lock, block, ev, child)
+    }
+
     fn events() -> [Event; 3] {
         [(); 3].map(|_| Event::new().unwrap())
     }
@@ -601,10 +611,7 @@ mod tests {
             return;
         }
         for blocking in [false, true] {
-            let (lock, _block) = fresh();
-            let ev = events();
-            let mut child = child_holding(lock, false, false, ev.clone());
-            assert!(ev[0].wait(PATIENCE).unwrap());
+            let (lock, _block, ev, mut child) = holder_ready(false, false);
             let (how, hold) = if blocking {
                 lock.lock(patience())
             } else {
@@ -626,10 +633,7 @@ mod tests {
         if !supported() {
             return;
         }
-        let (lock, _block) = fresh();
-        let ev = events();
-        let mut child = child_holding(lock, true, true, ev.clone());
-        assert!(ev[0].wait(PATIENCE).unwrap());
+        let (lock, _block, ev, mut child) = holder_ready(true, true);
         assert!(
             lock.try_lock().is_none(),
             "taken while the holder is inside"
@@ -650,10 +654,7 @@ mod tests {
         if !supported() {
             return;
         }
-        let (lock, _block) = fresh();
-        let ev = events();
-        let mut child = child_holding(lock, false, false, ev.clone());
-        assert!(ev[0].wait(PATIENCE).unwrap());
+        let (lock, _block, _ev, mut child) = holder_ready(false, false);
         child.kill().unwrap();
         assert_eq!(child.join(PATIENCE).unwrap(), Some(-9));
         let (how, hold) = lock.lock(patience()).expect("the dead bias held the lock");
@@ -667,10 +668,7 @@ mod tests {
             return;
         }
         for blocking in [false, true] {
-            let (lock, _block) = fresh();
-            let ev = events();
-            let mut child = child_holding(lock, true, true, ev.clone());
-            assert!(ev[0].wait(PATIENCE).unwrap());
+            let (lock, _block, _ev, mut child) = holder_ready(true, true);
             child.kill().unwrap();
             assert_eq!(child.join(PATIENCE).unwrap(), Some(-9));
             let (how, hold) = if blocking {
