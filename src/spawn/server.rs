@@ -337,7 +337,7 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                     // The server's descriptors are not the child's business.
                     let started = crate::sys::procfs::start_ticks_between(
                         before,
-                        crate::sys::procfs::boottime_ns(),
+                        crate::sys::procfs::boottime_ns_after_fork(),
                         ticks_per_second,
                     );
                     drop((control, starter, status));
