@@ -455,7 +455,7 @@ impl Process {
             Ok(Forked::Child) => {
                 let started = crate::sys::procfs::start_ticks_between(
                     before,
-                    crate::sys::procfs::boottime_ns(),
+                    crate::sys::procfs::boottime_ns_after_fork(),
                     ticks_per_second,
                 );
                 let handles = handles.child();

@@ -230,6 +230,18 @@ pub(crate) fn read_status(sock: BorrowedFd<'_>) -> std::io::Result<i32> {
     }
 }
 
+/// Sets up in the server what each child would otherwise set up for itself on
+/// the way to its entry and its exit: the argument collector's thread-local
+/// (`transfer::warm_up`) and std's stdout and stderr (a child flushes both before
+/// it exits; the first use allocates stdout's buffer). Measured in the children
+/// of an empty entry: 35 to 36 page faults each before, 22 to 24 after.
+fn warm_up() {
+    use std::io::Write;
+    crate::sys::transfer::warm_up();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
 /// One child the server forked and has not reaped yet.
 struct Kid {
     pid: i32,
@@ -251,6 +263,9 @@ pub(super) fn serve(control: OwnedFd) -> ! {
     // Read once here, so that every child inherits it: each child checks its
     // entry against this executable's identity (a `stat` of `/proc/self/exe`).
     let _ = crate::sys::task::exe_id();
+    // What every child would otherwise set up for itself, each time in its own
+    // copy-on-write pages (see `warm_up`): done once here, inherited by all.
+    warm_up();
     let ticks_per_second = rustix::param::clock_ticks_per_second();
     let mut kids: Vec<Kid> = Vec::new();
     loop {
@@ -322,7 +337,7 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                     // The server's descriptors are not the child's business.
                     let started = crate::sys::procfs::start_ticks_between(
                         before,
-                        crate::sys::procfs::boottime_ns(),
+                        crate::sys::procfs::boottime_ns_after_fork(),
                         ticks_per_second,
                     );
                     drop((control, starter, status));

@@ -93,6 +93,12 @@ pub(crate) fn deaden_inherited(raw: RawFd) -> io::Result<()> {
 /// The most descriptors one `sendmsg` carries (the kernel's `SCM_MAX_FD`).
 #[cfg_attr(not(test), allow(dead_code))]
 const FDS_PER_MSG: usize = 253;
+/// The ancillary space of one message of [`FDS_PER_MSG`] descriptors (1 KiB),
+/// kept on the stack: a heap buffer per `sendmsg`/`recvmsg` wrote the
+/// allocator's pages, each a copy-on-write fault in a process just forked (the
+/// forkserver and its children send and receive a few messages right after
+/// their fork).
+const CMSG_SPACE: usize = rustix::cmsg_space!(ScmRights(FDS_PER_MSG));
 
 /// Sends `bytes` and `fds` over the Unix stream socket `sock` as one message for
 /// [`recv_with_fds`].
@@ -116,8 +122,7 @@ pub(crate) fn send_with_fds(
         // The usual message: header, descriptors and bytes in one `sendmsg` (the
         // same bytes on the wire as below), so the peer is woken once, by a whole
         // message.
-        let mut space =
-            vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+        let mut space = [std::mem::MaybeUninit::uninit(); CMSG_SPACE];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(io::Error::other("ancillary buffer too small"));
@@ -147,8 +152,7 @@ pub(crate) fn send_with_fds(
         if batch.is_empty() && !first {
             break;
         }
-        let mut space =
-            vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MSG))];
+        let mut space = [std::mem::MaybeUninit::uninit(); CMSG_SPACE];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !batch.is_empty() && !control.push(SendAncillaryMessage::ScmRights(batch)) {
             return Err(io::Error::other("ancillary buffer too small"));
@@ -210,8 +214,7 @@ fn recv_exact(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> i
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
     let mut got = 0;
     while got < buf.len() {
-        let mut space =
-            vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MSG))];
+        let mut space = [std::mem::MaybeUninit::uninit(); CMSG_SPACE];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let msg = recvmsg(
             sock,

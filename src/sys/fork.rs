@@ -241,6 +241,36 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// A fork start's floor: `fork()`, `_exit(0)` at once in the child, `waitpid`
+/// in the parent, as a C program's loop does it, and nothing of `Process`'s (no
+/// lock held across the fork, no pidfd, no registry, no clock reading). For the
+/// benchmark's reference row ([`fork_floor`](crate::process::fork_floor)).
+pub(crate) fn fork_exit_reap() -> std::io::Result<()> {
+    // SAFETY: the child calls nothing but `_exit`, which is async-signal-safe,
+    // so it is sound even if another thread of the parent held a lock at the
+    // fork; the parent only waits for that child.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => exit_now(0),
+        pid => {
+            let pid = rustix::process::Pid::from_raw(pid).expect("fork returns a positive pid");
+            loop {
+                match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+                    Ok(Some((_, status))) if status.exit_status() == Some(0) => return Ok(()),
+                    Ok(other) => {
+                        return Err(std::io::Error::other(format!(
+                            "the floor's child ended unexpectedly: {other:?}"
+                        )));
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+}
+
 /// The examples that documented these crate-private items, kept as tests.
 #[cfg(test)]
 mod examples {

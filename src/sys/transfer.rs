@@ -53,6 +53,15 @@ thread_local! {
     };
 }
 
+/// Sets this thread's collector up now. Its first use in a process registers a
+/// thread-local destructor with libc, whose first call there resolves a symbol of
+/// the loader lazily: eight page faults, measured in each child of the forkserver,
+/// which imports its arguments through the collector. The server calls this once
+/// before it forks, so that its children inherit the collector set up.
+pub(crate) fn warm_up() {
+    COLLECTOR.with(|_| {});
+}
+
 /// Puts the saved state back when an export or import ends, even by a panic.
 struct Restore(Option<(State, Option<Error>)>);
 

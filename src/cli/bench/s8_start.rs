@@ -1,6 +1,8 @@
 //! S8: start and join one process that does nothing, under each start method
 //! (fork, spawn, forkserver), against CPython's `Process(target=f).start();
-//! join()` with the same start method.
+//! join()` with the same start method; and, beside the fork start, the floor of
+//! the same process in the same minutes: a bare `fork()`, `_exit(0)`,
+//! `waitpid()` ([`multiproc::process::fork_floor`]).
 
 use std::time::{Duration, Instant};
 
@@ -48,7 +50,8 @@ fn nothing(_: ()) {}
 /// process, after the scenarios before this one, keeps about 12 MB of freed heap
 /// resident (the allocator's, not ours), which made its forks 730-870 us against
 /// 260 us from a fresh process. Writes `reps` figures (us) per start method into
-/// `out`, method by method.
+/// `out`, method by method, then the floor's (`fork_floor`: a bare fork, `_exit`
+/// and `waitpid`, timed between the fork batches).
 fn measure((batch, reps, out): (u32, u32, RawArray<f64>)) {
     let reps = reps as usize;
     for (m, method) in StartMethod::ALL.into_iter().enumerate() {
@@ -73,14 +76,27 @@ fn measure((batch, reps, out): (u32, u32, RawArray<f64>)) {
             }
             let us = ns_since(t) as f64 / f64::from(batch) / 1e3;
             out.set(m * reps + r, us).expect("in bounds");
+            // The floor, batch by batch between the fork starts: the same
+            // process, the same minutes.
+            if method == StartMethod::Fork {
+                let t = Instant::now();
+                for _ in 0..batch {
+                    multiproc::process::fork_floor().expect("fork floor");
+                }
+                let us = ns_since(t) as f64 / f64::from(batch) / 1e3;
+                out.set(FLOOR * reps + r, us).expect("in bounds");
+            }
         }
     }
 }
 
+/// Where `measure` writes the floor's figures: after the start methods'.
+const FLOOR: usize = StartMethod::ALL.len();
+
 fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     let (batch, reps) = (ctx.pick(20u32, 100), ctx.pick(3usize, 7));
     ctx.step("multiproc: start(); join() (fork, spawn, forkserver), from a fresh process");
-    let out = RawArray::<f64>::new(StartMethod::ALL.len() * reps)?;
+    let out = RawArray::<f64>::new((FLOOR + 1) * reps)?;
     let mut p = get_context(StartMethod::Spawn)
         .process(measure, (batch, reps as u32, out.clone()))
         .with_name("bench-S8");
@@ -91,5 +107,7 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
         let v = &all[m * reps..(m + 1) * reps];
         ctx.record("multiproc", &format!("start+join ({method})"), 1, "us", v);
     }
+    let floor = &all[FLOOR * reps..(FLOOR + 1) * reps];
+    ctx.record("floor", "start+join (fork)", 1, "us", floor);
     Ok(())
 }
