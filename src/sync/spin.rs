@@ -145,13 +145,15 @@ fn refill_cores(cache: &std::cell::Cell<(u32, u32, usize)>, generation: u32) -> 
 /// goes on to its out-of-line wait ([`AdaptiveSpin::spin`], which on one CPU
 /// starts the yield phase, then the futex sleep).
 ///
-/// Why inline: a `ret` whose `call` came before a context switch costs this
-/// machine about 0.3 us, a quarter of a whole one-core hand-off (the return
-/// predictions do not survive the switch; measured: a bare `sched_yield`
-/// ping-pong gets 30% slower when the yield sits in a function of its own, and
-/// a second such `ret` costs little more). Here the yield and the look after it
-/// run in the caller's own frame, which continues without any `ret` when the
-/// partner answered, as the reference `sched_yield` ping-pong does.
+/// Why inline: the first `ret` whose `call` came before a context switch costs
+/// about 0.3 us on the machine measured (a PVM guest on AMD EPYC, Linux 6.18:
+/// every switch flushes the TLB, and presumably the return predictions), a
+/// quarter of a whole one-core hand-off. Measured: a bare `sched_yield`
+/// ping-pong gets 30% slower when the yield sits in a function of its own; a
+/// second such `ret` costs little more, a call made after the switch nothing,
+/// and a clock read or sixteen more pages touched far less. Here the yield and the look
+/// after it run in the caller's own frame, which goes on without any `ret`
+/// when the partner answered, as the reference `sched_yield` ping-pong does.
 #[inline(always)]
 pub(crate) fn hand_off(mut ready: impl FnMut() -> bool) -> bool {
     if cores() != 1 {
@@ -371,7 +373,7 @@ mod tests {
     }
 
     /// Runs `f` in a fresh thread (whose [`cores`] cache starts empty) allowed
-    /// on at most `n` of this thread's CPUs; `None` when fewer are allowed.
+    /// on the first `n` of this thread's CPUs; `None` when fewer are allowed.
     fn on_cpus<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> Option<T> {
         use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
         let allowed = sched_getaffinity(None).unwrap();
