@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BOUND, T, join_all_ok, join_ok, kill, poll_until, spawn, until_asleep};
+use common::{
+    BOUND, T, join_all_ok, join_ok, kill, pin_to_one_cpu, poll_until, spawn, until_asleep,
+};
 use multiproc::{Event, RawValue};
 
 /// Three processes that run `wait` on `ev`, returned once each is asleep in it.
@@ -24,6 +26,51 @@ fn asleep_in_wait(ev: &Event, wait: fn(&Event)) -> Vec<multiproc::Process> {
         until_asleep(k.pid().unwrap());
     }
     kids
+}
+
+/// Two processes on one CPU pass the turn through two Events (the one-core
+/// hand-off, where each wait yields the core to the setter): every wait returns
+/// true only once its Event was set, checked by the turn counter each side
+/// writes before it sets. Every fifth move is late (the mover yields once
+/// first), so that the waiter's first hand-off finds the Event clear and its
+/// wait goes on.
+#[test]
+fn one_cpu_ping_pong_waits_for_each_set() {
+    let (ping, pong) = (Event::new().unwrap(), Event::new().unwrap());
+    let turn = RawValue::new(0u32).unwrap();
+    const ROUNDS: u32 = 3000;
+    let late = |i: u32| {
+        if i % 5 == 0 {
+            std::thread::yield_now();
+        }
+    };
+    let (p2, q2, t2) = (ping.clone(), pong.clone(), turn.clone());
+    let responder = spawn(move || {
+        pin_to_one_cpu();
+        for i in 0..ROUNDS {
+            assert!(p2.wait(T).unwrap(), "no ping");
+            assert_eq!(t2.load(), 2 * i + 1, "a wait returned before the set");
+            p2.clear();
+            late(i);
+            t2.store(2 * i + 2);
+            q2.set();
+        }
+    });
+    let (p1, q1, t1) = (ping.clone(), pong.clone(), turn.clone());
+    let initiator = spawn(move || {
+        pin_to_one_cpu();
+        for i in 0..ROUNDS {
+            late(i);
+            t1.store(2 * i + 1);
+            p1.set();
+            assert!(q1.wait(T).unwrap(), "no pong");
+            assert_eq!(t1.load(), 2 * i + 2, "a wait returned before the set");
+            q1.clear();
+        }
+    });
+    join_ok(initiator);
+    join_ok(responder);
+    assert!(!ping.is_set() && !pong.is_set());
 }
 
 /// set() in one process wakes waiters in several others.

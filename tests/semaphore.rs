@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{T, join_ok, kill, spawn};
+use common::{T, join_ok, kill, pin_to_one_cpu, spawn};
 use multiproc::{BoundedSemaphore, Error, Event, RawValue, Semaphore, TryLockError};
 
 /// Semaphore(2) under contention from 4 processes: never more than 2 holders at
@@ -94,6 +94,54 @@ fn an_empty_semaphore_never_grants_a_permit_to_polling_processes() {
     assert_eq!(sem.get_value(), 0);
     sem.release_n(2).unwrap();
     assert_eq!(sem.get_value(), 2);
+}
+
+/// Two processes on one CPU pass the turn through two Semaphore(0)s (the
+/// one-core hand-off, where each acquire yields the core to the releaser): every
+/// acquire returns only after the matching release, checked by the turn counter
+/// each side writes before it releases, with all three blocking APIs. Every
+/// fifth move is late (the mover yields once first), so that the waiter's first
+/// hand-off finds no permit and its wait goes on.
+#[test]
+fn one_cpu_ping_pong_grants_each_permit_once() {
+    let (ping, pong) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
+    let turn = RawValue::new(0u32).unwrap();
+    const ROUNDS: u32 = 3000;
+    let take = |sem: &Semaphore, i: u32| match i % 3 {
+        0 => assert!(sem.acquire(true, T).unwrap()),
+        1 => std::mem::forget(sem.lock().unwrap()),
+        _ => std::mem::forget(sem.try_lock_for(T.unwrap()).unwrap()),
+    };
+    let late = |i: u32| {
+        if i % 5 == 0 {
+            std::thread::yield_now();
+        }
+    };
+    let (p2, q2, t2) = (ping.clone(), pong.clone(), turn.clone());
+    let responder = spawn(move || {
+        pin_to_one_cpu();
+        for i in 0..ROUNDS {
+            take(&p2, i);
+            assert_eq!(t2.load(), 2 * i + 1, "acquired before the release");
+            late(i);
+            t2.store(2 * i + 2);
+            q2.release().unwrap();
+        }
+    });
+    let (p1, q1, t1) = (ping.clone(), pong.clone(), turn.clone());
+    let initiator = spawn(move || {
+        pin_to_one_cpu();
+        for i in 0..ROUNDS {
+            late(i);
+            t1.store(2 * i + 1);
+            p1.release().unwrap();
+            take(&q1, i);
+            assert_eq!(t1.load(), 2 * i + 2, "acquired before the release");
+        }
+    });
+    join_ok(initiator);
+    join_ok(responder);
+    assert_eq!((ping.get_value(), pong.get_value()), (0, 0));
 }
 
 /// A release in one process wakes a process blocked in acquire.

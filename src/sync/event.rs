@@ -188,6 +188,7 @@ impl Event {
     /// assert!(e.wait(None)?);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[inline]
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         if self.is_set() {
             return Ok(true);
@@ -195,21 +196,35 @@ impl Event {
         Deadline::check(timeout)?;
         // The generation of the first look: another one means a set came (and
         // maybe went): return the flag as it is then, as Python does. Taken before
-        // the spin, so that a set and clear during the spin or the yield phase ends
-        // the wait too.
+        // the hand-off and the spin, so that a set and clear during them or the
+        // yield phase ends the wait too.
         let first_gen = self.word.load(Ordering::Acquire) & GEN_MASK;
+        // On one CPU, the first hand-off inline (`spin::hand_off`: a yield to the
+        // partner, which sets; inline, since a return across that context switch
+        // would cost a quarter of it); the rest of the wait is out of line.
+        if spin::hand_off(|| self.answered(first_gen)) {
+            return Ok(self.is_set());
+        }
+        self.wait_after_look(first_gen, timeout)
+    }
+
+    /// Whether a wait whose first look saw generation `first_gen` is over: the
+    /// flag is set, or a set came (and maybe went).
+    #[inline]
+    fn answered(&self, first_gen: u32) -> bool {
+        let w = self.word.load(Ordering::Acquire);
+        w & SET != 0 || w & GEN_MASK != first_gen
+    }
+
+    /// The rest of [`wait`](Self::wait) after its first look (and the one-core
+    /// hand-off) found the flag clear in generation `first_gen`.
+    fn wait_after_look(&self, first_gen: u32, timeout: Option<Duration>) -> Result<bool> {
         // A short adaptive spin first (see `sync::spin`): the setter is often
         // running on the other core right now; when it is not, the budget shrinks
         // so that waiting costs little more than a futex sleep. The timeout counts
         // from the end of the spin (at most `spin::MAX` pauses, microseconds, and
         // the bounded yield phase).
-        if self.spin.spin(
-            || {
-                let w = self.word.load(Ordering::Acquire);
-                w & SET != 0 || w & GEN_MASK != first_gen
-            },
-            2,
-        ) {
+        if self.spin.spin(|| self.answered(first_gen), 2) {
             return Ok(self.is_set());
         }
         let deadline = Deadline::after(timeout)?;

@@ -125,3 +125,17 @@ pub fn get_name(cell: &RawValue<[u8; 32]>) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(32);
     String::from_utf8(b[..end].to_vec()).unwrap()
 }
+
+/// Pins the calling thread to the first CPU it may run on, as the one-core rows
+/// of `multiproc bench` do: processes that all call it share one CPU, where a
+/// partner runs only when the others give the core up.
+pub fn pin_to_one_cpu() {
+    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let allowed = sched_getaffinity(None).expect("reading the CPU affinity");
+    let first = (0..CpuSet::MAX_CPU)
+        .find(|&c| allowed.is_set(c))
+        .expect("some CPU is allowed");
+    let mut one = CpuSet::new();
+    one.set(first);
+    sched_setaffinity(None, &one).expect("pinning to one CPU");
+}
