@@ -199,12 +199,11 @@ impl Mapping {
     fn checked<T>(&self, offset: usize, count: usize) -> *mut T {
         let size = std::mem::size_of::<T>().checked_mul(count);
         let end = size.and_then(|s| offset.checked_add(s));
-        assert!(
-            end.is_some_and(|e| e <= self.len) && offset % std::mem::align_of::<T>() == 0,
-            "shared memory access out of bounds or misaligned: offset {offset}, {count} x {} bytes, mapping of {} bytes",
-            std::mem::size_of::<T>(),
-            self.len
-        );
+        if !(end.is_some_and(|e| e <= self.len) && offset % std::mem::align_of::<T>() == 0) {
+            // Out of line, its arguments in registers: an `assert!` with a message
+            // stores them to the stack before every access, taken or not.
+            out_of_bounds(offset, count, std::mem::size_of::<T>(), self.len);
+        }
         // SAFETY: `offset + size_of::<T>() * count <= len` was just checked, so the
         // result stays inside the mapping.
         unsafe { self.ptr.as_ptr().add(offset).cast::<T>() }
@@ -520,6 +519,16 @@ unsafe fn copy_words(
             _ => copy_as::<AtomicU8>(shared, private, bytes, dir),
         }
     }
+}
+
+/// The panic of a [`Mapping`] access out of bounds or misaligned.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn out_of_bounds(offset: usize, count: usize, size: usize, len: usize) -> ! {
+    panic!(
+        "shared memory access out of bounds or misaligned: offset {offset}, {count} x {size} bytes, mapping of {len} bytes"
+    )
 }
 
 /// Copies `len` bytes between `shared` and `private`: single relaxed atomic bytes up
