@@ -287,7 +287,7 @@ pub(crate) enum Fast {
 #[inline(always)]
 fn put_now(h: &Holder, timeout: Option<Duration>, bytes: &[u8]) -> Fast {
     let ring = &*h.ring;
-    if h.is_closed() || !Deadline::surely_fits(timeout) || !ring.table(Role::Consumer).any() {
+    if h.is_closed() || !Deadline::surely_fits(timeout) || !ring.has_consumers() {
         return Fast::Not;
     }
     let Some(hold) = ring.lock_producer_free() else {

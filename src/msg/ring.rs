@@ -304,6 +304,9 @@ pub(crate) struct Ring {
     /// CPUs, and how many contended waits may go before that is counted again.
     crowded: AtomicBool,
     crowd_left: AtomicU32,
+    /// Process-local: the consumer slot where a count was last found
+    /// (`has_consumers`).
+    consumer_hint: AtomicU32,
     /// Monotonic ns of this process's last look at `/proc` for dead holders of
     /// each role (one per role, so that a waiting put and a waiting get in two
     /// threads of one process never take each other's turn).
@@ -461,6 +464,7 @@ impl Ring {
             copy: CopyChoice::new(),
             crowded: AtomicBool::new(false),
             crowd_left: AtomicU32::new(0),
+            consumer_hint: AtomicU32::new(0),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         };
         if init {
@@ -501,6 +505,13 @@ impl Ring {
             overflow: self.ctl + OVERFLOWS + 4 * role as usize,
             overflow_map: self.ctl_map,
         }
+    }
+
+    /// Whether any process holds the consumer role, dead or alive (the table's
+    /// `any`, starting at the slot where one was last found).
+    #[inline(always)]
+    pub(crate) fn has_consumers(&self) -> bool {
+        self.table(Role::Consumer).any_from(&self.consumer_hint)
     }
 
     pub(crate) fn maxsize(&self) -> u64 {
@@ -1318,6 +1329,7 @@ impl Ring {
             copy: CopyChoice::new(),
             crowded: AtomicBool::new(false),
             crowd_left: AtomicU32::new(0),
+            consumer_hint: AtomicU32::new(0),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         })
     }
