@@ -879,3 +879,56 @@ fn producers_killed_inside_put_pod_leave_no_half_message() {
     join_ok(p);
     nothing_new_in_dev_shm(&before, &pids);
 }
+
+/// The put's look for a consumer starts at the slot where it last found one:
+/// consumers that move between processes (slots) are found wherever they are,
+/// and the last one leaving is seen at once.
+#[test]
+fn put_follows_consumers_from_slot_to_slot_and_sees_the_last_leave() {
+    let q = Queue::<u8>::new().unwrap();
+    let tx = q.sender();
+    // This process's consumer slot: the first put finds it there.
+    tx.put(&1, None).unwrap();
+    let rx = q.receiver();
+    let (ready, done) = (Event::new().unwrap(), Event::new().unwrap());
+    let (r, d) = (ready.clone(), done.clone());
+    let p = spawn(move || {
+        assert_eq!(rx.get(T).unwrap(), 1);
+        r.set();
+        assert!(d.wait(T).unwrap());
+        // The child's consumer role goes with `rx` when it returns.
+    });
+    // Only the child consumes now: its slot, not this process's.
+    drop(q);
+    assert!(ready.wait(T).unwrap());
+    tx.put(&2, None).unwrap();
+    done.set();
+    join_ok(p);
+    // Every consumer is gone: the put is refused at once, room or not.
+    assert!(matches!(tx.put_nowait(&3), Err(Error::Disconnected(_))));
+    assert!(matches!(tx.put(&3, None), Err(Error::Disconnected(_))));
+}
+
+/// A timeout too long for the clock is refused by put and get, before anything
+/// is put or taken, even when room or a message is there at once (the fast
+/// paths test it without reading the clock).
+#[test]
+fn a_timeout_the_clock_cannot_hold_is_refused_before_any_put_or_get() {
+    let q = Queue::<u64>::new().unwrap();
+    let huge = Some(Duration::MAX);
+    assert!(matches!(q.put(&1, huge), Err(Error::TimeoutOverflow(_))));
+    assert!(matches!(
+        q.put_bytes(&[1; 8], huge),
+        Err(Error::TimeoutOverflow(_))
+    ));
+    assert!(matches!(
+        q.put_pod(&1, huge),
+        Err(Error::TimeoutOverflow(_))
+    ));
+    assert_eq!(q.qsize(), 0);
+    q.put(&7, None).unwrap();
+    assert!(matches!(q.get(huge), Err(Error::TimeoutOverflow(_))));
+    assert!(matches!(q.get_pod(huge), Err(Error::TimeoutOverflow(_))));
+    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.get(None).unwrap(), 7);
+}

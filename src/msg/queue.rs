@@ -259,6 +259,58 @@ pub(crate) fn put_one(
     // its tag, a store-to-load forwarding failure that waits until every earlier
     // store has left the store buffer, the frame's included (a fifth of a put by
     // `perf annotate`).
+    match put_now(h, timeout, bytes) {
+        Fast::Done(_) => Ok(()),
+        // Contended: the slow way, without a second try of the lock's line.
+        Fast::Busy => put_general(h, block, timeout, what, false, |put| put(bytes)),
+        Fast::Not => put_one_general(h, block, timeout, what, bytes),
+    }
+}
+
+/// What a fast path did: its work (`Done`, with a length for a get), nothing
+/// because the side's lock is held by another thread (`Busy`: the slow path goes
+/// straight to waiting for it, without a second try of a contended line), or
+/// nothing for another reason (`Not`: the general path says why, or waits).
+pub(crate) enum Fast {
+    Done(usize),
+    Busy,
+    Not,
+}
+
+/// A put's fast path: puts `bytes` whole if the queue is open, has a consumer, the
+/// timeout is one the clock can hold, the producer lock is ours (biased) or free,
+/// and there is room now. Otherwise it leaves everything as it was (the lock
+/// released) for the slow path, which says why or waits.
+///
+/// Kept apart from the general path, whose `Result`s and waits would otherwise
+/// spill this one's registers to the stack on every put.
+#[inline(always)]
+fn put_now(h: &Holder, timeout: Option<Duration>, bytes: &[u8]) -> Fast {
+    let ring = &*h.ring;
+    if h.is_closed() || !Deadline::surely_fits(timeout) || !ring.has_consumers() {
+        return Fast::Not;
+    }
+    let Some(hold) = ring.lock_producer_free() else {
+        return Fast::Busy;
+    };
+    let done = ring.put_now(bytes);
+    ring.unlock_producer(hold);
+    if done {
+        Fast::Done(bytes.len())
+    } else {
+        Fast::Not
+    }
+}
+
+/// [`put_one`] when its fast path did not put the message.
+#[inline(never)]
+fn put_one_general(
+    h: &Holder,
+    block: bool,
+    timeout: Option<Duration>,
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<()> {
     let ring = &*h.ring;
     if h.is_closed() || Deadline::check(timeout).is_err() || !ring.table(Role::Consumer).any() {
         return put_with(h, block, timeout, what, |put| put(bytes)); // says why
@@ -291,17 +343,50 @@ pub(crate) fn get_one(
 
 /// Messages at most this long are taken into a buffer on the stack by a typed get
 /// (no thread-local scratch buffer, no allocation).
-const SMALL: usize = 128;
+pub(crate) const SMALL: usize = 128;
 
-/// Gets one message and hands its bytes to `take` (a typed get decodes there):
-/// a message of at most [`SMALL`] bytes that is there at once goes through a
-/// buffer on the stack, anything else through [`get_with`]. Not generic, for the
-/// reason given at [`put_one`].
-pub(crate) fn get_one_with(
+/// A get's fast path: takes the next message into `buf` if the handle is open,
+/// the timeout is one the clock can hold, the consumer lock is ours (biased) or
+/// free, and a whole message of at most [`SMALL`] bytes is there now (`Done`
+/// with its length). Otherwise it leaves everything as it was (the lock
+/// released) for [`get_one_general`], which takes, waits for or reports it.
+///
+/// Not generic and out of line, so that it is compiled once, here, and returns
+/// in registers: a typed get decodes from `buf` itself (no closure, no
+/// `Result` of the general path moved on the way).
+#[inline(never)]
+pub(crate) fn get_small(h: &Holder, timeout: Option<Duration>, buf: &mut [u8; SMALL]) -> Fast {
+    if h.is_closed() || !Deadline::surely_fits(timeout) {
+        return Fast::Not;
+    }
+    let ring = &*h.ring;
+    let Some(hold) = ring.lock_consumer_free() else {
+        return Fast::Busy;
+    };
+    let tasks = h.joinable.then(|| ring.table(Role::Tasks));
+    let got = ring.take_small(buf, &mut || {
+        if let Some(t) = tasks {
+            t.add(Who::Me, 1);
+        }
+    });
+    ring.unlock_consumer(hold);
+    match got {
+        Some(n) => Fast::Done(n),
+        None => Fast::Not,
+    }
+}
+
+/// Gets one message and hands its bytes to `take` (a typed get decodes there),
+/// after [`get_small`] took nothing (`fast`: what it found): a message of at most [`SMALL`] bytes that is
+/// there at once goes through a buffer on the stack, anything else through
+/// [`get_with`]. Not generic, for the reason given at [`put_one`].
+#[inline(never)]
+pub(crate) fn get_one_general(
     h: &Holder,
     block: bool,
     timeout: Option<Duration>,
     what: &'static str,
+    fast: Fast,
     take: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     if h.is_closed() {
@@ -311,7 +396,12 @@ pub(crate) fn get_one_with(
     // the general path (and before any message is taken).
     Deadline::check(timeout)?;
     let ring = &*h.ring;
-    if let Some(hold) = ring.lock_consumer_free() {
+    // Busy: the lock's line is contended, not tried a second time.
+    let free = match fast {
+        Fast::Busy => None,
+        _ => ring.lock_consumer_free(),
+    };
+    if let Some(hold) = free {
         let mut small = [0u8; SMALL];
         let tasks = h.joinable.then(|| ring.table(Role::Tasks));
         let got = ring.take_small(&mut small, &mut || {
@@ -529,12 +619,23 @@ macro_rules! consumer_api {
                 timeout: Option<Duration>,
                 what: &'static str,
             ) -> Result<T> {
+                let mut small = [0u8; SMALL];
+                let fast = match get_small(&self.holder, timeout, &mut small) {
+                    Fast::Done(n) => return decode(&small[..n]),
+                    other => other,
+                };
                 let mut msg = None;
-                get_one_with(&self.holder, block, timeout, what, &mut |b| {
+                get_one_general(&self.holder, block, timeout, what, fast, &mut |b| {
                     msg = Some(decode(b)?);
                     Ok(())
                 })?;
-                msg.ok_or(Error::Empty)
+                // Not `ok_or(Error::Empty)`: that builds an `Error` on every get and
+                // drops it (an out-of-line call) when a message came, as it nearly
+                // always does.
+                match msg {
+                    Some(m) => Ok(m),
+                    None => Err(Error::Empty),
+                }
             }
 
             /// Takes up to `max` messages: waits at most `timeout` for the first,
@@ -682,12 +783,28 @@ macro_rules! pod_consumer_api {
             /// # Ok::<(), multiproc::Error>(())
             /// ```
             pub fn get_pod(&self, timeout: Option<Duration>) -> Result<T> {
+                let mut small = [0u8; SMALL];
+                let fast = match get_small(&self.holder, timeout, &mut small) {
+                    Fast::Done(n) => return pod_from(&small[..n]),
+                    other => other,
+                };
                 let mut msg = None;
-                get_one_with(&self.holder, true, timeout, "Queue.get_pod", &mut |b| {
-                    msg = Some(pod_from(b)?);
-                    Ok(())
-                })?;
-                msg.ok_or(Error::Empty)
+                get_one_general(
+                    &self.holder,
+                    true,
+                    timeout,
+                    "Queue.get_pod",
+                    fast,
+                    &mut |b| {
+                        msg = Some(pod_from(b)?);
+                        Ok(())
+                    },
+                )?;
+                // Not `ok_or`, as in `get`.
+                match msg {
+                    Some(m) => Ok(m),
+                    None => Err(Error::Empty),
+                }
             }
         }
     };

@@ -281,8 +281,13 @@ pub(crate) struct Ring {
     ctl_map: &'static Mapping,
     /// Offset of the control words in `ctl_map`, 64-byte aligned.
     ctl: usize,
+    /// The control words, as arrays (`u64` / `u32` index them with constants).
+    w64: &'static [AtomicU64; CONTROL_BYTES / 8],
+    w32: &'static [AtomicU32; CONTROL_BYTES / 4],
     /// The role tables and the frames: a segment of its own.
     block: Block,
+    /// Offset of the frames (`DATA`) in `block`'s mapping.
+    data: usize,
     plock: BiasedLock,
     clock: BiasedLock,
     cap: u64,
@@ -299,6 +304,9 @@ pub(crate) struct Ring {
     /// CPUs, and how many contended waits may go before that is counted again.
     crowded: AtomicBool,
     crowd_left: AtomicU32,
+    /// Process-local: the consumer slot where a count was last found
+    /// (`has_consumers`).
+    consumer_hint: AtomicU32,
     /// Monotonic ns of this process's last look at `/proc` for dead holders of
     /// each role (one per role, so that a waiting put and a waiting get in two
     /// threads of one process never take each other's turn).
@@ -441,6 +449,9 @@ impl Ring {
             _ctl_block: ctl_block,
             ctl_map,
             ctl,
+            w64: ctl_map.atomic_array(ctl),
+            w32: ctl_map.atomic_array(ctl),
+            data: block.offset() + DATA,
             block,
             plock: BiasedLock::at(ctl_map, ctl + PLOCK),
             clock: BiasedLock::at(ctl_map, ctl + CLOCK),
@@ -453,6 +464,7 @@ impl Ring {
             copy: CopyChoice::new(),
             crowded: AtomicBool::new(false),
             crowd_left: AtomicU32::new(0),
+            consumer_hint: AtomicU32::new(0),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         };
         if init {
@@ -463,14 +475,19 @@ impl Ring {
         ring
     }
 
-    #[inline]
+    /// The control word at `off` (a multiple of 8 below `CONTROL_BYTES`): an
+    /// index into `w64`, whose bounds check a constant `off` folds away.
+    #[inline(always)]
     fn u64(&self, off: usize) -> &'static AtomicU64 {
-        self.ctl_map.atomic_u64(self.ctl + off)
+        debug_assert!(off % 8 == 0);
+        &self.w64[off / 8]
     }
 
-    #[inline]
+    /// The control word at `off` (a multiple of 4 below `CONTROL_BYTES`).
+    #[inline(always)]
     fn u32(&self, off: usize) -> &'static AtomicU32 {
-        self.ctl_map.atomic_u32(self.ctl + off)
+        debug_assert!(off % 4 == 0);
+        &self.w32[off / 4]
     }
 
     /// A control word (the JoinableQueue's words live there too).
@@ -488,6 +505,13 @@ impl Ring {
             overflow: self.ctl + OVERFLOWS + 4 * role as usize,
             overflow_map: self.ctl_map,
         }
+    }
+
+    /// Whether any process holds the consumer role, dead or alive (the table's
+    /// `any`, starting at the slot where one was last found).
+    #[inline(always)]
+    pub(crate) fn has_consumers(&self) -> bool {
+        self.table(Role::Consumer).any_from(&self.consumer_hint)
     }
 
     pub(crate) fn maxsize(&self) -> u64 {
@@ -584,10 +608,16 @@ impl Ring {
 
     #[inline(always)]
     fn write_at(&self, p: u64, bytes: &[u8]) {
+        self.write_in(self.block.map(), p, bytes)
+    }
+
+    /// `write_at` with the data mapping already at hand (`block.map()` is a match
+    /// on where the block lives: a fast path looks it up once).
+    #[inline(always)]
+    fn write_in(&self, map: &Mapping, p: u64, bytes: &[u8]) {
         let i = p & (self.cap - 1);
         let first = (bytes.len() as u64).min(self.cap - i) as usize;
-        let map = self.block.map();
-        let base = self.block.offset() + DATA;
+        let base = self.data;
         if bytes.len() >= STREAM_MIN {
             self.write_large(base, i as usize, first, bytes);
             return;
@@ -624,10 +654,15 @@ impl Ring {
 
     #[inline(always)]
     fn read_at(&self, p: u64, out: &mut [u8]) {
+        self.read_in(self.block.map(), p, out)
+    }
+
+    /// `read_at` with the data mapping at hand (as `write_in`).
+    #[inline(always)]
+    fn read_in(&self, map: &Mapping, p: u64, out: &mut [u8]) {
         let i = p & (self.cap - 1);
         let first = (out.len() as u64).min(self.cap - i) as usize;
-        let map = self.block.map();
-        let base = self.block.offset() + DATA;
+        let base = self.data;
         let (a, b) = out.split_at_mut(first);
         map.read_bytes(base + i as usize, a);
         if !b.is_empty() {
@@ -637,8 +672,13 @@ impl Ring {
 
     #[inline]
     fn header_at(&self, p: u64) -> &AtomicU64 {
-        let map = self.block.map();
-        map.atomic_u64(self.block.offset() + DATA + (p & (self.cap - 1)) as usize)
+        self.header_in(self.block.map(), p)
+    }
+
+    /// `header_at` with the data mapping at hand (as `write_in`).
+    #[inline(always)]
+    fn header_in<'m>(&self, map: &'m Mapping, p: u64) -> &'m AtomicU64 {
+        map.atomic_u64(self.data + (p & (self.cap - 1)) as usize)
     }
 
     // ---- producer side ------------------------------------------------------
@@ -655,6 +695,15 @@ impl Ring {
     pub(crate) fn try_lock_producer(&self) -> Option<Hold> {
         let lock = &self.plock;
         taken(lock.try_lock(), lock, || self.repair_producer())
+    }
+
+    /// Takes the producer lock under this thread's bias, or if it is free now (as
+    /// [`lock_consumer_free`](Self::lock_consumer_free) does the consumer lock):
+    /// the fast path of a put; `try_lock_producer` also revokes an idle bias.
+    #[inline]
+    pub(crate) fn lock_producer_free(&self) -> Option<Hold> {
+        let lock = &self.plock;
+        taken(lock.try_free(), lock, || self.repair_producer())
     }
 
     /// Whether the producer lock's holder sleeps waiting for room (the queue is
@@ -755,8 +804,9 @@ impl Ring {
     #[inline(always)]
     fn write_whole(&self, t: u64, msg: &[u8], need: u64) {
         let p = pos(t);
-        self.write_at(p + HEADER, msg);
-        self.header_at(p).store(
+        let map = self.block.map();
+        self.write_in(map, p + HEADER, msg);
+        self.header_in(map, p).store(
             ((FIRST | LAST) as u64) << 32 | msg.len() as u64,
             Ordering::Relaxed,
         );
@@ -952,7 +1002,7 @@ impl Ring {
     /// ([`get_locked`](Self::get_locked)), which takes, waits for or reports it.
     /// Takes a message exactly as `take_frame` would: `on_take`, then one store
     /// of `head`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_small(&self, buf: &mut [u8], on_take: &mut dyn FnMut()) -> Option<usize> {
         let h = self.u64(HEAD).load(Ordering::Relaxed);
         let cached = self.u64(CACHED_TAIL);
@@ -966,14 +1016,15 @@ impl Ring {
         }
         let avail = pos(t).wrapping_sub(pos(h)) & POS_MASK;
         let p = pos(h);
-        let header = self.header_at(p).load(Ordering::Relaxed);
+        let map = self.block.map();
+        let header = self.header_in(map, p).load(Ordering::Relaxed);
         let (kind, len) = ((header >> 32) as u32, header as u32 as u64);
         let bytes = frame_bytes(len);
         if kind != FIRST | LAST || len > buf.len() as u64 || bytes > avail {
             return None;
         }
         let out = &mut buf[..len as usize];
-        self.read_at(p + HEADER, out);
+        self.read_in(map, p + HEADER, out);
         on_take();
         self.consume(advance(h, bytes, 1));
         Some(len as usize)
@@ -1263,6 +1314,9 @@ impl Ring {
             _ctl_block: ctl_block,
             ctl_map,
             ctl,
+            w64: ctl_map.atomic_array(ctl),
+            w32: ctl_map.atomic_array(ctl),
+            data: block.offset() + DATA,
             block,
             plock: BiasedLock::at(ctl_map, ctl + PLOCK),
             clock: BiasedLock::at(ctl_map, ctl + CLOCK),
@@ -1275,6 +1329,7 @@ impl Ring {
             copy: CopyChoice::new(),
             crowded: AtomicBool::new(false),
             crowd_left: AtomicU32::new(0),
+            consumer_hint: AtomicU32::new(0),
             last_death_check: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         })
     }

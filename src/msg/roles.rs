@@ -177,6 +177,34 @@ impl<'a> Table<'a> {
             .is_ok()
     }
 
+    /// [`any`](Self::any), looking first at slot `hint` (where the caller last
+    /// found a count; a process-local guess, any value), which it updates: the
+    /// same answer, in one or two loads when the holders stay where they are (a
+    /// put asks this every time).
+    #[inline(always)]
+    pub(crate) fn any_from(&self, hint: &AtomicU32) -> bool {
+        let i = hint.load(Ordering::Relaxed) as usize % SLOTS;
+        if count_of(self.word(i).load(Ordering::Acquire)) > 0
+            || self.overflow().load(Ordering::Acquire) > 0
+        {
+            return true;
+        }
+        self.any_scan(hint)
+    }
+
+    /// `any_from` when the hinted slot is empty: every slot, the hint moved to
+    /// the first that holds a count.
+    #[inline(never)]
+    fn any_scan(&self, hint: &AtomicU32) -> bool {
+        match (0..SLOTS).find(|&i| count_of(self.word(i).load(Ordering::Acquire)) > 0) {
+            Some(i) => {
+                hint.store(i as u32, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether any process holds a count, dead or alive (no `/proc` read).
     #[inline]
     pub(crate) fn any(&self) -> bool {

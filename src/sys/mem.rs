@@ -195,16 +195,15 @@ impl Mapping {
         self.ptr.as_ptr() as usize
     }
 
-    #[inline]
+    #[inline(always)]
     fn checked<T>(&self, offset: usize, count: usize) -> *mut T {
         let size = std::mem::size_of::<T>().checked_mul(count);
         let end = size.and_then(|s| offset.checked_add(s));
-        assert!(
-            end.is_some_and(|e| e <= self.len) && offset % std::mem::align_of::<T>() == 0,
-            "shared memory access out of bounds or misaligned: offset {offset}, {count} x {} bytes, mapping of {} bytes",
-            std::mem::size_of::<T>(),
-            self.len
-        );
+        if !(end.is_some_and(|e| e <= self.len) && offset % std::mem::align_of::<T>() == 0) {
+            // Out of line, its arguments in registers: an `assert!` with a message
+            // stores them to the stack before every access, taken or not.
+            out_of_bounds(offset, count, std::mem::size_of::<T>(), self.len);
+        }
         // SAFETY: `offset + size_of::<T>() * count <= len` was just checked, so the
         // result stays inside the mapping.
         unsafe { self.ptr.as_ptr().add(offset).cast::<T>() }
@@ -233,10 +232,24 @@ impl Mapping {
     }
 
     /// The 64-bit atomic at `offset` (8-byte aligned, in bounds: checked).
+    #[inline]
     pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
         let p = self.checked::<AtomicU64>(offset, 1);
         // SAFETY: as for `atomic_u32`.
         unsafe { &*p }
+    }
+
+    /// `N` atomics `A` from `offset` on (aligned, in bounds: checked once), as an
+    /// array: indexing it with a constant costs no bounds check, so a structure
+    /// whose words sit at fixed offsets (a ring's control block) reaches each with
+    /// one address computation.
+    #[inline]
+    pub fn atomic_array<A: AtomicCell, const N: usize>(&self, offset: usize) -> &[A; N] {
+        let p = self.checked::<A>(offset, N);
+        // SAFETY: `N` values of `A` from `offset` are in bounds and aligned
+        // (checked); `[A; N]` has `A`'s alignment and `N` times its size; `A` is
+        // valid for any bits (AtomicCell); the memory lives as long as `self`.
+        unsafe { &*p.cast::<[A; N]>() }
     }
 
     /// `len` bytes at `offset` as atomics: a byte view that other processes may
@@ -508,6 +521,16 @@ unsafe fn copy_words(
     }
 }
 
+/// The panic of a [`Mapping`] access out of bounds or misaligned.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn out_of_bounds(offset: usize, count: usize, size: usize, len: usize) -> ! {
+    panic!(
+        "shared memory access out of bounds or misaligned: offset {offset}, {count} x {size} bytes, mapping of {len} bytes"
+    )
+}
+
 /// Copies `len` bytes between `shared` and `private`: single relaxed atomic bytes up
 /// to the first 8-byte boundary of `shared`, relaxed 8-byte atomic words (unaligned
 /// plain accesses on the private side) through the middle, bytes for the rest.
@@ -517,6 +540,22 @@ unsafe fn copy_words(
 /// object that nothing else accesses during the call (written only for `Load`).
 #[inline(always)]
 unsafe fn copy_bytes(shared: *mut u8, private: *mut u8, len: usize, dir: Direction) {
+    if len == 8 && (shared as usize) % 8 == 0 {
+        // One aligned word (a small message's payload, at its 8-aligned frame
+        // position): the loop below would do the same with three loops' checks.
+        // SAFETY: bytes `0..8` are in both ranges; `shared` is 8-byte aligned, so it
+        // may be viewed as an AtomicU64; the private side is accessed unaligned.
+        unsafe {
+            let a = &*shared.cast::<AtomicU64>();
+            let q = private.cast::<u64>();
+            if dir == Direction::Load {
+                q.write_unaligned(a.load(std::sync::atomic::Ordering::Relaxed));
+            } else {
+                a.store(q.read_unaligned(), std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        return;
+    }
     let head = shared.align_offset(8).min(len);
     let words = (len - head) / 8;
     let tail_start = head + words * 8;

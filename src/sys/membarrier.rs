@@ -34,7 +34,7 @@ const OK: u64 = 2;
 
 /// Whether this process may take the light side: it is registered for the heavy
 /// side's barriers (registering on the first call in each process).
-#[inline]
+#[inline(always)]
 pub(crate) fn light() -> bool {
     let s = STATE.load(Ordering::Relaxed);
     if s >> 2 == u64::from(fork::generation()) && s & TRIED != 0 {

@@ -38,12 +38,20 @@ impl Deadline {
     /// clock read.
     #[inline]
     pub fn check(timeout: Option<Duration>) -> Result<()> {
+        if Deadline::surely_fits(timeout) {
+            return Ok(());
+        }
+        Deadline::after(timeout).map(|_| ())
+    }
+
+    /// Whether [`check`](Self::check) passes without a look at the clock: no
+    /// timeout, or one below half the clock's range (a fast path's test, a bool
+    /// instead of a `Result`).
+    #[inline(always)]
+    pub fn surely_fits(timeout: Option<Duration>) -> bool {
         // The monotonic clock counts seconds since boot in an i64: below half its
         // range, now + timeout cannot overflow.
-        match timeout {
-            Some(d) if d.as_secs() > (i64::MAX as u64) / 2 => Deadline::after(timeout).map(|_| ()),
-            _ => Ok(()),
-        }
+        timeout.is_none_or(|d| d.as_secs() <= (i64::MAX as u64) / 2)
     }
 
     /// Time left: `None` when there is no deadline, zero once it has passed.
