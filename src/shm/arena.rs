@@ -85,7 +85,7 @@
 //! the fork and the child can take each.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -317,6 +317,8 @@ struct Large {
     seg: Segment,
     /// The claims of the storage in it (made on first use).
     claims: OnceLock<Arc<Claims>>,
+    /// What this process uses it for.
+    uses: Uses,
 }
 
 impl Drop for Large {
@@ -355,6 +357,46 @@ fn named_claims(map: &'static Mapping, off: usize) -> Arc<Claims> {
     c
 }
 
+/// What this process uses an allocation for, so that no import makes a handle
+/// whose memory overlaps another kind's in this process (see [`Block::use_as`]).
+/// Offsets are into the payload: everything before `prims_end` may be primitives
+/// (locks, events, rings: words other handles change atomically at any time),
+/// everything from `elems_start` on may be typed elements (handed out as `&mut`
+/// under a claim). Changed only under the `ARENA` lock (which a fork holds, so a
+/// child never inherits a half-made change); the atomics only make the `Arc`
+/// shareable.
+#[derive(Debug)]
+pub(crate) struct Uses {
+    prims_end: AtomicUsize,
+    elems_start: AtomicUsize,
+}
+
+impl Uses {
+    /// Primitives in the whole payload (what [`Block::alloc`] makes).
+    fn primitives() -> Uses {
+        Uses {
+            prims_end: AtomicUsize::new(usize::MAX),
+            elems_start: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    fn none() -> Uses {
+        Uses {
+            prims_end: AtomicUsize::new(0),
+            elems_start: AtomicUsize::new(usize::MAX),
+        }
+    }
+}
+
+/// One use of an allocation's payload (see [`Uses`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Use {
+    /// Primitives in `..end` (`usize::MAX`: the whole payload).
+    Primitives { end: usize },
+    /// Elements from `start` on.
+    Elements { start: usize },
+}
+
 /// This process's hold on an arena block: one shared count, released when the last
 /// local handle drops.
 #[derive(Debug)]
@@ -367,6 +409,8 @@ struct Held {
     /// The claims of the storage in the block, if it holds one (made on first use):
     /// one per block per process, so that imported handles share them.
     claims: OnceLock<Arc<Claims>>,
+    /// What this process uses it for.
+    uses: Uses,
 }
 
 impl Drop for Held {
@@ -437,6 +481,22 @@ fn take_back_import(chunk: &'static Mapping, off: u32) {
 impl Block {
     /// Allocates `size` zeroed bytes of shared memory, 16-byte aligned.
     pub fn alloc(size: usize) -> Result<Block> {
+        Block::alloc_for(size, Uses::primitives())
+    }
+
+    /// [`alloc`](Self::alloc) for typed elements from payload offset `start` on
+    /// (a primitive, the data's lock, may sit before them): see [`Uses`].
+    pub(crate) fn alloc_elements(size: usize, start: usize) -> Result<Block> {
+        Block::alloc_for(
+            size,
+            Uses {
+                prims_end: AtomicUsize::new(start),
+                elems_start: AtomicUsize::new(start),
+            },
+        )
+    }
+
+    fn alloc_for(size: usize, uses: Uses) -> Result<Block> {
         if size == 0 {
             return Err(Error::ZeroSize {
                 what: "shared allocation",
@@ -446,6 +506,7 @@ impl Block {
             let large = Arc::new(Large {
                 seg: Segment::anonymous(Kind::Large, size as u64)?,
                 claims: OnceLock::new(),
+                uses,
             });
             arena().large.insert(large.seg.id(), Arc::downgrade(&large));
             return Ok(Block {
@@ -478,6 +539,7 @@ impl Block {
             off,
             class: class as u8,
             claims: OnceLock::new(),
+            uses,
         });
         arena.held.insert(
             (chunk.addr(), off),
@@ -642,6 +704,7 @@ impl Block {
                     off,
                     class: class as u8,
                     claims: OnceLock::new(),
+                    uses: Uses::none(),
                 });
                 arena
                     .held
@@ -675,6 +738,7 @@ impl Block {
                 let large = Arc::new(Large {
                     seg: Segment::from_fd(fd, Kind::Large, Some(size))?,
                     claims: OnceLock::new(),
+                    uses: Uses::none(),
                 });
                 arena.large.insert(id, Arc::downgrade(&large));
                 Ok(Block {
@@ -702,6 +766,48 @@ impl Block {
             Place::Named { map, off, .. } => return named_claims(map, *off),
         };
         Arc::clone(cell.get_or_init(Arc::default))
+    }
+
+    /// Records that this process uses the payload as `u`, or
+    /// [`Error::BadToken`] if that overlaps another use here: elements never
+    /// overlap primitives (for `what`, an import, whose token is bytes anyone may
+    /// have edited: a Value token moved onto its own lock, a Lock token placed on
+    /// an Array's elements, a RawArray token naming a queue's ring would each
+    /// give a `&mut` over words that other handles change atomically). Every
+    /// import of a block calls it (`Storage::from_token`, `token::At::import`,
+    /// `Ring::from_token`); allocations record their use when made. Directory
+    /// objects never come from a token (the directory lays them out): always
+    /// `Ok`.
+    pub(crate) fn use_as(&self, u: Use, what: &'static str) -> Result<()> {
+        let uses = match &self.place {
+            Place::Arena(held) => &held.uses,
+            Place::Large(large) => &large.uses,
+            Place::Named { .. } => return Ok(()),
+        };
+        // The lock makes the check and the record one step for every import.
+        let _arena = arena();
+        let (prims_end, elems_start) = (
+            uses.prims_end.load(Ordering::Relaxed),
+            uses.elems_start.load(Ordering::Relaxed),
+        );
+        let (prims_end, elems_start) = match u {
+            Use::Primitives { end } => (prims_end.max(end), elems_start),
+            Use::Elements { start } => (prims_end, elems_start.min(start)),
+        };
+        if prims_end > elems_start {
+            return Err(bad(
+                what,
+                format!(
+                    "{u:?} overlaps this process's other use of the block (primitives \
+                     before {}, elements from {})",
+                    uses.prims_end.load(Ordering::Relaxed),
+                    uses.elems_start.load(Ordering::Relaxed)
+                ),
+            ));
+        }
+        uses.prims_end.store(prims_end, Ordering::Relaxed);
+        uses.elems_start.store(elems_start, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The mapping the allocation lives in.

@@ -76,7 +76,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytemuck::Pod;
 
-use super::arena::{Block, MAX_SMALL};
+use super::arena::{Block, MAX_SMALL, Use};
 use crate::error::{Error, Result};
 use crate::sys::mem::Mapping;
 
@@ -220,11 +220,11 @@ impl<T: Pod> Storage<T> {
                 max: max as u128,
             })?;
         let (block, offset, head_at) = if head > 0 && head + bytes <= MAX_SMALL {
-            let block = Block::alloc(head + bytes)?;
+            let block = Block::alloc_elements(head + bytes, head)?;
             let base = block.offset();
             (block, base + head, Some(base))
         } else {
-            let block = Block::alloc(bytes.max(1))?;
+            let block = Block::alloc_elements(bytes.max(1), 0)?;
             let base = block.offset();
             (block, base, None)
         };
@@ -294,6 +294,9 @@ impl<T: Pod> Storage<T> {
                 block.len()
             )));
         }
+        // Elements never overlap a primitive this process uses in the block (the
+        // Value's or Array's own lock included): see `Block::use_as`.
+        block.use_as(Use::Elements { start: at }, what)?;
         Ok(Storage {
             claims: block.claims(),
             offset: block.offset() + at,
