@@ -181,3 +181,34 @@ fn a_raw_array_token_on_a_queue_s_ring_is_refused() {
     }
     assert!(refused(&r), "{:?}", r.err());
 }
+
+const SHARED_MEMORY: u16 = 12;
+const ARRAY: u16 = 10;
+
+/// A SharedMemory token carrying a large Array's segment: its byte writes
+/// would land under the Array's live guard in this process.
+#[test]
+fn a_shared_memory_token_on_an_array_s_segment_is_refused() {
+    let a = Array::<u8>::new(1 << 20).unwrap();
+    let e = token::export(&a).unwrap();
+    let (version, tag, (el, _lock)): Tok<(Elements, Tok<At>)> = decode(&e);
+    assert_eq!(tag, ARRAY);
+    let BlockTok::Large { fd, inode, .. } = el.block else {
+        panic!("a 1 MiB Array has a segment of its own");
+    };
+    let tok = (
+        version,
+        SHARED_MEMORY,
+        (fd, inode, "mp-s16-forged".to_string()),
+    );
+    let r = token::import::<multiproc::SharedMemory>(forged(&tok, e.fds));
+    if let Ok(shm) = &r {
+        let mut g = a.lock().unwrap();
+        g[0] = 1;
+        let _ = shm.write_at(0, &[0xee; 4096]);
+        let seen = g.iter().position(|&b| b == 0xee);
+        drop(g);
+        panic!("imported: its writes showed under a live guard at {seen:?}");
+    }
+    assert!(r.is_err(), "a SharedMemory over an Array's segment");
+}

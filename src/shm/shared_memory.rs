@@ -311,11 +311,18 @@ impl SharedMemory {
     /// Errors: a missing segment is [`Error::NotFound`]; one owned by another user,
     /// or that other users may open (mode other than 0600-like), is
     /// [`Error::Permission`]; a symbolic link, a directory, a FIFO or an empty file
-    /// is [`Error::Foreign`].
+    /// is [`Error::Foreign`]; a multiproc [`Directory`](crate::Directory) (or any
+    /// segment whose header says it holds multiproc's typed objects) is
+    /// [`Error::KindMismatch`]: its bytes are Values, Arrays and locks whose
+    /// guards hand out `&mut`, which plain byte writes must not reach.
     ///
     /// ```
-    /// use multiproc::{Error, SharedMemory};
+    /// use multiproc::{Directory, Error, SharedMemory};
     /// assert!(matches!(SharedMemory::attach("mp-no-such-segment"), Err(Error::NotFound { .. })));
+    /// let dir = Directory::create("mp-doc-attach-dir", 4096)?;
+    /// assert!(matches!(SharedMemory::attach("mp-doc-attach-dir"), Err(Error::KindMismatch { .. })));
+    /// dir.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn attach(name: &str) -> Result<SharedMemory> {
         let name = segment::normalize_name(name)?;
@@ -345,6 +352,20 @@ impl SharedMemory {
         let size = len as usize;
         let map = Mapping::new(&fd, size)
             .map_err(|e| Error::io(format!("mapping shared memory {name:?}"), e))?;
+        // Not multiproc's objects: their memory is reached only through their
+        // handles (a byte write here would land under a guard's `&mut`). A
+        // plain segment whose first bytes happen to be such a header is refused
+        // too; that takes the 8-byte magic and a valid version and kind.
+        if let Ok(h) = super::header::Header::read(&map, &name, len) {
+            use super::header::Kind;
+            if matches!(h.kind, Kind::Directory | Kind::Arena | Kind::Large) {
+                return Err(Error::KindMismatch {
+                    name,
+                    expected: "plain shared memory".to_string(),
+                    found: h.kind.name().to_string(),
+                });
+            }
+        }
         Ok(SharedMemory {
             map,
             fd,
