@@ -210,6 +210,48 @@ pub struct SharedMemory {
     size: usize,
     // The file's inode: names this handle's owner record.
     inode: u64,
+    // Counts this handle in `HELD` while it lives.
+    _held: Held,
+}
+
+/// The files (device, inode) this process maps as SharedMemory, with a count of
+/// handles each: `Directory::open` refuses them (see [`held_as_shared_memory`]).
+static HELD: std::sync::Mutex<std::collections::BTreeMap<(u64, u64), usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn held() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<(u64, u64), usize>> {
+    // Poisoned only by a panic between a lookup and an insert: the map is intact.
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether this process holds the file (device, inode) as SharedMemory now: a
+/// Directory there would hand out `&mut` to memory that the SharedMemory's byte
+/// writes reach (a segment made into a directory by copying one's bytes in).
+pub(crate) fn held_as_shared_memory(id: (u64, u64)) -> bool {
+    held().get(&id).is_some_and(|&n| n > 0)
+}
+
+/// One SharedMemory handle's count in [`HELD`].
+#[derive(Debug)]
+struct Held((u64, u64));
+
+impl Held {
+    fn new(id: (u64, u64)) -> Held {
+        *held().entry(id).or_insert(0) += 1;
+        Held(id)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = held();
+        if let Some(n) = held.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.0);
+            }
+        }
+    }
 }
 
 impl SharedMemory {
@@ -296,12 +338,15 @@ impl SharedMemory {
                 ),
             });
         }
+        let id = crate::sys::transfer::file_id(&fd)
+            .map_err(|e| Error::io(format!("reading the inode of shared memory {name:?}"), e))?;
         Ok(SharedMemory {
             map,
             fd,
             name,
             size,
             inode,
+            _held: Held::new(id),
         })
     }
 
@@ -372,6 +417,7 @@ impl SharedMemory {
             name,
             size,
             inode: st.st_ino,
+            _held: Held::new((st.st_dev, st.st_ino)),
         })
     }
 
