@@ -212,3 +212,40 @@ fn a_shared_memory_token_on_an_array_s_segment_is_refused() {
     }
     assert!(r.is_err(), "a SharedMemory over an Array's segment");
 }
+
+const RAW_VALUE: u16 = 9;
+
+/// A Value's token re-tagged as a RawValue: the RawValue's atomic operations
+/// take no lock and no claim, so they would change the element under the
+/// Value's live guard.
+#[test]
+fn a_value_token_retagged_raw_is_refused() {
+    let v = Value::new(5u64).unwrap();
+    let e = token::export(&v).unwrap();
+    let (version, _, (el, _lock)): Tok<(Elements, Tok<At>)> = decode(&e);
+    let r = token::import::<multiproc::RawValue<u64>>(forged(&(version, RAW_VALUE, el), e.fds));
+    if let Ok(raw) = &r {
+        let g = v.lock().unwrap();
+        raw.fetch_add(1);
+        let seen = *g;
+        drop(g);
+        panic!("imported: its fetch_add changed the element under a live guard ({seen})");
+    }
+    assert!(refused(&r), "{:?}", r.err());
+}
+
+/// A RawArray's token re-tagged as an Array (with a lock of its own): the
+/// Array's guard and the RawArray's lock-free copies would not exclude each
+/// other (the guard's claim is a plain store under a lock the copies never take).
+#[test]
+fn a_raw_array_token_retagged_locked_is_refused() {
+    let raw = RawArray::<u32>::new(4).unwrap();
+    let lock = multiproc::RLock::new().unwrap();
+    let e = token::export(&(&raw, &lock)).unwrap();
+    let (rt, lt): (Tok<Elements>, Tok<At>) = postcard::from_bytes(&e.bytes).unwrap();
+    let r = token::import::<Array<u32>>(forged(&(rt.0, ARRAY, (rt.2, lt)), e.fds));
+    if r.is_ok() {
+        panic!("imported: an Array over a RawArray's elements");
+    }
+    assert!(refused(&r), "{:?}", r.err());
+}

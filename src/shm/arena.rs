@@ -85,7 +85,7 @@
 //! the fork and the child can take each.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -369,7 +369,15 @@ fn named_claims(map: &'static Mapping, off: usize) -> Arc<Claims> {
 pub(crate) struct Uses {
     prims_end: AtomicUsize,
     elems_start: AtomicUsize,
+    /// How the elements are reached: 0 none yet, [`LOCKED`] or [`RAW`]. Never
+    /// both: a Value's guard claims its elements with a plain store under its
+    /// lock, which a RawValue's lock-free operations (or a RawArray's copies and
+    /// chunks) never take.
+    elems_kind: AtomicU8,
 }
+
+const LOCKED: u8 = 1;
+const RAW: u8 = 2;
 
 impl Uses {
     /// Primitives in the whole payload (what [`Block::alloc`] makes).
@@ -377,6 +385,7 @@ impl Uses {
         Uses {
             prims_end: AtomicUsize::new(usize::MAX),
             elems_start: AtomicUsize::new(usize::MAX),
+            elems_kind: AtomicU8::new(0),
         }
     }
 
@@ -384,6 +393,7 @@ impl Uses {
         Uses {
             prims_end: AtomicUsize::new(0),
             elems_start: AtomicUsize::new(usize::MAX),
+            elems_kind: AtomicU8::new(0),
         }
     }
 }
@@ -393,8 +403,9 @@ impl Uses {
 pub(crate) enum Use {
     /// Primitives in `..end` (`usize::MAX`: the whole payload).
     Primitives { end: usize },
-    /// Elements from `start` on.
-    Elements { start: usize },
+    /// Elements from `start` on, `locked` (a Value's or Array's: reached under
+    /// their lock) or not (a RawValue's or RawArray's).
+    Elements { start: usize, locked: bool },
 }
 
 /// This process's hold on an arena block: one shared count, released when the last
@@ -486,12 +497,13 @@ impl Block {
 
     /// [`alloc`](Self::alloc) for typed elements from payload offset `start` on
     /// (a primitive, the data's lock, may sit before them): see [`Uses`].
-    pub(crate) fn alloc_elements(size: usize, start: usize) -> Result<Block> {
+    pub(crate) fn alloc_elements(size: usize, start: usize, locked: bool) -> Result<Block> {
         Block::alloc_for(
             size,
             Uses {
                 prims_end: AtomicUsize::new(start),
                 elems_start: AtomicUsize::new(start),
+                elems_kind: AtomicU8::new(if locked { LOCKED } else { RAW }),
             },
         )
     }
@@ -790,23 +802,34 @@ impl Block {
             uses.prims_end.load(Ordering::Relaxed),
             uses.elems_start.load(Ordering::Relaxed),
         );
-        let (prims_end, elems_start) = match u {
-            Use::Primitives { end } => (prims_end.max(end), elems_start),
-            Use::Elements { start } => (prims_end, elems_start.min(start)),
+        let kind = uses.elems_kind.load(Ordering::Relaxed);
+        let (prims_end, elems_start, new_kind) = match u {
+            Use::Primitives { end } => (prims_end.max(end), elems_start, kind),
+            Use::Elements { start, locked } => (
+                prims_end,
+                elems_start.min(start),
+                if locked { LOCKED } else { RAW },
+            ),
         };
-        if prims_end > elems_start {
+        if prims_end > elems_start || (kind != 0 && kind != new_kind) {
             return Err(bad(
                 what,
                 format!(
                     "{u:?} overlaps this process's other use of the block (primitives \
-                     before {}, elements from {})",
+                     before {}, elements from {}, {})",
                     uses.prims_end.load(Ordering::Relaxed),
-                    uses.elems_start.load(Ordering::Relaxed)
+                    uses.elems_start.load(Ordering::Relaxed),
+                    match kind {
+                        LOCKED => "locked elements",
+                        RAW => "raw elements",
+                        _ => "no elements",
+                    }
                 ),
             ));
         }
         uses.prims_end.store(prims_end, Ordering::Relaxed);
         uses.elems_start.store(elems_start, Ordering::Relaxed);
+        uses.elems_kind.store(new_kind, Ordering::Relaxed);
         Ok(())
     }
 

@@ -196,7 +196,15 @@ impl<T: Pod> Storage<T> {
     /// [`block`](Self::block) is returned, so that a lock sits in the cache line of
     /// small data; otherwise the elements get an allocation of their own and `None`
     /// says the head was not reserved.
-    pub(crate) fn alloc(len: usize, head: usize) -> Result<(Storage<T>, Option<usize>)> {
+    ///
+    /// `locked`: the elements are a Value's or Array's (reached under their lock),
+    /// not a RawValue's or RawArray's; an import of the other kind is refused
+    /// (`Block::use_as`).
+    pub(crate) fn alloc(
+        len: usize,
+        head: usize,
+        locked: bool,
+    ) -> Result<(Storage<T>, Option<usize>)> {
         let size = std::mem::size_of::<T>();
         if size == 0 {
             return Err(Error::InvalidArgument(
@@ -220,11 +228,11 @@ impl<T: Pod> Storage<T> {
                 max: max as u128,
             })?;
         let (block, offset, head_at) = if head > 0 && head + bytes <= MAX_SMALL {
-            let block = Block::alloc_elements(head + bytes, head)?;
+            let block = Block::alloc_elements(head + bytes, head, locked)?;
             let base = block.offset();
             (block, base + head, Some(base))
         } else {
-            let block = Block::alloc_elements(bytes.max(1), 0)?;
+            let block = Block::alloc_elements(bytes.max(1), 0, locked)?;
             let base = block.offset();
             (block, base, None)
         };
@@ -267,7 +275,12 @@ impl<T: Pod> Storage<T> {
     /// The storage a token names, its element type and range checked. It shares
     /// the claims of every other handle to it in this process (they live with the
     /// block's hold, which an import shares: see `arena`).
-    pub(crate) fn from_token(t: &ElementsToken, what: &'static str) -> Result<Storage<T>> {
+    /// `locked` as for [`alloc`](Self::alloc).
+    pub(crate) fn from_token(
+        t: &ElementsToken,
+        locked: bool,
+        what: &'static str,
+    ) -> Result<Storage<T>> {
         let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
         if (t.size as usize, t.align as usize, t.fingerprint)
             != (size, align, crate::token::fingerprint::<T>())
@@ -296,7 +309,7 @@ impl<T: Pod> Storage<T> {
         }
         // Elements never overlap a primitive this process uses in the block (the
         // Value's or Array's own lock included): see `Block::use_as`.
-        block.use_as(Use::Elements { start: at }, what)?;
+        block.use_as(Use::Elements { start: at, locked }, what)?;
         Ok(Storage {
             claims: block.claims(),
             offset: block.offset() + at,
@@ -495,7 +508,7 @@ mod tests {
 
     #[test]
     fn claims_exclude_each_other() {
-        let (s, _) = Storage::<u32>::alloc(8, 0).unwrap();
+        let (s, _) = Storage::<u32>::alloc(8, 0, true).unwrap();
         let other = s.clone();
         {
             let mut ex = s.exclusive_locked("t").unwrap();
@@ -531,7 +544,7 @@ mod tests {
 
     #[test]
     fn copies_overlap_but_exclude_a_guard() {
-        let (s, _) = Storage::<u64>::alloc(2, 0).unwrap();
+        let (s, _) = Storage::<u64>::alloc(2, 0, true).unwrap();
         let c1 = s.claims.copy("t").unwrap();
         let c2 = s.claims.copy("t").unwrap();
         assert!(s.exclusive_locked("t").is_err());
@@ -542,7 +555,7 @@ mod tests {
 
     #[test]
     fn split_sizes_cover_every_element() {
-        let (s, _) = Storage::<u8>::alloc(10, 0).unwrap();
+        let (s, _) = Storage::<u8>::alloc(10, 0, true).unwrap();
         let parts = s.split(4, "t").unwrap();
         let got: Vec<(usize, usize)> = parts.iter().map(|p| (p.start(), p.len())).collect();
         assert_eq!(got, vec![(0, 3), (3, 3), (6, 2), (8, 2)]);
