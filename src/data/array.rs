@@ -304,8 +304,8 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn chunks(&self, parts: usize) -> Result<Vec<ArrayChunk<T>>> {
-        // Under the lock: every change of this storage's claim word is (see
-        // `Storage::exclusive_locked`).
+        // Under the lock, as guards and copies are (the claim word's
+        // compare-exchanges exclude each other on their own).
         let _g = self.lock.lock()?;
         split(&self.storage, parts, "Array")
     }

@@ -381,23 +381,20 @@ impl<T: Pod> Storage<T> {
     /// The only `&mut [T]` to all elements in this process until it is dropped;
     /// [`Error::InUse`] if anything else in this process uses them now.
     ///
-    /// For a storage whose claim word changes only under one lock that the calling
-    /// thread holds now (a Value's or Array's: their guards, copies and splits all
-    /// take it), so no other thread changes the word meanwhile and a load and a store
-    /// do what a compare-exchange would.
+    /// Called by a Value's or Array's guard, holding their lock. A
+    /// compare-exchange, not a load and a store: the lock does not order every
+    /// change of the word (a handle imported from an edited token may pair these
+    /// elements with another lock; a load-then-store under two different locks
+    /// could give two Exclusives).
     #[inline]
     pub(crate) fn exclusive_locked(&self, what: &'static str) -> Result<Exclusive<'_, T>> {
-        let now = self.claims.0.load(Ordering::Relaxed);
-        if now != 0 {
-            return Err(in_use(what, now));
-        }
-        self.claims.0.store(EXCLUSIVE, Ordering::Relaxed);
-        // SAFETY: the claim word was 0 with no part alive, and is EXCLUSIVE until
-        // this Exclusive drops (the lock the caller holds orders every other change
-        // of the word after this one): while it lives, no other Exclusive, split or
-        // copy starts in this process (module docs), so this is the only reference
-        // to the elements here. `Mapping::slice_mut` checks bounds and alignment;
-        // the block (and its mapping) outlives `'_` through `&self`.
+        self.claims.take(EXCLUSIVE, what)?;
+        // SAFETY: the claim word went 0 -> EXCLUSIVE in one compare-exchange (no
+        // part, copy or Exclusive alive), and only this Exclusive's drop takes it
+        // back: while it lives, no other Exclusive, split or copy starts in this
+        // process (module docs), so this is the only reference to the elements
+        // here. `Mapping::slice_mut` checks bounds and alignment; the block (and
+        // its mapping) outlives `'_` through `&self`.
         let slice = unsafe { self.block.map().slice_mut(self.offset, self.len) };
         Ok(Exclusive {
             slice,
