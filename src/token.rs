@@ -100,7 +100,7 @@
 //!   uses in the importing process (elements never cover a primitive's words;
 //!   checked per allocation, `shm::arena::Block::use_as`): a token edited to
 //!   place a Lock on an Array's elements, or a Value on its own lock, is
-//!   [`Error::BadToken`](crate::Error::BadToken).
+//!   [`Error::BadToken`].
 //! - Queues: the imported handle counts as a producer and/or consumer of the
 //!   importing process, exactly as a handle made there.
 //! - Connection: a duplicate of the descriptor; the exporting process keeps its

@@ -48,6 +48,11 @@
 //!   so a pop racing with pop-push of the same block (ABA) fails its
 //!   compare-exchange. Every change is one compare-exchange, so a process killed at
 //!   any instruction leaves the lists well formed (at worst one block is lost).
+//! - **One use per byte per process.** Each hold records what this process uses
+//!   its payload for (`Uses`: primitives before an offset, locked or raw elements
+//!   from one on), set by the allocation and checked by every import
+//!   (`Block::use_as`), so that an edited token never lays a `&mut [T]` over
+//!   words that other handles change.
 //! - **Shared words are untrusted.** Another process (or a bug) may have written
 //!   anything into a chunk. A head, `next` or bump offset that is not a block
 //!   boundary inside the carved part of the chunk makes that list (or the bump) look

@@ -68,6 +68,13 @@
 //! allocation: `Storage::alloc` always allocates its own.) A directory's object
 //! (`Value::open_in` and friends, `crate::named`) has no hold: its claims live in
 //! a registry keyed by its place, which every handle opened by name shares.
+//!
+//! A token is bytes that safe code may edit, so an import must also not place
+//! elements where this process uses the allocation otherwise: over a lock's or
+//! a ring's words (which other handles change atomically without any claim), or
+//! as raw elements (RawValue atomics, which take no claim) where a Value's are,
+//! and back. `Block::use_as` records each allocation's uses in this process and
+//! refuses an overlapping one (`tests/forged_tokens.rs`).
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
