@@ -96,6 +96,11 @@
 //!   of the token's generation). The imported handle keeps the object alive as an
 //!   inherited one does; a Value/Array imported next to another handle shares its
 //!   claims (one guard at a time in this process).
+//! - Every kind: a handle's memory never overlaps what another kind of handle
+//!   uses in the importing process (elements never cover a primitive's words;
+//!   checked per allocation, `shm::arena::Block::use_as`): a token edited to
+//!   place a Lock on an Array's elements, or a Value on its own lock, is
+//!   [`Error::BadToken`].
 //! - Queues: the imported handle counts as a producer and/or consumer of the
 //!   importing process, exactly as a handle made there.
 //! - Connection: a duplicate of the descriptor; the exporting process keeps its
@@ -359,6 +364,8 @@ impl At {
                 ),
             });
         }
+        // A primitive never overlaps elements this process uses in the block.
+        block.use_as(crate::shm::arena::Use::Primitives { end: at + len }, what)?;
         let offset = block.offset() + at;
         Ok((block, offset))
     }

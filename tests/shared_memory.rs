@@ -217,3 +217,72 @@ fn a_file_another_program_made_attaches_as_plain_bytes() {
     // Not multiproc's: no owner record, so unlink removes the name only.
     assert!(matches!(shm.unlink(), Err(Error::NotFound { .. })));
 }
+
+/// A Directory's segment is not plain bytes: attached as SharedMemory in the
+/// process that has a guard on one of its Arrays, the byte writes would land
+/// under that live `&mut`. Attach refuses it (failed before: the probe's write
+/// showed through the guard).
+#[test]
+fn a_directory_does_not_attach_as_shared_memory() {
+    let name = format!("mp-s16-dir-attach-{}", std::process::id());
+    let dir = multiproc::Directory::create(&name, 4096).unwrap();
+    let a = multiproc::Array::<u64>::create_in(&dir, "a", 4).unwrap();
+    let attached = SharedMemory::attach(&name);
+    if let Ok(shm) = &attached {
+        const MARK: u64 = 0x5a5a_1234_8765_a5a5;
+        let mut g = a.lock().unwrap();
+        g.fill(MARK);
+        let bytes = shm.to_vec().unwrap();
+        let at = bytes
+            .windows(8)
+            .position(|w| w == MARK.to_ne_bytes())
+            .expect("the elements are in the segment");
+        shm.write_at(at, &0u64.to_ne_bytes()).unwrap();
+        let seen = g[0];
+        drop(g);
+        dir.unlink().unwrap();
+        panic!("attached: a write through it showed under a live guard ({seen:#x})");
+    }
+    dir.unlink().unwrap();
+    let err = attached.unwrap_err();
+    assert!(matches!(err, Error::KindMismatch { .. }), "{err:?}");
+}
+
+/// The other order: a SharedMemory made into a directory (a real directory's
+/// bytes copied in with safe calls) does not open as a Directory while this
+/// process holds it as SharedMemory, whose writes would land under a guard of
+/// one of its Arrays (failed before: the write showed through the guard).
+#[test]
+fn a_segment_held_as_shared_memory_does_not_open_as_a_directory() {
+    let pid = std::process::id();
+    let (real, copy) = (
+        format!("mp-s16-dir-real-{pid}"),
+        format!("mp-s16-dir-copy-{pid}"),
+    );
+    let dir = multiproc::Directory::create(&real, 4096).unwrap();
+    multiproc::Array::<u64>::create_in(&dir, "a", 4).unwrap();
+    let bytes = std::fs::read(format!("/dev/shm/{real}")).unwrap();
+    dir.unlink().unwrap();
+    let shm = SharedMemory::create_named(&copy, bytes.len()).unwrap();
+    shm.write_at(0, &bytes).unwrap();
+    let opened = multiproc::Directory::open(&copy);
+    if let Ok(d) = &opened {
+        const MARK: u64 = 0x5a5a_1234_8765_a5a5;
+        let a = multiproc::Array::<u64>::open_in(d, "a").unwrap();
+        let mut g = a.lock().unwrap();
+        g.fill(MARK);
+        let now = shm.to_vec().unwrap();
+        let at = now
+            .windows(8)
+            .position(|w| w == MARK.to_ne_bytes())
+            .expect("the elements are in the segment");
+        shm.write_at(at, &0u64.to_ne_bytes()).unwrap();
+        let seen = g[0];
+        drop(g);
+        shm.unlink().unwrap();
+        panic!("opened: a SharedMemory write showed under a live guard ({seen:#x})");
+    }
+    shm.unlink().unwrap();
+    let err = opened.unwrap_err();
+    assert!(matches!(err, Error::KindMismatch { .. }), "{err:?}");
+}

@@ -89,7 +89,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new(len: usize) -> Result<Array<T>> {
-        let (storage, head) = Storage::alloc(len, raw_lock::SIZE)?;
+        let (storage, head) = Storage::alloc(len, raw_lock::SIZE, true)?;
         let lock = match head {
             Some(at) => RLock::in_block(storage.block().clone(), at),
             None => RLock::new()?,
@@ -122,7 +122,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn with_lock(len: usize, lock: RLock) -> Result<Array<T>> {
-        let (storage, _) = Storage::alloc(len, 0)?;
+        let (storage, _) = Storage::alloc(len, 0, true)?;
         Ok(Array { storage, lock })
     }
 
@@ -304,8 +304,8 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn chunks(&self, parts: usize) -> Result<Vec<ArrayChunk<T>>> {
-        // Under the lock: every change of this storage's claim word is (see
-        // `Storage::exclusive_locked`).
+        // Under the lock, as guards and copies are (the claim word's
+        // compare-exchanges exclude each other on their own).
         let _g = self.lock.lock()?;
         split(&self.storage, parts, "Array")
     }
@@ -383,7 +383,7 @@ impl<T: Pod> RawArray<T> {
     /// ```
     pub fn new(len: usize) -> Result<RawArray<T>> {
         Ok(RawArray {
-            storage: Storage::alloc(len, 0)?.0,
+            storage: Storage::alloc(len, 0, false)?.0,
         })
     }
 
@@ -600,7 +600,7 @@ impl<'de, T: Pod> serde::Deserialize<'de> for Array<T> {
             crate::token::Tag::Array,
             |(t, lock): (crate::shm::storage::ElementsToken, RLock)| {
                 Ok(Array {
-                    storage: Storage::from_token(&t, "Array")?,
+                    storage: Storage::from_token(&t, true, "Array")?,
                     lock,
                 })
             },
@@ -623,7 +623,7 @@ impl<'de, T: Pod> serde::Deserialize<'de> for RawArray<T> {
             crate::token::Tag::RawArray,
             |t: crate::shm::storage::ElementsToken| {
                 Ok(RawArray {
-                    storage: Storage::from_token(&t, "RawArray")?,
+                    storage: Storage::from_token(&t, false, "RawArray")?,
                 })
             },
         )

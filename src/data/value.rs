@@ -157,7 +157,7 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new(value: T) -> Result<Value<T>> {
-        let (storage, head) = Storage::alloc(1, raw_lock::SIZE)?;
+        let (storage, head) = Storage::alloc(1, raw_lock::SIZE, true)?;
         let lock = match head {
             Some(at) => RLock::in_block(storage.block().clone(), at),
             None => RLock::new()?,
@@ -181,7 +181,7 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn with_lock(value: T, lock: RLock) -> Result<Value<T>> {
-        let (storage, _) = Storage::alloc(1, 0)?;
+        let (storage, _) = Storage::alloc(1, 0, true)?;
         storage.write_all(&[value], "Value")?;
         Ok(Value { storage, lock })
     }
@@ -385,7 +385,7 @@ impl<T: Pod> RawValue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new(value: T) -> Result<RawValue<T>> {
-        let (storage, _) = Storage::alloc(1, 0)?;
+        let (storage, _) = Storage::alloc(1, 0, false)?;
         let v = RawValue { storage };
         v.set(value);
         Ok(v)
@@ -748,7 +748,7 @@ impl<'de, T: Pod> serde::Deserialize<'de> for Value<T> {
             crate::token::Tag::Value,
             |(t, lock): (crate::shm::storage::ElementsToken, RLock)| {
                 Ok(Value {
-                    storage: Storage::from_token(&t, "Value")?,
+                    storage: Storage::from_token(&t, true, "Value")?,
                     lock,
                 })
             },
@@ -771,7 +771,7 @@ impl<'de, T: Pod> serde::Deserialize<'de> for RawValue<T> {
             crate::token::Tag::RawValue,
             |t: crate::shm::storage::ElementsToken| {
                 Ok(RawValue {
-                    storage: Storage::from_token(&t, "RawValue")?,
+                    storage: Storage::from_token(&t, false, "RawValue")?,
                 })
             },
         )

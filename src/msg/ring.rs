@@ -1291,6 +1291,8 @@ impl Ring {
         let (ctl_block, ctl) = t.ctl.import(CONTROL_BYTES, what)?;
         let ctl_map = ctl_block.arena_map();
         let block = Block::from_token(&t.data, what)?;
+        // Frames fill the segment (see `Block::use_as`).
+        block.use_as(crate::shm::arena::Use::Primitives { end: usize::MAX }, what)?;
         let bad = |reason: String| Error::BadToken { what, reason };
         if ctl % 64 != 0 {
             return Err(bad(format!("control words at {ctl}, not 64-aligned")));

@@ -512,7 +512,9 @@ impl Directory {
     /// segment of another kind is [`Error::KindMismatch`], of another layout or
     /// directory format version [`Error::VersionMismatch`]; anything else that is
     /// not a directory is [`Error::Foreign`], [`Error::Truncated`] or
-    /// [`Error::DirectoryCorrupt`].
+    /// [`Error::DirectoryCorrupt`]; a file this process holds as a
+    /// [`SharedMemory`](crate::SharedMemory) is [`Error::KindMismatch`] (its byte
+    /// writes would reach the objects' guarded memory).
     ///
     /// ```
     /// use multiproc::{Directory, Error, SharedMemory};
@@ -559,6 +561,16 @@ impl Directory {
             });
         }
         check_layout(&map, &name)?;
+        // Checked last, so that what is not a directory says so first.
+        if crate::shm::shared_memory::held_as_shared_memory((st.st_dev, st.st_ino)) {
+            return Err(Error::KindMismatch {
+                name,
+                expected: Kind::Directory.name().to_string(),
+                found: "a segment this process holds as SharedMemory (whose byte writes would \
+                        reach the directory's objects)"
+                    .to_string(),
+            });
+        }
         let seg: &'static Mapped = Box::leak(Box::new(Mapped {
             map,
             name,

@@ -48,6 +48,11 @@
 //!   so a pop racing with pop-push of the same block (ABA) fails its
 //!   compare-exchange. Every change is one compare-exchange, so a process killed at
 //!   any instruction leaves the lists well formed (at worst one block is lost).
+//! - **One use per byte per process.** Each hold records what this process uses
+//!   its payload for (`Uses`: primitives before an offset, locked or raw elements
+//!   from one on), set by the allocation and checked by every import
+//!   (`Block::use_as`), so that an edited token never lays a `&mut [T]` over
+//!   words that other handles change.
 //! - **Shared words are untrusted.** Another process (or a bug) may have written
 //!   anything into a chunk. A head, `next` or bump offset that is not a block
 //!   boundary inside the carved part of the chunk makes that list (or the bump) look
@@ -85,7 +90,7 @@
 //! the fork and the child can take each.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -317,6 +322,8 @@ struct Large {
     seg: Segment,
     /// The claims of the storage in it (made on first use).
     claims: OnceLock<Arc<Claims>>,
+    /// What this process uses it for.
+    uses: Uses,
 }
 
 impl Drop for Large {
@@ -355,6 +362,57 @@ fn named_claims(map: &'static Mapping, off: usize) -> Arc<Claims> {
     c
 }
 
+/// What this process uses an allocation for, so that no import makes a handle
+/// whose memory overlaps another kind's in this process (see [`Block::use_as`]).
+/// Offsets are into the payload: everything before `prims_end` may be primitives
+/// (locks, events, rings: words other handles change atomically at any time),
+/// everything from `elems_start` on may be typed elements (handed out as `&mut`
+/// under a claim). Changed only under the `ARENA` lock (which a fork holds, so a
+/// child never inherits a half-made change); the atomics only make the `Arc`
+/// shareable.
+#[derive(Debug)]
+pub(crate) struct Uses {
+    prims_end: AtomicUsize,
+    elems_start: AtomicUsize,
+    /// How the elements are reached: 0 none yet, [`LOCKED`] or [`RAW`]. Never
+    /// both: a Value's guard claims its elements with a plain store under its
+    /// lock, which a RawValue's lock-free operations (or a RawArray's copies and
+    /// chunks) never take.
+    elems_kind: AtomicU8,
+}
+
+const LOCKED: u8 = 1;
+const RAW: u8 = 2;
+
+impl Uses {
+    /// Primitives in the whole payload (what [`Block::alloc`] makes).
+    fn primitives() -> Uses {
+        Uses {
+            prims_end: AtomicUsize::new(usize::MAX),
+            elems_start: AtomicUsize::new(usize::MAX),
+            elems_kind: AtomicU8::new(0),
+        }
+    }
+
+    fn none() -> Uses {
+        Uses {
+            prims_end: AtomicUsize::new(0),
+            elems_start: AtomicUsize::new(usize::MAX),
+            elems_kind: AtomicU8::new(0),
+        }
+    }
+}
+
+/// One use of an allocation's payload (see [`Uses`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Use {
+    /// Primitives in `..end` (`usize::MAX`: the whole payload).
+    Primitives { end: usize },
+    /// Elements from `start` on, `locked` (a Value's or Array's: reached under
+    /// their lock) or not (a RawValue's or RawArray's).
+    Elements { start: usize, locked: bool },
+}
+
 /// This process's hold on an arena block: one shared count, released when the last
 /// local handle drops.
 #[derive(Debug)]
@@ -367,6 +425,8 @@ struct Held {
     /// The claims of the storage in the block, if it holds one (made on first use):
     /// one per block per process, so that imported handles share them.
     claims: OnceLock<Arc<Claims>>,
+    /// What this process uses it for.
+    uses: Uses,
 }
 
 impl Drop for Held {
@@ -437,6 +497,23 @@ fn take_back_import(chunk: &'static Mapping, off: u32) {
 impl Block {
     /// Allocates `size` zeroed bytes of shared memory, 16-byte aligned.
     pub fn alloc(size: usize) -> Result<Block> {
+        Block::alloc_for(size, Uses::primitives())
+    }
+
+    /// [`alloc`](Self::alloc) for typed elements from payload offset `start` on
+    /// (a primitive, the data's lock, may sit before them): see [`Uses`].
+    pub(crate) fn alloc_elements(size: usize, start: usize, locked: bool) -> Result<Block> {
+        Block::alloc_for(
+            size,
+            Uses {
+                prims_end: AtomicUsize::new(start),
+                elems_start: AtomicUsize::new(start),
+                elems_kind: AtomicU8::new(if locked { LOCKED } else { RAW }),
+            },
+        )
+    }
+
+    fn alloc_for(size: usize, uses: Uses) -> Result<Block> {
         if size == 0 {
             return Err(Error::ZeroSize {
                 what: "shared allocation",
@@ -446,6 +523,7 @@ impl Block {
             let large = Arc::new(Large {
                 seg: Segment::anonymous(Kind::Large, size as u64)?,
                 claims: OnceLock::new(),
+                uses,
             });
             arena().large.insert(large.seg.id(), Arc::downgrade(&large));
             return Ok(Block {
@@ -478,6 +556,7 @@ impl Block {
             off,
             class: class as u8,
             claims: OnceLock::new(),
+            uses,
         });
         arena.held.insert(
             (chunk.addr(), off),
@@ -642,6 +721,7 @@ impl Block {
                     off,
                     class: class as u8,
                     claims: OnceLock::new(),
+                    uses: Uses::none(),
                 });
                 arena
                     .held
@@ -675,6 +755,7 @@ impl Block {
                 let large = Arc::new(Large {
                     seg: Segment::from_fd(fd, Kind::Large, Some(size))?,
                     claims: OnceLock::new(),
+                    uses: Uses::none(),
                 });
                 arena.large.insert(id, Arc::downgrade(&large));
                 Ok(Block {
@@ -702,6 +783,59 @@ impl Block {
             Place::Named { map, off, .. } => return named_claims(map, *off),
         };
         Arc::clone(cell.get_or_init(Arc::default))
+    }
+
+    /// Records that this process uses the payload as `u`, or
+    /// [`Error::BadToken`] if that overlaps another use here: elements never
+    /// overlap primitives (for `what`, an import, whose token is bytes anyone may
+    /// have edited: a Value token moved onto its own lock, a Lock token placed on
+    /// an Array's elements, a RawArray token naming a queue's ring would each
+    /// give a `&mut` over words that other handles change atomically). Every
+    /// import of a block calls it (`Storage::from_token`, `token::At::import`,
+    /// `Ring::from_token`); allocations record their use when made. Directory
+    /// objects never come from a token (the directory lays them out): always
+    /// `Ok`.
+    pub(crate) fn use_as(&self, u: Use, what: &'static str) -> Result<()> {
+        let uses = match &self.place {
+            Place::Arena(held) => &held.uses,
+            Place::Large(large) => &large.uses,
+            Place::Named { .. } => return Ok(()),
+        };
+        // The lock makes the check and the record one step for every import.
+        let _arena = arena();
+        let (prims_end, elems_start) = (
+            uses.prims_end.load(Ordering::Relaxed),
+            uses.elems_start.load(Ordering::Relaxed),
+        );
+        let kind = uses.elems_kind.load(Ordering::Relaxed);
+        let (prims_end, elems_start, new_kind) = match u {
+            Use::Primitives { end } => (prims_end.max(end), elems_start, kind),
+            Use::Elements { start, locked } => (
+                prims_end,
+                elems_start.min(start),
+                if locked { LOCKED } else { RAW },
+            ),
+        };
+        if prims_end > elems_start || (kind != 0 && kind != new_kind) {
+            return Err(bad(
+                what,
+                format!(
+                    "{u:?} overlaps this process's other use of the block (primitives \
+                     before {}, elements from {}, {})",
+                    uses.prims_end.load(Ordering::Relaxed),
+                    uses.elems_start.load(Ordering::Relaxed),
+                    match kind {
+                        LOCKED => "locked elements",
+                        RAW => "raw elements",
+                        _ => "no elements",
+                    }
+                ),
+            ));
+        }
+        uses.prims_end.store(prims_end, Ordering::Relaxed);
+        uses.elems_start.store(elems_start, Ordering::Relaxed);
+        uses.elems_kind.store(new_kind, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The mapping the allocation lives in.

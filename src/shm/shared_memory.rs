@@ -210,6 +210,48 @@ pub struct SharedMemory {
     size: usize,
     // The file's inode: names this handle's owner record.
     inode: u64,
+    // Counts this handle in `HELD` while it lives.
+    _held: Held,
+}
+
+/// The files (device, inode) this process maps as SharedMemory, with a count of
+/// handles each: `Directory::open` refuses them (see [`held_as_shared_memory`]).
+static HELD: std::sync::Mutex<std::collections::BTreeMap<(u64, u64), usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn held() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<(u64, u64), usize>> {
+    // Poisoned only by a panic between a lookup and an insert: the map is intact.
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether this process holds the file (device, inode) as SharedMemory now: a
+/// Directory there would hand out `&mut` to memory that the SharedMemory's byte
+/// writes reach (a segment made into a directory by copying one's bytes in).
+pub(crate) fn held_as_shared_memory(id: (u64, u64)) -> bool {
+    held().get(&id).is_some_and(|&n| n > 0)
+}
+
+/// One SharedMemory handle's count in [`HELD`].
+#[derive(Debug)]
+struct Held((u64, u64));
+
+impl Held {
+    fn new(id: (u64, u64)) -> Held {
+        *held().entry(id).or_insert(0) += 1;
+        Held(id)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = held();
+        if let Some(n) = held.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.0);
+            }
+        }
+    }
 }
 
 impl SharedMemory {
@@ -296,12 +338,15 @@ impl SharedMemory {
                 ),
             });
         }
+        let id = crate::sys::transfer::file_id(&fd)
+            .map_err(|e| Error::io(format!("reading the inode of shared memory {name:?}"), e))?;
         Ok(SharedMemory {
             map,
             fd,
             name,
             size,
             inode,
+            _held: Held::new(id),
         })
     }
 
@@ -311,11 +356,18 @@ impl SharedMemory {
     /// Errors: a missing segment is [`Error::NotFound`]; one owned by another user,
     /// or that other users may open (mode other than 0600-like), is
     /// [`Error::Permission`]; a symbolic link, a directory, a FIFO or an empty file
-    /// is [`Error::Foreign`].
+    /// is [`Error::Foreign`]; a multiproc [`Directory`](crate::Directory) (or any
+    /// segment whose header says it holds multiproc's typed objects) is
+    /// [`Error::KindMismatch`]: its bytes are Values, Arrays and locks whose
+    /// guards hand out `&mut`, which plain byte writes must not reach.
     ///
     /// ```
-    /// use multiproc::{Error, SharedMemory};
+    /// use multiproc::{Directory, Error, SharedMemory};
     /// assert!(matches!(SharedMemory::attach("mp-no-such-segment"), Err(Error::NotFound { .. })));
+    /// let dir = Directory::create("mp-doc-attach-dir", 4096)?;
+    /// assert!(matches!(SharedMemory::attach("mp-doc-attach-dir"), Err(Error::KindMismatch { .. })));
+    /// dir.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn attach(name: &str) -> Result<SharedMemory> {
         let name = segment::normalize_name(name)?;
@@ -345,12 +397,27 @@ impl SharedMemory {
         let size = len as usize;
         let map = Mapping::new(&fd, size)
             .map_err(|e| Error::io(format!("mapping shared memory {name:?}"), e))?;
+        // Not multiproc's objects: their memory is reached only through their
+        // handles (a byte write here would land under a guard's `&mut`). A
+        // plain segment whose first bytes happen to be such a header is refused
+        // too; that takes the 8-byte magic and a valid version and kind.
+        if let Ok(h) = super::header::Header::read(&map, &name, len) {
+            use super::header::Kind;
+            if matches!(h.kind, Kind::Directory | Kind::Arena | Kind::Large) {
+                return Err(Error::KindMismatch {
+                    name,
+                    expected: "plain shared memory".to_string(),
+                    found: h.kind.name().to_string(),
+                });
+            }
+        }
         Ok(SharedMemory {
             map,
             fd,
             name,
             size,
             inode: st.st_ino,
+            _held: Held::new((st.st_dev, st.st_ino)),
         })
     }
 

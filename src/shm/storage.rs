@@ -68,6 +68,13 @@
 //! allocation: `Storage::alloc` always allocates its own.) A directory's object
 //! (`Value::open_in` and friends, `crate::named`) has no hold: its claims live in
 //! a registry keyed by its place, which every handle opened by name shares.
+//!
+//! A token is bytes that safe code may edit, so an import must also not place
+//! elements where this process uses the allocation otherwise: over a lock's or
+//! a ring's words (which other handles change atomically without any claim), or
+//! as raw elements (RawValue atomics, which take no claim) where a Value's are,
+//! and back. `Block::use_as` records each allocation's uses in this process and
+//! refuses an overlapping one (`tests/forged_tokens.rs`).
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -76,7 +83,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytemuck::Pod;
 
-use super::arena::{Block, MAX_SMALL};
+use super::arena::{Block, MAX_SMALL, Use};
 use crate::error::{Error, Result};
 use crate::sys::mem::Mapping;
 
@@ -196,7 +203,15 @@ impl<T: Pod> Storage<T> {
     /// [`block`](Self::block) is returned, so that a lock sits in the cache line of
     /// small data; otherwise the elements get an allocation of their own and `None`
     /// says the head was not reserved.
-    pub(crate) fn alloc(len: usize, head: usize) -> Result<(Storage<T>, Option<usize>)> {
+    ///
+    /// `locked`: the elements are a Value's or Array's (reached under their lock),
+    /// not a RawValue's or RawArray's; an import of the other kind is refused
+    /// (`Block::use_as`).
+    pub(crate) fn alloc(
+        len: usize,
+        head: usize,
+        locked: bool,
+    ) -> Result<(Storage<T>, Option<usize>)> {
         let size = std::mem::size_of::<T>();
         if size == 0 {
             return Err(Error::InvalidArgument(
@@ -220,11 +235,11 @@ impl<T: Pod> Storage<T> {
                 max: max as u128,
             })?;
         let (block, offset, head_at) = if head > 0 && head + bytes <= MAX_SMALL {
-            let block = Block::alloc(head + bytes)?;
+            let block = Block::alloc_elements(head + bytes, head, locked)?;
             let base = block.offset();
             (block, base + head, Some(base))
         } else {
-            let block = Block::alloc(bytes.max(1))?;
+            let block = Block::alloc_elements(bytes.max(1), 0, locked)?;
             let base = block.offset();
             (block, base, None)
         };
@@ -267,7 +282,12 @@ impl<T: Pod> Storage<T> {
     /// The storage a token names, its element type and range checked. It shares
     /// the claims of every other handle to it in this process (they live with the
     /// block's hold, which an import shares: see `arena`).
-    pub(crate) fn from_token(t: &ElementsToken, what: &'static str) -> Result<Storage<T>> {
+    /// `locked` as for [`alloc`](Self::alloc).
+    pub(crate) fn from_token(
+        t: &ElementsToken,
+        locked: bool,
+        what: &'static str,
+    ) -> Result<Storage<T>> {
         let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
         if (t.size as usize, t.align as usize, t.fingerprint)
             != (size, align, crate::token::fingerprint::<T>())
@@ -294,6 +314,9 @@ impl<T: Pod> Storage<T> {
                 block.len()
             )));
         }
+        // Elements never overlap a primitive this process uses in the block (the
+        // Value's or Array's own lock included): see `Block::use_as`.
+        block.use_as(Use::Elements { start: at, locked }, what)?;
         Ok(Storage {
             claims: block.claims(),
             offset: block.offset() + at,
@@ -365,23 +388,20 @@ impl<T: Pod> Storage<T> {
     /// The only `&mut [T]` to all elements in this process until it is dropped;
     /// [`Error::InUse`] if anything else in this process uses them now.
     ///
-    /// For a storage whose claim word changes only under one lock that the calling
-    /// thread holds now (a Value's or Array's: their guards, copies and splits all
-    /// take it), so no other thread changes the word meanwhile and a load and a store
-    /// do what a compare-exchange would.
+    /// Called by a Value's or Array's guard, holding their lock. A
+    /// compare-exchange, not a load and a store: the lock does not order every
+    /// change of the word (a handle imported from an edited token may pair these
+    /// elements with another lock; a load-then-store under two different locks
+    /// could give two Exclusives).
     #[inline]
     pub(crate) fn exclusive_locked(&self, what: &'static str) -> Result<Exclusive<'_, T>> {
-        let now = self.claims.0.load(Ordering::Relaxed);
-        if now != 0 {
-            return Err(in_use(what, now));
-        }
-        self.claims.0.store(EXCLUSIVE, Ordering::Relaxed);
-        // SAFETY: the claim word was 0 with no part alive, and is EXCLUSIVE until
-        // this Exclusive drops (the lock the caller holds orders every other change
-        // of the word after this one): while it lives, no other Exclusive, split or
-        // copy starts in this process (module docs), so this is the only reference
-        // to the elements here. `Mapping::slice_mut` checks bounds and alignment;
-        // the block (and its mapping) outlives `'_` through `&self`.
+        self.claims.take(EXCLUSIVE, what)?;
+        // SAFETY: the claim word went 0 -> EXCLUSIVE in one compare-exchange (no
+        // part, copy or Exclusive alive), and only this Exclusive's drop takes it
+        // back: while it lives, no other Exclusive, split or copy starts in this
+        // process (module docs), so this is the only reference to the elements
+        // here. `Mapping::slice_mut` checks bounds and alignment; the block (and
+        // its mapping) outlives `'_` through `&self`.
         let slice = unsafe { self.block.map().slice_mut(self.offset, self.len) };
         Ok(Exclusive {
             slice,
@@ -492,7 +512,7 @@ mod tests {
 
     #[test]
     fn claims_exclude_each_other() {
-        let (s, _) = Storage::<u32>::alloc(8, 0).unwrap();
+        let (s, _) = Storage::<u32>::alloc(8, 0, true).unwrap();
         let other = s.clone();
         {
             let mut ex = s.exclusive_locked("t").unwrap();
@@ -528,7 +548,7 @@ mod tests {
 
     #[test]
     fn copies_overlap_but_exclude_a_guard() {
-        let (s, _) = Storage::<u64>::alloc(2, 0).unwrap();
+        let (s, _) = Storage::<u64>::alloc(2, 0, true).unwrap();
         let c1 = s.claims.copy("t").unwrap();
         let c2 = s.claims.copy("t").unwrap();
         assert!(s.exclusive_locked("t").is_err());
@@ -539,7 +559,7 @@ mod tests {
 
     #[test]
     fn split_sizes_cover_every_element() {
-        let (s, _) = Storage::<u8>::alloc(10, 0).unwrap();
+        let (s, _) = Storage::<u8>::alloc(10, 0, true).unwrap();
         let parts = s.split(4, "t").unwrap();
         let got: Vec<(usize, usize)> = parts.iter().map(|p| (p.start(), p.len())).collect();
         assert_eq!(got, vec![(0, 3), (3, 3), (6, 2), (8, 2)]);

@@ -990,6 +990,11 @@ impl<'de> serde::Deserialize<'de> for Barrier {
                         reason: format!("{parties} parties in a {}-byte block", block.len()),
                     });
                 }
+                // Its slots fill the block (see `shm::arena::Block::use_as`).
+                block.use_as(
+                    crate::shm::arena::Use::Primitives { end: usize::MAX },
+                    "Barrier",
+                )?;
                 Ok(Barrier {
                     lock: RawLock::at(map, base),
                     map,
