@@ -12,12 +12,23 @@ pub(crate) fn take(fds: Vec<i32>) -> PyResult<Vec<OwnedFd>> {
     if fds.iter().any(|&fd| fd < 0) {
         return Err(PyValueError::new_err("a descriptor must be >= 0"));
     }
+    // Two `OwnedFd`s of one descriptor would close it twice (the second close
+    // could close a descriptor opened meanwhile by someone else): refuse a list
+    // that names one twice, before taking any.
+    let mut sorted = fds.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(PyValueError::new_err(format!(
+            "descriptor {} is listed twice in a token's descriptors",
+            w[0]
+        )));
+    }
     Ok(fds
         .into_iter()
         // SAFETY: each fd is open and owned by the caller, who hands it over and
         // never uses or closes it again (`reduction._rebuild` passes what
         // `DupFd.detach()` returned and keeps no copy); the list has no
-        // duplicates (each `detach()` gives a distinct descriptor).
+        // duplicates (checked above).
         .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
         .collect())
 }

@@ -112,3 +112,21 @@ def test_timeouts_are_float_seconds():
     lock = multiproc.Lock()
     assert lock.acquire(timeout=1e30)  # past the clock: forever, taken at once
     lock.release()
+
+
+def test_a_token_naming_one_descriptor_twice_is_refused():
+    # Two owners of one descriptor would close it twice; the import refuses the
+    # token before taking any descriptor, so the caller still owns them all.
+    from multiproc.reduction import _native_base
+
+    lock = multiproc.Lock()
+    data, fds = lock._export()
+    assert fds, "a lock's token carries its segment's descriptor"
+    try:
+        with pytest.raises(ValueError, match="listed twice"):
+            _native_base(type(lock)).__new__(type(lock), _token=(data, [fds[0]] + fds))
+        for fd in fds:
+            os.fstat(fd)  # still open: nothing was taken
+    finally:
+        for fd in fds:
+            os.close(fd)
