@@ -219,15 +219,21 @@ impl Yield {
     /// Yields until the word is not `value` (panics after [`PATIENCE`]).
     fn yield_while(&self, value: u32) -> u32 {
         let mut deadline = None;
+        let mut yielded = false;
         loop {
             let w = self.word().load(Ordering::Acquire);
             if w != value {
                 return w;
             }
+            // The clock only after a yield that brought no answer: the first
+            // yield is the hand-off, and the look right after it is all a
+            // hand-off costs here.
+            if yielded {
+                let end = *deadline.get_or_insert_with(|| Instant::now() + PATIENCE);
+                assert!(Instant::now() < end, "no answer to the yield");
+            }
             rustix::thread::sched_yield();
-            // The clock only from the second yield: the first is the hand-off.
-            let end = *deadline.get_or_insert_with(|| Instant::now() + PATIENCE);
-            assert!(Instant::now() < end, "no answer to the yield");
+            yielded = true;
         }
     }
 }
