@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    BOUND, T, join_all_ok, join_ok, kill, pin_to_one_cpu, poll_until, spawn, until_asleep,
+    BOUND, T, join_all_ok, join_ok, kill, late_move, pin_to_one_cpu, poll_until, spawn,
+    until_asleep,
 };
 use multiproc::{Event, RawValue};
 
@@ -39,11 +40,6 @@ fn one_cpu_ping_pong_waits_for_each_set() {
     let (ping, pong) = (Event::new().unwrap(), Event::new().unwrap());
     let turn = RawValue::new(0u32).unwrap();
     const ROUNDS: u32 = 3000;
-    let late = |i: u32| {
-        if i % 5 == 0 {
-            std::thread::yield_now();
-        }
-    };
     let (p2, q2, t2) = (ping.clone(), pong.clone(), turn.clone());
     let responder = spawn(move || {
         pin_to_one_cpu();
@@ -51,7 +47,7 @@ fn one_cpu_ping_pong_waits_for_each_set() {
             assert!(p2.wait(T).unwrap(), "no ping");
             assert_eq!(t2.load(), 2 * i + 1, "a wait returned before the set");
             p2.clear();
-            late(i);
+            late_move(i);
             t2.store(2 * i + 2);
             q2.set();
         }
@@ -60,7 +56,7 @@ fn one_cpu_ping_pong_waits_for_each_set() {
     let initiator = spawn(move || {
         pin_to_one_cpu();
         for i in 0..ROUNDS {
-            late(i);
+            late_move(i);
             t1.store(2 * i + 1);
             p1.set();
             assert!(q1.wait(T).unwrap(), "no pong");

@@ -8,26 +8,12 @@
 //! import is refused. All of them imported before the block-use check of
 //! `shm::arena` (the probes then showed the lock's writes through the `&mut`).
 
+mod common;
+
+use common::BlockT as BlockTok;
 use multiproc::token::{self, Exported};
 use multiproc::{Array, Error, Lock, RawArray, Value};
 use serde::{Deserialize, Serialize};
-
-/// `Block` of the token format.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-enum BlockTok {
-    Arena {
-        fd: u32,
-        inode: u64,
-        off: u32,
-        generation: u32,
-        class: u8,
-    },
-    Large {
-        fd: u32,
-        inode: u64,
-        size: u64,
-    },
-}
 
 /// `At` of the token format.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -111,7 +97,7 @@ fn a_lock_token_placed_on_array_elements_is_refused() {
     let e = token::export(&a).unwrap();
     let (version, _, (el, _lock)): Tok<(Elements, Tok<At>)> = decode(&e);
     let at = At {
-        block: el.block.clone(),
+        block: el.block,
         at: el.at as u32,
     };
     let r = token::import::<Lock>(forged(&(version, LOCK, at), e.fds));

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{T, join_ok, kill, pin_to_one_cpu, spawn};
+use common::{T, join_ok, kill, late_move, pin_to_one_cpu, spawn};
 use multiproc::{BoundedSemaphore, Error, Event, RawValue, Semaphore, TryLockError};
 
 /// Semaphore(2) under contention from 4 processes: never more than 2 holders at
@@ -112,18 +112,13 @@ fn one_cpu_ping_pong_grants_each_permit_once() {
         1 => std::mem::forget(sem.lock().unwrap()),
         _ => std::mem::forget(sem.try_lock_for(T.unwrap()).unwrap()),
     };
-    let late = |i: u32| {
-        if i % 5 == 0 {
-            std::thread::yield_now();
-        }
-    };
     let (p2, q2, t2) = (ping.clone(), pong.clone(), turn.clone());
     let responder = spawn(move || {
         pin_to_one_cpu();
         for i in 0..ROUNDS {
             take(&p2, i);
             assert_eq!(t2.load(), 2 * i + 1, "acquired before the release");
-            late(i);
+            late_move(i);
             t2.store(2 * i + 2);
             q2.release().unwrap();
         }
@@ -132,7 +127,7 @@ fn one_cpu_ping_pong_grants_each_permit_once() {
     let initiator = spawn(move || {
         pin_to_one_cpu();
         for i in 0..ROUNDS {
-            late(i);
+            late_move(i);
             t1.store(2 * i + 1);
             p1.release().unwrap();
             take(&q1, i);

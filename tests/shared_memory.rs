@@ -222,6 +222,22 @@ fn a_file_another_program_made_attaches_as_plain_bytes() {
 /// process that has a guard on one of its Arrays, the byte writes would land
 /// under that live `&mut`. Attach refuses it (failed before: the probe's write
 /// showed through the guard).
+/// Fills `a` with a mark under its guard, writes zero over the mark's first copy
+/// through `shm` (a second view of the same bytes, found by content), and
+/// returns what the guard then reads: the mark if the two do not alias.
+fn write_under_guard(shm: &SharedMemory, a: &multiproc::Array<u64>) -> u64 {
+    const MARK: u64 = 0x5a5a_1234_8765_a5a5;
+    let mut g = a.lock().unwrap();
+    g.fill(MARK);
+    let bytes = shm.to_vec().unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == MARK.to_ne_bytes())
+        .expect("the elements are in the segment");
+    shm.write_at(at, &0u64.to_ne_bytes()).unwrap();
+    g[0]
+}
+
 #[test]
 fn a_directory_does_not_attach_as_shared_memory() {
     let name = format!("mp-s16-dir-attach-{}", std::process::id());
@@ -229,17 +245,7 @@ fn a_directory_does_not_attach_as_shared_memory() {
     let a = multiproc::Array::<u64>::create_in(&dir, "a", 4).unwrap();
     let attached = SharedMemory::attach(&name);
     if let Ok(shm) = &attached {
-        const MARK: u64 = 0x5a5a_1234_8765_a5a5;
-        let mut g = a.lock().unwrap();
-        g.fill(MARK);
-        let bytes = shm.to_vec().unwrap();
-        let at = bytes
-            .windows(8)
-            .position(|w| w == MARK.to_ne_bytes())
-            .expect("the elements are in the segment");
-        shm.write_at(at, &0u64.to_ne_bytes()).unwrap();
-        let seen = g[0];
-        drop(g);
+        let seen = write_under_guard(shm, &a);
         dir.unlink().unwrap();
         panic!("attached: a write through it showed under a live guard ({seen:#x})");
     }
@@ -267,18 +273,8 @@ fn a_segment_held_as_shared_memory_does_not_open_as_a_directory() {
     shm.write_at(0, &bytes).unwrap();
     let opened = multiproc::Directory::open(&copy);
     if let Ok(d) = &opened {
-        const MARK: u64 = 0x5a5a_1234_8765_a5a5;
         let a = multiproc::Array::<u64>::open_in(d, "a").unwrap();
-        let mut g = a.lock().unwrap();
-        g.fill(MARK);
-        let now = shm.to_vec().unwrap();
-        let at = now
-            .windows(8)
-            .position(|w| w == MARK.to_ne_bytes())
-            .expect("the elements are in the segment");
-        shm.write_at(at, &0u64.to_ne_bytes()).unwrap();
-        let seen = g[0];
-        drop(g);
+        let seen = write_under_guard(&shm, &a);
         shm.unlink().unwrap();
         panic!("opened: a SharedMemory write showed under a live guard ({seen:#x})");
     }

@@ -3,31 +3,13 @@
 
 mod common;
 
-use common::{T, join_ok, spawn};
+use common::{BlockT, T, join_ok, spawn};
 use multiproc::token::{self, Exported};
 use multiproc::{
     Array, BoundedSemaphore, Error, Event, Lock, RLock, RawArray, RawValue, Semaphore,
     TryLockError, Value,
 };
 use serde::{Deserialize, Serialize};
-
-/// The documented layout of a block in a token (`multiproc::token`'s format),
-/// mirrored here to read and forge tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-enum BlockT {
-    Arena {
-        fd: u32,
-        inode: u64,
-        off: u32,
-        generation: u32,
-        class: u8,
-    },
-    Large {
-        fd: u32,
-        inode: u64,
-        size: u64,
-    },
-}
 
 /// A Lock's token: version, tag, (block, at).
 type LockT = (u16, u16, (BlockT, u32));

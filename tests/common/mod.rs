@@ -139,3 +139,30 @@ pub fn pin_to_one_cpu() {
     one.set(first);
     sched_setaffinity(None, &one).expect("pinning to one CPU");
 }
+
+/// The documented layout of a block in a token (`multiproc::token`'s format),
+/// mirrored here to read and forge tokens.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum BlockT {
+    Arena {
+        fd: u32,
+        inode: u64,
+        off: u32,
+        generation: u32,
+        class: u8,
+    },
+    Large {
+        fd: u32,
+        inode: u64,
+        size: u64,
+    },
+}
+
+/// A late move of a one-CPU ping-pong: every fifth move (`i % 5 == 0`) the mover
+/// yields once first, so that the waiter's first hand-off finds nothing and its
+/// wait goes on past it.
+pub fn late_move(i: u32) {
+    if i % 5 == 0 {
+        std::thread::yield_now();
+    }
+}
