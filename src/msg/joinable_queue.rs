@@ -32,8 +32,8 @@ use serde::de::DeserializeOwned;
 
 use super::holder::{Holder, Roles};
 use super::queue::{
-    Fast, Receiver, SMALL, Sender, decode, encode, get_one, get_one_general, get_small, get_with,
-    put_one, put_with, with_encoded, with_scratch,
+    Receiver, Sender, decode, encode, get_decoded, get_one, get_with, put_one, put_with,
+    with_encoded, with_scratch,
 };
 use super::ring::{self, DONE_SEQ, JOINERS, Ring, Role};
 use super::roles::Who;

@@ -271,7 +271,7 @@ pub(crate) fn put_one(
 /// because the side's lock is held by another thread (`Busy`: the slow path goes
 /// straight to waiting for it, without a second try of a contended line), or
 /// nothing for another reason (`Not`: the general path says why, or waits).
-pub(crate) enum Fast {
+enum Fast {
     Done(usize),
     Busy,
     Not,
@@ -319,11 +319,8 @@ fn put_one_general(
         // Contended: the slow way, without a second try of the lock's line.
         return put_general(h, block, timeout, what, false, |put| put(bytes));
     };
-    if ring.put_now(bytes) {
-        ring.unlock_producer(hold);
-        return Ok(());
-    }
-    // No room at once (or pieces): the general way, under the same hold.
+    // The fast path found no room at once (or the message goes in pieces): the
+    // general way, which waits for room, under this hold.
     let r = Wait::new(block, timeout, what).and_then(|wait| ring.put_locked(bytes, &wait));
     ring.unlock_producer(hold);
     r
@@ -343,7 +340,7 @@ pub(crate) fn get_one(
 
 /// Messages at most this long are taken into a buffer on the stack by a typed get
 /// (no thread-local scratch buffer, no allocation).
-pub(crate) const SMALL: usize = 128;
+const SMALL: usize = 128;
 
 /// A get's fast path: takes the next message into `buf` if the handle is open,
 /// the timeout is one the clock can hold, the consumer lock is ours (biased) or
@@ -355,7 +352,7 @@ pub(crate) const SMALL: usize = 128;
 /// in registers: a typed get decodes from `buf` itself (no closure, no
 /// `Result` of the general path moved on the way).
 #[inline(never)]
-pub(crate) fn get_small(h: &Holder, timeout: Option<Duration>, buf: &mut [u8; SMALL]) -> Fast {
+fn get_small(h: &Holder, timeout: Option<Duration>, buf: &mut [u8; SMALL]) -> Fast {
     if h.is_closed() || !Deadline::surely_fits(timeout) {
         return Fast::Not;
     }
@@ -377,11 +374,11 @@ pub(crate) fn get_small(h: &Holder, timeout: Option<Duration>, buf: &mut [u8; SM
 }
 
 /// Gets one message and hands its bytes to `take` (a typed get decodes there),
-/// after [`get_small`] took nothing (`fast`: what it found): a message of at most [`SMALL`] bytes that is
-/// there at once goes through a buffer on the stack, anything else through
-/// [`get_with`]. Not generic, for the reason given at [`put_one`].
+/// after [`get_small`] took nothing (`fast`: what it found): under the consumer
+/// lock if it is free now, else through [`get_with`], which waits for it. Not
+/// generic, for the reason given at [`put_one`].
 #[inline(never)]
-pub(crate) fn get_one_general(
+fn get_one_general(
     h: &Holder,
     block: bool,
     timeout: Option<Duration>,
@@ -389,37 +386,52 @@ pub(crate) fn get_one_general(
     fast: Fast,
     take: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    if h.is_closed() {
-        return Err(Error::Closed(what));
-    }
-    // A timeout too large for the clock is refused even when not needed, as on
-    // the general path (and before any message is taken).
-    Deadline::check(timeout)?;
     let ring = &*h.ring;
-    // Busy: the lock's line is contended, not tried a second time.
+    // Busy: the lock's line is contended, not tried a second time. Closed: said
+    // by `get_with`.
     let free = match fast {
         Fast::Busy => None,
+        _ if h.is_closed() => None,
         _ => ring.lock_consumer_free(),
     };
     if let Some(hold) = free {
-        let mut small = [0u8; SMALL];
-        let tasks = h.joinable.then(|| ring.table(Role::Tasks));
-        let got = ring.take_small(&mut small, &mut || {
-            if let Some(t) = tasks {
-                t.add(Who::Me, 1);
-            }
-        });
-        if let Some(n) = got {
-            ring.unlock_consumer(hold);
-            return take(&small[..n]);
-        }
-        // Nothing small there at once: the general way, keeping the lock.
+        // No whole small message at once (the fast path looked): the general
+        // way, which waits for one (and refuses a timeout the clock cannot
+        // hold before taking anything), under this hold.
         let r = Wait::new(block, timeout, what)
             .and_then(|wait| with_scratch(|buf| get_held(h, &wait, 1, buf, |b| take(b))));
         ring.unlock_consumer(hold);
         return r.map(|_| ());
     }
     with_scratch(|buf| get_with(h, block, timeout, 1, what, buf, |b| take(b))).map(|_| ())
+}
+
+/// A typed get: [`get_small`], whose message `decode` reads from the stack, else
+/// [`get_one_general`]. Inline: each message type's `decode` is its own.
+#[inline(always)]
+pub(crate) fn get_decoded<T>(
+    h: &Holder,
+    block: bool,
+    timeout: Option<Duration>,
+    what: &'static str,
+    decode: impl Fn(&[u8]) -> Result<T>,
+) -> Result<T> {
+    let mut small = [0u8; SMALL];
+    let fast = match get_small(h, timeout, &mut small) {
+        Fast::Done(n) => return decode(&small[..n]),
+        other => other,
+    };
+    let mut msg = None;
+    get_one_general(h, block, timeout, what, fast, &mut |b| {
+        msg = Some(decode(b)?);
+        Ok(())
+    })?;
+    // Not `ok_or(Error::Empty)`: that builds an `Error` on every get and drops
+    // it (an out-of-line call) when a message came, as it nearly always does.
+    match msg {
+        Some(m) => Ok(m),
+        None => Err(Error::Empty),
+    }
 }
 
 /// Gets up to `max` messages (at least one, waiting for it when `block`), handing
@@ -619,23 +631,7 @@ macro_rules! consumer_api {
                 timeout: Option<Duration>,
                 what: &'static str,
             ) -> Result<T> {
-                let mut small = [0u8; SMALL];
-                let fast = match get_small(&self.holder, timeout, &mut small) {
-                    Fast::Done(n) => return decode(&small[..n]),
-                    other => other,
-                };
-                let mut msg = None;
-                get_one_general(&self.holder, block, timeout, what, fast, &mut |b| {
-                    msg = Some(decode(b)?);
-                    Ok(())
-                })?;
-                // Not `ok_or(Error::Empty)`: that builds an `Error` on every get and
-                // drops it (an out-of-line call) when a message came, as it nearly
-                // always does.
-                match msg {
-                    Some(m) => Ok(m),
-                    None => Err(Error::Empty),
-                }
+                get_decoded(&self.holder, block, timeout, what, decode)
             }
 
             /// Takes up to `max` messages: waits at most `timeout` for the first,
@@ -783,28 +779,7 @@ macro_rules! pod_consumer_api {
             /// # Ok::<(), multiproc::Error>(())
             /// ```
             pub fn get_pod(&self, timeout: Option<Duration>) -> Result<T> {
-                let mut small = [0u8; SMALL];
-                let fast = match get_small(&self.holder, timeout, &mut small) {
-                    Fast::Done(n) => return pod_from(&small[..n]),
-                    other => other,
-                };
-                let mut msg = None;
-                get_one_general(
-                    &self.holder,
-                    true,
-                    timeout,
-                    "Queue.get_pod",
-                    fast,
-                    &mut |b| {
-                        msg = Some(pod_from(b)?);
-                        Ok(())
-                    },
-                )?;
-                // Not `ok_or`, as in `get`.
-                match msg {
-                    Some(m) => Ok(m),
-                    None => Err(Error::Empty),
-                }
+                get_decoded(&self.holder, true, timeout, "Queue.get_pod", pod_from)
             }
         }
     };
