@@ -49,8 +49,10 @@ pub const SCENARIO: Scenario = Scenario {
             metric: METRIC,
             processes: 4,
             reference: "cpython",
-            at_least: 100.0,
-            text: ">= 100x faster than CPython",
+            // DESIGN's S4 row and issue 14: at 4 processes on 2 cores the goal is
+            // Open MPI's speed and 10x CPython (100x is the 2-process goal).
+            at_least: 10.0,
+            text: ">= 10x faster than CPython",
         },
     ],
 };
