@@ -93,6 +93,7 @@ use std::time::Duration;
 use super::ident;
 use super::owner_died::{LockResult, OwnerDied, TryLockError, TryLockResult};
 use super::raw_lock::{Acquired, OWNER_CHECK_INTERVAL};
+use super::spin;
 use super::{Lock, RLock};
 use crate::error::{Error, Result};
 use crate::sys::futex;
@@ -783,6 +784,7 @@ impl Condition {
     /// assert!(cond.is_owned());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[inline]
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         self.wait_checked(timeout, None)
     }
@@ -825,16 +827,36 @@ impl Condition {
     }
 
     /// `wait`, with `check` run after every interrupted futex wait (none: `wait`).
+    ///
+    /// Inline, with its two halves out of line: on one CPU, the first hand-off
+    /// (`spin::hand_off`: a yield to the notifier, and a look at the slot) runs in
+    /// the caller's frame, since a return across that context switch would cost a
+    /// quarter of it (see `spin::hand_off`); the calls after it cost nothing.
+    #[inline]
     fn wait_checked(
         &self,
         timeout: Option<Duration>,
-        mut check: Option<&mut dyn FnMut() -> bool>,
+        check: Option<&mut dyn FnMut() -> bool>,
     ) -> Result<bool> {
         let what = if check.is_some() {
             "Condition::wait_interruptible"
         } else {
             "Condition::wait"
         };
+        let (i, mine, count, deadline) = self.enter_wait(what, timeout)?;
+        let slot = self.slot(i);
+        let handed_off = spin::hand_off(|| slot.state.load(Ordering::Acquire) != mine);
+        self.finish_wait(what, (i, mine, count, deadline), handed_off, check)
+    }
+
+    /// The first half of a wait: checks, registers a slot, releases the lock;
+    /// returns the slot, its registration, what `relock` needs and the deadline.
+    #[inline(never)]
+    fn enter_wait(
+        &self,
+        what: &'static str,
+        timeout: Option<Duration>,
+    ) -> Result<(usize, u32, u32, Deadline)> {
         self.check_owned(what)?;
         if let Inner::RLock(r) = &self.inner {
             // Waiting releases every level: refused while a Value or Array guard
@@ -843,33 +865,63 @@ impl Condition {
         }
         let deadline = Deadline::after(timeout)?;
         let (i, mine) = self.register()?;
-        let slot = self.slot(i);
         let count = self.unlock_all();
+        Ok((i, mine, count, deadline))
+    }
+
+    /// The rest of a wait after [`enter_wait`](Self::enter_wait) and the inline
+    /// hand-off (`handed_off`: it found the slot notified): the yield phase on
+    /// one CPU, the sleep in slices, then the relock.
+    #[inline(never)]
+    fn finish_wait(
+        &self,
+        what: &'static str,
+        (i, mine, count, deadline): (usize, u32, u32, Deadline),
+        handed_off: bool,
+        mut check: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<bool> {
+        let slot = self.slot(i);
+        // Confined to one CPU, the notifier runs only when this waiter gives the
+        // core up: hand it over (the bounded yield phase, `spin::yield_until`)
+        // before the futex sleep. The notifier's wake then finds nobody asleep,
+        // and its release of the lock comes before this waiter's relock; a sleeper
+        // woken by `notify` instead preempted the notifier while it still held
+        // the lock, and went on to wait for that lock too (a one-core ping-pong
+        // took 4x a raw futex one). On several CPUs the notifier may be running
+        // elsewhere: no yield (a yield among busy processes costs a time slice).
+        let ready = || slot.state.load(Ordering::Acquire) != mine;
+        let handed_off = handed_off || spin::yield_phase_on_one_cpu(ready);
         let mut watch = Watch::default();
         // When the dead waiters' notifications were last checked: every elapsed
         // slice, however often signals cut the futex wait short.
         let mut checked = std::time::Instant::now();
         // Some(notified), or None: interrupted (the slot is left, see below).
-        let notified = loop {
-            let s = slot.state.load(Ordering::Acquire);
-            if s != mine {
-                break Some(true); // NOTIFIED: only a notify (or re-delivery) changes it
-            }
-            if deadline.expired() {
-                // Notified just as the timeout hit: the notification is taken.
-                break Some(!self.leave(i, mine));
-            }
-            let woke = futex::wait(slot.state, mine, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
-            if woke == futex::Wake::Interrupted && check.as_mut().is_some_and(|c| c()) {
-                // Notified just as the check said stop: not taken, passed on.
-                if !self.leave(i, mine) {
-                    self.hand_on(i, mine);
+        // NOTIFIED already when a yield saw it: only a notify changes the state.
+        let notified = if handed_off {
+            Some(true)
+        } else {
+            loop {
+                let s = slot.state.load(Ordering::Acquire);
+                if s != mine {
+                    break Some(true); // NOTIFIED: only a notify (or re-delivery) changes it
                 }
-                break None;
-            }
-            if woke == futex::Wake::TimedOut || checked.elapsed() >= OWNER_CHECK_INTERVAL {
-                self.check_notified_slots(i, &mut watch);
-                checked = std::time::Instant::now();
+                if deadline.expired() {
+                    // Notified just as the timeout hit: the notification is taken.
+                    break Some(!self.leave(i, mine));
+                }
+                let woke =
+                    futex::wait(slot.state, mine, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
+                if woke == futex::Wake::Interrupted && check.as_mut().is_some_and(|c| c()) {
+                    // Notified just as the check said stop: not taken, passed on.
+                    if !self.leave(i, mine) {
+                        self.hand_on(i, mine);
+                    }
+                    break None;
+                }
+                if woke == futex::Wake::TimedOut || checked.elapsed() >= OWNER_CHECK_INTERVAL {
+                    self.check_notified_slots(i, &mut watch);
+                    checked = std::time::Instant::now();
+                }
             }
         };
         let how = self.relock(count);

@@ -163,6 +163,16 @@ pub(crate) fn hand_off(mut ready: impl FnMut() -> bool) -> bool {
     ready()
 }
 
+/// The yield phase ([`yield_until`]) of a wait confined to one CPU, where the
+/// process it waits for runs only when this one gives the core up; `false` at
+/// once on several CPUs (the partner may be running elsewhere, and a yield among
+/// busy processes costs a time slice). For waits that have no [`AdaptiveSpin`]
+/// (a Condition's), after their inline [`hand_off`].
+#[inline]
+pub(crate) fn yield_phase_on_one_cpu(ready: impl FnMut() -> bool) -> bool {
+    cores() == 1 && yield_until(ready)
+}
+
 /// Yields this core while `ready()` is false, as long as the yields run other
 /// processes that hand it back soon, for at most [`YIELD_TIME`]; returns whether
 /// it became true.
@@ -413,6 +423,24 @@ mod tests {
         // On two CPUs the partner may run on the other one: no yield, no look.
         if let Some(n) = on_cpus(2, || (cores(), hand_off(|| panic!("looked")))) {
             assert_eq!(n, (2, false));
+        }
+    }
+
+    #[test]
+    fn the_yield_phase_of_waits_without_a_spin_runs_only_on_one_cpu() {
+        let looks = on_cpus(1, || {
+            let mut looks = 0;
+            assert!(yield_phase_on_one_cpu(|| {
+                looks += 1;
+                true
+            }));
+            // Never ready: the phase still ends on its own.
+            assert!(!yield_phase_on_one_cpu(|| false));
+            looks
+        });
+        assert_eq!(looks, Some(1));
+        if let Some(r) = on_cpus(2, || yield_phase_on_one_cpu(|| panic!("looked"))) {
+            assert!(!r, "yielded on two CPUs");
         }
     }
 
