@@ -53,7 +53,7 @@ fn wait_woken(progress: &Condition, woken: &RawValue<u32>, n: u32) {
 /// turn and notified, and with the lock held again (the notify that follows
 /// needs it). Every fifth move is late (the mover yields once first, holding
 /// the lock), so that the waiter's first hand-off finds no notification and
-/// its wait goes on.
+/// its wait goes on (one in 35 past its yield phase, to the futex sleep).
 #[test]
 fn one_cpu_ping_pong_waits_for_each_notify() {
     for cond in [
@@ -70,6 +70,13 @@ fn one_cpu_ping_pong_waits_for_each_notify() {
                 assert!(c.is_owned(), "a wait returned without the lock");
             }
         };
+        // After the last move nobody notifies: a wait (still on one CPU, whose
+        // hand-off and yield phase find nothing) times out with `false`.
+        let nobody_notifies = |c: &Condition| {
+            let short = Some(Duration::from_millis(20));
+            assert!(!c.wait(short).unwrap(), "a wait nobody notified said notified");
+            assert!(c.is_owned());
+        };
         let (c2, t2) = (cond.clone(), turn.clone());
         let responder = spawn(move || {
             pin_to_one_cpu();
@@ -80,6 +87,7 @@ fn one_cpu_ping_pong_waits_for_each_notify() {
                 t2.store(2 * i + 2);
                 c2.notify(1).unwrap();
             }
+            nobody_notifies(&c2);
         });
         let (c1, t1) = (cond.clone(), turn.clone());
         let initiator = spawn(move || {
@@ -91,6 +99,7 @@ fn one_cpu_ping_pong_waits_for_each_notify() {
                 c1.notify(1).unwrap();
                 wait_for(&c1, &t1, 2 * i + 2);
             }
+            nobody_notifies(&c1);
         });
         join_ok(initiator);
         join_ok(responder);
