@@ -74,7 +74,10 @@ fn one_cpu_ping_pong_waits_for_each_notify() {
         // hand-off and yield phase find nothing) times out with `false`.
         let nobody_notifies = |c: &Condition| {
             let short = Some(Duration::from_millis(20));
-            assert!(!c.wait(short).unwrap(), "a wait nobody notified said notified");
+            assert!(
+                !c.wait(short).unwrap(),
+                "a wait nobody notified said notified"
+            );
             assert!(c.is_owned());
         };
         let (c2, t2) = (cond.clone(), turn.clone());
