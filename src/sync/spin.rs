@@ -47,11 +47,14 @@
 //! owner checks of the sleeping loop follow within that bound.
 //!
 //! Confined to one CPU, a wait does not spin at all (nor probe): its partner
-//! cannot run while it spins, so it goes straight to the yield phase. An Event's
-//! or a Semaphore's wait makes its first yield there inline, in the caller's
-//! frame ([`hand_off`]), and enters its out-of-line wait (and the yield phase)
-//! only when that yield brought no answer: a return across the context switch
-//! costs a quarter of the hand-off on this machine (see [`hand_off`]).
+//! cannot run while it spins, so it goes straight to the yield phase (a
+//! contended raw lock's wait too: it skips its own spin). An Event's, a
+//! Semaphore's, a Condition's and a Barrier's wait makes its first yield there
+//! inline, in the caller's frame ([`hand_off`]), and enters its out-of-line
+//! wait (and the yield phase) only when that yield brought no answer: a return
+//! across the context switch costs a quarter of the hand-off on this machine
+//! (see [`hand_off`]). A Condition has no spin budget: its yield phase is
+//! [`yield_phase_on_one_cpu`], and on several CPUs it sleeps at once.
 //!
 //! The budget is process-local (a field of the handle, not shared memory): it
 //! describes how this process and its partners are scheduled, and costs no shared
