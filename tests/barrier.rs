@@ -4,8 +4,49 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BOUND, T, join_ok, kill, poll_until, spawn};
+use common::{BOUND, T, join_ok, kill, late_move, pin_to_one_cpu, poll_until, spawn};
 use multiproc::{Barrier, Error, Event, RawArray, RawValue};
+
+/// Two and three parties on one CPU (the one-core hand-off, where each waiting
+/// party yields the core to those still to come): no party leaves a round before
+/// every party arrived in it, checked by the round each party writes before it
+/// arrives. Late arrivals (`late_move`: one yield first, or 300) send the waiting
+/// parties past their first hand-off, and past their yield phase to the futex.
+/// At the end one party waits alone: its wait times out (breaking the barrier).
+#[test]
+fn one_cpu_rounds_release_only_when_all_arrived() {
+    for parties in [2, 3] {
+        const ROUNDS: u32 = 3000;
+        let barrier = Barrier::new(parties).unwrap();
+        let arrived = RawArray::<u32>::new(parties).unwrap();
+        let kids: Vec<_> = (0..parties)
+            .map(|p| {
+                let (b, arrived) = (barrier.clone(), arrived.clone());
+                spawn(move || {
+                    pin_to_one_cpu();
+                    for r in 1..=ROUNDS {
+                        if p == r as usize % parties {
+                            late_move(r);
+                        }
+                        arrived.set(p, r).unwrap();
+                        b.wait(T).unwrap();
+                        for q in 0..parties {
+                            let at = arrived.get(q).unwrap();
+                            assert!(at >= r, "left round {r} before party {q} arrived");
+                        }
+                    }
+                    if p == 0 {
+                        let r = b.wait(Some(Duration::from_millis(20)));
+                        assert!(matches!(r, Err(Error::BrokenBarrier("timed out"))));
+                    }
+                })
+            })
+            .collect();
+        for k in kids {
+            join_ok(k);
+        }
+    }
+}
 
 /// 4 processes x 10,000 rounds: every round releases all 4 with the indices 0..4,
 /// the action runs exactly once per round, in the last arriver (index 3), before

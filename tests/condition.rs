@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{T, join_ok, kill, spawn};
+use common::{T, join_ok, kill, late_move, pin_to_one_cpu, spawn};
 use multiproc::{Condition, Error, Event, Lock, RLock, RawArray, RawValue, TryLockError};
 
 /// Starts `k` children that each wait once on `cond` (recording in `woken` when
@@ -47,6 +47,69 @@ fn wait_woken(progress: &Condition, woken: &RawValue<u32>, n: u32) {
 
 /// notify(1) wakes exactly one of 4 waiting processes, each time; notify(2) two;
 /// notify_all the rest.
+/// Two processes on one CPU pass a turn through one Condition (the one-core
+/// hand-off, where each wait yields the core to the notifier), over an RLock
+/// and over a Lock: every wait returns true only once the partner moved the
+/// turn and notified, and with the lock held again (the notify that follows
+/// needs it). Every fifth move is late (the mover yields once first, holding
+/// the lock), so that the waiter's first hand-off finds no notification and
+/// its wait goes on (one in 35 past its yield phase, to the futex sleep).
+#[test]
+fn one_cpu_ping_pong_waits_for_each_notify() {
+    for cond in [
+        Condition::new().unwrap(),
+        Condition::with_lock(Lock::new().unwrap()).unwrap(),
+    ] {
+        let turn = RawValue::new(0u32).unwrap();
+        const ROUNDS: u32 = 3000;
+        // Waits (the lock held) until the turn is `want`.
+        let wait_for = |c: &Condition, t: &RawValue<u32>, want: u32| {
+            while t.load() != want {
+                assert!(c.wait(T).unwrap(), "wait timed out");
+                assert_eq!(t.load(), want, "a wait returned before the notify");
+                assert!(c.is_owned(), "a wait returned without the lock");
+            }
+        };
+        // After the last move nobody notifies: a wait (still on one CPU, whose
+        // hand-off and yield phase find nothing) times out with `false`.
+        let nobody_notifies = |c: &Condition| {
+            let short = Some(Duration::from_millis(20));
+            assert!(
+                !c.wait(short).unwrap(),
+                "a wait nobody notified said notified"
+            );
+            assert!(c.is_owned());
+        };
+        let (c2, t2) = (cond.clone(), turn.clone());
+        let responder = spawn(move || {
+            pin_to_one_cpu();
+            let _g = c2.lock().unwrap();
+            for i in 0..ROUNDS {
+                wait_for(&c2, &t2, 2 * i + 1);
+                late_move(i);
+                t2.store(2 * i + 2);
+                c2.notify(1).unwrap();
+            }
+            nobody_notifies(&c2);
+        });
+        let (c1, t1) = (cond.clone(), turn.clone());
+        let initiator = spawn(move || {
+            pin_to_one_cpu();
+            let _g = c1.lock().unwrap();
+            for i in 0..ROUNDS {
+                late_move(i);
+                t1.store(2 * i + 1);
+                c1.notify(1).unwrap();
+                wait_for(&c1, &t1, 2 * i + 2);
+            }
+            nobody_notifies(&c1);
+        });
+        join_ok(initiator);
+        join_ok(responder);
+        assert_eq!(turn.load(), 2 * ROUNDS);
+    }
+}
+
 #[test]
 fn notify_one_wakes_exactly_one_of_several_processes() {
     let cond = Condition::new().unwrap();

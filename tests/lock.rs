@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BOUND, join_ok, spawn};
+use common::{BOUND, T, join_ok, pin_to_one_cpu, spawn};
 use multiproc::{Error, Event, Lock, RLock, RawValue, TryLockError};
 
 /// A deliberately non-atomic read-modify-write: without exclusion, increments are lost.
@@ -33,6 +33,66 @@ fn lock_excludes_four_processes() {
     kids.into_iter().for_each(join_ok);
     assert_eq!(counter.get(), 200_000);
     assert!(!lock.is_locked());
+}
+
+/// Three processes on one CPU share a Lock and an RLock, and every tenth holder
+/// yields the core inside (so the others find the lock held: the contended wait
+/// confined to one CPU, which yields instead of spinning): no increment is lost,
+/// through `lock`, `acquire` and `RLock::lock`.
+#[test]
+fn one_cpu_contention_excludes() {
+    let (lock, rlock) = (Lock::new().unwrap(), RLock::new().unwrap());
+    let counter = RawValue::new(0u64).unwrap();
+    let rcounter = RawValue::new(0u64).unwrap();
+    const EACH: u64 = 6000;
+    let kids: Vec<_> = (0..3)
+        .map(|_| {
+            let (lock, rlock) = (lock.clone(), rlock.clone());
+            let (c, r) = (counter.clone(), rcounter.clone());
+            spawn(move || {
+                pin_to_one_cpu();
+                for i in 0..EACH {
+                    let inside = || {
+                        bump(&c);
+                        if i % 10 == 0 {
+                            std::thread::yield_now();
+                        }
+                        bump(&c);
+                    };
+                    match i % 3 {
+                        0 => {
+                            let _g = lock.lock().unwrap();
+                            inside();
+                        }
+                        1 => {
+                            assert!(lock.acquire(true, T).unwrap());
+                            inside();
+                            lock.release().unwrap();
+                        }
+                        _ => {
+                            let _g = lock.lock().unwrap();
+                            let _r = rlock.lock().unwrap();
+                            inside();
+                        }
+                    }
+                }
+                // The RLock's own contended wait: it alone guards `r`.
+                for i in 0..EACH {
+                    let _r = rlock.lock().unwrap();
+                    bump(&r);
+                    if i % 10 == 0 {
+                        std::thread::yield_now();
+                    }
+                    bump(&r);
+                }
+            })
+        })
+        .collect();
+    for k in kids {
+        join_ok(k);
+    }
+    assert_eq!(counter.get(), 3 * 2 * EACH);
+    assert_eq!(rcounter.get(), 3 * 2 * EACH);
 }
 
 #[test]

@@ -472,6 +472,7 @@ impl Barrier {
     /// assert!(matches!(r, Err(Error::BrokenBarrier("timed out"))));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[inline]
     pub fn wait(&self, timeout: Option<Duration>) -> Result<usize> {
         self.wait_checked(timeout, None)
     }
@@ -514,11 +515,41 @@ impl Barrier {
     }
 
     /// `wait`, with `check` run after every interrupted futex wait (none: `wait`).
+    ///
+    /// Inline, with its two halves out of line: on one CPU, the first hand-off
+    /// (`spin::hand_off`: a yield to the parties still to come, and a look at
+    /// the word) runs in the caller's frame, since a return across that context
+    /// switch would cost a quarter of it (see `spin::hand_off`). Not when the
+    /// last wait here was long: that one arms its alarms at once (see below).
+    #[inline]
     fn wait_checked(
         &self,
         timeout: Option<Duration>,
         mut check: Option<&mut dyn FnMut() -> bool>,
     ) -> Result<usize> {
+        let (index, w, deadline) = match self.arrive(timeout, &mut check)? {
+            Ok(index) => return Ok(index),
+            Err(waiting) => waiting,
+        };
+        let released = || self.current() & !STATE_MASK != w & !STATE_MASK;
+        if !self.long.load(Ordering::Relaxed) && spin::hand_off(released) {
+            // Released within the first hand-off: not a long wait, as the hint
+            // already says.
+            return Ok(index);
+        }
+        self.wait_arrived(index, w, deadline, check)
+    }
+
+    /// The first half of a wait: enters (waiting while a reset is in progress)
+    /// and arrives. `Ok(index)`: this party was the last and released the round;
+    /// `Err((index, word, deadline))`: it arrived and waits for the round `word`.
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn arrive(
+        &self,
+        timeout: Option<Duration>,
+        check: &mut Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<std::result::Result<usize, (usize, u32, Deadline)>> {
         let mut stop =
             |slept: Slept| slept == Slept::Interrupted && check.as_mut().is_some_and(|c| c());
         let deadline = Deadline::after(timeout.or(self.timeout))?;
@@ -583,13 +614,30 @@ impl Barrier {
                 }
             }
             self.next_round(w);
-            return Ok(index);
+            return Ok(Ok(index));
         }
         let announce = self.reason().load(Ordering::Relaxed) & ANNOUNCE != 0;
         drop(held);
         if announce {
             self.announce();
         }
+        Ok(Err((index, w, deadline)))
+    }
+
+    /// The rest of a wait after [`arrive`](Self::arrive) and the inline hand-off:
+    /// party `index` waits for the round `w` to be released, until `deadline`.
+    #[inline(never)]
+    fn wait_arrived(
+        &self,
+        index: usize,
+        w: u32,
+        deadline: Deadline,
+        mut check: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<usize> {
+        let mut stop =
+            |slept: Slept| slept == Slept::Interrupted && check.as_mut().is_some_and(|c| c());
+        let me = ident::process();
+        let parties = self.parties();
         let mut tick = 0usize;
         let mut watcher = ident::Watcher::default();
         let mut armed = false;

@@ -14,7 +14,8 @@
 //! 0   u32 registered   slots not FREE (a fast "nobody waits" test for notify)
 //! 4   u32 high         slots 0..high may be in use (only grows; bounds scans)
 //! 8   u32 next_ticket  arrival counter (wrapping): orders waiters FIFO
-//! 12  u32              reserved, 0
+//! 12  u32 sleepers     waiters inside their futex-sleeping loop (a notify
+//!                      makes the wake call only when it is not 0)
 //! 16  SLOTS x 16 bytes, slot i at 16 + 16 i:
 //!     0  u32 state     futex word: gen << 2 | FREE (0) / WAITING (1) / NOTIFIED (2)
 //!     4  u32 owner     the waiter's owner word (`ident::thread()`)
@@ -93,6 +94,7 @@ use std::time::Duration;
 use super::ident;
 use super::owner_died::{LockResult, OwnerDied, TryLockError, TryLockResult};
 use super::raw_lock::{Acquired, OWNER_CHECK_INTERVAL};
+use super::spin;
 use super::{Lock, RLock};
 use crate::error::{Error, Result};
 use crate::sys::futex;
@@ -292,6 +294,9 @@ impl Condition {
     }
     fn next_ticket(&self) -> &AtomicU32 {
         self.word(8)
+    }
+    fn sleepers(&self) -> &AtomicU32 {
+        self.word(12)
     }
     fn slot(&self, i: usize) -> Slot<'_> {
         let o = HEADER + SLOT * i;
@@ -700,9 +705,10 @@ impl Condition {
         // The ticket of the registration of `s` if the compare-exchange succeeds.
         let ticket = slot.ticket.load(Ordering::Relaxed);
         let notified = (s & !STATE_MASK) | NOTIFIED;
+        // SeqCst: pairs with the sleeper's count-then-look (see `sleepers`).
         if slot
             .state
-            .compare_exchange(s, notified, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(s, notified, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
             return false; // lost: another deliverer (or a timeout) won; write nothing
@@ -712,8 +718,28 @@ impl Condition {
         let _ =
             slot.horizon
                 .compare_exchange(ticket, horizon, Ordering::Release, Ordering::Relaxed);
-        futex::wake(slot.state, 1);
+        self.wake(slot.state);
         true
+    }
+
+    /// Wakes the owner of a slot whose `state` was just changed, if any waiter
+    /// may sleep: a waiter still in its hand-off or yield phase (on one CPU)
+    /// sees the change by itself, and the wake call of a futex nobody sleeps on
+    /// costs a system call (a quarter of a one-core hand-off here). Returns how
+    /// many woke.
+    ///
+    /// The Dekker handshake: a sleeper counts itself in `sleepers`, then looks at
+    /// its `state`, both SeqCst, before each futex sleep (which checks `state`
+    /// again); a deliverer changes `state` (SeqCst), then reads `sleepers`
+    /// (SeqCst). So either the sleeper sees the change and does not sleep, or
+    /// the deliverer sees it counted and wakes it. A waiter killed while counted
+    /// leaves the count one too high for good: later notifies just make the wake
+    /// call (as before the count existed).
+    fn wake(&self, state: &AtomicU32) -> usize {
+        if self.sleepers().load(Ordering::SeqCst) == 0 {
+            return 0;
+        }
+        futex::wake(state, 1)
     }
 
     /// Between slices of sleep: re-deliver notifications held by dead waiters.
@@ -783,6 +809,7 @@ impl Condition {
     /// assert!(cond.is_owned());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[inline]
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         self.wait_checked(timeout, None)
     }
@@ -825,16 +852,36 @@ impl Condition {
     }
 
     /// `wait`, with `check` run after every interrupted futex wait (none: `wait`).
+    ///
+    /// Inline, with its two halves out of line: on one CPU, the first hand-off
+    /// (`spin::hand_off`: a yield to the notifier, and a look at the slot) runs in
+    /// the caller's frame, since a return across that context switch would cost a
+    /// quarter of it (see `spin::hand_off`); the calls after it cost nothing.
+    #[inline]
     fn wait_checked(
         &self,
         timeout: Option<Duration>,
-        mut check: Option<&mut dyn FnMut() -> bool>,
+        check: Option<&mut dyn FnMut() -> bool>,
     ) -> Result<bool> {
         let what = if check.is_some() {
             "Condition::wait_interruptible"
         } else {
             "Condition::wait"
         };
+        let (i, mine, count, deadline) = self.enter_wait(what, timeout)?;
+        let slot = self.slot(i);
+        let handed_off = spin::hand_off(|| slot.state.load(Ordering::Acquire) != mine);
+        self.finish_wait(what, (i, mine, count, deadline), handed_off, check)
+    }
+
+    /// The first half of a wait: checks, registers a slot, releases the lock;
+    /// returns the slot, its registration, what `relock` needs and the deadline.
+    #[inline(never)]
+    fn enter_wait(
+        &self,
+        what: &'static str,
+        timeout: Option<Duration>,
+    ) -> Result<(usize, u32, u32, Deadline)> {
         self.check_owned(what)?;
         if let Inner::RLock(r) = &self.inner {
             // Waiting releases every level: refused while a Value or Array guard
@@ -843,35 +890,73 @@ impl Condition {
         }
         let deadline = Deadline::after(timeout)?;
         let (i, mine) = self.register()?;
-        let slot = self.slot(i);
         let count = self.unlock_all();
+        Ok((i, mine, count, deadline))
+    }
+
+    /// The rest of a wait after [`enter_wait`](Self::enter_wait) and the inline
+    /// hand-off (`handed_off`: it found the slot notified): the yield phase on
+    /// one CPU, the sleep in slices, then the relock.
+    #[inline(never)]
+    fn finish_wait(
+        &self,
+        what: &'static str,
+        (i, mine, count, deadline): (usize, u32, u32, Deadline),
+        handed_off: bool,
+        mut check: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<bool> {
+        let slot = self.slot(i);
+        // Confined to one CPU, the notifier runs only when this waiter gives the
+        // core up: hand it over (the bounded yield phase, `spin::yield_until`)
+        // before the futex sleep. The notifier's wake then finds nobody asleep,
+        // and its release of the lock comes before this waiter's relock; a sleeper
+        // woken by `notify` instead preempted the notifier while it still held
+        // the lock, and went on to wait for that lock too (a one-core ping-pong
+        // took 4x a raw futex one). On several CPUs the notifier may be running
+        // elsewhere: no yield (a yield among busy processes costs a time slice).
+        let ready = || slot.state.load(Ordering::Acquire) != mine;
+        let handed_off = handed_off || spin::yield_phase_on_one_cpu(ready);
         let mut watch = Watch::default();
         // When the dead waiters' notifications were last checked: every elapsed
         // slice, however often signals cut the futex wait short.
         let mut checked = std::time::Instant::now();
+        // Counted before the looks of the sleeping loop (SeqCst), so that a
+        // notify after a look makes its wake call (see `wake`).
+        if !handed_off {
+            self.sleepers().fetch_add(1, Ordering::SeqCst);
+        }
         // Some(notified), or None: interrupted (the slot is left, see below).
-        let notified = loop {
-            let s = slot.state.load(Ordering::Acquire);
-            if s != mine {
-                break Some(true); // NOTIFIED: only a notify (or re-delivery) changes it
-            }
-            if deadline.expired() {
-                // Notified just as the timeout hit: the notification is taken.
-                break Some(!self.leave(i, mine));
-            }
-            let woke = futex::wait(slot.state, mine, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
-            if woke == futex::Wake::Interrupted && check.as_mut().is_some_and(|c| c()) {
-                // Notified just as the check said stop: not taken, passed on.
-                if !self.leave(i, mine) {
-                    self.hand_on(i, mine);
+        // NOTIFIED already when a yield saw it: only a notify changes the state.
+        let notified = if handed_off {
+            Some(true)
+        } else {
+            loop {
+                let s = slot.state.load(Ordering::SeqCst);
+                if s != mine {
+                    break Some(true); // NOTIFIED: only a notify (or re-delivery) changes it
                 }
-                break None;
-            }
-            if woke == futex::Wake::TimedOut || checked.elapsed() >= OWNER_CHECK_INTERVAL {
-                self.check_notified_slots(i, &mut watch);
-                checked = std::time::Instant::now();
+                if deadline.expired() {
+                    // Notified just as the timeout hit: the notification is taken.
+                    break Some(!self.leave(i, mine));
+                }
+                let woke =
+                    futex::wait(slot.state, mine, Some(deadline.slice(OWNER_CHECK_INTERVAL)));
+                if woke == futex::Wake::Interrupted && check.as_mut().is_some_and(|c| c()) {
+                    // Notified just as the check said stop: not taken, passed on.
+                    if !self.leave(i, mine) {
+                        self.hand_on(i, mine);
+                    }
+                    break None;
+                }
+                if woke == futex::Wake::TimedOut || checked.elapsed() >= OWNER_CHECK_INTERVAL {
+                    self.check_notified_slots(i, &mut watch);
+                    checked = std::time::Instant::now();
+                }
             }
         };
+        if !handed_off {
+            self.sleepers().fetch_sub(1, Ordering::Relaxed);
+        }
         let how = self.relock(count);
         let Some(notified) = notified else {
             return Err(Error::Interrupted { what });
@@ -1069,6 +1154,39 @@ mod tests {
         });
         until_asleep(p.pid().unwrap());
         p
+    }
+
+    /// A sleeper counts itself in `sleepers` while in its sleeping loop, so that
+    /// a notify wakes it; with nobody counted, the wake call is skipped.
+    #[test]
+    fn a_sleeper_is_counted_and_woken_and_a_wake_with_no_sleeper_is_skipped() {
+        let c = Condition::new().unwrap();
+        let word = AtomicU32::new(0);
+        assert_eq!(c.sleepers().load(Ordering::SeqCst), 0);
+        assert_eq!(c.wake(&word), 0, "nobody counted: no wake call");
+        // Bounded: a failing assertion below leaves no child waiting for good.
+        let p = waiter(&c, 1, Some(BOUND));
+        assert_eq!(
+            c.sleepers().load(Ordering::SeqCst),
+            1,
+            "an asleep waiter uncounted"
+        );
+        let (i, _) = slots_in(&c, WAITING)[0];
+        // Counted: the wake call is made, and finds the sleeper (which, not
+        // notified, looks and sleeps again).
+        poll_until("the wake to find the sleeper", || {
+            c.wake(c.slot(i).state) == 1
+        });
+        {
+            let _g = c.lock().unwrap();
+            c.notify(1).unwrap();
+        }
+        assert_eq!(join(p), Some(0));
+        assert_eq!(
+            c.sleepers().load(Ordering::SeqCst),
+            0,
+            "a woken waiter still counted"
+        );
     }
 
     /// A waits and is SIGKILLed; B waits. Returns (A's slot and WAITING state, B).

@@ -327,9 +327,15 @@ impl RawLock {
         deadline: Deadline,
         stop: &dyn Fn() -> bool,
     ) -> Option<Acquired> {
-        let mut w = match self.spin(me) {
-            Ok(how) => return Some(how),
-            Err(w) => w,
+        // Confined to one CPU, the holder cannot run while this waiter spins: no
+        // spin, straight to the owner check and the yield phase below.
+        let mut w = if spin::cores() == 1 {
+            self.word.load(Ordering::Relaxed)
+        } else {
+            match self.spin(me) {
+                Ok(how) => return Some(how),
+                Err(w) => w,
+            }
         };
         // Before sleeping, the rate-limited check of `try_lock`: a process that
         // comes to a lock whose owner is already dead takes it now, not after a

@@ -47,11 +47,14 @@
 //! owner checks of the sleeping loop follow within that bound.
 //!
 //! Confined to one CPU, a wait does not spin at all (nor probe): its partner
-//! cannot run while it spins, so it goes straight to the yield phase. An Event's
-//! or a Semaphore's wait makes its first yield there inline, in the caller's
-//! frame ([`hand_off`]), and enters its out-of-line wait (and the yield phase)
-//! only when that yield brought no answer: a return across the context switch
-//! costs a quarter of the hand-off on this machine (see [`hand_off`]).
+//! cannot run while it spins, so it goes straight to the yield phase (a
+//! contended raw lock's wait too: it skips its own spin). An Event's, a
+//! Semaphore's, a Condition's and a Barrier's wait makes its first yield there
+//! inline, in the caller's frame ([`hand_off`]), and enters its out-of-line
+//! wait (and the yield phase) only when that yield brought no answer: a return
+//! across the context switch costs a quarter of the hand-off on this machine
+//! (see [`hand_off`]). A Condition has no spin budget: its yield phase is
+//! [`yield_phase_on_one_cpu`], and on several CPUs it sleeps at once.
 //!
 //! The budget is process-local (a field of the handle, not shared memory): it
 //! describes how this process and its partners are scheduled, and costs no shared
@@ -161,6 +164,16 @@ pub(crate) fn hand_off(mut ready: impl FnMut() -> bool) -> bool {
     }
     rustix::thread::sched_yield();
     ready()
+}
+
+/// The yield phase ([`yield_until`]) of a wait confined to one CPU, where the
+/// process it waits for runs only when this one gives the core up; `false` at
+/// once on several CPUs (the partner may be running elsewhere, and a yield among
+/// busy processes costs a time slice). For waits that have no [`AdaptiveSpin`]
+/// (a Condition's), after their inline [`hand_off`].
+#[inline]
+pub(crate) fn yield_phase_on_one_cpu(ready: impl FnMut() -> bool) -> bool {
+    cores() == 1 && yield_until(ready)
 }
 
 /// Yields this core while `ready()` is false, as long as the yields run other
@@ -413,6 +426,24 @@ mod tests {
         // On two CPUs the partner may run on the other one: no yield, no look.
         if let Some(n) = on_cpus(2, || (cores(), hand_off(|| panic!("looked")))) {
             assert_eq!(n, (2, false));
+        }
+    }
+
+    #[test]
+    fn the_yield_phase_of_waits_without_a_spin_runs_only_on_one_cpu() {
+        let looks = on_cpus(1, || {
+            let mut looks = 0;
+            assert!(yield_phase_on_one_cpu(|| {
+                looks += 1;
+                true
+            }));
+            // Never ready: the phase still ends on its own.
+            assert!(!yield_phase_on_one_cpu(|| false));
+            looks
+        });
+        assert_eq!(looks, Some(1));
+        if let Some(r) = on_cpus(2, || yield_phase_on_one_cpu(|| panic!("looked"))) {
+            assert!(!r, "yielded on two CPUs");
         }
     }
 

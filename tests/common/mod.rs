@@ -160,9 +160,17 @@ pub enum BlockT {
 
 /// A late move of a one-CPU ping-pong: every fifth move (`i % 5 == 0`) the mover
 /// yields once first, so that the waiter's first hand-off finds nothing and its
-/// wait goes on past it.
+/// wait goes on past it; and one move in 35 (`i % 35 == 7`) comes only after
+/// 300 yields, more than a waiter's bounded yield phase lasts (at most 200 us,
+/// and it ends sooner when yields come back at once), so that the waiter's
+/// wait goes on to its futex sleep.
 pub fn late_move(i: u32) {
     if i % 5 == 0 {
         std::thread::yield_now();
+    }
+    if i % 35 == 7 {
+        for _ in 0..300 {
+            std::thread::yield_now();
+        }
     }
 }

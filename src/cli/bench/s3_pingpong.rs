@@ -1,5 +1,6 @@
 //! S3: ping-pong between two processes, the round trip: through two Events
-//! (set / wait / clear) and through two Semaphores (release / acquire), against a pure spin on one shared cache line (the hardware
+//! (set / wait / clear) and through two Semaphores (release / acquire) (and, on
+//! one core, through one Condition: notify / wait), against a pure spin on one shared cache line (the hardware
 //! floor), a raw futex wait/wake without spinning, std channels between two threads,
 //! and CPython's Event and Semaphore. Also with both processes pinned to one CPU
 //! (the cores oversubscribed: the partner cannot run while one spins), against
@@ -9,7 +10,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use multiproc::{Event, RawValue, Semaphore};
+use multiproc::{Condition, Event, RawValue, Semaphore};
 use rustix::thread::futex;
 
 use super::{Ctx, Goal, Scenario, ns_since, samples_from_children};
@@ -17,7 +18,7 @@ use super::{Ctx, Goal, Scenario, ns_since, samples_from_children};
 pub const SCENARIO: Scenario = Scenario {
     id: "S3",
     title: "ping-pong between two processes, round trip",
-    steps: 9,
+    steps: 10,
     run,
     python: python_script!("s3_pingpong.py"),
     goals: &[
@@ -84,6 +85,7 @@ const EVENT: &str = "event round trip";
 const EVENT_BUSY: &str = "event round trip, both on one core";
 const SEMAPHORE: &str = "semaphore round trip";
 const SEMAPHORE_BUSY: &str = "semaphore round trip, both on one core";
+const CONDITION_BUSY: &str = "condition round trip, both on one core";
 /// How long one side waits for the other before the measurement fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -158,6 +160,65 @@ impl PingPong for Semaphores {
     fn stop(&self) {
         self.stop.store(1);
         self.ping.release().unwrap();
+    }
+}
+
+/// One Condition (over its default RLock) and a turn word it guards: each side
+/// holds the lock except inside `wait`, moves the turn (odd: the responder's,
+/// even: the initiator's), notifies, and waits until the turn is its own again
+/// (Python's `with cond: ... cond.notify(); cond.wait_for(...)` ping-pong).
+#[derive(Clone)]
+struct Conditions {
+    cond: Condition,
+    turn: RawValue<u64>,
+}
+
+const TURN_STOP: u64 = u64::MAX;
+
+impl Conditions {
+    /// Waits (the lock held) while the turn is `turn`; returns the new one.
+    fn wait_while(&self, turn: u64) -> u64 {
+        let end = Instant::now() + PATIENCE;
+        loop {
+            let t = self.turn.load();
+            if t != turn {
+                return t;
+            }
+            let notified = self.cond.wait(Some(PATIENCE)).unwrap();
+            assert!(notified || Instant::now() < end, "no notify");
+        }
+    }
+}
+
+impl PingPong for Conditions {
+    fn ping(&self, n: u64) {
+        let _g = self.cond.lock().unwrap();
+        let mut t = self.turn.load();
+        for _ in 0..n {
+            self.turn.store(t + 1);
+            self.cond.notify(1).unwrap();
+            t = self.wait_while(t + 1);
+        }
+    }
+    fn serve(&self) {
+        let _g = self.cond.lock().unwrap();
+        let mut t = self.turn.load();
+        loop {
+            if t == TURN_STOP {
+                return;
+            }
+            if t % 2 == 1 {
+                t += 1;
+                self.turn.store(t);
+                self.cond.notify(1).unwrap();
+            }
+            t = self.wait_while(t);
+        }
+    }
+    fn stop(&self) {
+        let _g = self.cond.lock().unwrap();
+        self.turn.store(TURN_STOP);
+        self.cond.notify(1).unwrap();
     }
 }
 
@@ -394,6 +455,13 @@ fn semaphores() -> multiproc::Result<Semaphores> {
     })
 }
 
+fn conditions() -> multiproc::Result<Conditions> {
+    Ok(Conditions {
+        cond: Condition::new()?,
+        turn: RawValue::new(0)?,
+    })
+}
+
 fn spin() -> multiproc::Result<Spin> {
     // The word sits in its own arena block: alone on its cache line, or sharing
     // it with that block's header only.
@@ -472,14 +540,19 @@ fn run(ctx: &mut Ctx) -> multiproc::Result<()> {
     ctx.step("multiproc Semaphore, both on one core");
     let v = us(measure(semaphores()?, busy_reps, target, true)?);
     ctx.record("multiproc", SEMAPHORE_BUSY, 2, "us", &v);
+    ctx.step("multiproc Condition, both on one core");
+    let v = us(measure(conditions()?, busy_reps, target, true)?);
+    ctx.record("multiproc", CONDITION_BUSY, 2, "us", &v);
     ctx.step("raw futex, both on one core");
     let v = us(measure(raw_futex()?, busy_reps, target, true)?);
     ctx.record("futex", EVENT_BUSY, 2, "us", &v);
     ctx.record("futex", SEMAPHORE_BUSY, 2, "us", &v);
+    ctx.record("futex", CONDITION_BUSY, 2, "us", &v);
     ctx.step("raw sched_yield, both on one core");
     let v = us(measure(raw_yield()?, busy_reps, target, true)?);
     ctx.record("yield", EVENT_BUSY, 2, "us", &v);
     ctx.record("yield", SEMAPHORE_BUSY, 2, "us", &v);
+    ctx.record("yield", CONDITION_BUSY, 2, "us", &v);
 
     ctx.step("threads: std mpsc channels");
     // After every fork of this scenario: the echo thread is joined before the next.
