@@ -145,7 +145,7 @@ pub(crate) fn thread_count_except(tid: i32) -> usize {
 
 /// The pid of the calling process.
 fn my_pid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get() as u32
+    fork::pid() as u32
 }
 
 impl Process {
@@ -388,8 +388,8 @@ impl Process {
                 ));
             }
         };
-        let parent = rustix::process::getpid();
-        let parent_pidfd = {
+        let parent = fork::pid();
+        {
             let mut reg = registry::registry();
             if reg.daemon {
                 drop(reg);
@@ -397,15 +397,14 @@ impl Process {
                 return Err(self.state_error("daemonic processes are not allowed to have children"));
             }
             reg.cleanup();
-            match reg.self_pidfd() {
-                Ok(fd) => fd,
-                Err(e) => {
-                    drop(reg);
-                    self.target = Some(Target::Closure(target));
-                    return Err(Error::io("opening a pidfd of the current process", e));
-                }
+            // Opened now if it was not yet (it then stays open in this process);
+            // the fork below moves it out of the registry and back.
+            if let Err(e) = reg.self_pidfd() {
+                drop(reg);
+                self.target = Some(Target::Closure(target));
+                return Err(Error::io("opening a pidfd of the current process", e));
             }
-        };
+        }
         // Take every process-local lock the child may need, in the lock order
         // stdout -> stderr -> arena -> inherit -> registry (see `shm::arena`): no other thread
         // holds one at the fork, and the child's only thread, a copy of this one,
@@ -428,15 +427,29 @@ impl Process {
             }
         };
         let mut reg = registry::registry();
-        // The child's record, built before the fork: the child allocates nothing.
-        let record = registry::ChildRecord {
-            identity: self.identity.clone(),
-            name: self.name.clone(),
-            daemon: self.daemon,
-            parent_name: reg.name().to_string(),
-            parent_pid: parent.as_raw_nonzero().get() as u32,
+        // Taken out of the registry across the fork and put back on each side
+        // (the child's copy as its parent's sentinel): a move, where a clone and
+        // its drop would write the count on the heap page both processes share
+        // (a copy-on-write fault on each side).
+        let Some(parent_pidfd) = reg.self_pidfd.take() else {
+            // Not expected: opened above, and only a new child's registry lets
+            // go of it.
+            drop((reg, handles, blocks, err, out));
+            self.target = Some(Target::Closure(target));
+            return Err(self.state_error("this process's own pidfd was not open"));
         };
+        // The child's record, built before the fork (the child allocates
+        // nothing), in the buffers of the last record (the parent keeps them
+        // after the fork rather than free them then: see `spent_record`).
+        let mut record = reg.spent_record.take().unwrap_or_default();
+        record.identity.clone_from(&self.identity);
+        record.name.clone_from(&self.name);
+        record.daemon = self.daemon;
+        record.parent_name.clear();
+        record.parent_name.push_str(reg.name());
+        record.parent_pid = parent as u32;
         if let Err(e) = blocks.add_child_holds() {
+            reg.self_pidfd = Some(parent_pidfd);
             drop((reg, handles, blocks, err, out));
             self.target = Some(Target::Closure(target));
             return Err(e);
@@ -448,6 +461,7 @@ impl Process {
         match fork::fork() {
             Err(e) => {
                 blocks.fork_failed();
+                reg.self_pidfd = Some(parent_pidfd);
                 drop((reg, handles, blocks, err, out));
                 self.target = Some(Target::Closure(target));
                 Err(Error::io(format!("forking process {:?}", self.name), e))
@@ -468,8 +482,9 @@ impl Process {
             }
             Ok(Forked::Parent(pid)) => {
                 let handles = handles.parent();
+                reg.self_pidfd = Some(parent_pidfd);
+                reg.spent_record = Some(record);
                 drop((reg, blocks, err, out));
-                drop((parent_pidfd, record));
                 // The child holds its own copy of everything the closure captured
                 // (its shared blocks were counted for it above): drop the parent's,
                 // closing its files and releasing its handles, and tell the child
@@ -568,8 +583,10 @@ impl Process {
                 1
             }
         };
+        // stdout's buffer, as CPython's `_flush_std_streams`. Not stderr: std's
+        // stderr is unbuffered (its `flush` does nothing but take and release
+        // its lock, a write to a page the parent shares: a copy-on-write fault).
         let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
         // Stop the parent watcher now: a thread still alive at `_exit` would make
         // the exit wait for the kernel to kill and schedule it (measured: 0.25 ms
         // more per daemon, and a tail of milliseconds on a 2-vCPU VM).

@@ -151,10 +151,15 @@ pub(crate) struct Registry {
     /// also those whose `Process` was dropped while they ran, so that they are
     /// reaped later instead of staying zombies.
     pub(crate) children: Vec<Arc<Child>>,
+    /// The record of the last child forked, kept by the parent after the fork
+    /// and refilled for the next one: freeing it just after the fork would write
+    /// the allocator's heap pages, which the child still shares (a copy-on-write
+    /// fault in the parent per start).
+    pub(crate) spent_record: Option<ChildRecord>,
 }
 
 /// What a child's [`Registry`] becomes ([`Registry::become_child`]).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct ChildRecord {
     pub(crate) identity: Vec<u32>,
     pub(crate) name: String,
@@ -172,6 +177,7 @@ pub(crate) static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     parent: None,
     self_pidfd: None,
     children: Vec::new(),
+    spent_record: None,
 });
 
 /// The name of the main process, as in CPython.

@@ -6,7 +6,7 @@
 //! the generation they were filled in.
 
 use std::sync::Once;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 static GENERATION: AtomicU32 = AtomicU32::new(1);
 static INSTALL: Once = Once::new();
@@ -32,6 +32,33 @@ pub fn install_hooks() {
 #[inline]
 pub fn generation() -> u32 {
     GENERATION.load(Ordering::Relaxed)
+}
+
+/// `generation << 32 | pid`, filled by [`pid`] once the fork hooks are installed
+/// (so that every later fork changes the generation and makes it stale).
+static PID: AtomicU64 = AtomicU64::new(0);
+
+/// The calling process's pid, cached per fork [`generation`]: `getpid` is a real
+/// system call (glibc caches nothing since 2.25), and starting and joining one
+/// process asked it about ten times.
+#[inline]
+pub(crate) fn pid() -> i32 {
+    let v = PID.load(Ordering::Relaxed);
+    if (v >> 32) as u32 == generation() && v as u32 != 0 {
+        return v as u32 as i32;
+    }
+    pid_slow()
+}
+
+#[cold]
+fn pid_slow() -> i32 {
+    // Installed before the value is cached: from then on every fork (through
+    // glibc's `fork`, which runs the handler) moves the generation on.
+    install_hooks();
+    let generation = generation();
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    PID.store(u64::from(generation) << 32 | u64::from(pid as u32), Ordering::Relaxed);
+    pid
 }
 
 /// Which side of a fork the caller is on.
