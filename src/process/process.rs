@@ -112,19 +112,21 @@ impl std::fmt::Debug for Process {
     }
 }
 
-/// Whether the calling thread is the only thread of this process, for a child
-/// about to `_exit` (see `arena::release_all_before_exit`); `stopped` is the tid
-/// of the parent watcher just stopped and joined, if any, which may still be
-/// leaving the kernel and must not count. Asks the kernel in one system call
-/// ([`fork::single_threaded`]); counts `/proc/self/task` only when that cannot
-/// tell, or when the only other thread may be the stopped watcher. Anything
-/// unknown is "not alone": the holds are then kept.
-pub(crate) fn alone_before_exit(stopped: Option<i32>) -> bool {
-    match (fork::single_threaded(), stopped) {
-        (Some(true), _) => true,
-        (Some(false), None) => false,
-        (_, Some(w)) => thread_count_except(w) == 1,
-        (None, None) => thread_count() == 1,
+crate::sys::fork::child_path! {
+    /// Whether the calling thread is the only thread of this process, for a child
+    /// about to `_exit` (see `arena::release_all_before_exit`); `stopped` is the tid
+    /// of the parent watcher just stopped and joined, if any, which may still be
+    /// leaving the kernel and must not count. Asks the kernel in one system call
+    /// ([`fork::single_threaded`]); counts `/proc/self/task` only when that cannot
+    /// tell, or when the only other thread may be the stopped watcher. Anything
+    /// unknown is "not alone": the holds are then kept.
+    pub(crate) fn alone_before_exit(stopped: Option<i32>) -> bool {
+        match (fork::single_threaded(), stopped) {
+            (Some(true), _) => true,
+            (Some(false), None) => false,
+            (_, Some(w)) => thread_count_except(w) == 1,
+            (None, None) => thread_count() == 1,
+        }
     }
 }
 
@@ -141,6 +143,21 @@ pub(crate) fn thread_count_except(tid: i32) -> usize {
         d.filter(|e| e.as_ref().map_or(true, |e| e.file_name() != name.as_str()))
             .count()
     })
+}
+
+/// A closure a child runs.
+type Closure = Box<dyn FnOnce() + Send + 'static>;
+
+/// What `start` holds across the fork: the locks in their order, and what the
+/// child's registry becomes.
+struct Held {
+    out: std::io::StdoutLock<'static>,
+    err: std::io::StderrLock<'static>,
+    blocks: arena::ForkGuard,
+    handles: inherit::ForkGuard,
+    reg: std::sync::MutexGuard<'static, registry::Registry>,
+    parent_pidfd: Arc<OwnedFd>,
+    record: registry::ChildRecord,
 }
 
 /// The pid of the calling process.
@@ -454,33 +471,42 @@ impl Process {
             self.target = Some(Target::Closure(target));
             return Err(e);
         }
-        // Bracket the fork with clock readings: the child can then know its start
-        // time (its identity) without reading `/proc` (see `run_child`).
-        let ticks_per_second = rustix::param::clock_ticks_per_second();
-        let before = crate::sys::procfs::boottime_ns();
-        match fork::fork() {
-            Err(e) => {
-                blocks.fork_failed();
+        let held = Held {
+            out,
+            err,
+            blocks,
+            handles,
+            reg,
+            parent_pidfd,
+            record,
+        };
+        match self.fork_child(held, target) {
+            (Err(e), mut held, target) => {
+                held.blocks.fork_failed();
+                let Held {
+                    out,
+                    err,
+                    blocks,
+                    handles,
+                    mut reg,
+                    parent_pidfd,
+                    ..
+                } = held;
                 reg.self_pidfd = Some(parent_pidfd);
                 drop((reg, handles, blocks, err, out));
                 self.target = Some(Target::Closure(target));
                 Err(Error::io(format!("forking process {:?}", self.name), e))
             }
-            Ok(Forked::Child) => {
-                let started = crate::sys::procfs::start_ticks_between(
-                    before,
-                    crate::sys::procfs::boottime_ns_after_fork(),
-                    ticks_per_second,
-                );
-                let handles = handles.child();
-                reg.become_child(record, parent_pidfd);
-                drop((reg, blocks, err, out));
-                // Before any user code: learn which inherited handles the closure
-                // captured, and let go of the others (see `sys::inherit`).
-                inherit::adopt(handles);
-                self.run_child(target, started)
-            }
-            Ok(Forked::Parent(pid)) => {
+            (Ok(pid), held, target) => {
+                let Held {
+                    out,
+                    err,
+                    blocks,
+                    handles,
+                    mut reg,
+                    parent_pidfd,
+                    record,
+                } = held;
                 let handles = handles.parent();
                 reg.self_pidfd = Some(parent_pidfd);
                 reg.spent_record = Some(record);
@@ -555,48 +581,98 @@ impl Process {
         }
     }
 
-    /// The child's side of `start`. `started`: this process's start time in
-    /// clock ticks if the fork's clock readings tell it, `None` if not.
-    fn run_child(&self, target: Box<dyn FnOnce() + Send + 'static>, started: Option<u64>) -> ! {
-        // Know this process's identity now, while nothing of the user's code has
-        // used up descriptors, so locks it takes carry its final owner word:
-        // from the fork's clock readings, or else from `/proc`.
-        match started {
-            Some(ticks) => crate::sync::ident::prime_started_at(ticks),
-            None => crate::sync::ident::prime(),
-        }
-        let watcher = self.daemon.then(ParentWatcher::start);
-        let code = match catch_unwind(AssertUnwindSafe(target)) {
-            Ok(()) => 0,
-            Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".to_string());
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "multiproc: process {:?} (pid {}) panicked: {msg}",
-                    self.name,
-                    rustix::process::getpid().as_raw_nonzero()
-                );
-                1
+    crate::sys::fork::child_path! {
+        /// `start`'s fork, and the child's side of it up to its `_exit`: in the
+        /// parent, the child's pid and what `start` held, given back. The code a
+        /// new child runs sits in a section of its own (`sys::fork::child_path!`),
+        /// this function's included, so that it faults in few code pages.
+        #[inline(never)]
+        fn fork_child(
+            &self,
+            held: Held,
+            target: Box<dyn FnOnce() + Send + 'static>,
+        ) -> (std::io::Result<i32>, Held, Closure) {
+            // Bracket the fork with clock readings: the child can then know its start
+            // time (its identity) without reading `/proc` (see `run_child`).
+            let ticks_per_second = rustix::param::clock_ticks_per_second();
+            let before = crate::sys::procfs::boottime_ns();
+            match fork::fork() {
+                Err(e) => (Err(e), held, target),
+                Ok(Forked::Parent(pid)) => (Ok(pid), held, target),
+                Ok(Forked::Child) => {
+                    let started = crate::sys::procfs::start_ticks_between(
+                        before,
+                        crate::sys::procfs::boottime_ns_after_fork(),
+                        ticks_per_second,
+                    );
+                    let Held {
+                        out,
+                        err,
+                        blocks,
+                        handles,
+                        mut reg,
+                        parent_pidfd,
+                        record,
+                    } = held;
+                    let handles = handles.child();
+                    reg.become_child(record, parent_pidfd);
+                    drop(reg);
+                    drop(blocks);
+                    drop(err);
+                    drop(out);
+                    // Before any user code: learn which inherited handles the closure
+                    // captured, and let go of the others (see `sys::inherit`).
+                    inherit::adopt(handles);
+                    self.run_child(target, started)
+                }
             }
-        };
-        // stdout's buffer, as CPython's `_flush_std_streams`. Not stderr: std's
-        // stderr is unbuffered (its `flush` does nothing but take and release
-        // its lock, a write to a page the parent shares: a copy-on-write fault).
-        let _ = std::io::stdout().flush();
-        // Stop the parent watcher now: a thread still alive at `_exit` would make
-        // the exit wait for the kernel to kill and schedule it (measured: 0.25 ms
-        // more per daemon, and a tail of milliseconds on a 2-vCPU VM).
-        let stopped = watcher.map(|w| w.stop());
-        // The handles still alive here (the parent's, copied by fork) never drop:
-        // release this process's holds on their blocks, unless another thread of
-        // this child could still be using them (the stopped watcher used none).
-        // The threads are asked about only if some hold is left.
-        arena::release_all_before_exit(|| alone_before_exit(stopped));
-        fork::exit_now(code)
+        }
+    }
+
+    crate::sys::fork::child_path! {
+        /// The child's side of `start`. `started`: this process's start time in
+        /// clock ticks if the fork's clock readings tell it, `None` if not.
+        fn run_child(&self, target: Box<dyn FnOnce() + Send + 'static>, started: Option<u64>) -> ! {
+            // Know this process's identity now, while nothing of the user's code has
+            // used up descriptors, so locks it takes carry its final owner word:
+            // from the fork's clock readings, or else from `/proc`.
+            match started {
+                Some(ticks) => crate::sync::ident::prime_started_at(ticks),
+                None => crate::sync::ident::prime(),
+            }
+            let watcher = self.daemon.then(ParentWatcher::start);
+            let code = match catch_unwind(AssertUnwindSafe(target)) {
+                Ok(()) => 0,
+                Err(payload) => {
+                    let msg = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".to_string());
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "multiproc: process {:?} (pid {}) panicked: {msg}",
+                        self.name,
+                        rustix::process::getpid().as_raw_nonzero()
+                    );
+                    1
+                }
+            };
+            // stdout's buffer, as CPython's `_flush_std_streams`. Not stderr: std's
+            // stderr is unbuffered (its `flush` does nothing but take and release
+            // its lock, a write to a page the parent shares: a copy-on-write fault).
+            let _ = std::io::stdout().flush();
+            // Stop the parent watcher now: a thread still alive at `_exit` would make
+            // the exit wait for the kernel to kill and schedule it (measured: 0.25 ms
+            // more per daemon, and a tail of milliseconds on a 2-vCPU VM).
+            let stopped = watcher.map(|w| w.stop());
+            // The handles still alive here (the parent's, copied by fork) never drop:
+            // release this process's holds on their blocks, unless another thread of
+            // this child could still be using them (the stopped watcher used none).
+            // The threads are asked about only if some hold is left.
+            arena::release_all_before_exit(|| alone_before_exit(stopped));
+            fork::exit_now(code)
+        }
     }
 
     /// The child's pid, once started (kept after it exits and after `close`).

@@ -210,34 +210,36 @@ impl Registry {
         Ok(fd)
     }
 
-    /// In a child just forked (the lock held across the fork): the child's own
-    /// record, from values the parent built before the fork ([`ChildRecord`]:
-    /// allocating here would make the child copy the heap pages the allocator
-    /// writes, a copy-on-write fault each). `parent_pidfd` is the parent's
-    /// `self_pidfd`, inherited.
-    pub(crate) fn become_child(&mut self, record: ChildRecord, parent_pidfd: Arc<OwnedFd>) {
-        let ChildRecord {
-            identity,
-            name,
-            daemon,
-            parent_name,
-            parent_pid,
-        } = record;
-        self.identity = identity;
-        self.next = 1;
-        self.name = Some(name);
-        self.daemon = daemon;
-        self.parent = Some(Parent {
-            name: parent_name,
-            pid: parent_pid,
-            pidfd: parent_pidfd,
-        });
-        // The parent's pidfd on itself is now the parent's sentinel (above); this
-        // process opens its own when it first starts a process.
-        self.self_pidfd = None;
-        // The parent's children are not this process's: forget them (their
-        // pidfds close here unless a copied `Process` still refers to them).
-        self.children.clear();
+    crate::sys::fork::child_path! {
+        /// In a child just forked (the lock held across the fork): the child's own
+        /// record, from values the parent built before the fork ([`ChildRecord`]:
+        /// allocating here would make the child copy the heap pages the allocator
+        /// writes, a copy-on-write fault each). `parent_pidfd` is the parent's
+        /// `self_pidfd`, inherited.
+        pub(crate) fn become_child(&mut self, record: ChildRecord, parent_pidfd: Arc<OwnedFd>) {
+            let ChildRecord {
+                identity,
+                name,
+                daemon,
+                parent_name,
+                parent_pid,
+            } = record;
+            self.identity = identity;
+            self.next = 1;
+            self.name = Some(name);
+            self.daemon = daemon;
+            self.parent = Some(Parent {
+                name: parent_name,
+                pid: parent_pid,
+                pidfd: parent_pidfd,
+            });
+            // The parent's pidfd on itself is now the parent's sentinel (above); this
+            // process opens its own when it first starts a process.
+            self.self_pidfd = None;
+            // The parent's children are not this process's: forget them (their
+            // pidfds close here unless a copied `Process` still refers to them).
+            self.children.clear();
+        }
     }
 }
 

@@ -952,27 +952,29 @@ impl ForkGuard {
     }
 }
 
-/// Releases every hold of this process, for a child about to `_exit`: its handles
-/// will never drop. Only when the process has a single thread (`alone` says
-/// whether the caller's thread is the only one): a thread still running could use
-/// a released block after another process reused it, so a multi-threaded child
-/// keeps its holds (leaks them until the chunk dies). Returns how many holds were
-/// released.
-pub(crate) fn release_all_before_exit(alone: impl FnOnce() -> bool) -> usize {
-    // Nothing held: no need to ask about threads.
-    if arena().held.is_empty() || !alone() {
-        return 0;
+crate::sys::fork::child_path! {
+    /// Releases every hold of this process, for a child about to `_exit`: its handles
+    /// will never drop. Only when the process has a single thread (`alone` says
+    /// whether the caller's thread is the only one): a thread still running could use
+    /// a released block after another process reused it, so a multi-threaded child
+    /// keeps its holds (leaks them until the chunk dies). Returns how many holds were
+    /// released.
+    pub(crate) fn release_all_before_exit(alone: impl FnOnce() -> bool) -> usize {
+        // Nothing held: no need to ask about threads.
+        if arena().held.is_empty() || !alone() {
+            return 0;
+        }
+        let mut arena = arena();
+        let held = std::mem::take(&mut arena.held);
+        let n = held.len();
+        for (&(_, off), &(chunk, class, _)) in held.iter() {
+            release(chunk, off, class as usize);
+        }
+        // The process exits next: freeing the map's nodes would only make the kernel
+        // copy every heap page they sit on (copy-on-write after the fork) to no end.
+        std::mem::forget(held);
+        n
     }
-    let mut arena = arena();
-    let held = std::mem::take(&mut arena.held);
-    let n = held.len();
-    for (&(_, off), &(chunk, class, _)) in held.iter() {
-        release(chunk, off, class as usize);
-    }
-    // The process exits next: freeing the map's nodes would only make the kernel
-    // copy every heap page they sit on (copy-on-write after the fork) to no end.
-    std::mem::forget(held);
-    n
 }
 
 #[cfg(test)]

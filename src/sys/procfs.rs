@@ -112,28 +112,30 @@ pub(crate) fn boottime_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-/// [`boottime_ns`] for a process just forked: by the system call instead of the
-/// vDSO. A fork copies no page-table entry of the vDSO's code (the kernel lets a
-/// child fault such mappings in), so a child's first vDSO call takes a page
-/// fault, which costs more than the system call (measured: one fault more per
-/// child of a fork loop; a fault costs about 2.5 us on this 2-vCPU VM, the call
-/// about 0.2 us). Falls back to the vDSO if the call fails.
-///
-/// The call is made inline (`raw_clock_gettime`), not through libc's
-/// `syscall()`: that function is out of line in libc's code, whose pages a fork
-/// does not copy either, and it was one more page fault per forked child
-/// (rustix, which makes raw calls, offers `clock_gettime` only through the vDSO).
-pub(crate) fn boottime_ns_after_fork() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `clock_gettime` writes one `timespec` into the live local.
-    let rc = unsafe { raw_clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
-    if rc != 0 {
-        return boottime_ns();
+super::fork::child_path! {
+    /// [`boottime_ns`] for a process just forked: by the system call instead of the
+    /// vDSO. A fork copies no page-table entry of the vDSO's code (the kernel lets a
+    /// child fault such mappings in), so a child's first vDSO call takes a page
+    /// fault, which costs more than the system call (measured: one fault more per
+    /// child of a fork loop; a fault costs about 2.5 us on this 2-vCPU VM, the call
+    /// about 0.2 us). Falls back to the vDSO if the call fails.
+    ///
+    /// The call is made inline (`raw_clock_gettime`), not through libc's
+    /// `syscall()`: that function is out of line in libc's code, whose pages a fork
+    /// does not copy either, and it was one more page fault per forked child
+    /// (rustix, which makes raw calls, offers `clock_gettime` only through the vDSO).
+    pub(crate) fn boottime_ns_after_fork() -> u64 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `clock_gettime` writes one `timespec` into the live local.
+        let rc = unsafe { raw_clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
+        if rc != 0 {
+            return boottime_ns();
+        }
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
     }
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// The `clock_gettime` system call made by the instruction itself: 0, or a
@@ -189,26 +191,28 @@ unsafe fn raw_clock_gettime(clock: libc::clockid_t, ts: *mut libc::timespec) -> 
     if rc == 0 { 0 } else { -1 }
 }
 
-/// The start time `/proc/<pid>/stat` shows for a process forked after the
-/// reading `before` and before the reading `after` of [`boottime_ns`], when the
-/// two fall in the same clock tick (`ticks_per_second`, the kernel's `USER_HZ`);
-/// `None` otherwise (then read `/proc`).
-///
-/// The kernel stamps a new task with `ktime_get_boottime_ns()` inside `fork`
-/// (`start_boottime`), and `/proc` shows it as `ns / (10^9 / USER_HZ)` ticks,
-/// rounded down, for a reader in the same time namespace (the child reading
-/// itself, as `/proc/self/stat` would). The vDSO's `CLOCK_BOOTTIME` is the same
-/// clock: `before <= start <= after`, so if both readings round to the same
-/// tick, so does the start. A fork that straddles a tick boundary (about 1 in
-/// 100 on this path) gets `None`.
-#[inline]
-pub(crate) fn start_ticks_between(before: u64, after: u64, ticks_per_second: u64) -> Option<u64> {
-    const NS: u64 = 1_000_000_000;
-    if ticks_per_second == 0 || NS % ticks_per_second != 0 || after < before {
-        return None;
+super::fork::child_path! {
+    /// The start time `/proc/<pid>/stat` shows for a process forked after the
+    /// reading `before` and before the reading `after` of [`boottime_ns`], when the
+    /// two fall in the same clock tick (`ticks_per_second`, the kernel's `USER_HZ`);
+    /// `None` otherwise (then read `/proc`).
+    ///
+    /// The kernel stamps a new task with `ktime_get_boottime_ns()` inside `fork`
+    /// (`start_boottime`), and `/proc` shows it as `ns / (10^9 / USER_HZ)` ticks,
+    /// rounded down, for a reader in the same time namespace (the child reading
+    /// itself, as `/proc/self/stat` would). The vDSO's `CLOCK_BOOTTIME` is the same
+    /// clock: `before <= start <= after`, so if both readings round to the same
+    /// tick, so does the start. A fork that straddles a tick boundary (about 1 in
+    /// 100 on this path) gets `None`.
+    #[inline]
+    pub(crate) fn start_ticks_between(before: u64, after: u64, ticks_per_second: u64) -> Option<u64> {
+        const NS: u64 = 1_000_000_000;
+        if ticks_per_second == 0 || NS % ticks_per_second != 0 || after < before {
+            return None;
+        }
+        let ns_per_tick = NS / ticks_per_second;
+        (before / ns_per_tick == after / ns_per_tick).then_some(before / ns_per_tick)
     }
-    let ns_per_tick = NS / ticks_per_second;
-    (before / ns_per_tick == after / ns_per_tick).then_some(before / ns_per_tick)
 }
 
 /// Whether `/proc` speaks for this process's pid namespace: `/proc/self` names
