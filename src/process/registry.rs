@@ -224,15 +224,26 @@ impl Registry {
                 parent_name,
                 parent_pid,
             } = record;
-            self.identity = identity;
+            // The values replaced are the parent's (empty in a main process): in
+            // a child of a child they are its parent's own record. Freeing them
+            // would write the allocator's heap pages, which the parent shares (a
+            // copy-on-write fault each, five or six in all with the pidfd's
+            // close); their memory is left as it is, and dies with the process.
+            std::mem::forget(std::mem::replace(&mut self.identity, identity));
             self.next = 1;
-            self.name = Some(name);
+            std::mem::forget(self.name.replace(name));
             self.daemon = daemon;
-            self.parent = Some(Parent {
+            let old = self.parent.replace(Parent {
                 name: parent_name,
                 pid: parent_pid,
                 pidfd: parent_pidfd,
             });
+            if let Some(Parent { name, pidfd, .. }) = old {
+                std::mem::forget(name);
+                // The descriptor is closed all the same (no count written on the
+                // heap) when nothing else in this process holds it.
+                crate::sys::fork::close_sole(pidfd);
+            }
             // The parent's pidfd on itself is now the parent's sentinel (above); this
             // process opens its own when it first starts a process.
             self.self_pidfd = None;

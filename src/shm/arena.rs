@@ -273,20 +273,22 @@ fn take_from(chunk: &'static Mapping, class: usize) -> Option<u32> {
     claim(chunk, off, class).then_some(off)
 }
 
-/// Drops one hold of this process on a block: the last holder anywhere pushes it
-/// back on its free list. A count already 0 (forged, or a bug) is left alone: the
-/// block may be on a free list already, and pushing it twice would hand it out twice.
-fn release(chunk: &'static Mapping, off: u32, class: usize) {
-    // AcqRel: the freeing side must see every write of the other holders before the
-    // block is reused.
-    let was =
-        holders(chunk, off).fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
-    if was == Ok(1) {
-        // The class this process allocated it with, whatever the word says now.
-        chunk
-            .atomic_u32(off as usize + 4)
-            .store(class as u32, Ordering::Relaxed);
-        push(chunk, class, off);
+crate::sys::fork::child_path! {
+    /// Drops one hold of this process on a block: the last holder anywhere pushes it
+    /// back on its free list. A count already 0 (forged, or a bug) is left alone: the
+    /// block may be on a free list already, and pushing it twice would hand it out twice.
+    fn release(chunk: &'static Mapping, off: u32, class: usize) {
+        // AcqRel: the freeing side must see every write of the other holders before the
+        // block is reused.
+        let was =
+            holders(chunk, off).fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+        if was == Ok(1) {
+            // The class this process allocated it with, whatever the word says now.
+            chunk
+                .atomic_u32(off as usize + 4)
+                .store(class as u32, Ordering::Relaxed);
+            push(chunk, class, off);
+        }
     }
 }
 

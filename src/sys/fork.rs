@@ -85,18 +85,42 @@ pub(crate) fn pid() -> i32 {
     pid_slow()
 }
 
-#[cold]
-fn pid_slow() -> i32 {
-    // Installed before the value is cached: from then on every fork (through
-    // glibc's `fork`, which runs the handler) moves the generation on.
-    install_hooks();
-    let generation = generation();
-    let pid = rustix::process::getpid().as_raw_nonzero().get();
-    PID.store(
-        u64::from(generation) << 32 | u64::from(pid as u32),
-        Ordering::Relaxed,
-    );
-    pid
+child_path! {
+    #[cold]
+    fn pid_slow() -> i32 {
+        // Installed before the value is cached: from then on every fork (through
+        // glibc's `fork`, which runs the handler) moves the generation on.
+        install_hooks();
+        let generation = generation();
+        let pid = rustix::process::getpid().as_raw_nonzero().get();
+        PID.store(
+            u64::from(generation) << 32 | u64::from(pid as u32),
+            Ordering::Relaxed,
+        );
+        pid
+    }
+}
+
+child_path! {
+    /// Closes the descriptor `fd` holds, for a child just forked, without writing
+    /// the `Arc`'s count on its heap page (shared with the parent: a copy-on-write
+    /// fault): if this `Arc` is its only reference, the descriptor is closed and
+    /// the allocation left as it is; otherwise the `Arc` is dropped as usual.
+    pub(crate) fn close_sole(fd: std::sync::Arc<std::os::fd::OwnedFd>) {
+        use std::os::fd::AsRawFd;
+        if std::sync::Arc::strong_count(&fd) != 1 || std::sync::Arc::weak_count(&fd) != 0 {
+            drop(fd);
+            return;
+        }
+        let raw = fd.as_raw_fd();
+        std::mem::forget(fd);
+        // SAFETY: the `Arc` was the only owner of the `OwnedFd` (one strong
+        // reference, no weak one that could upgrade; no other thread can make one
+        // meanwhile, since it would need a reference it does not have), and it is
+        // forgotten: nothing will use or close `raw` again. Closing it is the
+        // `OwnedFd`'s own drop, done without freeing its memory.
+        unsafe { rustix::io::close(raw) };
+    }
 }
 
 /// Which side of a fork the caller is on.
