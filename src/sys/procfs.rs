@@ -328,6 +328,27 @@ pub fn current_process_start_time() -> u64 {
 mod tests {
     use super::*;
 
+    /// The system-call reading a forked child makes is the vDSO's clock: it
+    /// falls between two vDSO readings (a wrong clock, register or a reading
+    /// left unwritten would not).
+    #[test]
+    fn the_inline_clock_reading_is_the_vdso_s_boottime() {
+        for _ in 0..1000 {
+            let before = boottime_ns();
+            let mid = boottime_ns_after_fork();
+            let after = boottime_ns();
+            assert!(before <= mid && mid <= after, "{before} {mid} {after}");
+        }
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a live local.
+        let rc = unsafe { raw_clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
+        assert_eq!(rc, 0);
+        assert!(t.tv_sec > 0 || t.tv_nsec > 0, "the call wrote the reading");
+    }
+
     #[test]
     fn a_start_time_is_known_only_when_both_readings_share_a_tick() {
         let tick = 10_000_000; // 100 ticks per second
