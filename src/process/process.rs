@@ -1091,6 +1091,37 @@ mod tests {
         }
     }
 
+    /// The code a forked child runs sits together (`sys::fork::child_path!`):
+    /// the functions of its path lie within 16 KiB of one another, where the
+    /// crate's code spans megabytes. (What that saves, page faults in each
+    /// child, is measured with the S8 benchmark, not here.)
+    #[test]
+    fn the_child_s_path_sits_in_one_small_code_section() {
+        let at: [(&str, usize); 10] = [
+            ("fork_child", Process::fork_child as usize),
+            ("run_child", Process::run_child as usize),
+            ("alone_before_exit", alone_before_exit as usize),
+            ("fork", crate::sys::fork::fork as usize),
+            ("exit_now", crate::sys::fork::exit_now as usize),
+            (
+                "single_threaded",
+                crate::sys::fork::single_threaded as usize,
+            ),
+            ("become_child", registry::Registry::become_child as usize),
+            ("close_sole", crate::sys::fork::close_sole as usize),
+            ("prime", crate::sync::ident::prime as usize),
+            ("adopt", inherit::adopt as usize),
+        ];
+        let lo = at.iter().map(|a| a.1).min().unwrap();
+        let hi = at.iter().map(|a| a.1).max().unwrap();
+        assert!(
+            hi - lo < 16 << 10,
+            "the child's path spans {} bytes: {:x?}",
+            hi - lo,
+            at.map(|(n, a)| (n, a - lo))
+        );
+    }
+
     /// A daemon releases its holds on the parent's shared blocks when its closure
     /// returns, as any child does (its parent-watcher thread does not count as a
     /// thread that could still use them): the block's process count falls back
