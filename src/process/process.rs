@@ -1098,19 +1098,25 @@ mod tests {
     #[test]
     fn the_child_s_path_sits_in_one_small_code_section() {
         let at: [(&str, usize); 10] = [
-            ("fork_child", Process::fork_child as usize),
-            ("run_child", Process::run_child as usize),
-            ("alone_before_exit", alone_before_exit as usize),
-            ("fork", crate::sys::fork::fork as usize),
-            ("exit_now", crate::sys::fork::exit_now as usize),
+            ("fork_child", Process::fork_child as *const () as usize),
+            ("run_child", Process::run_child as *const () as usize),
+            ("alone_before_exit", alone_before_exit as *const () as usize),
+            ("fork", crate::sys::fork::fork as *const () as usize),
+            ("exit_now", crate::sys::fork::exit_now as *const () as usize),
             (
                 "single_threaded",
-                crate::sys::fork::single_threaded as usize,
+                crate::sys::fork::single_threaded as *const () as usize,
             ),
-            ("become_child", registry::Registry::become_child as usize),
-            ("close_sole", crate::sys::fork::close_sole as usize),
-            ("prime", crate::sync::ident::prime as usize),
-            ("adopt", inherit::adopt as usize),
+            (
+                "become_child",
+                registry::Registry::become_child as *const () as usize,
+            ),
+            (
+                "close_sole",
+                crate::sys::fork::close_sole as *const () as usize,
+            ),
+            ("prime", crate::sync::ident::prime as *const () as usize),
+            ("adopt", inherit::adopt as *const () as usize),
         ];
         let lo = at.iter().map(|a| a.1).min().unwrap();
         let hi = at.iter().map(|a| a.1).max().unwrap();
