@@ -618,6 +618,49 @@ fn current_and_parent_process() {
     join_ok(sibling);
 }
 
+/// A grandchild whose closure captured its grandparent's `ParentProcess` (taken
+/// in the child) can still use it: the child's registry entry for its own parent
+/// is replaced in the grandchild, and its descriptor closed only when nothing
+/// else holds it. The grandchild's own parent is the child.
+#[test]
+fn a_grandchild_keeps_a_captured_parent_process_usable() {
+    let seen = RawValue::new(0u32).unwrap();
+    let s = seen.clone();
+    let main_pid = std::process::id();
+    let mut p = Process::new(move || {
+        let grandparent = multiproc::parent_process().unwrap();
+        let me = multiproc::current_process().pid();
+        let s2 = s.clone();
+        let mut g = Process::new(move || {
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let sentinel = grandparent.sentinel();
+            let mut fds = [rustix::event::PollFd::new(
+                &sentinel,
+                rustix::event::PollFlags::IN,
+            )];
+            let quiet = rustix::event::poll(&mut fds, Some(&zero)) == Ok(0);
+            let mine = multiproc::parent_process().unwrap();
+            let bits = u32::from(grandparent.is_alive())
+                | u32::from(quiet) << 1
+                | u32::from(grandparent.pid() == main_pid) << 2
+                | u32::from(mine.pid() == me && mine.is_alive()) << 3;
+            s2.set(bits);
+        });
+        g.start().unwrap();
+        assert_eq!(g.join(Some(BOUND)).unwrap(), Some(0));
+    });
+    p.start().unwrap();
+    assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+    assert_eq!(
+        seen.get(),
+        0b1111,
+        "the grandchild's captured grandparent, or its own parent, was wrong"
+    );
+}
+
 /// A `Process` reaching another process (here through an `Arc<Mutex<_>>` captured
 /// by a sibling) is not that process's child: join, kill and is_alive refuse or
 /// say false there, and dropping it there does not kill the (daemon) child.

@@ -77,7 +77,7 @@ pub fn current_process() -> CurrentProcess {
     let reg = registry::registry();
     CurrentProcess {
         name: reg.name().to_string(),
-        pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
+        pid: crate::sys::fork::pid() as u32,
         daemon: reg.daemon,
     }
 }

@@ -112,19 +112,21 @@ impl std::fmt::Debug for Process {
     }
 }
 
-/// Whether the calling thread is the only thread of this process, for a child
-/// about to `_exit` (see `arena::release_all_before_exit`); `stopped` is the tid
-/// of the parent watcher just stopped and joined, if any, which may still be
-/// leaving the kernel and must not count. Asks the kernel in one system call
-/// ([`fork::single_threaded`]); counts `/proc/self/task` only when that cannot
-/// tell, or when the only other thread may be the stopped watcher. Anything
-/// unknown is "not alone": the holds are then kept.
-pub(crate) fn alone_before_exit(stopped: Option<i32>) -> bool {
-    match (fork::single_threaded(), stopped) {
-        (Some(true), _) => true,
-        (Some(false), None) => false,
-        (_, Some(w)) => thread_count_except(w) == 1,
-        (None, None) => thread_count() == 1,
+crate::sys::fork::child_path! {
+    /// Whether the calling thread is the only thread of this process, for a child
+    /// about to `_exit` (see `arena::release_all_before_exit`); `stopped` is the tid
+    /// of the parent watcher just stopped and joined, if any, which may still be
+    /// leaving the kernel and must not count. Asks the kernel in one system call
+    /// ([`fork::single_threaded`]); counts `/proc/self/task` only when that cannot
+    /// tell, or when the only other thread may be the stopped watcher. Anything
+    /// unknown is "not alone": the holds are then kept.
+    pub(crate) fn alone_before_exit(stopped: Option<i32>) -> bool {
+        match (fork::single_threaded(), stopped) {
+            (Some(true), _) => true,
+            (Some(false), None) => false,
+            (_, Some(w)) => thread_count_except(w) == 1,
+            (None, None) => thread_count() == 1,
+        }
     }
 }
 
@@ -143,9 +145,24 @@ pub(crate) fn thread_count_except(tid: i32) -> usize {
     })
 }
 
+/// A closure a child runs.
+type Closure = Box<dyn FnOnce() + Send + 'static>;
+
+/// What `start` holds across the fork: the locks in their order, and what the
+/// child's registry becomes.
+struct Held {
+    out: std::io::StdoutLock<'static>,
+    err: std::io::StderrLock<'static>,
+    blocks: arena::ForkGuard,
+    handles: inherit::ForkGuard,
+    reg: std::sync::MutexGuard<'static, registry::Registry>,
+    parent_pidfd: Arc<OwnedFd>,
+    record: registry::ChildRecord,
+}
+
 /// The pid of the calling process.
 fn my_pid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get() as u32
+    fork::pid() as u32
 }
 
 impl Process {
@@ -388,8 +405,8 @@ impl Process {
                 ));
             }
         };
-        let parent = rustix::process::getpid();
-        let parent_pidfd = {
+        let parent = fork::pid();
+        {
             let mut reg = registry::registry();
             if reg.daemon {
                 drop(reg);
@@ -397,15 +414,14 @@ impl Process {
                 return Err(self.state_error("daemonic processes are not allowed to have children"));
             }
             reg.cleanup();
-            match reg.self_pidfd() {
-                Ok(fd) => fd,
-                Err(e) => {
-                    drop(reg);
-                    self.target = Some(Target::Closure(target));
-                    return Err(Error::io("opening a pidfd of the current process", e));
-                }
+            // Opened now if it was not yet (it then stays open in this process);
+            // the fork below moves it out of the registry and back.
+            if let Err(e) = reg.self_pidfd() {
+                drop(reg);
+                self.target = Some(Target::Closure(target));
+                return Err(Error::io("opening a pidfd of the current process", e));
             }
-        };
+        }
         // Take every process-local lock the child may need, in the lock order
         // stdout -> stderr -> arena -> inherit -> registry (see `shm::arena`): no other thread
         // holds one at the fork, and the child's only thread, a copy of this one,
@@ -428,48 +444,73 @@ impl Process {
             }
         };
         let mut reg = registry::registry();
-        // The child's record, built before the fork: the child allocates nothing.
-        let record = registry::ChildRecord {
-            identity: self.identity.clone(),
-            name: self.name.clone(),
-            daemon: self.daemon,
-            parent_name: reg.name().to_string(),
-            parent_pid: parent.as_raw_nonzero().get() as u32,
+        // Taken out of the registry across the fork and put back on each side
+        // (the child's copy as its parent's sentinel): a move, where a clone and
+        // its drop would write the count on the heap page both processes share
+        // (a copy-on-write fault on each side).
+        let Some(parent_pidfd) = reg.self_pidfd.take() else {
+            // Not expected: opened above, and only a new child's registry lets
+            // go of it.
+            drop((reg, handles, blocks, err, out));
+            self.target = Some(Target::Closure(target));
+            return Err(self.state_error("this process's own pidfd was not open"));
         };
+        // The child's record, built before the fork (the child allocates
+        // nothing), in the buffers of the last record (the parent keeps them
+        // after the fork rather than free them then: see `spent_record`).
+        let mut record = reg.spent_record.take().unwrap_or_default();
+        record.identity.clone_from(&self.identity);
+        record.name.clone_from(&self.name);
+        record.daemon = self.daemon;
+        record.parent_name.clear();
+        record.parent_name.push_str(reg.name());
+        record.parent_pid = parent as u32;
         if let Err(e) = blocks.add_child_holds() {
+            reg.self_pidfd = Some(parent_pidfd);
             drop((reg, handles, blocks, err, out));
             self.target = Some(Target::Closure(target));
             return Err(e);
         }
-        // Bracket the fork with clock readings: the child can then know its start
-        // time (its identity) without reading `/proc` (see `run_child`).
-        let ticks_per_second = rustix::param::clock_ticks_per_second();
-        let before = crate::sys::procfs::boottime_ns();
-        match fork::fork() {
-            Err(e) => {
-                blocks.fork_failed();
+        let held = Held {
+            out,
+            err,
+            blocks,
+            handles,
+            reg,
+            parent_pidfd,
+            record,
+        };
+        match self.fork_child(held, target) {
+            (Err(e), mut held, target) => {
+                held.blocks.fork_failed();
+                let Held {
+                    out,
+                    err,
+                    blocks,
+                    handles,
+                    mut reg,
+                    parent_pidfd,
+                    ..
+                } = held;
+                reg.self_pidfd = Some(parent_pidfd);
                 drop((reg, handles, blocks, err, out));
                 self.target = Some(Target::Closure(target));
                 Err(Error::io(format!("forking process {:?}", self.name), e))
             }
-            Ok(Forked::Child) => {
-                let started = crate::sys::procfs::start_ticks_between(
-                    before,
-                    crate::sys::procfs::boottime_ns_after_fork(),
-                    ticks_per_second,
-                );
-                let handles = handles.child();
-                reg.become_child(record, parent_pidfd);
-                drop((reg, blocks, err, out));
-                // Before any user code: learn which inherited handles the closure
-                // captured, and let go of the others (see `sys::inherit`).
-                inherit::adopt(handles);
-                self.run_child(target, started)
-            }
-            Ok(Forked::Parent(pid)) => {
+            (Ok(pid), held, target) => {
+                let Held {
+                    out,
+                    err,
+                    blocks,
+                    handles,
+                    mut reg,
+                    parent_pidfd,
+                    record,
+                } = held;
                 let handles = handles.parent();
+                reg.self_pidfd = Some(parent_pidfd);
+                reg.spent_record = Some(record);
                 drop((reg, blocks, err, out));
-                drop((parent_pidfd, record));
                 // The child holds its own copy of everything the closure captured
                 // (its shared blocks were counted for it above): drop the parent's,
                 // closing its files and releasing its handles, and tell the child
@@ -540,46 +581,98 @@ impl Process {
         }
     }
 
-    /// The child's side of `start`. `started`: this process's start time in
-    /// clock ticks if the fork's clock readings tell it, `None` if not.
-    fn run_child(&self, target: Box<dyn FnOnce() + Send + 'static>, started: Option<u64>) -> ! {
-        // Know this process's identity now, while nothing of the user's code has
-        // used up descriptors, so locks it takes carry its final owner word:
-        // from the fork's clock readings, or else from `/proc`.
-        match started {
-            Some(ticks) => crate::sync::ident::prime_started_at(ticks),
-            None => crate::sync::ident::prime(),
-        }
-        let watcher = self.daemon.then(ParentWatcher::start);
-        let code = match catch_unwind(AssertUnwindSafe(target)) {
-            Ok(()) => 0,
-            Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".to_string());
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "multiproc: process {:?} (pid {}) panicked: {msg}",
-                    self.name,
-                    rustix::process::getpid().as_raw_nonzero()
-                );
-                1
+    crate::sys::fork::child_path! {
+        /// `start`'s fork, and the child's side of it up to its `_exit`: in the
+        /// parent, the child's pid and what `start` held, given back. The code a
+        /// new child runs sits in a section of its own (`sys::fork::child_path!`),
+        /// this function's included, so that it faults in few code pages.
+        #[inline(never)]
+        fn fork_child(
+            &self,
+            held: Held,
+            target: Box<dyn FnOnce() + Send + 'static>,
+        ) -> (std::io::Result<i32>, Held, Closure) {
+            // Bracket the fork with clock readings: the child can then know its start
+            // time (its identity) without reading `/proc` (see `run_child`).
+            let ticks_per_second = rustix::param::clock_ticks_per_second();
+            let before = crate::sys::procfs::boottime_ns();
+            match fork::fork() {
+                Err(e) => (Err(e), held, target),
+                Ok(Forked::Parent(pid)) => (Ok(pid), held, target),
+                Ok(Forked::Child) => {
+                    let started = crate::sys::procfs::start_ticks_between(
+                        before,
+                        crate::sys::procfs::boottime_ns_after_fork(),
+                        ticks_per_second,
+                    );
+                    let Held {
+                        out,
+                        err,
+                        blocks,
+                        handles,
+                        mut reg,
+                        parent_pidfd,
+                        record,
+                    } = held;
+                    let handles = handles.child();
+                    reg.become_child(record, parent_pidfd);
+                    drop(reg);
+                    drop(blocks);
+                    drop(err);
+                    drop(out);
+                    // Before any user code: learn which inherited handles the closure
+                    // captured, and let go of the others (see `sys::inherit`).
+                    inherit::adopt(handles);
+                    self.run_child(target, started)
+                }
             }
-        };
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        // Stop the parent watcher now: a thread still alive at `_exit` would make
-        // the exit wait for the kernel to kill and schedule it (measured: 0.25 ms
-        // more per daemon, and a tail of milliseconds on a 2-vCPU VM).
-        let stopped = watcher.map(|w| w.stop());
-        // The handles still alive here (the parent's, copied by fork) never drop:
-        // release this process's holds on their blocks, unless another thread of
-        // this child could still be using them (the stopped watcher used none).
-        // The threads are asked about only if some hold is left.
-        arena::release_all_before_exit(|| alone_before_exit(stopped));
-        fork::exit_now(code)
+        }
+    }
+
+    crate::sys::fork::child_path! {
+        /// The child's side of `start`. `started`: this process's start time in
+        /// clock ticks if the fork's clock readings tell it, `None` if not.
+        fn run_child(&self, target: Box<dyn FnOnce() + Send + 'static>, started: Option<u64>) -> ! {
+            // Know this process's identity now, while nothing of the user's code has
+            // used up descriptors, so locks it takes carry its final owner word:
+            // from the fork's clock readings, or else from `/proc`.
+            match started {
+                Some(ticks) => crate::sync::ident::prime_started_at(ticks),
+                None => crate::sync::ident::prime(),
+            }
+            let watcher = self.daemon.then(ParentWatcher::start);
+            let code = match catch_unwind(AssertUnwindSafe(target)) {
+                Ok(()) => 0,
+                Err(payload) => {
+                    let msg = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".to_string());
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "multiproc: process {:?} (pid {}) panicked: {msg}",
+                        self.name,
+                        rustix::process::getpid().as_raw_nonzero()
+                    );
+                    1
+                }
+            };
+            // stdout's buffer, as CPython's `_flush_std_streams`. Not stderr: std's
+            // stderr is unbuffered (its `flush` does nothing but take and release
+            // its lock, a write to a page the parent shares: a copy-on-write fault).
+            let _ = std::io::stdout().flush();
+            // Stop the parent watcher now: a thread still alive at `_exit` would make
+            // the exit wait for the kernel to kill and schedule it (measured: 0.25 ms
+            // more per daemon, and a tail of milliseconds on a 2-vCPU VM).
+            let stopped = watcher.map(|w| w.stop());
+            // The handles still alive here (the parent's, copied by fork) never drop:
+            // release this process's holds on their blocks, unless another thread of
+            // this child could still be using them (the stopped watcher used none).
+            // The threads are asked about only if some hold is left.
+            arena::release_all_before_exit(|| alone_before_exit(stopped));
+            fork::exit_now(code)
+        }
     }
 
     /// The child's pid, once started (kept after it exits and after `close`).
@@ -996,6 +1089,43 @@ mod tests {
                 Process::new(move || report_identity((w, r, g)))
             });
         }
+    }
+
+    /// The code a forked child runs sits together (`sys::fork::child_path!`):
+    /// the functions of its path lie within 16 KiB of one another, where the
+    /// crate's code spans megabytes. (What that saves, page faults in each
+    /// child, is measured with the S8 benchmark, not here.)
+    #[test]
+    fn the_child_s_path_sits_in_one_small_code_section() {
+        let at: [(&str, usize); 10] = [
+            ("fork_child", Process::fork_child as *const () as usize),
+            ("run_child", Process::run_child as *const () as usize),
+            ("alone_before_exit", alone_before_exit as *const () as usize),
+            ("fork", crate::sys::fork::fork as *const () as usize),
+            ("exit_now", crate::sys::fork::exit_now as *const () as usize),
+            (
+                "single_threaded",
+                crate::sys::fork::single_threaded as *const () as usize,
+            ),
+            (
+                "become_child",
+                registry::Registry::become_child as *const () as usize,
+            ),
+            (
+                "close_sole",
+                crate::sys::fork::close_sole as *const () as usize,
+            ),
+            ("prime", crate::sync::ident::prime as *const () as usize),
+            ("adopt", inherit::adopt as *const () as usize),
+        ];
+        let lo = at.iter().map(|a| a.1).min().unwrap();
+        let hi = at.iter().map(|a| a.1).max().unwrap();
+        assert!(
+            hi - lo < 16 << 10,
+            "the child's path spans {} bytes: {:x?}",
+            hi - lo,
+            at.map(|(n, a)| (n, a - lo))
+        );
     }
 
     /// A daemon releases its holds on the parent's shared blocks when its closure

@@ -151,10 +151,15 @@ pub(crate) struct Registry {
     /// also those whose `Process` was dropped while they ran, so that they are
     /// reaped later instead of staying zombies.
     pub(crate) children: Vec<Arc<Child>>,
+    /// The record of the last child forked, kept by the parent after the fork
+    /// and refilled for the next one: freeing it just after the fork would write
+    /// the allocator's heap pages, which the child still shares (a copy-on-write
+    /// fault in the parent per start).
+    pub(crate) spent_record: Option<ChildRecord>,
 }
 
 /// What a child's [`Registry`] becomes ([`Registry::become_child`]).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct ChildRecord {
     pub(crate) identity: Vec<u32>,
     pub(crate) name: String,
@@ -172,6 +177,7 @@ pub(crate) static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     parent: None,
     self_pidfd: None,
     children: Vec::new(),
+    spent_record: None,
 });
 
 /// The name of the main process, as in CPython.
@@ -204,34 +210,47 @@ impl Registry {
         Ok(fd)
     }
 
-    /// In a child just forked (the lock held across the fork): the child's own
-    /// record, from values the parent built before the fork ([`ChildRecord`]:
-    /// allocating here would make the child copy the heap pages the allocator
-    /// writes, a copy-on-write fault each). `parent_pidfd` is the parent's
-    /// `self_pidfd`, inherited.
-    pub(crate) fn become_child(&mut self, record: ChildRecord, parent_pidfd: Arc<OwnedFd>) {
-        let ChildRecord {
-            identity,
-            name,
-            daemon,
-            parent_name,
-            parent_pid,
-        } = record;
-        self.identity = identity;
-        self.next = 1;
-        self.name = Some(name);
-        self.daemon = daemon;
-        self.parent = Some(Parent {
-            name: parent_name,
-            pid: parent_pid,
-            pidfd: parent_pidfd,
-        });
-        // The parent's pidfd on itself is now the parent's sentinel (above); this
-        // process opens its own when it first starts a process.
-        self.self_pidfd = None;
-        // The parent's children are not this process's: forget them (their
-        // pidfds close here unless a copied `Process` still refers to them).
-        self.children.clear();
+    crate::sys::fork::child_path! {
+        /// In a child just forked (the lock held across the fork): the child's own
+        /// record, from values the parent built before the fork ([`ChildRecord`]:
+        /// allocating here would make the child copy the heap pages the allocator
+        /// writes, a copy-on-write fault each). `parent_pidfd` is the parent's
+        /// `self_pidfd`, inherited.
+        pub(crate) fn become_child(&mut self, record: ChildRecord, parent_pidfd: Arc<OwnedFd>) {
+            let ChildRecord {
+                identity,
+                name,
+                daemon,
+                parent_name,
+                parent_pid,
+            } = record;
+            // The values replaced are the parent's (empty in a main process): in
+            // a child of a child they are its parent's own record. Freeing them
+            // would write the allocator's heap pages, which the parent shares (a
+            // copy-on-write fault each, five or six in all with the pidfd's
+            // close); their memory is left as it is, and dies with the process.
+            std::mem::forget(std::mem::replace(&mut self.identity, identity));
+            self.next = 1;
+            std::mem::forget(self.name.replace(name));
+            self.daemon = daemon;
+            let old = self.parent.replace(Parent {
+                name: parent_name,
+                pid: parent_pid,
+                pidfd: parent_pidfd,
+            });
+            if let Some(Parent { name, pidfd, .. }) = old {
+                std::mem::forget(name);
+                // The descriptor is closed all the same (no count written on the
+                // heap) when nothing else in this process holds it.
+                crate::sys::fork::close_sole(pidfd);
+            }
+            // The parent's pidfd on itself is now the parent's sentinel (above); this
+            // process opens its own when it first starts a process.
+            self.self_pidfd = None;
+            // The parent's children are not this process's: forget them (their
+            // pidfds close here unless a copied `Process` still refers to them).
+            self.children.clear();
+        }
     }
 }
 

@@ -273,20 +273,22 @@ fn take_from(chunk: &'static Mapping, class: usize) -> Option<u32> {
     claim(chunk, off, class).then_some(off)
 }
 
-/// Drops one hold of this process on a block: the last holder anywhere pushes it
-/// back on its free list. A count already 0 (forged, or a bug) is left alone: the
-/// block may be on a free list already, and pushing it twice would hand it out twice.
-fn release(chunk: &'static Mapping, off: u32, class: usize) {
-    // AcqRel: the freeing side must see every write of the other holders before the
-    // block is reused.
-    let was =
-        holders(chunk, off).fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
-    if was == Ok(1) {
-        // The class this process allocated it with, whatever the word says now.
-        chunk
-            .atomic_u32(off as usize + 4)
-            .store(class as u32, Ordering::Relaxed);
-        push(chunk, class, off);
+crate::sys::fork::child_path! {
+    /// Drops one hold of this process on a block: the last holder anywhere pushes it
+    /// back on its free list. A count already 0 (forged, or a bug) is left alone: the
+    /// block may be on a free list already, and pushing it twice would hand it out twice.
+    fn release(chunk: &'static Mapping, off: u32, class: usize) {
+        // AcqRel: the freeing side must see every write of the other holders before the
+        // block is reused.
+        let was =
+            holders(chunk, off).fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+        if was == Ok(1) {
+            // The class this process allocated it with, whatever the word says now.
+            chunk
+                .atomic_u32(off as usize + 4)
+                .store(class as u32, Ordering::Relaxed);
+            push(chunk, class, off);
+        }
     }
 }
 
@@ -952,27 +954,29 @@ impl ForkGuard {
     }
 }
 
-/// Releases every hold of this process, for a child about to `_exit`: its handles
-/// will never drop. Only when the process has a single thread (`alone` says
-/// whether the caller's thread is the only one): a thread still running could use
-/// a released block after another process reused it, so a multi-threaded child
-/// keeps its holds (leaks them until the chunk dies). Returns how many holds were
-/// released.
-pub(crate) fn release_all_before_exit(alone: impl FnOnce() -> bool) -> usize {
-    // Nothing held: no need to ask about threads.
-    if arena().held.is_empty() || !alone() {
-        return 0;
+crate::sys::fork::child_path! {
+    /// Releases every hold of this process, for a child about to `_exit`: its handles
+    /// will never drop. Only when the process has a single thread (`alone` says
+    /// whether the caller's thread is the only one): a thread still running could use
+    /// a released block after another process reused it, so a multi-threaded child
+    /// keeps its holds (leaks them until the chunk dies). Returns how many holds were
+    /// released.
+    pub(crate) fn release_all_before_exit(alone: impl FnOnce() -> bool) -> usize {
+        // Nothing held: no need to ask about threads.
+        if arena().held.is_empty() || !alone() {
+            return 0;
+        }
+        let mut arena = arena();
+        let held = std::mem::take(&mut arena.held);
+        let n = held.len();
+        for (&(_, off), &(chunk, class, _)) in held.iter() {
+            release(chunk, off, class as usize);
+        }
+        // The process exits next: freeing the map's nodes would only make the kernel
+        // copy every heap page they sit on (copy-on-write after the fork) to no end.
+        std::mem::forget(held);
+        n
     }
-    let mut arena = arena();
-    let held = std::mem::take(&mut arena.held);
-    let n = held.len();
-    for (&(_, off), &(chunk, class, _)) in held.iter() {
-        release(chunk, off, class as usize);
-    }
-    // The process exits next: freeing the map's nodes would only make the kernel
-    // copy every heap page they sit on (copy-on-write after the fork) to no end.
-    std::mem::forget(held);
-    n
 }
 
 #[cfg(test)]

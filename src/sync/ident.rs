@@ -156,7 +156,7 @@ pub fn process() -> u32 {
 #[cold]
 fn process_slow() -> u32 {
     fork::install_hooks();
-    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    let pid = fork::pid() as u32;
     identity(
         &PROCESS,
         &PROCESS_RETRY,
@@ -186,7 +186,7 @@ fn thread_slow(slot: &AtomicU64) -> u32 {
     // start time (`/proc/<tid>/stat` is then `/proc/<pid>/stat`), so its word is
     // the process's, read once instead of twice (a forked child primes both
     // before running its target: one `/proc` read less per process start).
-    if tid == rustix::process::getpid().as_raw_nonzero().get() as u32 {
+    if tid == fork::pid() as u32 {
         let generation = fork::generation();
         let w = process();
         if cached((generation as u64) << 32 | w as u64, generation).is_some() {
@@ -206,27 +206,34 @@ fn thread_slow(slot: &AtomicU64) -> u32 {
     })
 }
 
-/// Computes this process's and this thread's identities now, while `/proc` can be
-/// read. A child process calls it before running user code, so that its identity
-/// is final before the user can exhaust the fd table.
-pub fn prime() {
-    let _ = process();
-    let _ = thread();
+crate::sys::fork::child_path! {
+    /// Computes this process's and this thread's identities now, while `/proc` can be
+    /// read. A child process calls it before running user code, so that its identity
+    /// is final before the user can exhaust the fd table.
+    pub fn prime() {
+        let _ = process();
+        let _ = thread();
+    }
 }
 
-/// [`prime`] in a forked child that knows its start time already (its parent
-/// bracketed the fork with clock readings: `procfs::start_ticks_between`): the
-/// same final words, with no `/proc` read (a fresh child's first read of `/proc`
-/// costs it about 25 us here: path lookup, the kernel's formatting, and faults
-/// on the code it runs). Call it only with the start time `/proc` would show.
-pub(crate) fn prime_started_at(start_time: u64) {
-    let generation = fork::generation();
-    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
-    let w = word(pid, Some(start_time));
-    PROCESS.store((generation as u64) << 32 | w as u64, Ordering::Relaxed);
-    // A forked child's one thread is its main thread (tid == pid): it takes the
-    // process's word.
-    let _ = thread();
+crate::sys::fork::child_path! {
+    /// [`prime`] in a forked child that knows its start time already (its parent
+    /// bracketed the fork with clock readings: `procfs::start_ticks_between`): the
+    /// same final words, with no `/proc` read (a fresh child's first read of `/proc`
+    /// costs it about 25 us here: path lookup, the kernel's formatting, and faults
+    /// on the code it runs). Call it only with the start time `/proc` would show,
+    /// and only on a forked child's one thread (before it starts others).
+    pub(crate) fn prime_started_at(start_time: u64) {
+        let generation = fork::generation();
+        let pid = fork::pid() as u32;
+        let w = word(pid, Some(start_time));
+        let v = (generation as u64) << 32 | w as u64;
+        PROCESS.store(v, Ordering::Relaxed);
+        // A forked child's one thread is its main thread (tid == pid, the same first
+        // task): it takes the process's word, as `thread_slow` would give it, without
+        // asking the kernel for the tid.
+        THREAD.with(|c| c.store(v, Ordering::Relaxed));
+    }
 }
 
 /// Whether `owner` names the calling process: its owner word, or its pid with

@@ -6,13 +6,48 @@
 //! the generation they were filled in.
 
 use std::sync::Once;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Puts the function it wraps into the code section `multiproc_fork_child`,
+/// with the rest of the code a child forked by `Process::start` runs between
+/// the fork and its `_exit`.
+///
+/// Why: a fork copies no page-table entry of the program's code (file-backed
+/// mappings with no private page are left for the child to fault in, and the
+/// kernel maps up to 16 pages around each fault: one fault per 64 KiB window of
+/// code touched). The child's path, spread over the crate's code, touched about
+/// six such windows besides libc's and std's, a fault each, and as many page
+/// tables to fill and tear down again at its exit. Gathered in one section
+/// (under 16 KiB; the linker keeps a section it has no rule for in one piece),
+/// it takes one or two. Functions inlined into others are placed with them;
+/// only the functions on that path belong here (the parent's side of `start`
+/// does not).
+///
+/// `link_section` is an unsafe attribute (a section the loader treats
+/// specially could change a program's meaning); this section is an ordinary
+/// code section of a name no loader or runtime knows, so it changes nothing
+/// but where the code sits.
+macro_rules! child_path {
+    ($(#[$attr:meta])* $vis:vis extern "C" fn $($rest:tt)*) => {
+        #[unsafe(link_section = "multiproc_fork_child")]
+        $(#[$attr])*
+        $vis extern "C" fn $($rest)*
+    };
+    ($(#[$attr:meta])* $vis:vis fn $($rest:tt)*) => {
+        #[unsafe(link_section = "multiproc_fork_child")]
+        $(#[$attr])*
+        $vis fn $($rest)*
+    };
+}
+pub(crate) use child_path;
 
 static GENERATION: AtomicU32 = AtomicU32::new(1);
 static INSTALL: Once = Once::new();
 
-extern "C" fn after_fork_in_child() {
-    GENERATION.fetch_add(1, Ordering::Relaxed);
+child_path! {
+    extern "C" fn after_fork_in_child() {
+        GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Registers the fork handler (once per process image; forks inherit it).
@@ -34,6 +69,60 @@ pub fn generation() -> u32 {
     GENERATION.load(Ordering::Relaxed)
 }
 
+/// `generation << 32 | pid`, filled by [`pid`] once the fork hooks are installed
+/// (so that every later fork changes the generation and makes it stale).
+static PID: AtomicU64 = AtomicU64::new(0);
+
+/// The calling process's pid, cached per fork [`generation`]: `getpid` is a real
+/// system call (glibc caches nothing since 2.25), and starting and joining one
+/// process asked it about ten times.
+#[inline]
+pub(crate) fn pid() -> i32 {
+    let v = PID.load(Ordering::Relaxed);
+    if (v >> 32) as u32 == generation() && v as u32 != 0 {
+        return v as u32 as i32;
+    }
+    pid_slow()
+}
+
+child_path! {
+    #[cold]
+    fn pid_slow() -> i32 {
+        // Installed before the value is cached: from then on every fork (through
+        // glibc's `fork`, which runs the handler) moves the generation on.
+        install_hooks();
+        let generation = generation();
+        let pid = rustix::process::getpid().as_raw_nonzero().get();
+        PID.store(
+            u64::from(generation) << 32 | u64::from(pid as u32),
+            Ordering::Relaxed,
+        );
+        pid
+    }
+}
+
+child_path! {
+    /// Closes the descriptor `fd` holds, for a child just forked, without writing
+    /// the `Arc`'s count on its heap page (shared with the parent: a copy-on-write
+    /// fault): if this `Arc` is its only reference, the descriptor is closed and
+    /// the allocation left as it is; otherwise the `Arc` is dropped as usual.
+    pub(crate) fn close_sole(fd: std::sync::Arc<std::os::fd::OwnedFd>) {
+        use std::os::fd::AsRawFd;
+        if std::sync::Arc::strong_count(&fd) != 1 || std::sync::Arc::weak_count(&fd) != 0 {
+            drop(fd);
+            return;
+        }
+        let raw = fd.as_raw_fd();
+        std::mem::forget(fd);
+        // SAFETY: the `Arc` was the only owner of the `OwnedFd` (one strong
+        // reference, no weak one that could upgrade; no other thread can make one
+        // meanwhile, since it would need a reference it does not have), and it is
+        // forgotten: nothing will use or close `raw` again. Closing it is the
+        // `OwnedFd`'s own drop, done without freeing its memory.
+        unsafe { rustix::io::close(raw) };
+    }
+}
+
 /// Which side of a fork the caller is on.
 pub(crate) enum Forked {
     /// In the parent; the child's pid.
@@ -42,27 +131,29 @@ pub(crate) enum Forked {
     Child,
 }
 
-/// Forks the calling process.
-///
-/// The child has one thread, a copy of the parent's memory and every shared
-/// mapping. It should run its work and leave through [`exit_now`], so that it never
-/// runs the parent's destructors, `atexit` handlers or stdio flushes.
-///
-/// Crate-private on purpose: a child forked from a multi-threaded parent may only
-/// call async-signal-safe functions until it execs, which a safe public `fork` could
-/// not promise. Users fork through [`Process`](crate::Process), which runs only the
-/// user's closure in the child and documents that caveat.
-pub(crate) fn fork() -> std::io::Result<Forked> {
-    install_hooks();
-    // SAFETY: fork is sound to call; its hazard is in what the child does next with a
-    // single thread (locks held by other parent threads stay held). Callers run only
-    // their own closure in the child and leave with `_exit`, as `Process` does, and
-    // the docs of `Process` state the multi-threaded-parent caveat Python also has.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(std::io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid)),
+child_path! {
+    /// Forks the calling process.
+    ///
+    /// The child has one thread, a copy of the parent's memory and every shared
+    /// mapping. It should run its work and leave through [`exit_now`], so that it never
+    /// runs the parent's destructors, `atexit` handlers or stdio flushes.
+    ///
+    /// Crate-private on purpose: a child forked from a multi-threaded parent may only
+    /// call async-signal-safe functions until it execs, which a safe public `fork` could
+    /// not promise. Users fork through [`Process`](crate::Process), which runs only the
+    /// user's closure in the child and documents that caveat.
+    pub(crate) fn fork() -> std::io::Result<Forked> {
+        install_hooks();
+        // SAFETY: fork is sound to call; its hazard is in what the child does next with a
+        // single thread (locks held by other parent threads stay held). Callers run only
+        // their own closure in the child and leave with `_exit`, as `Process` does, and
+        // the docs of `Process` state the multi-threaded-parent caveat Python also has.
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => Ok(Forked::Child),
+            pid => Ok(Forked::Parent(pid)),
+        }
     }
 }
 
@@ -207,38 +298,42 @@ pub(crate) fn fork_sibling() -> std::io::Result<(Forked, Option<std::os::fd::Own
     }
 }
 
-/// Whether the calling process has a single thread: `Some(true)` if so,
-/// `Some(false)` if it has others, `None` if the kernel would not say.
-///
-/// One system call and no allocation, so that a forked child can ask just before
-/// `_exit` without copying heap pages (a count of `/proc/self/task` opens a
-/// directory, allocates its buffers and took about a fifth of an empty child's
-/// time). `unshare(CLONE_THREAD)` changes nothing: the kernel implements the flag
-/// only as a check, and fails it with `EINVAL` when the thread group has another
-/// thread (`check_unshare_flags`, `thread_group_empty`). A thread that has exited
-/// but is not yet released still counts: the answer errs towards "others". Any
-/// other error (a seccomp filter refusing `unshare`, say) is `None`.
-pub(crate) fn single_threaded() -> Option<bool> {
-    // SAFETY: `unshare` with `CLONE_THREAD` alone unshares nothing (neither the
-    // descriptor table nor any namespace): it only checks that the caller is the
-    // sole thread of its group, so no other thread's view of this process changes.
-    let r = unsafe {
-        rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::from_bits_retain(
-            libc::CLONE_THREAD as u32,
-        ))
-    };
-    match r {
-        Ok(()) => Some(true),
-        Err(rustix::io::Errno::INVAL) => Some(false),
-        Err(_) => None,
+child_path! {
+    /// Whether the calling process has a single thread: `Some(true)` if so,
+    /// `Some(false)` if it has others, `None` if the kernel would not say.
+    ///
+    /// One system call and no allocation, so that a forked child can ask just before
+    /// `_exit` without copying heap pages (a count of `/proc/self/task` opens a
+    /// directory, allocates its buffers and took about a fifth of an empty child's
+    /// time). `unshare(CLONE_THREAD)` changes nothing: the kernel implements the flag
+    /// only as a check, and fails it with `EINVAL` when the thread group has another
+    /// thread (`check_unshare_flags`, `thread_group_empty`). A thread that has exited
+    /// but is not yet released still counts: the answer errs towards "others". Any
+    /// other error (a seccomp filter refusing `unshare`, say) is `None`.
+    pub(crate) fn single_threaded() -> Option<bool> {
+        // SAFETY: `unshare` with `CLONE_THREAD` alone unshares nothing (neither the
+        // descriptor table nor any namespace): it only checks that the caller is the
+        // sole thread of its group, so no other thread's view of this process changes.
+        let r = unsafe {
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::from_bits_retain(
+                libc::CLONE_THREAD as u32,
+            ))
+        };
+        match r {
+            Ok(()) => Some(true),
+            Err(rustix::io::Errno::INVAL) => Some(false),
+            Err(_) => None,
+        }
     }
 }
 
-/// Ends the calling process at once with `code`, running no destructors, `atexit`
-/// handlers or stdio flushes (flush what you wrote first).
-pub fn exit_now(code: i32) -> ! {
-    // SAFETY: `_exit` is always sound; it never returns.
-    unsafe { libc::_exit(code) }
+child_path! {
+    /// Ends the calling process at once with `code`, running no destructors, `atexit`
+    /// handlers or stdio flushes (flush what you wrote first).
+    pub fn exit_now(code: i32) -> ! {
+        // SAFETY: `_exit` is always sound; it never returns.
+        unsafe { libc::_exit(code) }
+    }
 }
 
 /// A fork start's floor: `fork()`, `_exit(0)` at once in the child, `waitpid`

@@ -175,10 +175,12 @@ impl ForkGuard {
         ParentEnd(self.pipe.take().map(|(_, w)| w))
     }
 
-    /// After the fork, in the child: lets the registry go, keeps the reading end.
-    pub(crate) fn child(mut self) -> ChildEnd {
-        self.lock = None;
-        ChildEnd(self.pipe.take().map(|(r, _)| r))
+    super::fork::child_path! {
+        /// After the fork, in the child: lets the registry go, keeps the reading end.
+        pub(crate) fn child(mut self) -> ChildEnd {
+            self.lock = None;
+            ChildEnd(self.pipe.take().map(|(r, _)| r))
+        }
     }
 }
 
@@ -229,52 +231,54 @@ pub(crate) fn capture(end: ParentEnd, child: Child, drop_target: impl FnOnce()) 
     }
 }
 
-/// In the child, before its closure: waits for the parent's list of captured
-/// registrations, then disowns every other one and runs its hook. Returns how many
-/// it disowned.
-pub(crate) fn adopt(end: ChildEnd) -> usize {
-    let Some(r) = end.0 else { return 0 };
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 512];
-    loop {
-        match rustix::io::read(&r, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                bytes.extend_from_slice(&buf[..n]);
-                // Stop at the end marker, not at EOF: a sibling forked by another
-                // thread while this handshake ran inherited the parent's writing
-                // end too, and may keep it open (waiting on its own handshake).
-                if bytes.len() % 8 == 0 && bytes.ends_with(&END.to_le_bytes()) {
-                    break;
+super::fork::child_path! {
+    /// In the child, before its closure: waits for the parent's list of captured
+    /// registrations, then disowns every other one and runs its hook. Returns how many
+    /// it disowned.
+    pub(crate) fn adopt(end: ChildEnd) -> usize {
+        let Some(r) = end.0 else { return 0 };
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match rustix::io::read(&r, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    bytes.extend_from_slice(&buf[..n]);
+                    // Stop at the end marker, not at EOF: a sibling forked by another
+                    // thread while this handshake ran inherited the parent's writing
+                    // end too, and may keep it open (waiting on its own handshake).
+                    if bytes.len() % 8 == 0 && bytes.ends_with(&END.to_le_bytes()) {
+                        break;
+                    }
                 }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => break,
             }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(_) => break,
         }
-    }
-    drop(r);
-    let ids: Vec<u64> = bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect();
-    if ids.last() != Some(&END) {
-        return 0; // the parent did not finish: own everything, as without a handshake
-    }
-    let captured: std::collections::HashSet<u64> = ids.into_iter().collect();
-    let mut disowned = 0;
-    let mut hooks: Vec<Hook> = Vec::new();
-    for (id, e) in registry().entries.iter() {
-        if !captured.contains(id) {
-            e.owned.store(false, Ordering::Relaxed);
-            disowned += 1;
-            hooks.extend(e.hook.clone());
+        drop(r);
+        let ids: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        if ids.last() != Some(&END) {
+            return 0; // the parent did not finish: own everything, as without a handshake
         }
+        let captured: std::collections::HashSet<u64> = ids.into_iter().collect();
+        let mut disowned = 0;
+        let mut hooks: Vec<Hook> = Vec::new();
+        for (id, e) in registry().entries.iter() {
+            if !captured.contains(id) {
+                e.owned.store(false, Ordering::Relaxed);
+                disowned += 1;
+                hooks.extend(e.hook.clone());
+            }
+        }
+        // Hooks run outside the registry's lock: they may drop or create handles.
+        for hook in hooks {
+            hook();
+        }
+        disowned
     }
-    // Hooks run outside the registry's lock: they may drop or create handles.
-    for hook in hooks {
-        hook();
-    }
-    disowned
 }
 
 #[cfg(test)]

@@ -112,51 +112,107 @@ pub(crate) fn boottime_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-/// [`boottime_ns`] for a process just forked: by the system call instead of the
-/// vDSO. A fork copies no page-table entry of the vDSO's code (the kernel lets a
-/// child fault such mappings in), so a child's first vDSO call takes a page
-/// fault, which costs more than the system call (measured: one fault more per
-/// child of a fork loop; a fault costs about 2.5 us on this 2-vCPU VM, the call
-/// about 0.2 us). Falls back to the vDSO if the call fails.
-pub(crate) fn boottime_ns_after_fork() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `clock_gettime` writes one `timespec` into the live local.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clock_gettime,
-            libc::CLOCK_BOOTTIME,
-            &mut t as *mut libc::timespec,
-        )
-    };
-    if rc != 0 {
-        return boottime_ns();
+super::fork::child_path! {
+    /// [`boottime_ns`] for a process just forked: by the system call instead of the
+    /// vDSO. A fork copies no page-table entry of the vDSO's code (the kernel lets a
+    /// child fault such mappings in), so a child's first vDSO call takes a page
+    /// fault, which costs more than the system call (measured: one fault more per
+    /// child of a fork loop; a fault costs about 2.5 us on this 2-vCPU VM, the call
+    /// about 0.2 us). Falls back to the vDSO if the call fails.
+    ///
+    /// The call is made inline (`raw_clock_gettime`), not through libc's
+    /// `syscall()`: that function is out of line in libc's code, whose pages a fork
+    /// does not copy either, and it was one more page fault per forked child
+    /// (rustix, which makes raw calls, offers `clock_gettime` only through the vDSO).
+    pub(crate) fn boottime_ns_after_fork() -> u64 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `clock_gettime` writes one `timespec` into the live local.
+        let rc = unsafe { raw_clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
+        if rc != 0 {
+            return boottime_ns();
+        }
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
     }
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-/// The start time `/proc/<pid>/stat` shows for a process forked after the
-/// reading `before` and before the reading `after` of [`boottime_ns`], when the
-/// two fall in the same clock tick (`ticks_per_second`, the kernel's `USER_HZ`);
-/// `None` otherwise (then read `/proc`).
-///
-/// The kernel stamps a new task with `ktime_get_boottime_ns()` inside `fork`
-/// (`start_boottime`), and `/proc` shows it as `ns / (10^9 / USER_HZ)` ticks,
-/// rounded down, for a reader in the same time namespace (the child reading
-/// itself, as `/proc/self/stat` would). The vDSO's `CLOCK_BOOTTIME` is the same
-/// clock: `before <= start <= after`, so if both readings round to the same
-/// tick, so does the start. A fork that straddles a tick boundary (about 1 in
-/// 100 on this path) gets `None`.
-#[inline]
-pub(crate) fn start_ticks_between(before: u64, after: u64, ticks_per_second: u64) -> Option<u64> {
-    const NS: u64 = 1_000_000_000;
-    if ticks_per_second == 0 || NS % ticks_per_second != 0 || after < before {
-        return None;
+/// The `clock_gettime` system call made by the instruction itself: 0, or a
+/// negated errno. Safety: `ts` must be valid for a write of one `timespec`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn raw_clock_gettime(clock: libc::clockid_t, ts: *mut libc::timespec) -> isize {
+    let ret: isize;
+    // SAFETY: the x86_64 Linux system-call convention: number in rax, arguments
+    // in rdi and rsi, result in rax; the instruction clobbers rcx and r11 and
+    // touches no stack. The kernel writes only `*ts`, which the caller vouches
+    // for (the asm is not `nomem`, so the compiler assumes memory may change).
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_clock_gettime as isize => ret,
+            in("rdi") clock as isize,
+            in("rsi") ts,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
     }
-    let ns_per_tick = NS / ticks_per_second;
-    (before / ns_per_tick == after / ns_per_tick).then_some(before / ns_per_tick)
+    ret
+}
+
+/// As on x86_64: number in x8, arguments in x0 and x1, result in x0 (`svc 0`
+/// clobbers nothing else).
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn raw_clock_gettime(clock: libc::clockid_t, ts: *mut libc::timespec) -> isize {
+    let ret: isize;
+    // SAFETY: the aarch64 Linux system-call convention; the kernel writes only
+    // `*ts`, which the caller vouches for.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            inlateout("x0") clock as isize => ret,
+            in("x1") ts,
+            in("x8") libc::SYS_clock_gettime,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Elsewhere through libc's `syscall()`.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn raw_clock_gettime(clock: libc::clockid_t, ts: *mut libc::timespec) -> isize {
+    // SAFETY: `clock_gettime` writes one `timespec` through `ts`, which the
+    // caller vouches for.
+    let rc = unsafe { libc::syscall(libc::SYS_clock_gettime, clock, ts) };
+    if rc == 0 { 0 } else { -1 }
+}
+
+super::fork::child_path! {
+    /// The start time `/proc/<pid>/stat` shows for a process forked after the
+    /// reading `before` and before the reading `after` of [`boottime_ns`], when the
+    /// two fall in the same clock tick (`ticks_per_second`, the kernel's `USER_HZ`);
+    /// `None` otherwise (then read `/proc`).
+    ///
+    /// The kernel stamps a new task with `ktime_get_boottime_ns()` inside `fork`
+    /// (`start_boottime`), and `/proc` shows it as `ns / (10^9 / USER_HZ)` ticks,
+    /// rounded down, for a reader in the same time namespace (the child reading
+    /// itself, as `/proc/self/stat` would). The vDSO's `CLOCK_BOOTTIME` is the same
+    /// clock: `before <= start <= after`, so if both readings round to the same
+    /// tick, so does the start. A fork that straddles a tick boundary (about 1 in
+    /// 100 on this path) gets `None`.
+    #[inline]
+    pub(crate) fn start_ticks_between(before: u64, after: u64, ticks_per_second: u64) -> Option<u64> {
+        const NS: u64 = 1_000_000_000;
+        if ticks_per_second == 0 || NS % ticks_per_second != 0 || after < before {
+            return None;
+        }
+        let ns_per_tick = NS / ticks_per_second;
+        (before / ns_per_tick == after / ns_per_tick).then_some(before / ns_per_tick)
+    }
 }
 
 /// Whether `/proc` speaks for this process's pid namespace: `/proc/self` names
@@ -171,7 +227,7 @@ pub(crate) fn start_ticks_between(before: u64, after: u64, ticks_per_second: u64
 /// instead of trusting the answer its parent inherited to it.
 pub fn answers() -> bool {
     static ANSWERED_FOR: AtomicU32 = AtomicU32::new(0);
-    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    let pid = super::fork::pid() as u32;
     answers_by(&ANSWERED_FOR, pid, || {
         std::fs::read_link("/proc/self").is_ok_and(|p| p.as_os_str() == pid.to_string().as_str())
             && matches!(probe(pid), Probe::Found(_))
@@ -271,6 +327,27 @@ pub fn current_process_start_time() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The system-call reading a forked child makes is the vDSO's clock: it
+    /// falls between two vDSO readings (a wrong clock, register or a reading
+    /// left unwritten would not).
+    #[test]
+    fn the_inline_clock_reading_is_the_vdso_s_boottime() {
+        for _ in 0..1000 {
+            let before = boottime_ns();
+            let mid = boottime_ns_after_fork();
+            let after = boottime_ns();
+            assert!(before <= mid && mid <= after, "{before} {mid} {after}");
+        }
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a live local.
+        let rc = unsafe { raw_clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
+        assert_eq!(rc, 0);
+        assert!(t.tv_sec > 0 || t.tv_nsec > 0, "the call wrote the reading");
+    }
 
     #[test]
     fn a_start_time_is_known_only_when_both_readings_share_a_tick() {
