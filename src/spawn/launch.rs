@@ -202,9 +202,11 @@ pub(crate) fn forkserver(launch: &Launch<'_>) -> Result<Started> {
     // The request goes out as soon as the server has the child's socket, before
     // the server's answer: it waits in the socket for the child, one round trip
     // saved.
-    let forked = super::server::fork_child(|conn| send_request(conn, &bytes, &fds))
+    let forked = super::server::fork_child(&|conn| send_request(conn, &bytes, &fds))
         .map_err(|e| err(launch, "forkserver", e))?;
     let refused = handshake(forked.conn.as_fd(), forked.pidfd.as_fd(), None);
+    // The next start's child, forked by the server while this one runs.
+    super::server::ask_spare();
     let child = Arc::new(Child::with_reaper(
         forked.pid,
         forked.pidfd,

@@ -44,11 +44,30 @@
 //! `clone3`), the server forks as usual, reaps the child and relays its exit
 //! code (`Forked { own: false }`, then `Exited`).
 //!
+//! # Spares
+//!
+//! At the end of each start the requester sends the next `Fork` at once,
+//! before anyone needs it: the server forks that child (the *spare*) while the
+//! started child runs, and the spare waits for its request. The next start
+//! finds the server's answer already there, sends its request straight to the
+//! spare and waits only for the spare's `Ready`: no wake-up of the server and
+//! no fork on the start's path. A spare belongs to the process that asked for
+//! it (a fork of that process only closes its copies), runs nothing until it
+//! gets a request, and exits when the starter ends (it watches the starter's
+//! pidfd, since forks of the starter may hold copies of the requester's end of
+//! its socket). A spare found unusable when a start takes it (the server died
+//! before forking it, or before it could relay its exit; the spare was killed)
+//! is reaped if it is the requester's own, told to go (its socket shut down,
+//! which ends the wait whoever holds copies), and the start asks for a new
+//! child as if there were no spare: a spare never fails a start. A spare of
+//! the requester's own is one more child of that process while it waits (seen
+//! in `/proc`, never in [`active_children`](crate::active_children)).
+//!
 //! # Lifetime
 //!
 //! The server polls the starter's pidfd and exits as soon as the starter has
 //! ended (or when the control socket reaches end of file), leaving nothing:
-//! it holds no shared memory and no name. The children live on as any orphans,
+//! it holds no shared memory and no name; a waiting spare exits with it. The children live on as any orphans,
 //! except daemons, which watch their requester's pidfd themselves and die with it.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -98,8 +117,6 @@ struct Server {
     pid: i32,
     pidfd: OwnedFd,
 }
-
-static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 impl Server {
     fn start() -> std::io::Result<Server> {
@@ -160,52 +177,77 @@ pub(crate) struct ForkedChild {
     pub(crate) status: Option<OwnedFd>,
 }
 
-/// Has the server (started now if this process has none running) fork a child.
-/// `send` writes the request on the child's socket once the server has its other
-/// end (the child reads it when it runs).
-pub(crate) fn fork_child(send: impl FnOnce(BorrowedFd<'_>)) -> Result<ForkedChild, String> {
+/// The forkserver as this process knows it: the server, and the spare child
+/// asked for ahead of need (see "Spares" in the module's documentation).
+struct State {
+    server: Option<Server>,
+    spare: Option<Spare>,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    server: None,
+    spare: None,
+});
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `Fork` sent to the server: this process's ends of the child's socket and
+/// of the status socket, where the server's answer comes.
+struct Asked {
+    conn: OwnedFd,
+    status: OwnedFd,
+}
+
+/// A child asked for before it was needed.
+struct Spare {
+    /// The process that asked: a fork of it that inherited this record only
+    /// closes its copies (the spare is not its child).
+    asker: u32,
+    asked: Asked,
+}
+
+/// Sends one `Fork` to the server (started now if this process has none
+/// running, or if it has died).
+fn ask(state: &mut State) -> Result<Asked, String> {
     let (conn, child_conn) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
     let (status, server_status) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
-    {
-        let mut server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tries = 0;
-        loop {
-            let usable = server
-                .as_ref()
-                .is_some_and(|s| s.starter == std::process::id() && s.alive());
-            if !usable {
-                if let Some(old) = server.take() {
-                    drop(old);
-                }
-                *server =
-                    Some(Server::start().map_err(|e| format!("starting the forkserver: {e}"))?);
+    let mut tries = 0;
+    loop {
+        let usable = state
+            .server
+            .as_ref()
+            .is_some_and(|s| s.starter == std::process::id() && s.alive());
+        if !usable {
+            if let Some(old) = state.server.take() {
+                drop(old);
             }
-            let s = server.as_ref().expect("set above");
-            match send_with_fds(
-                s.control.as_fd(),
-                &encode(&ToServer::Fork),
-                &[child_conn.as_fd(), server_status.as_fd()],
-            ) {
-                Ok(()) => break,
-                // The server died since the check: start another, once.
-                Err(_) if tries == 0 => {
-                    tries += 1;
-                    server.take();
-                }
-                Err(e) => return Err(format!("sending to the forkserver: {e}")),
+            state.server =
+                Some(Server::start().map_err(|e| format!("starting the forkserver: {e}"))?);
+        }
+        let s = state.server.as_ref().expect("set above");
+        match send_with_fds(
+            s.control.as_fd(),
+            &encode(&ToServer::Fork),
+            &[child_conn.as_fd(), server_status.as_fd()],
+        ) {
+            Ok(()) => return Ok(Asked { conn, status }),
+            // The server died since the check: start another, once.
+            Err(_) if tries == 0 => {
+                tries += 1;
+                state.server.take();
             }
+            Err(e) => return Err(format!("sending to the forkserver: {e}")),
         }
     }
-    drop((child_conn, server_status));
-    send(conn.as_fd());
-    match wire::recv(status.as_fd()) {
+}
+
+/// The server's answer on a status socket: `(pid, pidfd, own)`.
+fn answer(status: BorrowedFd<'_>) -> Result<(i32, OwnedFd, bool), String> {
+    match wire::recv(status) {
         Ok(Some((bytes, mut fds))) => match postcard::from_bytes::<FromServer>(&bytes) {
-            Ok(FromServer::Forked { pid, own }) if fds.len() == 1 => Ok(ForkedChild {
-                pid,
-                pidfd: fds.remove(0),
-                conn,
-                status: (!own).then_some(status),
-            }),
+            Ok(FromServer::Forked { pid, own }) if fds.len() == 1 => Ok((pid, fds.remove(0), own)),
             Ok(FromServer::Failed(why)) => Err(format!("the forkserver could not fork: {why}")),
             Ok(other) => Err(format!("unexpected message from the forkserver: {other:?}")),
             Err(e) => Err(format!("the forkserver's reply does not decode: {e}")),
@@ -213,6 +255,97 @@ pub(crate) fn fork_child(send: impl FnOnce(BorrowedFd<'_>)) -> Result<ForkedChil
         Ok(None) => Err("the forkserver died before it forked the child".into()),
         Err(e) => Err(format!("reading the forkserver's reply: {e}")),
     }
+}
+
+fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    matches!(
+        registry::wait_readable(fd, Some(std::time::Duration::ZERO)),
+        Ok(true)
+    )
+}
+
+/// Sends the request (`bytes`, `fds`) to an asked-for child and reads the
+/// server's answer.
+fn finish(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Result<ForkedChild, String> {
+    send(asked.conn.as_fd());
+    let (pid, pidfd, own) = answer(asked.status.as_fd())?;
+    Ok(ForkedChild {
+        pid,
+        pidfd,
+        conn: asked.conn,
+        status: (!own).then_some(asked.status),
+    })
+}
+
+/// Takes a spare: the child, or `None` if the spare cannot be used (the
+/// server failed to fork it or died first, or it died waiting), discarded then.
+fn take(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Option<Result<ForkedChild, String>> {
+    if !readable_now(asked.status.as_fd()) {
+        // Not forked yet: as a child asked for now.
+        return Some(finish(asked, send));
+    }
+    let discard = |asked: Asked| {
+        // End of file for the spare even if forks of this process hold copies
+        // of this end: it exits without running anything.
+        let _ = rustix::net::shutdown(&asked.conn, rustix::net::Shutdown::Both);
+        None
+    };
+    let Ok((pid, pidfd, own)) = answer(asked.status.as_fd()) else {
+        return discard(asked);
+    };
+    if readable_now(pidfd.as_fd()) {
+        // Died waiting (killed): reap it if it is ours (the server reaps its own).
+        if own {
+            let _ = waitpid(Pid::from_raw(pid), WaitOptions::empty());
+        }
+        return discard(asked);
+    }
+    if !own && readable_now(asked.status.as_fd()) {
+        // The server's own child, and the server has gone (or relays an exit):
+        // nobody would relay this child's exit.
+        return discard(asked);
+    }
+    send(asked.conn.as_fd());
+    Some(Ok(ForkedChild {
+        pid,
+        pidfd,
+        conn: asked.conn,
+        status: (!own).then_some(asked.status),
+    }))
+}
+
+/// Has the server (started now if this process has none running) fork a child,
+/// or takes the spare it forked ahead. `send` writes the request on the child's
+/// socket (the child reads it when it runs).
+pub(crate) fn fork_child(send: &dyn Fn(BorrowedFd<'_>)) -> Result<ForkedChild, String> {
+    let spare = state().spare.take();
+    if let Some(spare) = spare {
+        if spare.asker == std::process::id() {
+            if let Some(child) = take(spare.asked, send) {
+                return child;
+            }
+        }
+        // Else a fork's copy of its parent's spare: closed, nothing more.
+    }
+    let asked = ask(&mut state())?;
+    finish(asked, send)
+}
+
+/// Asks the server for the next child now, so that the next start finds it
+/// forked and waiting for its request (unless a spare is there already).
+pub(crate) fn ask_spare() {
+    let mut state = state();
+    if state
+        .spare
+        .as_ref()
+        .is_some_and(|s| s.asker == std::process::id())
+    {
+        return;
+    }
+    state.spare = ask(&mut state).ok().map(|asked| Spare {
+        asker: std::process::id(),
+        asked,
+    });
 }
 
 /// Reads the exit code the server relays on a status socket (which is readable).
@@ -340,9 +473,9 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                         crate::sys::procfs::boottime_ns_after_fork(),
                         ticks_per_second,
                     );
-                    drop((control, starter, status));
+                    drop((control, status));
                     drop(kids);
-                    super::child::run(conn, started)
+                    super::child::run(conn, started, Some(starter))
                 }
                 Ok((Forked::Parent(pid), Some(pidfd))) => {
                     // The requester's own child: its pidfd and pid are all it
