@@ -18,17 +18,23 @@
 //!
 //! Control socket (stream), starter → server:
 //! 1. once, first: [`ToServer::Hello`]; descriptors: the starter's pidfd;
-//! 2. per child: [`ToServer::Fork`]; descriptors: the child's socket (the end
-//!    the child speaks the `wire` protocol on) and a *status* socket.
+//! 2. per child: [`ToServer::Fork`]; descriptor: the child's socket (the end
+//!    the child speaks the `wire` protocol on; the requester keeps the other).
 //!
-//! Status socket (stream, one per child), server → requester:
-//! 1. [`FromServer::Forked`] with the child's pid; descriptor: a pidfd of the
-//!    child (for `sentinel`, `kill`, `is_alive`), or [`FromServer::Failed`];
-//! 2. only if `Forked` said `own: false`: [`FromServer::Exited`] with the exit
-//!    code (Python's convention) once the server has reaped the child.
+//! The child's socket, server → requester, first (the server writes on the
+//! child's end, so it comes out at the requester's): [`FromServer::Forked`]
+//! with the child's pid; descriptors: a pidfd of the child (for `sentinel`,
+//! `kill`, `is_alive`), and if `own: false` a *status* socket the server made;
+//! or [`FromServer::Failed`]. The requester sends the child its request only
+//! once it has read this answer (then the child's reply cannot come before
+//! it), and the two talk exactly as in spawn (`wire`): request, `Ready`, and
+//! the child runs the entry. One socket pair per start, one descriptor to the
+//! server and one back: every socket and pidfd is a file the kernel makes and
+//! frees (measured here: 4 to 10 us each).
 //!
-//! The requester then talks to the child on its socket exactly as spawn does
-//! (`wire`): request, `Ready`, and the child runs the entry.
+//! Status socket (stream; only for a child the server reaps itself), server →
+//! requester: [`FromServer::Exited`] with the exit code (Python's convention)
+//! once the server has reaped the child.
 //!
 //! # Whose child
 //!
@@ -88,15 +94,17 @@ use crate::sys::fork::{self, Forked};
 pub(crate) enum ToServer {
     /// First message: the protocol's version; the starter's pidfd attached.
     Hello { version: u32 },
-    /// Fork a child; its socket and the status socket attached.
+    /// Fork a child; its socket attached.
     Fork,
 }
 
-/// Server → requester, on a status socket.
+/// Server → requester: the answer on the child's socket (`Forked`, `Failed`),
+/// the relayed exit on a status socket (`Exited`).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum FromServer {
     /// Forked; the child's pidfd attached. `own`: the child is the requester's
-    /// own child (it waits for it); otherwise the server's (it relays the exit).
+    /// own child (it waits for it); otherwise the server's (it relays the exit
+    /// on the status socket attached second).
     Forked { pid: i32, own: bool },
     /// Not forked: why.
     Failed(String),
@@ -193,11 +201,10 @@ fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A `Fork` sent to the server: this process's ends of the child's socket and
-/// of the status socket, where the server's answer comes.
+/// A `Fork` sent to the server: this process's end of the child's socket,
+/// where the server's answer comes first.
 struct Asked {
     conn: OwnedFd,
-    status: OwnedFd,
 }
 
 /// A child asked for before it was needed.
@@ -212,7 +219,6 @@ struct Spare {
 /// running, or if it has died).
 fn ask(state: &mut State) -> Result<Asked, String> {
     let (conn, child_conn) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
-    let (status, server_status) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
     let mut tries = 0;
     loop {
         let usable = state
@@ -230,9 +236,9 @@ fn ask(state: &mut State) -> Result<Asked, String> {
         match send_with_fds(
             s.control.as_fd(),
             &encode(&ToServer::Fork),
-            &[child_conn.as_fd(), server_status.as_fd()],
+            &[child_conn.as_fd()],
         ) {
-            Ok(()) => return Ok(Asked { conn, status }),
+            Ok(()) => return Ok(Asked { conn }),
             // The server died since the check: start another, once.
             Err(_) if tries == 0 => {
                 tries += 1;
@@ -243,11 +249,18 @@ fn ask(state: &mut State) -> Result<Asked, String> {
     }
 }
 
-/// The server's answer on a status socket: `(pid, pidfd, own)`.
-fn answer(status: BorrowedFd<'_>) -> Result<(i32, OwnedFd, bool), String> {
-    match wire::recv(status) {
+/// The server's answer, the first message on the child's socket: the child's
+/// pid, its pidfd, and the status socket if the server relays its exit.
+fn answer(conn: BorrowedFd<'_>) -> Result<(i32, OwnedFd, Option<OwnedFd>), String> {
+    match wire::recv(conn) {
         Ok(Some((bytes, mut fds))) => match postcard::from_bytes::<FromServer>(&bytes) {
-            Ok(FromServer::Forked { pid, own }) if fds.len() == 1 => Ok((pid, fds.remove(0), own)),
+            Ok(FromServer::Forked { pid, own: true }) if fds.len() == 1 => {
+                Ok((pid, fds.remove(0), None))
+            }
+            Ok(FromServer::Forked { pid, own: false }) if fds.len() == 2 => {
+                let status = fds.pop();
+                Ok((pid, fds.remove(0), status))
+            }
             Ok(FromServer::Failed(why)) => Err(format!("the forkserver could not fork: {why}")),
             Ok(other) => Err(format!("unexpected message from the forkserver: {other:?}")),
             Err(e) => Err(format!("the forkserver's reply does not decode: {e}")),
@@ -264,23 +277,23 @@ fn readable_now(fd: BorrowedFd<'_>) -> bool {
     )
 }
 
-/// Sends the request (`bytes`, `fds`) to an asked-for child and reads the
-/// server's answer.
+/// Reads the server's answer for an asked-for child, then sends it the request
+/// (`send`): only then, so that the child's reply comes after the answer.
 fn finish(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Result<ForkedChild, String> {
+    let (pid, pidfd, status) = answer(asked.conn.as_fd())?;
     send(asked.conn.as_fd());
-    let (pid, pidfd, own) = answer(asked.status.as_fd())?;
     Ok(ForkedChild {
         pid,
         pidfd,
         conn: asked.conn,
-        status: (!own).then_some(asked.status),
+        status,
     })
 }
 
 /// Takes a spare: the child, or `None` if the spare cannot be used (the
 /// server failed to fork it or died first, or it died waiting), discarded then.
 fn take(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Option<Result<ForkedChild, String>> {
-    if !readable_now(asked.status.as_fd()) {
+    if !readable_now(asked.conn.as_fd()) {
         // Not forked yet: as a child asked for now.
         return Some(finish(asked, send));
     }
@@ -290,17 +303,17 @@ fn take(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Option<Result<ForkedChil
         let _ = rustix::net::shutdown(&asked.conn, rustix::net::Shutdown::Both);
         None
     };
-    let Ok((pid, pidfd, own)) = answer(asked.status.as_fd()) else {
+    let Ok((pid, pidfd, status)) = answer(asked.conn.as_fd()) else {
         return discard(asked);
     };
     if readable_now(pidfd.as_fd()) {
         // Died waiting (killed): reap it if it is ours (the server reaps its own).
-        if own {
+        if status.is_none() {
             let _ = waitpid(Pid::from_raw(pid), WaitOptions::empty());
         }
         return discard(asked);
     }
-    if !own && readable_now(asked.status.as_fd()) {
+    if status.as_ref().is_some_and(|s| readable_now(s.as_fd())) {
         // The server's own child, and the server has gone (or relays an exit):
         // nobody would relay this child's exit.
         return discard(asked);
@@ -310,7 +323,7 @@ fn take(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Option<Result<ForkedChil
         pid,
         pidfd,
         conn: asked.conn,
-        status: (!own).then_some(asked.status),
+        status,
     }))
 }
 
@@ -442,12 +455,11 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                 _ => fork::exit_now(0),
             };
             if !matches!(postcard::from_bytes::<ToServer>(&bytes), Ok(ToServer::Fork))
-                || fds.len() != 2
+                || fds.len() != 1
             {
                 continue; // not a request this server understands: ignore it
             }
-            let status = fds.pop().expect("two");
-            let conn = fds.pop().expect("two");
+            let conn = fds.pop().expect("one");
             // A sibling when the system allows (the requester's own child: no
             // relay), else a child of the server. Clock readings bracket the fork:
             // the child then knows its start time without reading `/proc`.
@@ -461,7 +473,7 @@ pub(super) fn serve(control: OwnedFd) -> ! {
             match forked {
                 Err(e) => {
                     let _ = send_with_fds(
-                        status.as_fd(),
+                        conn.as_fd(),
                         &encode(&FromServer::Failed(format!("fork: {e}"))),
                         &[],
                     );
@@ -473,42 +485,46 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                         crate::sys::procfs::boottime_ns_after_fork(),
                         ticks_per_second,
                     );
-                    drop((control, status));
+                    drop(control);
                     drop(kids);
                     super::child::run(conn, started, Some(starter))
                 }
                 Ok((Forked::Parent(pid), Some(pidfd))) => {
                     // The requester's own child: its pidfd and pid are all it
                     // needs from the server.
-                    drop(conn);
                     let _ = send_with_fds(
-                        status.as_fd(),
+                        conn.as_fd(),
                         &encode(&FromServer::Forked { pid, own: true }),
                         &[pidfd.as_fd()],
                     );
                 }
-                // Forked the usual way (`fork_sibling` always gives a pidfd).
+                // Forked the usual way (`fork_sibling` always gives a pidfd):
+                // the server reaps it, and relays its exit on a status socket
+                // it hands over with the answer.
                 Ok((Forked::Parent(pid), None)) => {
-                    drop(conn);
-                    match pidfd_open(Pid::from_raw(pid).expect("positive"), PidfdFlags::empty()) {
-                        Ok(pidfd) => {
+                    let raw = Pid::from_raw(pid).expect("positive");
+                    let opened = pidfd_open(raw, PidfdFlags::empty())
+                        .map_err(|e| format!("pidfd_open: {e}"))
+                        .and_then(|pidfd| {
+                            stream_pair()
+                                .map(|pair| (pidfd, pair))
+                                .map_err(|e| format!("socketpair: {e}"))
+                        });
+                    match opened {
+                        Ok((pidfd, (status, theirs))) => {
                             let _ = send_with_fds(
-                                status.as_fd(),
+                                conn.as_fd(),
                                 &encode(&FromServer::Forked { pid, own: false }),
-                                &[pidfd.as_fd()],
+                                &[pidfd.as_fd(), theirs.as_fd()],
                             );
                             kids.push(Kid { pid, pidfd, status });
                         }
-                        Err(e) => {
-                            let raw = Pid::from_raw(pid).expect("positive");
+                        Err(why) => {
                             let _ =
                                 rustix::process::kill_process(raw, rustix::process::Signal::KILL);
                             let _ = waitpid(Some(raw), WaitOptions::empty());
-                            let _ = send_with_fds(
-                                status.as_fd(),
-                                &encode(&FromServer::Failed(format!("pidfd_open: {e}"))),
-                                &[],
-                            );
+                            let _ =
+                                send_with_fds(conn.as_fd(), &encode(&FromServer::Failed(why)), &[]);
                         }
                     }
                 }
