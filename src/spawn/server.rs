@@ -67,7 +67,10 @@
 //! which ends the wait whoever holds copies), and the start asks for a new
 //! child as if there were no spare: a spare never fails a start. A spare of
 //! the requester's own is one more child of that process while it waits (seen
-//! in `/proc`, never in [`active_children`](crate::active_children)).
+//! in `/proc`, never in [`active_children`](crate::active_children)). A server
+//! killed between its fork and its answer leaves a child whose pid the
+//! requester never learns: told to go, it exits unreaped, one zombie until the
+//! requester ends (protocol 1's status socket had the same gap).
 //!
 //! # Lifetime
 //!
@@ -77,7 +80,7 @@
 //! except daemons, which watch their requester's pidfd themselves and die with it.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::process::{Pid, PidfdFlags, WaitOptions, pidfd_open, waitpid};
@@ -123,7 +126,9 @@ struct Server {
     starter: u32,
     control: OwnedFd,
     pid: i32,
-    pidfd: OwnedFd,
+    /// Shared with every [`Asked`] sent to it: a request waits for the answer or
+    /// for the server's death.
+    pidfd: Arc<OwnedFd>,
 }
 
 impl Server {
@@ -137,7 +142,10 @@ impl Server {
         drop(theirs);
         let pid = child.id() as i32;
         drop(child);
-        let pidfd = pidfd_open(Pid::from_raw(pid).expect("positive"), PidfdFlags::empty())?;
+        let pidfd = Arc::new(pidfd_open(
+            Pid::from_raw(pid).expect("positive"),
+            PidfdFlags::empty(),
+        )?);
         send_with_fds(
             ours.as_fd(),
             &encode(&ToServer::Hello {
@@ -202,9 +210,12 @@ fn state() -> std::sync::MutexGuard<'static, State> {
 }
 
 /// A `Fork` sent to the server: this process's end of the child's socket,
-/// where the server's answer comes first.
+/// where the server's answer comes first, and the server's pidfd (the answer
+/// cannot come once the server has died: the child, if forked, holds the
+/// other end, so end of file does not come either).
 struct Asked {
     conn: OwnedFd,
+    server: Arc<OwnedFd>,
 }
 
 /// A child asked for before it was needed.
@@ -238,7 +249,12 @@ fn ask(state: &mut State) -> Result<Asked, String> {
             &encode(&ToServer::Fork),
             &[child_conn.as_fd()],
         ) {
-            Ok(()) => return Ok(Asked { conn }),
+            Ok(()) => {
+                return Ok(Asked {
+                    conn,
+                    server: Arc::clone(&s.pidfd),
+                });
+            }
             // The server died since the check: start another, once.
             Err(_) if tries == 0 => {
                 tries += 1;
@@ -270,6 +286,28 @@ fn answer(conn: BorrowedFd<'_>) -> Result<(i32, OwnedFd, Option<OwnedFd>), Strin
     }
 }
 
+/// Waits for the server's answer on `asked`, or for the server's death.
+fn await_answer(asked: &Asked) -> Result<(i32, OwnedFd, Option<OwnedFd>), String> {
+    loop {
+        let mut pfds = [
+            PollFd::new(&asked.conn, PollFlags::IN),
+            PollFd::new(&*asked.server, PollFlags::IN),
+        ];
+        match poll(&mut pfds, None) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(format!("waiting for the forkserver's answer: {e}")),
+            Ok(_) => {}
+        }
+        // Dead; an answer written just before its death is readable already.
+        if !pfds[0].revents().is_empty() || readable_now(asked.conn.as_fd()) {
+            return answer(asked.conn.as_fd());
+        }
+        if !pfds[1].revents().is_empty() {
+            return Err("the forkserver died before it answered".into());
+        }
+    }
+}
+
 fn readable_now(fd: BorrowedFd<'_>) -> bool {
     matches!(
         registry::wait_readable(fd, Some(std::time::Duration::ZERO)),
@@ -280,7 +318,7 @@ fn readable_now(fd: BorrowedFd<'_>) -> bool {
 /// Reads the server's answer for an asked-for child, then sends it the request
 /// (`send`): only then, so that the child's reply comes after the answer.
 fn finish(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Result<ForkedChild, String> {
-    let (pid, pidfd, status) = answer(asked.conn.as_fd())?;
+    let (pid, pidfd, status) = await_answer(&asked)?;
     send(asked.conn.as_fd());
     Ok(ForkedChild {
         pid,
@@ -292,18 +330,15 @@ fn finish(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Result<ForkedChild, St
 
 /// Takes a spare: the child, or `None` if the spare cannot be used (the
 /// server failed to fork it or died first, or it died waiting), discarded then.
-fn take(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Option<Result<ForkedChild, String>> {
-    if !readable_now(asked.conn.as_fd()) {
-        // Not forked yet: as a child asked for now.
-        return Some(finish(asked, send));
-    }
+fn take(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Option<ForkedChild> {
     let discard = |asked: Asked| {
         // End of file for the spare even if forks of this process hold copies
         // of this end: it exits without running anything.
         let _ = rustix::net::shutdown(&asked.conn, rustix::net::Shutdown::Both);
         None
     };
-    let Ok((pid, pidfd, status)) = answer(asked.conn.as_fd()) else {
+    // Usually there already; else the server is forking it now.
+    let Ok((pid, pidfd, status)) = await_answer(&asked) else {
         return discard(asked);
     };
     if readable_now(pidfd.as_fd()) {
@@ -319,12 +354,12 @@ fn take(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Option<Result<ForkedChil
         return discard(asked);
     }
     send(asked.conn.as_fd());
-    Some(Ok(ForkedChild {
+    Some(ForkedChild {
         pid,
         pidfd,
         conn: asked.conn,
         status,
-    }))
+    })
 }
 
 /// Has the server (started now if this process has none running) fork a child,
@@ -335,7 +370,7 @@ pub(crate) fn fork_child(send: &dyn Fn(BorrowedFd<'_>)) -> Result<ForkedChild, S
     if let Some(spare) = spare {
         if spare.asker == std::process::id() {
             if let Some(child) = take(spare.asked, send) {
-                return child;
+                return Ok(child);
             }
         }
         // Else a fork's copy of its parent's spare: closed, nothing more.
