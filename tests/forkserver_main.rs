@@ -208,6 +208,33 @@ fn a_killed_spare_is_reaped_and_replaced() {
     assert!(no_zombie_child(), "children: {:?}", children());
 }
 
+/// A fork of this process inherits the record of this process's spare, and
+/// copies of its descriptors: it starts by forkserver with a server of its
+/// own, leaving the spare to this process, whose next start it runs.
+fn a_fork_leaves_its_parents_spare_alone() {
+    let ctx = get_context(StartMethod::Forkserver);
+    let mut p = ctx.process(exits_with, 0);
+    p.start().unwrap();
+    assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+    let (_, spare) = server_and_spare(&[]);
+    let mut fork = multiproc::Process::new(move || {
+        let mut g = get_context(StartMethod::Forkserver).process(exits_with, 8);
+        g.start().unwrap();
+        assert_ne!(g.pid(), Some(spare), "the fork took its parent's spare");
+        assert_eq!(g.join(Some(BOUND)).unwrap(), Some(8));
+    });
+    fork.start().unwrap();
+    assert_eq!(fork.join(Some(BOUND)).unwrap(), Some(0));
+    let mut q = ctx.process(exits_with, 9);
+    q.start().unwrap();
+    assert_eq!(
+        q.pid(),
+        Some(spare),
+        "this process's spare ran its next start"
+    );
+    assert_eq!(q.join(Some(BOUND)).unwrap(), Some(9));
+}
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -241,12 +268,16 @@ fn main() {
     multiproc::spawn::init();
     let before = common::dev_shm();
     let me = getpid();
-    let tests: [(&str, fn()); 5] = [
+    let tests: [(&str, fn()); 6] = [
         ("exit_codes_and_parent", exit_codes_and_parent),
         ("signals_and_sentinel", signals_and_sentinel),
         (
             "a_pool_of_forkserver_workers_survives_a_kill",
             a_pool_of_forkserver_workers_survives_a_kill,
+        ),
+        (
+            "a_fork_leaves_its_parents_spare_alone",
+            a_fork_leaves_its_parents_spare_alone,
         ),
         (
             "a_killed_spare_is_reaped_and_replaced",

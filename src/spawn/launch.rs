@@ -206,14 +206,12 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Started> {
 /// Forkserver: ask the server (started on first use) to fork the child.
 pub(crate) fn forkserver(launch: &Launch<'_>) -> Result<Started> {
     let out = request(launch)?;
-    // Usually the spare asked for at the end of the last start: forked and
-    // waiting, its answer already in the socket, so the request goes to it at
-    // once (see `server`).
+    // Usually the spare asked for by the last start: forked and waiting, its
+    // answer already in the socket, so the request goes to it at once; the
+    // next spare is asked for then (see `server`).
     let forked = super::server::fork_child(&|conn| send_request(conn, &out))
         .map_err(|e| err(launch, "forkserver", e))?;
     let refused = handshake(forked.conn.as_fd(), forked.pidfd.as_fd(), None);
-    // The next start's child, forked by the server while this one runs.
-    super::server::ask_spare();
     let child = Arc::new(Child::with_reaper(
         forked.pid,
         forked.pidfd,
