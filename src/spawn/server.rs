@@ -298,7 +298,8 @@ fn await_answer(asked: &Asked) -> Result<(i32, OwnedFd, Option<OwnedFd>), String
             Err(e) => return Err(format!("waiting for the forkserver's answer: {e}")),
             Ok(_) => {}
         }
-        // Dead; an answer written just before its death is readable already.
+        // The answer; or the server's death, with the answer it wrote just
+        // before, if any, readable already.
         if !pfds[0].revents().is_empty() || readable_now(asked.conn.as_fd()) {
             return answer(asked.conn.as_fd());
         }
@@ -343,8 +344,9 @@ fn take(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Option<ForkedChild> {
     };
     if readable_now(pidfd.as_fd()) {
         // Died waiting (killed): reap it if it is ours (the server reaps its own).
-        if status.is_none() {
-            let _ = waitpid(Pid::from_raw(pid), WaitOptions::empty());
+        // (Only that pid: `None` would reap any child.)
+        if let (None, Some(pid)) = (&status, Pid::from_raw(pid)) {
+            let _ = waitpid(Some(pid), WaitOptions::empty());
         }
         return discard(asked);
     }
