@@ -111,17 +111,57 @@ fn signals_and_sentinel() {
     );
 }
 
-/// The server is killed while its child runs: the child's exit code still
-/// arrives (nothing relays it), and the next start starts a new server.
+/// The start time (clock ticks since boot) of process `pid`, from `/proc`.
+fn started_at(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    // Fields from the state (field 3) on: the start time is field 22.
+    after_comm.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
+/// No child of this process is a zombie (every exited child was reaped).
+fn no_zombie_child() -> bool {
+    children().into_iter().all(|c| {
+        std::fs::read_to_string(format!("/proc/{c}/stat"))
+            .map(|st| !st[st.rfind(')').unwrap()..].starts_with(") Z"))
+            .unwrap_or(true)
+    })
+}
+
+/// This process's children other than `except`, as (server, spare): the
+/// server started first, then forked the spare (the next start's child, forked
+/// ahead) as this process's own.
+fn server_and_spare(except: &[u32]) -> (u32, u32) {
+    let others = || -> Vec<u32> {
+        children()
+            .into_iter()
+            .filter(|c| !except.contains(c))
+            .collect()
+    };
+    // The spare is asked for at the end of a start, and forked by the server
+    // while the start returns.
+    common::poll_until("the server and its spare", || others().len() == 2);
+    let mut others = others();
+    assert_eq!(others.len(), 2, "the server and its spare: {others:?}");
+    others.sort_by_key(|&c| started_at(c));
+    (others[0], others[1])
+}
+
+/// The server is killed while its child runs and a spare waits: the child's
+/// exit code still arrives (nothing relays it), the spare (this process's own
+/// child, no longer the server's business) runs the next start, and the start
+/// after that starts a new server. Nothing is left unreaped.
 fn the_servers_death_loses_nothing() {
     let ctx = get_context(StartMethod::Forkserver);
     let go = Event::new().unwrap();
     let mut p = ctx.process(waits, go.clone());
     p.start().unwrap();
     let child = p.pid().unwrap();
-    let others: Vec<u32> = children().into_iter().filter(|&c| c != child).collect();
-    assert_eq!(others.len(), 1, "the other child is the server: {others:?}");
-    let server = Pid::from_raw(others[0] as i32).unwrap();
+    let (server, spare) = server_and_spare(&[child]);
+    // Asleep in its poll again: it has answered for the spare (killed between
+    // its fork and its answer, it would leave a child nobody knows the pid of).
+    common::until_asleep(server);
+    let server = Pid::from_raw(server as i32).unwrap();
     let server_fd = pidfd_open(server, PidfdFlags::empty()).unwrap();
     rustix::process::pidfd_send_signal(&server_fd, Signal::KILL).unwrap();
     assert!(readable(server_fd.as_fd()), "the server died");
@@ -133,15 +173,66 @@ fn the_servers_death_loses_nothing() {
     );
     let mut q = ctx.process(exits_with, 5);
     q.start().unwrap();
+    assert_eq!(q.pid(), Some(spare), "the spare ran the next start");
+    assert_eq!(q.join(Some(BOUND)).unwrap(), Some(5));
+    let mut r = ctx.process(exits_with, 6);
+    r.start().unwrap();
     assert_eq!(
-        q.join(Some(BOUND)).unwrap(),
-        Some(5),
+        r.join(Some(BOUND)).unwrap(),
+        Some(6),
         "a new server forked it"
     );
     assert!(
         !children().contains(&(server.as_raw_nonzero().get() as u32)),
         "the dead server was reaped"
     );
+    assert!(no_zombie_child(), "children: {:?}", children());
+}
+
+/// A spare killed while it waits is reaped and replaced by the next start,
+/// which does not fail for it.
+fn a_killed_spare_is_reaped_and_replaced() {
+    let ctx = get_context(StartMethod::Forkserver);
+    let mut p = ctx.process(exits_with, 0);
+    p.start().unwrap();
+    assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+    let (_, spare) = server_and_spare(&[]);
+    let spare_fd = pidfd_open(Pid::from_raw(spare as i32).unwrap(), PidfdFlags::empty()).unwrap();
+    rustix::process::pidfd_send_signal(&spare_fd, Signal::KILL).unwrap();
+    assert!(readable(spare_fd.as_fd()), "the spare died");
+    let mut q = ctx.process(exits_with, 3);
+    q.start().unwrap();
+    assert_ne!(q.pid(), Some(spare));
+    assert_eq!(q.join(Some(BOUND)).unwrap(), Some(3));
+    assert!(!children().contains(&spare), "the dead spare was reaped");
+    assert!(no_zombie_child(), "children: {:?}", children());
+}
+
+/// A fork of this process inherits the record of this process's spare, and
+/// copies of its descriptors: it starts by forkserver with a server of its
+/// own, leaving the spare to this process, whose next start it runs.
+fn a_fork_leaves_its_parents_spare_alone() {
+    let ctx = get_context(StartMethod::Forkserver);
+    let mut p = ctx.process(exits_with, 0);
+    p.start().unwrap();
+    assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+    let (_, spare) = server_and_spare(&[]);
+    let mut fork = multiproc::Process::new(move || {
+        let mut g = get_context(StartMethod::Forkserver).process(exits_with, 8);
+        g.start().unwrap();
+        assert_ne!(g.pid(), Some(spare), "the fork took its parent's spare");
+        assert_eq!(g.join(Some(BOUND)).unwrap(), Some(8));
+    });
+    fork.start().unwrap();
+    assert_eq!(fork.join(Some(BOUND)).unwrap(), Some(0));
+    let mut q = ctx.process(exits_with, 9);
+    q.start().unwrap();
+    assert_eq!(
+        q.pid(),
+        Some(spare),
+        "this process's spare ran its next start"
+    );
+    assert_eq!(q.join(Some(BOUND)).unwrap(), Some(9));
 }
 
 fn square(x: u64) -> u64 {
@@ -177,12 +268,20 @@ fn main() {
     multiproc::spawn::init();
     let before = common::dev_shm();
     let me = getpid();
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 6] = [
         ("exit_codes_and_parent", exit_codes_and_parent),
         ("signals_and_sentinel", signals_and_sentinel),
         (
             "a_pool_of_forkserver_workers_survives_a_kill",
             a_pool_of_forkserver_workers_survives_a_kill,
+        ),
+        (
+            "a_fork_leaves_its_parents_spare_alone",
+            a_fork_leaves_its_parents_spare_alone,
+        ),
+        (
+            "a_killed_spare_is_reaped_and_replaced",
+            a_killed_spare_is_reaped_and_replaced,
         ),
         (
             "the_servers_death_loses_nothing",

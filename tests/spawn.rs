@@ -186,9 +186,28 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The children of every thread of `pid` (under libtest the forkserver runs in
+/// a test thread, and forks from it).
+fn children_of_any_thread(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// A daemonic child started by spawn or forkserver dies when the process that
-/// started it is SIGKILLed, and so does that process's forkserver: nothing is
-/// left running, and nothing new is in /dev/shm.
+/// started it is SIGKILLed, and so do that process's forkserver and the spare
+/// child the server forked ahead: nothing is left running, and nothing new is
+/// in /dev/shm.
 #[test]
 fn a_daemonic_child_and_the_forkserver_die_with_their_parent() {
     multiproc::spawn::init();
@@ -229,6 +248,18 @@ fn a_daemonic_child_and_the_forkserver_die_with_their_parent() {
                 1,
                 "{method}: the parent's other child is its server"
             );
+            // The server's other child: the spare it forks for the parent's
+            // next start, which must end with the parent too, though the
+            // holder has a copy of the parent's end of the spare's socket.
+            let server = stray[0];
+            common::poll_until(&format!("{method}: the server's spare"), || {
+                children_of_any_thread(server).iter().any(|&c| c != daemon)
+            });
+            stray.extend(
+                children_of_any_thread(server)
+                    .into_iter()
+                    .filter(|&c| c != daemon),
+            );
         } else {
             assert_eq!(stray, vec![daemon]);
             stray.clear();
@@ -255,6 +286,77 @@ fn a_daemonic_child_and_the_forkserver_die_with_their_parent() {
         new.is_empty() || new.iter().all(|n| !n.starts_with("multiproc")),
         "{new:?}"
     );
+}
+
+/// Every thread of `pid` is asleep (state `S`): a forkserver under libtest
+/// polls in a test thread, so this says it has answered the last request.
+fn all_threads_asleep(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+        })
+    })
+}
+
+/// Under libtest the forkserver runs in a test thread and reaps its children
+/// itself, relaying their exits. A spare of such a server killed while the
+/// spare waits could not have its exit relayed: the next start does not use it
+/// (it starts a new server instead), and the spare, told to go, ends. In a
+/// fork of this process, which starts a server of its own.
+#[test]
+fn a_relayed_spare_of_a_dead_server_is_not_used() {
+    multiproc::spawn::init();
+    let p = common::spawn(|| {
+        let ctx = get_context(StartMethod::Forkserver);
+        let mut a = ctx.process(exits_with, 4);
+        a.start().unwrap();
+        assert_eq!(a.join(Some(BOUND)).unwrap(), Some(4));
+        let me = std::process::id();
+        let servers = children_of(me);
+        assert_eq!(servers.len(), 1, "the fork's one child is its server");
+        let server = servers[0];
+        // `a` is reaped by the server (it relayed the exit): its one child now
+        // is the spare, forked for the next start.
+        common::poll_until("the server's spare", || {
+            children_of_any_thread(server).len() == 1
+        });
+        let spare = children_of_any_thread(server)[0];
+        common::poll_until("the server asleep (it has answered)", || {
+            all_threads_asleep(server)
+        });
+        let server_fd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(server as i32).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        rustix::process::pidfd_send_signal(&server_fd, rustix::process::Signal::KILL).unwrap();
+        let mut fds = [rustix::event::PollFd::new(
+            &server_fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let bound = rustix::time::Timespec {
+            tv_sec: BOUND.as_secs() as i64,
+            tv_nsec: 0,
+        };
+        assert!(
+            matches!(rustix::event::poll(&mut fds, Some(&bound)), Ok(1)),
+            "the server died"
+        );
+        let mut b = ctx.process(exits_with, 5);
+        b.start().unwrap();
+        assert_ne!(b.pid(), Some(spare), "the dead server's spare ran");
+        assert_eq!(
+            b.join(Some(BOUND)).unwrap(),
+            Some(5),
+            "a new server relayed it"
+        );
+        common::poll_until("the dead server's spare to end", || gone(spare));
+    });
+    common::join_ok(p);
 }
 
 /// Never deserializes: the child's import fails.

@@ -2,7 +2,9 @@
 //! arguments, import them, say so, run the entry, exit.
 
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::event::{PollFd, PollFlags, poll};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -41,7 +43,7 @@ pub(super) fn become_inherited(value: &str) {
         return;
     };
     match role {
-        "child" => run(sock, None),
+        "child" => run(sock, None, None),
         "server" => super::server::serve(sock),
         _ => fail(format!("unknown role {role:?}")),
     }
@@ -51,13 +53,19 @@ pub(super) fn become_inherited(value: &str) {
 /// forkserver: received by the server, which forked this process). `started`:
 /// this process's start time in clock ticks when the fork's clock readings tell
 /// it (forkserver; see `procfs::start_ticks_between`), else `None` (`/proc` is
-/// read). Never returns.
-pub(crate) fn run(sock: OwnedFd, started: Option<u64>) -> ! {
+/// read). `starter`: forkserver only, a pidfd of the process that started the
+/// server: the child may be a spare, forked before anyone asked for it (see
+/// `server`), that waits for its request, or for the starter's end (then it
+/// exits, having run nothing). Never returns.
+pub(crate) fn run(sock: OwnedFd, started: Option<u64>, starter: Option<OwnedFd>) -> ! {
     let refuse = |why: String| -> ! {
         let reply = postcard::to_allocvec(&Reply::Refused(why)).unwrap_or_default();
         let _ = send_with_fds(sock.as_fd(), &reply, &[]);
         fork::exit_now(1)
     };
+    if let Some(starter) = starter {
+        wait_for_request(sock.as_fd(), starter.as_fd());
+    }
     let (bytes, mut fds) = match wire::recv(sock.as_fd()) {
         Ok(Some(m)) => m,
         // The parent went away before asking anything: nothing to run.
@@ -131,4 +139,28 @@ pub(crate) fn run(sock: OwnedFd, started: Option<u64>) -> ! {
     let stopped = watcher.map(|w| w.stop());
     arena::release_all_before_exit(|| alone_before_exit(stopped));
     fork::exit_now(code)
+}
+
+/// Waits until `sock` is readable (a request, or end of file), or exits if the
+/// process `starter` names has ended first: a spare waits on both, since forks
+/// of the starter may hold copies of the starter's end of `sock`, and keep end
+/// of file from coming when the starter dies.
+fn wait_for_request(sock: BorrowedFd<'_>, starter: BorrowedFd<'_>) {
+    loop {
+        let mut pfds = [
+            PollFd::new(&sock, PollFlags::IN),
+            PollFd::new(&starter, PollFlags::IN),
+        ];
+        match poll(&mut pfds, None) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => fork::exit_now(1),
+            Ok(_) => {}
+        }
+        if !pfds[0].revents().is_empty() {
+            return;
+        }
+        if !pfds[1].revents().is_empty() {
+            fork::exit_now(1);
+        }
+    }
 }

@@ -49,9 +49,17 @@ pub(crate) fn stream_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
-/// The request's bytes and descriptors (this process's pidfd first, then the
-/// arguments').
-fn request(launch: &Launch<'_>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+/// A request to send: its bytes, and the descriptors that go with it (this
+/// process's pidfd on itself first, shared with the registry rather than
+/// duplicated per start, then the arguments').
+struct Outgoing {
+    bytes: Vec<u8>,
+    self_pidfd: Arc<OwnedFd>,
+    fds: Vec<OwnedFd>,
+}
+
+/// The request for `launch`.
+fn request(launch: &Launch<'_>) -> Result<Outgoing> {
     #[allow(unused_mut)]
     let mut entry = launch
         .call
@@ -86,14 +94,11 @@ fn request(launch: &Launch<'_>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         method: "spawn",
         reason: format!("encoding the request: {e}"),
     })?;
-    let mut fds = vec![
-        self_pidfd
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| Error::io("dup", e))?,
-    ];
-    fds.extend(exported.fds);
-    Ok((bytes, fds))
+    Ok(Outgoing {
+        bytes,
+        self_pidfd,
+        fds: exported.fds,
+    })
 }
 
 /// Sends the request on `sock` and waits for the child's reply, or for its death
@@ -102,10 +107,10 @@ fn request(launch: &Launch<'_>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
 fn handshake(
     sock: BorrowedFd<'_>,
     pidfd: BorrowedFd<'_>,
-    request: Option<(&[u8], &[OwnedFd])>,
+    request: Option<&Outgoing>,
 ) -> Option<String> {
-    if let Some((bytes, fds)) = request {
-        send_request(sock, bytes, fds);
+    if let Some(out) = request {
+        send_request(sock, out);
     }
     loop {
         let mut pfds = [
@@ -145,16 +150,18 @@ fn handshake(
     }
 }
 
-fn send_request(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[OwnedFd]) {
-    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+fn send_request(sock: BorrowedFd<'_>, out: &Outgoing) {
+    let borrowed: Vec<BorrowedFd<'_>> = std::iter::once(out.self_pidfd.as_fd())
+        .chain(out.fds.iter().map(|f| f.as_fd()))
+        .collect();
     // A failed send means the child is gone: its reply (none) says so later.
-    let _ = send_with_fds(sock, bytes, &borrowed);
+    let _ = send_with_fds(sock, &out.bytes, &borrowed);
 }
 
 /// Spawn: exec this executable with one end of a fresh socket pair.
 pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Started> {
     let args = super::harness_args()?;
-    let (bytes, fds) = request(launch)?;
+    let out = request(launch)?;
     let (ours, theirs) = stream_pair().map_err(|e| Error::io("opening the child's socket", e))?;
     let ino = rustix::fs::fstat(&theirs)
         .map_err(|e| Error::io("fstat of the child's socket", e))?
@@ -185,7 +192,7 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Started> {
             ));
         }
     };
-    let refused = handshake(ours.as_fd(), pidfd.as_fd(), Some((&bytes, &fds)));
+    let refused = handshake(ours.as_fd(), pidfd.as_fd(), Some(&out));
     let child = Arc::new(Child::with_reaper(
         pid,
         pidfd,
@@ -198,11 +205,11 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Started> {
 
 /// Forkserver: ask the server (started on first use) to fork the child.
 pub(crate) fn forkserver(launch: &Launch<'_>) -> Result<Started> {
-    let (bytes, fds) = request(launch)?;
-    // The request goes out as soon as the server has the child's socket, before
-    // the server's answer: it waits in the socket for the child, one round trip
-    // saved.
-    let forked = super::server::fork_child(|conn| send_request(conn, &bytes, &fds))
+    let out = request(launch)?;
+    // Usually the spare asked for by the last start: forked and waiting, its
+    // answer already in the socket, so the request goes to it at once; the
+    // next spare is asked for then (see `server`).
+    let forked = super::server::fork_child(&|conn| send_request(conn, &out))
         .map_err(|e| err(launch, "forkserver", e))?;
     let refused = handshake(forked.conn.as_fd(), forked.pidfd.as_fd(), None);
     let child = Arc::new(Child::with_reaper(

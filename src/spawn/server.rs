@@ -18,17 +18,23 @@
 //!
 //! Control socket (stream), starter → server:
 //! 1. once, first: [`ToServer::Hello`]; descriptors: the starter's pidfd;
-//! 2. per child: [`ToServer::Fork`]; descriptors: the child's socket (the end
-//!    the child speaks the `wire` protocol on) and a *status* socket.
+//! 2. per child: [`ToServer::Fork`]; descriptor: the child's socket (the end
+//!    the child speaks the `wire` protocol on; the requester keeps the other).
 //!
-//! Status socket (stream, one per child), server → requester:
-//! 1. [`FromServer::Forked`] with the child's pid; descriptor: a pidfd of the
-//!    child (for `sentinel`, `kill`, `is_alive`), or [`FromServer::Failed`];
-//! 2. only if `Forked` said `own: false`: [`FromServer::Exited`] with the exit
-//!    code (Python's convention) once the server has reaped the child.
+//! The child's socket, server → requester, first (the server writes on the
+//! child's end, so it comes out at the requester's): [`FromServer::Forked`]
+//! with the child's pid; descriptors: a pidfd of the child (for `sentinel`,
+//! `kill`, `is_alive`), and if `own: false` a *status* socket the server made;
+//! or [`FromServer::Failed`]. The requester sends the child its request only
+//! once it has read this answer (then the child's reply cannot come before
+//! it), and the two talk exactly as in spawn (`wire`): request, `Ready`, and
+//! the child runs the entry. One socket pair per start, one descriptor to the
+//! server and one back: every socket and pidfd is a file the kernel makes and
+//! frees (measured here: 4 to 10 us each).
 //!
-//! The requester then talks to the child on its socket exactly as spawn does
-//! (`wire`): request, `Ready`, and the child runs the entry.
+//! Status socket (stream; only for a child the server reaps itself), server →
+//! requester: [`FromServer::Exited`] with the exit code (Python's convention)
+//! once the server has reaped the child.
 //!
 //! # Whose child
 //!
@@ -44,15 +50,37 @@
 //! `clone3`), the server forks as usual, reaps the child and relays its exit
 //! code (`Forked { own: false }`, then `Exited`).
 //!
+//! # Spares
+//!
+//! As soon as a start has sent its child the request, the requester sends the
+//! next `Fork`, before anyone needs it: the server forks that child (the
+//! *spare*) while the started child runs, and the spare waits for its request. The next start
+//! finds the server's answer already there, sends its request straight to the
+//! spare and waits only for the spare's `Ready`: no wake-up of the server and
+//! no fork on the start's path. A spare belongs to the process that asked for
+//! it (a fork of that process only closes its copies), runs nothing until it
+//! gets a request, and exits when the starter ends (it watches the starter's
+//! pidfd, since forks of the starter may hold copies of the requester's end of
+//! its socket). A spare found unusable when a start takes it (the server died
+//! before forking it, or before it could relay its exit; the spare was killed)
+//! is reaped if it is the requester's own, told to go (its socket shut down,
+//! which ends the wait whoever holds copies), and the start asks for a new
+//! child as if there were no spare: a spare never fails a start. A spare of
+//! the requester's own is one more child of that process while it waits (seen
+//! in `/proc`, never in [`active_children`](crate::active_children)). A server
+//! killed between its fork and its answer leaves a child whose pid the
+//! requester never learns: told to go, it exits unreaped, one zombie until the
+//! requester ends (protocol 1's status socket had the same gap).
+//!
 //! # Lifetime
 //!
 //! The server polls the starter's pidfd and exits as soon as the starter has
 //! ended (or when the control socket reaches end of file), leaving nothing:
-//! it holds no shared memory and no name. The children live on as any orphans,
+//! it holds no shared memory and no name; a waiting spare exits with it. The children live on as any orphans,
 //! except daemons, which watch their requester's pidfd themselves and die with it.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::process::{Pid, PidfdFlags, WaitOptions, pidfd_open, waitpid};
@@ -69,15 +97,17 @@ use crate::sys::fork::{self, Forked};
 pub(crate) enum ToServer {
     /// First message: the protocol's version; the starter's pidfd attached.
     Hello { version: u32 },
-    /// Fork a child; its socket and the status socket attached.
+    /// Fork a child; its socket attached.
     Fork,
 }
 
-/// Server → requester, on a status socket.
+/// Server → requester: the answer on the child's socket (`Forked`, `Failed`),
+/// the relayed exit on a status socket (`Exited`).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum FromServer {
     /// Forked; the child's pidfd attached. `own`: the child is the requester's
-    /// own child (it waits for it); otherwise the server's (it relays the exit).
+    /// own child (it waits for it); otherwise the server's (it relays the exit
+    /// on the status socket attached second).
     Forked { pid: i32, own: bool },
     /// Not forked: why.
     Failed(String),
@@ -96,10 +126,10 @@ struct Server {
     starter: u32,
     control: OwnedFd,
     pid: i32,
-    pidfd: OwnedFd,
+    /// Shared with every [`Asked`] sent to it: a request waits for the answer or
+    /// for the server's death.
+    pidfd: Arc<OwnedFd>,
 }
-
-static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 impl Server {
     fn start() -> std::io::Result<Server> {
@@ -112,7 +142,10 @@ impl Server {
         drop(theirs);
         let pid = child.id() as i32;
         drop(child);
-        let pidfd = pidfd_open(Pid::from_raw(pid).expect("positive"), PidfdFlags::empty())?;
+        let pidfd = Arc::new(pidfd_open(
+            Pid::from_raw(pid).expect("positive"),
+            PidfdFlags::empty(),
+        )?);
         send_with_fds(
             ours.as_fd(),
             &encode(&ToServer::Hello {
@@ -160,52 +193,90 @@ pub(crate) struct ForkedChild {
     pub(crate) status: Option<OwnedFd>,
 }
 
-/// Has the server (started now if this process has none running) fork a child.
-/// `send` writes the request on the child's socket once the server has its other
-/// end (the child reads it when it runs).
-pub(crate) fn fork_child(send: impl FnOnce(BorrowedFd<'_>)) -> Result<ForkedChild, String> {
+/// The forkserver as this process knows it: the server, and the spare child
+/// asked for ahead of need (see "Spares" in the module's documentation).
+struct State {
+    server: Option<Server>,
+    spare: Option<Spare>,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    server: None,
+    spare: None,
+});
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `Fork` sent to the server: this process's end of the child's socket,
+/// where the server's answer comes first, and the server's pidfd (the answer
+/// cannot come once the server has died: the child, if forked, holds the
+/// other end, so end of file does not come either).
+struct Asked {
+    conn: OwnedFd,
+    server: Arc<OwnedFd>,
+}
+
+/// A child asked for before it was needed.
+struct Spare {
+    /// The process that asked: a fork of it that inherited this record only
+    /// closes its copies (the spare is not its child).
+    asker: u32,
+    asked: Asked,
+}
+
+/// Sends one `Fork` to the server (started now if this process has none
+/// running, or if it has died).
+fn ask(state: &mut State) -> Result<Asked, String> {
     let (conn, child_conn) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
-    let (status, server_status) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
-    {
-        let mut server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tries = 0;
-        loop {
-            let usable = server
-                .as_ref()
-                .is_some_and(|s| s.starter == std::process::id() && s.alive());
-            if !usable {
-                if let Some(old) = server.take() {
-                    drop(old);
-                }
-                *server =
-                    Some(Server::start().map_err(|e| format!("starting the forkserver: {e}"))?);
+    let mut tries = 0;
+    loop {
+        let usable = state
+            .server
+            .as_ref()
+            .is_some_and(|s| s.starter == std::process::id() && s.alive());
+        if !usable {
+            if let Some(old) = state.server.take() {
+                drop(old);
             }
-            let s = server.as_ref().expect("set above");
-            match send_with_fds(
-                s.control.as_fd(),
-                &encode(&ToServer::Fork),
-                &[child_conn.as_fd(), server_status.as_fd()],
-            ) {
-                Ok(()) => break,
-                // The server died since the check: start another, once.
-                Err(_) if tries == 0 => {
-                    tries += 1;
-                    server.take();
-                }
-                Err(e) => return Err(format!("sending to the forkserver: {e}")),
+            state.server =
+                Some(Server::start().map_err(|e| format!("starting the forkserver: {e}"))?);
+        }
+        let s = state.server.as_ref().expect("set above");
+        match send_with_fds(
+            s.control.as_fd(),
+            &encode(&ToServer::Fork),
+            &[child_conn.as_fd()],
+        ) {
+            Ok(()) => {
+                return Ok(Asked {
+                    conn,
+                    server: Arc::clone(&s.pidfd),
+                });
             }
+            // The server died since the check: start another, once.
+            Err(_) if tries == 0 => {
+                tries += 1;
+                state.server.take();
+            }
+            Err(e) => return Err(format!("sending to the forkserver: {e}")),
         }
     }
-    drop((child_conn, server_status));
-    send(conn.as_fd());
-    match wire::recv(status.as_fd()) {
+}
+
+/// The server's answer, the first message on the child's socket: the child's
+/// pid, its pidfd, and the status socket if the server relays its exit.
+fn answer(conn: BorrowedFd<'_>) -> Result<(i32, OwnedFd, Option<OwnedFd>), String> {
+    match wire::recv(conn) {
         Ok(Some((bytes, mut fds))) => match postcard::from_bytes::<FromServer>(&bytes) {
-            Ok(FromServer::Forked { pid, own }) if fds.len() == 1 => Ok(ForkedChild {
-                pid,
-                pidfd: fds.remove(0),
-                conn,
-                status: (!own).then_some(status),
-            }),
+            Ok(FromServer::Forked { pid, own: true }) if fds.len() == 1 => {
+                Ok((pid, fds.remove(0), None))
+            }
+            Ok(FromServer::Forked { pid, own: false }) if fds.len() == 2 => {
+                let status = fds.pop();
+                Ok((pid, fds.remove(0), status))
+            }
             Ok(FromServer::Failed(why)) => Err(format!("the forkserver could not fork: {why}")),
             Ok(other) => Err(format!("unexpected message from the forkserver: {other:?}")),
             Err(e) => Err(format!("the forkserver's reply does not decode: {e}")),
@@ -213,6 +284,124 @@ pub(crate) fn fork_child(send: impl FnOnce(BorrowedFd<'_>)) -> Result<ForkedChil
         Ok(None) => Err("the forkserver died before it forked the child".into()),
         Err(e) => Err(format!("reading the forkserver's reply: {e}")),
     }
+}
+
+/// Waits for the server's answer on `asked`, or for the server's death.
+fn await_answer(asked: &Asked) -> Result<(i32, OwnedFd, Option<OwnedFd>), String> {
+    loop {
+        let mut pfds = [
+            PollFd::new(&asked.conn, PollFlags::IN),
+            PollFd::new(&*asked.server, PollFlags::IN),
+        ];
+        match poll(&mut pfds, None) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(format!("waiting for the forkserver's answer: {e}")),
+            Ok(_) => {}
+        }
+        // The answer; or the server's death, with the answer it wrote just
+        // before, if any, readable already.
+        if !pfds[0].revents().is_empty() || readable_now(asked.conn.as_fd()) {
+            return answer(asked.conn.as_fd());
+        }
+        if !pfds[1].revents().is_empty() {
+            return Err("the forkserver died before it answered".into());
+        }
+    }
+}
+
+fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    matches!(
+        registry::wait_readable(fd, Some(std::time::Duration::ZERO)),
+        Ok(true)
+    )
+}
+
+/// Reads the server's answer for an asked-for child, then sends it the request
+/// (`send`): only then, so that the child's reply comes after the answer.
+fn finish(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Result<ForkedChild, String> {
+    let (pid, pidfd, status) = await_answer(&asked)?;
+    send(asked.conn.as_fd());
+    Ok(ForkedChild {
+        pid,
+        pidfd,
+        conn: asked.conn,
+        status,
+    })
+}
+
+/// Takes a spare: the child, or `None` if the spare cannot be used (the
+/// server failed to fork it or died first, or it died waiting), discarded then.
+fn take(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Option<ForkedChild> {
+    let discard = |asked: Asked| {
+        // End of file for the spare even if forks of this process hold copies
+        // of this end: it exits without running anything.
+        let _ = rustix::net::shutdown(&asked.conn, rustix::net::Shutdown::Both);
+        None
+    };
+    // Usually there already; else the server is forking it now.
+    let Ok((pid, pidfd, status)) = await_answer(&asked) else {
+        return discard(asked);
+    };
+    if readable_now(pidfd.as_fd()) {
+        // Died waiting (killed): reap it if it is ours (the server reaps its own).
+        // (Only that pid: `None` would reap any child.)
+        if let (None, Some(pid)) = (&status, Pid::from_raw(pid)) {
+            let _ = waitpid(Some(pid), WaitOptions::empty());
+        }
+        return discard(asked);
+    }
+    if status.as_ref().is_some_and(|s| readable_now(s.as_fd())) {
+        // The server's own child, and the server has gone (or relays an exit):
+        // nobody would relay this child's exit.
+        return discard(asked);
+    }
+    send(asked.conn.as_fd());
+    Some(ForkedChild {
+        pid,
+        pidfd,
+        conn: asked.conn,
+        status,
+    })
+}
+
+/// Has the server (started now if this process has none running) fork a child,
+/// or takes the spare it forked ahead. `send` writes the request on the child's
+/// socket (the child reads it when it runs).
+pub(crate) fn fork_child(send: &dyn Fn(BorrowedFd<'_>)) -> Result<ForkedChild, String> {
+    let spare = state().spare.take();
+    if let Some(spare) = spare {
+        if spare.asker == std::process::id() {
+            if let Some(child) = take(spare.asked, send) {
+                ask_spare();
+                return Ok(child);
+            }
+        }
+        // Else a fork's copy of its parent's spare: closed, nothing more.
+    }
+    let asked = ask(&mut state())?;
+    let r = finish(asked, send);
+    ask_spare();
+    r
+}
+
+/// Asks the server for the next child now, so that the next start finds it
+/// forked and waiting for its request (unless a spare is there already).
+/// Called once a start has sent its request: measured (2,000 starts and joins,
+/// alternating), asking here gave means of 233-309 us against 238-319 us when
+/// asking at the end of `start`, after the child's `Ready`.
+fn ask_spare() {
+    let mut state = state();
+    if state
+        .spare
+        .as_ref()
+        .is_some_and(|s| s.asker == std::process::id())
+    {
+        return;
+    }
+    state.spare = ask(&mut state).ok().map(|asked| Spare {
+        asker: std::process::id(),
+        asked,
+    });
 }
 
 /// Reads the exit code the server relays on a status socket (which is readable).
@@ -309,12 +498,11 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                 _ => fork::exit_now(0),
             };
             if !matches!(postcard::from_bytes::<ToServer>(&bytes), Ok(ToServer::Fork))
-                || fds.len() != 2
+                || fds.len() != 1
             {
                 continue; // not a request this server understands: ignore it
             }
-            let status = fds.pop().expect("two");
-            let conn = fds.pop().expect("two");
+            let conn = fds.pop().expect("one");
             // A sibling when the system allows (the requester's own child: no
             // relay), else a child of the server. Clock readings bracket the fork:
             // the child then knows its start time without reading `/proc`.
@@ -328,7 +516,7 @@ pub(super) fn serve(control: OwnedFd) -> ! {
             match forked {
                 Err(e) => {
                     let _ = send_with_fds(
-                        status.as_fd(),
+                        conn.as_fd(),
                         &encode(&FromServer::Failed(format!("fork: {e}"))),
                         &[],
                     );
@@ -340,42 +528,46 @@ pub(super) fn serve(control: OwnedFd) -> ! {
                         crate::sys::procfs::boottime_ns_after_fork(),
                         ticks_per_second,
                     );
-                    drop((control, starter, status));
+                    drop(control);
                     drop(kids);
-                    super::child::run(conn, started)
+                    super::child::run(conn, started, Some(starter))
                 }
                 Ok((Forked::Parent(pid), Some(pidfd))) => {
                     // The requester's own child: its pidfd and pid are all it
                     // needs from the server.
-                    drop(conn);
                     let _ = send_with_fds(
-                        status.as_fd(),
+                        conn.as_fd(),
                         &encode(&FromServer::Forked { pid, own: true }),
                         &[pidfd.as_fd()],
                     );
                 }
-                // Forked the usual way (`fork_sibling` always gives a pidfd).
+                // Forked the usual way (`fork_sibling` always gives a pidfd):
+                // the server reaps it, and relays its exit on a status socket
+                // it hands over with the answer.
                 Ok((Forked::Parent(pid), None)) => {
-                    drop(conn);
-                    match pidfd_open(Pid::from_raw(pid).expect("positive"), PidfdFlags::empty()) {
-                        Ok(pidfd) => {
+                    let raw = Pid::from_raw(pid).expect("positive");
+                    let opened = pidfd_open(raw, PidfdFlags::empty())
+                        .map_err(|e| format!("pidfd_open: {e}"))
+                        .and_then(|pidfd| {
+                            stream_pair()
+                                .map(|pair| (pidfd, pair))
+                                .map_err(|e| format!("socketpair: {e}"))
+                        });
+                    match opened {
+                        Ok((pidfd, (status, theirs))) => {
                             let _ = send_with_fds(
-                                status.as_fd(),
+                                conn.as_fd(),
                                 &encode(&FromServer::Forked { pid, own: false }),
-                                &[pidfd.as_fd()],
+                                &[pidfd.as_fd(), theirs.as_fd()],
                             );
                             kids.push(Kid { pid, pidfd, status });
                         }
-                        Err(e) => {
-                            let raw = Pid::from_raw(pid).expect("positive");
+                        Err(why) => {
                             let _ =
                                 rustix::process::kill_process(raw, rustix::process::Signal::KILL);
                             let _ = waitpid(Some(raw), WaitOptions::empty());
-                            let _ = send_with_fds(
-                                status.as_fd(),
-                                &encode(&FromServer::Failed(format!("pidfd_open: {e}"))),
-                                &[],
-                            );
+                            let _ =
+                                send_with_fds(conn.as_fd(), &encode(&FromServer::Failed(why)), &[]);
                         }
                     }
                 }

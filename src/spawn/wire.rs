@@ -22,8 +22,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::sys::task::EntryToken;
 
-/// The protocol's version, first field of a [`Request`].
-pub(crate) const VERSION: u32 = 1;
+/// The protocol's version, first field of a [`Request`] (and of the
+/// forkserver's `Hello`). 2: the forkserver answers on the child's socket, no
+/// status socket per child unless it relays the exit.
+pub(crate) const VERSION: u32 = 2;
 
 /// The environment variable that makes [`init`](super::init) a child or a server:
 /// `child:<fd>:<inode>` or `server:<fd>:<inode>` (the inherited socket's number
