@@ -1120,8 +1120,16 @@ mod tests {
         ];
         let lo = at.iter().map(|a| a.1).min().unwrap();
         let hi = at.iter().map(|a| a.1).max().unwrap();
+        // The layout is what the optimised build (the one that is measured and
+        // tested: `cargo test --release`) gets; unoptimised code is several times
+        // larger, and its section need not fit the same window.
+        let limit = if cfg!(debug_assertions) {
+            64 << 10
+        } else {
+            16 << 10
+        };
         assert!(
-            hi - lo < 16 << 10,
+            hi - lo < limit,
             "the child's path spans {} bytes: {:x?}",
             hi - lo,
             at.map(|(n, a)| (n, a - lo))
