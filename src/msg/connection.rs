@@ -31,6 +31,24 @@
 //!   never interleave; reads hold the read lock for a whole message. The two locks are
 //!   separate: one thread may block in `recv` while another sends on the same duplex
 //!   connection.
+//!
+//! # Waiting for a message
+//!
+//! A read that may block, and a [`poll`](Connection::poll) with a timeout, first
+//! look at the descriptor in a short adaptive spin (`spin`, a process-local
+//! `sync::spin::AdaptiveSpin` of this handle; one `poll(0)` system call per look), and only
+//! then block in the kernel. A partner that answers within microseconds is so
+//! caught with this process still running: blocking costs a sleep and a wake-up,
+//! and waking a halted vCPU takes 20 to 70 us on the virtual machines measured
+//! here, against about 0.3 us per look (a round trip of 8-byte messages between
+//! two processes: 63 us blocking, 4.9 us with the spin). The budget grows while
+//! spins succeed and shrinks to a few looks while they fail, so a receiver that
+//! waits long burns at most one budget per wait (bounded: `spin::MAX` looks, or
+//! the probe's `spin::PROBE_TIME`); confined to one CPU it does not spin but
+//! yields the core (the partner can run nowhere else), as the primitives' waits
+//! do. The read itself is unchanged, so end of file (the writer died) and errors
+//! come as before: a dead writer makes the descriptor readable, which ends the
+//! spin at once.
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -45,6 +63,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::sync::spin::AdaptiveSpin;
 use crate::sys::inherit::Registration;
 use crate::sys::time::Deadline;
 use crate::sys::{fd as sysfd, time};
@@ -139,6 +158,9 @@ pub struct Connection {
     buffered: AtomicUsize,
     read_broken: AtomicBool,
     broken_reason: Mutex<&'static str>,
+    /// How long a wait for a message looks at the descriptor before it blocks
+    /// (see "Waiting for a message"): process-local, learned per handle.
+    spin: AdaptiveSpin,
 }
 
 impl std::fmt::Debug for Connection {
@@ -164,6 +186,17 @@ fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<
             other => return other,
         }
     }
+}
+
+/// Whether a read of `fd` returns at once: bytes, end of file or an error wait
+/// there (one `poll` system call with a zero timeout).
+fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
 /// Polls `fds` for readability until one is ready or `deadline` passes.
@@ -229,6 +262,7 @@ impl Connection {
             buffered: AtomicUsize::new(0),
             read_broken: AtomicBool::new(false),
             broken_reason: Mutex::new(""),
+            spin: AdaptiveSpin::new(),
         }
     }
 
@@ -668,6 +702,11 @@ impl Connection {
         if self.buffered.load(Ordering::Acquire) > 0 {
             return Ok(true);
         }
+        if timeout != Some(Duration::ZERO) && self.spin.spin(|| readable_now(fd), 2) {
+            return Ok(true);
+        }
+        // The timeout counts from here, after the spin (bounded: see "Waiting for
+        // a message").
         let deadline = time::Deadline::after(timeout)?;
         let mut fds = [PollFd::new(&fd, PollFlags::IN)];
         poll_readable(&mut fds, deadline)
@@ -704,6 +743,9 @@ impl Connection {
         }
         debug_assert!(st.end < st.buf.len(), "fill is called with room left");
         let end = st.end;
+        // Before a read that may block: the spin of "Waiting for a message" (its
+        // result does not matter: the read returns at once or blocks as needed).
+        self.spin.spin(|| readable_now(fd), 2);
         let n = retry(|| rustix::io::read(fd, &mut st.buf[end..])).map_err(io_err("recv"))?;
         st.end += n;
         self.buffered.store(st.end - st.start, Ordering::Release);
@@ -927,6 +969,47 @@ mod tests {
     fn raw_pipe() -> (Connection, OwnedFd) {
         let (r, w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
         (Connection::pipe_reader(r), w)
+    }
+
+    #[test]
+    fn the_spin_looks_for_bytes_and_for_end_of_file() {
+        // The spin before a blocking read ends when a read would return at once:
+        // bytes there, or end of file (the writer gone), never on an empty pipe.
+        let (r, w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        assert!(!readable_now(r.as_fd()), "an empty pipe is not readable");
+        rustix::io::write(&w, b"x").unwrap();
+        assert!(readable_now(r.as_fd()), "a byte is there");
+        let mut one = [0u8; 1];
+        rustix::io::read(&r, &mut one).unwrap();
+        assert!(!readable_now(r.as_fd()), "empty again");
+        drop(w);
+        assert!(readable_now(r.as_fd()), "end of file ends the spin");
+    }
+
+    #[test]
+    fn messages_sent_after_the_spin_gave_up_still_arrive() {
+        // The receiver's spin finds nothing (nobody writes yet), it blocks in the
+        // kernel (`poll` with a timeout, then a `recv`), and each message sent
+        // once it sleeps still arrives whole.
+        use crate::sync::spin::test_procs::{join, spawn, until_asleep};
+        let (a, b) = Pipe(true).unwrap();
+        let child = spawn(move || {
+            assert!(
+                b.poll(Some(Duration::from_secs(30))).unwrap(),
+                "poll timed out"
+            );
+            let first: u32 = b.recv().unwrap();
+            b.send(&0u8).unwrap();
+            let second: u32 = b.recv().unwrap();
+            std::process::exit((first + second) as i32);
+        });
+        let pid = child.pid().expect("started");
+        until_asleep(pid);
+        a.send(&7u32).unwrap();
+        assert_eq!(a.recv::<u8>().unwrap(), 0);
+        until_asleep(pid);
+        a.send(&5u32).unwrap();
+        assert_eq!(join(child), Some(12));
     }
 
     #[test]
