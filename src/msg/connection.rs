@@ -681,7 +681,10 @@ impl Connection {
     /// default `poll()`; `None`: wait forever).
     ///
     /// `true` means a `recv` will not block for long: a message has started to arrive
-    /// or the other end is gone (then `recv` returns [`Error::Eof`]).
+    /// or the other end is gone (then `recv` returns [`Error::Eof`]). A wait (any
+    /// `timeout` but zero) looks in a short adaptive spin before it sleeps in the
+    /// kernel, and its `timeout` counts from the end of that spin (see the module's
+    /// "Waiting for a message").
     ///
     /// ```
     /// use std::time::Duration;
