@@ -235,6 +235,96 @@ fn a_fork_leaves_its_parents_spare_alone() {
     assert_eq!(q.join(Some(BOUND)).unwrap(), Some(9));
 }
 
+/// A spare found dead had been reaped by someone else's `waitpid`, and its pid
+/// reused by another child of this process (forced here through
+/// `ns_last_pid`, where this process may write it; else skipped): the next
+/// start neither waits for that child nor takes its exit status.
+fn a_dead_spares_reused_pid_is_not_waited_for() {
+    const LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .open(LAST_PID)
+        .is_err()
+    {
+        println!("(skipped: {LAST_PID} is not writable)");
+        return;
+    }
+    let ctx = get_context(StartMethod::Forkserver);
+    let mut p = ctx.process(exits_with, 0);
+    p.start().unwrap();
+    assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+    let (_, spare) = server_and_spare(&[]);
+    let spare_pid = Pid::from_raw(spare as i32).unwrap();
+    let spare_fd = pidfd_open(spare_pid, PidfdFlags::empty()).unwrap();
+    rustix::process::pidfd_send_signal(&spare_fd, Signal::KILL).unwrap();
+    assert!(readable(spare_fd.as_fd()), "the spare died");
+    // Someone else's `waitpid` reaps it.
+    rustix::process::waitpid(Some(spare_pid), rustix::process::WaitOptions::empty()).unwrap();
+    // A child of this process (forked: not the server's) gets its pid; other
+    // processes of the machine may take the pid first, hence the tries.
+    let go = Event::new().unwrap();
+    let mut reused = None;
+    for _ in 0..100 {
+        std::fs::write(LAST_PID, format!("{}", spare - 1)).unwrap();
+        let mut f = get_context(StartMethod::Fork).process(waits, go.clone());
+        f.start().unwrap();
+        if f.pid() == Some(spare) {
+            reused = Some(f);
+            break;
+        }
+        f.kill().unwrap();
+        assert_eq!(f.join(Some(BOUND)).unwrap(), Some(-9));
+    }
+    let Some(mut f) = reused else {
+        println!("(skipped: the spare's pid was not reused)");
+        return;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let starter = std::thread::spawn(move || {
+        let mut q = get_context(StartMethod::Forkserver).process(exits_with, 3);
+        q.start().unwrap();
+        let _ = tx.send(());
+        assert_eq!(q.join(Some(BOUND)).unwrap(), Some(3));
+    });
+    // Bounded well below the fork's own wait (`BOUND`): a start that waits
+    // for the fork's exit is still waiting then.
+    let started = rx.recv_timeout(Duration::from_secs(5)).is_ok();
+    go.set();
+    let code = f.join(Some(BOUND));
+    starter.join().unwrap();
+    assert!(
+        started,
+        "the start waited for the child that reused the dead spare's pid"
+    );
+    assert_eq!(code.unwrap(), Some(0), "the fork's exit status was taken");
+    assert!(no_zombie_child(), "children: {:?}", children());
+}
+
+/// Threads of one process start children at once: each start takes the
+/// spare or asks for a child of its own, none fails, and once all are joined
+/// this process's children are the server and one spare, none a zombie.
+fn threads_starting_at_once_share_one_spare() {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let ctx = get_context(StartMethod::Forkserver);
+                for i in 0..25 {
+                    let code = (t * 25 + i) % 100;
+                    let mut p = ctx.process(exits_with, code);
+                    p.start().unwrap();
+                    assert_eq!(p.join(Some(BOUND)).unwrap(), Some(code));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let _ = server_and_spare(&[]);
+    common::poll_until("no zombie child", no_zombie_child);
+    assert_eq!(children().len(), 2, "children: {:?}", children());
+}
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -268,7 +358,7 @@ fn main() {
     multiproc::spawn::init();
     let before = common::dev_shm();
     let me = getpid();
-    let tests: [(&str, fn()); 6] = [
+    let tests: [(&str, fn()); 8] = [
         ("exit_codes_and_parent", exit_codes_and_parent),
         ("signals_and_sentinel", signals_and_sentinel),
         (
@@ -282,6 +372,14 @@ fn main() {
         (
             "a_killed_spare_is_reaped_and_replaced",
             a_killed_spare_is_reaped_and_replaced,
+        ),
+        (
+            "threads_starting_at_once_share_one_spare",
+            threads_starting_at_once_share_one_spare,
+        ),
+        (
+            "a_dead_spares_reused_pid_is_not_waited_for",
+            a_dead_spares_reused_pid_is_not_waited_for,
         ),
         (
             "the_servers_death_loses_nothing",

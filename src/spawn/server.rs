@@ -125,7 +125,6 @@ struct Server {
     /// inherited this record starts its own server.
     starter: u32,
     control: OwnedFd,
-    pid: i32,
     /// Shared with every [`Asked`] sent to it: a request waits for the answer or
     /// for the server's death.
     pidfd: Arc<OwnedFd>,
@@ -156,7 +155,6 @@ impl Server {
         Ok(Server {
             starter: std::process::id(),
             control: ours,
-            pid,
             pidfd,
         })
     }
@@ -175,9 +173,7 @@ impl Drop for Server {
         // sure it is gone, and reap it. In a fork of the starter it is not ours.
         if self.starter == std::process::id() {
             let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
-            if let Some(pid) = Pid::from_raw(self.pid) {
-                let _ = waitpid(Some(pid), WaitOptions::empty());
-            }
+            reap(self.pidfd.as_fd());
         }
     }
 }
@@ -309,6 +305,15 @@ fn await_answer(asked: &Asked) -> Result<(i32, OwnedFd, Option<OwnedFd>), String
     }
 }
 
+/// Waits for the exit of the child `pidfd` names and reaps it; nothing if it
+/// was reaped already (a pid could name another child by then: a pidfd cannot).
+fn reap(pidfd: BorrowedFd<'_>) {
+    let _ = rustix::process::waitid(
+        rustix::process::WaitId::PidFd(pidfd),
+        rustix::process::WaitIdOptions::EXITED,
+    );
+}
+
 fn readable_now(fd: BorrowedFd<'_>) -> bool {
     matches!(
         registry::wait_readable(fd, Some(std::time::Duration::ZERO)),
@@ -344,9 +349,10 @@ fn take(asked: Asked, send: &dyn Fn(BorrowedFd<'_>)) -> Option<ForkedChild> {
     };
     if readable_now(pidfd.as_fd()) {
         // Died waiting (killed): reap it if it is ours (the server reaps its own).
-        // (Only that pid: `None` would reap any child.)
-        if let (None, Some(pid)) = (&status, Pid::from_raw(pid)) {
-            let _ = waitpid(Some(pid), WaitOptions::empty());
+        // Through its pidfd, not its pid: someone else's `waitpid` may have
+        // reaped it already, and its pid then name another child of ours.
+        if status.is_none() {
+            reap(pidfd.as_fd());
         }
         return discard(asked);
     }
