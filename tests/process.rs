@@ -618,6 +618,49 @@ fn current_and_parent_process() {
     join_ok(sibling);
 }
 
+/// `current_process().pid()` names the caller also in a process forked by a raw
+/// system call, which runs no `pthread_atfork` handler (so multiproc's fork
+/// generation does not move there). Forked from a child: its one thread holds
+/// no lock another thread could have left taken.
+#[test]
+fn current_process_pid_is_right_after_a_fork_that_bypasses_the_at_fork_handlers() {
+    let verdict = RawValue::new(0i32).unwrap();
+    let v = verdict.clone();
+    let mut p = Process::new(move || {
+        // Whatever `current_process` caches, filled in before the fork.
+        assert_eq!(multiproc::current_process().pid(), std::process::id());
+        // SAFETY: a plain fork (`clone` with only the exit signal): the child
+        // calls `getpid`, `current_process` and `_exit`, in a process whose only
+        // thread is this one.
+        let pid =
+            unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
+        if pid == 0 {
+            let right = multiproc::current_process().pid() == std::process::id();
+            // SAFETY: `_exit` is always sound.
+            unsafe { libc::_exit(if right { 0 } else { 1 }) }
+        }
+        assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+        let mut status = 0;
+        // SAFETY: waits for the child just forked, writing into a live local.
+        assert_eq!(
+            unsafe { libc::waitpid(pid as i32, &mut status, 0) },
+            pid as i32
+        );
+        v.set(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        });
+    });
+    p.start().unwrap();
+    assert_eq!(p.join(Some(BOUND)).unwrap(), Some(0));
+    assert_eq!(
+        verdict.get(),
+        0,
+        "the raw-forked child's current_process().pid() was its parent's"
+    );
+}
+
 /// A grandchild whose closure captured its grandparent's `ParentProcess` (taken
 /// in the child) can still use it: the child's registry entry for its own parent
 /// is replaced in the grandchild, and its descriptor closed only when nothing

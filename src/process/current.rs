@@ -77,7 +77,11 @@ pub fn current_process() -> CurrentProcess {
     let reg = registry::registry();
     CurrentProcess {
         name: reg.name().to_string(),
-        pid: crate::sys::fork::pid() as u32,
+        // Asked of the kernel, not `sys::fork::pid`'s cache: that cache is right
+        // only after forks that run `pthread_atfork` handlers, and a user may fork
+        // by other means (a raw `clone`, glibc's `_Fork`). One system call, next
+        // to the name's allocation.
+        pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
         daemon: reg.daemon,
     }
 }
