@@ -14,6 +14,14 @@
 //! running destructors, as `multiprocessing` children do with `os._exit`): the
 //! blocks stay allocated until the chunk dies with the last process mapping it, as
 //! for any process that is killed. Memory is never reused while it may be in use.
+//!
+//! Fork through the C library's `fork()` (`libc::fork`, `nix::unistd::fork`,
+//! Python's `os.fork`): it runs the at-fork handlers by which a child renews
+//! what multiproc caches per process — its pid, and the owner word its locks
+//! carry. A raw `clone` or `SYS_fork` system call, or glibc's `_Fork`, runs no
+//! handler: such a child would take locks under its parent's identity, so a
+//! death of either could not be told apart from the other's (only
+//! [`current_process`](crate::current_process) asks the kernel each time).
 
 use crate::error::Result;
 use crate::shm::arena::{self, ForkGuard};

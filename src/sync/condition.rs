@@ -922,9 +922,8 @@ impl Condition {
         let mut checked = std::time::Instant::now();
         // Counted before the looks of the sleeping loop (SeqCst), so that a
         // notify after a look makes its wake call (see `wake`).
-        if !handed_off {
-            self.sleepers().fetch_add(1, Ordering::SeqCst);
-        }
+        // Uncounted when the guard drops, also if the caller's `check` panics.
+        let counted = (!handed_off).then(|| Counted::new(self.sleepers()));
         // Some(notified), or None: interrupted (the slot is left, see below).
         // NOTIFIED already when a yield saw it: only a notify changes the state.
         let notified = if handed_off {
@@ -954,9 +953,7 @@ impl Condition {
                 }
             }
         };
-        if !handed_off {
-            self.sleepers().fetch_sub(1, Ordering::Relaxed);
-        }
+        drop(counted);
         let how = self.relock(count);
         let Some(notified) = notified else {
             return Err(Error::Interrupted { what });
@@ -1122,6 +1119,24 @@ impl<'de> serde::Deserialize<'de> for Condition {
                 })
             },
         )
+    }
+}
+
+/// A waiter counted in the table's `sleepers` while it lives (see `wake`).
+struct Counted<'a>(&'a AtomicU32);
+
+impl<'a> Counted<'a> {
+    /// Counts one more sleeper (SeqCst: the first half of the Dekker handshake
+    /// with a deliverer's state change, then `sleepers` read).
+    fn new(sleepers: &'a AtomicU32) -> Self {
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        Counted(sleepers)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

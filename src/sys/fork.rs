@@ -70,7 +70,10 @@ pub fn generation() -> u32 {
 }
 
 /// `generation << 32 | pid`, filled by [`pid`] once the fork hooks are installed
-/// (so that every later fork changes the generation and makes it stale).
+/// (so that every later fork that runs the at-fork handlers — glibc's `fork`,
+/// and `fork_sibling`, which calls the handler itself — changes the generation
+/// and makes it stale; a raw `clone` or glibc's `_Fork` does not: see
+/// `process::ForeignFork`).
 static PID: AtomicU64 = AtomicU64::new(0);
 
 /// The calling process's pid, cached per fork [`generation`]: `getpid` is a real
