@@ -28,7 +28,8 @@ use crate::shm::arena::{self, ForkGuard};
 
 /// The arena locked around a fork made by other means, with the child's holds
 /// added. While it lives no other thread of this process allocates or frees a
-/// shared object (they wait), so keep it only around the `fork` call.
+/// shared object, nor starts a process by forkserver (they wait), so keep it
+/// only around the `fork` call.
 ///
 /// ```
 /// use multiproc::process::ForeignFork;
@@ -44,6 +45,9 @@ pub struct ForeignFork {
     guard: ForkGuard,
     /// Set by `parent`/`child`: the fork happened, the child's holds stay.
     forked: bool,
+    /// The forkserver state, locked too, so that no other thread holds it at the
+    /// fork (released after `guard`: fields drop in order).
+    _server: crate::spawn::server::ForkHold,
 }
 
 impl std::fmt::Debug for ForeignFork {
@@ -69,6 +73,7 @@ impl ForeignFork {
         Ok(ForeignFork {
             guard,
             forked: false,
+            _server: crate::spawn::server::hold_for_fork(),
         })
     }
 

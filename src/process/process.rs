@@ -155,6 +155,7 @@ struct Held {
     err: std::io::StderrLock<'static>,
     blocks: arena::ForkGuard,
     handles: inherit::ForkGuard,
+    server: crate::spawn::server::ForkHold,
     reg: std::sync::MutexGuard<'static, registry::Registry>,
     parent_pidfd: Arc<OwnedFd>,
     record: registry::ChildRecord,
@@ -423,7 +424,8 @@ impl Process {
             }
         }
         // Take every process-local lock the child may need, in the lock order
-        // stdout -> stderr -> arena -> inherit -> registry (see `shm::arena`): no other thread
+        // stdout -> stderr -> arena -> inherit -> forkserver state -> registry
+        // (see `shm::arena`, `spawn::server::ForkHold`): no other thread
         // holds one at the fork, and the child's only thread, a copy of this one,
         // owns its copies and releases them. std's stdout and stderr locks are
         // reentrant and owned by this thread's id, which the child's thread keeps.
@@ -443,6 +445,7 @@ impl Process {
                 ));
             }
         };
+        let server = crate::spawn::server::hold_for_fork();
         let mut reg = registry::registry();
         // Taken out of the registry across the fork and put back on each side
         // (the child's copy as its parent's sentinel): a move, where a clone and
@@ -451,7 +454,7 @@ impl Process {
         let Some(parent_pidfd) = reg.self_pidfd.take() else {
             // Not expected: opened above, and only a new child's registry lets
             // go of it.
-            drop((reg, handles, blocks, err, out));
+            drop((reg, server, handles, blocks, err, out));
             self.target = Some(Target::Closure(target));
             return Err(self.state_error("this process's own pidfd was not open"));
         };
@@ -467,7 +470,7 @@ impl Process {
         record.parent_pid = parent as u32;
         if let Err(e) = blocks.add_child_holds() {
             reg.self_pidfd = Some(parent_pidfd);
-            drop((reg, handles, blocks, err, out));
+            drop((reg, server, handles, blocks, err, out));
             self.target = Some(Target::Closure(target));
             return Err(e);
         }
@@ -476,6 +479,7 @@ impl Process {
             err,
             blocks,
             handles,
+            server,
             reg,
             parent_pidfd,
             record,
@@ -488,12 +492,13 @@ impl Process {
                     err,
                     blocks,
                     handles,
+                    server,
                     mut reg,
                     parent_pidfd,
                     ..
                 } = held;
                 reg.self_pidfd = Some(parent_pidfd);
-                drop((reg, handles, blocks, err, out));
+                drop((reg, server, handles, blocks, err, out));
                 self.target = Some(Target::Closure(target));
                 Err(Error::io(format!("forking process {:?}", self.name), e))
             }
@@ -503,6 +508,7 @@ impl Process {
                     err,
                     blocks,
                     handles,
+                    server,
                     mut reg,
                     parent_pidfd,
                     record,
@@ -510,7 +516,7 @@ impl Process {
                 let handles = handles.parent();
                 reg.self_pidfd = Some(parent_pidfd);
                 reg.spent_record = Some(record);
-                drop((reg, blocks, err, out));
+                drop((reg, server, blocks, err, out));
                 // The child holds its own copy of everything the closure captured
                 // (its shared blocks were counted for it above): drop the parent's,
                 // closing its files and releasing its handles, and tell the child
@@ -610,6 +616,7 @@ impl Process {
                         err,
                         blocks,
                         handles,
+                        server,
                         mut reg,
                         parent_pidfd,
                         record,
@@ -617,6 +624,7 @@ impl Process {
                     let handles = handles.child();
                     reg.become_child(record, parent_pidfd);
                     drop(reg);
+                    drop(server);
                     drop(blocks);
                     drop(err);
                     drop(out);

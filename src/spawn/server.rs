@@ -205,6 +205,21 @@ fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// This process's forkserver state, locked across a fork of it (`Process::start`,
+/// `ForeignFork`), so that no other thread holds it then: the child's copy of a
+/// lock held at the fork would stay locked forever, and the child's first
+/// forkserver start would wait for it. Drop it on both sides after the fork (the
+/// child's only thread is the copy of the one that locked it). In the lock order
+/// it comes right before the registry's, which `ask` takes under it.
+pub(crate) struct ForkHold {
+    _state: std::sync::MutexGuard<'static, State>,
+}
+
+/// Locks the forkserver state for a fork (see [`ForkHold`]).
+pub(crate) fn hold_for_fork() -> ForkHold {
+    ForkHold { _state: state() }
+}
+
 /// A `Fork` sent to the server: this process's end of the child's socket,
 /// where the server's answer comes first, and the server's pidfd (the answer
 /// cannot come once the server has died: the child, if forked, holds the
@@ -598,5 +613,66 @@ mod tests {
                 get_context(StartMethod::Forkserver).process(report_identity, (w, r, g))
             });
         }
+    }
+
+    /// A fork while another thread holds the forkserver state (as `ask` does
+    /// while it starts the server) waits for it: the child's copy is free, so the
+    /// child's own first forkserver start does not wait forever for a lock no
+    /// thread of it holds.
+    #[test]
+    fn a_fork_does_not_copy_the_forkserver_state_locked() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::mpsc;
+
+        use crate::sync::spin::test_procs::{BOUND, join, poll_until, spawn, until_asleep};
+
+        static STARTING: AtomicBool = AtomicBool::new(false);
+        let forker = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        let (held, is_held) = mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let g = super::state();
+            held.send(()).unwrap();
+            // Released once the forking thread sleeps past the point where it
+            // said it starts: waiting for this lock (or, were the fork not to
+            // wait, in its join of the child).
+            poll_until("the fork under way", || STARTING.load(Ordering::SeqCst));
+            until_asleep(forker);
+            drop(g);
+        });
+        is_held
+            .recv_timeout(BOUND)
+            .expect("the holder took the state");
+        STARTING.store(true, Ordering::SeqCst);
+        let child = spawn(|| {
+            let free = super::STATE.try_lock().is_ok();
+            std::process::exit(if free { 0 } else { 3 });
+        });
+        assert_eq!(
+            join(child),
+            Some(0),
+            "the child's copy of the forkserver state was locked"
+        );
+        holder.join().unwrap();
+    }
+
+    /// A fork made by other means holds the forkserver state too, from
+    /// `ForeignFork::prepare` until the fork is over.
+    #[test]
+    fn a_foreign_fork_holds_the_forkserver_state() {
+        let locked_elsewhere = || {
+            std::thread::spawn(|| super::STATE.try_lock().is_err())
+                .join()
+                .unwrap()
+        };
+        let prep = crate::process::ForeignFork::prepare().unwrap();
+        assert!(
+            locked_elsewhere(),
+            "prepare did not take the forkserver state"
+        );
+        prep.failed();
+        assert!(
+            !locked_elsewhere(),
+            "the state stayed locked after the fork"
+        );
     }
 }
