@@ -64,6 +64,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::sync::spin::AdaptiveSpin;
+use crate::sys::fd::readable_now;
 use crate::sys::inherit::Registration;
 use crate::sys::time::Deadline;
 use crate::sys::{fd as sysfd, time};
@@ -186,17 +187,6 @@ fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<
             other => return other,
         }
     }
-}
-
-/// Whether a read of `fd` returns at once: bytes, end of file or an error wait
-/// there (one `poll` system call with a zero timeout).
-fn readable_now(fd: BorrowedFd<'_>) -> bool {
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
 /// Polls `fds` for readability until one is ready or `deadline` passes.

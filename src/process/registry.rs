@@ -102,10 +102,7 @@ impl Child {
                     }
                 }
                 Reaper::Relay(sock) => {
-                    if matches!(
-                        wait_readable(sock.as_fd(), Some(std::time::Duration::ZERO)),
-                        Ok(true)
-                    ) {
+                    if crate::sys::fd::readable_now(sock.as_fd()) {
                         *code = Some(crate::spawn::server::read_status(sock.as_fd())?);
                     }
                 }

@@ -129,12 +129,7 @@ fn handshake(
         }
         if !readable {
             // Dead; a reply written just before death is readable already.
-            let mut again = [PollFd::new(&sock, PollFlags::IN)];
-            let zero = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            if !matches!(poll(&mut again, Some(&zero)), Ok(n) if n > 0) {
+            if !crate::sys::fd::readable_now(sock) {
                 return Some("the child died before it had imported its arguments".into());
             }
         }

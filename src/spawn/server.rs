@@ -89,7 +89,7 @@ use serde::{Deserialize, Serialize};
 use super::launch::stream_pair;
 use super::wire;
 use crate::process::registry::{self, exit_code};
-use crate::sys::fd::send_with_fds;
+use crate::sys::fd::{readable_now, send_with_fds};
 use crate::sys::fork::{self, Forked};
 
 /// Starter → server, on the control socket.
@@ -327,13 +327,6 @@ fn reap(pidfd: BorrowedFd<'_>) {
         rustix::process::WaitId::PidFd(pidfd),
         rustix::process::WaitIdOptions::EXITED,
     );
-}
-
-fn readable_now(fd: BorrowedFd<'_>) -> bool {
-    matches!(
-        registry::wait_readable(fd, Some(std::time::Duration::ZERO)),
-        Ok(true)
-    )
 }
 
 /// Reads the server's answer for an asked-for child, then sends it the request

@@ -60,6 +60,21 @@ pub(crate) fn writev_no_sigpipe(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io:
     }
 }
 
+/// Whether a read of `fd` returns at once: bytes, end of file or an error wait
+/// there (for a pidfd: the process has exited). One `poll` system call with a
+/// zero timeout; an interrupted or failed poll says no.
+pub(crate) fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
 /// Replaces the file behind descriptor number `raw` by one end of a Unix socket pair
 /// whose other end is closed: reads then return end of file at once, writes fail
 /// with `EPIPE` (sends use `MSG_NOSIGNAL`, pipe writes [`writev_no_sigpipe`]), and
